@@ -1,0 +1,139 @@
+//! Email through lettre: pooled SMTP, or `.eml` files for running without an
+//! account. A payment request is `multipart/alternative` with a plain-text
+//! and an HTML part, rendered from `email/subject`, `email/body.txt` and
+//! `email/body.html`.
+
+mod config;
+
+pub use config::{EmailConfig, Transport};
+
+use async_trait::async_trait;
+use lettre::message::{header, Mailbox, MultiPart};
+use lettre::transport::smtp::PoolConfig;
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::{BuildError, Channel, ChannelName, Prepared, Receipt, SendError};
+use crate::render::{RenderError, Templates};
+
+enum Sender {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    File(AsyncFileTransport<Tokio1Executor>),
+}
+
+pub struct EmailChannel {
+    from: Mailbox,
+    sender: Sender,
+}
+
+impl EmailChannel {
+    pub fn new(config: &EmailConfig) -> Result<EmailChannel, BuildError> {
+        let fail = |reason: String| BuildError {
+            channel: ChannelName::Email,
+            reason,
+        };
+        let sender = match &config.transport {
+            Transport::Smtp {
+                url,
+                pool_size,
+                timeout,
+            } => {
+                let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
+                    .map_err(|e| fail(format!("smtp_url is not usable: {e}")))?;
+                Sender::Smtp(
+                    builder
+                        .pool_config(PoolConfig::new().max_size(*pool_size))
+                        .timeout(Some(*timeout))
+                        .build(),
+                )
+            }
+            Transport::File { dir } => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| fail(format!("cannot create the outbox folder {}: {e}", dir.display())))?;
+                Sender::File(AsyncFileTransport::new(dir))
+            }
+        };
+        Ok(EmailChannel {
+            from: config.from.clone(),
+            sender,
+        })
+    }
+
+    fn build(&self, message: &Prepared) -> Result<Message, SendError> {
+        let permanent = |reason: String| SendError::Permanent { code: None, reason };
+        let to: Mailbox = message
+            .to
+            .parse()
+            .map_err(|_| permanent("recipient is not a valid email address".into()))?;
+        let part = |name: &str| message.part(name).unwrap_or_default().to_owned();
+        let message_id = format!("<{}@payrelay>", crate::paylink::random_id());
+        Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(part("subject"))
+            .message_id(Some(message_id))
+            .header(header::MIME_VERSION_1_0)
+            .multipart(MultiPart::alternative_plain_html(part("text"), part("html")))
+            .map_err(|e| permanent(format!("cannot build the email: {e}")))
+    }
+}
+
+#[async_trait]
+impl Channel for EmailChannel {
+    fn name(&self) -> ChannelName {
+        ChannelName::Email
+    }
+
+    fn prepare(&self, to: &str, view: &serde_json::Value, templates: &Templates) -> Result<Prepared, RenderError> {
+        Ok(Prepared {
+            channel: ChannelName::Email,
+            to: to.to_owned(),
+            parts: vec![
+                ("subject", templates.render("email/subject", view)?.trim().to_owned()),
+                ("text", templates.render("email/body.txt", view)?),
+                ("html", templates.render("email/body.html", view)?),
+            ],
+        })
+    }
+
+    async fn send(&self, message: &Prepared) -> Result<Receipt, SendError> {
+        let email = self.build(message)?;
+        let message_id = email
+            .headers()
+            .get_raw("Message-ID")
+            .map(|id| id.trim_matches(['<', '>']).to_owned());
+        match &self.sender {
+            Sender::Smtp(smtp) => match smtp.send(email).await {
+                Ok(_) => Ok(Receipt {
+                    provider_message_id: message_id,
+                }),
+                Err(e) => Err(classify_smtp(&e)),
+            },
+            Sender::File(file) => match file.send(email).await {
+                Ok(id) => Ok(Receipt {
+                    provider_message_id: Some(id),
+                }),
+                Err(e) => Err(SendError::Transient {
+                    code: None,
+                    reason: format!("cannot write the .eml file: {e}"),
+                    retry_after: None,
+                }),
+            },
+        }
+    }
+}
+
+/// SMTP 5xx replies are permanent; 4xx replies, timeouts and connection
+/// trouble are transient.
+fn classify_smtp(e: &lettre::transport::smtp::Error) -> SendError {
+    let code = e.status().map(|c| c.to_string());
+    let reason = e.to_string();
+    if e.is_permanent() {
+        SendError::Permanent { code, reason }
+    } else {
+        SendError::Transient {
+            code,
+            reason,
+            retry_after: None,
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Starting and stopping the whole service: store, templates, channels, the
+//! broker side and the HTTP server, sharing one shutdown token.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::broker::{self, BrokerParts};
+use crate::channels::{BuildError, Registry};
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::metrics::Metrics;
+use crate::render::{TemplateProblem, Templates};
+use crate::server::{self, AppState};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("templates have problems:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Templates(Vec<TemplateProblem>),
+    #[error("cannot set up a channel: {0}")]
+    Channel(#[from] BuildError),
+    #[error("cannot listen on {addr}: {source} (is another process using it?)")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A running service.
+pub struct Running {
+    /// Where the HTTP server listens (useful when the config asked for port 0).
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: CancellationToken,
+    broker: JoinHandle<()>,
+    http: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops taking deliveries, finishes in-flight ones, flushes events and
+    /// closes the HTTP server.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.broker.await;
+        let _ = self.http.await;
+        info!("payrelay stopped");
+    }
+
+    /// Completes when something asks the service to stop.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Starts the service on a checked config, listening on `[http] listen`.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let listener = TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.http.listen,
+            source,
+        })?;
+    start_on(config, listener).await
+}
+
+/// Starts the service on a listener bound by the caller (tests bind port 0
+/// first, so `public_base_url` can name the real port).
+pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, StartError> {
+    let config = Arc::new(config);
+    let templates = Arc::new(Templates::load(config.templates.dir.as_deref()).map_err(StartError::Templates)?);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store.url).await?);
+    let channels = Arc::new(Registry::from_config(&config.channels)?);
+    let metrics = Arc::new(Metrics::new());
+    let outbox_signal = Arc::new(Notify::new());
+    let broker_ready = Arc::new(AtomicBool::new(false));
+    let shutdown = CancellationToken::new();
+
+    let dispatcher = Arc::new(Dispatcher::new(
+        config.clone(),
+        store.clone(),
+        channels,
+        templates.clone(),
+        metrics.clone(),
+        outbox_signal.clone(),
+    ));
+    let state = AppState {
+        config: config.clone(),
+        store: store.clone(),
+        templates,
+        metrics: metrics.clone(),
+        outbox_signal: outbox_signal.clone(),
+        broker_ready: broker_ready.clone(),
+    };
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.http.listen,
+        source,
+    })?;
+    let http = tokio::spawn(server::serve(listener, state.clone(), shutdown.clone()));
+    let broker = tokio::spawn(broker::run(
+        BrokerParts {
+            config: config.broker.clone(),
+            dispatcher,
+            store,
+            metrics,
+            outbox_signal,
+            ready: broker_ready,
+        },
+        shutdown.clone(),
+    ));
+    info!(%addr, "payrelay listening");
+    Ok(Running {
+        addr,
+        state,
+        shutdown,
+        broker,
+        http,
+    })
+}

@@ -1,0 +1,124 @@
+//! The event publisher: moves events from the store's outbox to the events
+//! exchange with publisher confirms, in order, and forgets each event only
+//! after the broker confirmed it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::{timed, BrokerError, BrokerParts};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Events published per round; their confirms are awaited together.
+const BATCH: u32 = 500;
+/// How often the outbox is looked at when nobody signals.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+
+pub(super) struct EventPublisher {
+    channel: Channel,
+    exchange: String,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    signal: Arc<Notify>,
+}
+
+impl EventPublisher {
+    pub(super) async fn new(connection: &Connection, parts: &BrokerParts) -> Result<EventPublisher, BrokerError> {
+        let channel = timed(connection.create_channel()).await?;
+        timed(channel.confirm_select(ConfirmSelectOptions::default())).await?;
+        Ok(EventPublisher {
+            channel,
+            exchange: parts.config.events_exchange.clone(),
+            store: parts.store.clone(),
+            metrics: parts.metrics.clone(),
+            signal: parts.outbox_signal.clone(),
+        })
+    }
+
+    /// Publishes until `stop`, then drains what is left; cancels `lost` if
+    /// the channel fails so the consumer stops too.
+    pub(super) async fn run(self, stop: CancellationToken, lost: CancellationToken) -> Result<(), BrokerError> {
+        let result = self.publish_loop(&stop).await;
+        if result.is_err() {
+            lost.cancel();
+        }
+        let _ = self.channel.close(200, "publisher stopped".into()).await;
+        result
+    }
+
+    async fn publish_loop(&self, stop: &CancellationToken) -> Result<(), BrokerError> {
+        loop {
+            let batch = match self.store.outbox(BATCH).await {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(error = %e, "cannot read the event outbox; trying again");
+                    if stop.is_cancelled() {
+                        return Err(e.into());
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                if stop.is_cancelled() {
+                    return Ok(());
+                }
+                tokio::select! {
+                    _ = self.signal.notified() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = stop.cancelled() => {}
+                }
+                continue;
+            }
+            let mut pending = Vec::with_capacity(batch.len());
+            for entry in &batch {
+                let body = serde_json::to_vec(&entry.event).map_err(|e| BrokerError::Other(e.to_string()))?;
+                let mut properties = BasicProperties::default()
+                    .with_content_type(ShortString::from("application/json"))
+                    .with_delivery_mode(2)
+                    .with_type(ShortString::from(entry.event.event.as_str()));
+                if let Some(id) = entry
+                    .event
+                    .correlation_id
+                    .as_deref()
+                    .or(entry.event.message_id.as_deref())
+                {
+                    properties = properties.with_correlation_id(ShortString::from(id));
+                }
+                let confirm = timed(self.channel.basic_publish(
+                    self.exchange.as_str().into(),
+                    entry.event.event.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties,
+                ))
+                .await?;
+                pending.push((entry.id, confirm));
+            }
+            let mut done = Vec::with_capacity(pending.len());
+            let mut refused = 0;
+            for (id, confirm) in pending {
+                match timed(confirm).await? {
+                    Confirmation::Ack(_) => done.push(id),
+                    other => {
+                        refused += 1;
+                        debug!(?other, "event not confirmed; it stays in the outbox");
+                    }
+                }
+            }
+            self.store.outbox_done(&done).await?;
+            self.metrics.events_published(done.len() as u64);
+            if refused > 0 {
+                warn!(refused, "the broker refused events; trying again shortly");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}

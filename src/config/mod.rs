@@ -1,0 +1,282 @@
+//! Configuration: loaded, layered and checked completely before any I/O.
+//!
+//! Layers: built-in defaults, then the TOML file, then environment variables
+//! `PAYRELAY__SECTION__KEY` (figment does the layering). The raw values are
+//! then read section by section so that one run of `payrelay check` lists
+//! every problem with its key, instead of stopping at the first. Values of the
+//! form `env:NAME` are read from the environment into [`Secret`]s, which never
+//! print their contents. Relative paths resolve against the config file's
+//! folder, so the service behaves the same from any working directory.
+
+pub(crate) mod raw;
+mod secret;
+
+pub use raw::{DaysToDue, OneOrMany};
+pub use secret::Secret;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use url::Url;
+
+use crate::channels::email::EmailConfig;
+use crate::channels::ChannelName;
+
+/// One thing wrong with the configuration, with the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in one config file.
+#[derive(Debug, thiserror::Error)]
+#[error("{} has {} problem(s):\n{}", .path.display(), .problems.len(), list(.problems))]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Collects problems while the config is checked.
+#[derive(Default)]
+pub(crate) struct Problems(Vec<Problem>);
+
+impl Problems {
+    pub(crate) fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// The whole, checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file's folder; relative paths were resolved against it.
+    pub base_dir: PathBuf,
+    pub broker: BrokerConfig,
+    pub store: StoreConfig,
+    pub http: HttpConfig,
+    pub paylink: PaylinkConfig,
+    pub billers: BTreeMap<String, BillerConfig>,
+    pub channels: ChannelsConfig,
+    pub templates: TemplatesConfig,
+    pub routing: RoutingConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Holds the broker password, hence a secret.
+    pub url: Secret,
+    pub queue: String,
+    pub events_exchange: String,
+    pub prefetch: u16,
+    pub delivery_limit: u32,
+}
+
+impl BrokerConfig {
+    /// `<queue>.dead`, where malformed messages go (contract §7).
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead", self.queue)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `sqlite://` with its path already resolved against the config folder.
+    pub url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub public_base_url: Url,
+    pub admin_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PaylinkConfig {
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct BillerConfig {
+    pub name: String,
+    pub checkout_url: String,
+    pub default_locale: Option<String>,
+    pub webhook_secret: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ChannelsConfig {
+    pub email: Option<EmailConfig>,
+}
+
+impl ChannelsConfig {
+    pub fn is_configured(&self, name: ChannelName) -> bool {
+        match name {
+            ChannelName::Email => self.email.is_some(),
+            ChannelName::Sms | ChannelName::Whatsapp | ChannelName::Messenger => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TemplatesConfig {
+    /// Files here override the built-in templates one by one.
+    pub dir: Option<PathBuf>,
+}
+
+/// How channels are tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Next channel only when the previous one failed.
+    Fallback,
+    /// Every channel.
+    All,
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Strategy::Fallback => "fallback",
+            Strategy::All => "all",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RoutingConfig {
+    pub default: Vec<ChannelName>,
+    pub default_strategy: Strategy,
+    pub respect_preferences: bool,
+    pub rules: Vec<Rule>,
+}
+
+/// A routing rule (contract §3): all set conditions must hold.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub biller: Option<Vec<String>>,
+    pub source: Option<Vec<String>>,
+    pub currency: Option<Vec<String>>,
+    pub country: Option<Vec<String>>,
+    pub locale: Option<Vec<String>>,
+    /// In minor units would need a currency; kept as a decimal in major units.
+    pub min_amount: Option<f64>,
+    pub max_amount: Option<f64>,
+    pub days_to_due: Option<DaysToDue>,
+    pub channels: Vec<ChannelName>,
+    pub strategy: Strategy,
+}
+
+impl Config {
+    /// Loads and checks `path` with the environment layered on top.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let fail = |problems: Vec<Problem>| ConfigError {
+            path: path.to_owned(),
+            problems,
+        };
+        if !path.is_file() {
+            return Err(fail(vec![Problem {
+                key: String::new(),
+                message: "file not found (pass --config PATH)".into(),
+            }]));
+        }
+        let figment = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed("PAYRELAY__").split("__"));
+        let value: serde_json::Value = figment.extract().map_err(|e| {
+            fail(
+                e.into_iter()
+                    .map(|e| Problem {
+                        key: e.path.join("."),
+                        message: e.kind.to_string(),
+                    })
+                    .collect(),
+            )
+        })?;
+        let base_dir = path
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let mut problems = Problems::default();
+        let config = raw::check(value, base_dir, &mut problems, &|name| std::env::var(name).ok());
+        match config {
+            Some(c) if problems.0.is_empty() => Ok(c),
+            _ => Err(fail(problems.0)),
+        }
+    }
+
+    /// Checks a TOML text with a given environment; for tests and tools.
+    pub fn from_toml(
+        text: &str,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<Problem>> {
+        let value: serde_json::Value = match toml::from_str::<toml::Value>(text) {
+            Ok(v) => match serde_json::to_value(v) {
+                Ok(v) => v,
+                Err(e) => {
+                    return Err(vec![Problem {
+                        key: String::new(),
+                        message: e.to_string(),
+                    }])
+                }
+            },
+            Err(e) => {
+                return Err(vec![Problem {
+                    key: String::new(),
+                    message: e.to_string(),
+                }])
+            }
+        };
+        let mut problems = Problems::default();
+        match raw::check(value, base_dir.to_path_buf(), &mut problems, env) {
+            Some(c) if problems.0.is_empty() => Ok(c),
+            _ => Err(problems.0),
+        }
+    }
+
+    /// Resolves a path from the config against the config file's folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        resolve(&self.base_dir, path)
+    }
+}
+
+pub(crate) fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_owned()
+    } else {
+        base.join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,625 @@
+//! Reading the layered config value section by section, collecting problems.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use url::Url;
+
+use super::{
+    resolve, BillerConfig, BrokerConfig, ChannelsConfig, Config, HttpConfig, PaylinkConfig, Problems, RoutingConfig,
+    Rule, Secret, StoreConfig, Strategy, TemplatesConfig,
+};
+use crate::channels::email::EmailConfig;
+use crate::channels::{ChannelName, Limits};
+
+/// Reads the environment for `env:NAME` values.
+pub(crate) type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// One value or a list of them, as rule conditions accept (contract §7).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// `days_to_due = { min = .., max = .. }`; negative days mean overdue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaysToDue {
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Decimal {
+    Number(f64),
+    Text(String),
+}
+
+/// Deserializes `value` into `T`, reporting unknown keys and type errors,
+/// each under `prefix`. A key with a wrong type is reported, removed and the
+/// rest read again, so one pass lists every problem in the section.
+pub(crate) fn read<T: DeserializeOwned>(mut value: Value, prefix: &str, problems: &mut Problems) -> Option<T> {
+    loop {
+        let mut unknown = Vec::new();
+        let result = {
+            let mut note = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+            let de = serde_ignored::Deserializer::new(value.clone(), &mut note);
+            serde_path_to_error::deserialize::<_, T>(de)
+        };
+        match result {
+            Ok(t) => {
+                for key in unknown {
+                    problems.push(join(prefix, &key), "unknown key (a typo?)");
+                }
+                return Some(t);
+            }
+            Err(e) => {
+                let path = e.path().to_string();
+                let removable = remove_path(&mut value, e.path());
+                problems.push(
+                    join(prefix, if path == "." { "" } else { &path }),
+                    e.into_inner().to_string(),
+                );
+                if !removable {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Removes the value at `path`; false if there is nothing to remove.
+fn remove_path(value: &mut Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut current = value;
+    for segment in parents {
+        current = match (segment, current) {
+            (Segment::Map { key }, Value::Object(map)) => match map.get_mut(key) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Segment::Seq { index }, Value::Array(items)) => match items.get_mut(*index) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, current) {
+        (Segment::Map { key }, Value::Object(map)) => map.remove(key).is_some(),
+        (Segment::Seq { index }, Value::Array(items)) if *index < items.len() => {
+            items.remove(*index);
+            true
+        }
+        _ => false,
+    }
+}
+
+pub(crate) fn join(prefix: &str, key: &str) -> String {
+    match (prefix.is_empty(), key.is_empty()) {
+        (true, _) => key.to_owned(),
+        (_, true) => prefix.to_owned(),
+        _ => format!("{prefix}.{key}"),
+    }
+}
+
+/// Resolves `env:NAME` or takes a literal value.
+pub(crate) fn secret(key: &str, value: Option<String>, env: EnvLookup<'_>, problems: &mut Problems) -> Option<Secret> {
+    let value = value?;
+    match value.strip_prefix("env:") {
+        Some(name) => match env(name) {
+            Some(v) if !v.is_empty() => Some(Secret::new(v)),
+            _ => {
+                problems.push(key, format!("environment variable {name} is not set"));
+                None
+            }
+        },
+        None => Some(Secret::new(value)),
+    }
+}
+
+/// `rate_per_second` (> 0, may be fractional) and `burst` (defaults to the rate, at least 1).
+pub(crate) fn limits(
+    prefix: &str,
+    rate: Option<f64>,
+    burst: Option<u32>,
+    default_rate: f64,
+    problems: &mut Problems,
+) -> Limits {
+    let rate_per_second = rate.unwrap_or(default_rate);
+    if !(rate_per_second.is_finite() && rate_per_second > 0.0) {
+        problems.push(join(prefix, "rate_per_second"), "must be a number above 0");
+    }
+    let default_burst = NonZeroU32::new(rate_per_second.max(1.0) as u32).unwrap_or(NonZeroU32::MIN);
+    let burst = match burst {
+        None => default_burst,
+        Some(b) => NonZeroU32::new(b).unwrap_or_else(|| {
+            problems.push(join(prefix, "burst"), "must be at least 1");
+            NonZeroU32::MIN
+        }),
+    };
+    Limits { rate_per_second, burst }
+}
+
+/// Parses durations like `45d`, `12h`, `30s`.
+pub(crate) fn duration(key: &str, text: &str, problems: &mut Problems) -> Option<Duration> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Some(d),
+        Ok(_) => {
+            problems.push(key, "must be longer than zero");
+            None
+        }
+        Err(e) => {
+            problems.push(key, format!("\"{text}\" is not a duration like 45d or 12h: {e}"));
+            None
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawBroker {
+    url: Option<String>,
+    queue: Option<String>,
+    events_exchange: Option<String>,
+    prefetch: Option<u16>,
+    delivery_limit: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawStore {
+    url: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawHttp {
+    listen: Option<String>,
+    public_base_url: Option<String>,
+    admin_token: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawPaylink {
+    ttl: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawBiller {
+    name: Option<String>,
+    checkout_url: Option<String>,
+    default_locale: Option<String>,
+    webhook_secret: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawTemplates {
+    dir: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawRouting {
+    default: Option<Vec<String>>,
+    default_strategy: Option<Strategy>,
+    respect_preferences: Option<bool>,
+    quiet_hours: Option<String>,
+    rules: Vec<Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawRule {
+    name: Option<String>,
+    biller: Option<OneOrMany>,
+    source: Option<OneOrMany>,
+    currency: Option<OneOrMany>,
+    country: Option<OneOrMany>,
+    locale: Option<OneOrMany>,
+    min_amount: Option<Decimal>,
+    max_amount: Option<Decimal>,
+    days_to_due: Option<DaysToDue>,
+    channels: Vec<String>,
+    strategy: Option<Strategy>,
+}
+
+const SECTIONS: [&str; 8] = [
+    "broker",
+    "store",
+    "http",
+    "paylink",
+    "billers",
+    "channels",
+    "templates",
+    "routing",
+];
+
+fn take(root: &mut Map<String, Value>, key: &str) -> Value {
+    root.remove(key).unwrap_or_else(|| Value::Object(Map::new()))
+}
+
+/// Reads every section; returns a config only if nothing blocked building one.
+pub(crate) fn check(value: Value, base_dir: PathBuf, problems: &mut Problems, env: EnvLookup<'_>) -> Option<Config> {
+    let mut root = match value {
+        Value::Object(m) => m,
+        _ => {
+            problems.push("", "the config must be a TOML table");
+            return None;
+        }
+    };
+    let broker = check_broker(
+        read(take(&mut root, "broker"), "broker", problems).unwrap_or_default(),
+        env,
+        problems,
+    );
+    let store = check_store(
+        read(take(&mut root, "store"), "store", problems).unwrap_or_default(),
+        &base_dir,
+        problems,
+    );
+    let http = check_http(
+        read(take(&mut root, "http"), "http", problems).unwrap_or_default(),
+        env,
+        problems,
+    );
+    let paylink = check_paylink(
+        read(take(&mut root, "paylink"), "paylink", problems).unwrap_or_default(),
+        problems,
+    );
+    let billers = check_billers(take(&mut root, "billers"), env, problems);
+    let (channels, declared) = check_channels(take(&mut root, "channels"), &base_dir, env, problems);
+    let templates_raw: RawTemplates = read(take(&mut root, "templates"), "templates", problems).unwrap_or_default();
+    let templates = TemplatesConfig {
+        dir: templates_raw.dir.map(|d| resolve(&base_dir, Path::new(&d))),
+    };
+    let routing = check_routing(take(&mut root, "routing"), &declared, &billers, problems);
+    for key in root.keys() {
+        problems.push(
+            key.clone(),
+            format!("unknown section (a typo?); sections are {}", SECTIONS.join(", ")),
+        );
+    }
+    Some(Config {
+        base_dir,
+        broker: broker?,
+        store: store?,
+        http: http?,
+        paylink: paylink?,
+        billers,
+        channels,
+        templates,
+        routing,
+    })
+}
+
+fn check_broker(raw: RawBroker, env: EnvLookup<'_>, problems: &mut Problems) -> Option<BrokerConfig> {
+    let url = secret(
+        "broker.url",
+        Some(
+            raw.url
+                .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+        ),
+        env,
+        problems,
+    );
+    if let Some(url) = &url {
+        match Url::parse(url.expose()) {
+            Ok(u) if u.scheme() == "amqp" || u.scheme() == "amqps" => {}
+            _ => problems.push("broker.url", "must be an amqp:// or amqps:// URL"),
+        }
+    }
+    let queue = raw.queue.unwrap_or_else(|| "payrelay.invoices".into());
+    if queue.is_empty() || queue.len() > 250 {
+        problems.push("broker.queue", "must be 1 to 250 characters");
+    }
+    let events_exchange = raw.events_exchange.unwrap_or_else(|| "payrelay.events".into());
+    if events_exchange.is_empty() {
+        problems.push("broker.events_exchange", "must not be empty");
+    }
+    let prefetch = raw.prefetch.unwrap_or(256);
+    if prefetch == 0 {
+        problems.push("broker.prefetch", "must be at least 1");
+    }
+    let delivery_limit = raw.delivery_limit.unwrap_or(10);
+    if delivery_limit == 0 {
+        problems.push("broker.delivery_limit", "must be at least 1");
+    }
+    Some(BrokerConfig {
+        url: url?,
+        queue,
+        events_exchange,
+        prefetch,
+        delivery_limit,
+    })
+}
+
+fn check_store(raw: RawStore, base_dir: &Path, problems: &mut Problems) -> Option<StoreConfig> {
+    let url = raw.url.unwrap_or_else(|| "sqlite://var/payrelay.db".into());
+    match url.strip_prefix("sqlite://") {
+        Some(path) if !path.is_empty() => {
+            let path = resolve(base_dir, Path::new(path));
+            Some(StoreConfig {
+                url: format!("sqlite://{}", path.display()),
+            })
+        }
+        _ => {
+            problems.push(
+                "store.url",
+                "must be sqlite://PATH (PostgreSQL comes in a later version)",
+            );
+            None
+        }
+    }
+}
+
+fn check_http(raw: RawHttp, env: EnvLookup<'_>, problems: &mut Problems) -> Option<HttpConfig> {
+    let listen_text = raw.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+    let listen = listen_text
+        .parse()
+        .map_err(|_| {
+            problems.push(
+                "http.listen",
+                format!("\"{listen_text}\" is not an address like 127.0.0.1:8080"),
+            )
+        })
+        .ok();
+    let base_text = raw.public_base_url.unwrap_or_else(|| format!("http://{listen_text}"));
+    let public_base_url = match Url::parse(&base_text) {
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && !u.cannot_be_a_base() => Some(u),
+        _ => {
+            problems.push("http.public_base_url", format!("\"{base_text}\" is not an http(s) URL"));
+            None
+        }
+    };
+    let admin_token = secret("http.admin_token", raw.admin_token, env, problems);
+    Some(HttpConfig {
+        listen: listen?,
+        public_base_url: public_base_url?,
+        admin_token,
+    })
+}
+
+fn check_paylink(raw: RawPaylink, problems: &mut Problems) -> Option<PaylinkConfig> {
+    let ttl = duration("paylink.ttl", raw.ttl.as_deref().unwrap_or("45d"), problems)?;
+    Some(PaylinkConfig { ttl })
+}
+
+/// The checkout placeholders a biller may use (contract §7).
+pub const CHECKOUT_PLACEHOLDERS: [&str; 6] = ["invoice_id", "biller_id", "amount", "amount_minor", "currency", "token"];
+
+fn check_billers(value: Value, env: EnvLookup<'_>, problems: &mut Problems) -> BTreeMap<String, BillerConfig> {
+    let mut billers = BTreeMap::new();
+    let Value::Object(map) = value else {
+        problems.push("billers", "must be a table of [billers.<id>] sections");
+        return billers;
+    };
+    if map.is_empty() {
+        problems.push("billers", "no biller is configured: add a [billers.<id>] section");
+    }
+    for (id, v) in map {
+        let prefix = format!("billers.{id}");
+        let Some(raw) = read::<RawBiller>(v, &prefix, problems) else {
+            continue;
+        };
+        let name = raw.name.unwrap_or_else(|| id.clone());
+        let checkout_url = match raw.checkout_url {
+            Some(u) => {
+                check_checkout_url(&format!("{prefix}.checkout_url"), &u, problems);
+                u
+            }
+            None => {
+                problems.push(
+                    format!("{prefix}.checkout_url"),
+                    "is required: where the Pay button sends the customer",
+                );
+                String::new()
+            }
+        };
+        let webhook_secret = secret(&format!("{prefix}.webhook_secret"), raw.webhook_secret, env, problems);
+        billers.insert(
+            id,
+            BillerConfig {
+                name,
+                checkout_url,
+                default_locale: raw.default_locale,
+                webhook_secret,
+            },
+        );
+    }
+    billers
+}
+
+fn check_checkout_url(key: &str, template: &str, problems: &mut Problems) {
+    let mut rest = template;
+    let mut filled = String::new();
+    while let Some(start) = rest.find('{') {
+        filled.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find('}') else {
+            problems.push(key, "has a { without a closing }");
+            return;
+        };
+        let name = &rest[start + 1..start + len];
+        if !CHECKOUT_PLACEHOLDERS.contains(&name) {
+            problems.push(
+                key,
+                format!(
+                    "unknown placeholder {{{name}}}; use {}",
+                    CHECKOUT_PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
+                ),
+            );
+        }
+        filled.push('x');
+        rest = &rest[start + len + 1..];
+    }
+    filled.push_str(rest);
+    match Url::parse(&filled) {
+        Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
+        _ => problems.push(key, "is not an http(s) URL"),
+    }
+}
+
+/// Reads `[channels.*]`; also returns the channels that have a section,
+/// so a section with problems is not reported again as missing.
+fn check_channels(
+    value: Value,
+    base_dir: &Path,
+    env: EnvLookup<'_>,
+    problems: &mut Problems,
+) -> (ChannelsConfig, Vec<ChannelName>) {
+    let mut channels = ChannelsConfig::default();
+    let mut declared = Vec::new();
+    let Value::Object(map) = value else {
+        problems.push("channels", "must be a table of [channels.<name>] sections");
+        return (channels, declared);
+    };
+    if map.is_empty() {
+        problems.push("channels", "no channel is configured: add [channels.email] at least");
+    }
+    for (name, v) in map {
+        let prefix = format!("channels.{name}");
+        if let Ok(c) = name.parse::<ChannelName>() {
+            declared.push(c);
+        }
+        match name.parse::<ChannelName>() {
+            Ok(ChannelName::Email) => channels.email = EmailConfig::check(v, &prefix, base_dir, env, problems),
+            Ok(other) => problems.push(
+                prefix,
+                format!("the {other} channel is not available in this version of payrelay"),
+            ),
+            Err(e) => problems.push(prefix, e),
+        }
+    }
+    (channels, declared)
+}
+
+fn channel_list(key: &str, names: &[String], declared: &[ChannelName], problems: &mut Problems) -> Vec<ChannelName> {
+    let mut out = Vec::new();
+    for n in names {
+        match n.parse::<ChannelName>() {
+            Ok(c) if !declared.contains(&c) => problems.push(
+                key,
+                format!("channel {c} is used here but not configured under [channels.{c}]"),
+            ),
+            Ok(c) if out.contains(&c) => problems.push(key, format!("channel {c} is listed twice")),
+            Ok(c) => out.push(c),
+            Err(e) => problems.push(key, e),
+        }
+    }
+    if names.is_empty() {
+        problems.push(key, "must name at least one channel");
+    }
+    out
+}
+
+fn check_routing(
+    value: Value,
+    channels: &[ChannelName],
+    billers: &BTreeMap<String, BillerConfig>,
+    problems: &mut Problems,
+) -> RoutingConfig {
+    let raw: RawRouting = read(value, "routing", problems).unwrap_or_default();
+    let default_names = raw.default.unwrap_or_else(|| vec!["email".into()]);
+    let default = channel_list("routing.default", &default_names, channels, problems);
+    if raw.quiet_hours.is_some() {
+        problems.push(
+            "routing.quiet_hours",
+            "quiet hours are not available in this version of payrelay; remove the key",
+        );
+    }
+    let mut rules = Vec::new();
+    for (i, v) in raw.rules.into_iter().enumerate() {
+        let prefix = format!("routing.rules[{i}]");
+        let Some(r) = read::<RawRule>(v, &prefix, problems) else {
+            continue;
+        };
+        let name = r.name.unwrap_or_else(|| format!("rule {}", i + 1));
+        let biller = r.biller.map(OneOrMany::into_vec);
+        for b in biller.iter().flatten() {
+            if !billers.contains_key(b) {
+                problems.push(format!("{prefix}.biller"), format!("biller \"{b}\" is not configured"));
+            }
+        }
+        let currency = r.currency.map(OneOrMany::into_vec);
+        for c in currency.iter().flatten() {
+            if iso_currency::Currency::from_code(c).is_none() {
+                problems.push(format!("{prefix}.currency"), format!("\"{c}\" is not an ISO 4217 code"));
+            }
+        }
+        let mut amount = |key: &str, d: Option<Decimal>| -> Option<f64> {
+            match d? {
+                Decimal::Number(n) => Some(n),
+                Decimal::Text(t) => t
+                    .parse()
+                    .map_err(|_| problems.push(format!("{prefix}.{key}"), format!("\"{t}\" is not a number")))
+                    .ok(),
+            }
+        };
+        let min_amount = amount("min_amount", r.min_amount);
+        let max_amount = amount("max_amount", r.max_amount);
+        if let (Some(lo), Some(hi)) = (min_amount, max_amount) {
+            if lo > hi {
+                problems.push(
+                    format!("{prefix}.min_amount"),
+                    "is above max_amount: the rule can never match",
+                );
+            }
+        }
+        if let Some(DaysToDue {
+            min: Some(lo),
+            max: Some(hi),
+        }) = r.days_to_due
+        {
+            if lo > hi {
+                problems.push(
+                    format!("{prefix}.days_to_due"),
+                    "min is above max: the rule can never match",
+                );
+            }
+        }
+        let channels = channel_list(&format!("{prefix}.channels"), &r.channels, channels, problems);
+        rules.push(Rule {
+            name,
+            biller,
+            source: r.source.map(OneOrMany::into_vec),
+            currency,
+            country: r.country.map(OneOrMany::into_vec),
+            locale: r.locale.map(OneOrMany::into_vec),
+            min_amount,
+            max_amount,
+            days_to_due: r.days_to_due,
+            channels,
+            strategy: r.strategy.unwrap_or(Strategy::Fallback),
+        });
+    }
+    RoutingConfig {
+        default,
+        default_strategy: raw.default_strategy.unwrap_or(Strategy::Fallback),
+        respect_preferences: raw.respect_preferences.unwrap_or(true),
+        rules,
+    }
+}

@@ -1,0 +1,759 @@
+use super::*;
+
+use std::collections::BTreeSet;
+
+use crate::channels::email::Transport;
+
+/// The smallest config that loads: one biller and file email.
+const MINIMAL: &str = r#"
+[billers.acme]
+checkout_url = "https://pay.example/c?inv={invoice_id}&amt={amount}&cur={currency}"
+
+[channels.email]
+transport = "file"
+"#;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn base() -> PathBuf {
+    PathBuf::from("/etc/payrelay")
+}
+
+fn load(text: &str) -> Config {
+    Config::from_toml(text, &base(), &no_env).unwrap_or_else(|problems| panic!("config refused: {problems:#?}"))
+}
+
+fn load_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Config {
+    Config::from_toml(text, &base(), env).unwrap_or_else(|problems| panic!("config refused: {problems:#?}"))
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    match Config::from_toml(text, &base(), &no_env) {
+        Ok(c) => panic!("config accepted: {c:#?}"),
+        Err(problems) => problems,
+    }
+}
+
+fn keys(problems: &[Problem]) -> BTreeSet<String> {
+    problems.iter().map(|p| p.key.clone()).collect()
+}
+
+fn set_of(keys: &[&str]) -> BTreeSet<String> {
+    keys.iter().map(|k| k.to_string()).collect()
+}
+
+/// MINIMAL with `extra` appended (TOML tables can be added after it).
+fn minimal_and(extra: &str) -> String {
+    format!("{MINIMAL}\n{extra}")
+}
+
+fn email(config: &Config) -> &EmailConfig {
+    config.channels.email.as_ref().expect("email configured")
+}
+
+#[test]
+fn a_minimal_config_loads_with_the_documented_defaults() {
+    let c = load(MINIMAL);
+
+    assert_eq!(c.base_dir, base());
+    assert_eq!(c.broker.url.expose(), "amqp://guest:guest@127.0.0.1:5672/%2f");
+    assert_eq!(c.broker.queue, "payrelay.invoices");
+    assert_eq!(c.broker.dead_letter_queue(), "payrelay.invoices.dead");
+    assert_eq!(c.broker.events_exchange, "payrelay.events");
+    assert_eq!(c.broker.prefetch, 256);
+    assert_eq!(c.broker.delivery_limit, 10);
+
+    assert_eq!(c.store.url, "sqlite:///etc/payrelay/var/payrelay.db");
+    assert_eq!(c.http.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.http.public_base_url.as_str(), "http://127.0.0.1:8080/");
+    assert!(c.http.admin_token.is_none());
+    assert_eq!(c.paylink.ttl, Duration::from_secs(45 * 24 * 60 * 60));
+    assert_eq!(c.templates.dir, None, "built-in templates unless a dir is given");
+
+    let acme = &c.billers["acme"];
+    assert_eq!(acme.name, "acme", "the name defaults to the id");
+    assert_eq!(
+        acme.checkout_url,
+        "https://pay.example/c?inv={invoice_id}&amt={amount}&cur={currency}"
+    );
+    assert_eq!(acme.default_locale, None);
+    assert!(acme.webhook_secret.is_none());
+    assert_eq!(c.billers.len(), 1);
+
+    let e = email(&c);
+    match &e.transport {
+        Transport::File { dir } => assert_eq!(dir, Path::new("/etc/payrelay/var/outbox/email")),
+        other => panic!("expected the file transport, got {other:?}"),
+    }
+    assert_eq!(e.limits.rate_per_second, 50.0);
+    assert_eq!(e.limits.burst.get(), 50, "burst defaults to rate_per_second");
+
+    assert!(c.channels.is_configured(ChannelName::Email));
+    for other in [ChannelName::Sms, ChannelName::Whatsapp, ChannelName::Messenger] {
+        assert!(!c.channels.is_configured(other), "{other}");
+    }
+
+    assert_eq!(c.routing.default, [ChannelName::Email]);
+    assert_eq!(c.routing.default_strategy, Strategy::Fallback);
+    assert!(c.routing.respect_preferences);
+    assert!(c.routing.rules.is_empty());
+}
+
+#[test]
+fn the_dead_letter_queue_follows_the_configured_queue() {
+    let c = load(&minimal_and(
+        "[broker]\nqueue = \"acme.bills\"\nevents_exchange = \"acme.events\"",
+    ));
+    assert_eq!(c.broker.queue, "acme.bills");
+    assert_eq!(c.broker.dead_letter_queue(), "acme.bills.dead");
+    assert_eq!(c.broker.events_exchange, "acme.events");
+}
+
+#[test]
+fn the_contract_example_values_are_read() {
+    let text = r#"
+[broker]
+url = "amqp://guest:guest@rabbit:5672/%2f"
+queue = "payrelay.invoices"
+events_exchange = "payrelay.events"
+prefetch = 32
+delivery_limit = 3
+
+[store]
+url = "sqlite://data/payrelay.db"
+
+[http]
+listen = "0.0.0.0:9090"
+public_base_url = "https://pay.acme.example"
+admin_token = "env:PAYRELAY_ADMIN_TOKEN"
+
+[paylink]
+ttl = "12h"
+
+[billers.acme]
+name = "ACME"
+checkout_url = "https://pay.example/c?inv={invoice_id}&amt={amount}&cur={currency}"
+default_locale = "es-MX"
+webhook_secret = "env:ACME_WEBHOOK_SECRET"
+
+[channels.email]
+transport = "smtp"
+smtp_url = "smtp://127.0.0.1:1025"
+from = "ACME Billing <billing@acme.example>"
+rate_per_second = 20
+burst = 5
+
+[templates]
+dir = "templates"
+
+[routing]
+default = ["email"]
+default_strategy = "all"
+respect_preferences = false
+"#;
+    let env = |name: &str| match name {
+        "PAYRELAY_ADMIN_TOKEN" => Some("admin-token-value".to_owned()),
+        "ACME_WEBHOOK_SECRET" => Some("acme-webhook-value".to_owned()),
+        _ => None,
+    };
+    let c = load_with_env(text, &env);
+    assert_eq!(c.broker.prefetch, 32);
+    assert_eq!(c.broker.delivery_limit, 3);
+    assert_eq!(c.store.url, "sqlite:///etc/payrelay/data/payrelay.db");
+    assert_eq!(c.http.listen, "0.0.0.0:9090".parse().unwrap());
+    assert_eq!(c.http.public_base_url.as_str(), "https://pay.acme.example/");
+    assert_eq!(c.paylink.ttl, Duration::from_secs(12 * 60 * 60));
+    assert_eq!(c.billers["acme"].name, "ACME");
+    assert_eq!(c.billers["acme"].default_locale.as_deref(), Some("es-MX"));
+    assert_eq!(c.templates.dir.as_deref(), Some(Path::new("/etc/payrelay/templates")));
+    let e = email(&c);
+    match &e.transport {
+        Transport::Smtp {
+            url,
+            pool_size,
+            timeout,
+        } => {
+            assert_eq!(url.expose(), "smtp://127.0.0.1:1025");
+            assert_eq!(*pool_size, 4);
+            assert_eq!(*timeout, Duration::from_secs(30));
+        }
+        other => panic!("expected smtp, got {other:?}"),
+    }
+    assert_eq!(e.from.to_string(), "ACME Billing <billing@acme.example>");
+    assert_eq!((e.limits.rate_per_second, e.limits.burst.get()), (20.0, 5));
+    assert_eq!(c.routing.default_strategy, Strategy::All);
+    assert!(!c.routing.respect_preferences);
+}
+
+#[test]
+fn burst_defaults_to_the_rate_and_is_at_least_one() {
+    let cases = [("50", 50), ("3", 3), ("2.5", 2), ("0.5", 1), ("0.01", 1)];
+    for (rate, burst) in cases {
+        let c = load(&format!(
+            "[billers.acme]\ncheckout_url = \"https://pay.example/\"\n\
+             [channels.email]\ntransport = \"file\"\nrate_per_second = {rate}\n"
+        ));
+        let limits = email(&c).limits;
+        assert_eq!(limits.rate_per_second, rate.parse::<f64>().unwrap(), "rate {rate}");
+        assert_eq!(limits.burst.get(), burst, "rate {rate}");
+    }
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_folder_and_absolute_ones_are_kept() {
+    let cases = [
+        (
+            "/srv/payrelay",
+            "var/p.db",
+            "sqlite:///srv/payrelay/var/p.db",
+            "out",
+            "/srv/payrelay/out",
+        ),
+        (
+            "/srv/payrelay",
+            "/data/p.db",
+            "sqlite:///data/p.db",
+            "/spool/mail",
+            "/spool/mail",
+        ),
+        (".", "p.db", "sqlite://./p.db", "mail", "./mail"),
+    ];
+    for (base_dir, db, store_url, outbox, outbox_dir) in cases {
+        let text = format!(
+            "[store]\nurl = \"sqlite://{db}\"\n\
+             [billers.acme]\ncheckout_url = \"https://pay.example/\"\n\
+             [channels.email]\ntransport = \"file\"\noutbox_dir = \"{outbox}\"\n"
+        );
+        let c = Config::from_toml(&text, Path::new(base_dir), &no_env).unwrap();
+        assert_eq!(c.store.url, store_url, "{base_dir} {db}");
+        match &email(&c).transport {
+            Transport::File { dir } => assert_eq!(dir, Path::new(outbox_dir), "{base_dir} {outbox}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.resolve(Path::new("x")), Path::new(base_dir).join("x"));
+    }
+}
+
+#[test]
+fn load_resolves_paths_against_the_config_files_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("payrelay.toml");
+    std::fs::write(&path, MINIMAL).unwrap();
+    let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.base_dir, dir.path());
+    assert_eq!(
+        c.store.url,
+        format!("sqlite://{}", dir.path().join("var/payrelay.db").display())
+    );
+
+    let missing = Config::load(&dir.path().join("nope.toml")).unwrap_err();
+    assert_eq!(missing.problems.len(), 1);
+    assert!(missing.problems[0].message.contains("not found"), "{missing}");
+}
+
+/// One config with many independent mistakes: every one is listed, with its key.
+#[test]
+fn a_bad_config_lists_every_problem_with_its_key() {
+    let text = r#"
+[broker]
+url = "env:AMQP_URL"
+prefech = 10
+
+[store]
+url = "sqlite://var/payrelay.db"
+pth = "var/other.db"
+
+[http]
+listen = 8080
+
+[paylink]
+ttl = "45 fortnights"
+
+[billers.acme]
+checkout_url = "https://pay.example/c?inv={invoice}&amt={amount}"
+webhook_secret = "env:ACME_WEBHOOK_SECRET"
+defualt_locale = "es-MX"
+
+[channels.email]
+transport = "file"
+rate_per_second = 0
+form = "ACME <billing@acme.example>"
+
+[channels.fax]
+number = "+15005550006"
+
+[templates]
+directory = "templates"
+
+[routing]
+default = ["email", "sms"]
+respect_preference = true
+
+[[routing.rules]]
+name = "erp first"
+sorce = "erp"
+channels = ["email", "pigeon"]
+
+[metrics]
+listen = "127.0.0.1:9100"
+"#;
+    let problems = problems(text);
+    let expected = set_of(&[
+        "broker.url",                     // env:AMQP_URL is not set
+        "broker.prefech",                 // typo
+        "store.pth",                      // typo
+        "http.listen",                    // wrong type
+        "paylink.ttl",                    // bad duration
+        "billers.acme.checkout_url",      // unknown placeholder
+        "billers.acme.webhook_secret",    // env:ACME_WEBHOOK_SECRET is not set
+        "billers.acme.defualt_locale",    // typo
+        "channels.email.rate_per_second", // zero
+        "channels.email.form",            // typo
+        "channels.fax",                   // unknown channel
+        "templates.directory",            // typo
+        "routing.default",                // sms is not configured
+        "routing.respect_preference",     // typo
+        "routing.rules[0].sorce",         // typo
+        "routing.rules[0].channels",      // unknown channel name
+        "metrics",                        // unknown section
+    ]);
+    assert_eq!(keys(&problems), expected, "{problems:#?}");
+    assert_eq!(problems.len(), expected.len(), "one problem per mistake: {problems:#?}");
+
+    let message = |key: &str| {
+        problems
+            .iter()
+            .find(|p| p.key == key)
+            .map(|p| p.message.clone())
+            .unwrap()
+    };
+    assert!(message("broker.url").contains("AMQP_URL"));
+    assert!(message("billers.acme.webhook_secret").contains("ACME_WEBHOOK_SECRET"));
+    assert!(message("broker.prefech").contains("unknown key"));
+    assert!(message("billers.acme.checkout_url").contains("{invoice}"));
+    assert!(message("routing.default").contains("sms"));
+    assert!(message("routing.rules[0].channels").contains("pigeon"));
+    assert!(message("channels.fax").contains("fax"));
+    assert!(message("paylink.ttl").contains("45 fortnights"));
+    assert!(message("metrics").contains("unknown section"));
+}
+
+/// Single mistakes on top of the minimal config: (what, extra TOML, the keys reported).
+#[test]
+fn each_single_mistake_is_reported_under_its_key() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "broker url not amqp",
+            "[broker]\nurl = \"http://rabbit\"",
+            &["broker.url"],
+        ),
+        ("prefetch zero", "[broker]\nprefetch = 0", &["broker.prefetch"]),
+        (
+            "prefetch too large for u16",
+            "[broker]\nprefetch = 70000",
+            &["broker.prefetch"],
+        ),
+        (
+            "delivery_limit zero",
+            "[broker]\ndelivery_limit = 0",
+            &["broker.delivery_limit"],
+        ),
+        ("empty queue name", "[broker]\nqueue = \"\"", &["broker.queue"]),
+        (
+            "empty events exchange",
+            "[broker]\nevents_exchange = \"\"",
+            &["broker.events_exchange"],
+        ),
+        (
+            "postgres store",
+            "[store]\nurl = \"postgres://db/payrelay\"",
+            &["store.url"],
+        ),
+        (
+            "bad listen address",
+            "[http]\nlisten = \"localhost\"\npublic_base_url = \"http://localhost\"",
+            &["http.listen"],
+        ),
+        (
+            "public_base_url not http",
+            "[http]\npublic_base_url = \"ftp://pay.example\"",
+            &["http.public_base_url"],
+        ),
+        (
+            "admin token env unset",
+            "[http]\nadmin_token = \"env:PAYRELAY_ADMIN_TOKEN\"",
+            &["http.admin_token"],
+        ),
+        ("zero ttl", "[paylink]\nttl = \"0s\"", &["paylink.ttl"]),
+        ("ttl as a number", "[paylink]\nttl = 45", &["paylink.ttl"]),
+        (
+            "quiet hours",
+            "[routing]\nquiet_hours = \"21:00-08:00\"",
+            &["routing.quiet_hours"],
+        ),
+        ("empty default", "[routing]\ndefault = []", &["routing.default"]),
+        (
+            "default lists email twice",
+            "[routing]\ndefault = [\"email\", \"email\"]",
+            &["routing.default"],
+        ),
+        (
+            "default names an unknown channel",
+            "[routing]\ndefault = [\"telegram\"]",
+            &["routing.default"],
+        ),
+        (
+            "bad default_strategy",
+            "[routing]\ndefault_strategy = \"some\"",
+            &["routing.default_strategy"],
+        ),
+        ("sms section", "[channels.sms]\nprovider = \"file\"", &["channels.sms"]),
+        (
+            "whatsapp section",
+            "[channels.whatsapp]\nprovider = \"file\"",
+            &["channels.whatsapp"],
+        ),
+        (
+            "messenger section",
+            "[channels.messenger]\nprovider = \"file\"",
+            &["channels.messenger"],
+        ),
+        (
+            "second biller with a bad placeholder",
+            "[billers.globex]\ncheckout_url = \"https://g.example/{amount_major}\"",
+            &["billers.globex.checkout_url"],
+        ),
+        (
+            "biller without checkout_url",
+            "[billers.globex]\nname = \"Globex\"",
+            &["billers.globex.checkout_url"],
+        ),
+        (
+            "checkout_url not http",
+            "[billers.globex]\ncheckout_url = \"mailto:pay@g.example\"",
+            &["billers.globex.checkout_url"],
+        ),
+        (
+            "checkout_url with an unclosed brace",
+            "[billers.globex]\ncheckout_url = \"https://g.example/{amount\"",
+            &["billers.globex.checkout_url"],
+        ),
+        (
+            "rule with an unknown biller",
+            "[[routing.rules]]\nbiller = \"globex\"\nchannels = [\"email\"]",
+            &["routing.rules[0].biller"],
+        ),
+        (
+            "rule with a bad currency",
+            "[[routing.rules]]\ncurrency = [\"MXN\", \"PESO\"]\nchannels = [\"email\"]",
+            &["routing.rules[0].currency"],
+        ),
+        (
+            "rule amount not a number",
+            "[[routing.rules]]\nmin_amount = \"lots\"\nchannels = [\"email\"]",
+            &["routing.rules[0].min_amount"],
+        ),
+        (
+            "rule min above max",
+            "[[routing.rules]]\nmin_amount = 100\nmax_amount = \"10\"\nchannels = [\"email\"]",
+            &["routing.rules[0].min_amount"],
+        ),
+        (
+            "rule days min above max",
+            "[[routing.rules]]\ndays_to_due = { min = 5, max = -5 }\nchannels = [\"email\"]",
+            &["routing.rules[0].days_to_due"],
+        ),
+        (
+            "rule days_to_due typo",
+            "[[routing.rules]]\ndays_to_due = { maximum = 5 }\nchannels = [\"email\"]",
+            &["routing.rules[0].days_to_due.maximum"],
+        ),
+        (
+            "rule without channels",
+            "[[routing.rules]]\nsource = \"erp\"",
+            &["routing.rules[0].channels"],
+        ),
+        (
+            "rule with an unconfigured channel",
+            "[[routing.rules]]\nchannels = [\"whatsapp\"]",
+            &["routing.rules[0].channels"],
+        ),
+        (
+            "rule with a bad strategy",
+            "[[routing.rules]]\nchannels = [\"email\"]\nstrategy = \"any\"",
+            &["routing.rules[0].strategy"],
+        ),
+        (
+            "second rule's typo",
+            "[[routing.rules]]\nchannels = [\"email\"]\n[[routing.rules]]\nchannels = [\"email\"]\ncurency = \"MXN\"",
+            &["routing.rules[1].curency"],
+        ),
+    ];
+    for (what, extra, expected) in cases {
+        let problems = problems(&minimal_and(extra));
+        assert_eq!(keys(&problems), set_of(expected), "{what}: {problems:#?}");
+    }
+}
+
+#[test]
+fn email_mistakes_are_reported_under_channels_email() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "smtp without smtp_url",
+            "transport = \"smtp\"",
+            "channels.email.smtp_url",
+        ),
+        (
+            "smtp_url not smtp",
+            "transport = \"smtp\"\nsmtp_url = \"http://mail.example\"",
+            "channels.email.smtp_url",
+        ),
+        (
+            "smtp_url env unset",
+            "transport = \"smtp\"\nsmtp_url = \"env:SMTP_URL\"",
+            "channels.email.smtp_url",
+        ),
+        (
+            "bad smtp timeout",
+            "transport = \"smtp\"\nsmtp_url = \"smtp://mail\"\ntimeout = \"soon\"",
+            "channels.email.timeout",
+        ),
+        (
+            "zero pool",
+            "transport = \"smtp\"\nsmtp_url = \"smtp://mail\"\npool_size = 0",
+            "channels.email.pool_size",
+        ),
+        (
+            "unknown transport",
+            "transport = \"pigeon\"",
+            "channels.email.transport",
+        ),
+        ("bad from", "from = \"billing at acme\"", "channels.email.from"),
+        ("zero rate", "rate_per_second = 0", "channels.email.rate_per_second"),
+        (
+            "negative rate",
+            "rate_per_second = -5",
+            "channels.email.rate_per_second",
+        ),
+        ("zero burst", "burst = 0", "channels.email.burst"),
+        (
+            "rate as text",
+            "rate_per_second = \"fast\"",
+            "channels.email.rate_per_second",
+        ),
+    ];
+    for (what, keys_toml, key) in cases {
+        let text = format!("[billers.acme]\ncheckout_url = \"https://pay.example/\"\n[channels.email]\n{keys_toml}\n");
+        let problems = problems(&text);
+        assert!(keys(&problems).contains(*key), "{what}: {problems:#?}");
+    }
+}
+
+/// Regression (this was a bug): when `[channels.email]` has an error, `EmailConfig::check` returns None,
+/// so `routing.default` (and every rule naming email) also reports "channel
+/// email is used here but not configured under [channels.email]", which is
+/// false: the section is there, it is only broken.
+#[test]
+
+fn a_broken_email_section_is_not_also_reported_as_missing() {
+    let text = "[billers.acme]\ncheckout_url = \"https://pay.example/\"\n[channels.email]\ntransport = \"smtp\"\n";
+    let problems = problems(text);
+    assert_eq!(keys(&problems), set_of(&["channels.email.smtp_url"]), "{problems:#?}");
+}
+
+/// Regression (this was a bug): `check_broker` returns early (`secret(..)?`) when `broker.url` is an
+/// unset `env:` secret, so the queue, exchange, prefetch and delivery_limit
+/// checks never run and their problems are not listed.
+#[test]
+
+fn broker_problems_are_all_listed_when_the_url_secret_is_missing() {
+    let problems = problems(&minimal_and(
+        "[broker]\nurl = \"env:AMQP_URL\"\nqueue = \"\"\nevents_exchange = \"\"",
+    ));
+    assert_eq!(
+        keys(&problems),
+        set_of(&["broker.url", "broker.queue", "broker.events_exchange"]),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn several_mistakes_in_one_section_are_all_listed() {
+    let problems = problems(&minimal_and(
+        "[broker]\ndelivery_limit = \"ten\"\nprefetch = \"many\"\nqueu = \"payrelay.invoices\"",
+    ));
+    assert_eq!(
+        keys(&problems),
+        set_of(&["broker.delivery_limit", "broker.prefetch", "broker.queu"]),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn no_biller_and_no_channel_are_both_reported() {
+    let problems = problems("");
+    assert_eq!(
+        keys(&problems),
+        set_of(&["billers", "channels", "routing.default"]),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn text_that_is_not_toml_is_one_problem() {
+    let problems = problems("[broker\nurl = ");
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+}
+
+#[test]
+fn secrets_from_env_take_the_value_of_the_env_lookup() {
+    let text = r#"
+[broker]
+url = "env:AMQP_URL"
+
+[http]
+admin_token = "env:ADMIN_TOKEN"
+
+[billers.acme]
+checkout_url = "https://pay.example/"
+webhook_secret = "env:ACME_SECRET"
+
+[billers.globex]
+checkout_url = "https://pay.example/"
+webhook_secret = "globex-literal-secret"
+
+[channels.email]
+transport = "smtp"
+smtp_url = "env:SMTP_URL"
+"#;
+    let env = |name: &str| {
+        Some(
+            match name {
+                "AMQP_URL" => "amqp://payrelay:amqp-pw-4711@rabbit:5672/%2f",
+                "ADMIN_TOKEN" => "admin-tok-4711",
+                "ACME_SECRET" => "acme-hmac-4711",
+                "SMTP_URL" => "smtp://mailer:smtp-pw-4711@mail:587",
+                _ => return None,
+            }
+            .to_owned(),
+        )
+    };
+    let c = load_with_env(text, &env);
+    assert_eq!(c.broker.url.expose(), "amqp://payrelay:amqp-pw-4711@rabbit:5672/%2f");
+    assert_eq!(c.http.admin_token.as_ref().map(Secret::expose), Some("admin-tok-4711"));
+    assert_eq!(
+        c.billers["acme"].webhook_secret.as_ref().map(Secret::expose),
+        Some("acme-hmac-4711")
+    );
+    assert_eq!(
+        c.billers["globex"].webhook_secret.as_ref().map(Secret::expose),
+        Some("globex-literal-secret"),
+        "a value without env: is taken literally"
+    );
+    match &email(&c).transport {
+        Transport::Smtp { url, .. } => assert_eq!(url.expose(), "smtp://mailer:smtp-pw-4711@mail:587"),
+        other => panic!("{other:?}"),
+    }
+
+    for debug in [format!("{c:?}"), format!("{c:#?}")] {
+        for secret in [
+            "amqp-pw-4711",
+            "admin-tok-4711",
+            "acme-hmac-4711",
+            "globex-literal-secret",
+            "smtp-pw-4711",
+        ] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+    }
+}
+
+#[test]
+fn an_env_secret_set_to_the_empty_string_counts_as_unset() {
+    let env = |name: &str| (name == "ADMIN_TOKEN").then(String::new);
+    let problems =
+        Config::from_toml(&minimal_and("[http]\nadmin_token = \"env:ADMIN_TOKEN\""), &base(), &env).unwrap_err();
+    assert_eq!(keys(&problems), set_of(&["http.admin_token"]));
+    assert!(problems[0].message.contains("ADMIN_TOKEN"));
+}
+
+#[test]
+fn rule_conditions_take_one_value_or_a_list_and_amounts_as_text_or_numbers() {
+    let text = minimal_and(
+        r#"
+[billers.globex]
+checkout_url = "https://g.example/{token}"
+
+[[routing.rules]]
+name = "overdue credit cases"
+biller = "acme"
+source = ["credit", "collections"]
+currency = "MXN"
+country = ["MX", "CO"]
+locale = "es"
+min_amount = "100.50"
+max_amount = 5000
+days_to_due = { max = -1 }
+channels = ["email"]
+strategy = "all"
+
+[[routing.rules]]
+biller = ["acme", "globex"]
+min_amount = 0.5
+days_to_due = { min = 0, max = 30 }
+channels = ["email"]
+"#,
+    );
+    let c = load(&text);
+    let [first, second] = c.routing.rules.as_slice() else {
+        panic!("two rules expected: {:#?}", c.routing.rules);
+    };
+    let v = |items: &[&str]| Some(items.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(first.name, "overdue credit cases");
+    assert_eq!(first.biller, v(&["acme"]));
+    assert_eq!(first.source, v(&["credit", "collections"]));
+    assert_eq!(first.currency, v(&["MXN"]));
+    assert_eq!(first.country, v(&["MX", "CO"]));
+    assert_eq!(first.locale, v(&["es"]));
+    assert_eq!(first.min_amount, Some(100.5));
+    assert_eq!(first.max_amount, Some(5000.0));
+    assert_eq!(
+        first.days_to_due,
+        Some(DaysToDue {
+            min: None,
+            max: Some(-1)
+        })
+    );
+    assert_eq!(first.channels, [ChannelName::Email]);
+    assert_eq!(first.strategy, Strategy::All);
+
+    assert_eq!(second.name, "rule 2", "an unnamed rule is named by its position");
+    assert_eq!(second.biller, v(&["acme", "globex"]));
+    assert_eq!(second.source, None);
+    assert_eq!(second.min_amount, Some(0.5));
+    assert_eq!(second.max_amount, None);
+    assert_eq!(
+        second.days_to_due,
+        Some(DaysToDue {
+            min: Some(0),
+            max: Some(30)
+        })
+    );
+    assert_eq!(second.strategy, Strategy::Fallback, "strategy defaults to fallback");
+}
+
+#[test]
+fn problems_display_as_key_and_message() {
+    let p = Problem {
+        key: "broker.url".into(),
+        message: "must be an amqp:// or amqps:// URL".into(),
+    };
+    assert_eq!(p.to_string(), "broker.url: must be an amqp:// or amqps:// URL");
+    let whole = Problem {
+        key: String::new(),
+        message: "file not found".into(),
+    };
+    assert_eq!(whole.to_string(), "file not found");
+}

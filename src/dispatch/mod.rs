@@ -1,0 +1,417 @@
+//! Handling one message from the invoices queue, from bytes to outcome.
+//!
+//! The [`Dispatcher`] knows nothing about AMQP: it takes a body and its ids
+//! and answers with a [`Disposition`] that the consumer turns into an ack, a
+//! dead-letter or a requeue. Every outcome is stored, with its events, before
+//! the disposition is returned, so acking after it never loses anything.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::Notify;
+use tracing::{info, warn, Instrument};
+
+use crate::channels::{ChannelName, Registry, SendError};
+use crate::config::{Config, Strategy};
+use crate::events::{Correlation, Event, EventName};
+use crate::invoice::{self, Invoice, InvoiceKey, Message, Rejected};
+use crate::metrics::Metrics;
+use crate::paylink;
+use crate::render::{self, Templates};
+use crate::router;
+use crate::store::{AttemptOutcome, AttemptState, Begin, NewPaylink, Status, Store, StoreError};
+
+/// How many times a transient failure is tried on one channel before it gives up.
+const TRIES_PER_CHANNEL: u32 = 3;
+/// First pause between tries; doubled each time, with jitter.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest `Retry-After` honoured while holding a delivery.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// One message as it came off the queue.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub body: Vec<u8>,
+    pub correlation: Correlation,
+    pub redelivered: bool,
+}
+
+/// What the consumer must do with the delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Disposition {
+    /// The outcome is stored: acknowledge.
+    Ack,
+    /// Malformed or unprocessable: move to the dead-letter queue with
+    /// `reason`, then record `event` and acknowledge.
+    DeadLetter { reason: String, event: Box<Event> },
+    /// Nothing durable could be written (the store failed): hand it back to
+    /// the broker to be tried again.
+    Requeue { error: String },
+}
+
+/// Everything one invoice's handling needs.
+pub struct Dispatcher {
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    channels: Arc<Registry>,
+    templates: Arc<Templates>,
+    metrics: Arc<Metrics>,
+    /// Wakes the event publisher when new events are in the outbox.
+    outbox_signal: Arc<Notify>,
+    /// Keys being handled by this process, so a second copy of a message
+    /// arriving meanwhile is a duplicate, not a second send.
+    in_flight: Mutex<HashSet<InvoiceKey>>,
+}
+
+/// Removes a key from the in-flight set however handling ends.
+struct InFlight<'a> {
+    set: &'a Mutex<HashSet<InvoiceKey>>,
+    key: InvoiceKey,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.key);
+        }
+    }
+}
+
+impl Dispatcher {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        channels: Arc<Registry>,
+        templates: Arc<Templates>,
+        metrics: Arc<Metrics>,
+        outbox_signal: Arc<Notify>,
+    ) -> Dispatcher {
+        Dispatcher {
+            config,
+            store,
+            channels,
+            templates,
+            metrics,
+            outbox_signal,
+            in_flight: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub async fn handle(&self, incoming: Incoming) -> Disposition {
+        let result = match invoice::parse(&incoming.body, |b| self.config.billers.contains_key(b)) {
+            Err(rejected) => Ok(self.dead_letter(rejected, &incoming.correlation)),
+            Ok(Message::PaymentRequest(invoice)) => {
+                let span = tracing::info_span!("invoice", key = %invoice.key);
+                self.payment_request(*invoice, &incoming).instrument(span).await
+            }
+            Ok(Message::Paid { biller_id, invoice_id }) => {
+                self.close(&biller_id, &invoice_id, Status::Paid, &incoming.correlation)
+                    .await
+            }
+            Ok(Message::Cancelled { biller_id, invoice_id }) => {
+                self.close(&biller_id, &invoice_id, Status::Cancelled, &incoming.correlation)
+                    .await
+            }
+        };
+        self.outbox_signal.notify_one();
+        match result {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, "store failed; the message goes back to the queue");
+                self.metrics.invoice("requeued");
+                Disposition::Requeue { error: e.to_string() }
+            }
+        }
+    }
+
+    fn dead_letter(&self, rejected: Rejected, correlation: &Correlation) -> Disposition {
+        let reason = rejected.to_string();
+        info!(reason = %crate::redact::text(&reason), "invoice rejected");
+        self.metrics.invoice("rejected");
+        let mut event = Event::bare(EventName::Rejected, correlation).detail(reason.clone());
+        event.biller_id = rejected.biller_id;
+        event.invoice_id = rejected.invoice_id;
+        event.revision = rejected.revision;
+        Disposition::DeadLetter {
+            reason,
+            event: Box::new(event),
+        }
+    }
+
+    async fn close(
+        &self,
+        biller_id: &str,
+        invoice_id: &str,
+        status: Status,
+        correlation: &Correlation,
+    ) -> Result<Disposition, StoreError> {
+        let name = if status == Status::Paid {
+            EventName::Paid
+        } else {
+            EventName::Cancelled
+        };
+        let mut event = Event::bare(name, correlation);
+        event.biller_id = Some(biller_id.to_owned());
+        event.invoice_id = Some(invoice_id.to_owned());
+        let first = self.store.close(biller_id, invoice_id, status, &event).await?;
+        info!(biller_id, invoice_id, status = status.as_str(), first, "invoice closed");
+        self.metrics.invoice(status.as_str());
+        Ok(Disposition::Ack)
+    }
+
+    async fn payment_request(&self, invoice: Invoice, incoming: &Incoming) -> Result<Disposition, StoreError> {
+        let correlation = &incoming.correlation;
+        let today = time::OffsetDateTime::now_utc().date();
+        let plan = router::route(&invoice, &self.config, today);
+        if plan.channels.is_empty() {
+            let reasons: Vec<String> = plan.skipped.iter().map(|(c, why)| format!("{c}: {why}")).collect();
+            return Ok(self.dead_letter(
+                Rejected {
+                    problems: vec![format!(
+                        "no contact that any enabled channel can reach ({})",
+                        reasons.join("; ")
+                    )],
+                    biller_id: Some(invoice.key.biller_id.clone()),
+                    invoice_id: Some(invoice.key.invoice_id.clone()),
+                    revision: Some(invoice.key.revision),
+                },
+                correlation,
+            ));
+        }
+
+        let key = invoice.key.clone();
+        let first = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        if !first {
+            return self
+                .duplicate(&invoice, correlation, "the same request is being handled right now")
+                .await;
+        }
+        let _guard = InFlight {
+            set: &self.in_flight,
+            key: key.clone(),
+        };
+
+        let accepted = Event::about(EventName::Accepted, &key, correlation)
+            .detail(format!(
+                "routed by {}: {} ({})",
+                plan.decided_by,
+                plan.channels.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "),
+                plan.strategy
+            ))
+            .metadata(invoice.metadata.clone());
+        let done = match self.store.begin(&invoice, correlation, &accepted).await? {
+            Begin::New => Vec::new(),
+            Begin::Resume { attempts } => {
+                info!(
+                    redelivered = incoming.redelivered,
+                    "resuming an invoice whose handling was interrupted"
+                );
+                attempts
+            }
+            Begin::Duplicate { status } => {
+                return self
+                    .duplicate(
+                        &invoice,
+                        correlation,
+                        &format!("already handled (status {})", status.as_str()),
+                    )
+                    .await;
+            }
+            Begin::Stale { latest } => {
+                self.metrics.invoice("stale");
+                let event = Event::about(EventName::Rejected, &key, correlation)
+                    .detail(format!("stale revision: revision {latest} is already known"))
+                    .metadata(invoice.metadata.clone());
+                self.store.record_event(&event).await?;
+                return Ok(Disposition::Ack);
+            }
+            Begin::Closed { status } => {
+                self.metrics.invoice("closed");
+                let event = Event::about(EventName::Rejected, &key, correlation)
+                    .detail(format!("the invoice is already {}", status.as_str()))
+                    .metadata(invoice.metadata.clone());
+                self.store.record_event(&event).await?;
+                return Ok(Disposition::Ack);
+            }
+        };
+
+        let mut any_sent = false;
+        for channel in &plan.channels {
+            let previous = done.iter().rev().find(|a| a.channel == *channel);
+            let outcome = match previous.map(|a| a.state) {
+                Some(AttemptState::Sent) => Some(true),
+                Some(AttemptState::Failed) => Some(false),
+                Some(AttemptState::Sending) | None => None,
+            };
+            let sent = match outcome {
+                Some(sent) => sent,
+                None => {
+                    if self.store.status(&key).await?.is_some_and(|s| s.is_closed()) {
+                        info!("invoice closed meanwhile; nothing more is sent");
+                        return Ok(Disposition::Ack);
+                    }
+                    let possibly_twice = previous.is_some();
+                    self.send_on(&invoice, *channel, correlation, possibly_twice).await?
+                }
+            };
+            any_sent |= sent;
+            if sent && plan.strategy == Strategy::Fallback {
+                break;
+            }
+        }
+
+        let (status, events) = if any_sent {
+            (Status::Sent, Vec::new())
+        } else {
+            let event = Event::about(EventName::Exhausted, &key, correlation)
+                .detail(format!("every routed channel failed: {}", join_names(&plan.channels)))
+                .metadata(invoice.metadata.clone());
+            (Status::Exhausted, vec![event])
+        };
+        self.store.finish_invoice(&key, status, &events).await?;
+        self.metrics.invoice(status.as_str());
+        Ok(Disposition::Ack)
+    }
+
+    async fn duplicate(
+        &self,
+        invoice: &Invoice,
+        correlation: &Correlation,
+        why: &str,
+    ) -> Result<Disposition, StoreError> {
+        info!(why, "duplicate invoice");
+        self.metrics.invoice("duplicate");
+        let event = Event::about(EventName::Duplicate, &invoice.key, correlation)
+            .detail(why)
+            .metadata(invoice.metadata.clone());
+        self.store.record_event(&event).await?;
+        Ok(Disposition::Ack)
+    }
+
+    /// Renders, records and sends on one channel, retrying transient
+    /// failures. Returns whether the provider accepted the message.
+    async fn send_on(
+        &self,
+        invoice: &Invoice,
+        channel: ChannelName,
+        correlation: &Correlation,
+        possibly_twice: bool,
+    ) -> Result<bool, StoreError> {
+        let key = &invoice.key;
+        let event = |name| Event::about(name, key, correlation).metadata(invoice.metadata.clone());
+        let token = paylink::new_token();
+        let pay_url = pay_url(&self.config, &token);
+        let biller = match self.config.billers.get(&key.biller_id) {
+            Some(b) => b,
+            None => return Ok(false),
+        };
+        let view = render::view(invoice, &key.biller_id, biller, &pay_url);
+        let to = channel.address(&invoice.customer.contacts).unwrap_or_default();
+        let prepared = self
+            .channels
+            .get(channel)
+            .ok_or_else(|| format!("channel {channel} is not configured"))
+            .and_then(|c| c.prepare(to, &view, &self.templates).map_err(|e| e.to_string()));
+        let expires_at_ms = crate::store::now_ms() + self.config.paylink.ttl.as_millis() as i64;
+        let attempt_id = self
+            .store
+            .start_attempt(
+                key,
+                channel,
+                1,
+                &NewPaylink {
+                    token_hash: paylink::token_hash(&token),
+                    expires_at_ms,
+                },
+            )
+            .await?;
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(reason) => {
+                let detail = format!("cannot render the message: {reason}");
+                warn!(%channel, %detail, "channel failed");
+                self.metrics.send(channel, "failed");
+                let e = event(EventName::ChannelFailed)
+                    .channel(channel, 1)
+                    .detail(detail.clone());
+                self.store
+                    .finish_attempt(attempt_id, &AttemptOutcome::Failed { detail }, &e)
+                    .await?;
+                return Ok(false);
+            }
+        };
+
+        let mut tries = 0;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            tries += 1;
+            let started = std::time::Instant::now();
+            let result = self.channels.send(&prepared).await;
+            self.metrics.send_latency(channel, started.elapsed());
+            match result {
+                Ok(receipt) => {
+                    info!(%channel, tries, "sent");
+                    self.metrics.send(channel, "sent");
+                    let mut e = event(EventName::Sent)
+                        .channel(channel, tries)
+                        .provider_message_id(receipt.provider_message_id.clone());
+                    if possibly_twice {
+                        e = e.detail("possibly sent twice: an earlier send on this channel was interrupted");
+                    }
+                    let outcome = AttemptOutcome::Sent {
+                        provider_message_id: receipt.provider_message_id,
+                    };
+                    self.store.finish_attempt(attempt_id, &outcome, &e).await?;
+                    return Ok(true);
+                }
+                Err(err @ SendError::Transient { .. }) if tries < TRIES_PER_CHANNEL => {
+                    let wait = match &err {
+                        SendError::Transient {
+                            retry_after: Some(after),
+                            ..
+                        } => (*after).min(MAX_RETRY_AFTER),
+                        _ => jitter(backoff),
+                    };
+                    warn!(%channel, tries, code = err.code(), wait_ms = wait.as_millis() as u64, "transient failure; trying again");
+                    self.metrics.send(channel, "retried");
+                    tokio::time::sleep(wait).await;
+                    backoff *= 2;
+                }
+                Err(err) => {
+                    let detail = err.to_string();
+                    warn!(%channel, tries, code = err.code(), detail = %crate::redact::text(&detail), "channel failed");
+                    self.metrics.send(channel, "failed");
+                    let e = event(EventName::ChannelFailed)
+                        .channel(channel, tries)
+                        .detail(detail.clone());
+                    self.store
+                        .finish_attempt(attempt_id, &AttemptOutcome::Failed { detail }, &e)
+                        .await?;
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+/// `public_base_url` + `/p/{token}`.
+pub fn pay_url(config: &Config, token: &str) -> String {
+    let base = config.http.public_base_url.as_str().trim_end_matches('/');
+    format!("{base}/p/{token}")
+}
+
+fn join_names(channels: &[ChannelName]) -> String {
+    channels.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// Between half and all of `d`, so retries of many invoices spread out.
+fn jitter(d: Duration) -> Duration {
+    let factor = rand::rng().random_range(0.5..=1.0);
+    d.mul_f64(factor)
+}

@@ -1,0 +1,434 @@
+//! Messages from billers, parsed once at the edge.
+//!
+//! Everything the rest of payrelay sees is typed here: an [`Invoice`] holds a
+//! checked [`Amount`], parsed contacts and a due date, so the router, the
+//! templates and the channels never re-validate raw JSON. A message that fails
+//! here is [`Rejected`] with every reason in plain words, which becomes the
+//! dead-letter header and the `invoice.rejected` event's detail.
+
+mod contact;
+mod money;
+
+pub use contact::{Contacts, Email, Phone, Psid};
+pub use money::Amount;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::Date;
+
+use crate::channels::ChannelName;
+
+/// Largest body accepted from the queue (contract §1).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The idempotency key of a payment request (contract §1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InvoiceKey {
+    pub biller_id: String,
+    pub invoice_id: String,
+    pub revision: i64,
+}
+
+impl fmt::Display for InvoiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}#{}", self.biller_id, self.invoice_id, self.revision)
+    }
+}
+
+/// One message from the invoices queue, after parsing.
+#[derive(Debug, Clone)]
+pub enum Message {
+    PaymentRequest(Box<Invoice>),
+    /// The invoice was paid elsewhere: close it and stop chasing.
+    Paid {
+        biller_id: String,
+        invoice_id: String,
+    },
+    /// The biller withdrew the invoice.
+    Cancelled {
+        biller_id: String,
+        invoice_id: String,
+    },
+}
+
+/// A validated payment request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Invoice {
+    pub key: InvoiceKey,
+    pub source: Option<String>,
+    pub amount: Amount,
+    pub due_date: Date,
+    pub description: Option<String>,
+    pub customer: Customer,
+    /// Explicit channel order from the biller; overrides routing rules.
+    pub channels: Option<Vec<ChannelName>>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// The person the request is for. `Debug` hides the name: it is personal data.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: Option<String>,
+    pub name: String,
+    pub contacts: Contacts,
+    pub locale: Option<String>,
+    pub timezone: Option<String>,
+    pub preferred_channels: Vec<ChannelName>,
+    pub opted_out: Vec<ChannelName>,
+}
+
+impl fmt::Debug for Customer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Customer")
+            .field("id", &self.id)
+            .field("name", &"[redacted]")
+            .field("contacts", &self.contacts)
+            .field("locale", &self.locale)
+            .field("timezone", &self.timezone)
+            .field("preferred_channels", &self.preferred_channels)
+            .field("opted_out", &self.opted_out)
+            .finish()
+    }
+}
+
+/// Why a message was refused, in words a biller's developer can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .problems.join("; "))]
+pub struct Rejected {
+    pub problems: Vec<String>,
+    /// Whatever ids could be read, so the rejection event can name the invoice.
+    pub biller_id: Option<String>,
+    pub invoice_id: Option<String>,
+    pub revision: Option<i64>,
+}
+
+impl Rejected {
+    fn one(problem: impl Into<String>) -> Self {
+        Rejected {
+            problems: vec![problem.into()],
+            biller_id: None,
+            invoice_id: None,
+            revision: None,
+        }
+    }
+}
+
+/// The wire shape, lenient so that every problem can be reported at once.
+#[derive(Deserialize)]
+struct RawMessage {
+    kind: Option<serde_json::Value>,
+    invoice_id: Option<serde_json::Value>,
+    biller_id: Option<serde_json::Value>,
+    revision: Option<serde_json::Value>,
+    source: Option<serde_json::Value>,
+    amount: Option<serde_json::Value>,
+    currency: Option<serde_json::Value>,
+    due_date: Option<serde_json::Value>,
+    description: Option<serde_json::Value>,
+    customer: Option<serde_json::Value>,
+    channels: Option<serde_json::Value>,
+    metadata: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawCustomer {
+    id: Option<serde_json::Value>,
+    name: Option<serde_json::Value>,
+    email: Option<serde_json::Value>,
+    phone: Option<serde_json::Value>,
+    whatsapp: Option<serde_json::Value>,
+    messenger_psid: Option<serde_json::Value>,
+    locale: Option<serde_json::Value>,
+    timezone: Option<serde_json::Value>,
+    preferred_channels: Option<serde_json::Value>,
+    opted_out: Option<serde_json::Value>,
+}
+
+/// Collects problems while reading fields, so one message yields one full list.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn push(&mut self, p: impl Into<String>) {
+        self.0.push(p.into());
+    }
+
+    /// An optional string field; anything but a string or null is a problem.
+    fn opt_str(&mut self, field: &str, v: Option<serde_json::Value>) -> Option<String> {
+        match v {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s),
+            Some(_) => {
+                self.push(format!("{field} must be a string"));
+                None
+            }
+        }
+    }
+
+    fn req_str(&mut self, field: &str, v: Option<serde_json::Value>) -> Option<String> {
+        let present = matches!(&v, Some(x) if !x.is_null());
+        let s = self.opt_str(field, v);
+        match s {
+            Some(s) if !s.trim().is_empty() => Some(s),
+            Some(_) => {
+                self.push(format!("{field} is empty"));
+                None
+            }
+            None if present => None,
+            None => {
+                self.push(format!("{field} is missing"));
+                None
+            }
+        }
+    }
+
+    fn channel_list(&mut self, field: &str, v: Option<serde_json::Value>) -> Option<Vec<ChannelName>> {
+        let list = match v {
+            None | Some(serde_json::Value::Null) => return None,
+            Some(serde_json::Value::Array(items)) => items,
+            Some(_) => {
+                self.push(format!("{field} must be a list of channel names"));
+                return None;
+            }
+        };
+        let mut out = Vec::with_capacity(list.len());
+        for item in list {
+            match item.as_str().map(str::parse::<ChannelName>) {
+                Some(Ok(c)) => out.push(c),
+                Some(Err(e)) => self.push(format!("{field}: {e}")),
+                None => self.push(format!("{field} must contain channel names as strings")),
+            }
+        }
+        Some(out)
+    }
+}
+
+/// Parses and validates one message body from the queue.
+///
+/// `known_biller` tells whether a biller id is configured; it is passed in so
+/// that parsing stays independent of the config's shape.
+pub fn parse(body: &[u8], known_biller: impl Fn(&str) -> bool) -> Result<Message, Rejected> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Rejected::one(format!(
+            "message body is {} bytes, more than the {} allowed",
+            body.len(),
+            MAX_BODY_BYTES
+        )));
+    }
+    let raw: RawMessage = match serde_json::from_slice::<serde_json::Value>(body) {
+        Err(e) => return Err(Rejected::one(format!("body is not valid JSON: {e}"))),
+        Ok(v @ serde_json::Value::Object(_)) => {
+            serde_json::from_value(v).map_err(|e| Rejected::one(format!("body is not an invoice object: {e}")))?
+        }
+        Ok(_) => return Err(Rejected::one("body must be a JSON object")),
+    };
+
+    let mut p = Problems::default();
+    let biller_id = p.req_str("biller_id", raw.biller_id);
+    let invoice_id = p.req_str("invoice_id", raw.invoice_id);
+    if let Some(id) = &invoice_id {
+        if id.chars().count() > 128 {
+            p.push("invoice_id is longer than 128 characters");
+        }
+    }
+    if let Some(b) = &biller_id {
+        if !known_biller(b) {
+            p.push(format!("biller_id \"{b}\" is not a biller in payrelay's configuration"));
+        }
+    }
+    let revision = match raw.revision {
+        None | Some(serde_json::Value::Null) => Some(1),
+        Some(v) => match v.as_i64() {
+            Some(r) if r >= 0 => Some(r),
+            _ => {
+                p.push("revision must be a whole number of 0 or more");
+                None
+            }
+        },
+    };
+
+    let kind = p
+        .opt_str("kind", raw.kind)
+        .unwrap_or_else(|| "payment_request".to_owned());
+    let reject = |p: Problems| Rejected {
+        problems: p.0,
+        biller_id: biller_id.clone(),
+        invoice_id: invoice_id.clone(),
+        revision,
+    };
+    match kind.as_str() {
+        "payment_request" => {}
+        "invoice_paid" | "invoice_cancelled" => {
+            return match (&biller_id, &invoice_id) {
+                (Some(b), Some(i)) if p.0.is_empty() => Ok(if kind == "invoice_paid" {
+                    Message::Paid {
+                        biller_id: b.clone(),
+                        invoice_id: i.clone(),
+                    }
+                } else {
+                    Message::Cancelled {
+                        biller_id: b.clone(),
+                        invoice_id: i.clone(),
+                    }
+                }),
+                _ => Err(reject(p)),
+            };
+        }
+        other => {
+            p.push(format!(
+                "kind \"{other}\" is unknown; use payment_request, invoice_paid or invoice_cancelled"
+            ));
+            return Err(reject(p));
+        }
+    }
+
+    let source = p.opt_str("source", raw.source);
+    let description = p.opt_str("description", raw.description);
+    let currency = p.req_str("currency", raw.currency);
+    let amount_text = match raw.amount {
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        other => p.req_str("amount", other),
+    };
+    let amount = match (amount_text, currency) {
+        (Some(a), Some(c)) => match Amount::parse(&a, &c) {
+            Ok(amount) => Some(amount),
+            Err(e) => {
+                p.push(e);
+                None
+            }
+        },
+        _ => None,
+    };
+    let due_date = p.req_str("due_date", raw.due_date).and_then(|d| {
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        match Date::parse(&d, format) {
+            Ok(date) => Some(date),
+            Err(_) => {
+                p.push(format!("due_date \"{d}\" is not a date in the form YYYY-MM-DD"));
+                None
+            }
+        }
+    });
+    let channels = p.channel_list("channels", raw.channels);
+    if matches!(&channels, Some(c) if c.is_empty()) {
+        p.push("channels is an empty list; leave it out to let routing decide");
+    }
+    let metadata = raw.metadata.filter(|m| !m.is_null());
+    let customer = parse_customer(&mut p, raw.customer);
+
+    match (
+        biller_id.clone(),
+        invoice_id.clone(),
+        revision,
+        amount,
+        due_date,
+        customer,
+    ) {
+        (Some(biller_id), Some(invoice_id), Some(revision), Some(amount), Some(due_date), Some(customer))
+            if p.0.is_empty() =>
+        {
+            Ok(Message::PaymentRequest(Box::new(Invoice {
+                key: InvoiceKey {
+                    biller_id,
+                    invoice_id,
+                    revision,
+                },
+                source,
+                amount,
+                due_date,
+                description,
+                customer,
+                channels,
+                metadata,
+            })))
+        }
+        _ => Err(reject(p)),
+    }
+}
+
+fn parse_customer(p: &mut Problems, raw: Option<serde_json::Value>) -> Option<Customer> {
+    let raw: RawCustomer = match raw {
+        Some(v @ serde_json::Value::Object(_)) => match serde_json::from_value(v) {
+            Ok(c) => c,
+            Err(e) => {
+                p.push(format!("customer is malformed: {e}"));
+                return None;
+            }
+        },
+        None | Some(serde_json::Value::Null) => {
+            p.push("customer is missing");
+            return None;
+        }
+        Some(_) => {
+            p.push("customer must be an object");
+            return None;
+        }
+    };
+    let name = p.req_str("customer.name", raw.name);
+    let id = p.opt_str("customer.id", raw.id);
+    let mut contacts = Contacts::default();
+    let problems_before = p.0.len();
+    if let Some(e) = p.opt_str("customer.email", raw.email) {
+        match Email::parse(&e) {
+            Ok(email) => contacts.email = Some(email),
+            Err(e) => p.push(format!("customer.email: {e}")),
+        }
+    }
+    if let Some(s) = p.opt_str("customer.phone", raw.phone) {
+        match Phone::parse(&s) {
+            Ok(phone) => contacts.phone = Some(phone),
+            Err(e) => p.push(format!("customer.phone: {e}")),
+        }
+    }
+    if let Some(s) = p.opt_str("customer.whatsapp", raw.whatsapp) {
+        match Phone::parse(&s) {
+            Ok(phone) => contacts.whatsapp = Some(phone),
+            Err(e) => p.push(format!("customer.whatsapp: {e}")),
+        }
+    }
+    if let Some(s) = p.opt_str("customer.messenger_psid", raw.messenger_psid) {
+        match Psid::parse(&s) {
+            Ok(psid) => contacts.messenger_psid = Some(psid),
+            Err(e) => p.push(format!("customer.messenger_psid: {e}")),
+        }
+    }
+    // A contact that was given but invalid has its own problem already.
+    if contacts.is_empty() && p.0.len() == problems_before {
+        p.push("customer has no contact: give at least one of email, phone, whatsapp, messenger_psid");
+    }
+    let locale = p.opt_str("customer.locale", raw.locale);
+    if let Some(l) = &locale {
+        if !is_plausible_locale(l) {
+            p.push(format!(
+                "customer.locale \"{l}\" is not a BCP 47 language tag like es-MX"
+            ));
+        }
+    }
+    let timezone = p.opt_str("customer.timezone", raw.timezone);
+    let preferred_channels = p
+        .channel_list("customer.preferred_channels", raw.preferred_channels)
+        .unwrap_or_default();
+    let opted_out = p.channel_list("customer.opted_out", raw.opted_out).unwrap_or_default();
+    Some(Customer {
+        id,
+        name: name?,
+        contacts,
+        locale,
+        timezone,
+        preferred_channels,
+        opted_out,
+    })
+}
+
+/// A light BCP 47 shape check: letters and digits in 1–8 character subtags.
+fn is_plausible_locale(tag: &str) -> bool {
+    let mut parts = tag.split(['-', '_']);
+    let lang_ok = parts
+        .next()
+        .is_some_and(|l| (2..=3).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphabetic()));
+    lang_ok && parts.all(|s| (1..=8).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,259 @@
+//! The `payrelay` command line (contract §5).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use payrelay::channels::{ChannelName, Registry};
+use payrelay::config::Config;
+use payrelay::invoice::{self, Message};
+use payrelay::render::Templates;
+
+#[derive(Parser)]
+#[command(
+    name = "payrelay",
+    version,
+    about = "Payment requests from billers' queues to their customers' channels"
+)]
+struct Cli {
+    /// The config file; relative paths in it resolve against its folder.
+    #[arg(long, global = true, default_value = "config.toml", env = "PAYRELAY_CONFIG")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service: consume invoices, send, serve pay pages.
+    Serve,
+    /// Validate the config and templates; list every problem.
+    Check,
+    /// Show which rule and channels an invoice would get, and why.
+    Route { file: PathBuf },
+    /// Print the messages an invoice would produce, exactly as sent.
+    Preview {
+        file: PathBuf,
+        #[arg(long)]
+        channel: Option<ChannelName>,
+    },
+    /// Publish invoices (one JSON object or JSON lines; - for stdin) with confirms.
+    Publish { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check => Ok(match check(&cli.config) {
+            Ok(_) => {
+                println!("{}: ok", cli.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                eprintln!("{problems}");
+                ExitCode::FAILURE
+            }
+        }),
+        Command::Serve => {
+            let config = match check(&cli.config) {
+                Ok((config, _)) => config,
+                Err(problems) => {
+                    eprintln!("{problems}\nnot starting: fix the problems above (payrelay check lists them)");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            init_logging();
+            serve(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Route { file } => {
+            let config = load(&cli.config)?;
+            let invoice = read_invoice(&file, &config)?;
+            let plan = payrelay::router::route(&invoice, &config, time::OffsetDateTime::now_utc().date());
+            for (rule, why) in &plan.not_matched {
+                println!("rule \"{rule}\": no match ({why})");
+            }
+            println!("decided by: {}", plan.decided_by);
+            println!("strategy: {}", plan.strategy);
+            for (i, c) in plan.channels.iter().enumerate() {
+                println!("  {}. {c}", i + 1);
+            }
+            for (c, why) in &plan.skipped {
+                println!("  skipped {c}: {why}");
+            }
+            if plan.channels.is_empty() {
+                println!("no channel can reach this customer: the invoice would be dead-lettered");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Preview { file, channel } => {
+            let (config, templates) = check(&cli.config).map_err(|p| anyhow::anyhow!("{p}"))?;
+            let invoice = read_invoice(&file, &config)?;
+            let plan = payrelay::router::route(&invoice, &config, time::OffsetDateTime::now_utc().date());
+            let registry = preview_registry(&config)?;
+            let channels: Vec<ChannelName> = match channel {
+                Some(c) => vec![c],
+                None => plan.channels.clone(),
+            };
+            let biller = config
+                .billers
+                .get(&invoice.key.biller_id)
+                .context("the invoice's biller is not configured")?;
+            let pay_url = payrelay::dispatch::pay_url(&config, "PREVIEW-TOKEN");
+            let view = payrelay::render::view(&invoice, &invoice.key.biller_id, biller, &pay_url);
+            for c in channels {
+                let Some(adapter) = registry.get(c) else {
+                    println!("== {c}: not configured");
+                    continue;
+                };
+                let Some(to) = c.address(&invoice.customer.contacts) else {
+                    println!("== {c}: the invoice has no {}", c.contact_field());
+                    continue;
+                };
+                let prepared = adapter.prepare(to, &view, &templates)?;
+                println!("== {c} to {}", prepared.to);
+                for (name, content) in &prepared.parts {
+                    println!("-- {name}\n{content}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Publish { file } => {
+            let config = load(&cli.config)?;
+            let mut input = String::new();
+            if file == Path::new("-") {
+                std::io::stdin()
+                    .read_to_string(&mut input)
+                    .context("cannot read stdin")?;
+            } else {
+                input = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            }
+            let messages = payrelay::broker::publish::split_messages(&input);
+            if messages.is_empty() {
+                bail!("{} holds no message", file.display());
+            }
+            let n = payrelay::broker::publish::publish(&config.broker, &messages).await?;
+            println!("published {n} message(s) to {}", config.broker.queue);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Config and templates checked together; every problem in one report.
+fn check(path: &Path) -> Result<(Config, Templates), String> {
+    let mut report = Vec::new();
+    let config = match Config::load(path) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            report.push(e.to_string());
+            None
+        }
+    };
+    let dir = config.as_ref().and_then(|c| c.templates.dir.clone());
+    let templates = match Templates::load(dir.as_deref()) {
+        Ok(t) => {
+            let problems = t.check_with_sample();
+            if problems.is_empty() {
+                Some(t)
+            } else {
+                report.extend(problems.iter().map(|p| format!("  - {p}")));
+                None
+            }
+        }
+        Err(problems) => {
+            report.push("templates have problems:".into());
+            report.extend(problems.iter().map(|p| format!("  - {p}")));
+            None
+        }
+    };
+    match (config, templates) {
+        (Some(c), Some(t)) if report.is_empty() => Ok((c, t)),
+        _ => Err(report.join("\n")),
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+fn read_invoice(file: &Path, config: &Config) -> anyhow::Result<invoice::Invoice> {
+    let body = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    match invoice::parse(&body, |b| config.billers.contains_key(b)) {
+        Ok(Message::PaymentRequest(inv)) => Ok(*inv),
+        Ok(_) => bail!("{} is not a payment request", file.display()),
+        Err(rejected) => bail!("{} would be rejected: {rejected}", file.display()),
+    }
+}
+
+/// Preview renders with the configured channels but must not create
+/// outboxes or open SMTP connections, so it builds them as `file` channels
+/// in a throwaway folder.
+fn preview_registry(config: &Config) -> anyhow::Result<Registry> {
+    let mut channels = config.channels.clone();
+    let tmp = std::env::temp_dir().join("payrelay-preview");
+    if let Some(email) = &mut channels.email {
+        email.transport = payrelay::channels::email::Transport::File { dir: tmp.join("email") };
+    }
+    Ok(Registry::from_config(&channels)?)
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_env("PAYRELAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = payrelay::app::start(config).await?;
+    let token = running.shutdown_token();
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutdown requested; finishing in-flight invoices"),
+        _ = token.cancelled() => {}
+    }
+    running.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,116 @@
+//! The HTTP side (contract §4): the pay page consumers land on, health,
+//! readiness and metrics.
+//!
+//! Errors are opaque to callers and logged in full for operators; a pay
+//! link's answer never reveals anything personal about another invoice.
+
+mod paypage;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::render::Templates;
+use crate::store::{Store, StoreError};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub templates: Arc<Templates>,
+    pub metrics: Arc<Metrics>,
+    pub outbox_signal: Arc<Notify>,
+    /// Set by the broker supervisor while it is connected.
+    pub broker_ready: Arc<AtomicBool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/p/{token}", get(paypage::show))
+        .route("/p/{token}/pay", get(paypage::pay))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` is cancelled, then finishes open requests.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let broker = state.broker_ready.load(Ordering::SeqCst);
+    let store = state.store.ping().await.is_ok();
+    let body = format!(
+        "broker: {}\nstore: {}\n",
+        if broker { "ok" } else { "unavailable" },
+        if store { "ok" } else { "unavailable" }
+    );
+    let code = if broker && store {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// An error a handler could not answer properly: logged in full, shown as
+/// a plain 503 so the consumer can try again.
+pub struct AppError(String);
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        AppError(e.to_string())
+    }
+}
+
+impl From<crate::render::RenderError> for AppError {
+    fn from(e: crate::render::RenderError) -> Self {
+        AppError(e.to_string())
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        error!(error = %self.0, "request failed");
+        message_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Temporarily unavailable",
+            "We could not load this page right now. Please try again in a minute.",
+        )
+    }
+}
+
+/// A small page for answers that carry no invoice data (404, 410, 503).
+pub fn message_page(code: StatusCode, title: &str, text: &str) -> Response {
+    let body = format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title></head>\
+         <body style=\"font-family: Arial, sans-serif; max-width: 420px; margin: 48px auto; color: #1f2933;\">\
+         <h1 style=\"font-size: 20px;\">{title}</h1><p>{text}</p></body></html>"
+    );
+    (code, Html(body)).into_response()
+}

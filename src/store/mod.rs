@@ -1,0 +1,187 @@
+//! The durable state: invoices, send attempts, pay links and the event outbox.
+//!
+//! Everything that decides whether an invoice was handled lives here, so a
+//! redelivered message can never become a second send: the idempotency key
+//! (biller, invoice, revision) is the primary key of `invoices`. Each state
+//! change is written together with the events that report it (the outbox).
+//! [`Store`] is the seam for other databases; [`sqlite::SqliteStore`] is the
+//! embedded default.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::channels::ChannelName;
+use crate::events::{Correlation, Event};
+use crate::invoice::{Invoice, InvoiceKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is unavailable or failed: {0}; the message will be redelivered")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot prepare the store: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Where an invoice stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Validated and stored; sends may be under way.
+    Accepted,
+    /// A channel's provider accepted the message.
+    Sent,
+    /// Every routed channel failed.
+    Exhausted,
+    Paid,
+    Cancelled,
+    /// A higher revision replaced it.
+    Superseded,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Accepted => "accepted",
+            Status::Sent => "sent",
+            Status::Exhausted => "exhausted",
+            Status::Paid => "paid",
+            Status::Cancelled => "cancelled",
+            Status::Superseded => "superseded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Status, StoreError> {
+        Ok(match s {
+            "accepted" => Status::Accepted,
+            "sent" => Status::Sent,
+            "exhausted" => Status::Exhausted,
+            "paid" => Status::Paid,
+            "cancelled" => Status::Cancelled,
+            "superseded" => Status::Superseded,
+            other => return Err(StoreError::Corrupt(format!("unknown invoice status {other}"))),
+        })
+    }
+
+    /// Whether nothing more may be sent for the invoice.
+    pub fn is_closed(self) -> bool {
+        matches!(self, Status::Paid | Status::Cancelled | Status::Superseded)
+    }
+}
+
+/// What the store knew when a payment request arrived.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Begin {
+    /// First time: stored with status accepted, the accepted event queued.
+    New,
+    /// Stored before and not finished (a crash or a redelivery mid-way):
+    /// the attempts already recorded, to resume after them.
+    Resume { attempts: Vec<AttemptRecord> },
+    /// The same key was handled before.
+    Duplicate { status: Status },
+    /// A higher revision is known.
+    Stale { latest: i64 },
+    /// The invoice was paid or cancelled before this request arrived.
+    Closed { status: Status },
+}
+
+/// One send on one channel, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub channel: ChannelName,
+    pub attempt: u32,
+    pub state: AttemptState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptState {
+    /// Started and not finished: the process stopped during the send.
+    Sending,
+    Sent,
+    Failed,
+}
+
+/// A pay link with what the pay page needs.
+#[derive(Debug, Clone)]
+pub struct PaylinkRecord {
+    pub key: InvoiceKey,
+    pub channel: ChannelName,
+    pub expires_at_ms: i64,
+    pub status: Status,
+    pub invoice: Invoice,
+    pub correlation: Correlation,
+}
+
+/// A new pay link, written with the attempt that carries it.
+#[derive(Debug, Clone)]
+pub struct NewPaylink {
+    pub token_hash: String,
+    pub expires_at_ms: i64,
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone)]
+pub enum AttemptOutcome {
+    Sent { provider_message_id: Option<String> },
+    Failed { detail: String },
+}
+
+/// An event waiting in the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub event: Event,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Checks the key and, when new, stores the invoice and `accepted` in one transaction.
+    async fn begin(&self, invoice: &Invoice, correlation: &Correlation, accepted: &Event) -> Result<Begin, StoreError>;
+
+    /// Records that a send is starting, with the pay link the message carries.
+    async fn start_attempt(
+        &self,
+        key: &InvoiceKey,
+        channel: ChannelName,
+        attempt: u32,
+        paylink: &NewPaylink,
+    ) -> Result<i64, StoreError>;
+
+    /// Records how an attempt ended, with its event.
+    async fn finish_attempt(&self, attempt_id: i64, outcome: &AttemptOutcome, event: &Event) -> Result<(), StoreError>;
+
+    /// Sets the invoice's final status with its events, unless it was closed meanwhile.
+    async fn finish_invoice(&self, key: &InvoiceKey, status: Status, events: &[Event]) -> Result<(), StoreError>;
+
+    /// The current status, checked right before each send.
+    async fn status(&self, key: &InvoiceKey) -> Result<Option<Status>, StoreError>;
+
+    /// Closes every revision of an invoice (paid or cancelled) and queues the
+    /// event, once: returns false if it was already closed the same way.
+    async fn close(&self, biller_id: &str, invoice_id: &str, status: Status, event: &Event)
+        -> Result<bool, StoreError>;
+
+    /// Queues an event that reports no state change (rejected, duplicate).
+    async fn record_event(&self, event: &Event) -> Result<(), StoreError>;
+
+    /// Finds a pay link by its token's hash.
+    async fn paylink(&self, token_hash: &str) -> Result<Option<PaylinkRecord>, StoreError>;
+
+    /// Counts a click; the first one also queues `event`. Returns the count.
+    async fn record_click(&self, token_hash: &str, event: &Event) -> Result<i64, StoreError>;
+
+    /// The oldest events not yet confirmed by the broker.
+    async fn outbox(&self, limit: u32) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Forgets events the broker confirmed.
+    async fn outbox_done(&self, ids: &[i64]) -> Result<(), StoreError>;
+
+    /// Whether the store answers, for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Milliseconds since the Unix epoch, the store's clock unit.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}

@@ -1,0 +1,379 @@
+//! The embedded store: one SQLite file in WAL mode.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+
+use super::{
+    now_ms, AttemptOutcome, AttemptRecord, AttemptState, Begin, NewPaylink, OutboxEntry, PaylinkRecord, Status, Store,
+    StoreError,
+};
+use crate::channels::ChannelName;
+use crate::events::{Correlation, Event};
+use crate::invoice::{Invoice, InvoiceKey};
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at a `sqlite://PATH` URL and
+    /// brings its schema up to date.
+    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        if let Some(dir) = Path::new(path).parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Corrupt(format!("cannot create the folder {}: {e}", dir.display())))?;
+            }
+        }
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode survives a process crash; only power loss can
+            // undo the last transactions.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("src/store/migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    async fn insert_event(tx: &mut Transaction<'_, Sqlite>, event: &Event) -> Result<(), StoreError> {
+        let json = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query("INSERT INTO outbox (event_json) VALUES (?)")
+            .bind(json)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+fn parse_channel(s: &str) -> Result<ChannelName, StoreError> {
+    s.parse().map_err(StoreError::Corrupt)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn begin(&self, invoice: &Invoice, correlation: &Correlation, accepted: &Event) -> Result<Begin, StoreError> {
+        let key = &invoice.key;
+        // BEGIN IMMEDIATE takes the write lock first, so two handlers of the
+        // same key cannot both see it as new.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(row) = sqlx::query("SELECT status FROM closures WHERE biller_id = ? AND invoice_id = ?")
+            .bind(&key.biller_id)
+            .bind(&key.invoice_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        {
+            return Ok(Begin::Closed {
+                status: Status::parse(row.get::<&str, _>(0))?,
+            });
+        }
+        let latest: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(revision) FROM invoices WHERE biller_id = ? AND invoice_id = ?")
+                .bind(&key.biller_id)
+                .bind(&key.invoice_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if let Some(latest) = latest {
+            if latest > key.revision {
+                return Ok(Begin::Stale { latest });
+            }
+            if latest == key.revision {
+                let status: String = sqlx::query_scalar(
+                    "SELECT status FROM invoices WHERE biller_id = ? AND invoice_id = ? AND revision = ?",
+                )
+                .bind(&key.biller_id)
+                .bind(&key.invoice_id)
+                .bind(key.revision)
+                .fetch_one(&mut *tx)
+                .await?;
+                let status = Status::parse(&status)?;
+                if status != Status::Accepted {
+                    return Ok(Begin::Duplicate { status });
+                }
+                let rows = sqlx::query(
+                    "SELECT channel, attempt, state FROM attempts
+                     WHERE biller_id = ? AND invoice_id = ? AND revision = ? ORDER BY id",
+                )
+                .bind(&key.biller_id)
+                .bind(&key.invoice_id)
+                .bind(key.revision)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut attempts = Vec::with_capacity(rows.len());
+                for row in rows {
+                    attempts.push(AttemptRecord {
+                        channel: parse_channel(row.get::<&str, _>(0))?,
+                        attempt: row.get::<i64, _>(1) as u32,
+                        state: match row.get::<&str, _>(2) {
+                            "sent" => AttemptState::Sent,
+                            "failed" => AttemptState::Failed,
+                            _ => AttemptState::Sending,
+                        },
+                    });
+                }
+                return Ok(Begin::Resume { attempts });
+            }
+        }
+        let now = now_ms();
+        let json = serde_json::to_string(invoice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "UPDATE invoices SET status = 'superseded', updated_ms = ?
+             WHERE biller_id = ? AND invoice_id = ? AND revision < ?",
+        )
+        .bind(now)
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO invoices (biller_id, invoice_id, revision, status, invoice_json, correlation_id, message_id,
+                                   received_ms, updated_ms)
+             VALUES (?, ?, ?, 'accepted', ?, ?, ?, ?, ?)",
+        )
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .bind(json)
+        .bind(&correlation.correlation_id)
+        .bind(&correlation.message_id)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        Self::insert_event(&mut tx, accepted).await?;
+        tx.commit().await?;
+        Ok(Begin::New)
+    }
+
+    async fn start_attempt(
+        &self,
+        key: &InvoiceKey,
+        channel: ChannelName,
+        attempt: u32,
+        paylink: &NewPaylink,
+    ) -> Result<i64, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms)
+             VALUES (?, ?, ?, ?, ?, 'sending', ?) RETURNING id",
+        )
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .bind(channel.as_str())
+        .bind(attempt as i64)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO paylinks (token_hash, attempt_id, biller_id, invoice_id, revision, channel, created_ms, expires_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&paylink.token_hash)
+        .bind(id)
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .bind(channel.as_str())
+        .bind(now)
+        .bind(paylink.expires_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn finish_attempt(&self, attempt_id: i64, outcome: &AttemptOutcome, event: &Event) -> Result<(), StoreError> {
+        let (state, provider_id, detail) = match outcome {
+            AttemptOutcome::Sent { provider_message_id } => ("sent", provider_message_id.clone(), None),
+            AttemptOutcome::Failed { detail } => ("failed", None, Some(detail.clone())),
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE attempts SET state = ?, provider_message_id = ?, detail = ?, finished_ms = ? WHERE id = ?")
+            .bind(state)
+            .bind(provider_id)
+            .bind(detail)
+            .bind(now_ms())
+            .bind(attempt_id)
+            .execute(&mut *tx)
+            .await?;
+        Self::insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn finish_invoice(&self, key: &InvoiceKey, status: Status, events: &[Event]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE invoices SET status = ?, updated_ms = ?
+             WHERE biller_id = ? AND invoice_id = ? AND revision = ? AND status = 'accepted'",
+        )
+        .bind(status.as_str())
+        .bind(now_ms())
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .execute(&mut *tx)
+        .await?;
+        for event in events {
+            Self::insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn status(&self, key: &InvoiceKey) -> Result<Option<Status>, StoreError> {
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM invoices WHERE biller_id = ? AND invoice_id = ? AND revision = ?")
+                .bind(&key.biller_id)
+                .bind(&key.invoice_id)
+                .bind(key.revision)
+                .fetch_optional(&self.pool)
+                .await?;
+        status.as_deref().map(Status::parse).transpose()
+    }
+
+    async fn close(
+        &self,
+        biller_id: &str,
+        invoice_id: &str,
+        status: Status,
+        event: &Event,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let inserted = sqlx::query(
+            "INSERT INTO closures (biller_id, invoice_id, status, closed_ms) VALUES (?, ?, ?, ?)
+             ON CONFLICT (biller_id, invoice_id) DO NOTHING",
+        )
+        .bind(biller_id)
+        .bind(invoice_id)
+        .bind(status.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE invoices SET status = ?, updated_ms = ?
+             WHERE biller_id = ? AND invoice_id = ? AND status NOT IN ('superseded')",
+        )
+        .bind(status.as_str())
+        .bind(now)
+        .bind(biller_id)
+        .bind(invoice_id)
+        .execute(&mut *tx)
+        .await?;
+        Self::insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn record_event(&self, event: &Event) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        Self::insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn paylink(&self, token_hash: &str) -> Result<Option<PaylinkRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT p.biller_id, p.invoice_id, p.revision, p.channel, p.expires_ms, i.status, i.invoice_json,
+                    i.correlation_id, i.message_id
+             FROM paylinks p JOIN invoices i
+               ON i.biller_id = p.biller_id AND i.invoice_id = p.invoice_id AND i.revision = p.revision
+             WHERE p.token_hash = ?",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let invoice: Invoice =
+            serde_json::from_str(row.get::<&str, _>(6)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some(PaylinkRecord {
+            key: InvoiceKey {
+                biller_id: row.get(0),
+                invoice_id: row.get(1),
+                revision: row.get(2),
+            },
+            channel: parse_channel(row.get::<&str, _>(3))?,
+            expires_at_ms: row.get(4),
+            status: Status::parse(row.get::<&str, _>(5))?,
+            invoice,
+            correlation: Correlation {
+                correlation_id: row.get(7),
+                message_id: row.get(8),
+            },
+        }))
+    }
+
+    async fn record_click(&self, token_hash: &str, event: &Event) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let clicks: i64 = sqlx::query_scalar(
+            "UPDATE paylinks SET clicks = clicks + 1, first_click_ms = COALESCE(first_click_ms, ?)
+             WHERE token_hash = ? RETURNING clicks",
+        )
+        .bind(now_ms())
+        .bind(token_hash)
+        .fetch_one(&mut *tx)
+        .await?;
+        if clicks == 1 {
+            Self::insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(clicks)
+    }
+
+    async fn outbox(&self, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
+        let rows = sqlx::query("SELECT id, event_json FROM outbox ORDER BY id LIMIT ?")
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                let event =
+                    serde_json::from_str(row.get::<&str, _>(1)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok(OutboxEntry { id: row.get(0), event })
+            })
+            .collect()
+    }
+
+    async fn outbox_done(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for chunk in ids.chunks(500) {
+            let placeholders = vec!["?"; chunk.len()].join(",");
+            let sql = format!("DELETE FROM outbox WHERE id IN ({placeholders})");
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
