@@ -6,10 +6,20 @@
 //! The [`Registry`] owns the configured channels and puts each behind its own
 //! governor rate limiter, so a caller cannot send around the limit.
 //!
-//! Adding a channel: add its folder, a [`ChannelName`] variant and a line in
-//! [`Registry::from_config`].
+//! Shared pieces: [`http`] (one reqwest client setup and the HTTP error
+//! classes every provider shares), [`outbox`] (the `file` provider) and
+//! [`meta`] (the Graph API shape WhatsApp and Messenger share).
+//!
+//! Adding a channel: add its folder, a [`ChannelName`] variant, its
+//! `ChannelsConfig` field and a line in [`Registry::from_config`].
 
 pub mod email;
+pub mod http;
+pub mod messenger;
+pub mod meta;
+pub mod outbox;
+pub mod sms;
+pub mod whatsapp;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,7 +31,7 @@ use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ChannelsConfig;
+use crate::config::{BillerConfig, ChannelsConfig};
 use crate::invoice::Contacts;
 use crate::render::{RenderError, Templates};
 
@@ -113,6 +123,26 @@ pub struct Receipt {
     pub provider_message_id: Option<String>,
 }
 
+/// A provider's later word on a message it accepted, from a status webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Delivered,
+    Read,
+    /// The provider gave up after accepting (SMS `undelivered`, WhatsApp `failed`).
+    Failed {
+        code: Option<String>,
+        reason: String,
+    },
+}
+
+/// One status report from a provider webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusReport {
+    /// The id the provider gave when it accepted the message.
+    pub provider_message_id: String,
+    pub status: DeliveryStatus,
+}
+
 /// A failed send, classified once here so retries, fallback and events agree.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SendError {
@@ -144,14 +174,33 @@ impl SendError {
     }
 }
 
+/// Everything a channel needs to render one payment request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The customer's address on this channel (personal data: never logged).
+    pub to: &'a str,
+    /// This message's pay-link token (WhatsApp's URL button takes it as suffix).
+    pub token: &'a str,
+    /// The template data built by [`crate::render::view`]; `pay_url` included.
+    pub view: &'a serde_json::Value,
+    pub biller: &'a BillerConfig,
+}
+
+/// What channels need to know about the service when they are built.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    /// Where provider status callbacks reach payrelay.
+    pub public_base_url: url::Url,
+}
+
 /// One way of reaching a customer.
 #[async_trait]
 pub trait Channel: Send + Sync {
     fn name(&self) -> ChannelName;
 
-    /// Renders the payment request for `to` from the channel's templates.
-    /// `view` is the template data built by [`crate::render::view`].
-    fn prepare(&self, to: &str, view: &serde_json::Value, templates: &Templates) -> Result<Prepared, RenderError>;
+    /// Renders the payment request from the channel's templates, exactly as
+    /// it will be sent.
+    fn prepare(&self, request: &Request<'_>, templates: &Templates) -> Result<Prepared, RenderError>;
 
     /// Hands the message to the provider. Must not retry by itself: the caller
     /// decides from the [`SendError`] class.
@@ -178,12 +227,27 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn from_config(config: &ChannelsConfig) -> Result<Registry, BuildError> {
+    pub fn from_config(config: &ChannelsConfig, context: &BuildContext) -> Result<Registry, BuildError> {
         let mut registry = Registry {
             entries: BTreeMap::new(),
         };
         if let Some(email) = &config.email {
             registry.insert(Box::new(email::EmailChannel::new(email)?), email.limits.quota());
+        }
+        if let Some(sms) = &config.sms {
+            registry.insert(Box::new(sms::SmsChannel::new(sms, context)?), sms.limits.quota());
+        }
+        if let Some(whatsapp) = &config.whatsapp {
+            registry.insert(
+                Box::new(whatsapp::WhatsappChannel::new(whatsapp, context)?),
+                whatsapp.limits.quota(),
+            );
+        }
+        if let Some(messenger) = &config.messenger {
+            registry.insert(
+                Box::new(messenger::MessengerChannel::new(messenger, context)?),
+                messenger.limits.quota(),
+            );
         }
         Ok(registry)
     }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::broker::{self, BrokerParts};
-use crate::channels::{BuildError, Registry};
+use crate::channels::{BuildContext, BuildError, Registry};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
@@ -76,7 +76,10 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
     let config = Arc::new(config);
     let templates = Arc::new(Templates::load(config.templates.dir.as_deref()).map_err(StartError::Templates)?);
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store.url).await?);
-    let channels = Arc::new(Registry::from_config(&config.channels)?);
+    let context = BuildContext {
+        public_base_url: config.http.public_base_url.clone(),
+    };
+    let channels = Arc::new(Registry::from_config(&config.channels, &context)?);
     let metrics = Arc::new(Metrics::new());
     let outbox_signal = Arc::new(Notify::new());
     let broker_ready = Arc::new(AtomicBool::new(false));

@@ -131,7 +131,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("== {c}: the invoice has no {}", c.contact_field());
                     continue;
                 };
-                let prepared = adapter.prepare(to, &view, &templates)?;
+                let request = payrelay::channels::Request {
+                    to,
+                    token: "PREVIEW-TOKEN",
+                    view: &view,
+                    biller,
+                };
+                let prepared = adapter.prepare(&request, &templates)?;
                 println!("== {c} to {}", prepared.to);
                 for (name, content) in &prepared.parts {
                     println!("-- {name}\n{content}");
@@ -215,7 +221,10 @@ fn preview_registry(config: &Config) -> anyhow::Result<Registry> {
     if let Some(email) = &mut channels.email {
         email.transport = payrelay::channels::email::Transport::File { dir: tmp.join("email") };
     }
-    Ok(Registry::from_config(&channels)?)
+    let context = payrelay::channels::BuildContext {
+        public_base_url: config.http.public_base_url.clone(),
+    };
+    Ok(Registry::from_config(&channels, &context)?)
 }
 
 fn init_logging() {

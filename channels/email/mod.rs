@@ -12,7 +12,7 @@ use lettre::message::{header, Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::{BuildError, Channel, ChannelName, Prepared, Receipt, SendError};
+use super::{BuildError, Channel, ChannelName, Prepared, Receipt, Request, SendError};
 use crate::render::{RenderError, Templates};
 
 enum Sender {
@@ -83,10 +83,11 @@ impl Channel for EmailChannel {
         ChannelName::Email
     }
 
-    fn prepare(&self, to: &str, view: &serde_json::Value, templates: &Templates) -> Result<Prepared, RenderError> {
+    fn prepare(&self, request: &Request<'_>, templates: &Templates) -> Result<Prepared, RenderError> {
+        let view = request.view;
         Ok(Prepared {
             channel: ChannelName::Email,
-            to: to.to_owned(),
+            to: request.to.to_owned(),
             parts: vec![
                 ("subject", templates.render("email/subject", view)?.trim().to_owned()),
                 ("text", templates.render("email/body.txt", view)?),

@@ -25,6 +25,9 @@ use figment::Figment;
 use url::Url;
 
 use crate::channels::email::EmailConfig;
+use crate::channels::messenger::MessengerConfig;
+use crate::channels::sms::SmsConfig;
+use crate::channels::whatsapp::WhatsappConfig;
 use crate::channels::ChannelName;
 
 /// One thing wrong with the configuration, with the key it is about.
@@ -123,24 +126,34 @@ pub struct PaylinkConfig {
     pub ttl: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BillerConfig {
     pub name: String,
     pub checkout_url: String,
     pub default_locale: Option<String>,
     pub webhook_secret: Option<Secret>,
+    /// This biller's approved WhatsApp template, when not the channel's.
+    pub whatsapp_template: Option<String>,
+    /// Handlebars snippets, one per body parameter of that template, when
+    /// not the channel's mapping.
+    pub whatsapp_parameters: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct ChannelsConfig {
     pub email: Option<EmailConfig>,
+    pub sms: Option<SmsConfig>,
+    pub whatsapp: Option<WhatsappConfig>,
+    pub messenger: Option<MessengerConfig>,
 }
 
 impl ChannelsConfig {
     pub fn is_configured(&self, name: ChannelName) -> bool {
         match name {
             ChannelName::Email => self.email.is_some(),
-            ChannelName::Sms | ChannelName::Whatsapp | ChannelName::Messenger => false,
+            ChannelName::Sms => self.sms.is_some(),
+            ChannelName::Whatsapp => self.whatsapp.is_some(),
+            ChannelName::Messenger => self.messenger.is_some(),
         }
     }
 }

@@ -15,6 +15,9 @@ use super::{
     Rule, Secret, StoreConfig, Strategy, TemplatesConfig,
 };
 use crate::channels::email::EmailConfig;
+use crate::channels::messenger::MessengerConfig;
+use crate::channels::sms::SmsConfig;
+use crate::channels::whatsapp::WhatsappConfig;
 use crate::channels::{ChannelName, Limits};
 
 /// Reads the environment for `env:NAME` values.
@@ -214,6 +217,8 @@ struct RawBiller {
     checkout_url: Option<String>,
     default_locale: Option<String>,
     webhook_secret: Option<String>,
+    whatsapp_template: Option<String>,
+    whatsapp_parameters: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -448,6 +453,8 @@ fn check_billers(value: Value, env: EnvLookup<'_>, problems: &mut Problems) -> B
                 checkout_url,
                 default_locale: raw.default_locale,
                 webhook_secret,
+                whatsapp_template: raw.whatsapp_template,
+                whatsapp_parameters: raw.whatsapp_parameters,
             },
         );
     }
@@ -507,10 +514,11 @@ fn check_channels(
         }
         match name.parse::<ChannelName>() {
             Ok(ChannelName::Email) => channels.email = EmailConfig::check(v, &prefix, base_dir, env, problems),
-            Ok(other) => problems.push(
-                prefix,
-                format!("the {other} channel is not available in this version of payrelay"),
-            ),
+            Ok(ChannelName::Sms) => channels.sms = SmsConfig::check(v, &prefix, base_dir, env, problems),
+            Ok(ChannelName::Whatsapp) => channels.whatsapp = WhatsappConfig::check(v, &prefix, base_dir, env, problems),
+            Ok(ChannelName::Messenger) => {
+                channels.messenger = MessengerConfig::check(v, &prefix, base_dir, env, problems)
+            }
             Err(e) => problems.push(prefix, e),
         }
     }

@@ -13,7 +13,7 @@ use rand::Rng;
 use tokio::sync::Notify;
 use tracing::{info, warn, Instrument};
 
-use crate::channels::{ChannelName, Registry, SendError};
+use crate::channels::{ChannelName, Registry, Request, SendError};
 use crate::config::{Config, Strategy};
 use crate::events::{Correlation, Event, EventName};
 use crate::invoice::{self, Invoice, InvoiceKey, Message, Rejected};
@@ -317,7 +317,15 @@ impl Dispatcher {
             .channels
             .get(channel)
             .ok_or_else(|| format!("channel {channel} is not configured"))
-            .and_then(|c| c.prepare(to, &view, &self.templates).map_err(|e| e.to_string()));
+            .and_then(|c| {
+                let request = Request {
+                    to,
+                    token: &token,
+                    view: &view,
+                    biller,
+                };
+                c.prepare(&request, &self.templates).map_err(|e| e.to_string())
+            });
         let expires_at_ms = crate::store::now_ms() + self.config.paylink.ttl.as_millis() as i64;
         let attempt_id = self
             .store

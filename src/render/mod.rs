@@ -15,11 +15,13 @@ use crate::config::BillerConfig;
 use crate::invoice::{Amount, Invoice};
 
 /// Built-in templates: (name, source).
-const BUILT_IN: [(&str, &str); 4] = [
+const BUILT_IN: [(&str, &str); 6] = [
     ("email/subject", include_str!("../../templates/email/subject.hbs")),
     ("email/body.txt", include_str!("../../templates/email/body.txt.hbs")),
     ("email/body.html", include_str!("../../templates/email/body.html.hbs")),
     ("paypage.html", include_str!("../../templates/paypage.html.hbs")),
+    ("sms/body", include_str!("../../templates/sms/body.hbs")),
+    ("messenger/text", include_str!("../../templates/messenger/text.hbs")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +112,17 @@ impl Templates {
             name: name.to_owned(),
             reason: e.to_string(),
         })
+    }
+
+    /// Renders a one-off snippet from the config (such as a WhatsApp
+    /// parameter mapping) as plain text.
+    pub fn render_inline(&self, source: &str, data: &serde_json::Value) -> Result<String, RenderError> {
+        self.text
+            .render_template(source, data)
+            .map_err(|e| RenderError::Failed {
+                name: format!("\"{source}\""),
+                reason: e.to_string(),
+            })
     }
 
     /// Renders every template with a sample invoice, so `payrelay check`

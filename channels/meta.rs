@@ -1,0 +1,1 @@
+//! The Graph API shape that WhatsApp Cloud and Messenger share (skeleton).
