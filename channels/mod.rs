@@ -25,7 +25,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -156,6 +157,9 @@ pub enum SendError {
     /// Trying again cannot help: bad recipient, rejected content, bad credentials.
     #[error("permanent failure{}: {reason}", code_suffix(.code))]
     Permanent { code: Option<String>, reason: String },
+    /// Not tried: the channel is paused after repeated provider failures.
+    #[error("the channel is paused after repeated provider failures (for another {}s)", .remaining.as_secs().max(1))]
+    Paused { remaining: Duration },
 }
 
 fn code_suffix(code: &Option<String>) -> String {
@@ -170,6 +174,7 @@ impl SendError {
     pub fn code(&self) -> Option<&str> {
         match self {
             SendError::Transient { code, .. } | SendError::Permanent { code, .. } => code.as_deref(),
+            SendError::Paused { .. } => None,
         }
     }
 }
@@ -215,22 +220,84 @@ pub struct BuildError {
     pub reason: String,
 }
 
-/// A configured channel with its rate limiter.
+/// A configured channel with its rate limiter and circuit breaker.
 struct Entry {
     channel: Box<dyn Channel>,
     limiter: DefaultDirectRateLimiter,
+    breaker: Breaker,
 }
 
-/// The configured channels, each behind its own rate limit.
+/// When a provider keeps failing, stop sending to it for a while.
+#[derive(Debug, Clone, Copy)]
+pub struct BreakerPolicy {
+    /// Transient failures in a row that pause the channel.
+    pub failures: u32,
+    /// How long the pause lasts; then one send is let through to probe.
+    pub pause: Duration,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        BreakerPolicy {
+            failures: 5,
+            pause: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A circuit breaker: counts transient failures in a row (permanent ones
+/// are about a recipient, not the provider) and opens after `failures`.
+/// After the pause it half-opens: the next failure opens it again at once,
+/// a success closes it.
+struct Breaker {
+    policy: BreakerPolicy,
+    state: Mutex<BreakerState>,
+}
+
+#[derive(Default)]
+struct BreakerState {
+    failures_in_a_row: u32,
+    open_until: Option<Instant>,
+}
+
+impl Breaker {
+    fn new(policy: BreakerPolicy) -> Breaker {
+        Breaker {
+            policy,
+            state: Mutex::new(BreakerState::default()),
+        }
+    }
+
+    fn paused_for(&self) -> Option<Duration> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let remaining = state.open_until?.checked_duration_since(Instant::now())?;
+        (!remaining.is_zero()).then_some(remaining)
+    }
+
+    fn record(&self, result: &Result<Receipt, SendError>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(_) => *state = BreakerState::default(),
+            Err(e) if e.is_transient() => {
+                state.failures_in_a_row = state.failures_in_a_row.saturating_add(1);
+                if state.failures_in_a_row >= self.policy.failures {
+                    state.open_until = Some(Instant::now() + self.policy.pause);
+                }
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// The configured channels, each behind its own rate limit and breaker.
 pub struct Registry {
     entries: BTreeMap<ChannelName, Entry>,
+    breaker: BreakerPolicy,
 }
 
 impl Registry {
     pub fn from_config(config: &ChannelsConfig, context: &BuildContext) -> Result<Registry, BuildError> {
-        let mut registry = Registry {
-            entries: BTreeMap::new(),
-        };
+        let mut registry = Registry::empty(BreakerPolicy::default());
         if let Some(email) = &config.email {
             registry.insert(Box::new(email::EmailChannel::new(email)?), email.limits.quota());
         }
@@ -252,6 +319,23 @@ impl Registry {
         Ok(registry)
     }
 
+    /// A registry with no channels yet, for tests that bring their own.
+    pub fn empty(breaker: BreakerPolicy) -> Registry {
+        Registry {
+            entries: BTreeMap::new(),
+            breaker,
+        }
+    }
+
+    /// Changes the breaker policy of the channels added after this call.
+    pub fn with_breaker(mut self, breaker: BreakerPolicy) -> Registry {
+        self.breaker = breaker;
+        for entry in self.entries.values_mut() {
+            entry.breaker = Breaker::new(breaker);
+        }
+        self
+    }
+
     /// Adds a channel; used by `from_config` and by tests that bring their own.
     pub fn insert(&mut self, channel: Box<dyn Channel>, quota: Quota) {
         let name = channel.name();
@@ -260,6 +344,7 @@ impl Registry {
             Entry {
                 channel,
                 limiter: RateLimiter::direct(quota),
+                breaker: Breaker::new(self.breaker),
             },
         );
     }
@@ -278,8 +363,13 @@ impl Registry {
             code: None,
             reason: format!("channel {} is not configured", message.channel),
         })?;
+        if let Some(remaining) = entry.breaker.paused_for() {
+            return Err(SendError::Paused { remaining });
+        }
         entry.limiter.until_ready().await;
-        entry.channel.send(message).await
+        let result = entry.channel.send(message).await;
+        entry.breaker.record(&result);
+        result
     }
 }
 
@@ -298,5 +388,107 @@ impl Limits {
         Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(self.burst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    /// Fails the first `fail_first` sends, then succeeds; counts the calls.
+    struct Scripted {
+        calls: Arc<AtomicU32>,
+        fail_first: u32,
+        permanent: bool,
+    }
+
+    #[async_trait]
+    impl Channel for Scripted {
+        fn name(&self) -> ChannelName {
+            ChannelName::Sms
+        }
+
+        fn prepare(&self, _: &Request<'_>, _: &Templates) -> Result<Prepared, RenderError> {
+            unreachable!("not rendered in these tests")
+        }
+
+        async fn send(&self, _: &Prepared) -> Result<Receipt, SendError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            if n < self.fail_first {
+                if self.permanent {
+                    return Err(SendError::Permanent {
+                        code: Some("21211".into()),
+                        reason: "invalid number".into(),
+                    });
+                }
+                return Err(SendError::Transient {
+                    code: None,
+                    reason: "503".into(),
+                    retry_after: None,
+                });
+            }
+            Ok(Receipt::default())
+        }
+    }
+
+    fn registry(fail_first: u32, permanent: bool) -> (Registry, Arc<AtomicU32>) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let mut registry = Registry::empty(BreakerPolicy {
+            failures: 3,
+            pause: Duration::from_millis(300),
+        });
+        let channel = Scripted {
+            calls: calls.clone(),
+            fail_first,
+            permanent,
+        };
+        registry.insert(Box::new(channel), Quota::per_second(NonZeroU32::new(1000).unwrap()));
+        (registry, calls)
+    }
+
+    fn message() -> Prepared {
+        Prepared {
+            channel: ChannelName::Sms,
+            to: "+15005550006".into(),
+            parts: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_keeps_failing_is_paused_then_probed_then_resumed() {
+        let (registry, calls) = registry(4, false);
+        for _ in 0..3 {
+            assert!(registry.send(&message()).await.unwrap_err().is_transient());
+        }
+        // Open: nothing reaches the provider while paused.
+        let paused = registry.send(&message()).await.unwrap_err();
+        assert!(matches!(paused, SendError::Paused { remaining } if remaining <= Duration::from_millis(300)));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        // Half-open after the pause: one failing probe opens it again at once.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(registry.send(&message()).await.unwrap_err().is_transient());
+        assert!(matches!(registry.send(&message()).await, Err(SendError::Paused { .. })));
+
+        // The next probe succeeds and closes it.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(registry.send(&message()).await.is_ok());
+        assert!(registry.send(&message()).await.is_ok());
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
+    }
+
+    #[tokio::test]
+    async fn permanent_failures_are_about_recipients_and_never_pause_the_channel() {
+        let (registry, calls) = registry(10, true);
+        for _ in 0..10 {
+            assert!(matches!(
+                registry.send(&message()).await,
+                Err(SendError::Permanent { .. })
+            ));
+        }
+        assert!(registry.send(&message()).await.is_ok());
+        assert_eq!(calls.load(Ordering::SeqCst), 11);
     }
 }

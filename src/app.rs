@@ -100,6 +100,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
         metrics: metrics.clone(),
         outbox_signal: outbox_signal.clone(),
         broker_ready: broker_ready.clone(),
+        dispatcher: dispatcher.clone(),
     };
     let addr = listener.local_addr().map_err(|source| StartError::Bind {
         addr: config.http.listen,

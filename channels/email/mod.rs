@@ -66,8 +66,15 @@ impl EmailChannel {
             .map_err(|_| permanent("recipient is not a valid email address".into()))?;
         let part = |name: &str| message.part(name).unwrap_or_default().to_owned();
         let message_id = format!("<{}@payrelay>", crate::paylink::random_id());
+        // A biller's own From, checked when the config was loaded.
+        let from = match message.part("from") {
+            Some(f) => f
+                .parse()
+                .map_err(|_| permanent("the biller's email_from is not a mailbox".into()))?,
+            None => self.from.clone(),
+        };
         Message::builder()
-            .from(self.from.clone())
+            .from(from)
             .to(to)
             .subject(part("subject"))
             .message_id(Some(message_id))
@@ -85,14 +92,18 @@ impl Channel for EmailChannel {
 
     fn prepare(&self, request: &Request<'_>, templates: &Templates) -> Result<Prepared, RenderError> {
         let view = request.view;
+        let mut parts = vec![
+            ("subject", templates.render("email/subject", view)?.trim().to_owned()),
+            ("text", templates.render("email/body.txt", view)?),
+            ("html", templates.render("email/body.html", view)?),
+        ];
+        if let Some(from) = &request.biller.email_from {
+            parts.insert(0, ("from", from.to_string()));
+        }
         Ok(Prepared {
             channel: ChannelName::Email,
             to: request.to.to_owned(),
-            parts: vec![
-                ("subject", templates.render("email/subject", view)?.trim().to_owned()),
-                ("text", templates.render("email/body.txt", view)?),
-                ("html", templates.render("email/body.html", view)?),
-            ],
+            parts,
         })
     }
 

@@ -1,23 +1,54 @@
-//! The whatsapp channel (skeleton: the `file` provider only).
+//! WhatsApp through the Cloud API (or JSON files with `provider = "file"`).
+//!
+//! Outside the 24-hour customer-service window a business may only send
+//! approved templates, so a payment request is always a template message:
+//! body parameters rendered from handlebars snippets (the channel's, or the
+//! biller's own mapping), and a URL button whose suffix is the pay token
+//! (the template's button URL is `{public_base_url}/p/`). The template's
+//! language comes from `language` or from the customer's locale.
 
 mod config;
+mod wire;
 
-pub use config::WhatsappConfig;
+pub use config::{check_parameter_snippet, check_template_name, WhatsappConfig, WhatsappProvider, DEFAULT_PARAMETERS};
 
 use async_trait::async_trait;
 
+use super::meta::GraphClient;
 use super::outbox::FileOutbox;
 use super::{BuildContext, BuildError, Channel, ChannelName, Prepared, Receipt, Request, SendError};
 use crate::render::{RenderError, Templates};
 
+enum Sender {
+    Graph {
+        client: GraphClient,
+        /// `{phone_number_id}/messages`.
+        path: String,
+    },
+    File(FileOutbox),
+}
+
 pub struct WhatsappChannel {
-    outbox: FileOutbox,
+    template: String,
+    language: Option<String>,
+    parameters: Vec<String>,
+    sender: Sender,
 }
 
 impl WhatsappChannel {
     pub fn new(config: &WhatsappConfig, _context: &BuildContext) -> Result<WhatsappChannel, BuildError> {
+        let sender = match &config.provider {
+            WhatsappProvider::Meta { graph, phone_number_id } => Sender::Graph {
+                client: GraphClient::new(ChannelName::Whatsapp, graph)?,
+                path: format!("{phone_number_id}/messages"),
+            },
+            WhatsappProvider::File { dir } => Sender::File(FileOutbox::new(ChannelName::Whatsapp, dir)?),
+        };
         Ok(WhatsappChannel {
-            outbox: FileOutbox::new(ChannelName::Whatsapp, &config.outbox_dir)?,
+            template: config.template.clone(),
+            language: config.language.clone(),
+            parameters: config.parameters.clone(),
+            sender,
         })
     }
 }
@@ -28,15 +59,208 @@ impl Channel for WhatsappChannel {
         ChannelName::Whatsapp
     }
 
+    /// Parts: `template`, `language`, `parameters` (a JSON array of the
+    /// rendered body parameters) and `button` (the pay token).
     fn prepare(&self, request: &Request<'_>, templates: &Templates) -> Result<Prepared, RenderError> {
+        let biller = request.biller;
+        let template = biller.whatsapp_template.as_deref().unwrap_or(&self.template);
+        let snippets = biller.whatsapp_parameters.as_deref().unwrap_or(&self.parameters);
+        let language = match &self.language {
+            Some(fixed) => fixed.clone(),
+            None => language_code(request.view.get("locale").and_then(|l| l.as_str())),
+        };
+        let mut parameters = Vec::with_capacity(snippets.len());
+        for (i, snippet) in snippets.iter().enumerate() {
+            let text = one_line(&templates.render_inline(snippet, request.view)?);
+            if text.is_empty() {
+                return Err(RenderError::Failed {
+                    name: format!("whatsapp parameter {} (\"{snippet}\")", i + 1),
+                    reason: "rendered empty, and WhatsApp refuses empty parameters".to_owned(),
+                });
+            }
+            parameters.push(text);
+        }
+        let parameters = serde_json::to_string(&parameters).map_err(|e| RenderError::Failed {
+            name: "whatsapp parameters".to_owned(),
+            reason: e.to_string(),
+        })?;
         Ok(Prepared {
             channel: ChannelName::Whatsapp,
             to: request.to.to_owned(),
-            parts: vec![("text", templates.render("sms/body", request.view)?)],
+            parts: vec![
+                ("template", template.to_owned()),
+                ("language", language),
+                ("parameters", parameters),
+                ("button", request.token.to_owned()),
+            ],
         })
     }
 
     async fn send(&self, message: &Prepared) -> Result<Receipt, SendError> {
-        self.outbox.write(message).await
+        let payload = wire::payload(message)?;
+        match &self.sender {
+            Sender::Graph { client, path } => {
+                let body = client.post(path, &payload, &message.to).await?;
+                Ok(wire::receipt(&body))
+            }
+            Sender::File(outbox) => {
+                // The file shows the exact body the Cloud API would get.
+                let body = serde_json::to_string_pretty(&payload).map_err(|e| SendError::Permanent {
+                    code: None,
+                    reason: format!("cannot encode the message: {e}"),
+                })?;
+                let mut with_payload = message.clone();
+                with_payload.parts.push(("payload", body));
+                outbox.write(&with_payload).await
+            }
+        }
+    }
+}
+
+/// WhatsApp's code for a BCP 47 locale: `es-MX` -> `es_MX`, `pt` -> `pt`;
+/// scripts and variants are dropped (`zh-Hant-TW` -> `zh_TW`), and anything
+/// unreadable is `en`.
+pub fn language_code(locale: Option<&str>) -> String {
+    let mut subtags = locale.unwrap_or("en").split(['-', '_']);
+    let language = subtags.next().unwrap_or_default().to_ascii_lowercase();
+    if !(2..=3).contains(&language.len()) || !language.bytes().all(|b| b.is_ascii_lowercase()) {
+        return "en".to_owned();
+    }
+    match subtags.find(|s| s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic())) {
+        Some(region) => format!("{language}_{}", region.to_ascii_uppercase()),
+        None => language,
+    }
+}
+
+/// WhatsApp refuses parameters with new lines, tabs or more than four
+/// spaces in a row: whitespace runs become one space.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BillerConfig;
+    use serde_json::json;
+
+    fn channel(language: Option<&str>) -> WhatsappChannel {
+        channel_in(
+            &std::env::temp_dir().join(format!("payrelay-wa-{}", crate::paylink::random_id())),
+            language,
+        )
+    }
+
+    fn channel_in(dir: &std::path::Path, language: Option<&str>) -> WhatsappChannel {
+        WhatsappChannel {
+            template: "payment_request".into(),
+            language: language.map(str::to_owned),
+            parameters: DEFAULT_PARAMETERS.map(str::to_owned).to_vec(),
+            sender: Sender::File(FileOutbox::new(ChannelName::Whatsapp, dir).unwrap()),
+        }
+    }
+
+    fn view(locale: &str) -> serde_json::Value {
+        json!({
+            "customer": {"name": "María\n López", "id": "C-1"},
+            "biller": {"id": "acme", "name": "ACME"},
+            "invoice": {"id": "INV-1", "revision": 1, "description": null, "due_date": "2026-12-01",
+                        "due_date_display": "2026-12-01", "source": "erp"},
+            "amount": {"value": "1234.50", "currency": "MXN", "display": "MXN 1,234.50", "minor": 123450},
+            "pay_url": "https://pay.example/p/tok",
+            "locale": locale,
+        })
+    }
+
+    fn prepare(channel: &WhatsappChannel, biller: &BillerConfig, view: &serde_json::Value) -> Prepared {
+        let templates = Templates::load(None).unwrap();
+        let request = Request {
+            to: "+5215512345678",
+            token: "tok",
+            view,
+            biller,
+        };
+        channel.prepare(&request, &templates).unwrap()
+    }
+
+    #[test]
+    fn locales_become_whatsapp_language_codes() {
+        assert_eq!(language_code(Some("es-MX")), "es_MX");
+        assert_eq!(language_code(Some("pt-br")), "pt_BR");
+        assert_eq!(language_code(Some("de")), "de");
+        assert_eq!(language_code(Some("zh-Hant-TW")), "zh_TW");
+        assert_eq!(language_code(Some("es-419")), "es");
+        assert_eq!(language_code(Some("en_GB")), "en_GB");
+        assert_eq!(language_code(Some("")), "en");
+        assert_eq!(language_code(Some("x")), "en");
+        assert_eq!(language_code(None), "en");
+    }
+
+    #[test]
+    fn prepare_renders_the_channel_mapping_on_one_line_each() {
+        let p = prepare(&channel(None), &BillerConfig::default(), &view("es-MX"));
+        assert_eq!(p.part("template"), Some("payment_request"));
+        assert_eq!(p.part("language"), Some("es_MX"));
+        assert_eq!(
+            p.part("parameters"),
+            Some(r#"["María López","MXN 1,234.50","2026-12-01"]"#)
+        );
+        assert_eq!(p.part("button"), Some("tok"));
+        assert_eq!(p.to, "+5215512345678");
+    }
+
+    #[test]
+    fn a_fixed_language_wins_over_the_locale() {
+        let p = prepare(&channel(Some("es")), &BillerConfig::default(), &view("es-MX"));
+        assert_eq!(p.part("language"), Some("es"));
+    }
+
+    #[test]
+    fn a_biller_mapping_overrides_template_and_parameters() {
+        let biller = BillerConfig {
+            whatsapp_template: Some("acme_invoice".into()),
+            whatsapp_parameters: Some(vec![
+                "{{invoice.id}}".into(),
+                "{{biller.name}}: {{amount.value}}".into(),
+            ]),
+            ..BillerConfig::default()
+        };
+        let p = prepare(&channel(None), &biller, &view("en"));
+        assert_eq!(p.part("template"), Some("acme_invoice"));
+        assert_eq!(p.part("parameters"), Some(r#"["INV-1","ACME: 1234.50"]"#));
+    }
+
+    #[test]
+    fn an_empty_or_unknown_parameter_is_a_render_error() {
+        let templates = Templates::load(None).unwrap();
+        let v = view("en");
+        for snippet in ["{{invoice.description}}", "{{customer.nickname}}"] {
+            let biller = BillerConfig {
+                whatsapp_parameters: Some(vec![snippet.into()]),
+                ..BillerConfig::default()
+            };
+            let request = Request {
+                to: "+5215512345678",
+                token: "tok",
+                view: &v,
+                biller: &biller,
+            };
+            assert!(channel(None).prepare(&request, &templates).is_err(), "{snippet}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_file_provider_writes_the_parts_and_the_exact_payload() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = channel_in(dir.path(), None);
+        let p = prepare(&c, &BillerConfig::default(), &view("es-MX"));
+        let id = c.send(&p).await.unwrap().provider_message_id.unwrap();
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(format!("{id}.json"))).unwrap()).unwrap();
+        assert_eq!(written["channel"], "whatsapp");
+        assert_eq!(written["template"], "payment_request");
+        let payload: serde_json::Value = serde_json::from_str(written["payload"].as_str().unwrap()).unwrap();
+        assert_eq!(payload["to"], "5215512345678");
+        assert_eq!(payload["template"]["components"][1]["parameters"][0]["text"], "tok");
     }
 }

@@ -1,7 +1,10 @@
 //! Configuration: loaded, layered and checked completely before any I/O.
 //!
 //! Layers: built-in defaults, then the TOML file, then environment variables
-//! `PAYRELAY__SECTION__KEY` (figment does the layering). The raw values are
+//! `PAYRELAY__SECTION__KEY`. Environment values are laid over the file as
+//! strings and take the type of the key they set when it is read (a generic
+//! layering crate guesses types up front, which turns a sender number like
+//! `+15005550006` into an integer). The raw values are
 //! then read section by section so that one run of `payrelay check` lists
 //! every problem with its key, instead of stopping at the first. Values of the
 //! form `env:NAME` are read from the environment into [`Secret`]s, which never
@@ -20,8 +23,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Toml};
-use figment::Figment;
 use url::Url;
 
 use crate::channels::email::EmailConfig;
@@ -132,6 +133,8 @@ pub struct BillerConfig {
     pub checkout_url: String,
     pub default_locale: Option<String>,
     pub webhook_secret: Option<Secret>,
+    /// This biller's own email sender, when not the channel's `from`.
+    pub email_from: Option<lettre::message::Mailbox>,
     /// This biller's approved WhatsApp template, when not the channel's.
     pub whatsapp_template: Option<String>,
     /// Handlebars snippets, one per body parameter of that template, when
@@ -221,19 +224,14 @@ impl Config {
                 message: "file not found (pass --config PATH)".into(),
             }]));
         }
-        let figment = Figment::new()
-            .merge(Toml::file_exact(path))
-            .merge(Env::prefixed("PAYRELAY__").split("__"));
-        let value: serde_json::Value = figment.extract().map_err(|e| {
-            fail(
-                e.into_iter()
-                    .map(|e| Problem {
-                        key: e.path.join("."),
-                        message: e.kind.to_string(),
-                    })
-                    .collect(),
-            )
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(vec![Problem {
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }])
         })?;
+        let vars = std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX));
+        let value = layered(&text, vars).map_err(|p| fail(vec![p]))?;
         let base_dir = path
             .parent()
             .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
@@ -253,23 +251,17 @@ impl Config {
         base_dir: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, Vec<Problem>> {
-        let value: serde_json::Value = match toml::from_str::<toml::Value>(text) {
-            Ok(v) => match serde_json::to_value(v) {
-                Ok(v) => v,
-                Err(e) => {
-                    return Err(vec![Problem {
-                        key: String::new(),
-                        message: e.to_string(),
-                    }])
-                }
-            },
-            Err(e) => {
-                return Err(vec![Problem {
-                    key: String::new(),
-                    message: e.to_string(),
-                }])
-            }
-        };
+        Config::from_layers(text, std::iter::empty(), base_dir, env)
+    }
+
+    /// Like [`Config::from_toml`], with `PAYRELAY__…` variables laid over the text.
+    pub fn from_layers(
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<Problem>> {
+        let value = layered(text, vars).map_err(|p| vec![p])?;
         let mut problems = Problems::default();
         match raw::check(value, base_dir.to_path_buf(), &mut problems, env) {
             Some(c) if problems.0.is_empty() => Ok(c),
@@ -280,6 +272,50 @@ impl Config {
     /// Resolves a path from the config against the config file's folder.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         resolve(&self.base_dir, path)
+    }
+}
+
+/// Environment variables that set config keys start with this.
+pub const ENV_PREFIX: &str = "PAYRELAY__";
+
+/// Parses the TOML text and lays `PAYRELAY__SECTION__KEY=value` over it, the
+/// value as a string (see the module doc).
+fn layered(text: &str, vars: impl IntoIterator<Item = (String, String)>) -> Result<serde_json::Value, Problem> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| Problem {
+        key: String::new(),
+        message: format!("not valid TOML: {e}"),
+    })?;
+    let mut root = serde_json::to_value(table).map_err(|e| Problem {
+        key: String::new(),
+        message: e.to_string(),
+    })?;
+    for (name, value) in vars {
+        let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+        set_path(&mut root, &keys, value);
+    }
+    Ok(root)
+}
+
+/// Sets `keys` (a path of table names) to a string, making tables on the way.
+fn set_path(node: &mut serde_json::Value, keys: &[String], value: String) {
+    let Some(map) = node.as_object_mut() else { return };
+    match keys {
+        [] => {}
+        [last] => {
+            map.insert(last.clone(), serde_json::Value::String(value));
+        }
+        [first, rest @ ..] => {
+            let child = map
+                .entry(first.clone())
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if !child.is_object() {
+                *child = serde_json::Value::Object(Default::default());
+            }
+            set_path(child, rest, value);
+        }
     }
 }
 

@@ -74,6 +74,11 @@ pub(crate) fn read<T: DeserializeOwned>(mut value: Value, prefix: &str, problems
                 return Some(t);
             }
             Err(e) => {
+                // A string (from the environment) where the key wants a
+                // number, a boolean or a list: read it as a TOML value.
+                if coerce_path(&mut value, e.path()) {
+                    continue;
+                }
                 let path = e.path().to_string();
                 let removable = remove_path(&mut value, e.path());
                 problems.push(
@@ -85,6 +90,38 @@ pub(crate) fn read<T: DeserializeOwned>(mut value: Value, prefix: &str, problems
                 }
             }
         }
+    }
+}
+
+/// Replaces a string at `path` by the TOML value it spells, if it spells
+/// something other than a string; true when it did.
+fn coerce_path(value: &mut Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let mut current = value;
+    for segment in path.iter() {
+        current = match (segment, current) {
+            (Segment::Map { key }, Value::Object(map)) => match map.get_mut(key) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Segment::Seq { index }, Value::Array(items)) => match items.get_mut(*index) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    let Value::String(text) = current else { return false };
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .and_then(|v| serde_json::to_value(v).ok());
+    match parsed {
+        Some(v) if !v.is_string() => {
+            *current = v;
+            true
+        }
+        _ => false,
     }
 }
 
@@ -217,6 +254,7 @@ struct RawBiller {
     checkout_url: Option<String>,
     default_locale: Option<String>,
     webhook_secret: Option<String>,
+    email_from: Option<String>,
     whatsapp_template: Option<String>,
     whatsapp_parameters: Option<Vec<String>>,
 }
@@ -446,6 +484,16 @@ fn check_billers(value: Value, env: EnvLookup<'_>, problems: &mut Problems) -> B
             }
         };
         let webhook_secret = secret(&format!("{prefix}.webhook_secret"), raw.webhook_secret, env, problems);
+        let email_from = raw.email_from.and_then(|f| {
+            f.parse()
+                .map_err(|_| {
+                    problems.push(
+                        format!("{prefix}.email_from"),
+                        "is not a mailbox like \"ACME Billing <billing@acme.example>\"",
+                    )
+                })
+                .ok()
+        });
         billers.insert(
             id,
             BillerConfig {
@@ -453,6 +501,7 @@ fn check_billers(value: Value, env: EnvLookup<'_>, problems: &mut Problems) -> B
                 checkout_url,
                 default_locale: raw.default_locale,
                 webhook_secret,
+                email_from,
                 whatsapp_template: raw.whatsapp_template,
                 whatsapp_parameters: raw.whatsapp_parameters,
             },

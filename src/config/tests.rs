@@ -409,17 +409,6 @@ fn each_single_mistake_is_reported_under_its_key() {
             "[routing]\ndefault_strategy = \"some\"",
             &["routing.default_strategy"],
         ),
-        ("sms section", "[channels.sms]\nprovider = \"file\"", &["channels.sms"]),
-        (
-            "whatsapp section",
-            "[channels.whatsapp]\nprovider = \"file\"",
-            &["channels.whatsapp"],
-        ),
-        (
-            "messenger section",
-            "[channels.messenger]\nprovider = \"file\"",
-            &["channels.messenger"],
-        ),
         (
             "second biller with a bad placeholder",
             "[billers.globex]\ncheckout_url = \"https://g.example/{amount_major}\"",
@@ -756,4 +745,33 @@ fn problems_display_as_key_and_message() {
         message: "file not found".into(),
     };
     assert_eq!(whole.to_string(), "file not found");
+}
+
+#[test]
+fn environment_variables_override_the_file_and_take_the_type_of_their_key() {
+    let text =
+        "[billers.acme]\ncheckout_url = \"https://pay.example/{token}\"\n[channels.email]\ntransport = \"file\"\n";
+    let vars = [
+        ("PAYRELAY__BROKER__PREFETCH", "12"),
+        ("PAYRELAY__BROKER__QUEUE", "12345"),
+        ("PAYRELAY__ROUTING__RESPECT_PREFERENCES", "false"),
+        ("PAYRELAY__ROUTING__DEFAULT", "[\"email\"]"),
+        ("PAYRELAY__CHANNELS__EMAIL__FROM", "Billing <billing@acme.example>"),
+        ("PAYRELAY__BILLERS__ACME__NAME", "+15005550006"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let c = Config::from_layers(text, vars, Path::new("/srv"), &|_| None).unwrap();
+    assert_eq!(c.broker.prefetch, 12, "a number where the key wants one");
+    assert_eq!(c.broker.queue, "12345", "digits stay text where the key wants text");
+    assert!(!c.routing.respect_preferences);
+    assert_eq!(
+        c.billers["acme"].name, "+15005550006",
+        "a phone-like value stays a string"
+    );
+    assert_eq!(c.channels.email.unwrap().from.email.to_string(), "billing@acme.example");
+
+    let bad = [("PAYRELAY__BROKER__PREFETCH".to_owned(), "lots".to_owned())];
+    let problems = Config::from_layers(text, bad, Path::new("/srv"), &|_| None).unwrap_err();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].key, "broker.prefetch");
 }

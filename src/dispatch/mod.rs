@@ -13,15 +13,17 @@ use rand::Rng;
 use tokio::sync::Notify;
 use tracing::{info, warn, Instrument};
 
-use crate::channels::{ChannelName, Registry, Request, SendError};
+use crate::channels::{ChannelName, DeliveryStatus, Registry, Request, SendError, StatusReport};
 use crate::config::{Config, Strategy};
 use crate::events::{Correlation, Event, EventName};
 use crate::invoice::{self, Invoice, InvoiceKey, Message, Rejected};
 use crate::metrics::Metrics;
 use crate::paylink;
 use crate::render::{self, Templates};
-use crate::router;
-use crate::store::{AttemptOutcome, AttemptState, Begin, NewPaylink, Status, Store, StoreError};
+use crate::router::{self, Plan};
+use crate::store::{
+    AttemptOutcome, AttemptRecord, AttemptState, Begin, NewPaylink, Reached, Status, Store, StoreError,
+};
 
 /// How many times a transient failure is tried on one channel before it gives up.
 const TRIES_PER_CHANNEL: u32 = 3;
@@ -29,6 +31,18 @@ const TRIES_PER_CHANNEL: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest `Retry-After` honoured while holding a delivery.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// How one channel's send should behave.
+#[derive(Debug, Clone, Copy)]
+struct SendPlan {
+    /// An earlier send on this channel was interrupted: say so if this one succeeds.
+    possibly_twice: bool,
+    /// Wait out a paused channel instead of failing it at once.
+    wait_if_paused: bool,
+}
+
+/// Longest a send waits for a paused channel.
+const MAX_PAUSE_WAIT: Duration = Duration::from_secs(60);
 
 /// One message as it came off the queue.
 #[derive(Debug, Clone)]
@@ -241,23 +255,38 @@ impl Dispatcher {
             }
         };
 
+        self.deliver(&invoice, &plan, &done, correlation).await?;
+        Ok(Disposition::Ack)
+    }
+
+    /// Sends on the plan's channels in order, skipping those with a recorded
+    /// outcome, then stores the invoice's final status.
+    async fn deliver(
+        &self,
+        invoice: &Invoice,
+        plan: &Plan,
+        done: &[AttemptRecord],
+        correlation: &Correlation,
+    ) -> Result<(), StoreError> {
+        let key = &invoice.key;
         let mut any_sent = false;
-        for channel in &plan.channels {
+        for (i, channel) in plan.channels.iter().enumerate() {
             let previous = done.iter().rev().find(|a| a.channel == *channel);
-            let outcome = match previous.map(|a| a.state) {
-                Some(AttemptState::Sent) => Some(true),
-                Some(AttemptState::Failed) => Some(false),
-                Some(AttemptState::Sending) | None => None,
-            };
-            let sent = match outcome {
-                Some(sent) => sent,
-                None => {
-                    if self.store.status(&key).await?.is_some_and(|s| s.is_closed()) {
+            let sent = match previous.map(|a| a.state) {
+                Some(AttemptState::Sent) => true,
+                Some(AttemptState::Failed) => false,
+                Some(AttemptState::Sending) | None => {
+                    if self.store.status(key).await?.is_some_and(|s| s.is_closed()) {
                         info!("invoice closed meanwhile; nothing more is sent");
-                        return Ok(Disposition::Ack);
+                        return Ok(());
                     }
-                    let possibly_twice = previous.is_some();
-                    self.send_on(&invoice, *channel, correlation, possibly_twice).await?
+                    let send = SendPlan {
+                        possibly_twice: previous.is_some(),
+                        // A paused channel is skipped when another can take
+                        // over; the last one waits for the pause to end.
+                        wait_if_paused: plan.strategy == Strategy::All || i + 1 == plan.channels.len(),
+                    };
+                    self.send_on(invoice, *channel, correlation, send).await?
                 }
             };
             any_sent |= sent;
@@ -269,14 +298,92 @@ impl Dispatcher {
         let (status, events) = if any_sent {
             (Status::Sent, Vec::new())
         } else {
-            let event = Event::about(EventName::Exhausted, &key, correlation)
+            let event = Event::about(EventName::Exhausted, key, correlation)
                 .detail(format!("every routed channel failed: {}", join_names(&plan.channels)))
                 .metadata(invoice.metadata.clone());
             (Status::Exhausted, vec![event])
         };
-        self.store.finish_invoice(&key, status, &events).await?;
+        self.store.finish_invoice(key, status, &events).await?;
         self.metrics.invoice(status.as_str());
-        Ok(Disposition::Ack)
+        Ok(())
+    }
+
+    /// Applies a provider's status report: `delivered` and `read` become
+    /// events once; a delivery failure fails the channel and, the first time
+    /// only, moves the invoice on to its next channel in the background.
+    pub async fn handle_report(self: &Arc<Self>, channel: ChannelName, report: StatusReport) -> Result<(), StoreError> {
+        let Some(attempt) = self
+            .store
+            .attempt_by_provider_id(channel, &report.provider_message_id)
+            .await?
+        else {
+            info!(%channel, "status report for a message this store does not know; ignored");
+            return Ok(());
+        };
+        let event = |name| {
+            Event::about(name, &attempt.key, &attempt.correlation)
+                .channel(channel, attempt.attempt)
+                .provider_message_id(Some(report.provider_message_id.clone()))
+                .metadata(attempt.metadata.clone())
+        };
+        match report.status {
+            DeliveryStatus::Delivered => {
+                self.store
+                    .record_reached(attempt.attempt_id, Reached::Delivered, &event(EventName::Delivered))
+                    .await?;
+            }
+            DeliveryStatus::Read => {
+                self.store
+                    .record_reached(attempt.attempt_id, Reached::Read, &event(EventName::Read))
+                    .await?;
+            }
+            DeliveryStatus::Failed { code, reason } => {
+                let code = code.map(|c| format!(" (code {c})")).unwrap_or_default();
+                let detail = format!("the provider could not deliver the message{code}: {reason}");
+                let failed = event(EventName::ChannelFailed).detail(detail.clone());
+                if self.store.fail_after_send(attempt.attempt_id, &detail, &failed).await? {
+                    info!(key = %attempt.key, %channel, "delivery failed after sending; trying the next channel");
+                    self.metrics.send(channel, "failed_later");
+                    let dispatcher = Arc::clone(self);
+                    let key = attempt.key.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = dispatcher.resume(&key).await {
+                            warn!(%key, error = %e, "could not move on to the next channel");
+                        }
+                    });
+                }
+            }
+        }
+        self.outbox_signal.notify_one();
+        Ok(())
+    }
+
+    /// Goes on with an invoice that was reopened by a later delivery failure.
+    pub async fn resume(&self, key: &InvoiceKey) -> Result<(), StoreError> {
+        let first = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        if !first {
+            return Ok(());
+        }
+        let _guard = InFlight {
+            set: &self.in_flight,
+            key: key.clone(),
+        };
+        let Some(stored) = self.store.invoice(key).await? else {
+            return Ok(());
+        };
+        if stored.status != Status::Accepted {
+            return Ok(());
+        }
+        let plan = router::route(&stored.invoice, &self.config, time::OffsetDateTime::now_utc().date());
+        let result = self
+            .deliver(&stored.invoice, &plan, &stored.attempts, &stored.correlation)
+            .await;
+        self.outbox_signal.notify_one();
+        result
     }
 
     async fn duplicate(
@@ -301,7 +408,7 @@ impl Dispatcher {
         invoice: &Invoice,
         channel: ChannelName,
         correlation: &Correlation,
-        possibly_twice: bool,
+        plan: SendPlan,
     ) -> Result<bool, StoreError> {
         let key = &invoice.key;
         let event = |name| Event::about(name, key, correlation).metadata(invoice.metadata.clone());
@@ -356,6 +463,7 @@ impl Dispatcher {
         };
 
         let mut tries = 0;
+        let mut pauses_waited = 0;
         let mut backoff = FIRST_BACKOFF;
         loop {
             tries += 1;
@@ -369,7 +477,7 @@ impl Dispatcher {
                     let mut e = event(EventName::Sent)
                         .channel(channel, tries)
                         .provider_message_id(receipt.provider_message_id.clone());
-                    if possibly_twice {
+                    if plan.possibly_twice {
                         e = e.detail("possibly sent twice: an earlier send on this channel was interrupted");
                     }
                     let outcome = AttemptOutcome::Sent {
@@ -377,6 +485,14 @@ impl Dispatcher {
                     };
                     self.store.finish_attempt(attempt_id, &outcome, &e).await?;
                     return Ok(true);
+                }
+                Err(SendError::Paused { remaining })
+                    if plan.wait_if_paused && remaining <= MAX_PAUSE_WAIT && pauses_waited < 3 =>
+                {
+                    info!(%channel, wait_ms = remaining.as_millis() as u64, "channel paused; waiting for it");
+                    pauses_waited += 1;
+                    tries -= 1;
+                    tokio::time::sleep(remaining).await;
                 }
                 Err(err @ SendError::Transient { .. }) if tries < TRIES_PER_CHANNEL => {
                     let wait = match &err {

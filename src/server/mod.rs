@@ -1,10 +1,11 @@
-//! The HTTP side (contract §4): the pay page consumers land on, health,
-//! readiness and metrics.
+//! The HTTP side (contract §4): the pay page consumers land on, provider
+//! status webhooks, health, readiness and metrics.
 //!
 //! Errors are opaque to callers and logged in full for operators; a pay
 //! link's answer never reveals anything personal about another invoice.
 
 mod paypage;
+mod webhooks;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -34,12 +35,16 @@ pub struct AppState {
     pub outbox_signal: Arc<Notify>,
     /// Set by the broker supervisor while it is connected.
     pub broker_ready: Arc<AtomicBool>,
+    /// Status webhooks hand provider reports to it.
+    pub dispatcher: Arc<crate::dispatch::Dispatcher>,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/p/{token}", get(paypage::show))
         .route("/p/{token}/pay", get(paypage::pay))
+        .route("/webhooks/twilio", post(webhooks::twilio))
+        .route("/webhooks/meta", get(webhooks::meta_verify).post(webhooks::meta_event))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -102,6 +102,34 @@ pub enum AttemptState {
     Failed,
 }
 
+/// A stored invoice with what is needed to go on sending it.
+#[derive(Debug, Clone)]
+pub struct StoredInvoice {
+    pub invoice: Invoice,
+    pub status: Status,
+    pub correlation: Correlation,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// The attempt a provider's status report is about.
+#[derive(Debug, Clone)]
+pub struct AttemptRef {
+    pub attempt_id: i64,
+    pub key: InvoiceKey,
+    pub channel: ChannelName,
+    pub attempt: u32,
+    pub state: AttemptState,
+    pub correlation: Correlation,
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Delivery reports that are recorded once per attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reached {
+    Delivered,
+    Read,
+}
+
 /// A pay link with what the pay page needs.
 #[derive(Debug, Clone)]
 pub struct PaylinkRecord {
@@ -179,6 +207,25 @@ pub trait Store: Send + Sync {
 
     /// Whether the store answers, for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// An invoice with its attempts, to resume sending it.
+    async fn invoice(&self, key: &InvoiceKey) -> Result<Option<StoredInvoice>, StoreError>;
+
+    /// Finds the attempt a provider message id belongs to.
+    async fn attempt_by_provider_id(
+        &self,
+        channel: ChannelName,
+        provider_message_id: &str,
+    ) -> Result<Option<AttemptRef>, StoreError>;
+
+    /// Records that a sent message was delivered or read, with its event,
+    /// once: returns false for a repeated report.
+    async fn record_reached(&self, attempt_id: i64, reached: Reached, event: &Event) -> Result<bool, StoreError>;
+
+    /// Turns a sent attempt into a failed one after the provider reported a
+    /// delivery failure, reopening its invoice for the next channel. True
+    /// only for the first such report, so a fallback happens exactly once.
+    async fn fail_after_send(&self, attempt_id: i64, detail: &str, event: &Event) -> Result<bool, StoreError>;
 }
 
 /// Milliseconds since the Unix epoch, the store's clock unit.

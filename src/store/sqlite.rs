@@ -9,8 +9,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
-    now_ms, AttemptOutcome, AttemptRecord, AttemptState, Begin, NewPaylink, OutboxEntry, PaylinkRecord, Status, Store,
-    StoreError,
+    now_ms, AttemptOutcome, AttemptRecord, AttemptRef, AttemptState, Begin, NewPaylink, OutboxEntry, PaylinkRecord,
+    Reached, Status, Store, StoreError, StoredInvoice,
 };
 use crate::channels::ChannelName;
 use crate::events::{Correlation, Event};
@@ -62,6 +62,42 @@ fn parse_channel(s: &str) -> Result<ChannelName, StoreError> {
     s.parse().map_err(StoreError::Corrupt)
 }
 
+fn parse_state(s: &str) -> AttemptState {
+    match s {
+        "sent" => AttemptState::Sent,
+        "failed" => AttemptState::Failed,
+        _ => AttemptState::Sending,
+    }
+}
+
+fn parse_invoice(json: &str) -> Result<Invoice, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+async fn attempts_of<'e, E: sqlx::Executor<'e, Database = Sqlite>>(
+    executor: E,
+    key: &InvoiceKey,
+) -> Result<Vec<AttemptRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT channel, attempt, state FROM attempts
+         WHERE biller_id = ? AND invoice_id = ? AND revision = ? ORDER BY id",
+    )
+    .bind(&key.biller_id)
+    .bind(&key.invoice_id)
+    .bind(key.revision)
+    .fetch_all(executor)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(AttemptRecord {
+                channel: parse_channel(row.get::<&str, _>(0))?,
+                attempt: row.get::<i64, _>(1) as u32,
+                state: parse_state(row.get::<&str, _>(2)),
+            })
+        })
+        .collect()
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn begin(&self, invoice: &Invoice, correlation: &Correlation, accepted: &Event) -> Result<Begin, StoreError> {
@@ -102,27 +138,7 @@ impl Store for SqliteStore {
                 if status != Status::Accepted {
                     return Ok(Begin::Duplicate { status });
                 }
-                let rows = sqlx::query(
-                    "SELECT channel, attempt, state FROM attempts
-                     WHERE biller_id = ? AND invoice_id = ? AND revision = ? ORDER BY id",
-                )
-                .bind(&key.biller_id)
-                .bind(&key.invoice_id)
-                .bind(key.revision)
-                .fetch_all(&mut *tx)
-                .await?;
-                let mut attempts = Vec::with_capacity(rows.len());
-                for row in rows {
-                    attempts.push(AttemptRecord {
-                        channel: parse_channel(row.get::<&str, _>(0))?,
-                        attempt: row.get::<i64, _>(1) as u32,
-                        state: match row.get::<&str, _>(2) {
-                            "sent" => AttemptState::Sent,
-                            "failed" => AttemptState::Failed,
-                            _ => AttemptState::Sending,
-                        },
-                    });
-                }
+                let attempts = attempts_of(&mut *tx, key).await?;
                 return Ok(Begin::Resume { attempts });
             }
         }
@@ -304,8 +320,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let invoice: Invoice =
-            serde_json::from_str(row.get::<&str, _>(6)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let invoice = parse_invoice(row.get::<&str, _>(6))?;
         Ok(Some(PaylinkRecord {
             key: InvoiceKey {
                 biller_id: row.get(0),
@@ -375,5 +390,109 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn invoice(&self, key: &InvoiceKey) -> Result<Option<StoredInvoice>, StoreError> {
+        let row = sqlx::query(
+            "SELECT status, invoice_json, correlation_id, message_id FROM invoices
+             WHERE biller_id = ? AND invoice_id = ? AND revision = ?",
+        )
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(StoredInvoice {
+            status: Status::parse(row.get::<&str, _>(0))?,
+            invoice: parse_invoice(row.get::<&str, _>(1))?,
+            correlation: Correlation {
+                correlation_id: row.get(2),
+                message_id: row.get(3),
+            },
+            attempts: attempts_of(&self.pool, key).await?,
+        }))
+    }
+
+    async fn attempt_by_provider_id(
+        &self,
+        channel: ChannelName,
+        provider_message_id: &str,
+    ) -> Result<Option<AttemptRef>, StoreError> {
+        let row = sqlx::query(
+            "SELECT a.id, a.biller_id, a.invoice_id, a.revision, a.attempt, a.state,
+                    i.correlation_id, i.message_id, i.invoice_json
+             FROM attempts a JOIN invoices i
+               ON i.biller_id = a.biller_id AND i.invoice_id = a.invoice_id AND i.revision = a.revision
+             WHERE a.channel = ? AND a.provider_message_id = ?",
+        )
+        .bind(channel.as_str())
+        .bind(provider_message_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let invoice = parse_invoice(row.get::<&str, _>(8))?;
+        Ok(Some(AttemptRef {
+            attempt_id: row.get(0),
+            key: InvoiceKey {
+                biller_id: row.get(1),
+                invoice_id: row.get(2),
+                revision: row.get(3),
+            },
+            channel,
+            attempt: row.get::<i64, _>(4) as u32,
+            state: parse_state(row.get::<&str, _>(5)),
+            correlation: Correlation {
+                correlation_id: row.get(6),
+                message_id: row.get(7),
+            },
+            metadata: invoice.metadata,
+        }))
+    }
+
+    async fn record_reached(&self, attempt_id: i64, reached: Reached, event: &Event) -> Result<bool, StoreError> {
+        let sql = match reached {
+            Reached::Delivered => "UPDATE attempts SET delivered_ms = ? WHERE id = ? AND delivered_ms IS NULL",
+            Reached::Read => "UPDATE attempts SET read_ms = ? WHERE id = ? AND read_ms IS NULL",
+        };
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(sql)
+            .bind(now_ms())
+            .bind(attempt_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if changed == 1 {
+            Self::insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    async fn fail_after_send(&self, attempt_id: i64, detail: &str, event: &Event) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let changed = sqlx::query(
+            "UPDATE attempts SET state = 'failed', detail = ?, finished_ms = ? WHERE id = ? AND state = 'sent'",
+        )
+        .bind(detail)
+        .bind(now_ms())
+        .bind(attempt_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 1 {
+            sqlx::query(
+                "UPDATE invoices SET status = 'accepted', updated_ms = ?
+                 WHERE status IN ('sent', 'exhausted') AND (biller_id, invoice_id, revision) =
+                       (SELECT biller_id, invoice_id, revision FROM attempts WHERE id = ?)",
+            )
+            .bind(now_ms())
+            .bind(attempt_id)
+            .execute(&mut *tx)
+            .await?;
+            Self::insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(changed == 1)
     }
 }

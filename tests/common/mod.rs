@@ -31,6 +31,10 @@ pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub struct Options {
     pub paylink_ttl: &'static str,
     pub email_rate: u32,
+    /// More `[channels.*]` sections (SMS, WhatsApp, Messenger against mocks).
+    pub channels: String,
+    /// The body of `[routing]`.
+    pub routing: String,
 }
 
 impl Default for Options {
@@ -38,6 +42,8 @@ impl Default for Options {
         Options {
             paylink_ttl: "45d",
             email_rate: 200,
+            channels: String::new(),
+            routing: "default = [\"email\"]".into(),
         }
     }
 }
@@ -106,14 +112,19 @@ rate_per_second = {rate}
 pool_size = 2
 timeout = "5s"
 
+{channels}
+
 [routing]
-default = ["email"]
+{routing}
 "#,
             ttl = options.paylink_ttl,
             smtp = smtp.url(),
             rate = options.email_rate,
+            channels = options.channels,
+            routing = options.routing,
         );
-        let config = Config::from_toml(&toml, dir.path(), &|_| None).expect("test config is valid");
+        let config = Config::from_toml(&toml, dir.path(), &test_secrets)
+            .unwrap_or_else(|problems| panic!("test config is invalid: {problems:#?}"));
 
         // Bind the events queue before the service starts, so no event is missed.
         let amqp = Connection::connect(AMQP_URL, ConnectionProperties::default())
@@ -314,6 +325,32 @@ default = ["email"]
             .await;
         let _ = self.amqp.close(200, "test done".into()).await;
     }
+}
+
+/// The values of `env:NAME` secrets in test configs.
+pub fn test_secrets(name: &str) -> Option<String> {
+    Some(format!("test-secret-{}", name.to_ascii_lowercase()))
+}
+
+/// How many messages are ready in `queue` (a passive declare).
+pub async fn messages_in_queue(queue: &str) -> u32 {
+    let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ");
+    let channel = connection.create_channel().await.expect("channel");
+    let declared = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue exists");
+    let _ = connection.close(200, "done".into()).await;
+    declared.message_count()
 }
 
 /// A valid payment request (contract §1) for `email`.
