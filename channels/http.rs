@@ -55,7 +55,8 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// The class of an HTTP error answer when the provider's own code does not
-/// decide it: 408, 429 and 5xx are transient, other 4xx permanent.
+/// decide it: 408, 429 and 5xx are transient; 401 and 403 mean the channel's
+/// credentials are refused; other 4xx are permanent.
 pub fn by_status(status: StatusCode, headers: &HeaderMap, code: Option<String>, reason: String) -> SendError {
     if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT || status.is_server_error() {
         SendError::Transient {
@@ -63,6 +64,8 @@ pub fn by_status(status: StatusCode, headers: &HeaderMap, code: Option<String>, 
             reason,
             retry_after: retry_after(headers),
         }
+    } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        SendError::Misconfigured { code, reason }
     } else {
         SendError::Permanent { code, reason }
     }
@@ -81,6 +84,9 @@ mod tests {
         assert!(matches!(e, SendError::Transient { retry_after: Some(d), .. } if d == Duration::from_secs(7)));
         assert!(by_status(StatusCode::BAD_GATEWAY, &HeaderMap::new(), None, String::new()).is_transient());
         assert!(!by_status(StatusCode::BAD_REQUEST, &HeaderMap::new(), None, String::new()).is_transient());
-        assert!(!by_status(StatusCode::UNAUTHORIZED, &HeaderMap::new(), None, String::new()).is_transient());
+        assert!(matches!(
+            by_status(StatusCode::UNAUTHORIZED, &HeaderMap::new(), None, String::new()),
+            SendError::Misconfigured { .. }
+        ));
     }
 }

@@ -212,12 +212,14 @@ fn number(v: &Option<Value>) -> Option<i64> {
 enum Class {
     Transient,
     Permanent,
+    /// The token is refused: no message can go out until it is replaced.
+    Misconfigured,
 }
 
 /// The class PROVIDERS.md gives a Graph error code, with the words operators
 /// see. `None`: not in the tables, the HTTP status decides.
 fn class_of(code: i64, subcode: Option<i64>) -> Option<(Class, &'static str)> {
-    use Class::{Permanent, Transient};
+    use Class::{Misconfigured, Permanent, Transient};
     Some(match (code, subcode) {
         (130429, _) => (Transient, "WhatsApp throughput limit reached"),
         (131056, _) => (Transient, "too many messages to this recipient in a short time"),
@@ -237,7 +239,7 @@ fn class_of(code: i64, subcode: Option<i64>) -> Option<(Class, &'static str)> {
         ),
         (131048, _) => (Permanent, "spam rate limit hit"),
         (131049, _) => (Permanent, "per-user marketing limit reached"),
-        (190, _) => (Permanent, "the access token is invalid or expired"),
+        (190, _) => (Misconfigured, "the access token is invalid or expired"),
         (10, Some(2018278)) => (Permanent, "outside the window in which this message is allowed"),
         (551, Some(1545041)) => (Permanent, "this person is not available"),
         _ => return None,
@@ -267,21 +269,26 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], scr
     match code.and_then(|c| class_of(c, subcode)) {
         Some((class, label)) => {
             let reason = format!("{label}: {provider_text}");
-            if let Class::Transient = class {
-                let mut retry_after = http::retry_after(headers);
-                if code == Some(131056) {
-                    retry_after = retry_after.or(Some(PAIR_RATE_WAIT));
+            match class {
+                Class::Transient => {
+                    let mut retry_after = http::retry_after(headers);
+                    if code == Some(131056) {
+                        retry_after = retry_after.or(Some(PAIR_RATE_WAIT));
+                    }
+                    SendError::Transient {
+                        code: code_text,
+                        reason,
+                        retry_after,
+                    }
                 }
-                SendError::Transient {
+                Class::Permanent => SendError::Permanent {
                     code: code_text,
                     reason,
-                    retry_after,
-                }
-            } else {
-                SendError::Permanent {
+                },
+                Class::Misconfigured => SendError::Misconfigured {
                     code: code_text,
                     reason,
-                }
+                },
             }
         }
         // Graph marks some errors as transient itself; believe it.

@@ -157,6 +157,10 @@ pub enum SendError {
     /// Trying again cannot help: bad recipient, rejected content, bad credentials.
     #[error("permanent failure{}: {reason}", code_suffix(.code))]
     Permanent { code: Option<String>, reason: String },
+    /// The channel cannot send anything until an operator fixes it (rejected
+    /// credentials, an expired token): permanent, and it pauses the channel.
+    #[error("the channel is misconfigured{}: {reason}", code_suffix(.code))]
+    Misconfigured { code: Option<String>, reason: String },
     /// Not tried: the channel is paused after repeated provider failures.
     #[error("the channel is paused after repeated provider failures (for another {}s)", .remaining.as_secs().max(1))]
     Paused { remaining: Duration },
@@ -173,7 +177,9 @@ impl SendError {
 
     pub fn code(&self) -> Option<&str> {
         match self {
-            SendError::Transient { code, .. } | SendError::Permanent { code, .. } => code.as_deref(),
+            SendError::Transient { code, .. }
+            | SendError::Permanent { code, .. }
+            | SendError::Misconfigured { code, .. } => code.as_deref(),
             SendError::Paused { .. } => None,
         }
     }
@@ -246,7 +252,8 @@ impl Default for BreakerPolicy {
 }
 
 /// A circuit breaker: counts transient failures in a row (permanent ones
-/// are about a recipient, not the provider) and opens after `failures`.
+/// are about a recipient, not the provider) and opens after `failures`; a
+/// misconfigured channel opens it at once.
 /// After the pause it half-opens: the next failure opens it again at once,
 /// a success closes it.
 struct Breaker {
@@ -278,6 +285,10 @@ impl Breaker {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(_) => *state = BreakerState::default(),
+            Err(SendError::Misconfigured { .. }) => {
+                state.failures_in_a_row = self.policy.failures;
+                state.open_until = Some(Instant::now() + self.policy.pause);
+            }
             Err(e) if e.is_transient() => {
                 state.failures_in_a_row = state.failures_in_a_row.saturating_add(1);
                 if state.failures_in_a_row >= self.policy.failures {
@@ -401,7 +412,29 @@ mod tests {
     struct Scripted {
         calls: Arc<AtomicU32>,
         fail_first: u32,
-        permanent: bool,
+        failure: fn() -> SendError,
+    }
+
+    fn transient() -> SendError {
+        SendError::Transient {
+            code: None,
+            reason: "503".into(),
+            retry_after: None,
+        }
+    }
+
+    fn permanent() -> SendError {
+        SendError::Permanent {
+            code: Some("21211".into()),
+            reason: "invalid number".into(),
+        }
+    }
+
+    fn misconfigured() -> SendError {
+        SendError::Misconfigured {
+            code: Some("190".into()),
+            reason: "token expired".into(),
+        }
     }
 
     #[async_trait]
@@ -417,23 +450,13 @@ mod tests {
         async fn send(&self, _: &Prepared) -> Result<Receipt, SendError> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             if n < self.fail_first {
-                if self.permanent {
-                    return Err(SendError::Permanent {
-                        code: Some("21211".into()),
-                        reason: "invalid number".into(),
-                    });
-                }
-                return Err(SendError::Transient {
-                    code: None,
-                    reason: "503".into(),
-                    retry_after: None,
-                });
+                return Err((self.failure)());
             }
             Ok(Receipt::default())
         }
     }
 
-    fn registry(fail_first: u32, permanent: bool) -> (Registry, Arc<AtomicU32>) {
+    fn registry(fail_first: u32, failure: fn() -> SendError) -> (Registry, Arc<AtomicU32>) {
         let calls = Arc::new(AtomicU32::new(0));
         let mut registry = Registry::empty(BreakerPolicy {
             failures: 3,
@@ -442,7 +465,7 @@ mod tests {
         let channel = Scripted {
             calls: calls.clone(),
             fail_first,
-            permanent,
+            failure,
         };
         registry.insert(Box::new(channel), Quota::per_second(NonZeroU32::new(1000).unwrap()));
         (registry, calls)
@@ -458,7 +481,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_provider_that_keeps_failing_is_paused_then_probed_then_resumed() {
-        let (registry, calls) = registry(4, false);
+        let (registry, calls) = registry(4, transient);
         for _ in 0..3 {
             assert!(registry.send(&message()).await.unwrap_err().is_transient());
         }
@@ -481,7 +504,7 @@ mod tests {
 
     #[tokio::test]
     async fn permanent_failures_are_about_recipients_and_never_pause_the_channel() {
-        let (registry, calls) = registry(10, true);
+        let (registry, calls) = registry(10, permanent);
         for _ in 0..10 {
             assert!(matches!(
                 registry.send(&message()).await,
@@ -490,5 +513,16 @@ mod tests {
         }
         assert!(registry.send(&message()).await.is_ok());
         assert_eq!(calls.load(Ordering::SeqCst), 11);
+    }
+
+    #[tokio::test]
+    async fn a_misconfigured_channel_is_paused_at_once() {
+        let (registry, calls) = registry(1, misconfigured);
+        assert!(matches!(
+            registry.send(&message()).await,
+            Err(SendError::Misconfigured { .. })
+        ));
+        assert!(matches!(registry.send(&message()).await, Err(SendError::Paused { .. })));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

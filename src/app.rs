@@ -2,6 +2,7 @@
 //! broker side and the HTTP server, sharing one shutdown token.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -31,6 +32,69 @@ pub enum StartError {
     Channel(#[from] BuildError),
     #[error("cannot listen on {addr}: {source} (is another process using it?)")]
     Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Renders the WhatsApp parameter snippets from the config with the sample
+/// invoice, so a misspelt field fails here and not on the first customer.
+fn snippet_problems(config: &Config, templates: &Templates) -> Vec<String> {
+    let sample = crate::render::sample_view();
+    let mut snippets: Vec<(String, &String)> = Vec::new();
+    if let Some(whatsapp) = &config.channels.whatsapp {
+        for (i, s) in whatsapp.parameters.iter().enumerate() {
+            snippets.push((format!("channels.whatsapp.parameters[{i}]"), s));
+        }
+    }
+    for (id, biller) in &config.billers {
+        for (i, s) in biller.whatsapp_parameters.iter().flatten().enumerate() {
+            snippets.push((format!("billers.{id}.whatsapp_parameters[{i}]"), s));
+        }
+    }
+    snippets
+        .into_iter()
+        .filter_map(|(key, snippet)| {
+            templates
+                .render_inline(snippet, &sample)
+                .err()
+                .map(|e| format!("{key}: {e}"))
+        })
+        .collect()
+}
+
+/// `payrelay check`: config and templates checked together, every problem
+/// in one report; `serve` runs it first and refuses to start on a problem.
+pub fn check(path: &Path) -> Result<(Config, Templates), String> {
+    let mut report = Vec::new();
+    let config = match Config::load(path) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            report.push(e.to_string());
+            None
+        }
+    };
+    let dir = config.as_ref().and_then(|c| c.templates.dir.clone());
+    let templates = match Templates::load(dir.as_deref()) {
+        Ok(t) => {
+            let mut problems: Vec<String> = t.check_with_sample().iter().map(|p| p.to_string()).collect();
+            if let Some(config) = &config {
+                problems.extend(snippet_problems(config, &t));
+            }
+            if problems.is_empty() {
+                Some(t)
+            } else {
+                report.extend(problems.iter().map(|p| format!("  - {p}")));
+                None
+            }
+        }
+        Err(problems) => {
+            report.push("templates have problems:".into());
+            report.extend(problems.iter().map(|p| format!("  - {p}")));
+            None
+        }
+    };
+    match (config, templates) {
+        (Some(c), Some(t)) if report.is_empty() => Ok((c, t)),
+        _ => Err(report.join("\n")),
+    }
 }
 
 /// A running service.

@@ -11,7 +11,6 @@ use tracing_subscriber::EnvFilter;
 use payrelay::channels::{ChannelName, Registry};
 use payrelay::config::Config;
 use payrelay::invoice::{self, Message};
-use payrelay::render::Templates;
 
 #[derive(Parser)]
 #[command(
@@ -65,7 +64,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check => Ok(match check(&cli.config) {
+        Command::Check => Ok(match payrelay::app::check(&cli.config) {
             Ok(_) => {
                 println!("{}: ok", cli.config.display());
                 ExitCode::SUCCESS
@@ -76,7 +75,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }),
         Command::Serve => {
-            let config = match check(&cli.config) {
+            let config = match payrelay::app::check(&cli.config) {
                 Ok((config, _)) => config,
                 Err(problems) => {
                     eprintln!("{problems}\nnot starting: fix the problems above (payrelay check lists them)");
@@ -108,7 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Preview { file, channel } => {
-            let (config, templates) = check(&cli.config).map_err(|p| anyhow::anyhow!("{p}"))?;
+            let (config, templates) = payrelay::app::check(&cli.config).map_err(|p| anyhow::anyhow!("{p}"))?;
             let invoice = read_invoice(&file, &config)?;
             let plan = payrelay::router::route(&invoice, &config, time::OffsetDateTime::now_utc().date());
             let registry = preview_registry(&config)?;
@@ -166,39 +165,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Config and templates checked together; every problem in one report.
-fn check(path: &Path) -> Result<(Config, Templates), String> {
-    let mut report = Vec::new();
-    let config = match Config::load(path) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            report.push(e.to_string());
-            None
-        }
-    };
-    let dir = config.as_ref().and_then(|c| c.templates.dir.clone());
-    let templates = match Templates::load(dir.as_deref()) {
-        Ok(t) => {
-            let problems = t.check_with_sample();
-            if problems.is_empty() {
-                Some(t)
-            } else {
-                report.extend(problems.iter().map(|p| format!("  - {p}")));
-                None
-            }
-        }
-        Err(problems) => {
-            report.push("templates have problems:".into());
-            report.extend(problems.iter().map(|p| format!("  - {p}")));
-            None
-        }
-    };
-    match (config, templates) {
-        (Some(c), Some(t)) if report.is_empty() => Ok((c, t)),
-        _ => Err(report.join("\n")),
-    }
-}
-
 fn load(path: &Path) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
 }
@@ -212,14 +178,27 @@ fn read_invoice(file: &Path, config: &Config) -> anyhow::Result<invoice::Invoice
     }
 }
 
-/// Preview renders with the configured channels but must not create
-/// outboxes or open SMTP connections, so it builds them as `file` channels
-/// in a throwaway folder.
+/// Preview renders with the configured channels but must not touch their
+/// outboxes or open provider connections, so it builds every channel with
+/// the `file` provider in a throwaway folder (and never sends).
 fn preview_registry(config: &Config) -> anyhow::Result<Registry> {
     let mut channels = config.channels.clone();
     let tmp = std::env::temp_dir().join("payrelay-preview");
     if let Some(email) = &mut channels.email {
         email.transport = payrelay::channels::email::Transport::File { dir: tmp.join("email") };
+    }
+    if let Some(sms) = &mut channels.sms {
+        sms.provider = payrelay::channels::sms::Provider::File { dir: tmp.join("sms") };
+    }
+    if let Some(whatsapp) = &mut channels.whatsapp {
+        whatsapp.provider = payrelay::channels::whatsapp::WhatsappProvider::File {
+            dir: tmp.join("whatsapp"),
+        };
+    }
+    if let Some(messenger) = &mut channels.messenger {
+        messenger.provider = payrelay::channels::messenger::MessengerProvider::File {
+            dir: tmp.join("messenger"),
+        };
     }
     let context = payrelay::channels::BuildContext {
         public_base_url: config.http.public_base_url.clone(),

@@ -126,3 +126,46 @@ async fn whatsapp_refuses_sms_fails_once_then_sends_and_email_is_not_needed() {
     env.finish().await;
     // wiremock verifies each `expect` on drop.
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_retry_after_is_waited_out_then_the_sms_goes() {
+    let (meta, twilio) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(method("POST"))
+        .and(path("/2010-04-01/Accounts/ACtest/Messages.json"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "2")
+                .set_body_json(json!({"code": 20429, "message": "Too Many Requests", "status": 429})),
+        )
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/2010-04-01/Accounts/ACtest/Messages.json"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"sid": "SMretry", "status": "queued"})))
+        .expect(1)
+        .mount(&twilio)
+        .await;
+    let env = TestEnv::start_with(Options {
+        channels: provider_channels(&meta, &twilio),
+        routing: "default = [\"sms\", \"email\"]".into(),
+        ..Options::default()
+    })
+    .await;
+    let published = std::time::Instant::now();
+    env.publish(&[invoice("INV-429", "maria@example.com")]).await;
+    let sent = env.wait_for("invoice.sent", 1).await;
+    assert!(
+        published.elapsed() >= std::time::Duration::from_secs(2),
+        "the retry waited for Retry-After"
+    );
+    assert_eq!(sent[0]["channel"], "sms");
+    assert_eq!(sent[0]["attempt"], 2);
+    assert!(env.events_named("invoice.channel_failed").is_empty());
+    assert!(
+        env.smtp.received().is_empty(),
+        "a throttled provider is not a failed channel"
+    );
+    env.finish().await;
+}

@@ -406,12 +406,10 @@ async fn whatsapp_permanent_errors_carry_the_code_and_no_personal_data() {
             131049,
             "This message was not delivered to maintain healthy ecosystem engagement.",
         ),
-        (190, "Error validating access token: Session has expired"),
     ];
     for (code, message) in cases {
-        // Meta answers most of these with 400, some with 401 or even 500:
-        // the code decides.
-        let status = if code == 190 { 401 } else { 400 };
+        // Meta answers most of these with 400: the code decides.
+        let status = 400;
         let (outcome, _, _) = exchange(ChannelName::Whatsapp, "acme", graph_error(status, code, None, message)).await;
         let error = outcome.expect_err("refused");
         assert!(
@@ -425,7 +423,6 @@ async fn whatsapp_permanent_errors_carry_the_code_and_no_personal_data() {
 #[tokio::test]
 async fn messenger_permanent_errors_carry_the_code_and_no_personal_data() {
     let cases = [
-        (190, None, "Invalid OAuth access token - Cannot parse access token"),
         (551, Some(1545041), "This person isn't available right now."),
         (
             10,
@@ -443,6 +440,20 @@ async fn messenger_permanent_errors_carry_the_code_and_no_personal_data() {
         if let Some(subcode) = subcode {
             assert!(error.to_string().contains(&format!("subcode {subcode}")), "{error}");
         }
+        assert_clean(&error);
+    }
+}
+
+#[tokio::test]
+async fn an_expired_token_marks_either_channel_misconfigured() {
+    for channel in [ChannelName::Whatsapp, ChannelName::Messenger] {
+        let answer = graph_error(401, 190, None, "Error validating access token: Session has expired");
+        let (outcome, _, _) = exchange(channel, "acme", answer).await;
+        let error = outcome.expect_err("refused");
+        assert!(
+            matches!(&error, SendError::Misconfigured { code: Some(c), .. } if c == "190"),
+            "{channel}: {error:?}"
+        );
         assert_clean(&error);
     }
 }

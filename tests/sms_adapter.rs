@@ -377,14 +377,6 @@ async fn recipient_and_account_problems_are_permanent_with_the_code() {
             "21608",
         ),
         (
-            "HTTP 401 bad credentials",
-            ResponseTemplate::new(401).set_body_json(json!({
-                "code": 20003, "message": "Authenticate", "more_info": "https://www.twilio.com/docs/errors/20003",
-                "status": 401
-            })),
-            "20003",
-        ),
-        (
             "an unlisted 4xx code",
             ResponseTemplate::new(400).set_body_json(twilio_error(21602, 400)),
             "21602",
@@ -398,6 +390,21 @@ async fn recipient_and_account_problems_are_permanent_with_the_code() {
             }
             other => panic!("{what}: expected a permanent failure, got {other:?}"),
         }
+    }
+}
+
+#[tokio::test]
+async fn refused_credentials_mark_the_channel_misconfigured() {
+    let response = ResponseTemplate::new(401).set_body_json(json!({
+        "code": 20003, "message": "Authenticate", "more_info": "https://www.twilio.com/docs/errors/20003",
+        "status": 401
+    }));
+    match send_against(response).await {
+        Err(SendError::Misconfigured { code, reason }) => {
+            assert_eq!(code.as_deref(), Some("20003"));
+            assert!(reason.contains("auth_token"), "{reason}");
+        }
+        other => panic!("expected a misconfigured channel, got {other:?}"),
     }
 }
 

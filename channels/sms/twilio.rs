@@ -473,7 +473,7 @@ mod tests {
             None,
         );
         assert!(
-            matches!(&e, SendError::Permanent { code: Some(c), reason } if c == "20003" && reason.contains("credentials"))
+            matches!(&e, SendError::Misconfigured { code: Some(c), reason } if c == "20003" && reason.contains("credentials"))
         );
         let e = class(400, &twilio_error(21602, 400), None);
         assert!(

@@ -502,8 +502,20 @@ fn check_billers(value: Value, env: EnvLookup<'_>, problems: &mut Problems) -> B
                 default_locale: raw.default_locale,
                 webhook_secret,
                 email_from,
-                whatsapp_template: raw.whatsapp_template,
-                whatsapp_parameters: raw.whatsapp_parameters,
+                whatsapp_template: raw.whatsapp_template.filter(|name| {
+                    let checked = crate::channels::whatsapp::check_template_name(name);
+                    if let Err(e) = &checked {
+                        problems.push(format!("{prefix}.whatsapp_template"), e.clone());
+                    }
+                    checked.is_ok()
+                }),
+                whatsapp_parameters: raw.whatsapp_parameters.inspect(|snippets| {
+                    for (i, snippet) in snippets.iter().enumerate() {
+                        if let Err(e) = crate::channels::whatsapp::check_parameter_snippet(snippet) {
+                            problems.push(format!("{prefix}.whatsapp_parameters[{i}]"), e);
+                        }
+                    }
+                }),
             },
         );
     }

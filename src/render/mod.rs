@@ -128,17 +128,7 @@ impl Templates {
     /// Renders every template with a sample invoice, so `payrelay check`
     /// catches a template that names a field that does not exist.
     pub fn check_with_sample(&self) -> Vec<TemplateProblem> {
-        let sample = json!({
-            "customer": {"name": "Sample Customer", "id": "C-1"},
-            "biller": {"id": "sample", "name": "Sample Biller"},
-            "invoice": {"id": "INV-1", "revision": 1, "description": "Sample", "due_date": "2026-12-01",
-                        "due_date_display": "2026-12-01", "source": "erp"},
-            "amount": {"value": "10.00", "currency": "EUR", "display": "EUR 10.00", "minor": 1000},
-            "pay_url": "https://pay.example/p/token",
-            "locale": "en",
-            "status": "open",
-            "checkout_path": "/p/token/pay",
-        });
+        let sample = sample_view();
         BUILT_IN
             .iter()
             .filter_map(|(name, _)| self.render(name, &sample).err())
@@ -147,6 +137,29 @@ impl Templates {
                 reason: e.to_string(),
             })
             .collect()
+    }
+}
+
+/// Template data for a made-up invoice, built by [`view`] like a real one,
+/// so `payrelay check` can render each template and config snippet once.
+pub fn sample_view() -> serde_json::Value {
+    const SAMPLE: &str = r#"{"invoice_id": "INV-SAMPLE", "biller_id": "sample", "amount": "1234.50",
+        "currency": "EUR", "due_date": "2026-12-01", "description": "Sample", "source": "erp",
+        "customer": {"id": "C-1", "name": "Sample Customer", "email": "sample@example.com", "locale": "en"}}"#;
+    let biller = BillerConfig {
+        name: "Sample Biller".into(),
+        ..BillerConfig::default()
+    };
+    match crate::invoice::parse(SAMPLE.as_bytes(), |_| true) {
+        Ok(crate::invoice::Message::PaymentRequest(invoice)) => {
+            let mut data = view(&invoice, "sample", &biller, "https://pay.example/p/SAMPLE-TOKEN");
+            data["status"] = json!("open");
+            data["checkout_path"] = json!("/p/SAMPLE-TOKEN/pay");
+            data
+        }
+        // The sample is fixed text that parses; an empty view would make
+        // every template report its fields missing, which says as much.
+        _ => json!({}),
     }
 }
 

@@ -1,0 +1,181 @@
+//! The command line as an operator uses it: the real binary, real files.
+
+use std::path::Path;
+use std::process::Command;
+
+fn payrelay(config: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_payrelay"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("PAYRELAY_CONFIG")
+        .output()
+        .expect("the binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+const INVOICE: &str = r#"{"invoice_id": "INV-1", "biller_id": "acme", "amount": "1234.50", "currency": "MXN",
+  "due_date": "2026-12-01", "customer": {"name": "María <b>López</b>", "email": "maria@example.com",
+  "phone": "+5215512345678", "whatsapp": "+5215512345678", "opted_out": ["sms"]}}"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_accepts_the_repository_config() {
+    let (code, out) = payrelay(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml").as_path(),
+        &["check"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok"), "{out}");
+}
+
+#[test]
+fn check_lists_every_problem_with_its_key_and_serve_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "bad.toml",
+        r#"
+[broker]
+prefecth = 10
+[http]
+admin_token = "env:PAYRELAY_TEST_UNSET_TOKEN"
+[billers.acme]
+checkout_url = "https://pay.example/{nope}"
+[channels.email]
+transport = "carrier-pigeon"
+[channels.whatsapp]
+provider = "file"
+parameters = ["{{customer.nmae}}"]
+[routing]
+default = ["email", "fax"]
+"#,
+    );
+    let (code, out) = payrelay(&config, &["check"]);
+    assert_eq!(code, 1, "{out}");
+    for expected in [
+        "broker.prefecth: unknown key",
+        "http.admin_token: environment variable PAYRELAY_TEST_UNSET_TOKEN is not set",
+        "billers.acme.checkout_url: unknown placeholder {nope}",
+        "channels.email.transport",
+        "routing.default: \"fax\" is not a channel",
+    ] {
+        assert!(out.contains(expected), "missing '{expected}' in:\n{out}");
+    }
+    let (code, out) = payrelay(&config, &["serve"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not starting"), "{out}");
+}
+
+#[test]
+fn check_renders_whatsapp_parameter_snippets_with_a_sample_invoice() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "wa.toml",
+        r#"
+[billers.acme]
+checkout_url = "https://pay.example/{token}"
+whatsapp_parameters = ["{{customer.name}}", "{{amount.dispaly}}"]
+[channels.email]
+transport = "file"
+[channels.whatsapp]
+provider = "file"
+parameters = ["{{customer.nmae}}"]
+"#,
+    );
+    let (code, out) = payrelay(&config, &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("channels.whatsapp.parameters[0]"), "{out}");
+    assert!(out.contains("billers.acme.whatsapp_parameters[1]"), "{out}");
+    assert!(
+        !out.contains("whatsapp_parameters[0]"),
+        "a good snippet is not reported: {out}"
+    );
+}
+
+#[test]
+fn route_explains_the_decision_and_preview_prints_each_message_as_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "config.toml",
+        r#"
+[billers.acme]
+name = "ACME Energy"
+checkout_url = "https://pay.example/{token}"
+[channels.email]
+transport = "file"
+[channels.sms]
+provider = "file"
+[channels.whatsapp]
+provider = "file"
+[routing]
+default = ["sms", "whatsapp", "email"]
+respect_preferences = false
+[[routing.rules]]
+name = "big amounts by email"
+min_amount = 10000
+channels = ["email"]
+"#,
+    );
+    let invoice = write(dir.path(), "invoice.json", INVOICE);
+    let (code, out) = payrelay(&config, &["route", invoice.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("rule \"big amounts by email\": no match (amount 1234.50 is below min_amount 10000)"),
+        "{out}"
+    );
+    assert!(out.contains("decided by: default"), "{out}");
+    assert!(out.contains("1. whatsapp") && out.contains("2. email"), "{out}");
+    assert!(out.contains("skipped sms: the customer opted out"), "{out}");
+
+    let (code, out) = payrelay(&config, &["preview", invoice.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("== whatsapp") && out.contains("== email"), "{out}");
+    assert!(out.contains("-- subject") && out.contains("-- html"), "{out}");
+    assert!(
+        out.contains("&lt;b&gt;López&lt;/b&gt;"),
+        "markup is escaped in HTML: {out}"
+    );
+
+    let (code, out) = payrelay(&config, &["preview", invoice.to_str().unwrap(), "--channel", "sms"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("-- segments"),
+        "the SMS preview says how many segments: {out}"
+    );
+    // Preview never sends: the configured outboxes stay empty.
+    assert!(!dir.path().join("var").exists(), "no outbox was even created");
+}
+
+#[test]
+fn route_says_why_an_invoice_would_be_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "config.toml",
+        "[billers.acme]\ncheckout_url = \"https://pay.example/{token}\"\n[channels.email]\ntransport = \"file\"\n",
+    );
+    let invoice = write(
+        dir.path(),
+        "bad.json",
+        r#"{"invoice_id": "X", "biller_id": "acme", "amount": "1.234", "currency": "EUR"}"#,
+    );
+    let (code, out) = payrelay(&config, &["route", invoice.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("would be rejected") && out.contains("3 decimals but EUR allows 2"),
+        "{out}"
+    );
+}
