@@ -14,6 +14,7 @@ use tracing::info;
 
 use crate::broker::{self, BrokerParts};
 use crate::channels::{BuildContext, BuildError, Registry};
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
@@ -71,6 +72,12 @@ pub fn check(path: &Path) -> Result<(Config, Templates), String> {
             None
         }
     };
+    if let Some(config) = &config {
+        // Certain, not guesses: a rule that can never decide is a mistake.
+        for (i, why) in crate::router::unreachable_rules(&config.routing) {
+            report.push(format!("  - routing.rules[{i}]: {why}"));
+        }
+    }
     let dir = config.as_ref().and_then(|c| c.templates.dir.clone());
     let templates = match Templates::load(dir.as_deref()) {
         Ok(t) => {
@@ -104,6 +111,7 @@ pub struct Running {
     pub state: AppState,
     shutdown: CancellationToken,
     broker: JoinHandle<()>,
+    scheduler: JoinHandle<()>,
     http: JoinHandle<std::io::Result<()>>,
 }
 
@@ -113,6 +121,7 @@ impl Running {
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.broker.await;
+        let _ = self.scheduler.await;
         let _ = self.http.await;
         info!("payrelay stopped");
     }
@@ -137,6 +146,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 /// Starts the service on a listener bound by the caller (tests bind port 0
 /// first, so `public_base_url` can name the real port).
 pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, StartError> {
+    start_with_clock(config, listener, Arc::new(SystemClock)).await
+}
+
+/// Starts the service with its own clock (tests move it through quiet hours).
+pub async fn start_with_clock(
+    config: Config,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+) -> Result<Running, StartError> {
     let config = Arc::new(config);
     let templates = Arc::new(Templates::load(config.templates.dir.as_deref()).map_err(StartError::Templates)?);
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store.url).await?);
@@ -156,6 +174,13 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
         templates.clone(),
         metrics.clone(),
         outbox_signal.clone(),
+        clock.clone(),
+    ));
+    let scheduler = tokio::spawn(crate::dispatch::scheduler::run(
+        dispatcher.clone(),
+        store.clone(),
+        clock,
+        shutdown.clone(),
     ));
     let state = AppState {
         config: config.clone(),
@@ -188,6 +213,7 @@ pub async fn start_on(config: Config, listener: TcpListener) -> Result<Running, 
         state,
         shutdown,
         broker,
+        scheduler,
         http,
     })
 }

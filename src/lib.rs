@@ -22,6 +22,7 @@ pub mod app;
 pub mod broker;
 #[path = "../channels/mod.rs"]
 pub mod channels;
+pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod events;

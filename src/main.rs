@@ -32,8 +32,32 @@ enum Command {
     Serve,
     /// Validate the config and templates; list every problem.
     Check,
-    /// Show which rule and channels an invoice would get, and why.
-    Route { file: PathBuf },
+    /// Show which rule and channels an invoice would get, and why; with
+    /// --replay, compare many past invoices under this config and a new one.
+    #[command(after_help = ROUTE_HELP)]
+    Route {
+        /// The invoice: one JSON object as billers publish it.
+        #[arg(required_unless_present = "replay", conflicts_with = "replay")]
+        file: Option<PathBuf>,
+        /// Past invoices, one JSON object a line (- for stdin), to route under
+        /// --config (the current config) and under --against.
+        #[arg(long, value_name = "INVOICES.jsonl", requires = "against")]
+        replay: Option<PathBuf>,
+        /// The new config to compare with the current one; with --replay.
+        #[arg(long, value_name = "NEW.toml", requires = "replay", conflicts_with = "file")]
+        against: Option<PathBuf>,
+        /// Route as of this day, for days_to_due rules [default: today, UTC].
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_day)]
+        today: Option<time::Date>,
+        /// With --replay: how many changed invoices and skipped lines to list
+        /// (a number, or "all").
+        #[arg(long, value_name = "N", default_value = "20", value_parser = parse_limit)]
+        limit: usize,
+        /// With --replay: exit with status 3 when any invoice would be routed
+        /// differently (for a CI check of a rules change).
+        #[arg(long, requires = "replay", conflicts_with = "file")]
+        fail_on_change: bool,
+    },
     /// Print the messages an invoice would produce, exactly as sent.
     Preview {
         file: PathBuf,
@@ -86,23 +110,44 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(config).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Route { file } => {
+        Command::Route {
+            file,
+            replay,
+            against,
+            today,
+            limit,
+            fail_on_change,
+        } => {
+            let today = today.unwrap_or_else(|| time::OffsetDateTime::now_utc().date());
             let config = load(&cli.config)?;
-            let invoice = read_invoice(&file, &config)?;
-            let plan = payrelay::router::route(&invoice, &config, time::OffsetDateTime::now_utc().date());
-            for (rule, why) in &plan.not_matched {
-                println!("rule \"{rule}\": no match ({why})");
-            }
-            println!("decided by: {}", plan.decided_by);
-            println!("strategy: {}", plan.strategy);
-            for (i, c) in plan.channels.iter().enumerate() {
-                println!("  {}. {c}", i + 1);
-            }
-            for (c, why) in &plan.skipped {
-                println!("  skipped {c}: {why}");
-            }
-            if plan.channels.is_empty() {
-                println!("no channel can reach this customer: the invoice would be dead-lettered");
+            match (file, replay, against) {
+                (_, Some(replay), Some(against)) => {
+                    let new = load(&against)?;
+                    let input = read_input(&replay)?;
+                    let result = payrelay::router::replay(&input, &config, &new, today);
+                    let name = if replay == Path::new("-") {
+                        "stdin".to_owned()
+                    } else {
+                        replay.display().to_string()
+                    };
+                    println!("replay of {name} as of {today}");
+                    println!("  current config: {}", cli.config.display());
+                    println!("  new config: {}", against.display());
+                    println!();
+                    print!("{}", result.report(limit));
+                    let totals = result.totals();
+                    if totals.compared == 0 {
+                        bail!("{name} holds no invoice to compare");
+                    }
+                    if fail_on_change && totals.changed > 0 {
+                        return Ok(ExitCode::from(3));
+                    }
+                }
+                (Some(file), _, _) => {
+                    let invoice = read_invoice(&file, &config)?;
+                    print!("{}", payrelay::router::explain(&invoice, &config, today));
+                }
+                _ => bail!("give an invoice FILE, or --replay FILE --against NEW.toml"),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -163,6 +208,48 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+const ROUTE_HELP: &str = "\
+Examples:
+  payrelay route invoice.json --today 2026-11-20
+  payrelay --config current.toml route --replay past.jsonl --against new.toml
+
+A replay routes every invoice in the file under the current config (--config)
+and the new one (--against), as of --today, and reports: totals (compared,
+unchanged, changed, rejected under each config), how many invoices each rule
+took under each config, the changes grouped by deciding rule with the first
+channel's change, and the changed invoices one per line (--limit). Lines that
+are not payment requests (events, invoice_paid, not JSON) or are invalid under
+both configs are skipped and listed with their line number and reason.
+Nothing is sent or stored.";
+
+/// `--today YYYY-MM-DD`.
+fn parse_day(text: &str) -> Result<time::Date, String> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, format).map_err(|_| format!("\"{text}\" is not a date in the form YYYY-MM-DD"))
+}
+
+/// `--limit N` or `--limit all`.
+fn parse_limit(text: &str) -> Result<usize, String> {
+    if text.eq_ignore_ascii_case("all") {
+        return Ok(usize::MAX);
+    }
+    text.parse()
+        .map_err(|_| format!("\"{text}\" is not a number of lines or \"all\""))
+}
+
+/// A file's text, or stdin's for `-`.
+fn read_input(file: &Path) -> anyhow::Result<String> {
+    let mut input = String::new();
+    if file == Path::new("-") {
+        std::io::stdin()
+            .read_to_string(&mut input)
+            .context("cannot read stdin")?;
+    } else {
+        input = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    }
+    Ok(input)
 }
 
 fn load(path: &Path) -> anyhow::Result<Config> {

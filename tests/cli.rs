@@ -179,3 +179,33 @@ fn route_says_why_an_invoice_would_be_rejected() {
         "{out}"
     );
 }
+
+#[test]
+fn check_refuses_a_rule_that_can_never_decide() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "rules.toml",
+        r#"
+[billers.acme]
+checkout_url = "https://pay.example/{token}"
+[channels.email]
+transport = "file"
+[[routing.rules]]
+name = "euros"
+currency = ["EUR", "USD"]
+channels = ["email"]
+[[routing.rules]]
+name = "big euro amounts"
+currency = "EUR"
+min_amount = 1000
+channels = ["email"]
+"#,
+    );
+    let (code, out) = payrelay(&config, &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("routing.rules[1]") && out.contains("big euro amounts"),
+        "{out}"
+    );
+}

@@ -133,6 +133,8 @@ pub struct BillerConfig {
     pub checkout_url: String,
     pub default_locale: Option<String>,
     pub webhook_secret: Option<Secret>,
+    /// IANA time zone for customers whose invoice gives none (quiet hours).
+    pub timezone: Option<String>,
     /// This biller's own email sender, when not the channel's `from`.
     pub email_from: Option<lettre::message::Mailbox>,
     /// This biller's approved WhatsApp template, when not the channel's.
@@ -191,6 +193,8 @@ pub struct RoutingConfig {
     pub default: Vec<ChannelName>,
     pub default_strategy: Strategy,
     pub respect_preferences: bool,
+    /// When SMS, WhatsApp and Messenger wait, in the customer's local time.
+    pub quiet_hours: Option<crate::dispatch::quiet::QuietHours>,
     pub rules: Vec<Rule>,
 }
 

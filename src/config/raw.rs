@@ -254,6 +254,7 @@ struct RawBiller {
     checkout_url: Option<String>,
     default_locale: Option<String>,
     webhook_secret: Option<String>,
+    timezone: Option<String>,
     email_from: Option<String>,
     whatsapp_template: Option<String>,
     whatsapp_parameters: Option<Vec<String>>,
@@ -501,6 +502,13 @@ fn check_billers(value: Value, env: EnvLookup<'_>, problems: &mut Problems) -> B
                 checkout_url,
                 default_locale: raw.default_locale,
                 webhook_secret,
+                timezone: raw.timezone.filter(|tz| {
+                    let known = crate::dispatch::quiet::time_zone(tz);
+                    if let Err(e) = &known {
+                        problems.push(format!("{prefix}.timezone"), e.clone());
+                    }
+                    known.is_ok()
+                }),
                 email_from,
                 whatsapp_template: raw.whatsapp_template.filter(|name| {
                     let checked = crate::channels::whatsapp::check_template_name(name);
@@ -614,12 +622,11 @@ fn check_routing(
     let raw: RawRouting = read(value, "routing", problems).unwrap_or_default();
     let default_names = raw.default.unwrap_or_else(|| vec!["email".into()]);
     let default = channel_list("routing.default", &default_names, channels, problems);
-    if raw.quiet_hours.is_some() {
-        problems.push(
-            "routing.quiet_hours",
-            "quiet hours are not available in this version of payrelay; remove the key",
-        );
-    }
+    let quiet_hours = raw.quiet_hours.and_then(|q| {
+        q.parse()
+            .map_err(|e: String| problems.push("routing.quiet_hours", e))
+            .ok()
+    });
     let mut rules = Vec::new();
     for (i, v) in raw.rules.into_iter().enumerate() {
         let prefix = format!("routing.rules[{i}]");
@@ -689,6 +696,7 @@ fn check_routing(
         default,
         default_strategy: raw.default_strategy.unwrap_or(Strategy::Fallback),
         respect_preferences: raw.respect_preferences.unwrap_or(true),
+        quiet_hours,
         rules,
     }
 }

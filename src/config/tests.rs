@@ -389,8 +389,8 @@ fn each_single_mistake_is_reported_under_its_key() {
         ("zero ttl", "[paylink]\nttl = \"0s\"", &["paylink.ttl"]),
         ("ttl as a number", "[paylink]\nttl = 45", &["paylink.ttl"]),
         (
-            "quiet hours",
-            "[routing]\nquiet_hours = \"21:00-08:00\"",
+            "a quiet-hours window that is not one",
+            "[routing]\nquiet_hours = \"21:00 to 08:00\"",
             &["routing.quiet_hours"],
         ),
         ("empty default", "[routing]\ndefault = []", &["routing.default"]),

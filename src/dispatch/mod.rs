@@ -5,6 +5,9 @@
 //! dead-letter or a requeue. Every outcome is stored, with its events, before
 //! the disposition is returned, so acking after it never loses anything.
 
+pub mod quiet;
+pub mod scheduler;
+
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +17,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn, Instrument};
 
 use crate::channels::{ChannelName, DeliveryStatus, Registry, Request, SendError, StatusReport};
+use crate::clock::Clock;
 use crate::config::{Config, Strategy};
 use crate::events::{Correlation, Event, EventName};
 use crate::invoice::{self, Invoice, InvoiceKey, Message, Rejected};
@@ -24,6 +28,7 @@ use crate::router::{self, Plan};
 use crate::store::{
     AttemptOutcome, AttemptRecord, AttemptState, Begin, NewPaylink, Reached, Status, Store, StoreError,
 };
+use quiet::QuietHours;
 
 /// How many times a transient failure is tried on one channel before it gives up.
 const TRIES_PER_CHANNEL: u32 = 3;
@@ -74,6 +79,7 @@ pub struct Dispatcher {
     metrics: Arc<Metrics>,
     /// Wakes the event publisher when new events are in the outbox.
     outbox_signal: Arc<Notify>,
+    clock: Arc<dyn Clock>,
     /// Keys being handled by this process, so a second copy of a message
     /// arriving meanwhile is a duplicate, not a second send.
     in_flight: Mutex<HashSet<InvoiceKey>>,
@@ -101,6 +107,7 @@ impl Dispatcher {
         templates: Arc<Templates>,
         metrics: Arc<Metrics>,
         outbox_signal: Arc<Notify>,
+        clock: Arc<dyn Clock>,
     ) -> Dispatcher {
         Dispatcher {
             config,
@@ -109,6 +116,7 @@ impl Dispatcher {
             templates,
             metrics,
             outbox_signal,
+            clock,
             in_flight: Mutex::new(HashSet::new()),
         }
     }
@@ -120,14 +128,14 @@ impl Dispatcher {
                 let span = tracing::info_span!("invoice", key = %invoice.key);
                 self.payment_request(*invoice, &incoming).instrument(span).await
             }
-            Ok(Message::Paid { biller_id, invoice_id }) => {
-                self.close(&biller_id, &invoice_id, Status::Paid, &incoming.correlation)
-                    .await
-            }
-            Ok(Message::Cancelled { biller_id, invoice_id }) => {
-                self.close(&biller_id, &invoice_id, Status::Cancelled, &incoming.correlation)
-                    .await
-            }
+            Ok(Message::Paid { biller_id, invoice_id }) => self
+                .close_invoice(&biller_id, &invoice_id, Status::Paid, &incoming.correlation)
+                .await
+                .map(|_| Disposition::Ack),
+            Ok(Message::Cancelled { biller_id, invoice_id }) => self
+                .close_invoice(&biller_id, &invoice_id, Status::Cancelled, &incoming.correlation)
+                .await
+                .map(|_| Disposition::Ack),
         };
         self.outbox_signal.notify_one();
         match result {
@@ -154,13 +162,16 @@ impl Dispatcher {
         }
     }
 
-    async fn close(
+    /// Closes every revision of an invoice as paid or cancelled, once: the
+    /// event is published the first time only. Returns whether this call
+    /// closed it.
+    pub async fn close_invoice(
         &self,
         biller_id: &str,
         invoice_id: &str,
         status: Status,
         correlation: &Correlation,
-    ) -> Result<Disposition, StoreError> {
+    ) -> Result<bool, StoreError> {
         let name = if status == Status::Paid {
             EventName::Paid
         } else {
@@ -172,13 +183,13 @@ impl Dispatcher {
         let first = self.store.close(biller_id, invoice_id, status, &event).await?;
         info!(biller_id, invoice_id, status = status.as_str(), first, "invoice closed");
         self.metrics.invoice(status.as_str());
-        Ok(Disposition::Ack)
+        self.outbox_signal.notify_one();
+        Ok(first)
     }
 
     async fn payment_request(&self, invoice: Invoice, incoming: &Incoming) -> Result<Disposition, StoreError> {
         let correlation = &incoming.correlation;
-        let today = time::OffsetDateTime::now_utc().date();
-        let plan = router::route(&invoice, &self.config, today);
+        let plan = router::route(&invoice, &self.config, self.clock.today());
         if plan.channels.is_empty() {
             let reasons: Vec<String> = plan.skipped.iter().map(|(c, why)| format!("{c}: {why}")).collect();
             return Ok(self.dead_letter(
@@ -270,6 +281,7 @@ impl Dispatcher {
     ) -> Result<(), StoreError> {
         let key = &invoice.key;
         let mut any_sent = false;
+        let mut held_until: Option<i64> = None;
         for (i, channel) in plan.channels.iter().enumerate() {
             let previous = done.iter().rev().find(|a| a.channel == *channel);
             let sent = match previous.map(|a| a.state) {
@@ -279,6 +291,14 @@ impl Dispatcher {
                     if self.store.status(key).await?.is_some_and(|s| s.is_closed()) {
                         info!("invoice closed meanwhile; nothing more is sent");
                         return Ok(());
+                    }
+                    if let Some(until) = self.quiet_until(invoice, *channel) {
+                        held_until = Some(held_until.map_or(until, |h| h.min(until)));
+                        // `fallback` waits for this channel; `all` sends the others now.
+                        if plan.strategy == Strategy::Fallback {
+                            break;
+                        }
+                        continue;
                     }
                     let send = SendPlan {
                         possibly_twice: previous.is_some(),
@@ -293,6 +313,13 @@ impl Dispatcher {
             if sent && plan.strategy == Strategy::Fallback {
                 break;
             }
+        }
+
+        if let Some(until) = held_until {
+            info!(until = %crate::events::rfc3339_ms(until), "quiet hours: held until the window opens");
+            self.store.hold(key, until).await?;
+            self.metrics.invoice("held");
+            return Ok(());
         }
 
         let (status, events) = if any_sent {
@@ -378,7 +405,7 @@ impl Dispatcher {
         if stored.status != Status::Accepted {
             return Ok(());
         }
-        let plan = router::route(&stored.invoice, &self.config, time::OffsetDateTime::now_utc().date());
+        let plan = router::route(&stored.invoice, &self.config, self.clock.today());
         let result = self
             .deliver(&stored.invoice, &plan, &stored.attempts, &stored.correlation)
             .await;
@@ -521,6 +548,30 @@ impl Dispatcher {
                 }
             }
         }
+    }
+}
+
+impl Dispatcher {
+    /// When a send on `channel` may go, if quiet hours hold it now: in the
+    /// customer's time zone, else the biller's, else UTC.
+    fn quiet_until(&self, invoice: &Invoice, channel: ChannelName) -> Option<i64> {
+        let window = self.config.routing.quiet_hours?;
+        if !QuietHours::applies_to(channel) {
+            return None;
+        }
+        let biller_tz = self
+            .config
+            .billers
+            .get(&invoice.key.biller_id)
+            .and_then(|b| b.timezone.as_deref());
+        let tz = invoice
+            .customer
+            .timezone
+            .as_deref()
+            .or(biller_tz)
+            .and_then(|name| quiet::time_zone(name).ok())
+            .unwrap_or(jiff::tz::TimeZone::UTC);
+        window.held_until(&tz, self.clock.now_ms())
     }
 }
 

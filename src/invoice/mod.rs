@@ -406,6 +406,13 @@ fn parse_customer(p: &mut Problems, raw: Option<serde_json::Value>) -> Option<Cu
         }
     }
     let timezone = p.opt_str("customer.timezone", raw.timezone);
+    if let Some(tz) = &timezone {
+        if jiff::tz::TimeZone::get(tz).is_err() {
+            p.push(format!(
+                "customer.timezone \"{tz}\" is not an IANA time zone like America/Mexico_City"
+            ));
+        }
+    }
     let preferred_channels = p
         .channel_list("customer.preferred_channels", raw.preferred_channels)
         .unwrap_or_default();

@@ -6,6 +6,20 @@
 //! else `[routing] default`; then customer preferences reorder the list; then
 //! opted-out channels, unconfigured channels and channels without a contact
 //! are skipped, each with its reason.
+//!
+//! Around [`route`]: [`explain`] words one decision for `payrelay route`,
+//! [`replay`] compares the routing of many invoices under two configs, and
+//! [`unreachable_rules`] finds rules that can never decide.
+
+mod explain;
+pub mod replay;
+mod unreachable;
+
+pub use explain::{explain, facts, Facts};
+pub use replay::{replay, Replay};
+pub use unreachable::unreachable_rules;
+
+use std::fmt;
 
 use time::Date;
 
@@ -13,11 +27,34 @@ use crate::channels::ChannelName;
 use crate::config::{Config, Rule, Strategy};
 use crate::invoice::Invoice;
 
+/// What decided an invoice's channel list.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Decision {
+    /// The invoice's own `channels`: rules were not tried.
+    InvoiceChannels,
+    /// The rule at this index of `[[routing.rules]]`, with its name.
+    Rule { index: usize, name: String },
+    /// `[routing] default`: no rule matched.
+    Default,
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decision::InvoiceChannels => f.write_str("invoice channels"),
+            Decision::Rule { name, .. } => write!(f, "rule \"{name}\""),
+            Decision::Default => f.write_str("default"),
+        }
+    }
+}
+
 /// The routing decision for one invoice.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     /// What decided the list: a rule's name, `invoice channels` or `default`.
     pub decided_by: String,
+    /// The same, typed: a rule named "default" is still a rule here.
+    pub decision: Decision,
     pub strategy: Strategy,
     /// Channels to try, in order.
     pub channels: Vec<ChannelName>,
@@ -31,24 +68,25 @@ pub struct Plan {
 pub fn route(invoice: &Invoice, config: &Config, today: Date) -> Plan {
     let routing = &config.routing;
     let mut not_matched = Vec::new();
-    let (decided_by, list, strategy) = if let Some(explicit) = &invoice.channels {
-        (
-            "invoice channels".to_owned(),
-            explicit.clone(),
-            routing.default_strategy,
-        )
+    let (decision, list, strategy) = if let Some(explicit) = &invoice.channels {
+        (Decision::InvoiceChannels, explicit.clone(), routing.default_strategy)
     } else {
         let mut decided = None;
-        for rule in &routing.rules {
+        for (index, rule) in routing.rules.iter().enumerate() {
             match first_mismatch(rule, invoice, config, today) {
                 None => {
-                    decided = Some((rule.name.clone(), rule.channels.clone(), rule.strategy));
+                    let name = rule.name.clone();
+                    decided = Some((Decision::Rule { index, name }, rule.channels.clone(), rule.strategy));
                     break;
                 }
                 Some(why) => not_matched.push((rule.name.clone(), why)),
             }
         }
-        decided.unwrap_or_else(|| ("default".to_owned(), routing.default.clone(), routing.default_strategy))
+        decided.unwrap_or_else(|| (Decision::Default, routing.default.clone(), routing.default_strategy))
+    };
+    let decided_by = match &decision {
+        Decision::Rule { name, .. } => name.clone(),
+        other => other.to_string(),
     };
 
     // An explicit list from the biller is an order, not a suggestion.
@@ -73,6 +111,7 @@ pub fn route(invoice: &Invoice, config: &Config, today: Date) -> Plan {
     }
     Plan {
         decided_by,
+        decision,
         strategy,
         channels,
         skipped,
@@ -108,38 +147,17 @@ fn first_mismatch(rule: &Rule, invoice: &Invoice, config: &Config, today: Date) 
     if let Some(why) = one_of("currency", &rule.currency, Some(&invoice.amount.currency)) {
         return Some(why);
     }
-    let contacts = &invoice.customer.contacts;
-    let country = contacts
-        .phone
-        .as_ref()
-        .or(contacts.whatsapp.as_ref())
-        .and_then(|p| p.country());
-    if let Some(why) = one_of("country", &rule.country, country) {
+    if let Some(why) = one_of("country", &rule.country, country(invoice).map(|(c, _)| c)) {
         return Some(why);
     }
     if let Some(locales) = &rule.locale {
-        let locale = invoice
-            .customer
-            .locale
-            .as_deref()
-            .or_else(|| {
-                config
-                    .billers
-                    .get(&key.biller_id)
-                    .and_then(|b| b.default_locale.as_deref())
-            })
-            .unwrap_or("en");
-        // A rule for `es` covers `es-MX`; a rule for `es-MX` only `es-MX`.
-        let normal = locale.replace('_', "-").to_ascii_lowercase();
-        let holds = locales.iter().any(|want| {
-            let want = want.replace('_', "-").to_ascii_lowercase();
-            normal == want || normal.starts_with(&format!("{want}-"))
-        });
+        let (locale, _) = locale(invoice, config);
+        let holds = locales.iter().any(|want| locale_covers(want, locale));
         if !holds {
             return Some(format!("locale is {locale}, not {}", locales.join(" or ")));
         }
     }
-    let major = invoice.amount.minor as f64 / 10f64.powi(invoice.amount.exponent() as i32);
+    let major = major_amount(invoice);
     if let Some(min) = rule.min_amount {
         if major < min {
             return Some(format!("amount {} is below min_amount {min}", invoice.amount.text));
@@ -151,7 +169,7 @@ fn first_mismatch(rule: &Rule, invoice: &Invoice, config: &Config, today: Date) 
         }
     }
     if let Some(range) = rule.days_to_due {
-        let days = (invoice.due_date - today).whole_days();
+        let days = days_to_due(invoice, today);
         if range.min.is_some_and(|min| days < min) || range.max.is_some_and(|max| days > max) {
             let bound = |b: Option<i64>| b.map(|v| v.to_string()).unwrap_or_else(|| "any".into());
             return Some(format!(
@@ -162,6 +180,55 @@ fn first_mismatch(rule: &Rule, invoice: &Invoice, config: &Config, today: Date) 
         }
     }
     None
+}
+
+/// The invoice's country for rules, from the phone number, else the
+/// WhatsApp number, with the contact field it came from.
+fn country(invoice: &Invoice) -> Option<(&str, &'static str)> {
+    let contacts = &invoice.customer.contacts;
+    match (&contacts.phone, &contacts.whatsapp) {
+        (Some(phone), _) => phone.country().map(|c| (c, "customer.phone")),
+        (None, Some(whatsapp)) => whatsapp.country().map(|c| (c, "customer.whatsapp")),
+        (None, None) => None,
+    }
+}
+
+/// The invoice's locale for rules (contract §1: the customer's, else the
+/// biller's default, else `en`), with where it came from.
+fn locale<'a>(invoice: &'a Invoice, config: &'a Config) -> (&'a str, &'static str) {
+    if let Some(l) = invoice.customer.locale.as_deref() {
+        return (l, "customer.locale");
+    }
+    match config
+        .billers
+        .get(&invoice.key.biller_id)
+        .and_then(|b| b.default_locale.as_deref())
+    {
+        Some(l) => (l, "the biller's default_locale"),
+        None => ("en", "neither the customer nor the biller sets one"),
+    }
+}
+
+/// Normalises a locale for comparison: `ES_mx` is `es-mx`.
+fn normal_locale(locale: &str) -> String {
+    locale.replace('_', "-").to_ascii_lowercase()
+}
+
+/// Whether a rule's `want` covers `locale`: a rule for `es` covers `es-MX`;
+/// a rule for `es-MX` only `es-MX` (and its own subtags).
+fn locale_covers(want: &str, locale: &str) -> bool {
+    let (want, locale) = (normal_locale(want), normal_locale(locale));
+    locale == want || locale.starts_with(&format!("{want}-"))
+}
+
+/// The amount in major units, as `min_amount` and `max_amount` read it.
+fn major_amount(invoice: &Invoice) -> f64 {
+    invoice.amount.minor as f64 / 10f64.powi(invoice.amount.exponent() as i32)
+}
+
+/// Days from `today` to the due date; negative when overdue.
+fn days_to_due(invoice: &Invoice, today: Date) -> i64 {
+    (invoice.due_date - today).whole_days()
 }
 
 #[cfg(test)]

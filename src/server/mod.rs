@@ -4,6 +4,7 @@
 //! Errors are opaque to callers and logged in full for operators; a pay
 //! link's answer never reveals anything personal about another invoice.
 
+mod api;
 mod paypage;
 mod webhooks;
 
@@ -43,6 +44,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/p/{token}", get(paypage::show))
         .route("/p/{token}/pay", get(paypage::pay))
+        .route("/v1/payments", post(api::payment))
+        .route("/v1/invoices/{biller_id}/{invoice_id}", get(api::invoice))
         .route("/webhooks/twilio", post(webhooks::twilio))
         .route("/webhooks/meta", get(webhooks::meta_verify).post(webhooks::meta_event))
         .route("/healthz", get(|| async { "ok" }))

@@ -130,6 +130,30 @@ pub enum Reached {
     Read,
 }
 
+/// What the admin API shows about an invoice.
+#[derive(Debug, Clone)]
+pub struct History {
+    pub key: InvoiceKey,
+    /// Status of the latest revision.
+    pub status: Status,
+    /// Set while the invoice waits for quiet hours to end.
+    pub held_until_ms: Option<i64>,
+    /// Oldest first.
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// One thing that happened to an invoice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineEntry {
+    pub at_ms: i64,
+    pub revision: Option<i64>,
+    /// `received`, `send_started`, `sent`, `send_failed`, `delivered`, `read`,
+    /// `clicked`, `held`, `paid`, `cancelled`.
+    pub what: &'static str,
+    pub channel: Option<ChannelName>,
+    pub detail: Option<String>,
+}
+
 /// A pay link with what the pay page needs.
 #[derive(Debug, Clone)]
 pub struct PaylinkRecord {
@@ -221,6 +245,20 @@ pub trait Store: Send + Sync {
     /// Records that a sent message was delivered or read, with its event,
     /// once: returns false for a repeated report.
     async fn record_reached(&self, attempt_id: i64, reached: Reached, event: &Event) -> Result<bool, StoreError>;
+
+    /// The latest revision's status and the whole timeline of an invoice.
+    async fn history(&self, biller_id: &str, invoice_id: &str) -> Result<Option<History>, StoreError>;
+
+    /// Holds an invoice until `until_ms` (quiet hours). The hold is durable:
+    /// [`Store::due_holds`] finds it again after a restart.
+    async fn hold(&self, key: &InvoiceKey, until_ms: i64) -> Result<(), StoreError>;
+
+    /// Held invoices whose time has come, oldest first. They stay held until
+    /// they are sent or held again, so a crash cannot lose one.
+    async fn due_holds(&self, now_ms: i64, limit: u32) -> Result<Vec<InvoiceKey>, StoreError>;
+
+    /// When the next hold ends, so the scheduler can sleep until then.
+    async fn next_hold(&self) -> Result<Option<i64>, StoreError>;
 
     /// Turns a sent attempt into a failed one after the provider reported a
     /// delivery failure, reopening its invoice for the next channel. True

@@ -9,8 +9,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
-    now_ms, AttemptOutcome, AttemptRecord, AttemptRef, AttemptState, Begin, NewPaylink, OutboxEntry, PaylinkRecord,
-    Reached, Status, Store, StoreError, StoredInvoice,
+    now_ms, AttemptOutcome, AttemptRecord, AttemptRef, AttemptState, Begin, History, NewPaylink, OutboxEntry,
+    PaylinkRecord, Reached, Status, Store, StoreError, StoredInvoice, TimelineEntry,
 };
 use crate::channels::ChannelName;
 use crate::events::{Correlation, Event};
@@ -235,7 +235,7 @@ impl Store for SqliteStore {
     async fn finish_invoice(&self, key: &InvoiceKey, status: Status, events: &[Event]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE invoices SET status = ?, updated_ms = ?
+            "UPDATE invoices SET status = ?, updated_ms = ?, held_until_ms = NULL
              WHERE biller_id = ? AND invoice_id = ? AND revision = ? AND status = 'accepted'",
         )
         .bind(status.as_str())
@@ -287,7 +287,7 @@ impl Store for SqliteStore {
             return Ok(false);
         }
         sqlx::query(
-            "UPDATE invoices SET status = ?, updated_ms = ?
+            "UPDATE invoices SET status = ?, updated_ms = ?, held_until_ms = NULL
              WHERE biller_id = ? AND invoice_id = ? AND status NOT IN ('superseded')",
         )
         .bind(status.as_str())
@@ -296,7 +296,40 @@ impl Store for SqliteStore {
         .bind(invoice_id)
         .execute(&mut *tx)
         .await?;
-        Self::insert_event(&mut tx, event).await?;
+        // Name the latest revision, and the channel whose pay link the
+        // customer opened last: the message that earned the payment.
+        let mut event = event.clone();
+        if let Some(row) = sqlx::query(
+            "SELECT revision, invoice_json FROM invoices WHERE biller_id = ? AND invoice_id = ?
+             ORDER BY revision DESC LIMIT 1",
+        )
+        .bind(biller_id)
+        .bind(invoice_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        {
+            event.revision = Some(row.get(0));
+            if event.metadata.is_none() {
+                event.metadata = parse_invoice(row.get::<&str, _>(1))?.metadata;
+            }
+        }
+        let clicked: Option<String> = sqlx::query_scalar(
+            "SELECT channel FROM paylinks WHERE biller_id = ? AND invoice_id = ? AND clicks > 0
+             ORDER BY first_click_ms DESC LIMIT 1",
+        )
+        .bind(biller_id)
+        .bind(invoice_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let (Status::Paid, Some(channel)) = (status, clicked) {
+            event.channel = Some(parse_channel(&channel)?);
+            let detail = format!("the customer last opened the pay link from the {channel} message");
+            event.detail = Some(match event.detail.take() {
+                Some(d) => format!("{d}; {detail}"),
+                None => detail,
+            });
+        }
+        Self::insert_event(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -467,6 +500,156 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(changed == 1)
+    }
+
+    async fn history(&self, biller_id: &str, invoice_id: &str) -> Result<Option<History>, StoreError> {
+        let revisions = sqlx::query(
+            "SELECT revision, status, received_ms, held_until_ms FROM invoices
+             WHERE biller_id = ? AND invoice_id = ? ORDER BY revision",
+        )
+        .bind(biller_id)
+        .bind(invoice_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let Some(latest) = revisions.last() else {
+            return Ok(None);
+        };
+        let key = InvoiceKey {
+            biller_id: biller_id.to_owned(),
+            invoice_id: invoice_id.to_owned(),
+            revision: latest.get(0),
+        };
+        let mut status = Status::parse(latest.get::<&str, _>(1))?;
+        let held_until_ms: Option<i64> = latest.get(3);
+        let mut timeline = Vec::new();
+        let entry = |at_ms: i64, revision: Option<i64>, what, channel, detail| TimelineEntry {
+            at_ms,
+            revision,
+            what,
+            channel,
+            detail,
+        };
+        for row in &revisions {
+            timeline.push(entry(row.get(2), Some(row.get(0)), "received", None, None));
+        }
+        if let Some(until) = held_until_ms {
+            timeline.push(entry(
+                now_ms(),
+                Some(key.revision),
+                "held",
+                None,
+                Some(format!("quiet hours: held until {}", crate::events::rfc3339_ms(until))),
+            ));
+        }
+        let attempts = sqlx::query(
+            "SELECT revision, channel, state, detail, started_ms, finished_ms, delivered_ms, read_ms,
+                    provider_message_id
+             FROM attempts WHERE biller_id = ? AND invoice_id = ? ORDER BY id",
+        )
+        .bind(biller_id)
+        .bind(invoice_id)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &attempts {
+            let revision = Some(row.get::<i64, _>(0));
+            let channel = Some(parse_channel(row.get::<&str, _>(1))?);
+            timeline.push(entry(row.get(4), revision, "send_started", channel, None));
+            if let Some(finished) = row.get::<Option<i64>, _>(5) {
+                let (what, detail) = match parse_state(row.get::<&str, _>(2)) {
+                    AttemptState::Failed => ("send_failed", row.get::<Option<String>, _>(3)),
+                    _ => (
+                        "sent",
+                        row.get::<Option<String>, _>(8).map(|id| format!("provider id {id}")),
+                    ),
+                };
+                timeline.push(entry(finished, revision, what, channel, detail));
+            }
+            if let Some(at) = row.get::<Option<i64>, _>(6) {
+                timeline.push(entry(at, revision, "delivered", channel, None));
+            }
+            if let Some(at) = row.get::<Option<i64>, _>(7) {
+                timeline.push(entry(at, revision, "read", channel, None));
+            }
+        }
+        let clicks = sqlx::query(
+            "SELECT revision, channel, first_click_ms, clicks FROM paylinks
+             WHERE biller_id = ? AND invoice_id = ? AND clicks > 0",
+        )
+        .bind(biller_id)
+        .bind(invoice_id)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &clicks {
+            let opens: i64 = row.get(3);
+            timeline.push(entry(
+                row.get::<Option<i64>, _>(2).unwrap_or_default(),
+                Some(row.get(0)),
+                "clicked",
+                Some(parse_channel(row.get::<&str, _>(1))?),
+                Some(format!("pay link opened {opens} time(s)")),
+            ));
+        }
+        if let Some(row) = sqlx::query("SELECT status, closed_ms FROM closures WHERE biller_id = ? AND invoice_id = ?")
+            .bind(biller_id)
+            .bind(invoice_id)
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            let closed = Status::parse(row.get::<&str, _>(0))?;
+            status = closed;
+            let what = if closed == Status::Paid { "paid" } else { "cancelled" };
+            timeline.push(entry(row.get(1), None, what, None, None));
+        }
+        timeline.sort_by_key(|e| e.at_ms);
+        Ok(Some(History {
+            key,
+            status,
+            held_until_ms,
+            timeline,
+        }))
+    }
+
+    async fn hold(&self, key: &InvoiceKey, until_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE invoices SET held_until_ms = ?, updated_ms = ?
+             WHERE biller_id = ? AND invoice_id = ? AND revision = ? AND status = 'accepted'",
+        )
+        .bind(until_ms)
+        .bind(now_ms())
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn due_holds(&self, now_ms: i64, limit: u32) -> Result<Vec<InvoiceKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT biller_id, invoice_id, revision FROM invoices
+             WHERE held_until_ms IS NOT NULL AND held_until_ms <= ? AND status = 'accepted'
+             ORDER BY held_until_ms LIMIT ?",
+        )
+        .bind(now_ms)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| InvoiceKey {
+                biller_id: row.get(0),
+                invoice_id: row.get(1),
+                revision: row.get(2),
+            })
+            .collect())
+    }
+
+    async fn next_hold(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(held_until_ms) FROM invoices WHERE held_until_ms IS NOT NULL AND status = 'accepted'",
+        )
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     async fn fail_after_send(&self, attempt_id: i64, detail: &str, event: &Event) -> Result<bool, StoreError> {

@@ -35,6 +35,8 @@ pub struct Options {
     pub channels: String,
     /// The body of `[routing]`.
     pub routing: String,
+    /// The service's clock; the real one when None.
+    pub clock: Option<Arc<payrelay::clock::ManualClock>>,
 }
 
 impl Default for Options {
@@ -44,6 +46,7 @@ impl Default for Options {
             email_rate: 200,
             channels: String::new(),
             routing: "default = [\"email\"]".into(),
+            clock: None,
         }
     }
 }
@@ -61,6 +64,7 @@ pub struct TestEnv {
     events: Arc<Mutex<Vec<Value>>>,
     events_arrived: Arc<Notify>,
     events_queue: String,
+    clock: Arc<dyn payrelay::clock::Clock>,
 }
 
 impl TestEnv {
@@ -95,6 +99,7 @@ url = "sqlite://var/payrelay.db"
 [http]
 listen = "127.0.0.1:{port}"
 public_base_url = "{base_url}"
+admin_token = "env:PAYRELAY_ADMIN_TOKEN"
 
 [paylink]
 ttl = "{ttl}"
@@ -103,6 +108,7 @@ ttl = "{ttl}"
 name = "ACME Energy"
 checkout_url = "https://pay.example/c?inv={{invoice_id}}&amt={{amount}}&cur={{currency}}&t={{token}}"
 default_locale = "es-MX"
+webhook_secret = "env:ACME_WEBHOOK_SECRET"
 
 [channels.email]
 transport = "smtp"
@@ -184,7 +190,11 @@ timeout = "5s"
 
         listener.set_nonblocking(true).expect("nonblocking");
         let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-        let running = payrelay::app::start_on(config.clone(), listener)
+        let clock: Arc<dyn payrelay::clock::Clock> = match &options.clock {
+            Some(c) => c.clone(),
+            None => Arc::new(payrelay::clock::SystemClock),
+        };
+        let running = payrelay::app::start_with_clock(config.clone(), listener, clock.clone())
             .await
             .expect("service starts");
         let http = reqwest::Client::builder()
@@ -204,7 +214,23 @@ timeout = "5s"
             events,
             events_arrived,
             events_queue,
+            clock,
         }
+    }
+
+    /// Stops the service and starts a new one on the same config, store and
+    /// clock, as after a restart of the process.
+    pub async fn restart(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+        let listener = tokio::net::TcpListener::bind(self.config.http.listen)
+            .await
+            .expect("rebind the same port");
+        let running = payrelay::app::start_with_clock(self.config.clone(), listener, self.clock.clone())
+            .await
+            .expect("service restarts");
+        self.running = Some(running);
     }
 
     /// Publishes raw bodies to the invoices queue with confirms.

@@ -1,0 +1,56 @@
+//! Sends held invoices when their quiet hours end.
+//!
+//! Holds live in the store, so a restart loses none: the scheduler asks the
+//! store what is due, resumes each invoice through the dispatcher (which
+//! checks again that it is still open and the window is open), and sleeps
+//! until the next hold ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::Dispatcher;
+use crate::clock::Clock;
+use crate::store::Store;
+
+/// Invoices resumed at once when many holds end together (08:00).
+const CONCURRENT_RESUMES: usize = 32;
+/// Longest sleep between looks at the store: new holds appear all the time.
+const LONGEST_SLEEP: Duration = Duration::from_secs(1);
+
+pub async fn run(
+    dispatcher: Arc<Dispatcher>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let now = clock.now_ms();
+        match store.due_holds(now, 500).await {
+            Ok(keys) => {
+                futures_util::stream::iter(keys)
+                    .for_each_concurrent(CONCURRENT_RESUMES, |key| {
+                        let dispatcher = dispatcher.clone();
+                        async move {
+                            if let Err(e) = dispatcher.resume(&key).await {
+                                warn!(%key, error = %e, "could not send a held invoice; trying again shortly");
+                            }
+                        }
+                    })
+                    .await;
+            }
+            Err(e) => warn!(error = %e, "cannot read quiet-hour holds; trying again shortly"),
+        }
+        let wait = match store.next_hold().await {
+            Ok(Some(next)) if next > now => Duration::from_millis((next - now) as u64).min(LONGEST_SLEEP),
+            _ => LONGEST_SLEEP,
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(wait.max(Duration::from_millis(20))) => {}
+        }
+    }
+}

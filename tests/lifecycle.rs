@@ -1,0 +1,294 @@
+//! The invoice's whole life on the real broker and store: payment
+//! confirmations, the admin timeline, quiet-hour holds that survive a
+//! restart, and a paid invoice that stops every pending send.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{invoice, test_secrets, Options, TestEnv, WAIT};
+use hmac::{Hmac, Mac};
+use payrelay::clock::ManualClock;
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn sign(body: &[u8]) -> String {
+    let key = test_secrets("ACME_WEBHOOK_SECRET").unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn pay(env: &TestEnv, body: &[u8], signature: Option<&str>) -> (u16, Value) {
+    let mut request = env
+        .http
+        .post(format!("{}/v1/payments", env.base_url))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(signature) = signature {
+        request = request.header("x-payrelay-signature", signature);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn admin(env: &TestEnv, path: &str, token: Option<&str>) -> (u16, Value) {
+    let mut request = env.http.get(format!("{}{path}", env.base_url));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Publishes an email-only invoice and waits until it is sent: everything
+/// published before it has been handled by then.
+async fn settle(env: &TestEnv, id: &str) {
+    let mut marker = invoice(id, "marker@example.com");
+    marker["channels"] = json!(["email"]);
+    env.publish(&[marker]).await;
+    env.wait_events(id, |events| {
+        events
+            .iter()
+            .any(|e| e["invoice_id"] == id && e["event"] == "invoice.sent")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_payment_closes_the_invoice_once_and_names_the_channel_that_earned_it() {
+    let env = TestEnv::start().await;
+    env.publish(&[invoice("INV-PAY", "payer@example.com")]).await;
+    let emails = env.smtp.wait_for(1, WAIT).await;
+    let link = common::pay_link(&common::parts(&emails[0].data).1, &env.base_url);
+    assert_eq!(env.get(&link).await.status(), 200, "the customer opens the link");
+
+    let body = br#"{"biller_id": "acme", "invoice_id": "INV-PAY", "psp_reference": "psp-1"}"#;
+    let good = sign(body);
+    let tampered = br#"{"biller_id": "acme", "invoice_id": "INV-OTHER", "psp_reference": "psp-1"}"#;
+    assert_eq!(pay(&env, tampered, Some(&good)).await.0, 401, "tampered body");
+    assert_eq!(pay(&env, body, None).await.0, 401, "no signature");
+    assert_eq!(pay(&env, body, Some("sha256=00")).await.0, 401, "wrong signature");
+    let unknown = br#"{"biller_id": "nobody", "invoice_id": "INV-PAY"}"#;
+    assert_eq!(pay(&env, unknown, Some(&sign(unknown))).await.0, 401, "unknown biller");
+    assert_eq!(pay(&env, b"not json", Some(&sign(b"not json"))).await.0, 400);
+    assert!(
+        env.events_named("invoice.paid").is_empty(),
+        "refused calls change nothing"
+    );
+
+    let (status, answer) = pay(&env, body, Some(&good)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["already_closed"], false);
+    let (status, again) = pay(&env, body, Some(&good)).await;
+    assert_eq!((status, &again["already_closed"]), (200, &json!(true)));
+
+    let paid = env.wait_for("invoice.paid", 1).await;
+    assert_eq!(paid[0]["invoice_id"], "INV-PAY");
+    assert_eq!(paid[0]["revision"], 1);
+    assert_eq!(
+        paid[0]["channel"], "email",
+        "attributed to the message whose link was opened"
+    );
+    let page = env.get(&link).await;
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().to_lowercase().contains("paid"));
+    settle(&env, "INV-SETTLE").await;
+    assert_eq!(env.events_named("invoice.paid").len(), 1, "published once");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_shows_status_and_timeline_only_to_the_admin_token() {
+    let env = TestEnv::start().await;
+    env.publish(&[invoice("INV-TL", "timeline@example.com")]).await;
+    let emails = env.smtp.wait_for(1, WAIT).await;
+    env.wait_for("invoice.sent", 1).await;
+    let link = common::pay_link(&common::parts(&emails[0].data).1, &env.base_url);
+    env.get(&link).await;
+    env.publish(&[json!({"kind": "invoice_paid", "biller_id": "acme", "invoice_id": "INV-TL"})])
+        .await;
+    env.wait_for("invoice.paid", 1).await;
+
+    let path = "/v1/invoices/acme/INV-TL";
+    assert_eq!(admin(&env, path, None).await.0, 401);
+    assert_eq!(admin(&env, path, Some("guess")).await.0, 401);
+    let token = test_secrets("PAYRELAY_ADMIN_TOKEN").unwrap();
+    assert_eq!(admin(&env, "/v1/invoices/acme/NOPE", Some(&token)).await.0, 404);
+    let (status, view) = admin(&env, path, Some(&token)).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["status"], "paid");
+    let steps: Vec<&str> = view["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["received", "send_started", "sent", "clicked", "paid"],
+        "{view:#}"
+    );
+    let text = view.to_string();
+    assert!(
+        !text.contains("timeline@example.com"),
+        "no personal data in the timeline"
+    );
+    env.finish().await;
+}
+
+/// 2026-11-20 22:30 in Mexico City (04:30 UTC the next day).
+const NIGHT_MS: i64 = 1_795_235_400_000;
+/// 2026-11-21 08:01 in Mexico City.
+const MORNING_MS: i64 = NIGHT_MS + (9 * 60 + 31) * 60 * 1000;
+
+fn quiet_env(clock: &Arc<ManualClock>) -> Options {
+    Options {
+        channels: "[channels.sms]\nprovider = \"file\"\nrate_per_second = 50\n".into(),
+        routing: "default = [\"sms\", \"email\"]\nquiet_hours = \"21:00-08:00\"".into(),
+        clock: Some(clock.clone()),
+        ..Options::default()
+    }
+}
+
+fn sms_outbox(env: &TestEnv) -> usize {
+    std::fs::read_dir(env.dir.path().join("var/outbox/sms"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_hours_hold_is_sent_when_the_window_opens_even_after_a_restart() {
+    let clock = Arc::new(ManualClock::at_ms(NIGHT_MS));
+    let mut env = TestEnv::start_with(quiet_env(&clock)).await;
+    env.publish(&[invoice("INV-NIGHT", "night@example.com")]).await;
+    env.wait_for("invoice.accepted", 1).await;
+    settle(&env, "INV-SETTLE-1").await;
+    assert_eq!(sms_outbox(&env), 0, "no SMS at night");
+    assert!(env
+        .events()
+        .iter()
+        .all(|e| e["invoice_id"] != "INV-NIGHT" || e["event"] != "invoice.sent"));
+    assert_eq!(
+        env.smtp.received().len(),
+        1,
+        "and no email instead: only the marker went"
+    );
+
+    let token = test_secrets("PAYRELAY_ADMIN_TOKEN").unwrap();
+    let (_, view) = admin(&env, "/v1/invoices/acme/INV-NIGHT", Some(&token)).await;
+    assert_eq!(view["status"], "accepted");
+    assert_eq!(
+        view["held_until"], "2026-11-21T14:00:00Z",
+        "08:00 in Mexico City: {view:#}"
+    );
+
+    // The hold is in the store: a restart keeps it, and the morning sends it.
+    env.restart().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sms_outbox(&env), 0, "still night after the restart");
+    clock.set_ms(MORNING_MS);
+    let sent = env
+        .wait_events("the held SMS", |events| {
+            events
+                .iter()
+                .any(|e| e["invoice_id"] == "INV-NIGHT" && e["event"] == "invoice.sent")
+        })
+        .await;
+    let sent: Vec<&Value> = sent.iter().filter(|e| e["invoice_id"] == "INV-NIGHT").collect();
+    assert_eq!(sent.iter().filter(|e| e["event"] == "invoice.sent").count(), 1);
+    assert_eq!(sms_outbox(&env), 1);
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invoice_paid_while_held_is_never_sent() {
+    let clock = Arc::new(ManualClock::at_ms(NIGHT_MS));
+    let env = TestEnv::start_with(quiet_env(&clock)).await;
+    env.publish(&[invoice("INV-HELD-PAID", "held@example.com")]).await;
+    env.wait_for("invoice.accepted", 1).await;
+    settle(&env, "INV-SETTLE-1").await;
+    let body = br#"{"biller_id": "acme", "invoice_id": "INV-HELD-PAID"}"#;
+    assert_eq!(pay(&env, body, Some(&sign(body))).await.0, 200);
+    env.wait_for("invoice.paid", 1).await;
+
+    clock.set_ms(MORNING_MS);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    settle(&env, "INV-SETTLE-2").await;
+    assert_eq!(sms_outbox(&env), 0, "nothing was sent for the paid invoice");
+    assert!(env
+        .events()
+        .iter()
+        .all(|e| e["invoice_id"] != "INV-HELD-PAID" || e["event"] != "invoice.sent"));
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invoice_paid_before_a_later_delivery_failure_gets_no_fallback() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/2010-04-01/Accounts/ACtest/Messages.json"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"sid": "SMpaid", "status": "queued"})))
+        .mount(&twilio)
+        .await;
+    let env = TestEnv::start_with(Options {
+        channels: format!(
+            "[channels.sms]\nprovider = \"twilio\"\nbase_url = \"{}\"\naccount_sid = \"ACtest\"\n\
+             auth_token = \"env:TWILIO_AUTH_TOKEN\"\nfrom = \"+15005550006\"\nrate_per_second = 50\n",
+            twilio.uri()
+        ),
+        routing: "default = [\"sms\", \"email\"]".into(),
+        ..Options::default()
+    })
+    .await;
+    env.publish(&[invoice("INV-PAID-FIRST", "paid@example.com")]).await;
+    env.wait_for("invoice.sent", 1).await;
+    env.publish(&[json!({"kind": "invoice_paid", "biller_id": "acme", "invoice_id": "INV-PAID-FIRST"})])
+        .await;
+    env.wait_for("invoice.paid", 1).await;
+
+    // Twilio reports the SMS undelivered after the payment: no email follows.
+    let fields = [
+        ("MessageSid", "SMpaid"),
+        ("MessageStatus", "undelivered"),
+        ("ErrorCode", "30003"),
+    ];
+    let url = format!("{}/webhooks/twilio", env.base_url);
+    let mut data = url.clone();
+    let mut sorted = fields.to_vec();
+    sorted.sort();
+    for (k, v) in &sorted {
+        data.push_str(k);
+        data.push_str(v);
+    }
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(test_secrets("TWILIO_AUTH_TOKEN").unwrap().as_bytes()).unwrap();
+    mac.update(data.as_bytes());
+    use base64::Engine;
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    let status = env
+        .http
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    env.wait_for("invoice.channel_failed", 1).await;
+    settle(&env, "INV-SETTLE").await;
+    assert_eq!(
+        env.smtp.received().len(),
+        1,
+        "only the marker email: no fallback for a paid invoice"
+    );
+    env.finish().await;
+}

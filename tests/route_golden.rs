@@ -1,0 +1,251 @@
+//! Golden tests of `payrelay route`: the real binary on the invoices and
+//! configs under `tests/golden/`, its stdout compared with the checked-in
+//! `.out` files. After an intended change of the output, rewrite them with
+//! `UPDATE_GOLDEN=1 cargo test --test route_golden` and review the diff.
+//!
+//! Every run routes as of a fixed day, so the files do not age.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TODAY: &str = "2026-11-20";
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("golden")
+}
+
+/// Runs `payrelay ARGS` in `tests/golden/` (so paths in the output are the
+/// relative ones given) with no `PAYRELAY*` variables from the caller's
+/// environment; returns the exit code, stdout and stderr.
+fn payrelay(args: &[&str]) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_payrelay"));
+    command.current_dir(golden_dir()).args(args);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PAYRELAY") {
+            command.env_remove(name);
+        }
+    }
+    let out = command.output().expect("the binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Compares `actual` with `tests/golden/<name>.out`, or rewrites the file
+/// when `UPDATE_GOLDEN=1`.
+fn assert_golden(name: &str, actual: &str) {
+    let path = golden_dir().join(format!("{name}.out"));
+    if std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, actual).expect("the golden file is writable");
+        return;
+    }
+    let expected = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) => panic!(
+            "cannot read {}: {e}\nrun UPDATE_GOLDEN=1 cargo test --test route_golden to create it; the output was:\n{actual}",
+            path.display()
+        ),
+    };
+    if expected != actual {
+        panic!(
+            "the output differs from {} (- expected, + actual):\n{}\n\
+             if the change is intended, run UPDATE_GOLDEN=1 cargo test --test route_golden and review the diff",
+            path.display(),
+            diff(&expected, actual)
+        );
+    }
+}
+
+/// A line diff (longest common subsequence), ` ` for common lines, `-` for
+/// expected only, `+` for actual only. Golden files are small.
+fn diff(expected: &str, actual: &str) -> String {
+    let a: Vec<&str> = expected.lines().collect();
+    let b: Vec<&str> = actual.lines().collect();
+    // lcs[i][j]: the longest common subsequence of a[i..] and b[j..].
+    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            out.push(format!("  {}", a[i]));
+            i += 1;
+            j += 1;
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            out.push(format!("- {}", a[i]));
+            i += 1;
+        } else {
+            out.push(format!("+ {}", b[j]));
+            j += 1;
+        }
+    }
+    if expected.ends_with('\n') != actual.ends_with('\n') {
+        out.push("(the files differ in the final newline)".to_owned());
+    }
+    out.join("\n")
+}
+
+/// `payrelay --config current.toml route invoices/<invoice>.json --today ..`
+/// must succeed and print `route_<invoice>.out`.
+fn route_golden(invoice: &str) {
+    let file = format!("invoices/{invoice}.json");
+    let (code, stdout, stderr) = payrelay(&["--config", "current.toml", "route", &file, "--today", TODAY]);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_golden(&format!("route_{invoice}"), &stdout);
+}
+
+#[test]
+fn a_later_rule_matches_and_the_earlier_ones_say_why_not() {
+    route_golden("rule_match");
+}
+
+#[test]
+fn no_rule_matches_and_the_default_decides() {
+    route_golden("default");
+}
+
+#[test]
+fn explicit_invoice_channels_skip_the_rules_and_the_preferences() {
+    route_golden("explicit_channels");
+}
+
+#[test]
+fn opt_outs_and_missing_contacts_are_skipped_with_reasons() {
+    route_golden("skipped");
+}
+
+#[test]
+fn an_invoice_no_channel_can_reach_would_be_dead_lettered() {
+    route_golden("no_channel");
+}
+
+#[test]
+fn a_replay_summarises_what_the_new_config_would_change() {
+    let (code, stdout, stderr) = payrelay(&[
+        "--config",
+        "current.toml",
+        "route",
+        "--replay",
+        "past.jsonl",
+        "--against",
+        "new.toml",
+        "--today",
+        TODAY,
+    ]);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_golden("replay", &stdout);
+}
+
+#[test]
+fn a_replay_lists_at_most_limit_invoices_and_can_fail_on_change() {
+    let (code, stdout, stderr) = payrelay(&[
+        "--config",
+        "current.toml",
+        "route",
+        "--replay",
+        "past.jsonl",
+        "--against",
+        "new.toml",
+        "--today",
+        TODAY,
+        "--limit",
+        "2",
+        "--fail-on-change",
+    ]);
+    assert_eq!(code, 3, "changes with --fail-on-change exit 3: {stdout}\n{stderr}");
+    assert_golden("replay_limit", &stdout);
+}
+
+#[test]
+fn a_replay_against_the_same_config_changes_nothing() {
+    let (code, stdout, stderr) = payrelay(&[
+        "--config",
+        "current.toml",
+        "route",
+        "--replay",
+        "past.jsonl",
+        "--against",
+        "current.toml",
+        "--today",
+        TODAY,
+        "--fail-on-change",
+    ]);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_golden("replay_unchanged", &stdout);
+}
+
+#[test]
+fn route_flags_are_checked() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["route", "invoices/default.json", "--today", "2026-13-01"],
+            "not a date in the form YYYY-MM-DD",
+        ),
+        (&["route", "--replay", "past.jsonl"], "--against"),
+        (
+            &["route", "invoices/default.json", "--against", "new.toml"],
+            "cannot be used with",
+        ),
+        (
+            &["route", "invoices/default.json", "--fail-on-change"],
+            "cannot be used with",
+        ),
+        (&["route"], "FILE"),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["--config", "current.toml"];
+        all.extend_from_slice(args);
+        let (code, stdout, stderr) = payrelay(&all);
+        assert_eq!(code, 2, "{args:?} is a usage error: {stdout}{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: missing '{expected}' in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_replay_of_a_file_without_invoices_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        "{\"event\": \"invoice.sent\", \"biller_id\": \"acme\", \"invoice_id\": \"P-1\"}\n",
+    )
+    .unwrap();
+    let events = events.to_string_lossy().into_owned();
+    let (code, stdout, stderr) = payrelay(&[
+        "--config",
+        "current.toml",
+        "route",
+        "--replay",
+        &events,
+        "--against",
+        "new.toml",
+        "--today",
+        TODAY,
+    ]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("line 1: an event (invoice.sent), not an invoice"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("holds no invoice to compare"), "{stderr}");
+}
+
+#[test]
+fn the_diff_shows_what_changed() {
+    assert_eq!(diff("a\nb\nc\n", "a\nx\nc\n"), "  a\n- b\n+ x\n  c");
+    assert_eq!(diff("a\n", "a\nb\n"), "  a\n+ b");
+    assert_eq!(diff("a\n", "a"), "  a\n(the files differ in the final newline)");
+}
