@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
@@ -20,12 +22,16 @@ use super::{timed, BrokerError, BrokerParts};
 use crate::dispatch::{Disposition, Incoming};
 use crate::events::Correlation;
 
-/// How long in-flight invoices may take to finish once shutdown starts;
-/// whatever is left is handed back to the broker unacked.
-const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
-/// Pause before handing back a message the store could not take, so a
-/// database outage does not become a hot redelivery loop.
+/// Pause before handing back a message that could not be dead-lettered.
 const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
+/// While the store is down a delivery is kept (unacked) and tried again
+/// with growing pauses up to this one, rather than requeued: requeueing
+/// would spend the quorum queue's delivery limit on an outage and
+/// dead-letter good invoices.
+const STORE_RETRY_MAX_PAUSE: Duration = Duration::from_secs(30);
+/// How long one delivery is kept through a store outage before it is handed
+/// back (well under the broker's 30-minute consumer timeout).
+const STORE_RETRY_FOR: Duration = Duration::from_secs(10 * 60);
 
 pub(super) async fn consume(
     connection: &Connection,
@@ -60,6 +66,8 @@ pub(super) async fn consume(
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     let job = Job {
+                        shutdown: shutdown.clone(),
+                        delivery_limit: parts.config.delivery_limit,
                         dispatcher: parts.dispatcher.clone(),
                         store: parts.store.clone(),
                         outbox_signal: parts.outbox_signal.clone(),
@@ -76,7 +84,8 @@ pub(super) async fn consume(
 
     // Stop new deliveries, let in-flight ones finish (and ack), then close.
     let _ = timed(channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default())).await;
-    let drained = tokio::time::timeout(DRAIN_DEADLINE, async { while tasks.join_next().await.is_some() {} }).await;
+    let deadline = parts.config.shutdown_deadline;
+    let drained = tokio::time::timeout(deadline, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         warn!(
             left = tasks.len(),
@@ -91,6 +100,8 @@ pub(super) async fn consume(
 
 /// Everything one delivery's task needs.
 struct Job {
+    shutdown: CancellationToken,
+    delivery_limit: u32,
     dispatcher: Arc<crate::dispatch::Dispatcher>,
     store: Arc<dyn crate::store::Store>,
     outbox_signal: Arc<tokio::sync::Notify>,
@@ -110,7 +121,7 @@ impl Job {
             correlation,
             redelivered: delivery.redelivered,
         };
-        let acked = match self.dispatcher.handle(incoming).await {
+        let acked = match self.handle(incoming, &delivery).await {
             Disposition::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
             Disposition::DeadLetter { reason, event } => match self.dead_letter(&delivery, &reason).await {
                 Ok(()) => {
@@ -126,15 +137,66 @@ impl Job {
                     delivery.acker.nack(requeue()).await
                 }
             },
-            Disposition::Requeue { .. } => {
-                tokio::time::sleep(REQUEUE_PAUSE).await;
-                delivery.acker.nack(requeue()).await
-            }
+            Disposition::Requeue { .. } => delivery.acker.nack(requeue()).await,
         };
         match acked {
             Ok(true) => {}
             Ok(false) => info!("channel closed before the ack; the broker will redeliver and the store dedups"),
             Err(e) => warn!(error = %e, "ack failed; the broker will redeliver and the store dedups"),
+        }
+    }
+
+    /// Runs the dispatcher, keeping the delivery through store outages and
+    /// turning a handler that keeps crashing into a dead letter with its
+    /// reason before the broker's delivery limit drops it without one.
+    async fn handle(&self, incoming: Incoming, delivery: &Delivery) -> Disposition {
+        let mut pause = Duration::from_millis(500);
+        let started = tokio::time::Instant::now();
+        loop {
+            let handled = AssertUnwindSafe(self.dispatcher.handle(incoming.clone()))
+                .catch_unwind()
+                .await;
+            let disposition = match handled {
+                Ok(d) => d,
+                Err(panic) => return self.after_crash(delivery, panic_text(&panic)),
+            };
+            match disposition {
+                Disposition::Requeue { error } => {
+                    if self.shutdown.is_cancelled() || started.elapsed() > STORE_RETRY_FOR {
+                        return Disposition::Requeue { error };
+                    }
+                    warn!(error = %error, retry_in_ms = pause.as_millis() as u64, "store unavailable; keeping the message and trying again");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return Disposition::Requeue { error },
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(STORE_RETRY_MAX_PAUSE);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A handler panicked. The message goes back to the queue, unless this
+    /// was its last delivery: then it is dead-lettered with the reason.
+    fn after_crash(&self, delivery: &Delivery, panic: String) -> Disposition {
+        let deliveries = delivery_count(delivery) + 1;
+        error!(deliveries, panic = %crate::redact::text(&panic), "an invoice handler crashed");
+        if deliveries < self.delivery_limit as u64 {
+            return Disposition::Requeue { error: panic };
+        }
+        let reason = format!("payrelay failed to handle this message {deliveries} times; last error: {panic}");
+        let event = crate::events::Event::bare(
+            crate::events::EventName::Rejected,
+            &Correlation {
+                correlation_id: delivery.properties.correlation_id().as_ref().map(|s| s.to_string()),
+                message_id: delivery.properties.message_id().as_ref().map(|s| s.to_string()),
+            },
+        )
+        .detail(reason.clone());
+        Disposition::DeadLetter {
+            reason,
+            event: Box::new(event),
         }
     }
 
@@ -166,6 +228,34 @@ impl Job {
             other => Err(BrokerError::Other(format!("the broker did not confirm: {other:?}"))),
         }
     }
+}
+
+/// How often the broker delivered this message before (quorum queues set
+/// `x-delivery-count` on redeliveries).
+fn delivery_count(delivery: &Delivery) -> u64 {
+    let value = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-delivery-count").cloned());
+    match value {
+        Some(AMQPValue::LongLongInt(n)) => n.max(0) as u64,
+        Some(AMQPValue::LongInt(n)) => n.max(0) as u64,
+        Some(AMQPValue::ShortInt(n)) => n.max(0) as u64,
+        Some(AMQPValue::LongUInt(n)) => n as u64,
+        Some(AMQPValue::ShortUInt(n)) => n as u64,
+        Some(AMQPValue::ShortShortInt(n)) => n.max(0) as u64,
+        Some(AMQPValue::ShortShortUInt(n)) => n as u64,
+        _ => 0,
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "the handler panicked".to_owned())
 }
 
 fn requeue() -> BasicNackOptions {

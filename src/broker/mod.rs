@@ -66,7 +66,10 @@ pub fn display_host(config: &BrokerConfig) -> String {
 }
 
 pub async fn connect(config: &BrokerConfig) -> Result<Connection, BrokerError> {
-    let properties = ConnectionProperties::default().with_connection_name("payrelay".into());
+    // Named after the queue, so an operator (or a test) can tell instances
+    // of different deployments apart in `rabbitmqctl list_connections`.
+    let name = format!("payrelay {}", config.queue);
+    let properties = ConnectionProperties::default().with_connection_name(name.as_str().into());
     match tokio::time::timeout(BROKER_TIMEOUT, Connection::connect(config.url.expose(), properties)).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(source)) => Err(BrokerError::Connect {

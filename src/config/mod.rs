@@ -100,6 +100,9 @@ pub struct BrokerConfig {
     pub events_exchange: String,
     pub prefetch: u16,
     pub delivery_limit: u32,
+    /// How long in-flight invoices may take to finish on shutdown; what is
+    /// left then goes back to the queue unacked.
+    pub shutdown_deadline: std::time::Duration,
 }
 
 impl BrokerConfig {

@@ -225,6 +225,7 @@ struct RawBroker {
     events_exchange: Option<String>,
     prefetch: Option<u16>,
     delivery_limit: Option<u32>,
+    shutdown_deadline: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -393,12 +394,18 @@ fn check_broker(raw: RawBroker, env: EnvLookup<'_>, problems: &mut Problems) -> 
     if delivery_limit == 0 {
         problems.push("broker.delivery_limit", "must be at least 1");
     }
+    let shutdown_deadline = duration(
+        "broker.shutdown_deadline",
+        raw.shutdown_deadline.as_deref().unwrap_or("30s"),
+        problems,
+    );
     Some(BrokerConfig {
         url: url?,
         queue,
         events_exchange,
         prefetch,
         delivery_limit,
+        shutdown_deadline: shutdown_deadline?,
     })
 }
 
