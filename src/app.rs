@@ -20,7 +20,6 @@ use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 use crate::render::{TemplateProblem, Templates};
 use crate::server::{self, AppState};
-use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +32,36 @@ pub enum StartError {
     Channel(#[from] BuildError),
     #[error("cannot listen on {addr}: {source} (is another process using it?)")]
     Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Languages a biller declares (its default locale, and locales its rules
+/// route on) must have every template, or customers would silently get
+/// another language.
+fn locale_problems(config: &Config, templates: &Templates) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (id, biller) in &config.billers {
+        if let Some(locale) = &biller.default_locale {
+            let missing = templates.missing_for_locale(locale);
+            if !missing.is_empty() {
+                problems.push(format!(
+                    "billers.{id}.default_locale = \"{locale}\": no template in that language for {} (they would be sent in English)",
+                    missing.join(", ")
+                ));
+            }
+        }
+    }
+    for (i, rule) in config.routing.rules.iter().enumerate() {
+        for locale in rule.locale.iter().flatten() {
+            let missing = templates.missing_for_locale(locale);
+            if !missing.is_empty() {
+                problems.push(format!(
+                    "routing.rules[{i}].locale = \"{locale}\": no template in that language for {}",
+                    missing.join(", ")
+                ));
+            }
+        }
+    }
+    problems
 }
 
 /// Renders the WhatsApp parameter snippets from the config with the sample
@@ -84,6 +113,7 @@ pub fn check(path: &Path) -> Result<(Config, Templates), String> {
             let mut problems: Vec<String> = t.check_with_sample().iter().map(|p| p.to_string()).collect();
             if let Some(config) = &config {
                 problems.extend(snippet_problems(config, &t));
+                problems.extend(locale_problems(config, &t));
             }
             if problems.is_empty() {
                 Some(t)
@@ -157,7 +187,7 @@ pub async fn start_with_clock(
 ) -> Result<Running, StartError> {
     let config = Arc::new(config);
     let templates = Arc::new(Templates::load(config.templates.dir.as_deref()).map_err(StartError::Templates)?);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store.url).await?);
+    let store: Arc<dyn Store> = crate::store::open(config.store.url.expose()).await?;
     let context = BuildContext {
         public_base_url: config.http.public_base_url.clone(),
     };

@@ -29,9 +29,13 @@ async fn n_invoices_become_n_emails_with_pay_links_that_work() {
         assert!(raw.contains("multipart/alternative"), "{raw}");
         assert!(raw.contains("text/plain") && raw.contains("text/html"), "{raw}");
         let (subject, text, html) = parts(&email.data);
-        assert!(subject.contains("MXN 1,234.50"), "{subject}");
-        assert!(text.contains("María López") && text.contains("2026-12-01"), "{text}");
-        assert!(html.contains("María López") && html.contains("MXN 1,234.50"), "{html}");
+        // es-MX: the customer's language, money and date format.
+        assert!(subject.contains("$1,234.50"), "{subject}");
+        assert!(
+            text.contains("María López") && text.contains("1 de diciembre de 2026"),
+            "{text}"
+        );
+        assert!(html.contains("María López") && html.contains("$1,234.50"), "{html}");
 
         let link = pay_link(&text, &env.base_url);
         assert!(html.contains(&link), "both parts carry the same link");
@@ -40,7 +44,7 @@ async fn n_invoices_become_n_emails_with_pay_links_that_work() {
         let page = env.get(&link).await;
         assert_eq!(page.status(), 200);
         let body = page.text().await.unwrap();
-        assert!(body.contains("ACME Energy") && body.contains("MXN 1,234.50") && body.contains("2026-12-01"));
+        assert!(body.contains("ACME Energy") && body.contains("$1,234.50") && body.contains("1 de diciembre de 2026"));
         assert!(body.contains("/pay"), "the page has a Pay button");
 
         let pay = env.get(&format!("{link}/pay")).await;
@@ -76,7 +80,7 @@ async fn n_invoices_become_n_emails_with_pay_links_that_work() {
 
 fn emails_invoice_id(text: &str) -> String {
     text.lines()
-        .find_map(|l| l.trim().strip_prefix("Invoice:"))
+        .find_map(|l| l.trim().strip_prefix("Factura:"))
         .expect("invoice line")
         .trim()
         .to_owned()
@@ -258,7 +262,10 @@ async fn pay_links_follow_the_invoice_life_paid_cancelled_superseded_and_stale()
 
     let page = env.get(&paid).await;
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("already paid"));
+    assert!(
+        page.text().await.unwrap().contains("ya está pagada"),
+        "the es-MX paid page"
+    );
     let pay = env.get(&format!("{paid}/pay")).await;
     assert_eq!(pay.status(), 303);
     assert!(pay.headers()["location"]

@@ -96,7 +96,10 @@ async fn a_signed_payment_closes_the_invoice_once_and_names_the_channel_that_ear
     );
     let page = env.get(&link).await;
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().to_lowercase().contains("paid"));
+    assert!(
+        page.text().await.unwrap().contains("pagada"),
+        "the es-MX already-paid page"
+    );
     settle(&env, "INV-SETTLE").await;
     assert_eq!(env.events_named("invoice.paid").len(), 1, "published once");
     env.finish().await;

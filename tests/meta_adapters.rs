@@ -250,8 +250,8 @@ async fn whatsapp_sends_the_template_with_parameters_and_the_token_as_button_suf
                 "components": [
                     {"type": "body", "parameters": [
                         {"type": "text", "text": "María López"},
-                        {"type": "text", "text": "MXN 1,234.50"},
-                        {"type": "text", "text": "2026-12-01"}
+                        {"type": "text", "text": "$1,234.50"},
+                        {"type": "text", "text": "1 de diciembre de 2026"}
                     ]},
                     {"type": "button", "sub_type": "url", "index": "0",
                      "parameters": [{"type": "text", "text": sent.token}]}
@@ -306,7 +306,7 @@ async fn messenger_sends_a_tagged_button_template_to_the_psid_with_the_pay_link(
             "tag": "POST_PURCHASE_UPDATE",
             "message": {"attachment": {"type": "template", "payload": {
                 "template_type": "button",
-                "text": "ACME Energy: invoice INV-2026-000123 for MXN 1,234.50 is due on 2026-12-01.",
+                "text": "ACME Energy: la factura INV-2026-000123 por $1,234.50 vence el 1 de diciembre de 2026.",
                 "buttons": [{"type": "web_url", "url": sent.pay_url, "title": "Pay now"}]
             }}}
         })

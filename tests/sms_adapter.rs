@@ -168,7 +168,7 @@ async fn a_payment_request_becomes_the_exact_twilio_request_and_the_sid_is_the_r
 
     let text = message.part("text").expect("a text part").to_owned();
     assert!(text.contains(&pay_url), "the body carries the pay link: {text}");
-    assert!(text.contains("ACME Energy") && text.contains("MXN 1,234.50"), "{text}");
+    assert!(text.contains("ACME Energy") && text.contains("MX$1,234.50"), "{text}");
     assert_eq!(message.part("segments"), Some("1 (GSM-7)"), "{text}");
 
     let receipt = channel.send(&message).await.expect("Twilio accepted the message");

@@ -167,7 +167,7 @@ mod tests {
         let p = prepare(&channel_in(dir.path()), &view("ACME")).unwrap();
         assert_eq!(
             p.part("text"),
-            Some("ACME: invoice INV-1 for MXN 1,234.50 is due on 2026-12-01.")
+            Some("ACME: la factura INV-1 por MXN 1,234.50 vence el 2026-12-01.")
         );
         assert_eq!(p.part("url"), Some("https://pay.example/p/tok"));
         assert_eq!(p.part("button_title"), Some("Pay now"));

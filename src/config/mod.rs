@@ -114,8 +114,9 @@ impl BrokerConfig {
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// `sqlite://` with its path already resolved against the config folder.
-    pub url: String,
+    /// `sqlite://` with its path already resolved against the config folder,
+    /// or `postgres://`, whose password makes the whole URL a secret.
+    pub url: Secret,
 }
 
 #[derive(Debug, Clone)]

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -93,31 +94,31 @@ pub(crate) fn read<T: DeserializeOwned>(mut value: Value, prefix: &str, problems
     }
 }
 
+/// The value at `segments` below `value`, if every step exists.
+fn value_at<'a>(value: &'a mut Value, segments: &[&serde_path_to_error::Segment]) -> Option<&'a mut Value> {
+    use serde_path_to_error::Segment;
+    segments
+        .iter()
+        .try_fold(value, |current, segment| match (segment, current) {
+            (Segment::Map { key }, Value::Object(map)) => map.get_mut(key),
+            (Segment::Seq { index }, Value::Array(items)) => items.get_mut(*index),
+            _ => None,
+        })
+}
+
 /// Replaces a string at `path` by the TOML value it spells, if it spells
 /// something other than a string; true when it did.
 fn coerce_path(value: &mut Value, path: &serde_path_to_error::Path) -> bool {
-    use serde_path_to_error::Segment;
-    let mut current = value;
-    for segment in path.iter() {
-        current = match (segment, current) {
-            (Segment::Map { key }, Value::Object(map)) => match map.get_mut(key) {
-                Some(v) => v,
-                None => return false,
-            },
-            (Segment::Seq { index }, Value::Array(items)) => match items.get_mut(*index) {
-                Some(v) => v,
-                None => return false,
-            },
-            _ => return false,
-        };
-    }
-    let Value::String(text) = current else { return false };
+    let segments: Vec<_> = path.iter().collect();
+    let Some(Value::String(text)) = value_at(value, &segments).cloned() else {
+        return false;
+    };
     let parsed = toml::from_str::<toml::Table>(&format!("v = {text}"))
         .ok()
         .and_then(|mut t| t.remove("v"))
         .and_then(|v| serde_json::to_value(v).ok());
-    match parsed {
-        Some(v) if !v.is_string() => {
+    match (parsed, value_at(value, &segments)) {
+        (Some(v), Some(current)) if !v.is_string() => {
             *current = v;
             true
         }
@@ -132,20 +133,9 @@ fn remove_path(value: &mut Value, path: &serde_path_to_error::Path) -> bool {
     let Some((last, parents)) = segments.split_last() else {
         return false;
     };
-    let mut current = value;
-    for segment in parents {
-        current = match (segment, current) {
-            (Segment::Map { key }, Value::Object(map)) => match map.get_mut(key) {
-                Some(v) => v,
-                None => return false,
-            },
-            (Segment::Seq { index }, Value::Array(items)) => match items.get_mut(*index) {
-                Some(v) => v,
-                None => return false,
-            },
-            _ => return false,
-        };
-    }
+    let Some(current) = value_at(value, parents) else {
+        return false;
+    };
     match (last, current) {
         (Segment::Map { key }, Value::Object(map)) => map.remove(key).is_some(),
         (Segment::Seq { index }, Value::Array(items)) if *index < items.len() => {
@@ -325,6 +315,7 @@ pub(crate) fn check(value: Value, base_dir: PathBuf, problems: &mut Problems, en
     let store = check_store(
         read(take(&mut root, "store"), "store", problems).unwrap_or_default(),
         &base_dir,
+        env,
         problems,
     );
     let http = check_http(
@@ -409,23 +400,59 @@ fn check_broker(raw: RawBroker, env: EnvLookup<'_>, problems: &mut Problems) -> 
     })
 }
 
-fn check_store(raw: RawStore, base_dir: &Path, problems: &mut Problems) -> Option<StoreConfig> {
-    let url = raw.url.unwrap_or_else(|| "sqlite://var/payrelay.db".into());
-    match url.strip_prefix("sqlite://") {
-        Some(path) if !path.is_empty() => {
-            let path = resolve(base_dir, Path::new(path));
-            Some(StoreConfig {
-                url: format!("sqlite://{}", path.display()),
-            })
+/// `[store] url`: `sqlite://PATH`, resolved against the config folder, or a
+/// `postgres://` / `postgresql://` URL. The whole URL may be `env:NAME`, and
+/// so may a PostgreSQL URL's password
+/// (`postgres://payrelay:env:PAYRELAY_DB_PASSWORD@db/payrelay`). Problems
+/// never quote the URL: it may hold a password.
+fn check_store(raw: RawStore, base_dir: &Path, env: EnvLookup<'_>, problems: &mut Problems) -> Option<StoreConfig> {
+    const KEY: &str = "store.url";
+    let url = secret(
+        KEY,
+        Some(raw.url.unwrap_or_else(|| "sqlite://var/payrelay.db".into())),
+        env,
+        problems,
+    )?;
+    let text = url.expose();
+    if let Some(path) = text.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            problems.push(KEY, "sqlite:// needs a file path, like sqlite://var/payrelay.db");
+            return None;
         }
-        _ => {
-            problems.push(
-                "store.url",
-                "must be sqlite://PATH (PostgreSQL comes in a later version)",
-            );
-            None
+        let path = resolve(base_dir, Path::new(path));
+        return Some(StoreConfig {
+            url: Secret::new(format!("sqlite://{}", path.display())),
+        });
+    }
+    if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+        problems.push(
+            KEY,
+            "must be sqlite://PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
+        );
+        return None;
+    }
+    let Ok(mut parsed) = Url::parse(text) else {
+        problems.push(KEY, "is not a valid postgres:// URL");
+        return None;
+    };
+    let password = parsed
+        .password()
+        .map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned());
+    if let Some(password) = password.filter(|p| p.starts_with("env:")) {
+        let password = secret(KEY, Some(password), env, problems)?;
+        if parsed.set_password(Some(password.expose())).is_err() {
+            problems.push(KEY, "cannot take a password: the URL has no host");
+            return None;
         }
     }
+    // The parser `store::open` will use, so every URL that passes here opens.
+    if let Err(e) = sqlx::postgres::PgConnectOptions::from_str(parsed.as_str()) {
+        problems.push(KEY, format!("is not a PostgreSQL URL payrelay can use: {e}"));
+        return None;
+    }
+    Some(StoreConfig {
+        url: Secret::new(String::from(parsed)),
+    })
 }
 
 fn check_http(raw: RawHttp, env: EnvLookup<'_>, problems: &mut Problems) -> Option<HttpConfig> {

@@ -65,7 +65,7 @@ fn a_minimal_config_loads_with_the_documented_defaults() {
     assert_eq!(c.broker.prefetch, 256);
     assert_eq!(c.broker.delivery_limit, 10);
 
-    assert_eq!(c.store.url, "sqlite:///etc/payrelay/var/payrelay.db");
+    assert_eq!(c.store.url.expose(), "sqlite:///etc/payrelay/var/payrelay.db");
     assert_eq!(c.http.listen, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(c.http.public_base_url.as_str(), "http://127.0.0.1:8080/");
     assert!(c.http.admin_token.is_none());
@@ -161,7 +161,7 @@ respect_preferences = false
     let c = load_with_env(text, &env);
     assert_eq!(c.broker.prefetch, 32);
     assert_eq!(c.broker.delivery_limit, 3);
-    assert_eq!(c.store.url, "sqlite:///etc/payrelay/data/payrelay.db");
+    assert_eq!(c.store.url.expose(), "sqlite:///etc/payrelay/data/payrelay.db");
     assert_eq!(c.http.listen, "0.0.0.0:9090".parse().unwrap());
     assert_eq!(c.http.public_base_url.as_str(), "https://pay.acme.example/");
     assert_eq!(c.paylink.ttl, Duration::from_secs(12 * 60 * 60));
@@ -227,13 +227,64 @@ fn relative_paths_resolve_against_the_config_folder_and_absolute_ones_are_kept()
              [channels.email]\ntransport = \"file\"\noutbox_dir = \"{outbox}\"\n"
         );
         let c = Config::from_toml(&text, Path::new(base_dir), &no_env).unwrap();
-        assert_eq!(c.store.url, store_url, "{base_dir} {db}");
+        assert_eq!(c.store.url.expose(), store_url, "{base_dir} {db}");
         match &email(&c).transport {
             Transport::File { dir } => assert_eq!(dir, Path::new(outbox_dir), "{base_dir} {outbox}"),
             other => panic!("{other:?}"),
         }
         assert_eq!(c.resolve(Path::new("x")), Path::new(base_dir).join("x"));
     }
+}
+
+/// `[store] url` takes PostgreSQL too; its password can come from the
+/// environment (the whole URL or the password alone) and never shows.
+#[test]
+fn postgres_store_urls_are_accepted_with_passwords_from_the_environment() {
+    let store = |url: &str| format!("[store]\nurl = \"{url}\"\n{MINIMAL}");
+    let env = |name: &str| match name {
+        "PG_PASSWORD" => Some("s3cr:t@/x".to_owned()),
+        "PG_URL" => Some("postgresql://payrelay:whole-secret@db.internal/payrelay".to_owned()),
+        _ => None,
+    };
+    let plain = load(&store("postgres://payrelay@db.internal:5433/payrelay?sslmode=require"));
+    assert_eq!(
+        plain.store.url.expose(),
+        "postgres://payrelay@db.internal:5433/payrelay?sslmode=require"
+    );
+
+    let from_password = load_with_env(&store("postgres://payrelay:env:PG_PASSWORD@db.internal/payrelay"), &env);
+    let url = url::Url::parse(from_password.store.url.expose()).unwrap();
+    let password = percent_encoding::percent_decode_str(url.password().unwrap())
+        .decode_utf8()
+        .unwrap();
+    assert_eq!(password, "s3cr:t@/x");
+    assert_eq!(url.host_str(), Some("db.internal"));
+    assert_eq!(url.path(), "/payrelay");
+    assert!(
+        !format!("{from_password:?}").contains("s3cr"),
+        "the password shows in Debug"
+    );
+
+    let whole = load_with_env(&store("env:PG_URL"), &env);
+    assert_eq!(
+        whole.store.url.expose(),
+        "postgresql://payrelay:whole-secret@db.internal/payrelay"
+    );
+    assert!(
+        !format!("{whole:?}").contains("whole-secret"),
+        "the password shows in Debug"
+    );
+
+    let unset = problems(&store("postgres://payrelay:env:NOT_SET@db/payrelay"));
+    assert_eq!(keys(&unset), BTreeSet::from(["store.url".to_owned()]));
+    assert!(unset[0].message.contains("NOT_SET"), "{unset:?}");
+
+    let literal = problems(&store("postgres://payrelay:hunter2@db:notaport/payrelay"));
+    assert_eq!(keys(&literal), BTreeSet::from(["store.url".to_owned()]));
+    assert!(
+        !format!("{literal:?}").contains("hunter2"),
+        "a problem quotes the password: {literal:?}"
+    );
 }
 
 #[test]
@@ -244,7 +295,7 @@ fn load_resolves_paths_against_the_config_files_folder() {
     let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.base_dir, dir.path());
     assert_eq!(
-        c.store.url,
+        c.store.url.expose(),
         format!("sqlite://{}", dir.path().join("var/payrelay.db").display())
     );
 
@@ -367,8 +418,8 @@ fn each_single_mistake_is_reported_under_its_key() {
             &["broker.events_exchange"],
         ),
         (
-            "postgres store",
-            "[store]\nurl = \"postgres://db/payrelay\"",
+            "store of an unknown kind",
+            "[store]\nurl = \"mysql://db/payrelay\"",
             &["store.url"],
         ),
         (

@@ -4,10 +4,17 @@
 //! redelivered message can never become a second send: the idempotency key
 //! (biller, invoice, revision) is the primary key of `invoices`. Each state
 //! change is written together with the events that report it (the outbox).
-//! [`Store`] is the seam for other databases; [`sqlite::SqliteStore`] is the
-//! embedded default.
+//! [`Store`] is the seam for other databases: [`sqlite::SqliteStore`] is the
+//! embedded default, [`postgres::PostgresStore`] lets several payrelay
+//! instances share one database. [`open`] picks one by `[store] url`.
+//!
+//! Both run the same store test suite (`tests/store_suite.rs`); what they
+//! share beyond SQL (parsing rows, the paid event, the timeline) lives here.
 
+pub mod postgres;
 pub mod sqlite;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -23,6 +30,23 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The URL names no store payrelay has. Says why, never the URL itself:
+    /// it may carry a password.
+    #[error("unusable store URL: {0}")]
+    Url(String),
+}
+
+/// Opens the store a `[store] url` names: `sqlite://PATH`, or
+/// `postgres://` / `postgresql://` (libpq URL syntax), and brings its schema
+/// up to date.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    match url.split_once("://").map(|(scheme, _)| scheme) {
+        Some("sqlite") => Ok(Arc::new(sqlite::SqliteStore::open(url).await?)),
+        Some("postgres" | "postgresql") => Ok(Arc::new(postgres::PostgresStore::open(url).await?)),
+        _ => Err(StoreError::Url(
+            "must start with sqlite://, postgres:// or postgresql://".into(),
+        )),
+    }
 }
 
 /// Where an invoice stands.
@@ -269,4 +293,172 @@ pub trait Store: Send + Sync {
 /// Milliseconds since the Unix epoch, the store's clock unit.
 pub fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn parse_channel(s: &str) -> Result<ChannelName, StoreError> {
+    s.parse().map_err(StoreError::Corrupt)
+}
+
+fn parse_state(s: &str) -> AttemptState {
+    match s {
+        "sent" => AttemptState::Sent,
+        "failed" => AttemptState::Failed,
+        _ => AttemptState::Sending,
+    }
+}
+
+fn parse_invoice(json: &str) -> Result<Invoice, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn event_json(event: &Event) -> Result<String, StoreError> {
+    serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn parse_event(json: &str) -> Result<Event, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The event [`Store::close`] queues: it names the latest revision and its
+/// metadata, and for a payment the channel whose pay link the customer
+/// opened last, the message that earned the payment.
+///
+/// `latest` is the latest revision with its `invoice_json`; `clicked` the
+/// channel of the pay link whose first click came last.
+fn closing_event(
+    event: &Event,
+    status: Status,
+    latest: Option<(i64, &str)>,
+    clicked: Option<&str>,
+) -> Result<Event, StoreError> {
+    let mut event = event.clone();
+    if let Some((revision, invoice_json)) = latest {
+        event.revision = Some(revision);
+        if event.metadata.is_none() {
+            event.metadata = parse_invoice(invoice_json)?.metadata;
+        }
+    }
+    if let (Status::Paid, Some(channel)) = (status, clicked) {
+        event.channel = Some(parse_channel(channel)?);
+        let detail = format!("the customer last opened the pay link from the {channel} message");
+        event.detail = Some(match event.detail.take() {
+            Some(d) => format!("{d}; {detail}"),
+            None => detail,
+        });
+    }
+    Ok(event)
+}
+
+/// One revision of an invoice, as [`Store::history`] reads it.
+struct RevisionRow {
+    revision: i64,
+    status: String,
+    received_ms: i64,
+    held_until_ms: Option<i64>,
+}
+
+/// One attempt, as [`Store::history`] reads it.
+struct AttemptRow {
+    revision: i64,
+    channel: String,
+    state: String,
+    detail: Option<String>,
+    started_ms: i64,
+    finished_ms: Option<i64>,
+    delivered_ms: Option<i64>,
+    read_ms: Option<i64>,
+    provider_message_id: Option<String>,
+}
+
+/// A pay link that was opened, as [`Store::history`] reads it.
+struct ClickRow {
+    revision: i64,
+    channel: String,
+    first_click_ms: Option<i64>,
+    clicks: i64,
+}
+
+/// Builds [`History`] from its rows, the same way for every database.
+/// `revisions` is oldest first and not empty; `closure` is (status, closed_ms).
+fn build_history(
+    biller_id: &str,
+    invoice_id: &str,
+    revisions: &[RevisionRow],
+    attempts: &[AttemptRow],
+    clicks: &[ClickRow],
+    closure: Option<(&str, i64)>,
+) -> Result<Option<History>, StoreError> {
+    let Some(latest) = revisions.last() else {
+        return Ok(None);
+    };
+    let key = InvoiceKey {
+        biller_id: biller_id.to_owned(),
+        invoice_id: invoice_id.to_owned(),
+        revision: latest.revision,
+    };
+    let mut status = Status::parse(&latest.status)?;
+    let held_until_ms = latest.held_until_ms;
+    let mut timeline = Vec::new();
+    let entry = |at_ms: i64, revision: Option<i64>, what, channel, detail| TimelineEntry {
+        at_ms,
+        revision,
+        what,
+        channel,
+        detail,
+    };
+    for row in revisions {
+        timeline.push(entry(row.received_ms, Some(row.revision), "received", None, None));
+    }
+    if let Some(until) = held_until_ms {
+        timeline.push(entry(
+            now_ms(),
+            Some(key.revision),
+            "held",
+            None,
+            Some(format!("quiet hours: held until {}", crate::events::rfc3339_ms(until))),
+        ));
+    }
+    for row in attempts {
+        let revision = Some(row.revision);
+        let channel = Some(parse_channel(&row.channel)?);
+        timeline.push(entry(row.started_ms, revision, "send_started", channel, None));
+        if let Some(finished) = row.finished_ms {
+            let (what, detail) = match parse_state(&row.state) {
+                AttemptState::Failed => ("send_failed", row.detail.clone()),
+                _ => (
+                    "sent",
+                    row.provider_message_id.as_ref().map(|id| format!("provider id {id}")),
+                ),
+            };
+            timeline.push(entry(finished, revision, what, channel, detail));
+        }
+        if let Some(at) = row.delivered_ms {
+            timeline.push(entry(at, revision, "delivered", channel, None));
+        }
+        if let Some(at) = row.read_ms {
+            timeline.push(entry(at, revision, "read", channel, None));
+        }
+    }
+    for row in clicks {
+        timeline.push(entry(
+            row.first_click_ms.unwrap_or_default(),
+            Some(row.revision),
+            "clicked",
+            Some(parse_channel(&row.channel)?),
+            Some(format!("pay link opened {} time(s)", row.clicks)),
+        ));
+    }
+    if let Some((closed, closed_ms)) = closure {
+        let closed = Status::parse(closed)?;
+        status = closed;
+        let what = if closed == Status::Paid { "paid" } else { "cancelled" };
+        timeline.push(entry(closed_ms, None, what, None, None));
+    }
+    timeline.sort_by_key(|e| e.at_ms);
+    Ok(Some(History {
+        key,
+        status,
+        held_until_ms,
+        timeline,
+    }))
 }

@@ -9,8 +9,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
-    now_ms, AttemptOutcome, AttemptRecord, AttemptRef, AttemptState, Begin, History, NewPaylink, OutboxEntry,
-    PaylinkRecord, Reached, Status, Store, StoreError, StoredInvoice, TimelineEntry,
+    build_history, closing_event, event_json, now_ms, parse_channel, parse_event, parse_invoice, parse_state,
+    AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, History, NewPaylink, OutboxEntry,
+    PaylinkRecord, Reached, RevisionRow, Status, Store, StoreError, StoredInvoice,
 };
 use crate::channels::ChannelName;
 use crate::events::{Correlation, Event};
@@ -49,29 +50,12 @@ impl SqliteStore {
     }
 
     async fn insert_event(tx: &mut Transaction<'_, Sqlite>, event: &Event) -> Result<(), StoreError> {
-        let json = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sqlx::query("INSERT INTO outbox (event_json) VALUES (?)")
-            .bind(json)
+            .bind(event_json(event)?)
             .execute(&mut **tx)
             .await?;
         Ok(())
     }
-}
-
-fn parse_channel(s: &str) -> Result<ChannelName, StoreError> {
-    s.parse().map_err(StoreError::Corrupt)
-}
-
-fn parse_state(s: &str) -> AttemptState {
-    match s {
-        "sent" => AttemptState::Sent,
-        "failed" => AttemptState::Failed,
-        _ => AttemptState::Sending,
-    }
-}
-
-fn parse_invoice(json: &str) -> Result<Invoice, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 async fn attempts_of<'e, E: sqlx::Executor<'e, Database = Sqlite>>(
@@ -298,37 +282,28 @@ impl Store for SqliteStore {
         .await?;
         // Name the latest revision, and the channel whose pay link the
         // customer opened last: the message that earned the payment.
-        let mut event = event.clone();
-        if let Some(row) = sqlx::query(
+        let latest: Option<(i64, String)> = sqlx::query_as(
             "SELECT revision, invoice_json FROM invoices WHERE biller_id = ? AND invoice_id = ?
              ORDER BY revision DESC LIMIT 1",
         )
         .bind(biller_id)
         .bind(invoice_id)
         .fetch_optional(&mut *tx)
-        .await?
-        {
-            event.revision = Some(row.get(0));
-            if event.metadata.is_none() {
-                event.metadata = parse_invoice(row.get::<&str, _>(1))?.metadata;
-            }
-        }
+        .await?;
         let clicked: Option<String> = sqlx::query_scalar(
             "SELECT channel FROM paylinks WHERE biller_id = ? AND invoice_id = ? AND clicks > 0
-             ORDER BY first_click_ms DESC LIMIT 1",
+             ORDER BY first_click_ms DESC, attempt_id DESC LIMIT 1",
         )
         .bind(biller_id)
         .bind(invoice_id)
         .fetch_optional(&mut *tx)
         .await?;
-        if let (Status::Paid, Some(channel)) = (status, clicked) {
-            event.channel = Some(parse_channel(&channel)?);
-            let detail = format!("the customer last opened the pay link from the {channel} message");
-            event.detail = Some(match event.detail.take() {
-                Some(d) => format!("{d}; {detail}"),
-                None => detail,
-            });
-        }
+        let event = closing_event(
+            event,
+            status,
+            latest.as_ref().map(|(revision, json)| (*revision, json.as_str())),
+            clicked.as_deref(),
+        )?;
         Self::insert_event(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(true)
@@ -395,9 +370,10 @@ impl Store for SqliteStore {
             .await?;
         rows.into_iter()
             .map(|row| {
-                let event =
-                    serde_json::from_str(row.get::<&str, _>(1)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                Ok(OutboxEntry { id: row.get(0), event })
+                Ok(OutboxEntry {
+                    id: row.get(0),
+                    event: parse_event(row.get::<&str, _>(1))?,
+                })
             })
             .collect()
     }
@@ -457,7 +433,8 @@ impl Store for SqliteStore {
                     i.correlation_id, i.message_id, i.invoice_json
              FROM attempts a JOIN invoices i
                ON i.biller_id = a.biller_id AND i.invoice_id = a.invoice_id AND i.revision = a.revision
-             WHERE a.channel = ? AND a.provider_message_id = ?",
+             WHERE a.channel = ? AND a.provider_message_id = ?
+             ORDER BY a.id LIMIT 1",
         )
         .bind(channel.as_str())
         .bind(provider_message_id)
@@ -503,45 +480,26 @@ impl Store for SqliteStore {
     }
 
     async fn history(&self, biller_id: &str, invoice_id: &str) -> Result<Option<History>, StoreError> {
-        let revisions = sqlx::query(
+        let revisions: Vec<RevisionRow> = sqlx::query(
             "SELECT revision, status, received_ms, held_until_ms FROM invoices
              WHERE biller_id = ? AND invoice_id = ? ORDER BY revision",
         )
         .bind(biller_id)
         .bind(invoice_id)
         .fetch_all(&self.pool)
-        .await?;
-        let Some(latest) = revisions.last() else {
+        .await?
+        .iter()
+        .map(|row| RevisionRow {
+            revision: row.get(0),
+            status: row.get(1),
+            received_ms: row.get(2),
+            held_until_ms: row.get(3),
+        })
+        .collect();
+        if revisions.is_empty() {
             return Ok(None);
-        };
-        let key = InvoiceKey {
-            biller_id: biller_id.to_owned(),
-            invoice_id: invoice_id.to_owned(),
-            revision: latest.get(0),
-        };
-        let mut status = Status::parse(latest.get::<&str, _>(1))?;
-        let held_until_ms: Option<i64> = latest.get(3);
-        let mut timeline = Vec::new();
-        let entry = |at_ms: i64, revision: Option<i64>, what, channel, detail| TimelineEntry {
-            at_ms,
-            revision,
-            what,
-            channel,
-            detail,
-        };
-        for row in &revisions {
-            timeline.push(entry(row.get(2), Some(row.get(0)), "received", None, None));
         }
-        if let Some(until) = held_until_ms {
-            timeline.push(entry(
-                now_ms(),
-                Some(key.revision),
-                "held",
-                None,
-                Some(format!("quiet hours: held until {}", crate::events::rfc3339_ms(until))),
-            ));
-        }
-        let attempts = sqlx::query(
+        let attempts: Vec<AttemptRow> = sqlx::query(
             "SELECT revision, channel, state, detail, started_ms, finished_ms, delivered_ms, read_ms,
                     provider_message_id
              FROM attempts WHERE biller_id = ? AND invoice_id = ? ORDER BY id",
@@ -549,64 +507,50 @@ impl Store for SqliteStore {
         .bind(biller_id)
         .bind(invoice_id)
         .fetch_all(&self.pool)
-        .await?;
-        for row in &attempts {
-            let revision = Some(row.get::<i64, _>(0));
-            let channel = Some(parse_channel(row.get::<&str, _>(1))?);
-            timeline.push(entry(row.get(4), revision, "send_started", channel, None));
-            if let Some(finished) = row.get::<Option<i64>, _>(5) {
-                let (what, detail) = match parse_state(row.get::<&str, _>(2)) {
-                    AttemptState::Failed => ("send_failed", row.get::<Option<String>, _>(3)),
-                    _ => (
-                        "sent",
-                        row.get::<Option<String>, _>(8).map(|id| format!("provider id {id}")),
-                    ),
-                };
-                timeline.push(entry(finished, revision, what, channel, detail));
-            }
-            if let Some(at) = row.get::<Option<i64>, _>(6) {
-                timeline.push(entry(at, revision, "delivered", channel, None));
-            }
-            if let Some(at) = row.get::<Option<i64>, _>(7) {
-                timeline.push(entry(at, revision, "read", channel, None));
-            }
-        }
-        let clicks = sqlx::query(
+        .await?
+        .iter()
+        .map(|row| AttemptRow {
+            revision: row.get(0),
+            channel: row.get(1),
+            state: row.get(2),
+            detail: row.get(3),
+            started_ms: row.get(4),
+            finished_ms: row.get(5),
+            delivered_ms: row.get(6),
+            read_ms: row.get(7),
+            provider_message_id: row.get(8),
+        })
+        .collect();
+        let clicks: Vec<ClickRow> = sqlx::query(
             "SELECT revision, channel, first_click_ms, clicks FROM paylinks
              WHERE biller_id = ? AND invoice_id = ? AND clicks > 0",
         )
         .bind(biller_id)
         .bind(invoice_id)
         .fetch_all(&self.pool)
-        .await?;
-        for row in &clicks {
-            let opens: i64 = row.get(3);
-            timeline.push(entry(
-                row.get::<Option<i64>, _>(2).unwrap_or_default(),
-                Some(row.get(0)),
-                "clicked",
-                Some(parse_channel(row.get::<&str, _>(1))?),
-                Some(format!("pay link opened {opens} time(s)")),
-            ));
-        }
-        if let Some(row) = sqlx::query("SELECT status, closed_ms FROM closures WHERE biller_id = ? AND invoice_id = ?")
-            .bind(biller_id)
-            .bind(invoice_id)
-            .fetch_optional(&self.pool)
-            .await?
-        {
-            let closed = Status::parse(row.get::<&str, _>(0))?;
-            status = closed;
-            let what = if closed == Status::Paid { "paid" } else { "cancelled" };
-            timeline.push(entry(row.get(1), None, what, None, None));
-        }
-        timeline.sort_by_key(|e| e.at_ms);
-        Ok(Some(History {
-            key,
-            status,
-            held_until_ms,
-            timeline,
-        }))
+        .await?
+        .iter()
+        .map(|row| ClickRow {
+            revision: row.get(0),
+            channel: row.get(1),
+            first_click_ms: row.get(2),
+            clicks: row.get(3),
+        })
+        .collect();
+        let closure: Option<(String, i64)> =
+            sqlx::query_as("SELECT status, closed_ms FROM closures WHERE biller_id = ? AND invoice_id = ?")
+                .bind(biller_id)
+                .bind(invoice_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        build_history(
+            biller_id,
+            invoice_id,
+            &revisions,
+            &attempts,
+            &clicks,
+            closure.as_ref().map(|(status, at)| (status.as_str(), *at)),
+        )
     }
 
     async fn hold(&self, key: &InvoiceKey, until_ms: i64) -> Result<(), StoreError> {

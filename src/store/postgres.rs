@@ -1,0 +1,674 @@
+//! The shared store: PostgreSQL, for several payrelay instances on one database.
+//!
+//! The same tables and the same answers as [`super::sqlite::SqliteStore`].
+//! SQLite makes every writer wait for the one before it (`BEGIN IMMEDIATE`);
+//! here writers run side by side at READ COMMITTED, so each decision that
+//! must happen once is made under a lock:
+//!
+//! - `begin` and `close` take a transaction-scoped advisory lock on the
+//!   invoice (biller, invoice id; every revision), so two instances cannot
+//!   both see a key as new, a lower revision cannot slip in after a higher
+//!   one, and no revision can be accepted after its invoice was closed.
+//! - `close` also inserts its closure with `ON CONFLICT DO NOTHING`: one wins.
+//! - `fail_after_send`, `record_reached` and `record_click` are one
+//!   conditional `UPDATE` of one row. PostgreSQL makes a second writer of
+//!   that row wait, then checks its `WHERE` again on the committed row, so
+//!   only the first report matches (and only the first click counts 1).
+//! - `finish_invoice`, `hold` and the reopening in `fail_after_send` update
+//!   the invoice only from the statuses they expect, checked the same way, so
+//!   none of them overrides a close or a supersede that committed first.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+use super::{
+    build_history, closing_event, event_json, now_ms, parse_channel, parse_event, parse_invoice, parse_state,
+    AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, History, NewPaylink, OutboxEntry,
+    PaylinkRecord, Reached, RevisionRow, Status, Store, StoreError, StoredInvoice,
+};
+use crate::channels::ChannelName;
+use crate::events::{Correlation, Event};
+use crate::invoice::{Invoice, InvoiceKey};
+
+/// Connections per instance. Each handler holds one only for a transaction.
+const MAX_CONNECTIONS: u32 = 10;
+
+/// Seeds the hash behind the invoice locks, so they do not share numbers with
+/// advisory locks other software takes in the same database.
+const LOCK_SEED: i64 = 0x7061_7972_656c_6179; // "payrelay"
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to a `postgres://` or `postgresql://` URL (libpq syntax:
+    /// user, password, host, port, database, `sslmode` and friends) and brings
+    /// the schema up to date. Instances starting together are safe: the
+    /// migrator holds a database-wide lock while it works.
+    pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        let options = PgConnectOptions::from_str(url)?.application_name("payrelay");
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("src/store/migrations/postgres").run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+
+    async fn insert_event(tx: &mut Transaction<'_, Postgres>, event: &Event) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO outbox (event_json) VALUES ($1)")
+            .bind(event_json(event)?)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Waits for, then holds until the transaction ends, the lock on one
+    /// invoice: every revision of it, whether or not a row exists yet. The
+    /// length prefix keeps ("ab", "c") and ("a", "bc") apart; two invoices
+    /// whose hashes collide only wait for each other.
+    async fn lock_invoice(
+        tx: &mut Transaction<'_, Postgres>,
+        biller_id: &str,
+        invoice_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended(length($1) || ':' || $1 || $2, $3))")
+            .bind(biller_id)
+            .bind(invoice_id)
+            .bind(LOCK_SEED)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+fn key_of(row: &PgRow, first: usize) -> Result<InvoiceKey, StoreError> {
+    Ok(InvoiceKey {
+        biller_id: row.try_get(first)?,
+        invoice_id: row.try_get(first + 1)?,
+        revision: row.try_get(first + 2)?,
+    })
+}
+
+fn attempt_number(n: i64) -> Result<u32, StoreError> {
+    u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("attempt number {n} is out of range")))
+}
+
+async fn attempts_of<'e, E: sqlx::Executor<'e, Database = Postgres>>(
+    executor: E,
+    key: &InvoiceKey,
+) -> Result<Vec<AttemptRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT channel, attempt, state FROM attempts
+         WHERE biller_id = $1 AND invoice_id = $2 AND revision = $3 ORDER BY id",
+    )
+    .bind(&key.biller_id)
+    .bind(&key.invoice_id)
+    .bind(key.revision)
+    .fetch_all(executor)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(AttemptRecord {
+                channel: parse_channel(row.try_get(0)?)?,
+                attempt: attempt_number(row.try_get(1)?)?,
+                state: parse_state(row.try_get(2)?),
+            })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn begin(&self, invoice: &Invoice, correlation: &Correlation, accepted: &Event) -> Result<Begin, StoreError> {
+        let key = &invoice.key;
+        let mut tx = self.pool.begin().await?;
+        // Every begin and close of this invoice, in any instance, waits here
+        // for the one before it to commit: what follows reads settled rows.
+        Self::lock_invoice(&mut tx, &key.biller_id, &key.invoice_id).await?;
+        let closed: Option<String> =
+            sqlx::query_scalar("SELECT status FROM closures WHERE biller_id = $1 AND invoice_id = $2")
+                .bind(&key.biller_id)
+                .bind(&key.invoice_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(status) = closed {
+            tx.rollback().await?;
+            return Ok(Begin::Closed {
+                status: Status::parse(&status)?,
+            });
+        }
+        let latest: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(revision) FROM invoices WHERE biller_id = $1 AND invoice_id = $2")
+                .bind(&key.biller_id)
+                .bind(&key.invoice_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if let Some(latest) = latest {
+            if latest > key.revision {
+                tx.rollback().await?;
+                return Ok(Begin::Stale { latest });
+            }
+            if latest == key.revision {
+                let status: String = sqlx::query_scalar(
+                    "SELECT status FROM invoices WHERE biller_id = $1 AND invoice_id = $2 AND revision = $3",
+                )
+                .bind(&key.biller_id)
+                .bind(&key.invoice_id)
+                .bind(key.revision)
+                .fetch_one(&mut *tx)
+                .await?;
+                let status = Status::parse(&status)?;
+                let answer = if status == Status::Accepted {
+                    Begin::Resume {
+                        attempts: attempts_of(&mut *tx, key).await?,
+                    }
+                } else {
+                    Begin::Duplicate { status }
+                };
+                tx.rollback().await?;
+                return Ok(answer);
+            }
+        }
+        let now = now_ms();
+        let json = serde_json::to_string(invoice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "UPDATE invoices SET status = 'superseded', updated_ms = $1
+             WHERE biller_id = $2 AND invoice_id = $3 AND revision < $4",
+        )
+        .bind(now)
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO invoices (biller_id, invoice_id, revision, status, invoice_json, correlation_id, message_id,
+                                   received_ms, updated_ms)
+             VALUES ($1, $2, $3, 'accepted', $4, $5, $6, $7, $7)",
+        )
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .bind(json)
+        .bind(&correlation.correlation_id)
+        .bind(&correlation.message_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        Self::insert_event(&mut tx, accepted).await?;
+        tx.commit().await?;
+        Ok(Begin::New)
+    }
+
+    async fn start_attempt(
+        &self,
+        key: &InvoiceKey,
+        channel: ChannelName,
+        attempt: u32,
+        paylink: &NewPaylink,
+    ) -> Result<i64, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms)
+             VALUES ($1, $2, $3, $4, $5, 'sending', $6) RETURNING id",
+        )
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .bind(channel.as_str())
+        .bind(i64::from(attempt))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO paylinks (token_hash, attempt_id, biller_id, invoice_id, revision, channel, created_ms, expires_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&paylink.token_hash)
+        .bind(id)
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .bind(channel.as_str())
+        .bind(now)
+        .bind(paylink.expires_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn finish_attempt(&self, attempt_id: i64, outcome: &AttemptOutcome, event: &Event) -> Result<(), StoreError> {
+        let (state, provider_id, detail) = match outcome {
+            AttemptOutcome::Sent { provider_message_id } => ("sent", provider_message_id.as_deref(), None),
+            AttemptOutcome::Failed { detail } => ("failed", None, Some(detail.as_str())),
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE attempts SET state = $1, provider_message_id = $2, detail = $3, finished_ms = $4 WHERE id = $5",
+        )
+        .bind(state)
+        .bind(provider_id)
+        .bind(detail)
+        .bind(now_ms())
+        .bind(attempt_id)
+        .execute(&mut *tx)
+        .await?;
+        Self::insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn finish_invoice(&self, key: &InvoiceKey, status: Status, events: &[Event]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE invoices SET status = $1, updated_ms = $2, held_until_ms = NULL
+             WHERE biller_id = $3 AND invoice_id = $4 AND revision = $5 AND status = 'accepted'",
+        )
+        .bind(status.as_str())
+        .bind(now_ms())
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .execute(&mut *tx)
+        .await?;
+        for event in events {
+            Self::insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn status(&self, key: &InvoiceKey) -> Result<Option<Status>, StoreError> {
+        let status: Option<String> = sqlx::query_scalar(
+            "SELECT status FROM invoices WHERE biller_id = $1 AND invoice_id = $2 AND revision = $3",
+        )
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .fetch_optional(&self.pool)
+        .await?;
+        status.as_deref().map(Status::parse).transpose()
+    }
+
+    async fn close(
+        &self,
+        biller_id: &str,
+        invoice_id: &str,
+        status: Status,
+        event: &Event,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        // The same lock as `begin`: no revision is accepted between the
+        // closure and the status change below.
+        Self::lock_invoice(&mut tx, biller_id, invoice_id).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO closures (biller_id, invoice_id, status, closed_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (biller_id, invoice_id) DO NOTHING",
+        )
+        .bind(biller_id)
+        .bind(invoice_id)
+        .bind(status.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE invoices SET status = $1, updated_ms = $2, held_until_ms = NULL
+             WHERE biller_id = $3 AND invoice_id = $4 AND status NOT IN ('superseded')",
+        )
+        .bind(status.as_str())
+        .bind(now)
+        .bind(biller_id)
+        .bind(invoice_id)
+        .execute(&mut *tx)
+        .await?;
+        let latest: Option<(i64, String)> = sqlx::query_as(
+            "SELECT revision, invoice_json FROM invoices WHERE biller_id = $1 AND invoice_id = $2
+             ORDER BY revision DESC LIMIT 1",
+        )
+        .bind(biller_id)
+        .bind(invoice_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let clicked: Option<String> = sqlx::query_scalar(
+            "SELECT channel FROM paylinks WHERE biller_id = $1 AND invoice_id = $2 AND clicks > 0
+             ORDER BY first_click_ms DESC NULLS LAST, attempt_id DESC LIMIT 1",
+        )
+        .bind(biller_id)
+        .bind(invoice_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let event = closing_event(
+            event,
+            status,
+            latest.as_ref().map(|(revision, json)| (*revision, json.as_str())),
+            clicked.as_deref(),
+        )?;
+        Self::insert_event(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn record_event(&self, event: &Event) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO outbox (event_json) VALUES ($1)")
+            .bind(event_json(event)?)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn paylink(&self, token_hash: &str) -> Result<Option<PaylinkRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT p.biller_id, p.invoice_id, p.revision, p.channel, p.expires_ms, i.status, i.invoice_json,
+                    i.correlation_id, i.message_id
+             FROM paylinks p JOIN invoices i
+               ON i.biller_id = p.biller_id AND i.invoice_id = p.invoice_id AND i.revision = p.revision
+             WHERE p.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(PaylinkRecord {
+            key: key_of(&row, 0)?,
+            channel: parse_channel(row.try_get(3)?)?,
+            expires_at_ms: row.try_get(4)?,
+            status: Status::parse(row.try_get(5)?)?,
+            invoice: parse_invoice(row.try_get(6)?)?,
+            correlation: Correlation {
+                correlation_id: row.try_get(7)?,
+                message_id: row.try_get(8)?,
+            },
+        }))
+    }
+
+    async fn record_click(&self, token_hash: &str, event: &Event) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The row lock orders concurrent clicks: each sees its own count.
+        let clicks: i64 = sqlx::query_scalar(
+            "UPDATE paylinks SET clicks = clicks + 1, first_click_ms = COALESCE(first_click_ms, $1)
+             WHERE token_hash = $2 RETURNING clicks",
+        )
+        .bind(now_ms())
+        .bind(token_hash)
+        .fetch_one(&mut *tx)
+        .await?;
+        if clicks == 1 {
+            Self::insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(clicks)
+    }
+
+    async fn outbox(&self, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
+        let rows = sqlx::query("SELECT id, event_json FROM outbox ORDER BY id LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OutboxEntry {
+                    id: row.try_get(0)?,
+                    event: parse_event(row.try_get(1)?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn outbox_done(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn invoice(&self, key: &InvoiceKey) -> Result<Option<StoredInvoice>, StoreError> {
+        let row = sqlx::query(
+            "SELECT status, invoice_json, correlation_id, message_id FROM invoices
+             WHERE biller_id = $1 AND invoice_id = $2 AND revision = $3",
+        )
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(StoredInvoice {
+            status: Status::parse(row.try_get(0)?)?,
+            invoice: parse_invoice(row.try_get(1)?)?,
+            correlation: Correlation {
+                correlation_id: row.try_get(2)?,
+                message_id: row.try_get(3)?,
+            },
+            attempts: attempts_of(&self.pool, key).await?,
+        }))
+    }
+
+    async fn attempt_by_provider_id(
+        &self,
+        channel: ChannelName,
+        provider_message_id: &str,
+    ) -> Result<Option<AttemptRef>, StoreError> {
+        // Provider ids are unique per channel in practice; should one repeat,
+        // both stores answer with the first attempt that carried it.
+        let row = sqlx::query(
+            "SELECT a.id, a.biller_id, a.invoice_id, a.revision, a.attempt, a.state,
+                    i.correlation_id, i.message_id, i.invoice_json
+             FROM attempts a JOIN invoices i
+               ON i.biller_id = a.biller_id AND i.invoice_id = a.invoice_id AND i.revision = a.revision
+             WHERE a.channel = $1 AND a.provider_message_id = $2
+             ORDER BY a.id LIMIT 1",
+        )
+        .bind(channel.as_str())
+        .bind(provider_message_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(AttemptRef {
+            attempt_id: row.try_get(0)?,
+            key: key_of(&row, 1)?,
+            channel,
+            attempt: attempt_number(row.try_get(4)?)?,
+            state: parse_state(row.try_get(5)?),
+            correlation: Correlation {
+                correlation_id: row.try_get(6)?,
+                message_id: row.try_get(7)?,
+            },
+            metadata: parse_invoice(row.try_get(8)?)?.metadata,
+        }))
+    }
+
+    async fn record_reached(&self, attempt_id: i64, reached: Reached, event: &Event) -> Result<bool, StoreError> {
+        let sql = match reached {
+            Reached::Delivered => "UPDATE attempts SET delivered_ms = $1 WHERE id = $2 AND delivered_ms IS NULL",
+            Reached::Read => "UPDATE attempts SET read_ms = $1 WHERE id = $2 AND read_ms IS NULL",
+        };
+        let mut tx = self.pool.begin().await?;
+        // A second report waits for the first's row lock, then finds the
+        // column set and changes nothing.
+        let changed = sqlx::query(sql)
+            .bind(now_ms())
+            .bind(attempt_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if changed == 1 {
+            Self::insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    async fn history(&self, biller_id: &str, invoice_id: &str) -> Result<Option<History>, StoreError> {
+        let revisions = sqlx::query(
+            "SELECT revision, status, received_ms, held_until_ms FROM invoices
+             WHERE biller_id = $1 AND invoice_id = $2 ORDER BY revision",
+        )
+        .bind(biller_id)
+        .bind(invoice_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(RevisionRow {
+                revision: row.try_get(0)?,
+                status: row.try_get(1)?,
+                received_ms: row.try_get(2)?,
+                held_until_ms: row.try_get(3)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        if revisions.is_empty() {
+            return Ok(None);
+        }
+        let attempts = sqlx::query(
+            "SELECT revision, channel, state, detail, started_ms, finished_ms, delivered_ms, read_ms,
+                    provider_message_id
+             FROM attempts WHERE biller_id = $1 AND invoice_id = $2 ORDER BY id",
+        )
+        .bind(biller_id)
+        .bind(invoice_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(AttemptRow {
+                revision: row.try_get(0)?,
+                channel: row.try_get(1)?,
+                state: row.try_get(2)?,
+                detail: row.try_get(3)?,
+                started_ms: row.try_get(4)?,
+                finished_ms: row.try_get(5)?,
+                delivered_ms: row.try_get(6)?,
+                read_ms: row.try_get(7)?,
+                provider_message_id: row.try_get(8)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        let clicks = sqlx::query(
+            "SELECT revision, channel, first_click_ms, clicks FROM paylinks
+             WHERE biller_id = $1 AND invoice_id = $2 AND clicks > 0",
+        )
+        .bind(biller_id)
+        .bind(invoice_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(ClickRow {
+                revision: row.try_get(0)?,
+                channel: row.try_get(1)?,
+                first_click_ms: row.try_get(2)?,
+                clicks: row.try_get(3)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        let closure: Option<(String, i64)> =
+            sqlx::query_as("SELECT status, closed_ms FROM closures WHERE biller_id = $1 AND invoice_id = $2")
+                .bind(biller_id)
+                .bind(invoice_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        build_history(
+            biller_id,
+            invoice_id,
+            &revisions,
+            &attempts,
+            &clicks,
+            closure.as_ref().map(|(status, at)| (status.as_str(), *at)),
+        )
+    }
+
+    async fn hold(&self, key: &InvoiceKey, until_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE invoices SET held_until_ms = $1, updated_ms = $2
+             WHERE biller_id = $3 AND invoice_id = $4 AND revision = $5 AND status = 'accepted'",
+        )
+        .bind(until_ms)
+        .bind(now_ms())
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn due_holds(&self, now_ms: i64, limit: u32) -> Result<Vec<InvoiceKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT biller_id, invoice_id, revision FROM invoices
+             WHERE held_until_ms IS NOT NULL AND held_until_ms <= $1 AND status = 'accepted'
+             ORDER BY held_until_ms LIMIT $2",
+        )
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| key_of(row, 0)).collect()
+    }
+
+    async fn next_hold(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(held_until_ms) FROM invoices WHERE held_until_ms IS NOT NULL AND status = 'accepted'",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn fail_after_send(&self, attempt_id: i64, detail: &str, event: &Event) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        // Only one report finds the attempt still `sent`: a concurrent one
+        // waits for this row lock and then matches nothing.
+        let failed = sqlx::query(
+            "UPDATE attempts SET state = 'failed', detail = $1, finished_ms = $2 WHERE id = $3 AND state = 'sent'
+             RETURNING biller_id, invoice_id, revision",
+        )
+        .bind(detail)
+        .bind(now)
+        .bind(attempt_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = failed else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        let key = key_of(&row, 0)?;
+        sqlx::query(
+            "UPDATE invoices SET status = 'accepted', updated_ms = $1
+             WHERE biller_id = $2 AND invoice_id = $3 AND revision = $4 AND status IN ('sent', 'exhausted')",
+        )
+        .bind(now)
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .execute(&mut *tx)
+        .await?;
+        Self::insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}

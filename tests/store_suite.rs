@@ -1,0 +1,1266 @@
+//! The store test suite: every test below runs against both stores, each time
+//! on a fresh database, through the same `payrelay::store::open` the service
+//! uses.
+//!
+//! - `sqlite::<test>`: a new SQLite file in a temporary folder.
+//! - `postgres::<test>`: a new schema `payrelay_test_<pid>_<n>_<random>` in
+//!   the database of `PAYRELAY_TEST_POSTGRES_URL` (default
+//!   `postgres://postgres@127.0.0.1:5432/test`), named as the store's
+//!   `search_path` in its URL (`?options[search_path]=...`), and dropped after
+//!   the test, also when it fails. (A schema takes milliseconds; a database
+//!   half a second to create and drop.) PostgreSQL must answer: these tests
+//!   fail, never skip, when it does not.
+//!
+//! The concurrency tests open a second store on the same database, as a
+//! second payrelay instance would, and race both against each other.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Connection;
+use tokio::sync::Barrier;
+
+use payrelay::channels::ChannelName;
+use payrelay::events::{Correlation, Event, EventName};
+use payrelay::invoice::{Invoice, InvoiceKey, Message};
+use payrelay::store::{
+    AttemptOutcome, AttemptRecord, AttemptState, Begin, NewPaylink, Reached, Status, Store, StoreError,
+};
+
+// ---------------------------------------------------------------------------
+// Fresh databases
+
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// One fresh database with a store open on it.
+struct TestDb {
+    store: Arc<dyn Store>,
+    url: String,
+    /// Dropped last: removes the database.
+    _place: Place,
+}
+
+/// Kept only to be dropped with the test.
+#[allow(dead_code)]
+enum Place {
+    Sqlite(tempfile::TempDir),
+    Postgres(PgSchema),
+}
+
+impl TestDb {
+    /// Another store on the same database: a second payrelay instance.
+    async fn another(&self) -> Arc<dyn Store> {
+        payrelay::store::open(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("a second store opens: {e}"))
+    }
+}
+
+async fn sqlite_db() -> TestDb {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("payrelay.db").display());
+    let store = payrelay::store::open(&url).await.unwrap();
+    TestDb {
+        store,
+        url,
+        _place: Place::Sqlite(dir),
+    }
+}
+
+fn admin_url() -> String {
+    std::env::var("PAYRELAY_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
+}
+
+/// A schema of this test's own; dropping it drops the schema.
+struct PgSchema {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        // Drop runs outside any async context we can await in (and also while
+        // a failed test unwinds), so the schema goes on a thread of its own.
+        let admin_url = self.admin_url.clone();
+        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name);
+        let dropped = std::thread::spawn(move || -> Result<(), String> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::query(&sql).execute(&mut admin).await.map_err(|e| e.to_string())?;
+                admin.close().await.map_err(|e| e.to_string())
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("could not drop the test schema {}: {e}", self.name),
+            Err(_) => eprintln!("could not drop the test schema {}", self.name),
+        }
+    }
+}
+
+async fn postgres_db() -> TestDb {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let admin_url = admin_url();
+    let connected = tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(&admin_url)).await;
+    let mut admin = match connected {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => panic!("{}", postgres_down(&admin_url, &e.to_string())),
+        Err(_) => panic!("{}", postgres_down(&admin_url, "no answer within 10 s")),
+    };
+    let name = format!(
+        "payrelay_test_{}_{}_{:08x}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u32>()
+    );
+    sqlx::query(&format!("CREATE SCHEMA \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create the test schema {name}: {e}"));
+    admin.close().await.unwrap();
+    let schema = PgSchema { admin_url, name };
+    let mut url = url::Url::parse(&schema.admin_url).unwrap();
+    url.query_pairs_mut().append_pair("options[search_path]", &schema.name);
+    let url = String::from(url);
+    let store = payrelay::store::open(&url)
+        .await
+        .unwrap_or_else(|e| panic!("the PostgreSQL store opens in schema {}: {e}", schema.name));
+    TestDb {
+        store,
+        url,
+        _place: Place::Postgres(schema),
+    }
+}
+
+fn postgres_down(url: &str, why: &str) -> String {
+    let url = match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("[redacted]"));
+            String::from(parsed)
+        }
+        _ => url.to_owned(),
+    };
+    format!(
+        "PostgreSQL does not answer at {url}: {why}.\n\
+         The store suite runs every test against PostgreSQL too and is never skipped.\n\
+         Start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
+         (.ci/run does), or point PAYRELAY_TEST_POSTGRES_URL at a database where the user may create schemas."
+    )
+}
+
+/// Runs each named test once per store: `sqlite::name` and `postgres::name`.
+macro_rules! store_suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = super::sqlite_db().await;
+                    super::$name(&db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = super::postgres_db().await;
+                    super::$name(&db).await;
+                }
+            )*
+        }
+    };
+}
+
+store_suite!(
+    begin_stores_a_new_invoice_and_queues_accepted,
+    begin_again_resumes_an_unfinished_invoice_after_its_attempts,
+    begin_of_a_finished_invoice_is_a_duplicate,
+    a_higher_revision_supersedes_lower_ones_which_become_stale,
+    a_closed_invoice_refuses_every_revision_even_one_never_seen,
+    close_happens_once_and_spares_superseded_revisions,
+    the_paid_event_names_the_channel_whose_link_was_opened_last,
+    finish_invoice_does_not_override_a_closed_status,
+    attempts_are_recorded_from_start_to_finish,
+    the_outbox_is_oldest_first_and_forgets_confirmed_events,
+    a_paylink_is_found_by_its_hash_with_its_invoice,
+    the_first_click_queues_clicked_and_every_click_counts,
+    attempts_are_found_by_provider_id_on_their_own_channel,
+    delivered_and_read_are_recorded_once_each,
+    fail_after_send_fails_a_sent_attempt_once_and_reopens_the_invoice,
+    fail_after_send_does_not_reopen_a_closed_invoice,
+    history_tells_what_happened_in_order,
+    holds_come_due_in_order_and_end_when_the_invoice_is_finished,
+    ping_answers,
+    a_reopened_store_keeps_its_data,
+    concurrent_begins_of_one_key_make_exactly_one_new,
+    concurrent_revisions_leave_only_the_highest_accepted,
+    a_close_racing_a_begin_never_leaves_the_invoice_open,
+    concurrent_fail_after_send_succeeds_exactly_once,
+    concurrent_closes_succeed_exactly_once,
+    concurrent_delivery_reports_are_recorded_once,
+    concurrent_clicks_each_count_and_queue_clicked_once,
+);
+
+#[tokio::test]
+async fn open_refuses_a_url_of_no_known_store() {
+    let Err(error) = payrelay::store::open("mysql://root:hunter2@127.0.0.1/test").await else {
+        panic!("a mysql:// URL opened a store");
+    };
+    assert!(matches!(error, StoreError::Url(_)), "{error}");
+    assert!(
+        !error.to_string().contains("hunter2"),
+        "the error quotes the password: {error}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+const ACME: &str = "acme";
+
+fn correlation(n: &str) -> Correlation {
+    Correlation {
+        correlation_id: Some(format!("corr-{n}")),
+        message_id: Some(format!("msg-{n}")),
+    }
+}
+
+fn invoice(invoice_id: &str, revision: i64) -> Invoice {
+    let body = serde_json::json!({
+        "kind": "payment_request",
+        "invoice_id": invoice_id,
+        "biller_id": ACME,
+        "revision": revision,
+        "source": "erp",
+        "amount": "1234.50",
+        "currency": "MXN",
+        "due_date": "2026-12-01",
+        "description": "Electricity, November 2026",
+        "customer": {
+            "id": "C-9981",
+            "name": "María López",
+            "email": "maria@example.com",
+            "phone": "+5215512345678",
+            "locale": "es-MX",
+            "timezone": "America/Mexico_City"
+        },
+        "metadata": {"erp_doc": format!("doc-{invoice_id}-{revision}")}
+    });
+    match payrelay::invoice::parse(body.to_string().as_bytes(), |_| true) {
+        Ok(Message::PaymentRequest(invoice)) => *invoice,
+        other => panic!("the test invoice parses: {other:?}"),
+    }
+}
+
+fn key_of(invoice_id: &str, revision: i64) -> InvoiceKey {
+    InvoiceKey {
+        biller_id: ACME.to_owned(),
+        invoice_id: invoice_id.to_owned(),
+        revision,
+    }
+}
+
+fn event(name: EventName, key: &InvoiceKey) -> Event {
+    Event::about(name, key, &correlation(&key.invoice_id))
+}
+
+/// Stores a new invoice; panics unless it is new.
+async fn accepted(store: &dyn Store, invoice_id: &str, revision: i64) -> InvoiceKey {
+    let invoice = invoice(invoice_id, revision);
+    let key = invoice.key.clone();
+    let begin = store
+        .begin(&invoice, &correlation(invoice_id), &event(EventName::Accepted, &key))
+        .await
+        .unwrap();
+    assert_eq!(begin, Begin::New, "{key}");
+    key
+}
+
+async fn begin(store: &dyn Store, invoice_id: &str, revision: i64) -> Begin {
+    let invoice = invoice(invoice_id, revision);
+    let key = invoice.key.clone();
+    store
+        .begin(&invoice, &correlation(invoice_id), &event(EventName::Accepted, &key))
+        .await
+        .unwrap()
+}
+
+fn paylink(token: &str) -> NewPaylink {
+    NewPaylink {
+        token_hash: format!("hash-{token}"),
+        expires_at_ms: 4_102_444_800_000,
+    }
+}
+
+/// Starts an attempt carrying the pay link `hash-<token>`.
+async fn started(store: &dyn Store, key: &InvoiceKey, channel: ChannelName, attempt: u32, token: &str) -> i64 {
+    store
+        .start_attempt(key, channel, attempt, &paylink(token))
+        .await
+        .unwrap()
+}
+
+/// Starts and finishes an attempt as sent, with provider id `provider`.
+async fn sent(store: &dyn Store, key: &InvoiceKey, channel: ChannelName, token: &str, provider: &str) -> i64 {
+    let id = started(store, key, channel, 1, token).await;
+    let outcome = AttemptOutcome::Sent {
+        provider_message_id: Some(provider.to_owned()),
+    };
+    store
+        .finish_attempt(id, &outcome, &event(EventName::Sent, key).channel(channel, 1))
+        .await
+        .unwrap();
+    id
+}
+
+async fn events(store: &dyn Store) -> Vec<Event> {
+    store
+        .outbox(100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect()
+}
+
+async fn count(store: &dyn Store, name: EventName) -> usize {
+    events(store).await.iter().filter(|e| e.event == name).count()
+}
+
+async fn status(store: &dyn Store, key: &InvoiceKey) -> Option<Status> {
+    store.status(key).await.unwrap()
+}
+
+/// Runs `n` copies of `task` at once, each with its index and one of the
+/// stores in turn, all released together; returns their answers.
+async fn race<T, F, Fut>(stores: &[Arc<dyn Store>], n: usize, task: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(usize, Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let barrier = Arc::new(Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let barrier = barrier.clone();
+            let work = task(i, stores[i % stores.len()].clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                work.await
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(n);
+    for handle in handles {
+        answers.push(handle.await.unwrap());
+    }
+    answers
+}
+
+const RACERS: usize = 16;
+
+// ---------------------------------------------------------------------------
+// begin
+
+async fn begin_stores_a_new_invoice_and_queues_accepted(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+
+    assert_eq!(status(store, &key).await, Some(Status::Accepted));
+    let stored = store.invoice(&key).await.unwrap().expect("stored");
+    assert_eq!(stored.status, Status::Accepted);
+    assert_eq!(stored.invoice.key, key);
+    assert_eq!(
+        stored.invoice.metadata,
+        Some(serde_json::json!({"erp_doc": "doc-INV-1-1"}))
+    );
+    assert_eq!(stored.correlation.correlation_id.as_deref(), Some("corr-INV-1"));
+    assert_eq!(stored.correlation.message_id.as_deref(), Some("msg-INV-1"));
+    assert!(stored.attempts.is_empty());
+
+    let queued = events(store).await;
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0], event(EventName::Accepted, &key).at_of(&queued[0]));
+
+    assert!(store.invoice(&key_of("INV-1", 2)).await.unwrap().is_none());
+    assert_eq!(status(store, &key_of("INV-2", 1)).await, None);
+}
+
+async fn begin_again_resumes_an_unfinished_invoice_after_its_attempts(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+    assert_eq!(begin(store, "INV-1", 1).await, Begin::Resume { attempts: vec![] });
+
+    let email = started(store, &key, ChannelName::Email, 1, "a").await;
+    assert_eq!(
+        begin(store, "INV-1", 1).await,
+        Begin::Resume {
+            attempts: vec![AttemptRecord {
+                channel: ChannelName::Email,
+                attempt: 1,
+                state: AttemptState::Sending,
+            }]
+        }
+    );
+    let failed = AttemptOutcome::Failed {
+        detail: "smtp 451".into(),
+    };
+    store
+        .finish_attempt(email, &failed, &event(EventName::ChannelFailed, &key))
+        .await
+        .unwrap();
+    sent(store, &key, ChannelName::Sms, "b", "SM1").await;
+
+    let expected = vec![
+        AttemptRecord {
+            channel: ChannelName::Email,
+            attempt: 1,
+            state: AttemptState::Failed,
+        },
+        AttemptRecord {
+            channel: ChannelName::Sms,
+            attempt: 1,
+            state: AttemptState::Sent,
+        },
+    ];
+    assert_eq!(
+        begin(store, "INV-1", 1).await,
+        Begin::Resume {
+            attempts: expected.clone()
+        }
+    );
+    assert_eq!(store.invoice(&key).await.unwrap().expect("stored").attempts, expected);
+    assert_eq!(count(store, EventName::Accepted).await, 1, "a resume queues nothing");
+}
+
+async fn begin_of_a_finished_invoice_is_a_duplicate(db: &TestDb) {
+    let store = db.store.as_ref();
+    let sent_key = accepted(store, "INV-1", 1).await;
+    store
+        .finish_invoice(&sent_key, Status::Sent, &[event(EventName::Sent, &sent_key)])
+        .await
+        .unwrap();
+    let exhausted_key = accepted(store, "INV-2", 1).await;
+    store
+        .finish_invoice(&exhausted_key, Status::Exhausted, &[])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        begin(store, "INV-1", 1).await,
+        Begin::Duplicate { status: Status::Sent }
+    );
+    assert_eq!(
+        begin(store, "INV-2", 1).await,
+        Begin::Duplicate {
+            status: Status::Exhausted
+        }
+    );
+    assert_eq!(count(store, EventName::Accepted).await, 2);
+}
+
+async fn a_higher_revision_supersedes_lower_ones_which_become_stale(db: &TestDb) {
+    let store = db.store.as_ref();
+    let first = accepted(store, "INV-1", 1).await;
+    store.finish_invoice(&first, Status::Sent, &[]).await.unwrap();
+    let second = accepted(store, "INV-1", 2).await;
+    let fifth = accepted(store, "INV-1", 5).await;
+
+    assert_eq!(status(store, &first).await, Some(Status::Superseded));
+    assert_eq!(status(store, &second).await, Some(Status::Superseded));
+    assert_eq!(status(store, &fifth).await, Some(Status::Accepted));
+    assert_eq!(begin(store, "INV-1", 1).await, Begin::Stale { latest: 5 });
+    assert_eq!(begin(store, "INV-1", 4).await, Begin::Stale { latest: 5 });
+    assert_eq!(begin(store, "INV-1", 5).await, Begin::Resume { attempts: vec![] });
+    assert_eq!(
+        status(store, &key_of("INV-1", 4)).await,
+        None,
+        "a stale revision is not stored"
+    );
+    // Another invoice of the same biller is untouched.
+    let other = accepted(store, "INV-2", 1).await;
+    assert_eq!(status(store, &other).await, Some(Status::Accepted));
+    assert_eq!(status(store, &fifth).await, Some(Status::Accepted));
+}
+
+async fn a_closed_invoice_refuses_every_revision_even_one_never_seen(db: &TestDb) {
+    let store = db.store.as_ref();
+    let paid = event(EventName::Paid, &key_of("INV-1", 1));
+    assert!(store.close(ACME, "INV-1", Status::Paid, &paid).await.unwrap());
+    assert_eq!(begin(store, "INV-1", 1).await, Begin::Closed { status: Status::Paid });
+    assert_eq!(begin(store, "INV-1", 7).await, Begin::Closed { status: Status::Paid });
+    assert_eq!(status(store, &key_of("INV-1", 1)).await, None);
+    assert_eq!(count(store, EventName::Accepted).await, 0);
+
+    let cancelled = event(EventName::Cancelled, &key_of("INV-2", 1));
+    let sent_key = accepted(store, "INV-2", 1).await;
+    store.finish_invoice(&sent_key, Status::Sent, &[]).await.unwrap();
+    assert!(store.close(ACME, "INV-2", Status::Cancelled, &cancelled).await.unwrap());
+    assert_eq!(
+        begin(store, "INV-2", 1).await,
+        Begin::Closed {
+            status: Status::Cancelled
+        }
+    );
+    assert_eq!(
+        begin(store, "INV-2", 2).await,
+        Begin::Closed {
+            status: Status::Cancelled
+        }
+    );
+}
+
+async fn close_happens_once_and_spares_superseded_revisions(db: &TestDb) {
+    let store = db.store.as_ref();
+    let first = accepted(store, "INV-1", 1).await;
+    let second = accepted(store, "INV-1", 2).await;
+    store.hold(&second, 4_000_000_000_000).await.unwrap();
+    let mut cancelled = event(EventName::Cancelled, &key_of("INV-1", 1));
+    cancelled.revision = None;
+
+    assert!(store.close(ACME, "INV-1", Status::Cancelled, &cancelled).await.unwrap());
+    assert_eq!(status(store, &first).await, Some(Status::Superseded));
+    assert_eq!(status(store, &second).await, Some(Status::Cancelled));
+    assert_eq!(store.next_hold().await.unwrap(), None, "a close ends the hold");
+
+    // Once, whichever way it is asked again.
+    assert!(!store.close(ACME, "INV-1", Status::Cancelled, &cancelled).await.unwrap());
+    let paid = event(EventName::Paid, &first);
+    assert!(!store.close(ACME, "INV-1", Status::Paid, &paid).await.unwrap());
+    assert_eq!(status(store, &second).await, Some(Status::Cancelled));
+
+    let closing: Vec<Event> = events(store)
+        .await
+        .into_iter()
+        .filter(|e| matches!(e.event, EventName::Cancelled | EventName::Paid))
+        .collect();
+    assert_eq!(closing.len(), 1);
+    assert_eq!(closing[0].event, EventName::Cancelled);
+    assert_eq!(closing[0].revision, Some(2), "the event names the latest revision");
+    assert_eq!(
+        closing[0].metadata,
+        Some(serde_json::json!({"erp_doc": "doc-INV-1-2"})),
+        "and carries its metadata"
+    );
+    assert_eq!(closing[0].channel, None, "a cancellation names no channel");
+}
+
+async fn the_paid_event_names_the_channel_whose_link_was_opened_last(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+    sent(store, &key, ChannelName::Email, "email", "E1").await;
+    sent(store, &key, ChannelName::Sms, "sms", "S1").await;
+    sent(store, &key, ChannelName::Whatsapp, "whatsapp", "W1").await;
+    let clicked = event(EventName::Clicked, &key);
+    // SMS first, then email (twice): email's link was opened last. WhatsApp's never.
+    store.record_click("hash-sms", &clicked).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store.record_click("hash-email", &clicked).await.unwrap();
+    store.record_click("hash-email", &clicked).await.unwrap();
+
+    let paid = event(EventName::Paid, &key).detail("paid at the counter");
+    assert!(store.close(ACME, "INV-1", Status::Paid, &paid).await.unwrap());
+    let queued = events(store).await;
+    let paid: Vec<&Event> = queued.iter().filter(|e| e.event == EventName::Paid).collect();
+    assert_eq!(paid.len(), 1);
+    assert_eq!(paid[0].channel, Some(ChannelName::Email), "{:?}", paid[0]);
+    assert_eq!(
+        paid[0].detail.as_deref(),
+        Some("paid at the counter; the customer last opened the pay link from the email message")
+    );
+    assert_eq!(status(store, &key).await, Some(Status::Paid));
+
+    // No click: the paid event names no channel.
+    let unclicked = accepted(store, "INV-2", 1).await;
+    sent(store, &unclicked, ChannelName::Email, "email-2", "E2").await;
+    let paid = event(EventName::Paid, &unclicked);
+    assert!(store.close(ACME, "INV-2", Status::Paid, &paid).await.unwrap());
+    let queued = events(store).await;
+    let last = queued.last().expect("the paid event");
+    assert_eq!(last.event, EventName::Paid);
+    assert_eq!(last.invoice_id.as_deref(), Some("INV-2"));
+    assert_eq!(last.channel, None);
+    assert_eq!(last.detail, None);
+}
+
+async fn finish_invoice_does_not_override_a_closed_status(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+    sent(store, &key, ChannelName::Email, "a", "E1").await;
+    let paid = event(EventName::Paid, &key);
+    assert!(store.close(ACME, "INV-1", Status::Paid, &paid).await.unwrap());
+
+    store
+        .finish_invoice(&key, Status::Sent, &[event(EventName::Sent, &key)])
+        .await
+        .unwrap();
+    assert_eq!(status(store, &key).await, Some(Status::Paid));
+    store.finish_invoice(&key, Status::Exhausted, &[]).await.unwrap();
+    assert_eq!(status(store, &key).await, Some(Status::Paid));
+
+    // Nor a superseded one.
+    let old = accepted(store, "INV-2", 1).await;
+    accepted(store, "INV-2", 2).await;
+    store.finish_invoice(&old, Status::Sent, &[]).await.unwrap();
+    assert_eq!(status(store, &old).await, Some(Status::Superseded));
+}
+
+async fn attempts_are_recorded_from_start_to_finish(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+    let first = started(store, &key, ChannelName::Email, 1, "a").await;
+    let second = started(store, &key, ChannelName::Email, 2, "b").await;
+    assert!(second > first, "attempt ids grow");
+
+    let failed = AttemptOutcome::Failed {
+        detail: "smtp 451".into(),
+    };
+    let channel_failed = event(EventName::ChannelFailed, &key).channel(ChannelName::Email, 1);
+    store.finish_attempt(first, &failed, &channel_failed).await.unwrap();
+    let ok = AttemptOutcome::Sent {
+        provider_message_id: Some("<m2@acme>".into()),
+    };
+    let sent_event = event(EventName::Sent, &key)
+        .channel(ChannelName::Email, 2)
+        .provider_message_id(Some("<m2@acme>".into()));
+    store.finish_attempt(second, &ok, &sent_event).await.unwrap();
+    let anonymous = started(store, &key, ChannelName::Sms, 1, "c").await;
+    let no_id = AttemptOutcome::Sent {
+        provider_message_id: None,
+    };
+    store
+        .finish_attempt(anonymous, &no_id, &event(EventName::Sent, &key))
+        .await
+        .unwrap();
+
+    let attempts = store.invoice(&key).await.unwrap().expect("stored").attempts;
+    let states: Vec<_> = attempts.iter().map(|a| (a.channel, a.attempt, a.state)).collect();
+    assert_eq!(
+        states,
+        vec![
+            (ChannelName::Email, 1, AttemptState::Failed),
+            (ChannelName::Email, 2, AttemptState::Sent),
+            (ChannelName::Sms, 1, AttemptState::Sent),
+        ]
+    );
+    let found = store
+        .attempt_by_provider_id(ChannelName::Email, "<m2@acme>")
+        .await
+        .unwrap()
+        .expect("found");
+    assert_eq!(found.attempt_id, second);
+    assert_eq!(found.attempt, 2);
+
+    let queued = events(store).await;
+    let names: Vec<_> = queued.iter().map(|e| e.event).collect();
+    assert_eq!(
+        names,
+        vec![
+            EventName::Accepted,
+            EventName::ChannelFailed,
+            EventName::Sent,
+            EventName::Sent
+        ]
+    );
+    assert_eq!(queued[2].provider_message_id.as_deref(), Some("<m2@acme>"));
+
+    // A pay link's hash is unique: a repeated one is refused.
+    assert!(store
+        .start_attempt(&key, ChannelName::Sms, 2, &paylink("a"))
+        .await
+        .is_err());
+}
+
+async fn the_outbox_is_oldest_first_and_forgets_confirmed_events(db: &TestDb) {
+    let store = db.store.as_ref();
+    assert!(store.outbox(10).await.unwrap().is_empty());
+    let bare = Event::bare(EventName::Rejected, &Correlation::default());
+    for i in 0..7 {
+        store.record_event(&bare.clone().detail(format!("e{i}"))).await.unwrap();
+    }
+    let detail = |entries: &[payrelay::store::OutboxEntry]| -> Vec<String> {
+        entries
+            .iter()
+            .map(|e| e.event.detail.clone().unwrap_or_default())
+            .collect()
+    };
+
+    let first = store.outbox(3).await.unwrap();
+    assert_eq!(detail(&first), ["e0", "e1", "e2"]);
+    assert!(first.windows(2).all(|w| w[0].id < w[1].id), "ids grow");
+    assert_eq!(
+        first[0].event,
+        bare.clone().detail("e0"),
+        "the event comes back as it went in"
+    );
+    assert_eq!(
+        detail(&store.outbox(3).await.unwrap()),
+        ["e0", "e1", "e2"],
+        "reading forgets nothing"
+    );
+
+    // Confirmed out of order, with an id that is not there.
+    store.outbox_done(&[first[2].id, first[0].id, 999_999]).await.unwrap();
+    store.outbox_done(&[]).await.unwrap();
+    assert_eq!(detail(&store.outbox(10).await.unwrap()), ["e1", "e3", "e4", "e5", "e6"]);
+
+    let all: Vec<i64> = store.outbox(10).await.unwrap().iter().map(|e| e.id).collect();
+    store.outbox_done(&all).await.unwrap();
+    assert!(store.outbox(10).await.unwrap().is_empty());
+    store.record_event(&bare.clone().detail("later")).await.unwrap();
+    let later = store.outbox(10).await.unwrap();
+    assert_eq!(detail(&later), ["later"]);
+    assert!(later[0].id > all[all.len() - 1], "ids are not reused");
+}
+
+async fn a_paylink_is_found_by_its_hash_with_its_invoice(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+    started(store, &key, ChannelName::Whatsapp, 1, "tok").await;
+
+    let link = store.paylink("hash-tok").await.unwrap().expect("found");
+    assert_eq!(link.key, key);
+    assert_eq!(link.channel, ChannelName::Whatsapp);
+    assert_eq!(link.expires_at_ms, 4_102_444_800_000);
+    assert_eq!(link.status, Status::Accepted);
+    assert_eq!(link.invoice.key, key);
+    assert_eq!(link.invoice.description.as_deref(), Some("Electricity, November 2026"));
+    assert_eq!(link.correlation.correlation_id.as_deref(), Some("corr-INV-1"));
+    assert_eq!(link.correlation.message_id.as_deref(), Some("msg-INV-1"));
+
+    let paid = event(EventName::Paid, &key);
+    store.close(ACME, "INV-1", Status::Paid, &paid).await.unwrap();
+    let link = store.paylink("hash-tok").await.unwrap().expect("found");
+    assert_eq!(link.status, Status::Paid, "the link shows the invoice's status now");
+
+    assert!(store.paylink("hash-unknown").await.unwrap().is_none());
+}
+
+async fn the_first_click_queues_clicked_and_every_click_counts(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+    started(store, &key, ChannelName::Email, 1, "a").await;
+    started(store, &key, ChannelName::Sms, 1, "b").await;
+    let clicked = event(EventName::Clicked, &key);
+
+    assert_eq!(store.record_click("hash-a", &clicked).await.unwrap(), 1);
+    assert_eq!(store.record_click("hash-a", &clicked).await.unwrap(), 2);
+    assert_eq!(store.record_click("hash-a", &clicked).await.unwrap(), 3);
+    assert_eq!(count(store, EventName::Clicked).await, 1);
+    assert_eq!(store.record_click("hash-b", &clicked).await.unwrap(), 1);
+    assert_eq!(
+        count(store, EventName::Clicked).await,
+        2,
+        "each link's first click counts"
+    );
+
+    assert!(
+        store.record_click("hash-unknown", &clicked).await.is_err(),
+        "an unknown link is an error"
+    );
+    assert_eq!(count(store, EventName::Clicked).await, 2);
+}
+
+async fn attempts_are_found_by_provider_id_on_their_own_channel(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = accepted(store, "INV-1", 3).await;
+    let id = sent(store, &key, ChannelName::Sms, "a", "SM123").await;
+
+    let found = store
+        .attempt_by_provider_id(ChannelName::Sms, "SM123")
+        .await
+        .unwrap()
+        .expect("found");
+    assert_eq!(found.attempt_id, id);
+    assert_eq!(found.key, key);
+    assert_eq!(found.channel, ChannelName::Sms);
+    assert_eq!(found.attempt, 1);
+    assert_eq!(found.state, AttemptState::Sent);
+    assert_eq!(found.correlation.correlation_id.as_deref(), Some("corr-INV-1"));
+    assert_eq!(found.metadata, Some(serde_json::json!({"erp_doc": "doc-INV-1-3"})));
+
+    assert!(store
+        .attempt_by_provider_id(ChannelName::Whatsapp, "SM123")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .attempt_by_provider_id(ChannelName::Sms, "SM999")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn delivered_and_read_are_recorded_once_each(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+    let id = sent(store, &key, ChannelName::Whatsapp, "a", "wamid.1").await;
+    let delivered = event(EventName::Delivered, &key);
+    let read = event(EventName::Read, &key);
+
+    assert!(store.record_reached(id, Reached::Delivered, &delivered).await.unwrap());
+    assert!(!store.record_reached(id, Reached::Delivered, &delivered).await.unwrap());
+    assert!(store.record_reached(id, Reached::Read, &read).await.unwrap());
+    assert!(!store.record_reached(id, Reached::Read, &read).await.unwrap());
+    assert!(!store.record_reached(id, Reached::Delivered, &delivered).await.unwrap());
+    assert_eq!(count(store, EventName::Delivered).await, 1);
+    assert_eq!(count(store, EventName::Read).await, 1);
+
+    let history = store.history(ACME, "INV-1").await.unwrap().expect("history");
+    let reached: Vec<_> = history
+        .timeline
+        .iter()
+        .filter(|e| matches!(e.what, "delivered" | "read"))
+        .map(|e| (e.what, e.channel))
+        .collect();
+    assert_eq!(
+        reached,
+        [
+            ("delivered", Some(ChannelName::Whatsapp)),
+            ("read", Some(ChannelName::Whatsapp))
+        ]
+    );
+
+    assert!(
+        !store
+            .record_reached(999_999, Reached::Delivered, &delivered)
+            .await
+            .unwrap(),
+        "an unknown attempt records nothing"
+    );
+    assert_eq!(count(store, EventName::Delivered).await, 1);
+}
+
+async fn fail_after_send_fails_a_sent_attempt_once_and_reopens_the_invoice(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+    let sending = started(store, &key, ChannelName::Email, 1, "a").await;
+    let id = sent(store, &key, ChannelName::Sms, "b", "SM1").await;
+    store
+        .finish_invoice(&key, Status::Sent, &[event(EventName::Sent, &key)])
+        .await
+        .unwrap();
+    let failed = event(EventName::ChannelFailed, &key).detail("undelivered");
+
+    assert!(
+        !store.fail_after_send(sending, "late", &failed).await.unwrap(),
+        "an attempt still sending is not failed after send"
+    );
+    assert!(store
+        .fail_after_send(id, "carrier: undelivered", &failed)
+        .await
+        .unwrap());
+    assert_eq!(
+        status(store, &key).await,
+        Some(Status::Accepted),
+        "reopened for the next channel"
+    );
+    let attempts = store.invoice(&key).await.unwrap().expect("stored").attempts;
+    assert_eq!(attempts[1].state, AttemptState::Failed);
+    assert_eq!(begin(store, "INV-1", 1).await, Begin::Resume { attempts });
+
+    assert!(!store.fail_after_send(id, "again", &failed).await.unwrap());
+    assert!(!store.fail_after_send(999_999, "unknown", &failed).await.unwrap());
+    assert_eq!(count(store, EventName::ChannelFailed).await, 1);
+    let history = store.history(ACME, "INV-1").await.unwrap().expect("history");
+    assert!(history
+        .timeline
+        .iter()
+        .any(|e| e.what == "send_failed" && e.detail.as_deref() == Some("carrier: undelivered")));
+
+    // An exhausted invoice reopens too.
+    let key2 = accepted(store, "INV-2", 1).await;
+    let id2 = sent(store, &key2, ChannelName::Email, "c", "E2").await;
+    store.finish_invoice(&key2, Status::Exhausted, &[]).await.unwrap();
+    assert!(store.fail_after_send(id2, "bounced", &failed).await.unwrap());
+    assert_eq!(status(store, &key2).await, Some(Status::Accepted));
+}
+
+async fn fail_after_send_does_not_reopen_a_closed_invoice(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+    let id = sent(store, &key, ChannelName::Sms, "a", "SM1").await;
+    store.finish_invoice(&key, Status::Sent, &[]).await.unwrap();
+    let paid = event(EventName::Paid, &key);
+    assert!(store.close(ACME, "INV-1", Status::Paid, &paid).await.unwrap());
+
+    let failed = event(EventName::ChannelFailed, &key);
+    assert!(store.fail_after_send(id, "undelivered", &failed).await.unwrap());
+    assert_eq!(status(store, &key).await, Some(Status::Paid));
+
+    // Nor a superseded revision.
+    let old = accepted(store, "INV-2", 1).await;
+    let old_id = sent(store, &old, ChannelName::Sms, "b", "SM2").await;
+    store.finish_invoice(&old, Status::Sent, &[]).await.unwrap();
+    accepted(store, "INV-2", 2).await;
+    assert!(store.fail_after_send(old_id, "undelivered", &failed).await.unwrap());
+    assert_eq!(status(store, &old).await, Some(Status::Superseded));
+}
+
+async fn history_tells_what_happened_in_order(db: &TestDb) {
+    let store = db.store.as_ref();
+    assert!(store.history(ACME, "INV-1").await.unwrap().is_none());
+    // Steps a few milliseconds apart, so the order is the clock's.
+    let tick = || tokio::time::sleep(Duration::from_millis(3));
+    let first = accepted(store, "INV-1", 1).await;
+    tick().await;
+    let key = accepted(store, "INV-1", 2).await;
+    tick().await;
+    let email = started(store, &key, ChannelName::Email, 1, "a").await;
+    tick().await;
+    let failed = AttemptOutcome::Failed {
+        detail: "smtp 550".into(),
+    };
+    store
+        .finish_attempt(email, &failed, &event(EventName::ChannelFailed, &key))
+        .await
+        .unwrap();
+    tick().await;
+    let sms = sent(store, &key, ChannelName::Sms, "b", "SM1").await;
+    tick().await;
+    store
+        .record_reached(sms, Reached::Delivered, &event(EventName::Delivered, &key))
+        .await
+        .unwrap();
+    tick().await;
+    store
+        .record_reached(sms, Reached::Read, &event(EventName::Read, &key))
+        .await
+        .unwrap();
+    tick().await;
+    let clicked = event(EventName::Clicked, &key);
+    store.record_click("hash-b", &clicked).await.unwrap();
+    store.record_click("hash-b", &clicked).await.unwrap();
+    tick().await;
+    store.finish_invoice(&key, Status::Sent, &[]).await.unwrap();
+    let before_close = store.history(ACME, "INV-1").await.unwrap().expect("history");
+    assert_eq!(before_close.status, Status::Sent);
+    assert_eq!(before_close.key, key);
+    store
+        .close(ACME, "INV-1", Status::Paid, &event(EventName::Paid, &key))
+        .await
+        .unwrap();
+
+    let history = store.history(ACME, "INV-1").await.unwrap().expect("history");
+    assert_eq!(history.key, key, "the latest revision");
+    assert_eq!(history.status, Status::Paid);
+    assert_eq!(history.held_until_ms, None);
+    let steps: Vec<_> = history
+        .timeline
+        .iter()
+        .map(|e| (e.what, e.revision, e.channel, e.detail.as_deref()))
+        .collect();
+    let email = Some(ChannelName::Email);
+    let sms = Some(ChannelName::Sms);
+    assert_eq!(
+        steps,
+        [
+            ("received", Some(first.revision), None, None),
+            ("received", Some(2), None, None),
+            ("send_started", Some(2), email, None),
+            ("send_failed", Some(2), email, Some("smtp 550")),
+            ("send_started", Some(2), sms, None),
+            ("sent", Some(2), sms, Some("provider id SM1")),
+            ("delivered", Some(2), sms, None),
+            ("read", Some(2), sms, None),
+            ("clicked", Some(2), sms, Some("pay link opened 2 time(s)")),
+            ("paid", None, None, None),
+        ]
+    );
+    assert!(history.timeline.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    assert!(store.history(ACME, "INV-9").await.unwrap().is_none());
+    assert!(store.history("other", "INV-1").await.unwrap().is_none());
+}
+
+async fn holds_come_due_in_order_and_end_when_the_invoice_is_finished(db: &TestDb) {
+    let store = db.store.as_ref();
+    assert_eq!(store.next_hold().await.unwrap(), None);
+    assert!(store.due_holds(i64::MAX, 10).await.unwrap().is_empty());
+    let late = accepted(store, "INV-1", 1).await;
+    let early = accepted(store, "INV-2", 1).await;
+    let far = accepted(store, "INV-3", 1).await;
+    let unheld = accepted(store, "INV-4", 1).await;
+    store.hold(&late, 2_000).await.unwrap();
+    store.hold(&early, 1_000).await.unwrap();
+    store.hold(&far, 9_000).await.unwrap();
+
+    assert_eq!(store.next_hold().await.unwrap(), Some(1_000));
+    assert!(store.due_holds(999, 10).await.unwrap().is_empty());
+    assert_eq!(store.due_holds(1_000, 10).await.unwrap(), std::slice::from_ref(&early));
+    assert_eq!(store.due_holds(5_000, 10).await.unwrap(), [early.clone(), late.clone()]);
+    assert_eq!(store.due_holds(5_000, 1).await.unwrap(), std::slice::from_ref(&early));
+    assert_eq!(
+        store.due_holds(5_000, 10).await.unwrap(),
+        [early.clone(), late.clone()],
+        "a due hold stays until the invoice is sent or held again"
+    );
+
+    let history = store.history(ACME, "INV-1").await.unwrap().expect("history");
+    assert_eq!(history.held_until_ms, Some(2_000));
+    let held = history.timeline.iter().find(|e| e.what == "held").expect("held entry");
+    assert_eq!(held.revision, Some(1));
+    assert!(held
+        .detail
+        .as_deref()
+        .unwrap_or_default()
+        .starts_with("quiet hours: held until "));
+
+    // Held again: later. Finished: no longer held.
+    store.hold(&early, 3_000).await.unwrap();
+    assert_eq!(store.due_holds(2_500, 10).await.unwrap(), std::slice::from_ref(&late));
+    store.finish_invoice(&late, Status::Sent, &[]).await.unwrap();
+    assert_eq!(store.next_hold().await.unwrap(), Some(3_000));
+    assert_eq!(store.due_holds(5_000, 10).await.unwrap(), std::slice::from_ref(&early));
+    assert_eq!(
+        store
+            .history(ACME, "INV-1")
+            .await
+            .unwrap()
+            .expect("history")
+            .held_until_ms,
+        None
+    );
+
+    // Only an accepted invoice can be held.
+    store.hold(&late, 100).await.unwrap();
+    assert_eq!(store.next_hold().await.unwrap(), Some(3_000));
+    // A superseded revision is no longer due.
+    accepted(store, "INV-2", 2).await;
+    assert!(store.due_holds(5_000, 10).await.unwrap().is_empty());
+    assert_eq!(store.next_hold().await.unwrap(), Some(9_000));
+    assert_eq!(store.due_holds(i64::MAX, 10).await.unwrap(), [far]);
+    assert_eq!(status(store, &unheld).await, Some(Status::Accepted));
+}
+
+async fn ping_answers(db: &TestDb) {
+    db.store.ping().await.unwrap();
+    db.another().await.ping().await.unwrap();
+}
+
+async fn a_reopened_store_keeps_its_data(db: &TestDb) {
+    let key = accepted(db.store.as_ref(), "INV-1", 1).await;
+    sent(db.store.as_ref(), &key, ChannelName::Email, "a", "E1").await;
+    // Opening again runs the migrations again: they are already applied.
+    let again = db.another().await;
+    assert_eq!(status(again.as_ref(), &key).await, Some(Status::Accepted));
+    assert!(again.paylink("hash-a").await.unwrap().is_some());
+    assert_eq!(
+        begin(again.as_ref(), "INV-1", 1).await,
+        Begin::Resume {
+            attempts: vec![AttemptRecord {
+                channel: ChannelName::Email,
+                attempt: 1,
+                state: AttemptState::Sent
+            }]
+        }
+    );
+    assert_eq!(events(again.as_ref()).await.len(), 2);
+}
+
+// ---------------------------------------------------------------------------
+// Two instances at once
+
+async fn concurrent_begins_of_one_key_make_exactly_one_new(db: &TestDb) {
+    let stores = [db.store.clone(), db.another().await];
+    for round in 0..3 {
+        let invoice_id = format!("INV-{round}");
+        let answers = race(&stores, RACERS, |_, store| {
+            let invoice = invoice(&invoice_id, 1);
+            async move {
+                let accepted = event(EventName::Accepted, &invoice.key);
+                store
+                    .begin(&invoice, &correlation(&invoice.key.invoice_id), &accepted)
+                    .await
+                    .unwrap()
+            }
+        })
+        .await;
+        let new = answers.iter().filter(|a| **a == Begin::New).count();
+        assert_eq!(new, 1, "round {round}: {answers:?}");
+        assert!(
+            answers
+                .iter()
+                .all(|a| *a == Begin::New || *a == Begin::Resume { attempts: vec![] }),
+            "{answers:?}"
+        );
+    }
+    assert_eq!(count(db.store.as_ref(), EventName::Accepted).await, 3);
+}
+
+async fn concurrent_revisions_leave_only_the_highest_accepted(db: &TestDb) {
+    let stores = [db.store.clone(), db.another().await];
+    const REVISIONS: usize = 8;
+    let answers = race(&stores, REVISIONS * 2, |i, store| {
+        let invoice = invoice("INV-1", (i % REVISIONS) as i64 + 1);
+        async move {
+            let accepted = event(EventName::Accepted, &invoice.key);
+            let answer = store.begin(&invoice, &correlation("INV-1"), &accepted).await.unwrap();
+            (invoice.key.revision, answer)
+        }
+    })
+    .await;
+    let store = db.store.as_ref();
+    for revision in 1..=REVISIONS as i64 {
+        let expected = if revision == REVISIONS as i64 {
+            vec![Some(Status::Accepted)]
+        } else {
+            vec![None, Some(Status::Superseded)]
+        };
+        let found = status(store, &key_of("INV-1", revision)).await;
+        assert!(
+            expected.contains(&found),
+            "revision {revision} is {found:?}: {answers:?}"
+        );
+    }
+    let new = answers.iter().filter(|(_, a)| *a == Begin::New).count();
+    assert_eq!(
+        count(store, EventName::Accepted).await,
+        new,
+        "one accepted event per stored revision"
+    );
+    assert!(answers
+        .iter()
+        .filter(|(r, _)| *r == REVISIONS as i64)
+        .any(|(_, a)| *a == Begin::New));
+}
+
+async fn a_close_racing_a_begin_never_leaves_the_invoice_open(db: &TestDb) {
+    let stores = [db.store.clone(), db.another().await];
+    const INVOICES: usize = 12;
+    let answers = race(&stores, INVOICES * 2, |i, store| {
+        let invoice_id = format!("INV-{}", i / 2);
+        async move {
+            let key = key_of(&invoice_id, 1);
+            if i % 2 == 0 {
+                let answer = begin(store.as_ref(), &invoice_id, 1).await;
+                format!("{answer:?}")
+            } else {
+                let paid = event(EventName::Paid, &key);
+                let closed = store.close(ACME, &invoice_id, Status::Paid, &paid).await.unwrap();
+                format!("closed {closed}")
+            }
+        }
+    })
+    .await;
+    let store = db.store.as_ref();
+    for n in 0..INVOICES {
+        let key = key_of(&format!("INV-{n}"), 1);
+        let found = status(store, &key).await;
+        assert!(
+            matches!(found, None | Some(Status::Paid)),
+            "{key} is {found:?} after a close: {:?}",
+            &answers[2 * n..2 * n + 2]
+        );
+        assert_eq!(
+            begin(store, &key.invoice_id, 1).await,
+            Begin::Closed { status: Status::Paid }
+        );
+    }
+    assert_eq!(count(store, EventName::Paid).await, INVOICES);
+}
+
+async fn concurrent_fail_after_send_succeeds_exactly_once(db: &TestDb) {
+    let stores = [db.store.clone(), db.another().await];
+    let store = db.store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+    let id = sent(store, &key, ChannelName::Sms, "a", "SM1").await;
+    store.finish_invoice(&key, Status::Sent, &[]).await.unwrap();
+
+    let answers = race(&stores, RACERS, |i, store| {
+        let failed = event(EventName::ChannelFailed, &key).detail(format!("report {i}"));
+        async move { store.fail_after_send(id, "undelivered", &failed).await.unwrap() }
+    })
+    .await;
+    assert_eq!(answers.iter().filter(|a| **a).count(), 1, "{answers:?}");
+    assert_eq!(count(store, EventName::ChannelFailed).await, 1);
+    assert_eq!(status(store, &key).await, Some(Status::Accepted));
+}
+
+async fn concurrent_closes_succeed_exactly_once(db: &TestDb) {
+    let stores = [db.store.clone(), db.another().await];
+    let store = db.store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+    let answers = race(&stores, RACERS, |i, store| {
+        let status = if i % 3 == 0 { Status::Cancelled } else { Status::Paid };
+        let name = if status == Status::Paid {
+            EventName::Paid
+        } else {
+            EventName::Cancelled
+        };
+        let closing = event(name, &key);
+        async move { (status, store.close(ACME, "INV-1", status, &closing).await.unwrap()) }
+    })
+    .await;
+    let winners: Vec<Status> = answers.iter().filter(|(_, won)| *won).map(|(s, _)| *s).collect();
+    assert_eq!(winners.len(), 1, "{answers:?}");
+    let closing = count(store, EventName::Paid).await + count(store, EventName::Cancelled).await;
+    assert_eq!(closing, 1);
+    assert_eq!(status(store, &key).await, Some(winners[0]));
+}
+
+async fn concurrent_delivery_reports_are_recorded_once(db: &TestDb) {
+    let stores = [db.store.clone(), db.another().await];
+    let store = db.store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+    let id = sent(store, &key, ChannelName::Whatsapp, "a", "wamid.1").await;
+    let answers = race(&stores, RACERS, |i, store| {
+        let reached = if i % 2 == 0 { Reached::Delivered } else { Reached::Read };
+        let name = if i % 2 == 0 {
+            EventName::Delivered
+        } else {
+            EventName::Read
+        };
+        let report = event(name, &key);
+        async move { (i % 2, store.record_reached(id, reached, &report).await.unwrap()) }
+    })
+    .await;
+    for kind in 0..2 {
+        let firsts = answers.iter().filter(|(k, first)| *k == kind && *first).count();
+        assert_eq!(firsts, 1, "kind {kind}: {answers:?}");
+    }
+    assert_eq!(count(store, EventName::Delivered).await, 1);
+    assert_eq!(count(store, EventName::Read).await, 1);
+}
+
+async fn concurrent_clicks_each_count_and_queue_clicked_once(db: &TestDb) {
+    let stores = [db.store.clone(), db.another().await];
+    let store = db.store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+    started(store, &key, ChannelName::Email, 1, "a").await;
+    let counts = race(&stores, RACERS, |_, store| {
+        let clicked = event(EventName::Clicked, &key);
+        async move { store.record_click("hash-a", &clicked).await.unwrap() }
+    })
+    .await;
+    let counts: BTreeSet<i64> = counts.into_iter().collect();
+    assert_eq!(
+        counts,
+        (1..=RACERS as i64).collect::<BTreeSet<_>>(),
+        "every click has its own count"
+    );
+    assert_eq!(count(store, EventName::Clicked).await, 1);
+}
+
+// ---------------------------------------------------------------------------
+
+/// Events are stamped when made; compare them with their stamp aligned.
+trait AtOf {
+    fn at_of(self, other: &Event) -> Event;
+}
+
+impl AtOf for Event {
+    fn at_of(mut self, other: &Event) -> Event {
+        self.at = other.at.clone();
+        self
+    }
+}
