@@ -448,10 +448,17 @@ pub fn parse_webhook(body: &[u8]) -> Result<MetaWebhook, String> {
             let Ok(delivery) = serde_json::from_value::<MessengerDelivery>(delivery) else {
                 continue;
             };
-            reports.extend(delivery.mids.into_iter().map(|mid| StatusReport {
-                provider_message_id: mid,
-                status: DeliveryStatus::Delivered,
-            }));
+            reports.extend(
+                delivery
+                    .mids
+                    .into_iter()
+                    .map(|mid| mid.trim().to_owned())
+                    .filter(|mid| !mid.is_empty())
+                    .map(|mid| StatusReport {
+                        provider_message_id: mid,
+                        status: DeliveryStatus::Delivered,
+                    }),
+            );
         }
     }
     Ok(MetaWebhook {
@@ -462,7 +469,7 @@ pub fn parse_webhook(body: &[u8]) -> Result<MetaWebhook, String> {
 
 fn whatsapp_report(value: Value) -> Option<StatusReport> {
     let status: WhatsappStatus = serde_json::from_value(value).ok()?;
-    let id = status.id.filter(|id| !id.is_empty())?;
+    let id = status.id.map(|id| id.trim().to_owned()).filter(|id| !id.is_empty())?;
     let status = match status.status.as_deref()? {
         "delivered" => DeliveryStatus::Delivered,
         "read" => DeliveryStatus::Read,
@@ -474,9 +481,9 @@ fn whatsapp_report(value: Value) -> Option<StatusReport> {
                 .and_then(|d| d.get("details"))
                 .and_then(Value::as_str)
                 .map(str::to_owned);
-            let words = first
-                .title
-                .or(first.message)
+            let given = |text: Option<String>| text.filter(|t| !t.trim().is_empty());
+            let words = given(first.title)
+                .or(given(first.message))
                 .unwrap_or_else(|| "WhatsApp could not deliver the message".to_owned());
             let reason = match details {
                 Some(d) if !d.is_empty() && !words.contains(&d) => format!("{words} ({d})"),

@@ -302,9 +302,13 @@ pub fn parse(body: &[u8], known_biller: impl Fn(&str) -> bool) -> Result<Message
     };
     let due_date = p.req_str("due_date", raw.due_date).and_then(|d| {
         let format = time::macros::format_description!("[year]-[month]-[day]");
-        match Date::parse(&d, format) {
-            Ok(date) => Some(date),
-            Err(_) => {
+        // Exactly YYYY-MM-DD: `time` alone would also take a signed year.
+        let shaped = d.len() == 10
+            && d.bytes().enumerate().all(|(i, b)| matches!(i, 4 | 7) == (b == b'-'))
+            && d.bytes().filter(u8::is_ascii_digit).count() == 8;
+        match Date::parse(&d, format).ok().filter(|_| shaped) {
+            Some(date) => Some(date),
+            None => {
                 p.push(format!("due_date \"{d}\" is not a date in the form YYYY-MM-DD"));
                 None
             }
