@@ -18,8 +18,8 @@
 //! Proptest's own variables still apply, e.g. `PROPTEST_RNG_SEED=42` to
 //! replay a run. Failures are not written to a `proptest-regressions/` file:
 //! a failing property prints its shrunk input; keep it as a plain `#[test]`
-//! in the "found by fuzzing" section at the bottom (marked `#[ignore]` while
-//! the bug is open).
+//! in the "found by fuzzing" section at the bottom (marked
+//! `#[ignore = "bug: ..."]` while the bug is open).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,7 +36,7 @@ use serde_json::{json, Map, Value};
 
 use payrelay::channels::{meta, sms, DeliveryStatus, StatusReport};
 use payrelay::config::Config;
-use payrelay::invoice::{self, Amount, Message, Rejected, MAX_BODY_BYTES};
+use payrelay::invoice::{self, Amount, Email, Message, Phone, Psid, Rejected, MAX_BODY_BYTES};
 
 // ---------------------------------------------------------------------------
 // Run settings
@@ -53,14 +53,6 @@ fn cases(default: u32) -> ProptestConfig {
         failure_persistence: None,
         ..ProptestConfig::default()
     }
-}
-
-/// Whether the properties also fail on the open bugs of the "found by fuzzing"
-/// section. By default they step around exactly those cases, so that CI stays
-/// green while the bugs are open yet every other input is still checked;
-/// `PAYRELAY_FUZZ_STRICT=1` shows them.
-fn strict() -> bool {
-    std::env::var("PAYRELAY_FUZZ_STRICT").is_ok_and(|v| v.trim() == "1")
 }
 
 // ---------------------------------------------------------------------------
@@ -683,12 +675,8 @@ fn check_accepted(msg: &Message, body: &[u8]) -> Result<(), TestCaseError> {
     let currency = str_field(&input, "currency").unwrap_or_default();
     prop_assert_eq!(exponent_of(&currency), Some(inv.amount.exponent()));
     let due = str_field(&input, "due_date").unwrap_or_default();
-    // Open bug: a sign before the year is accepted (see below).
-    let signed = (due.starts_with('+') || due.starts_with('-')) && is_yyyy_mm_dd(&due[1..]);
-    if strict() || !signed {
-        prop_assert!(is_yyyy_mm_dd(&due), "accepted due_date {:?}, not YYYY-MM-DD", due);
-        prop_assert_eq!(inv.due_date.to_string(), due);
-    }
+    prop_assert!(is_yyyy_mm_dd(&due), "accepted due_date {:?}, not YYYY-MM-DD", due);
+    prop_assert_eq!(inv.due_date.to_string(), due);
 
     let customer = &inv.customer;
     prop_assert!(!customer.name.trim().is_empty(), "accepted a blank customer name");
@@ -796,6 +784,43 @@ fn the_contract_invoice_is_accepted() {
     let body = serde_json::to_vec(&contract_invoice()).expect("serializable");
     assert!(matches!(invoice::parse(&body, known), Ok(Message::PaymentRequest(_))));
     check_parse(&body).expect("contract invoice keeps the invariants");
+}
+
+proptest! {
+    #![proptest_config(cases(600))]
+
+    #[test]
+    fn contact_parsers_never_panic_and_accept_only_their_shape(
+        phone in prop_oneof![3 => e164ish(), 1 => text()],
+        email in prop_oneof![3 => emailish(), 1 => text()],
+        psid in prop_oneof!["\\s?[0-9]{0,40}\\s?", text()],
+    ) {
+        match Phone::parse(&phone) {
+            Ok(p) => {
+                let digits = p.as_str().strip_prefix('+').unwrap_or("");
+                prop_assert!(
+                    (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()),
+                    "{:?}",
+                    p.as_str()
+                );
+                prop_assert_eq!(p.as_str(), phone.trim());
+                let region = p.country().unwrap_or("MX");
+                prop_assert!(region.len() == 2 && region.bytes().all(|b| b.is_ascii_uppercase()), "{:?}", region);
+            }
+            Err(e) => prop_assert!(!e.trim().is_empty()),
+        }
+        match Email::parse(&email) {
+            Ok(e) => prop_assert!(e.as_str().contains('@') && !e.as_str().trim().is_empty()),
+            Err(e) => prop_assert!(!e.trim().is_empty()),
+        }
+        match Psid::parse(&psid) {
+            Ok(p) => {
+                let id = p.as_str();
+                prop_assert!((5..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit()), "{:?}", id);
+            }
+            Err(e) => prop_assert!(!e.trim().is_empty()),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -981,11 +1006,13 @@ fn meta_body() -> BoxedStrategy<Value> {
         1 => json_value(),
     ];
     let entry = prop_oneof![
-        5 => (vec(change, 0..3), vec(messaging, 0..3)).prop_map(|(c, m)| json!({"id": "1", "changes": c, "messaging": m})),
+        5 => (vec(change, 0..3), vec(messaging, 0..3))
+            .prop_map(|(c, m)| json!({"id": "1", "changes": c, "messaging": m})),
         1 => json_value(),
     ];
     let object = prop_oneof![
-        4 => select(&["whatsapp_business_account", "page", "instagram", ""][..]).prop_map(|s| Value::String(s.to_owned())),
+        4 => select(&["whatsapp_business_account", "page", "instagram", ""][..])
+            .prop_map(|s| Value::String(s.to_owned())),
         1 => json_leaf(),
     ];
     (
@@ -1049,13 +1076,7 @@ fn check_meta_webhook(body: &[u8]) -> Result<(), TestCaseError> {
             prop_assert_eq!(Some(hook.object.as_str()), input.get("object").and_then(Value::as_str));
             prop_assert!(hook.reports.len() <= meta_items(&input), "more reports than items");
             for r in &hook.reports {
-                // Open bugs: blank message ids and blank failure reasons pass through (see below).
-                let blank_id = r.provider_message_id.trim().is_empty();
-                let blank_reason =
-                    matches!(&r.status, DeliveryStatus::Failed { reason, .. } if reason.trim().is_empty());
-                if strict() || !(blank_id || blank_reason) {
-                    check_report(r)?;
-                }
+                check_report(r)?;
             }
         }
     }
@@ -1079,7 +1100,10 @@ proptest! {
     fn meta_signatures_verify_exactly_the_signed_bytes_with_the_right_key(
         secret in hmac_key(),
         other in hmac_key(),
-        body in prop_oneof![vec(any::<u8>(), 0..512), meta_body().prop_map(|b| serde_json::to_vec(&b).expect("serializable"))],
+        body in prop_oneof![
+            vec(any::<u8>(), 0..512),
+            meta_body().prop_map(|b| serde_json::to_vec(&b).expect("serializable")),
+        ],
         at in any::<Index>(),
         flip in 1u8..=255,
         garbage in "(?s).{0,80}",
@@ -1570,6 +1594,27 @@ fn config_key() -> BoxedStrategy<String> {
     .boxed()
 }
 
+/// The keys of a `[[routing.rules]]` entry, and one it does not have.
+const RULE_KEYS: &[&str] = &[
+    "name",
+    "biller",
+    "source",
+    "currency",
+    "country",
+    "locale",
+    "min_amount",
+    "max_amount",
+    "days_to_due",
+    "channels",
+    "strategy",
+    "extra",
+];
+
+/// Path segments of `PAYRELAY__…` variables besides the keys.
+const ENV_SEGMENTS: &[&str] = &[
+    "broker", "http", "billers", "acme", "channels", "email", "routing", "rules", "",
+];
+
 /// One change to the base configuration's text.
 #[derive(Debug, Clone)]
 enum ConfEdit {
@@ -1588,11 +1633,25 @@ fn conf_edit() -> BoxedStrategy<ConfEdit> {
         6 => (any::<Index>(), any::<Index>(), toml_value()).prop_map(|(s, k, v)| ConfEdit::SetValue(s, k, v)),
         2 => (any::<Index>(), config_key(), toml_value()).prop_map(|(s, k, v)| ConfEdit::AddKey(s, k, v)),
         1 => any::<Index>().prop_map(ConfEdit::RemoveSection),
-        1 => (any::<Index>(), prop_oneof![3 => select(CONFIG_HEADERS).prop_map(str::to_owned), 1 => text().prop_map(|t| format!("[{t}]"))])
+        1 => (
+            any::<Index>(),
+            prop_oneof![
+                3 => select(CONFIG_HEADERS).prop_map(str::to_owned),
+                1 => text().prop_map(|t| format!("[{t}]")),
+            ],
+        )
             .prop_map(|(s, h)| ConfEdit::Header(s, h)),
-        2 => vec((select(&["name", "biller", "source", "currency", "country", "locale", "min_amount", "max_amount", "days_to_due", "channels", "strategy", "extra"][..]).prop_map(str::to_owned), toml_value()), 0..6)
+        2 => vec((select(RULE_KEYS).prop_map(str::to_owned), toml_value()), 0..6)
             .prop_map(ConfEdit::AddRule),
-        1 => (any::<Index>(), prop_oneof!["(?s).{0,30}", Just(String::new()), Just("# comment".to_owned()), Just("a = ".to_owned())])
+        1 => (
+            any::<Index>(),
+            prop_oneof![
+                "(?s).{0,30}",
+                Just(String::new()),
+                Just("# comment".to_owned()),
+                Just("a = ".to_owned()),
+            ],
+        )
             .prop_map(|(i, l)| ConfEdit::Line(i, l)),
     ]
     .boxed()
@@ -1764,6 +1823,39 @@ proptest! {
     fn config_arbitrary_text_never_panics(text in "(?s).{0,300}") {
         check_config(&text, &no_env)?;
     }
+
+    #[test]
+    fn config_environment_layers_never_panic(
+        edits in vec(conf_edit(), 0..3),
+        vars in vec(
+            (
+                vec(
+                    prop_oneof![
+                        3 => config_key(),
+                        1 => select(ENV_SEGMENTS).prop_map(str::to_owned),
+                    ],
+                    0..4,
+                ),
+                prop_oneof![3 => config_string(), 1 => toml_value()],
+            ),
+            0..4,
+        ),
+    ) {
+        let text = edited_config(&edits);
+        let vars: Vec<(String, String)> = vars
+            .into_iter()
+            .map(|(path, value)| (format!("PAYRELAY__{}", path.join("__").to_ascii_uppercase()), value))
+            .collect();
+        match Config::from_layers(&text, vars, Path::new("/etc/payrelay"), &config_env) {
+            Ok(_) => {}
+            Err(problems) => {
+                prop_assert!(!problems.is_empty(), "a refused config without a problem");
+                for p in &problems {
+                    prop_assert!(!p.message.trim().is_empty(), "a problem without a message: {:?}", p);
+                }
+            }
+        }
+    }
 }
 
 #[test]
@@ -1797,10 +1889,9 @@ fn the_config_edits_reach_both_acceptance_and_refusal() {
 // Found by fuzzing
 // ---------------------------------------------------------------------------
 
-// Each test below is the minimal input a property shrank to. They fail today
-// and are ignored so that CI stays green; the properties above step around
-// these cases unless PAYRELAY_FUZZ_STRICT=1. Remove the `#[ignore]` (and the
-// matching allowance in the property) with the fix.
+// Each test below is the minimal input a property shrank to, kept as a plain
+// regression test. A new finding goes here too, marked
+// `#[ignore = "bug: ..."]` until the library is fixed.
 
 fn parse_with_due_date(due: &str) -> Result<Message, Rejected> {
     let mut v = contract_invoice();
@@ -1809,10 +1900,9 @@ fn parse_with_due_date(due: &str) -> Result<Message, Rejected> {
 }
 
 /// Contract §1: `due_date` is YYYY-MM-DD. The `time` format `[year]` also
-/// takes a sign, so `+2026-12-01` is accepted as 2026-12-01 and `-2026-12-01`
+/// takes a sign, so `+2026-12-01` was accepted as 2026-12-01 and `-2026-12-01`
 /// as the year -2026.
 #[test]
-#[ignore = "bug: due_date accepts a sign before the year (+2026-12-01, -2026-12-01)"]
 fn a_due_date_with_a_signed_year_is_rejected() {
     for due in ["+2026-12-01", "-2026-12-01", "-0001-01-01"] {
         let result = parse_with_due_date(due);
@@ -1823,12 +1913,11 @@ fn a_due_date_with_a_signed_year_is_rejected() {
     }
 }
 
-/// A WhatsApp `failed` status whose first error has a blank `title` yields
-/// `Failed { reason: "" }`: `title.or(message)` prefers the empty title over
-/// the message, and the default words are never used. The reason reaches the
+/// A WhatsApp `failed` status whose first error had a blank `title` yielded
+/// `Failed { reason: "" }`: `title.or(message)` preferred the empty title over
+/// the message, and the default words were never used. The reason reaches the
 /// `invoice.channel_failed` event's detail.
 #[test]
-#[ignore = "bug: a WhatsApp failure with a blank error title has an empty reason"]
 fn a_whatsapp_failure_with_a_blank_title_still_has_a_reason() {
     for error in [
         json!({"title": ""}),
@@ -1851,11 +1940,10 @@ fn a_whatsapp_failure_with_a_blank_title_still_has_a_reason() {
     }
 }
 
-/// A Messenger delivery whose `mids` holds `""` (or blanks) yields a report
-/// with an empty `provider_message_id`; the WhatsApp path skips empty ids and
-/// Twilio's skips blank ones. Blank WhatsApp ids (`" "`) pass too.
+/// A Messenger delivery whose `mids` held `""` (or blanks) yielded a report
+/// with an empty `provider_message_id`, where the WhatsApp path skipped empty
+/// ids and Twilio's blank ones; blank WhatsApp ids (`" "`) passed too.
 #[test]
-#[ignore = "bug: Meta webhooks report deliveries for blank message ids"]
 fn meta_reports_never_name_a_blank_message_id() {
     let bodies = [
         json!({"object": "page", "entry": [{"messaging": [{"delivery": {"mids": ["", " "], "watermark": 1}}]}]}),
