@@ -185,9 +185,20 @@ pub async fn start_with_clock(
     listener: TcpListener,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, StartError> {
+    let store = crate::store::open(config.store.url.expose()).await?;
+    start_with_store(config, listener, clock, store).await
+}
+
+/// Starts the service on a store opened by the caller (tests wrap the real
+/// store to make it fail on cue).
+pub async fn start_with_store(
+    config: Config,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+    store: Arc<dyn Store>,
+) -> Result<Running, StartError> {
     let config = Arc::new(config);
     let templates = Arc::new(Templates::load(config.templates.dir.as_deref()).map_err(StartError::Templates)?);
-    let store: Arc<dyn Store> = crate::store::open(config.store.url.expose()).await?;
     let context = BuildContext {
         public_base_url: config.http.public_base_url.clone(),
     };

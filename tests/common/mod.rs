@@ -37,7 +37,14 @@ pub struct Options {
     pub routing: String,
     /// The service's clock; the real one when None.
     pub clock: Option<Arc<payrelay::clock::ManualClock>>,
+    /// `[broker] delivery_limit`.
+    pub delivery_limit: u32,
+    /// Wraps the real store, to make it fail on cue.
+    pub wrap_store: Option<StoreWrapper>,
 }
+
+/// Builds a store around the real one.
+pub type StoreWrapper = Box<dyn Fn(Arc<dyn payrelay::store::Store>) -> Arc<dyn payrelay::store::Store> + Send + Sync>;
 
 impl Default for Options {
     fn default() -> Self {
@@ -47,6 +54,8 @@ impl Default for Options {
             channels: String::new(),
             routing: "default = [\"email\"]".into(),
             clock: None,
+            delivery_limit: 10,
+            wrap_store: None,
         }
     }
 }
@@ -92,6 +101,7 @@ url = "{AMQP_URL}"
 queue = "payrelay.test.{id}.invoices"
 events_exchange = "payrelay.test.{id}.events"
 prefetch = 64
+delivery_limit = {delivery_limit}
 
 [store]
 url = "sqlite://var/payrelay.db"
@@ -128,6 +138,7 @@ timeout = "5s"
             rate = options.email_rate,
             channels = options.channels,
             routing = options.routing,
+            delivery_limit = options.delivery_limit,
         );
         let config = Config::from_toml(&toml, dir.path(), &test_secrets)
             .unwrap_or_else(|problems| panic!("test config is invalid: {problems:#?}"));
@@ -194,7 +205,14 @@ timeout = "5s"
             Some(c) => c.clone(),
             None => Arc::new(payrelay::clock::SystemClock),
         };
-        let running = payrelay::app::start_with_clock(config.clone(), listener, clock.clone())
+        let store = payrelay::store::open(config.store.url.expose())
+            .await
+            .expect("store opens");
+        let store = match &options.wrap_store {
+            Some(wrap) => wrap(store),
+            None => store,
+        };
+        let running = payrelay::app::start_with_store(config.clone(), listener, clock.clone(), store)
             .await
             .expect("service starts");
         let http = reqwest::Client::builder()

@@ -1,0 +1,208 @@
+//! Faults injected into the store of a running service, on the real
+//! broker: a handler that keeps crashing is dead-lettered with its reason
+//! after a bounded number of deliveries, and a store outage holds invoices
+//! (not ready, nothing acked, nothing dead-lettered) until it ends.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::{invoice, Options, TestEnv, WAIT};
+use payrelay::channels::ChannelName;
+use payrelay::events::{Correlation, Event};
+use payrelay::invoice::{Invoice, InvoiceKey};
+use payrelay::store::{
+    AttemptOutcome, AttemptRef, Begin, History, NewPaylink, OutboxEntry, PaylinkRecord, Reached, Status, Store,
+    StoreError, StoredInvoice,
+};
+
+/// The real store, with a crash for one invoice and an on/off outage.
+struct Faulty {
+    inner: Arc<dyn Store>,
+    crash_on: &'static str,
+    down: Arc<AtomicBool>,
+}
+
+impl Faulty {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Database(sqlx::Error::PoolTimedOut))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Faulty {
+    async fn begin(&self, invoice: &Invoice, correlation: &Correlation, accepted: &Event) -> Result<Begin, StoreError> {
+        if invoice.key.invoice_id == self.crash_on {
+            panic!("injected crash while storing {}", self.crash_on);
+        }
+        self.check()?;
+        self.inner.begin(invoice, correlation, accepted).await
+    }
+    async fn start_attempt(
+        &self,
+        key: &InvoiceKey,
+        channel: ChannelName,
+        attempt: u32,
+        paylink: &NewPaylink,
+    ) -> Result<i64, StoreError> {
+        self.check()?;
+        self.inner.start_attempt(key, channel, attempt, paylink).await
+    }
+    async fn finish_attempt(&self, id: i64, outcome: &AttemptOutcome, event: &Event) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.finish_attempt(id, outcome, event).await
+    }
+    async fn finish_invoice(&self, key: &InvoiceKey, status: Status, events: &[Event]) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.finish_invoice(key, status, events).await
+    }
+    async fn status(&self, key: &InvoiceKey) -> Result<Option<Status>, StoreError> {
+        self.check()?;
+        self.inner.status(key).await
+    }
+    async fn close(&self, b: &str, i: &str, status: Status, event: &Event) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.close(b, i, status, event).await
+    }
+    async fn record_event(&self, event: &Event) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.record_event(event).await
+    }
+    async fn paylink(&self, token_hash: &str) -> Result<Option<PaylinkRecord>, StoreError> {
+        self.check()?;
+        self.inner.paylink(token_hash).await
+    }
+    async fn record_click(&self, token_hash: &str, event: &Event) -> Result<i64, StoreError> {
+        self.check()?;
+        self.inner.record_click(token_hash, event).await
+    }
+    async fn outbox(&self, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.check()?;
+        self.inner.outbox(limit).await
+    }
+    async fn outbox_done(&self, ids: &[i64]) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.outbox_done(ids).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.ping().await
+    }
+    async fn invoice(&self, key: &InvoiceKey) -> Result<Option<StoredInvoice>, StoreError> {
+        self.check()?;
+        self.inner.invoice(key).await
+    }
+    async fn attempt_by_provider_id(&self, channel: ChannelName, id: &str) -> Result<Option<AttemptRef>, StoreError> {
+        self.check()?;
+        self.inner.attempt_by_provider_id(channel, id).await
+    }
+    async fn record_reached(&self, id: i64, reached: Reached, event: &Event) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.record_reached(id, reached, event).await
+    }
+    async fn history(&self, b: &str, i: &str) -> Result<Option<History>, StoreError> {
+        self.check()?;
+        self.inner.history(b, i).await
+    }
+    async fn hold(&self, key: &InvoiceKey, until_ms: i64) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.hold(key, until_ms).await
+    }
+    async fn due_holds(&self, now_ms: i64, limit: u32) -> Result<Vec<InvoiceKey>, StoreError> {
+        self.check()?;
+        self.inner.due_holds(now_ms, limit).await
+    }
+    async fn next_hold(&self) -> Result<Option<i64>, StoreError> {
+        self.check()?;
+        self.inner.next_hold().await
+    }
+    async fn fail_after_send(&self, id: i64, detail: &str, event: &Event) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.fail_after_send(id, detail, event).await
+    }
+}
+
+fn faulty(down: &Arc<AtomicBool>, delivery_limit: u32) -> Options {
+    let down = down.clone();
+    Options {
+        delivery_limit,
+        wrap_store: Some(Box::new(move |inner| {
+            Arc::new(Faulty {
+                inner,
+                crash_on: "INV-POISON",
+                down: down.clone(),
+            })
+        })),
+        ..Options::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_handler_keeps_crashing_is_dead_lettered_with_its_reason_and_blocks_nothing() {
+    let env = TestEnv::start_with(faulty(&Arc::new(AtomicBool::new(false)), 3)).await;
+    env.publish(&[
+        invoice("INV-POISON", "poison@example.com"),
+        invoice("INV-FINE", "fine@example.com"),
+    ])
+    .await;
+    let emails = env.smtp.wait_for(1, WAIT).await;
+    assert_eq!(emails[0].recipients, ["fine@example.com"], "the queue was not blocked");
+
+    let dead = env.dead_letters(1).await;
+    let (reason, body) = &dead[0];
+    assert!(body.windows(10).any(|w| w == b"INV-POISON"));
+    assert!(
+        reason.contains("failed to handle this message 3 times") && reason.contains("injected crash"),
+        "{reason}"
+    );
+    let rejected = env.wait_for("invoice.rejected", 1).await;
+    assert!(rejected[0]["detail"].as_str().unwrap().contains("3 times"));
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_holds_invoices_unacked_and_they_go_out_once_when_it_ends() {
+    let down = Arc::new(AtomicBool::new(false));
+    let env = TestEnv::start_with(faulty(&down, 2)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while env.get("/readyz").await.status() != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    down.store(true, Ordering::SeqCst);
+    assert_eq!(
+        env.get("/readyz").await.status(),
+        503,
+        "not ready while the store is away"
+    );
+    let invoices: Vec<_> = (0..5)
+        .map(|i| invoice(&format!("INV-OUT-{i}"), &format!("o{i}@example.com")))
+        .collect();
+    env.publish(&invoices).await;
+    // Longer than two requeues would take: a delivery limit of 2 must not be spent by the outage.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        env.smtp.received().is_empty(),
+        "nothing is sent while nothing can be recorded"
+    );
+
+    down.store(false, Ordering::SeqCst);
+    env.smtp.wait_for(5, WAIT).await;
+    env.wait_for("invoice.sent", 5).await;
+    assert_eq!(env.smtp.received().len(), 5, "each once");
+    assert_eq!(
+        common::messages_in_queue(&env.config.broker.dead_letter_queue()).await,
+        0,
+        "nothing was dead-lettered by the outage"
+    );
+    assert!(env.events_named("invoice.rejected").is_empty());
+    env.finish().await;
+}
