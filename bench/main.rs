@@ -1182,21 +1182,11 @@ async fn service_phase(
     clean_up(&args.amqp_url, cleanup).await?;
     let finished = outcome?;
 
-    let (mut to_accept, mut to_seen, first, last, events, duplicates, problem) = lock_observed(&observed, |o| {
-        (
-            std::mem::take(&mut o.to_accept_us),
-            std::mem::take(&mut o.to_seen_us),
-            o.first_sent,
-            o.last_sent,
-            o.events.clone(),
-            o.duplicates,
-            o.first_problem.clone(),
-        )
-    });
-    let last = last.unwrap_or(finished);
+    let mut seen: Observed = lock_observed(&observed, std::mem::take);
+    let last = seen.last_sent.unwrap_or(finished);
     let elapsed = last.duration_since(started).as_secs_f64();
     let mut notes = Vec::new();
-    if let (Some(first), None) = (first, paced) {
+    if let (Some(first), None) = (seen.first_sent, paced) {
         let steady = last.duration_since(first).as_secs_f64();
         if steady > 0.0 {
             notes.push(format!("{:.0}/s from first sent event", (n - 1) as f64 / steady));
@@ -1206,14 +1196,18 @@ async fn service_phase(
         Some(m) => notes.push(format!("mock got {} requests", m.requests.load(Ordering::Relaxed))),
         None => notes.push(format!("{} .eml files", count_files(&dir.join("outbox/email")))),
     }
-    let other: Vec<String> = events
+    let other: Vec<String> = seen
+        .events
         .iter()
         .filter(|(name, _)| *name != "invoice.sent" && *name != "invoice.accepted")
         .map(|(name, count)| format!("{count} {name}"))
         .collect();
-    if !other.is_empty() || duplicates > 0 {
-        notes.push(format!("also: {} {duplicates} duplicate sent", other.join(", ")));
-        if let Some(p) = problem {
+    if seen.unparsable > 0 {
+        notes.push(format!("{} events were not JSON", seen.unparsable));
+    }
+    if !other.is_empty() || seen.duplicates > 0 {
+        notes.push(format!("also: {} {} duplicate sent", other.join(", "), seen.duplicates));
+        if let Some(p) = &seen.first_problem {
             notes.push(format!("first: {p}"));
         }
     }
@@ -1232,10 +1226,10 @@ async fn service_phase(
         rate,
         compare: paced.is_none(),
         note: notes.join("; "),
-        p50_ms: paced.and(percentile_ms(&mut to_accept, 50.0)),
-        p99_ms: paced.and(percentile_ms(&mut to_accept, 99.0)),
-        seen_p50_ms: paced.and(percentile_ms(&mut to_seen, 50.0)),
-        seen_p99_ms: paced.and(percentile_ms(&mut to_seen, 99.0)),
+        p50_ms: paced.and(percentile_ms(&mut seen.to_accept_us, 50.0)),
+        p99_ms: paced.and(percentile_ms(&mut seen.to_accept_us, 99.0)),
+        seen_p50_ms: paced.and(percentile_ms(&mut seen.to_seen_us, 50.0)),
+        seen_p99_ms: paced.and(percentile_ms(&mut seen.to_seen_us, 99.0)),
         peak_rss_mb: peak_kb.map(|k| k as f64 / 1024.0),
         cpu: cpu_secs.map(|c| c / elapsed),
         load_before,

@@ -123,6 +123,14 @@ impl Store for Faulty {
         self.check()?;
         self.inner.next_hold().await
     }
+    async fn claim(&self, key: &InvoiceKey, now_ms: i64, idle_ms: i64) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.claim(key, now_ms, idle_ms).await
+    }
+    async fn claim_stale(&self, now_ms: i64, idle_ms: i64, limit: u32) -> Result<Vec<InvoiceKey>, StoreError> {
+        self.check()?;
+        self.inner.claim_stale(now_ms, idle_ms, limit).await
+    }
     async fn fail_after_send(&self, id: i64, detail: &str, event: &Event) -> Result<bool, StoreError> {
         self.check()?;
         self.inner.fail_after_send(id, detail, event).await

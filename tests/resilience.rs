@@ -17,16 +17,35 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use serde_json::Value;
 
-fn spawn_service(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_payrelay"))
-        .arg("--config")
-        .arg(config)
-        .arg("serve")
-        .env("PAYRELAY_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start payrelay")
+/// A payrelay process that is killed when the test ends, even by a panic,
+/// so a failed run leaves no service behind holding connections.
+struct Service(Child);
+
+impl Service {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_service(config: &Path) -> Service {
+    Service(
+        Command::new(env!("CARGO_BIN_EXE_payrelay"))
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .env("PAYRELAY_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start payrelay"),
+    )
 }
 
 /// The recipient of each `.eml` file in `dir`.
@@ -139,8 +158,7 @@ rate_per_second = 10000
         assert!(tokio::time::Instant::now() < deadline, "the service never got going");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    service.kill().unwrap(); // SIGKILL: no shutdown, no flush
-    service.wait().unwrap();
+    service.kill(); // SIGKILL: no shutdown, no flush
     let at_kill = recipients(&outbox).len();
     assert!(at_kill < N, "killed before the end ({at_kill} sent)");
 
@@ -164,8 +182,7 @@ rate_per_second = 10000
             *sent.entry(id).or_default() += 1;
         }
     }
-    service.kill().unwrap();
-    service.wait().unwrap();
+    service.kill();
 
     // Every invoice went out; an email was written twice only where flagged.
     let mut written: BTreeMap<String, usize> = BTreeMap::new();

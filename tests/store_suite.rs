@@ -209,6 +209,9 @@ store_suite!(
     concurrent_closes_succeed_exactly_once,
     concurrent_delivery_reports_are_recorded_once,
     concurrent_clicks_each_count_and_queue_clicked_once,
+    an_unfinished_invoice_is_claimed_only_when_idle_or_unconditionally,
+    idle_unheld_unfinished_invoices_are_reclaimed_oldest_first,
+    concurrent_claims_of_an_idle_invoice_succeed_exactly_once,
 );
 
 #[tokio::test]
@@ -1263,4 +1266,78 @@ impl AtOf for Event {
         self.at = other.at.clone();
         self
     }
+}
+
+async fn an_unfinished_invoice_is_claimed_only_when_idle_or_unconditionally(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+    let now = payrelay::store::now_ms();
+    assert!(!store.claim(&key, now, 60_000).await.unwrap(), "just touched: not idle");
+    assert!(store.claim(&key, now, 0).await.unwrap(), "idle 0 takes it over");
+    assert!(
+        store.claim(&key, now + 60_000, 60_000).await.unwrap(),
+        "a minute without a touch"
+    );
+    assert!(
+        !store.claim(&key, now + 60_000, 60_000).await.unwrap(),
+        "and the claim reset its clock"
+    );
+    store.finish_invoice(&key, Status::Sent, &[]).await.unwrap();
+    assert!(
+        !store.claim(&key, now + 600_000, 0).await.unwrap(),
+        "a finished invoice is nobody's to claim"
+    );
+    let unknown = payrelay::invoice::InvoiceKey {
+        biller_id: ACME.into(),
+        invoice_id: "NOPE".into(),
+        revision: 1,
+    };
+    assert!(!store.claim(&unknown, now, 0).await.unwrap());
+}
+
+async fn idle_unheld_unfinished_invoices_are_reclaimed_oldest_first(db: &TestDb) {
+    let store = db.store.as_ref();
+    let first = accepted(store, "INV-1", 1).await;
+    let second = accepted(store, "INV-2", 1).await;
+    let held = accepted(store, "INV-3", 1).await;
+    let done = accepted(store, "INV-4", 1).await;
+    store.hold(&held, i64::MAX).await.unwrap();
+    store.finish_invoice(&done, Status::Sent, &[]).await.unwrap();
+    let now = payrelay::store::now_ms();
+    assert!(
+        store.claim_stale(now, 60_000, 10).await.unwrap().is_empty(),
+        "all fresh"
+    );
+    store.claim(&second, now + 1, 0).await.unwrap();
+    let later = now + 120_000;
+    assert_eq!(
+        store.claim_stale(later, 60_000, 1).await.unwrap(),
+        std::slice::from_ref(&first)
+    );
+    assert_eq!(
+        store.claim_stale(later, 60_000, 10).await.unwrap(),
+        std::slice::from_ref(&second)
+    );
+    assert!(
+        store.claim_stale(later, 60_000, 10).await.unwrap().is_empty(),
+        "claimed ones are fresh again; held and finished ones never come"
+    );
+}
+
+async fn concurrent_claims_of_an_idle_invoice_succeed_exactly_once(db: &TestDb) {
+    let stores = [db.store.clone(), db.another().await];
+    let key = accepted(db.store.as_ref(), "INV-1", 1).await;
+    let later = payrelay::store::now_ms() + 120_000;
+    let answers = race(&stores, RACERS, |i, store| {
+        let key = key.clone();
+        async move {
+            if i % 2 == 0 {
+                store.claim(&key, later, 60_000).await.unwrap()
+            } else {
+                !store.claim_stale(later, 60_000, 10).await.unwrap().is_empty()
+            }
+        }
+    })
+    .await;
+    assert_eq!(answers.iter().filter(|won| **won).count(), 1, "{answers:?}");
 }

@@ -46,6 +46,11 @@ struct SendPlan {
     wait_if_paused: bool,
 }
 
+/// How long an unfinished invoice must sit untouched before another handler
+/// may take it over (sends bump its clock, and the longest wait between two
+/// bumps is a few retries of at most 30 s or a channel pause).
+pub const CLAIM_IDLE: Duration = Duration::from_secs(5 * 60);
+
 /// Longest a send waits for a paused channel.
 const MAX_PAUSE_WAIT: Duration = Duration::from_secs(60);
 
@@ -233,6 +238,25 @@ impl Dispatcher {
         let done = match self.store.begin(&invoice, correlation, &accepted).await? {
             Begin::New => Vec::new(),
             Begin::Resume { attempts } => {
+                // A redelivered message lost its handler (a crash, a closed
+                // channel): take the invoice over. A fresh copy of a message
+                // whose invoice is still moving is being handled by another
+                // instance; if that one dies, its own message comes back
+                // redelivered, or the scheduler reclaims the idle invoice.
+                let idle_ms = if incoming.redelivered {
+                    0
+                } else {
+                    CLAIM_IDLE.as_millis() as i64
+                };
+                if !self.store.claim(&key, self.clock.now_ms(), idle_ms).await? {
+                    return self
+                        .duplicate(
+                            &invoice,
+                            correlation,
+                            "the same request is being handled by another instance",
+                        )
+                        .await;
+                }
                 info!(
                     redelivered = incoming.redelivered,
                     "resuming an invoice whose handling was interrupted"

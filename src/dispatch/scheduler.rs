@@ -1,4 +1,5 @@
-//! Sends held invoices when their quiet hours end.
+//! Sends held invoices when their quiet hours end, and takes over invoices
+//! whose handler died without their message coming back.
 //!
 //! Holds live in the store, so a restart loses none: the scheduler asks the
 //! store what is due, resumes each invoice through the dispatcher (which
@@ -43,6 +44,17 @@ pub async fn run(
                     .await;
             }
             Err(e) => warn!(error = %e, "cannot read quiet-hour holds; trying again shortly"),
+        }
+        match store.claim_stale(now, super::CLAIM_IDLE.as_millis() as i64, 100).await {
+            Ok(keys) => {
+                for key in keys {
+                    warn!(%key, "taking over an invoice left unfinished by a stopped handler");
+                    if let Err(e) = dispatcher.resume(&key).await {
+                        warn!(%key, error = %e, "could not finish an abandoned invoice; trying again later");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot look for abandoned invoices; trying again shortly"),
         }
         let wait = match store.next_hold().await {
             Ok(Some(next)) if next > now => Duration::from_millis((next - now) as u64).min(LONGEST_SLEEP),

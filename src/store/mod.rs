@@ -284,6 +284,16 @@ pub trait Store: Send + Sync {
     /// When the next hold ends, so the scheduler can sleep until then.
     async fn next_hold(&self) -> Result<Option<i64>, StoreError>;
 
+    /// Takes over an unfinished invoice: true (and its clock reset) if it is
+    /// still `accepted` and nobody touched it for `idle_ms`. Handling bumps
+    /// that clock at each send, so a live handler elsewhere keeps its claim;
+    /// `idle_ms = 0` takes it unconditionally.
+    async fn claim(&self, key: &InvoiceKey, now_ms: i64, idle_ms: i64) -> Result<bool, StoreError>;
+
+    /// Claims up to `limit` unfinished, unheld invoices idle for `idle_ms`:
+    /// the ones whose handler died without its message coming back.
+    async fn claim_stale(&self, now_ms: i64, idle_ms: i64, limit: u32) -> Result<Vec<InvoiceKey>, StoreError>;
+
     /// Turns a sent attempt into a failed one after the provider reported a
     /// delivery failure, reopening its invoice for the next channel. True
     /// only for the first such report, so a fallback happens exactly once.

@@ -242,6 +242,14 @@ impl Store for PostgresStore {
         .bind(paylink.expires_at_ms)
         .execute(&mut *tx)
         .await?;
+        // A heartbeat: an invoice being sent is not idle (see `claim`).
+        sqlx::query("UPDATE invoices SET updated_ms = $1 WHERE biller_id = $2 AND invoice_id = $3 AND revision = $4")
+            .bind(now)
+            .bind(&key.biller_id)
+            .bind(&key.invoice_id)
+            .bind(key.revision)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -636,6 +644,38 @@ impl Store for PostgresStore {
         )
         .fetch_one(&self.pool)
         .await?)
+    }
+
+    async fn claim(&self, key: &InvoiceKey, now_ms: i64, idle_ms: i64) -> Result<bool, StoreError> {
+        let claimed = sqlx::query("UPDATE invoices SET updated_ms = $1 WHERE biller_id = $2 AND invoice_id = $3 AND revision = $4 AND status = 'accepted' AND updated_ms <= $5")
+            .bind(now_ms)
+            .bind(&key.biller_id)
+            .bind(&key.invoice_id)
+            .bind(key.revision)
+            .bind(now_ms - idle_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(claimed == 1)
+    }
+
+    async fn claim_stale(&self, now_ms: i64, idle_ms: i64, limit: u32) -> Result<Vec<InvoiceKey>, StoreError> {
+        let rows = sqlx::query("UPDATE invoices SET updated_ms = $1 WHERE status = 'accepted' AND held_until_ms IS NULL AND updated_ms <= $2 AND (biller_id, invoice_id, revision) IN (SELECT biller_id, invoice_id, revision FROM invoices WHERE status = 'accepted' AND held_until_ms IS NULL AND updated_ms <= $3 ORDER BY updated_ms LIMIT $4) RETURNING biller_id, invoice_id, revision")
+        .bind(now_ms)
+        .bind(now_ms - idle_ms)
+        .bind(now_ms - idle_ms)
+        .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut keys = Vec::with_capacity(rows.len());
+        for row in rows {
+            keys.push(InvoiceKey {
+                biller_id: row.try_get(0)?,
+                invoice_id: row.try_get(1)?,
+                revision: row.try_get(2)?,
+            });
+        }
+        Ok(keys)
     }
 
     async fn fail_after_send(&self, attempt_id: i64, detail: &str, event: &Event) -> Result<bool, StoreError> {

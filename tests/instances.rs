@@ -1,0 +1,241 @@
+//! Two payrelay processes on one queue and one PostgreSQL store share the
+//! work, and no invoice is handled twice: every invoice is published twice,
+//! so copies of the same invoice land on both instances at once.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{invoice, AMQP_URL};
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use serde_json::Value;
+use sqlx::Connection as _;
+
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A payrelay process that is killed when the test ends, even by a panic,
+/// so a failed run leaves no service behind holding connections.
+struct Service(Child);
+
+impl Service {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(config: &Path) -> Service {
+    Service(
+        Command::new(env!("CARGO_BIN_EXE_payrelay"))
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .env("PAYRELAY_LOG", "warn")
+            .stdout(
+                std::fs::File::create(config.with_extension("log"))
+                    .map(Stdio::from)
+                    .unwrap_or(Stdio::null()),
+            )
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start payrelay"),
+    )
+}
+
+/// Recipients of the `.eml` files in `dir`.
+fn recipients(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("To: "))
+                .map(|to| to.trim().to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_queue_and_one_postgres_and_send_each_invoice_once() {
+    const N: usize = 300;
+    const SETTLE: Duration = Duration::from_secs(90);
+    let id = payrelay::paylink::random_id()[..10].to_owned();
+    let admin_url = std::env::var("PAYRELAY_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
+    let schema = format!("payrelay_instances_{id}");
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL must answer at {admin_url} (.ci/run starts it): {e}"));
+    sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let mut store_url = url::Url::parse(&admin_url).unwrap();
+    store_url.query_pairs_mut().append_pair("options[search_path]", &schema);
+
+    let dir = tempfile::tempdir().unwrap();
+    let queue = format!("payrelay.test.{id}.instances");
+    let exchange = format!("payrelay.test.{id}.instances-events");
+    let mut configs = Vec::new();
+    for instance in ["a", "b"] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let path = dir.path().join(format!("{instance}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+[broker]
+url = "{AMQP_URL}"
+queue = "{queue}"
+events_exchange = "{exchange}"
+prefetch = 32
+[store]
+url = "{store_url}"
+[http]
+listen = "127.0.0.1:{port}"
+[billers.acme]
+checkout_url = "https://pay.example/{{token}}"
+[channels.email]
+transport = "file"
+outbox_dir = "outbox-{instance}"
+rate_per_second = 10000
+"#
+            ),
+        )
+        .unwrap();
+        configs.push(path);
+    }
+    let config = payrelay::config::Config::load(&configs[0]).unwrap();
+
+    let amqp = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = amqp.create_channel().await.unwrap();
+    payrelay::broker::declare_topology(&channel, &config.broker)
+        .await
+        .unwrap();
+    let observed = format!("{queue}.observed");
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(observed.as_str().into(), exclusive, FieldTable::default())
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            observed.as_str().into(),
+            exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            observed.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    let mut services: Vec<Service> = configs.iter().map(|c| spawn(c)).collect();
+    // Both copies of each invoice, back to back, so they go to both consumers.
+    let bodies: Vec<String> = (0..N)
+        .flat_map(|i| {
+            let body = invoice(&format!("INV-{i}"), &format!("c{i}@example.com")).to_string();
+            [body.clone(), body]
+        })
+        .collect();
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    payrelay::broker::publish::publish(&config.broker, &refs).await.unwrap();
+
+    let mut outcomes: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    // Events are at-least-once, and today each instance's publisher may send
+    // an event the other already sent: count kinds, not copies. The proof
+    // that nothing was handled twice is the emails, below.
+    let settled = |o: &BTreeMap<String, (usize, usize)>| o.len() == N && o.values().all(|(s, d)| *s > 0 && *d > 0);
+    while !settled(&outcomes) {
+        let delivery = match tokio::time::timeout_at(deadline, consumer.next()).await {
+            Ok(Some(Ok(d))) => d,
+            _ => {
+                let logs: String = configs
+                    .iter()
+                    .map(|c| std::fs::read_to_string(c.with_extension("log")).unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("\n---\n");
+                let tail: String = logs.lines().rev().take(40).collect::<Vec<_>>().join("\n");
+                panic!(
+                    "only {} invoices settled; service logs (last lines first):\n{tail}",
+                    outcomes.values().filter(|(s, d)| *s > 0 && *d > 0).count()
+                )
+            }
+        };
+        let event: Value = serde_json::from_slice(&delivery.data).unwrap();
+        let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+        let id = event["invoice_id"].as_str().unwrap_or_default().to_owned();
+        match event["event"].as_str() {
+            Some("invoice.sent") => outcomes.entry(id).or_default().0 += 1,
+            Some("invoice.duplicate") => outcomes.entry(id).or_default().1 += 1,
+            _ => {}
+        }
+    }
+    for service in &mut services {
+        service.kill();
+    }
+
+    let repeated = outcomes.values().map(|(s, d)| s + d - 2).sum::<usize>();
+    let a = recipients(&dir.path().join("outbox-a"));
+    let b = recipients(&dir.path().join("outbox-b"));
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "both instances worked: {} and {}",
+        a.len(),
+        b.len()
+    );
+    let mut emails: BTreeMap<String, usize> = BTreeMap::new();
+    for to in a.iter().chain(&b) {
+        *emails.entry(to.clone()).or_default() += 1;
+    }
+    assert_eq!(emails.len(), N);
+    assert!(emails.values().all(|n| *n == 1), "no customer got two emails");
+    println!(
+        "instance a sent {}, instance b sent {}; {repeated} event copies published twice",
+        a.len(),
+        b.len()
+    );
+
+    for q in [queue.clone(), format!("{queue}.dead")] {
+        let _ = channel.queue_delete(q.as_str().into(), Default::default()).await;
+    }
+    let _ = channel
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await;
+    let _ = sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(&mut admin)
+        .await;
+}
