@@ -338,15 +338,6 @@ impl Registry {
         }
     }
 
-    /// Changes the breaker policy of the channels added after this call.
-    pub fn with_breaker(mut self, breaker: BreakerPolicy) -> Registry {
-        self.breaker = breaker;
-        for entry in self.entries.values_mut() {
-            entry.breaker = Breaker::new(breaker);
-        }
-        self
-    }
-
     /// Adds a channel; used by `from_config` and by tests that bring their own.
     pub fn insert(&mut self, channel: Box<dyn Channel>, quota: Quota) {
         let name = channel.name();
