@@ -40,8 +40,13 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // One connection: SQLite has one writer anyway, and several
+        // connections waiting for its lock sleep in its busy handler, which
+        // costs far more than queueing for the one connection here. A local
+        // file needs no liveness check on every acquire either.
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
