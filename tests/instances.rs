@@ -5,70 +5,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::process::{observe_events, recipients, Service};
 use common::{invoice, AMQP_URL};
-use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
-use serde_json::Value;
 use sqlx::Connection as _;
 
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// A payrelay process that is killed when the test ends, even by a panic,
-/// so a failed run leaves no service behind holding connections.
-struct Service(Child);
-
-impl Service {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn spawn(config: &Path) -> Service {
-    Service(
-        Command::new(env!("CARGO_BIN_EXE_payrelay"))
-            .arg("--config")
-            .arg(config)
-            .arg("serve")
-            .env("PAYRELAY_LOG", "warn")
-            .stdout(
-                std::fs::File::create(config.with_extension("log"))
-                    .map(Stdio::from)
-                    .unwrap_or(Stdio::null()),
-            )
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start payrelay"),
-    )
-}
-
-/// Recipients of the `.eml` files in `dir`.
-fn recipients(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .filter_map(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("To: "))
-                .map(|to| to.trim().to_owned())
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_one_queue_and_one_postgres_and_send_each_invoice_once() {
@@ -129,40 +73,9 @@ rate_per_second = 10000
         .await
         .unwrap();
     let channel = amqp.create_channel().await.unwrap();
-    payrelay::broker::declare_topology(&channel, &config.broker)
-        .await
-        .unwrap();
-    let observed = format!("{queue}.observed");
-    let exclusive = QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        ..Default::default()
-    };
-    channel
-        .queue_declare(observed.as_str().into(), exclusive, FieldTable::default())
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            observed.as_str().into(),
-            exchange.as_str().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            observed.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut events = observe_events(&channel, &config.broker).await;
 
-    let mut services: Vec<Service> = configs.iter().map(|c| spawn(c)).collect();
+    let mut services: Vec<Service> = configs.iter().map(|c| Service::spawn(c)).collect();
     // Both copies of each invoice, back to back, so they go to both consumers.
     let bodies: Vec<String> = (0..N)
         .flat_map(|i| {
@@ -180,8 +93,8 @@ rate_per_second = 10000
     // that nothing was handled twice is the emails, below.
     let settled = |o: &BTreeMap<String, (usize, usize)>| o.len() == N && o.values().all(|(s, d)| *s > 0 && *d > 0);
     while !settled(&outcomes) {
-        let delivery = match tokio::time::timeout_at(deadline, consumer.next()).await {
-            Ok(Some(Ok(d))) => d,
+        let event = match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(event)) => event,
             _ => {
                 let logs: String = configs
                     .iter()
@@ -195,8 +108,6 @@ rate_per_second = 10000
                 )
             }
         };
-        let event: Value = serde_json::from_slice(&delivery.data).unwrap();
-        let _ = delivery.acker.ack(BasicAckOptions::default()).await;
         let id = event["invoice_id"].as_str().unwrap_or_default().to_owned();
         match event["event"].as_str() {
             Some("invoice.sent") => outcomes.entry(id).or_default().0 += 1,

@@ -6,64 +6,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::process::{observe_events, recipients, Service};
 use common::{invoice, Options, TestEnv, AMQP_URL, WAIT};
-use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use serde_json::Value;
-
-/// A payrelay process that is killed when the test ends, even by a panic,
-/// so a failed run leaves no service behind holding connections.
-struct Service(Child);
-
-impl Service {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn spawn_service(config: &Path) -> Service {
-    Service(
-        Command::new(env!("CARGO_BIN_EXE_payrelay"))
-            .arg("--config")
-            .arg(config)
-            .arg("serve")
-            .env("PAYRELAY_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start payrelay"),
-    )
-}
-
-/// The recipient of each `.eml` file in `dir`.
-fn recipients(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .filter_map(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("To: "))
-                .map(|to| to.trim().to_owned())
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkill_in_the_middle_of_thousands_loses_nothing_and_flags_every_possible_duplicate() {
@@ -101,49 +50,12 @@ rate_per_second = 10000
     let config = payrelay::config::Config::load(&config_path).unwrap();
 
     // Record every event from before the first start.
+    // Record every event from before the first start.
     let amqp = Connection::connect(AMQP_URL, ConnectionProperties::default())
         .await
         .unwrap();
     let channel = amqp.create_channel().await.unwrap();
-    payrelay::broker::declare_topology(&channel, &config.broker)
-        .await
-        .unwrap();
-    let observed = format!("{queue}.observed");
-    let exclusive = QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        ..Default::default()
-    };
-    channel
-        .queue_declare(observed.as_str().into(), exclusive, FieldTable::default())
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            observed.as_str().into(),
-            exchange.as_str().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            observed.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    tokio::spawn(async move {
-        while let Some(Ok(d)) = consumer.next().await {
-            let _ = events_tx.send(serde_json::from_slice(&d.data).unwrap());
-            let _ = d.acker.ack(BasicAckOptions::default()).await;
-        }
-    });
+    let mut events_rx = observe_events(&channel, &config.broker).await;
 
     let bodies: Vec<String> = (0..N)
         .map(|i| invoice(&format!("INV-{i}"), &format!("c{i}@example.com")).to_string())
@@ -152,7 +64,7 @@ rate_per_second = 10000
     payrelay::broker::publish::publish(&config.broker, &refs).await.unwrap();
 
     let outbox = dir.path().join("var/outbox/email");
-    let mut service = spawn_service(&config_path);
+    let mut service = Service::spawn(&config_path);
     let deadline = tokio::time::Instant::now() + WAIT;
     while recipients(&outbox).len() < N / 5 {
         assert!(tokio::time::Instant::now() < deadline, "the service never got going");
@@ -162,7 +74,7 @@ rate_per_second = 10000
     let at_kill = recipients(&outbox).len();
     assert!(at_kill < N, "killed before the end ({at_kill} sent)");
 
-    let mut service = spawn_service(&config_path);
+    let mut service = Service::spawn(&config_path);
     let mut sent: BTreeMap<String, usize> = BTreeMap::new();
     let mut flagged: BTreeSet<String> = BTreeSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod process;
 pub mod smtp;
 
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,112 @@
+//! The real `payrelay` binary as a child process, for tests that kill it or
+//! run several: a guard that always kills it, its emails, and its events.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::Channel;
+use serde_json::Value;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use payrelay::config::BrokerConfig;
+
+/// A payrelay process that is killed when the test ends, even by a panic,
+/// so a failed run leaves no service behind holding connections.
+pub struct Service(Child);
+
+impl Service {
+    /// Starts `payrelay serve`; its log goes next to the config, as `.log`.
+    pub fn spawn(config: &Path) -> Service {
+        let log = std::fs::File::create(config.with_extension("log"))
+            .map(Stdio::from)
+            .unwrap_or(Stdio::null());
+        Service(
+            Command::new(env!("CARGO_BIN_EXE_payrelay"))
+                .arg("--config")
+                .arg(config)
+                .arg("serve")
+                .env("PAYRELAY_LOG", "warn")
+                .stdout(log)
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start payrelay"),
+        )
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The recipient of each `.eml` file the `file` transport wrote in `dir`.
+pub fn recipients(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("To: "))
+                .map(|to| to.trim().to_owned())
+        })
+        .collect()
+}
+
+/// Declares payrelay's topology and a queue bound to its events exchange,
+/// so every event from now on arrives on the returned receiver.
+pub async fn observe_events(channel: &Channel, broker: &BrokerConfig) -> UnboundedReceiver<Value> {
+    payrelay::broker::declare_topology(channel, broker)
+        .await
+        .expect("topology");
+    let observed = format!("{}.observed", broker.queue);
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(observed.as_str().into(), exclusive, FieldTable::default())
+        .await
+        .expect("events queue");
+    channel
+        .queue_bind(
+            observed.as_str().into(),
+            broker.events_exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind events");
+    let mut consumer = channel
+        .basic_consume(
+            observed.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume events");
+    let (events, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(delivery)) = consumer.next().await {
+            let _ = events.send(serde_json::from_slice(&delivery.data).expect("events are JSON"));
+            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+        }
+    });
+    received
+}
