@@ -51,9 +51,19 @@ impl Store for Faulty {
         channel: ChannelName,
         attempt: u32,
         paylink: &NewPaylink,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         self.check()?;
         self.inner.start_attempt(key, channel, attempt, paylink).await
+    }
+    async fn finish_sent(
+        &self,
+        id: i64,
+        provider_message_id: Option<&str>,
+        event: &Event,
+        key: &InvoiceKey,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.finish_sent(id, provider_message_id, event, key).await
     }
     async fn finish_attempt(&self, id: i64, outcome: &AttemptOutcome, event: &Event) -> Result<(), StoreError> {
         self.check()?;

@@ -190,6 +190,8 @@ store_suite!(
     close_happens_once_and_spares_superseded_revisions,
     the_paid_event_names_the_channel_whose_link_was_opened_last,
     finish_invoice_does_not_override_a_closed_status,
+    no_attempt_starts_on_a_paid_cancelled_or_superseded_invoice,
+    a_send_that_ends_the_invoice_is_stored_with_it_at_once,
     attempts_are_recorded_from_start_to_finish,
     the_outbox_is_oldest_first_and_forgets_confirmed_events,
     a_paylink_is_found_by_its_hash_with_its_invoice,
@@ -311,6 +313,7 @@ async fn started(store: &dyn Store, key: &InvoiceKey, channel: ChannelName, atte
         .start_attempt(key, channel, attempt, &paylink(token))
         .await
         .unwrap()
+        .expect("the invoice is open, so the attempt starts")
 }
 
 /// Starts and finishes an attempt as sent, with provider id `provider`.
@@ -616,6 +619,89 @@ async fn finish_invoice_does_not_override_a_closed_status(db: &TestDb) {
     accepted(store, "INV-2", 2).await;
     store.finish_invoice(&old, Status::Sent, &[]).await.unwrap();
     assert_eq!(status(store, &old).await, Some(Status::Superseded));
+}
+
+async fn no_attempt_starts_on_a_paid_cancelled_or_superseded_invoice(db: &TestDb) {
+    let store = db.store.as_ref();
+    let paid = accepted(store, "INV-1", 1).await;
+    assert!(store
+        .close(ACME, "INV-1", Status::Paid, &event(EventName::Paid, &paid))
+        .await
+        .unwrap());
+    let cancelled = accepted(store, "INV-2", 1).await;
+    assert!(store
+        .close(
+            ACME,
+            "INV-2",
+            Status::Cancelled,
+            &event(EventName::Cancelled, &cancelled)
+        )
+        .await
+        .unwrap());
+    let superseded = accepted(store, "INV-3", 1).await;
+    let newer = accepted(store, "INV-3", 2).await;
+
+    for (key, token) in [(&paid, "p"), (&cancelled, "c"), (&superseded, "s")] {
+        let started = store
+            .start_attempt(key, ChannelName::Email, 1, &paylink(token))
+            .await
+            .unwrap();
+        assert_eq!(started, None, "{key} is closed: no attempt");
+        assert!(
+            store.paylink(&format!("hash-{token}")).await.unwrap().is_none(),
+            "{key}: no pay link is recorded for a send that never happens"
+        );
+        assert!(store.invoice(key).await.unwrap().expect("stored").attempts.is_empty());
+    }
+    // An open one, sent before or not, still takes attempts.
+    assert!(store
+        .start_attempt(&newer, ChannelName::Email, 1, &paylink("n"))
+        .await
+        .unwrap()
+        .is_some());
+}
+
+async fn a_send_that_ends_the_invoice_is_stored_with_it_at_once(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+    let id = started(store, &key, ChannelName::Sms, 1, "a").await;
+    let sent_event = event(EventName::Sent, &key)
+        .channel(ChannelName::Sms, 1)
+        .provider_message_id(Some("SM1".into()));
+    store.finish_sent(id, Some("SM1"), &sent_event, &key).await.unwrap();
+
+    assert_eq!(status(store, &key).await, Some(Status::Sent));
+    let attempts = store.invoice(&key).await.unwrap().expect("stored").attempts;
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].state, AttemptState::Sent);
+    let found = store
+        .attempt_by_provider_id(ChannelName::Sms, "SM1")
+        .await
+        .unwrap()
+        .expect("found by its provider id");
+    assert_eq!(found.attempt_id, id);
+    let names: Vec<_> = events(store).await.iter().map(|e| e.event).collect();
+    assert_eq!(names, vec![EventName::Accepted, EventName::Sent]);
+    assert!(
+        matches!(
+            begin(store, "INV-1", 1).await,
+            Begin::Duplicate { status: Status::Sent }
+        ),
+        "the invoice is finished"
+    );
+
+    // Paid while the send was under way: the payment stands.
+    let paid = accepted(store, "INV-2", 1).await;
+    let id = started(store, &paid, ChannelName::Email, 1, "b").await;
+    assert!(store
+        .close(ACME, "INV-2", Status::Paid, &event(EventName::Paid, &paid))
+        .await
+        .unwrap());
+    store
+        .finish_sent(id, None, &event(EventName::Sent, &paid), &paid)
+        .await
+        .unwrap();
+    assert_eq!(status(store, &paid).await, Some(Status::Paid));
 }
 
 async fn attempts_are_recorded_from_start_to_finish(db: &TestDb) {

@@ -44,6 +44,19 @@ struct SendPlan {
     possibly_twice: bool,
     /// Wait out a paused channel instead of failing it at once.
     wait_if_paused: bool,
+    /// A success ends the invoice (`fallback`): store both in one go.
+    ends_invoice: bool,
+}
+
+/// How a send on one channel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// The provider accepted it; with `ends_invoice`, the invoice is stored as sent too.
+    Accepted,
+    /// The channel gave up; its failure is stored.
+    Failed,
+    /// The invoice was paid, cancelled or superseded meanwhile: nothing was sent.
+    Closed,
 }
 
 /// How long an unfinished invoice must sit untouched before another handler
@@ -312,10 +325,6 @@ impl Dispatcher {
                 Some(AttemptState::Sent) => true,
                 Some(AttemptState::Failed) => false,
                 Some(AttemptState::Sending) | None => {
-                    if self.store.status(key).await?.is_some_and(|s| s.is_closed()) {
-                        info!("invoice closed meanwhile; nothing more is sent");
-                        return Ok(());
-                    }
                     if let Some(until) = self.quiet_until(invoice, *channel) {
                         held_until = Some(held_until.map_or(until, |h| h.min(until)));
                         // `fallback` waits for this channel; `all` sends the others now.
@@ -329,8 +338,20 @@ impl Dispatcher {
                         // A paused channel is skipped when another can take
                         // over; the last one waits for the pause to end.
                         wait_if_paused: plan.strategy == Strategy::All || i + 1 == plan.channels.len(),
+                        ends_invoice: plan.strategy == Strategy::Fallback && held_until.is_none(),
                     };
-                    self.send_on(invoice, *channel, correlation, send).await?
+                    match self.send_on(invoice, *channel, correlation, send).await? {
+                        Sent::Closed => {
+                            info!("invoice closed meanwhile; nothing more is sent");
+                            return Ok(());
+                        }
+                        Sent::Accepted if send.ends_invoice => {
+                            self.metrics.invoice(Status::Sent.as_str());
+                            return Ok(());
+                        }
+                        Sent::Accepted => true,
+                        Sent::Failed => false,
+                    }
                 }
             };
             any_sent |= sent;
@@ -453,21 +474,21 @@ impl Dispatcher {
     }
 
     /// Renders, records and sends on one channel, retrying transient
-    /// failures. Returns whether the provider accepted the message.
+    /// failures.
     async fn send_on(
         &self,
         invoice: &Invoice,
         channel: ChannelName,
         correlation: &Correlation,
         plan: SendPlan,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Sent, StoreError> {
         let key = &invoice.key;
         let event = |name| Event::about(name, key, correlation).metadata(invoice.metadata.clone());
         let token = paylink::new_token();
         let pay_url = pay_url(&self.config, &token);
         let biller = match self.config.billers.get(&key.biller_id) {
             Some(b) => b,
-            None => return Ok(false),
+            None => return Ok(Sent::Failed),
         };
         let view = render::view(invoice, &key.biller_id, biller, &pay_url);
         let to = channel.address(&invoice.customer.contacts).unwrap_or_default();
@@ -485,7 +506,7 @@ impl Dispatcher {
                 c.prepare(&request, &self.templates).map_err(|e| e.to_string())
             });
         let expires_at_ms = crate::store::now_ms() + self.config.paylink.ttl.as_millis() as i64;
-        let attempt_id = self
+        let started = self
             .store
             .start_attempt(
                 key,
@@ -497,6 +518,9 @@ impl Dispatcher {
                 },
             )
             .await?;
+        let Some(attempt_id) = started else {
+            return Ok(Sent::Closed);
+        };
         let prepared = match prepared {
             Ok(p) => p,
             Err(reason) => {
@@ -509,7 +533,7 @@ impl Dispatcher {
                 self.store
                     .finish_attempt(attempt_id, &AttemptOutcome::Failed { detail }, &e)
                     .await?;
-                return Ok(false);
+                return Ok(Sent::Failed);
             }
         };
 
@@ -531,11 +555,17 @@ impl Dispatcher {
                     if plan.possibly_twice {
                         e = e.detail("possibly sent twice: an earlier send on this channel was interrupted");
                     }
-                    let outcome = AttemptOutcome::Sent {
-                        provider_message_id: receipt.provider_message_id,
-                    };
-                    self.store.finish_attempt(attempt_id, &outcome, &e).await?;
-                    return Ok(true);
+                    if plan.ends_invoice {
+                        self.store
+                            .finish_sent(attempt_id, receipt.provider_message_id.as_deref(), &e, key)
+                            .await?;
+                    } else {
+                        let outcome = AttemptOutcome::Sent {
+                            provider_message_id: receipt.provider_message_id,
+                        };
+                        self.store.finish_attempt(attempt_id, &outcome, &e).await?;
+                    }
+                    return Ok(Sent::Accepted);
                 }
                 Err(SendError::Paused { remaining })
                     if plan.wait_if_paused && remaining <= MAX_PAUSE_WAIT && pauses_waited < 3 =>
@@ -568,7 +598,7 @@ impl Dispatcher {
                     self.store
                         .finish_attempt(attempt_id, &AttemptOutcome::Failed { detail }, &e)
                         .await?;
-                    return Ok(false);
+                    return Ok(Sent::Failed);
                 }
             }
         }

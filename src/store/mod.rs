@@ -26,6 +26,12 @@ use crate::invoice::{Invoice, InvoiceKey};
 pub enum StoreError {
     #[error("the store is unavailable or failed: {0}; the message will be redelivered")]
     Database(#[from] sqlx::Error),
+    #[error("the SQLite store failed: {0}; the message will be redelivered")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The store could not take or finish a call (its thread stopped, or a
+    /// group commit failed); the call may be tried again.
+    #[error("the store is unavailable: {0}; the message will be redelivered")]
+    Unavailable(String),
     #[error("cannot prepare the store: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
@@ -215,22 +221,36 @@ pub trait Store: Send + Sync {
     /// Checks the key and, when new, stores the invoice and `accepted` in one transaction.
     async fn begin(&self, invoice: &Invoice, correlation: &Correlation, accepted: &Event) -> Result<Begin, StoreError>;
 
-    /// Records that a send is starting, with the pay link the message carries.
+    /// Records that a send is starting, with the pay link the message
+    /// carries, and returns the attempt's id; `None` (nothing recorded) when
+    /// the invoice was paid, cancelled or superseded meanwhile. This is the
+    /// check right before each send, in the same transaction as the record.
     async fn start_attempt(
         &self,
         key: &InvoiceKey,
         channel: ChannelName,
         attempt: u32,
         paylink: &NewPaylink,
-    ) -> Result<i64, StoreError>;
+    ) -> Result<Option<i64>, StoreError>;
 
     /// Records how an attempt ended, with its event.
     async fn finish_attempt(&self, attempt_id: i64, outcome: &AttemptOutcome, event: &Event) -> Result<(), StoreError>;
 
+    /// Records a send that ends its invoice (the common case: the first
+    /// channel took the message) as `finish_attempt` and then
+    /// `finish_invoice(key, Sent, [])` would, in one transaction.
+    async fn finish_sent(
+        &self,
+        attempt_id: i64,
+        provider_message_id: Option<&str>,
+        event: &Event,
+        key: &InvoiceKey,
+    ) -> Result<(), StoreError>;
+
     /// Sets the invoice's final status with its events, unless it was closed meanwhile.
     async fn finish_invoice(&self, key: &InvoiceKey, status: Status, events: &[Event]) -> Result<(), StoreError>;
 
-    /// The current status, checked right before each send.
+    /// The current status of one revision.
     async fn status(&self, key: &InvoiceKey) -> Result<Option<Status>, StoreError>;
 
     /// Closes every revision of an invoice (paid or cancelled) and queues the

@@ -213,9 +213,27 @@ impl Store for PostgresStore {
         channel: ChannelName,
         attempt: u32,
         paylink: &NewPaylink,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
+        // The check right before the send, and a heartbeat: an invoice
+        // being sent is not idle (see `claim`). The row stays locked until
+        // commit, so a close waits for this attempt to be recorded.
+        let open = sqlx::query(
+            "UPDATE invoices SET updated_ms = $1
+             WHERE biller_id = $2 AND invoice_id = $3 AND revision = $4
+               AND status NOT IN ('paid', 'cancelled', 'superseded')",
+        )
+        .bind(now)
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if open == 0 {
+            return Ok(None);
+        }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms)
              VALUES ($1, $2, $3, $4, $5, 'sending', $6) RETURNING id",
@@ -242,16 +260,8 @@ impl Store for PostgresStore {
         .bind(paylink.expires_at_ms)
         .execute(&mut *tx)
         .await?;
-        // A heartbeat: an invoice being sent is not idle (see `claim`).
-        sqlx::query("UPDATE invoices SET updated_ms = $1 WHERE biller_id = $2 AND invoice_id = $3 AND revision = $4")
-            .bind(now)
-            .bind(&key.biller_id)
-            .bind(&key.invoice_id)
-            .bind(key.revision)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
-        Ok(id)
+        Ok(Some(id))
     }
 
     async fn finish_attempt(&self, attempt_id: i64, outcome: &AttemptOutcome, event: &Event) -> Result<(), StoreError> {
@@ -271,6 +281,36 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await?;
         Self::insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn finish_sent(
+        &self,
+        attempt_id: i64,
+        provider_message_id: Option<&str>,
+        event: &Event,
+        key: &InvoiceKey,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE attempts SET state = 'sent', provider_message_id = $1, finished_ms = $2 WHERE id = $3")
+            .bind(provider_message_id)
+            .bind(now)
+            .bind(attempt_id)
+            .execute(&mut *tx)
+            .await?;
+        Self::insert_event(&mut tx, event).await?;
+        sqlx::query(
+            "UPDATE invoices SET status = 'sent', updated_ms = $1, held_until_ms = NULL
+             WHERE biller_id = $2 AND invoice_id = $3 AND revision = $4 AND status = 'accepted'",
+        )
+        .bind(now)
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -1,0 +1,821 @@
+//! The embedded store: one SQLite file in WAL mode, owned by one thread.
+//!
+//! All calls go through [`writer::Writer`], which runs them on the thread
+//! that owns the connection and commits concurrent calls together (see its
+//! module doc). Within this process that thread serialises every call, so
+//! the decisions that must happen once (a key seen as new, a close, a
+//! fallback) cannot race; other processes on the same file are kept out by
+//! `BEGIN IMMEDIATE`, which takes SQLite's one write lock first.
+
+mod writer;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{
+    build_history, closing_event, event_json, now_ms, parse_channel, parse_event, parse_invoice, parse_state,
+    AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, History, NewPaylink, OutboxEntry,
+    PaylinkRecord, Reached, RevisionRow, Status, Store, StoreError, StoredInvoice,
+};
+use crate::channels::ChannelName;
+use crate::events::{Correlation, Event};
+use crate::invoice::{Invoice, InvoiceKey};
+use writer::Writer;
+
+/// The schema, one step per file; `PRAGMA user_version` counts the steps applied.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_init.sql"),
+    include_str!("../migrations/sqlite/0002_delivery.sql"),
+    include_str!("../migrations/sqlite/0003_holds.sql"),
+];
+
+/// How long a call waits for another process's write lock on the file.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct SqliteStore {
+    writer: Writer,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at a `sqlite://PATH` URL and
+    /// brings its schema up to date.
+    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        let path = path.split_once('?').map_or(path, |(p, _)| p).to_owned();
+        let conn = tokio::task::spawn_blocking(move || open_connection(&path))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("opening the SQLite file failed: {e}")))??;
+        Ok(SqliteStore {
+            writer: Writer::start(conn)?,
+        })
+    }
+}
+
+fn open_connection(path: &str) -> Result<Connection, StoreError> {
+    if path.is_empty() {
+        return Err(StoreError::Url(
+            "sqlite:// needs a file path, e.g. sqlite://var/payrelay.db".into(),
+        ));
+    }
+    if let Some(dir) = Path::new(path).parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Corrupt(format!("cannot create the folder {}: {e}", dir.display())))?;
+        }
+    }
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Corrupt(format!(
+            "SQLite refused WAL mode (journal_mode is {mode}); is the file on a network share?"
+        )));
+    }
+    // NORMAL in WAL mode survives a process crash; only power loss can
+    // undo the last transactions.
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Applies the schema steps the file has not seen, each in its own
+/// transaction. Files made by earlier versions, whose steps sqlx recorded
+/// in `_sqlx_migrations`, keep the steps they have.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version == 0 {
+        let from_sqlx: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+            [],
+            |r| r.get(0),
+        )?;
+        if from_sqlx {
+            version = tx.query_row("SELECT COUNT(*) FROM _sqlx_migrations WHERE success", [], |r| r.get(0))?;
+        }
+    }
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::Corrupt(format!(
+            "the database has schema version {version}, newer than this payrelay knows ({known}); upgrade payrelay"
+        )));
+    }
+    for step in &MIGRATIONS[version as usize..] {
+        tx.execute_batch(step)?;
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {known}"))?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn insert_event(conn: &Connection, event: &Event) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT INTO outbox (event_json) VALUES (?1)")?
+        .execute([event_json(event)?])?;
+    Ok(())
+}
+
+fn attempts_of(conn: &Connection, key: &InvoiceKey) -> Result<Vec<AttemptRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT channel, attempt, state FROM attempts
+         WHERE biller_id = ?1 AND invoice_id = ?2 AND revision = ?3 ORDER BY id",
+    )?;
+    let rows = stmt.query_map(params![key.biller_id, key.invoice_id, key.revision], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut attempts = Vec::new();
+    for row in rows {
+        let (channel, attempt, state) = row?;
+        attempts.push(AttemptRecord {
+            channel: parse_channel(&channel)?,
+            attempt: attempt_number(attempt)?,
+            state: parse_state(&state),
+        });
+    }
+    Ok(attempts)
+}
+
+fn attempt_number(n: i64) -> Result<u32, StoreError> {
+    u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("attempt number {n} is out of range")))
+}
+
+fn key_of(row: &Row<'_>, first: usize) -> rusqlite::Result<InvoiceKey> {
+    Ok(InvoiceKey {
+        biller_id: row.get(first)?,
+        invoice_id: row.get(first + 1)?,
+        revision: row.get(first + 2)?,
+    })
+}
+
+/// The `begin` decision, on the writer thread.
+fn begin(
+    conn: &Connection,
+    invoice: &Invoice,
+    correlation: &Correlation,
+    accepted: &Event,
+) -> Result<Begin, StoreError> {
+    let key = &invoice.key;
+    let closed: Option<String> = conn
+        .prepare_cached("SELECT status FROM closures WHERE biller_id = ?1 AND invoice_id = ?2")?
+        .query_row(params![key.biller_id, key.invoice_id], |r| r.get(0))
+        .optional()?;
+    if let Some(status) = closed {
+        return Ok(Begin::Closed {
+            status: Status::parse(&status)?,
+        });
+    }
+    let latest: Option<i64> = conn
+        .prepare_cached("SELECT MAX(revision) FROM invoices WHERE biller_id = ?1 AND invoice_id = ?2")?
+        .query_row(params![key.biller_id, key.invoice_id], |r| r.get(0))?;
+    if let Some(latest) = latest {
+        if latest > key.revision {
+            return Ok(Begin::Stale { latest });
+        }
+        if latest == key.revision {
+            let status: String = conn
+                .prepare_cached(
+                    "SELECT status FROM invoices WHERE biller_id = ?1 AND invoice_id = ?2 AND revision = ?3",
+                )?
+                .query_row(params![key.biller_id, key.invoice_id, key.revision], |r| r.get(0))?;
+            let status = Status::parse(&status)?;
+            if status != Status::Accepted {
+                return Ok(Begin::Duplicate { status });
+            }
+            return Ok(Begin::Resume {
+                attempts: attempts_of(conn, key)?,
+            });
+        }
+        conn.prepare_cached(
+            "UPDATE invoices SET status = 'superseded', updated_ms = ?1
+             WHERE biller_id = ?2 AND invoice_id = ?3 AND revision < ?4",
+        )?
+        .execute(params![now_ms(), key.biller_id, key.invoice_id, key.revision])?;
+    }
+    let now = now_ms();
+    let json = serde_json::to_string(invoice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO invoices (biller_id, invoice_id, revision, status, invoice_json, correlation_id, message_id,
+                               received_ms, updated_ms)
+         VALUES (?1, ?2, ?3, 'accepted', ?4, ?5, ?6, ?7, ?7)",
+    )?
+    .execute(params![
+        key.biller_id,
+        key.invoice_id,
+        key.revision,
+        json,
+        correlation.correlation_id,
+        correlation.message_id,
+        now
+    ])?;
+    insert_event(conn, accepted)?;
+    Ok(Begin::New)
+}
+
+fn finish_attempt(
+    conn: &Connection,
+    attempt_id: i64,
+    outcome: &AttemptOutcome,
+    event: &Event,
+) -> Result<(), StoreError> {
+    let (state, provider_id, detail) = match outcome {
+        AttemptOutcome::Sent { provider_message_id } => ("sent", provider_message_id.as_deref(), None),
+        AttemptOutcome::Failed { detail } => ("failed", None, Some(detail.as_str())),
+    };
+    conn.prepare_cached(
+        "UPDATE attempts SET state = ?1, provider_message_id = ?2, detail = ?3, finished_ms = ?4 WHERE id = ?5",
+    )?
+    .execute(params![state, provider_id, detail, now_ms(), attempt_id])?;
+    insert_event(conn, event)
+}
+
+fn finish_invoice(conn: &Connection, key: &InvoiceKey, status: Status, events: &[Event]) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE invoices SET status = ?1, updated_ms = ?2, held_until_ms = NULL
+         WHERE biller_id = ?3 AND invoice_id = ?4 AND revision = ?5 AND status = 'accepted'",
+    )?
+    .execute(params![
+        status.as_str(),
+        now_ms(),
+        key.biller_id,
+        key.invoice_id,
+        key.revision
+    ])?;
+    for event in events {
+        insert_event(conn, event)?;
+    }
+    Ok(())
+}
+
+/// The `close` decision, on the writer thread.
+fn close(
+    conn: &Connection,
+    biller_id: &str,
+    invoice_id: &str,
+    status: Status,
+    event: &Event,
+) -> Result<bool, StoreError> {
+    let now = now_ms();
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO closures (biller_id, invoice_id, status, closed_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (biller_id, invoice_id) DO NOTHING",
+        )?
+        .execute(params![biller_id, invoice_id, status.as_str(), now])?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    conn.prepare_cached(
+        "UPDATE invoices SET status = ?1, updated_ms = ?2, held_until_ms = NULL
+         WHERE biller_id = ?3 AND invoice_id = ?4 AND status NOT IN ('superseded')",
+    )?
+    .execute(params![status.as_str(), now, biller_id, invoice_id])?;
+    // Name the latest revision, and the channel whose pay link the
+    // customer opened last: the message that earned the payment.
+    let latest: Option<(i64, String)> = conn
+        .prepare_cached(
+            "SELECT revision, invoice_json FROM invoices WHERE biller_id = ?1 AND invoice_id = ?2
+             ORDER BY revision DESC LIMIT 1",
+        )?
+        .query_row(params![biller_id, invoice_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let clicked: Option<String> = conn
+        .prepare_cached(
+            "SELECT channel FROM paylinks WHERE biller_id = ?1 AND invoice_id = ?2 AND clicks > 0
+             ORDER BY first_click_ms DESC, attempt_id DESC LIMIT 1",
+        )?
+        .query_row(params![biller_id, invoice_id], |r| r.get(0))
+        .optional()?;
+    let event = closing_event(
+        event,
+        status,
+        latest.as_ref().map(|(revision, json)| (*revision, json.as_str())),
+        clicked.as_deref(),
+    )?;
+    insert_event(conn, &event)?;
+    Ok(true)
+}
+
+/// The rows [`Store::history`] assembles, on the writer thread.
+fn history(conn: &Connection, biller_id: &str, invoice_id: &str) -> Result<Option<History>, StoreError> {
+    let revisions = conn
+        .prepare_cached(
+            "SELECT revision, status, received_ms, held_until_ms FROM invoices
+             WHERE biller_id = ?1 AND invoice_id = ?2 ORDER BY revision",
+        )?
+        .query_map(params![biller_id, invoice_id], |row| {
+            Ok(RevisionRow {
+                revision: row.get(0)?,
+                status: row.get(1)?,
+                received_ms: row.get(2)?,
+                held_until_ms: row.get(3)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    if revisions.is_empty() {
+        return Ok(None);
+    }
+    let attempts = conn
+        .prepare_cached(
+            "SELECT revision, channel, state, detail, started_ms, finished_ms, delivered_ms, read_ms,
+                    provider_message_id
+             FROM attempts WHERE biller_id = ?1 AND invoice_id = ?2 ORDER BY id",
+        )?
+        .query_map(params![biller_id, invoice_id], |row| {
+            Ok(AttemptRow {
+                revision: row.get(0)?,
+                channel: row.get(1)?,
+                state: row.get(2)?,
+                detail: row.get(3)?,
+                started_ms: row.get(4)?,
+                finished_ms: row.get(5)?,
+                delivered_ms: row.get(6)?,
+                read_ms: row.get(7)?,
+                provider_message_id: row.get(8)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let clicks = conn
+        .prepare_cached(
+            "SELECT revision, channel, first_click_ms, clicks FROM paylinks
+             WHERE biller_id = ?1 AND invoice_id = ?2 AND clicks > 0",
+        )?
+        .query_map(params![biller_id, invoice_id], |row| {
+            Ok(ClickRow {
+                revision: row.get(0)?,
+                channel: row.get(1)?,
+                first_click_ms: row.get(2)?,
+                clicks: row.get(3)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let closure: Option<(String, i64)> = conn
+        .prepare_cached("SELECT status, closed_ms FROM closures WHERE biller_id = ?1 AND invoice_id = ?2")?
+        .query_row(params![biller_id, invoice_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    build_history(
+        biller_id,
+        invoice_id,
+        &revisions,
+        &attempts,
+        &clicks,
+        closure.as_ref().map(|(status, at)| (status.as_str(), *at)),
+    )
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn begin(&self, invoice: &Invoice, correlation: &Correlation, accepted: &Event) -> Result<Begin, StoreError> {
+        let (invoice, correlation, accepted) = (invoice.clone(), correlation.clone(), accepted.clone());
+        self.writer
+            .call(move |conn| begin(conn, &invoice, &correlation, &accepted))
+            .await
+    }
+
+    async fn start_attempt(
+        &self,
+        key: &InvoiceKey,
+        channel: ChannelName,
+        attempt: u32,
+        paylink: &NewPaylink,
+    ) -> Result<Option<i64>, StoreError> {
+        let (key, paylink) = (key.clone(), paylink.clone());
+        self.writer
+            .call(move |conn| {
+                let now = now_ms();
+                // The check right before the send, and a heartbeat: an
+                // invoice being sent is not idle (see `claim`).
+                let open = conn
+                    .prepare_cached(
+                        "UPDATE invoices SET updated_ms = ?1
+                         WHERE biller_id = ?2 AND invoice_id = ?3 AND revision = ?4
+                           AND status NOT IN ('paid', 'cancelled', 'superseded')",
+                    )?
+                    .execute(params![now, key.biller_id, key.invoice_id, key.revision])?;
+                if open == 0 {
+                    return Ok(None);
+                }
+                let id: i64 = conn
+                    .prepare_cached(
+                        "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 'sending', ?6) RETURNING id",
+                    )?
+                    .query_row(
+                        params![
+                            key.biller_id,
+                            key.invoice_id,
+                            key.revision,
+                            channel.as_str(),
+                            attempt,
+                            now
+                        ],
+                        |r| r.get(0),
+                    )?;
+                conn.prepare_cached(
+                    "INSERT INTO paylinks (token_hash, attempt_id, biller_id, invoice_id, revision, channel, created_ms,
+                                           expires_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    paylink.token_hash,
+                    id,
+                    key.biller_id,
+                    key.invoice_id,
+                    key.revision,
+                    channel.as_str(),
+                    now,
+                    paylink.expires_at_ms
+                ])?;
+                Ok(Some(id))
+            })
+            .await
+    }
+
+    async fn finish_attempt(&self, attempt_id: i64, outcome: &AttemptOutcome, event: &Event) -> Result<(), StoreError> {
+        let (outcome, event) = (outcome.clone(), event.clone());
+        self.writer
+            .call(move |conn| finish_attempt(conn, attempt_id, &outcome, &event))
+            .await
+    }
+
+    async fn finish_sent(
+        &self,
+        attempt_id: i64,
+        provider_message_id: Option<&str>,
+        event: &Event,
+        key: &InvoiceKey,
+    ) -> Result<(), StoreError> {
+        let outcome = AttemptOutcome::Sent {
+            provider_message_id: provider_message_id.map(str::to_owned),
+        };
+        let (event, key) = (event.clone(), key.clone());
+        self.writer
+            .call(move |conn| {
+                finish_attempt(conn, attempt_id, &outcome, &event)?;
+                finish_invoice(conn, &key, Status::Sent, &[])
+            })
+            .await
+    }
+
+    async fn finish_invoice(&self, key: &InvoiceKey, status: Status, events: &[Event]) -> Result<(), StoreError> {
+        let (key, events) = (key.clone(), events.to_vec());
+        self.writer
+            .call(move |conn| finish_invoice(conn, &key, status, &events))
+            .await
+    }
+
+    async fn status(&self, key: &InvoiceKey) -> Result<Option<Status>, StoreError> {
+        let key = key.clone();
+        self.writer
+            .call(move |conn| {
+                let status: Option<String> = conn
+                    .prepare_cached(
+                        "SELECT status FROM invoices WHERE biller_id = ?1 AND invoice_id = ?2 AND revision = ?3",
+                    )?
+                    .query_row(params![key.biller_id, key.invoice_id, key.revision], |r| r.get(0))
+                    .optional()?;
+                status.as_deref().map(Status::parse).transpose()
+            })
+            .await
+    }
+
+    async fn close(
+        &self,
+        biller_id: &str,
+        invoice_id: &str,
+        status: Status,
+        event: &Event,
+    ) -> Result<bool, StoreError> {
+        let (biller_id, invoice_id, event) = (biller_id.to_owned(), invoice_id.to_owned(), event.clone());
+        self.writer
+            .call(move |conn| close(conn, &biller_id, &invoice_id, status, &event))
+            .await
+    }
+
+    async fn record_event(&self, event: &Event) -> Result<(), StoreError> {
+        let event = event.clone();
+        self.writer.call(move |conn| insert_event(conn, &event)).await
+    }
+
+    async fn paylink(&self, token_hash: &str) -> Result<Option<PaylinkRecord>, StoreError> {
+        let token_hash = token_hash.to_owned();
+        self.writer
+            .call(move |conn| {
+                let row = conn
+                    .prepare_cached(
+                        "SELECT p.biller_id, p.invoice_id, p.revision, p.channel, p.expires_ms, i.status,
+                                i.invoice_json, i.correlation_id, i.message_id
+                         FROM paylinks p JOIN invoices i
+                           ON i.biller_id = p.biller_id AND i.invoice_id = p.invoice_id AND i.revision = p.revision
+                         WHERE p.token_hash = ?1",
+                    )?
+                    .query_row([&token_hash], |row| {
+                        Ok((
+                            key_of(row, 0)?,
+                            row.get::<_, String>(3)?,
+                            row.get::<_, i64>(4)?,
+                            row.get::<_, String>(5)?,
+                            row.get::<_, String>(6)?,
+                            Correlation {
+                                correlation_id: row.get(7)?,
+                                message_id: row.get(8)?,
+                            },
+                        ))
+                    })
+                    .optional()?;
+                let Some((key, channel, expires_at_ms, status, invoice, correlation)) = row else {
+                    return Ok(None);
+                };
+                Ok(Some(PaylinkRecord {
+                    key,
+                    channel: parse_channel(&channel)?,
+                    expires_at_ms,
+                    status: Status::parse(&status)?,
+                    invoice: parse_invoice(&invoice)?,
+                    correlation,
+                }))
+            })
+            .await
+    }
+
+    async fn record_click(&self, token_hash: &str, event: &Event) -> Result<i64, StoreError> {
+        let (token_hash, event) = (token_hash.to_owned(), event.clone());
+        self.writer
+            .call(move |conn| {
+                let clicks: i64 = conn
+                    .prepare_cached(
+                        "UPDATE paylinks SET clicks = clicks + 1, first_click_ms = COALESCE(first_click_ms, ?1)
+                         WHERE token_hash = ?2 RETURNING clicks",
+                    )?
+                    .query_row(params![now_ms(), token_hash], |r| r.get(0))?;
+                if clicks == 1 {
+                    insert_event(conn, &event)?;
+                }
+                Ok(clicks)
+            })
+            .await
+    }
+
+    async fn outbox(&self, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.writer
+            .call(move |conn| {
+                let mut stmt = conn.prepare_cached("SELECT id, event_json FROM outbox ORDER BY id LIMIT ?1")?;
+                let rows = stmt.query_map([limit], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))?;
+                let mut entries = Vec::new();
+                for row in rows {
+                    let (id, json) = row?;
+                    entries.push(OutboxEntry {
+                        id,
+                        event: parse_event(&json)?,
+                    });
+                }
+                Ok(entries)
+            })
+            .await
+    }
+
+    async fn outbox_done(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids = ids.to_vec();
+        self.writer
+            .call(move |conn| {
+                let mut stmt = conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
+                for id in ids {
+                    stmt.execute([id])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.writer
+            .call(|conn| {
+                conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn invoice(&self, key: &InvoiceKey) -> Result<Option<StoredInvoice>, StoreError> {
+        let key = key.clone();
+        self.writer
+            .call(move |conn| {
+                let row = conn
+                    .prepare_cached(
+                        "SELECT status, invoice_json, correlation_id, message_id FROM invoices
+                         WHERE biller_id = ?1 AND invoice_id = ?2 AND revision = ?3",
+                    )?
+                    .query_row(params![key.biller_id, key.invoice_id, key.revision], |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            Correlation {
+                                correlation_id: row.get(2)?,
+                                message_id: row.get(3)?,
+                            },
+                        ))
+                    })
+                    .optional()?;
+                let Some((status, invoice, correlation)) = row else {
+                    return Ok(None);
+                };
+                Ok(Some(StoredInvoice {
+                    status: Status::parse(&status)?,
+                    invoice: parse_invoice(&invoice)?,
+                    correlation,
+                    attempts: attempts_of(conn, &key)?,
+                }))
+            })
+            .await
+    }
+
+    async fn attempt_by_provider_id(
+        &self,
+        channel: ChannelName,
+        provider_message_id: &str,
+    ) -> Result<Option<AttemptRef>, StoreError> {
+        let provider_message_id = provider_message_id.to_owned();
+        self.writer
+            .call(move |conn| {
+                let row = conn
+                    .prepare_cached(
+                        "SELECT a.id, a.biller_id, a.invoice_id, a.revision, a.attempt, a.state,
+                                i.correlation_id, i.message_id, i.invoice_json
+                         FROM attempts a JOIN invoices i
+                           ON i.biller_id = a.biller_id AND i.invoice_id = a.invoice_id AND i.revision = a.revision
+                         WHERE a.channel = ?1 AND a.provider_message_id = ?2
+                         ORDER BY a.id LIMIT 1",
+                    )?
+                    .query_row(params![channel.as_str(), provider_message_id], |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            key_of(row, 1)?,
+                            row.get::<_, i64>(4)?,
+                            row.get::<_, String>(5)?,
+                            Correlation {
+                                correlation_id: row.get(6)?,
+                                message_id: row.get(7)?,
+                            },
+                            row.get::<_, String>(8)?,
+                        ))
+                    })
+                    .optional()?;
+                let Some((attempt_id, key, attempt, state, correlation, invoice)) = row else {
+                    return Ok(None);
+                };
+                Ok(Some(AttemptRef {
+                    attempt_id,
+                    key,
+                    channel,
+                    attempt: attempt_number(attempt)?,
+                    state: parse_state(&state),
+                    correlation,
+                    metadata: parse_invoice(&invoice)?.metadata,
+                }))
+            })
+            .await
+    }
+
+    async fn record_reached(&self, attempt_id: i64, reached: Reached, event: &Event) -> Result<bool, StoreError> {
+        let sql = match reached {
+            Reached::Delivered => "UPDATE attempts SET delivered_ms = ?1 WHERE id = ?2 AND delivered_ms IS NULL",
+            Reached::Read => "UPDATE attempts SET read_ms = ?1 WHERE id = ?2 AND read_ms IS NULL",
+        };
+        let event = event.clone();
+        self.writer
+            .call(move |conn| {
+                let changed = conn.prepare_cached(sql)?.execute(params![now_ms(), attempt_id])?;
+                if changed == 1 {
+                    insert_event(conn, &event)?;
+                }
+                Ok(changed == 1)
+            })
+            .await
+    }
+
+    async fn history(&self, biller_id: &str, invoice_id: &str) -> Result<Option<History>, StoreError> {
+        let (biller_id, invoice_id) = (biller_id.to_owned(), invoice_id.to_owned());
+        self.writer
+            .call(move |conn| history(conn, &biller_id, &invoice_id))
+            .await
+    }
+
+    async fn hold(&self, key: &InvoiceKey, until_ms: i64) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.writer
+            .call(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE invoices SET held_until_ms = ?1, updated_ms = ?2
+                     WHERE biller_id = ?3 AND invoice_id = ?4 AND revision = ?5 AND status = 'accepted'",
+                )?
+                .execute(params![until_ms, now_ms(), key.biller_id, key.invoice_id, key.revision])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn due_holds(&self, now_ms: i64, limit: u32) -> Result<Vec<InvoiceKey>, StoreError> {
+        self.writer
+            .call(move |conn| {
+                let keys = conn
+                    .prepare_cached(
+                        "SELECT biller_id, invoice_id, revision FROM invoices
+                         WHERE held_until_ms IS NOT NULL AND held_until_ms <= ?1 AND status = 'accepted'
+                         ORDER BY held_until_ms LIMIT ?2",
+                    )?
+                    .query_map(params![now_ms, limit], |row| key_of(row, 0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(keys)
+            })
+            .await
+    }
+
+    async fn next_hold(&self) -> Result<Option<i64>, StoreError> {
+        self.writer
+            .call(|conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT MIN(held_until_ms) FROM invoices
+                         WHERE held_until_ms IS NOT NULL AND status = 'accepted'",
+                    )?
+                    .query_row([], |r| r.get(0))?)
+            })
+            .await
+    }
+
+    async fn claim(&self, key: &InvoiceKey, now_ms: i64, idle_ms: i64) -> Result<bool, StoreError> {
+        let key = key.clone();
+        self.writer
+            .call(move |conn| {
+                let claimed = conn
+                    .prepare_cached(
+                        "UPDATE invoices SET updated_ms = ?1
+                         WHERE biller_id = ?2 AND invoice_id = ?3 AND revision = ?4 AND status = 'accepted'
+                           AND updated_ms <= ?5",
+                    )?
+                    .execute(params![
+                        now_ms,
+                        key.biller_id,
+                        key.invoice_id,
+                        key.revision,
+                        now_ms - idle_ms
+                    ])?;
+                Ok(claimed == 1)
+            })
+            .await
+    }
+
+    async fn claim_stale(&self, now_ms: i64, idle_ms: i64, limit: u32) -> Result<Vec<InvoiceKey>, StoreError> {
+        self.writer
+            .call(move |conn| {
+                let keys = conn
+                    .prepare_cached(
+                        "UPDATE invoices SET updated_ms = ?1
+                         WHERE status = 'accepted' AND held_until_ms IS NULL AND updated_ms <= ?2
+                           AND (biller_id, invoice_id, revision) IN (
+                               SELECT biller_id, invoice_id, revision FROM invoices
+                               WHERE status = 'accepted' AND held_until_ms IS NULL AND updated_ms <= ?2
+                               ORDER BY updated_ms LIMIT ?3)
+                         RETURNING biller_id, invoice_id, revision",
+                    )?
+                    .query_map(params![now_ms, now_ms - idle_ms, limit], |row| key_of(row, 0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(keys)
+            })
+            .await
+    }
+
+    async fn fail_after_send(&self, attempt_id: i64, detail: &str, event: &Event) -> Result<bool, StoreError> {
+        let (detail, event) = (detail.to_owned(), event.clone());
+        self.writer
+            .call(move |conn| {
+                let now = now_ms();
+                let changed = conn
+                    .prepare_cached(
+                        "UPDATE attempts SET state = 'failed', detail = ?1, finished_ms = ?2
+                         WHERE id = ?3 AND state = 'sent'",
+                    )?
+                    .execute(params![detail, now, attempt_id])?;
+                if changed == 1 {
+                    conn.prepare_cached(
+                        "UPDATE invoices SET status = 'accepted', updated_ms = ?1
+                         WHERE status IN ('sent', 'exhausted') AND (biller_id, invoice_id, revision) =
+                               (SELECT biller_id, invoice_id, revision FROM attempts WHERE id = ?2)",
+                    )?
+                    .execute(params![now, attempt_id])?;
+                    insert_event(conn, &event)?;
+                }
+                Ok(changed == 1)
+            })
+            .await
+    }
+}
