@@ -4,7 +4,9 @@
 //! checked completely) and `mod.rs` (rendering the message from templates and
 //! sending it, with provider errors classified as transient or permanent).
 //! The [`Registry`] owns the configured channels and puts each behind its own
-//! governor rate limiter, so a caller cannot send around the limit.
+//! governor rate limiter, so a caller cannot send around the limit. With
+//! `[rate_limit]` configured, each channel also waits for its share of the
+//! budget all instances share in Redis ([`ratelimit`]).
 //!
 //! Shared pieces: [`http`] (one reqwest client setup and the HTTP error
 //! classes every provider shares), [`outbox`] (the `file` provider) and
@@ -18,6 +20,7 @@ pub mod http;
 pub mod messenger;
 pub mod meta;
 pub mod outbox;
+pub mod ratelimit;
 pub mod sms;
 pub mod whatsapp;
 
@@ -25,7 +28,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -35,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{BillerConfig, ChannelsConfig};
 use crate::invoice::Contacts;
 use crate::render::{RenderError, Templates};
+use ratelimit::{ChannelBudget, SharedLimiter};
 
 /// The channels payrelay knows. The contract fixes their names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -226,10 +230,15 @@ pub struct BuildError {
     pub reason: String,
 }
 
-/// A configured channel with its rate limiter and circuit breaker.
+/// A configured channel with its rate limiters and circuit breaker.
 struct Entry {
     channel: Box<dyn Channel>,
+    /// This instance's own pace: at most the channel's full rate.
     limiter: DefaultDirectRateLimiter,
+    /// Kept to give the shared limiter the same quota.
+    quota: Quota,
+    /// The channel's share of the budget all instances share, if configured.
+    shared: Option<ChannelBudget>,
     breaker: Breaker,
 }
 
@@ -304,6 +313,7 @@ impl Breaker {
 pub struct Registry {
     entries: BTreeMap<ChannelName, Entry>,
     breaker: BreakerPolicy,
+    shared: Option<Arc<SharedLimiter>>,
 }
 
 impl Registry {
@@ -335,7 +345,18 @@ impl Registry {
         Registry {
             entries: BTreeMap::new(),
             breaker,
+            shared: None,
         }
+    }
+
+    /// Puts every channel, present and inserted later, behind its share of
+    /// the budget that instances share as well as its own limiter.
+    pub fn with_shared_limiter(mut self, limiter: Arc<SharedLimiter>) -> Registry {
+        for (name, entry) in &mut self.entries {
+            entry.shared = Some(limiter.budget(*name, entry.quota));
+        }
+        self.shared = Some(limiter);
+        self
     }
 
     /// Adds a channel; used by `from_config` and by tests that bring their own.
@@ -346,6 +367,8 @@ impl Registry {
             Entry {
                 channel,
                 limiter: RateLimiter::direct(quota),
+                quota,
+                shared: self.shared.as_ref().map(|s| s.budget(name, quota)),
                 breaker: Breaker::new(self.breaker),
             },
         );
@@ -359,7 +382,8 @@ impl Registry {
         self.entries.keys().copied()
     }
 
-    /// Sends after waiting for the channel's rate limit.
+    /// Sends after waiting for the channel's rate limit: this instance's
+    /// first, then the shared one.
     pub async fn send(&self, message: &Prepared) -> Result<Receipt, SendError> {
         let entry = self.entries.get(&message.channel).ok_or_else(|| SendError::Permanent {
             code: None,
@@ -369,6 +393,9 @@ impl Registry {
             return Err(SendError::Paused { remaining });
         }
         entry.limiter.until_ready().await;
+        if let Some(shared) = &entry.shared {
+            shared.until_ready().await;
+        }
         let result = entry.channel.send(message).await;
         entry.breaker.record(&result);
         result

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::broker::{self, BrokerParts};
+use crate::channels::ratelimit::{LimiterError, SharedLimiter};
 use crate::channels::{BuildContext, BuildError, Registry};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -30,6 +31,8 @@ pub enum StartError {
     Templates(Vec<TemplateProblem>),
     #[error("cannot set up a channel: {0}")]
     Channel(#[from] BuildError),
+    #[error("cannot set up the shared rate limit: {0}")]
+    RateLimit(#[from] LimiterError),
     #[error("cannot listen on {addr}: {source} (is another process using it?)")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -202,8 +205,12 @@ pub async fn start_with_store(
     let context = BuildContext {
         public_base_url: config.http.public_base_url.clone(),
     };
-    let channels = Arc::new(Registry::from_config(&config.channels, &context)?);
     let metrics = Arc::new(Metrics::new());
+    let mut channels = Registry::from_config(&config.channels, &context)?;
+    if let Some(rate_limit) = &config.rate_limit {
+        channels = channels.with_shared_limiter(Arc::new(SharedLimiter::new(rate_limit, metrics.clone())?));
+    }
+    let channels = Arc::new(channels);
     let outbox_signal = Arc::new(Notify::new());
     let broker_ready = Arc::new(AtomicBool::new(false));
     let shutdown = CancellationToken::new();

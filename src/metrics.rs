@@ -35,6 +35,7 @@ pub struct Metrics {
     send_seconds: Family<ChannelLabels, Histogram>,
     clicks: Counter,
     events_published: Counter,
+    rate_limit_fallback: Family<ChannelLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -70,6 +71,12 @@ impl Metrics {
             "Events confirmed by the broker",
             events_published.clone(),
         );
+        let rate_limit_fallback = Family::<ChannelLabels, Counter>::default();
+        registry.register(
+            "rate_limit_fallback",
+            "Sends paced by the instance's own limit alone because the shared limit's Redis did not answer",
+            rate_limit_fallback.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             invoices,
@@ -77,6 +84,7 @@ impl Metrics {
             send_seconds,
             clicks,
             events_published,
+            rate_limit_fallback,
         }
     }
 
@@ -111,6 +119,14 @@ impl Metrics {
 
     pub fn events_published(&self, n: u64) {
         self.events_published.inc_by(n);
+    }
+
+    pub fn rate_limit_fallback(&self, channel: ChannelName) {
+        self.rate_limit_fallback
+            .get_or_create(&ChannelLabels {
+                channel: channel.as_str().to_owned(),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition.

@@ -209,3 +209,35 @@ channels = ["email"]
         "{out}"
     );
 }
+
+#[test]
+fn check_names_rate_limit_problems_by_key_and_never_prints_the_redis_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let section = |body: &str| {
+        format!(
+            "[billers.acme]\ncheckout_url = \"https://pay.example/{{token}}\"\n\
+             [channels.email]\ntransport = \"file\"\n[rate_limit]\n{body}"
+        )
+    };
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        &section("redis_url = \"http://:hunter2@cache.internal:6379\"\nkey_prefx = \"payrelay\"\n"),
+    );
+    let (code, out) = payrelay(&bad, &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("rate_limit.redis_url: is a http: URL; use redis://"),
+        "{out}"
+    );
+    assert!(out.contains("rate_limit.key_prefx: unknown key"), "{out}");
+    assert!(!out.contains("hunter2") && !out.contains("cache.internal"), "{out}");
+
+    let good = write(
+        dir.path(),
+        "good.toml",
+        &section("redis_url = \"redis://127.0.0.1:6379\"\nkey_prefix = \"payrelay-staging\"\n"),
+    );
+    let (code, out) = payrelay(&good, &["check"]);
+    assert_eq!(code, 0, "{out}");
+}

@@ -90,6 +90,9 @@ pub struct Config {
     pub channels: ChannelsConfig,
     pub templates: TemplatesConfig,
     pub routing: RoutingConfig,
+    /// The rate limits instances share through Redis; `None` (no
+    /// `[rate_limit]` section): each instance paces its channels alone.
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +120,19 @@ pub struct StoreConfig {
     /// `sqlite://` with its path already resolved against the config folder,
     /// or `postgres://`, whose password makes the whole URL a secret.
     pub url: Secret,
+}
+
+/// `[rate_limit]`: where instances keep the budget they share.
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    /// May hold a password, hence a secret; never logged or quoted.
+    pub redis_url: Secret,
+    /// Keys are `<key_prefix>:ratelimit:<channel>`, so several deployments
+    /// (or test runs) can share one Redis without sharing budgets.
+    pub key_prefix: String,
+    /// Bound on each Redis call: past it, the send goes ahead on the
+    /// instance's own limit rather than wait for Redis.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

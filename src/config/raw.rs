@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::{
-    resolve, BillerConfig, BrokerConfig, ChannelsConfig, Config, HttpConfig, PaylinkConfig, Problems, RoutingConfig,
-    Rule, Secret, StoreConfig, Strategy, TemplatesConfig,
+    resolve, BillerConfig, BrokerConfig, ChannelsConfig, Config, HttpConfig, PaylinkConfig, Problems, RateLimitConfig,
+    RoutingConfig, Rule, Secret, StoreConfig, Strategy, TemplatesConfig,
 };
 use crate::channels::email::EmailConfig;
 use crate::channels::messenger::MessengerConfig;
@@ -253,6 +253,14 @@ struct RawBiller {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
+struct RawRateLimit {
+    redis_url: Option<String>,
+    key_prefix: Option<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct RawTemplates {
     dir: Option<String>,
 }
@@ -283,7 +291,7 @@ struct RawRule {
     strategy: Option<Strategy>,
 }
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "broker",
     "store",
     "http",
@@ -292,6 +300,7 @@ const SECTIONS: [&str; 8] = [
     "channels",
     "templates",
     "routing",
+    "rate_limit",
 ];
 
 fn take(root: &mut Map<String, Value>, key: &str) -> Value {
@@ -334,6 +343,11 @@ pub(crate) fn check(value: Value, base_dir: PathBuf, problems: &mut Problems, en
         dir: templates_raw.dir.map(|d| resolve(&base_dir, Path::new(&d))),
     };
     let routing = check_routing(take(&mut root, "routing"), &declared, &billers, problems);
+    // Absent and empty differ here: no section keeps the per-instance limits.
+    let rate_limit = root.remove("rate_limit").and_then(|v| {
+        let raw = read(v, "rate_limit", problems)?;
+        check_rate_limit(raw, env, problems)
+    });
     for key in root.keys() {
         problems.push(
             key.clone(),
@@ -350,6 +364,7 @@ pub(crate) fn check(value: Value, base_dir: PathBuf, problems: &mut Problems, en
         channels,
         templates,
         routing,
+        rate_limit,
     })
 }
 
@@ -452,6 +467,48 @@ fn check_store(raw: RawStore, base_dir: &Path, env: EnvLookup<'_>, problems: &mu
     }
     Some(StoreConfig {
         url: Secret::new(String::from(parsed)),
+    })
+}
+
+/// `[rate_limit]`: a Redis URL (or `env:NAME`), checked by the client that
+/// will use it; problems never quote it, since it may hold a password.
+fn check_rate_limit(raw: RawRateLimit, env: EnvLookup<'_>, problems: &mut Problems) -> Option<RateLimitConfig> {
+    const URL: &str = "rate_limit.redis_url";
+    let redis_url = match raw.redis_url {
+        Some(text) => secret(URL, Some(text), env, problems).filter(|url| {
+            let checked = crate::channels::ratelimit::check_redis_url(url.expose());
+            if let Err(e) = &checked {
+                problems.push(URL, e.clone());
+            }
+            checked.is_ok()
+        }),
+        None => {
+            problems.push(
+                URL,
+                "is required in [rate_limit], like redis://127.0.0.1:6379 (without the section each instance paces alone)",
+            );
+            None
+        }
+    };
+    let key_prefix = raw.key_prefix.unwrap_or_else(|| "payrelay".into());
+    if key_prefix.is_empty()
+        || key_prefix.len() > 100
+        || key_prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        problems.push(
+            "rate_limit.key_prefix",
+            "must be 1 to 100 characters without spaces, like \"payrelay\" or \"payrelay-staging\"",
+        );
+    }
+    let timeout = duration(
+        "rate_limit.timeout",
+        raw.timeout.as_deref().unwrap_or("250ms"),
+        problems,
+    );
+    Some(RateLimitConfig {
+        redis_url: redis_url?,
+        key_prefix,
+        timeout: timeout?,
     })
 }
 

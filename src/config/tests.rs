@@ -826,3 +826,87 @@ fn environment_variables_override_the_file_and_take_the_type_of_their_key() {
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].key, "broker.prefetch");
 }
+
+#[test]
+fn without_a_rate_limit_section_each_instance_paces_alone() {
+    assert!(load(MINIMAL).rate_limit.is_none());
+}
+
+#[test]
+fn the_rate_limit_section_takes_a_redis_url_from_the_environment_and_defaults_the_rest() {
+    let env = |name: &str| (name == "REDIS_URL").then(|| "redis://:redis-pw-4711@cache:6379/2".to_owned());
+    let c = load_with_env(&minimal_and("[rate_limit]\nredis_url = \"env:REDIS_URL\""), &env);
+    let rate_limit = c.rate_limit.as_ref().expect("[rate_limit] read");
+    assert_eq!(rate_limit.redis_url.expose(), "redis://:redis-pw-4711@cache:6379/2");
+    assert_eq!(rate_limit.key_prefix, "payrelay");
+    assert_eq!(rate_limit.timeout, Duration::from_millis(250));
+    assert!(!format!("{c:?}").contains("redis-pw-4711"), "the URL is a secret");
+
+    let c = load(&minimal_and(
+        "[rate_limit]\nredis_url = \"redis://127.0.0.1:6379\"\nkey_prefix = \"payrelay-staging\"\ntimeout = \"100ms\"",
+    ));
+    let rate_limit = c.rate_limit.expect("[rate_limit] read");
+    assert_eq!(rate_limit.key_prefix, "payrelay-staging");
+    assert_eq!(rate_limit.timeout, Duration::from_millis(100));
+}
+
+#[test]
+fn rate_limit_mistakes_are_reported_under_their_keys_without_quoting_the_url() {
+    let cases: &[(&str, &str, &[&str], &str)] = &[
+        (
+            "not a Redis URL",
+            "redis_url = \"http://:hunter2@cache:6379\"",
+            &["rate_limit.redis_url"],
+            "redis://",
+        ),
+        (
+            "not a URL at all",
+            "redis_url = \"redis//:hunter2@127.0.0.1\"",
+            &["rate_limit.redis_url"],
+            "not a URL",
+        ),
+        (
+            "a database that is not a number",
+            "redis_url = \"redis://:hunter2@cache:6379/zero\"",
+            &["rate_limit.redis_url"],
+            "database",
+        ),
+        (
+            "no URL",
+            "key_prefix = \"payrelay\"",
+            &["rate_limit.redis_url"],
+            "is required",
+        ),
+        (
+            "a typo",
+            "redis_url = \"redis://127.0.0.1:6379\"\nkey_prefx = \"x\"",
+            &["rate_limit.key_prefx"],
+            "unknown key",
+        ),
+        (
+            "an empty prefix",
+            "redis_url = \"redis://127.0.0.1:6379\"\nkey_prefix = \"\"",
+            &["rate_limit.key_prefix"],
+            "1 to 100",
+        ),
+        (
+            "an unset variable",
+            "redis_url = \"env:PAYRELAY_TEST_UNSET_REDIS\"",
+            &["rate_limit.redis_url"],
+            "PAYRELAY_TEST_UNSET_REDIS",
+        ),
+        (
+            "a bad timeout",
+            "redis_url = \"redis://127.0.0.1:6379\"\ntimeout = \"soon\"",
+            &["rate_limit.timeout"],
+            "soon",
+        ),
+    ];
+    for (what, section, expected, says) in cases {
+        let problems = problems(&minimal_and(&format!("[rate_limit]\n{section}")));
+        assert_eq!(keys(&problems), set_of(expected), "{what}: {problems:#?}");
+        let text = problems.iter().map(|p| p.to_string()).collect::<String>();
+        assert!(text.contains(says), "{what}: {text}");
+        assert!(!text.contains("hunter2"), "{what}: the URL is quoted: {text}");
+    }
+}
