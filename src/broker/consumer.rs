@@ -1,12 +1,13 @@
 //! The invoice consumer: owns prefetch, acks, dead-lettering and shutdown;
 //! the handling itself is the [`Dispatcher`](crate::dispatch::Dispatcher)'s.
 
+use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::panic::AssertUnwindSafe;
-
 use futures_util::{FutureExt, StreamExt};
+use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
@@ -54,17 +55,21 @@ pub(super) async fn consume(
     .await?;
 
     let mut tasks = JoinSet::new();
+    let mut acks = Acks::default();
+    let mut tick = tokio::time::interval(ACK_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
             _ = lost.cancelled() => break Err(BrokerError::Other("the event publisher lost its channel".into())),
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Err(e) = joined {
-                    error!(error = %e, "an invoice handler panicked; its message will be redelivered");
-                }
+            Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                acks.finished(joined);
+                acks.flush(false).await;
             }
+            _ = tick.tick(), if acks.waiting() => acks.flush(false).await,
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
+                    let tag = delivery.delivery_tag;
                     let job = Job {
                         shutdown: shutdown.clone(),
                         delivery_limit: parts.config.delivery_limit,
@@ -74,7 +79,8 @@ pub(super) async fn consume(
                         dead_letters: dead_letters.clone(),
                         dead_letter_queue: parts.config.dead_letter_queue(),
                     };
-                    tasks.spawn(job.run(delivery));
+                    let task = tasks.spawn(job.run(delivery));
+                    acks.started(task.id(), tag);
                 }
                 Some(Err(e)) => break Err(e.into()),
                 None => break Err(BrokerError::Other("the broker cancelled the consumer".into())),
@@ -85,7 +91,14 @@ pub(super) async fn consume(
     // Stop new deliveries, let in-flight ones finish (and ack), then close.
     let _ = timed(channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default())).await;
     let deadline = parts.config.shutdown_deadline;
-    let drained = tokio::time::timeout(deadline, async { while tasks.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(deadline, async {
+        while let Some(joined) = tasks.join_next_with_id().await {
+            acks.finished(joined);
+            acks.flush(false).await;
+        }
+    })
+    .await;
+    acks.flush(true).await;
     if drained.is_err() {
         warn!(
             left = tasks.len(),
@@ -109,8 +122,102 @@ struct Job {
     dead_letter_queue: String,
 }
 
+/// How often acks held back for a slower delivery are looked at.
+const ACK_TICK: Duration = Duration::from_millis(5);
+/// Longest an ack is held back waiting for a slower delivery before it is
+/// sent on its own: a held ack keeps a prefetch slot busy.
+const ACK_HOLD: Duration = Duration::from_millis(20);
+
+/// The acks of finished deliveries, sent as few `multiple` acks as
+/// possible: one ack for every finished delivery below the oldest one
+/// still running, instead of one frame (and a broker operation) each.
+///
+/// A multiple ack covers every outstanding tag up to its own, so it is only
+/// sent up to the oldest delivery still being handled. Deliveries that are
+/// dead-lettered or handed back settle themselves before their task ends,
+/// so no multiple ack can reach them first.
+#[derive(Default)]
+struct Acks {
+    /// Deliveries being handled, by tag, with their task.
+    running: BTreeMap<u64, tokio::task::Id>,
+    tags: HashMap<tokio::task::Id, u64>,
+    /// Finished deliveries waiting to be acked, by tag.
+    ready: BTreeMap<u64, (Acker, tokio::time::Instant)>,
+}
+
+impl Acks {
+    fn started(&mut self, task: tokio::task::Id, tag: u64) {
+        self.running.insert(tag, task);
+        self.tags.insert(task, tag);
+    }
+
+    fn finished(&mut self, joined: Result<(tokio::task::Id, Settle), tokio::task::JoinError>) {
+        let (task, settle) = match joined {
+            Ok((task, settle)) => (task, Some(settle)),
+            Err(e) => {
+                error!(error = %e, "an invoice handler panicked; its message will be redelivered");
+                (e.id(), None)
+            }
+        };
+        let Some(tag) = self.tags.remove(&task) else { return };
+        self.running.remove(&tag);
+        if let Some(Settle::Ack(acker)) = settle {
+            self.ready.insert(tag, (acker, tokio::time::Instant::now()));
+        }
+    }
+
+    /// Whether acks are held back.
+    fn waiting(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Acks what can be acked: all finished tags below the oldest running
+    /// one in one multiple ack, then, one by one, those held longer than
+    /// [`ACK_HOLD`] (or all, with `all`, once nothing runs any more).
+    async fn flush(&mut self, all: bool) {
+        let floor = self.running.keys().next().copied().unwrap_or(u64::MAX);
+        let below: Vec<u64> = self.ready.range(..floor).map(|(tag, _)| *tag).collect();
+        if let Some(&last) = below.last() {
+            for tag in &below[..below.len() - 1] {
+                self.ready.remove(tag);
+            }
+            if let Some((acker, _)) = self.ready.remove(&last) {
+                let multiple = BasicAckOptions { multiple: true };
+                report(acker.ack(multiple).await);
+            }
+        }
+        let held: Vec<u64> = self
+            .ready
+            .iter()
+            .filter(|(_, (_, since))| all || since.elapsed() >= ACK_HOLD)
+            .map(|(tag, _)| *tag)
+            .collect();
+        for tag in held {
+            if let Some((acker, _)) = self.ready.remove(&tag) {
+                report(acker.ack(BasicAckOptions::default()).await);
+            }
+        }
+    }
+}
+
+/// What is left to do with a delivery once its task ends.
+enum Settle {
+    /// Handled: ack it (batched by [`Acks`]).
+    Ack(Acker),
+    /// Already dead-lettered and acked, or handed back.
+    Done,
+}
+
+fn report(acked: Result<bool, lapin::Error>) {
+    match acked {
+        Ok(true) => {}
+        Ok(false) => info!("channel closed before the ack; the broker will redeliver and the store dedups"),
+        Err(e) => warn!(error = %e, "ack failed; the broker will redeliver and the store dedups"),
+    }
+}
+
 impl Job {
-    async fn run(self, delivery: Delivery) {
+    async fn run(self, delivery: Delivery) -> Settle {
         let props = &delivery.properties;
         let correlation = Correlation {
             correlation_id: props.correlation_id().as_ref().map(|s| s.to_string()),
@@ -122,7 +229,7 @@ impl Job {
             redelivered: delivery.redelivered,
         };
         let acked = match self.handle(incoming, &delivery).await {
-            Disposition::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
+            Disposition::Ack => return Settle::Ack(delivery.acker),
             Disposition::DeadLetter { reason, event } => match self.dead_letter(&delivery, &reason).await {
                 Ok(()) => {
                     if let Err(e) = self.store.record_event(&event).await {
@@ -139,11 +246,8 @@ impl Job {
             },
             Disposition::Requeue { .. } => delivery.acker.nack(requeue()).await,
         };
-        match acked {
-            Ok(true) => {}
-            Ok(false) => info!("channel closed before the ack; the broker will redeliver and the store dedups"),
-            Err(e) => warn!(error = %e, "ack failed; the broker will redeliver and the store dedups"),
-        }
+        report(acked);
+        Settle::Done
     }
 
     /// Runs the dispatcher, keeping the delivery through store outages and
