@@ -1,6 +1,7 @@
 //! Two payrelay processes on one queue and one PostgreSQL store share the
 //! work, and no invoice is handled twice: every invoice is published twice,
-//! so copies of the same invoice land on both instances at once.
+//! so copies of the same invoice land on both instances at once. Their
+//! events reach billers once each, and each invoice's in order.
 
 mod common;
 
@@ -18,6 +19,7 @@ const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 async fn two_instances_share_one_queue_and_one_postgres_and_send_each_invoice_once() {
     const N: usize = 300;
     const SETTLE: Duration = Duration::from_secs(90);
+    const QUIET: Duration = Duration::from_secs(2);
     let id = payrelay::paylink::random_id()[..10].to_owned();
     let admin_url = std::env::var("PAYRELAY_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
     let schema = format!("payrelay_instances_{id}");
@@ -87,10 +89,9 @@ rate_per_second = 10000
     payrelay::broker::publish::publish(&config.broker, &refs).await.unwrap();
 
     let mut outcomes: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    // Every event as it arrived, to count copies and check order below.
+    let mut seen: Vec<serde_json::Value> = Vec::new();
     let deadline = tokio::time::Instant::now() + SETTLE;
-    // Events are at-least-once, and today each instance's publisher may send
-    // an event the other already sent: count kinds, not copies. The proof
-    // that nothing was handled twice is the emails, below.
     let settled = |o: &BTreeMap<String, (usize, usize)>| o.len() == N && o.values().all(|(s, d)| *s > 0 && *d > 0);
     while !settled(&outcomes) {
         let event = match tokio::time::timeout_at(deadline, events.recv()).await {
@@ -114,12 +115,17 @@ rate_per_second = 10000
             Some("invoice.duplicate") => outcomes.entry(id).or_default().1 += 1,
             _ => {}
         }
+        seen.push(event);
+    }
+    // A second copy of an event would come within a publisher round or two
+    // (250 ms when idle): wait for QUIET without any event before counting.
+    while let Ok(Some(event)) = tokio::time::timeout(QUIET, events.recv()).await {
+        seen.push(event);
     }
     for service in &mut services {
         service.kill();
     }
 
-    let repeated = outcomes.values().map(|(s, d)| s + d - 2).sum::<usize>();
     let a = recipients(&dir.path().join("outbox-a"));
     let b = recipients(&dir.path().join("outbox-b"));
     assert!(
@@ -134,10 +140,71 @@ rate_per_second = 10000
     }
     assert_eq!(emails.len(), N);
     assert!(emails.values().all(|n| *n == 1), "no customer got two emails");
+
+    // Each event is told once: one copy per (event, invoice, revision,
+    // channel, attempt), and per invoice in the order it happened.
+    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for event in &seen {
+        let identity = ["event", "biller_id", "invoice_id", "revision", "channel", "attempt"]
+            .map(|field| event[field].to_string())
+            .join(" ");
+        *copies.entry(identity).or_default() += 1;
+        *kinds
+            .entry(event["event"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    let extra: usize = copies.values().map(|n| n - 1).sum();
+    // Per invoice, in arrival order. A copy that reaches the instance already
+    // handling the same key is a duplicate at once, decided in memory before
+    // the first copy's accepted is even stored ("being handled right now"),
+    // so its event is older than accepted and rightly comes first. Every
+    // other duplicate is decided by the store and must follow accepted.
+    let mut order: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for event in &seen {
+        let invoice = event["invoice_id"].as_str().unwrap_or_default();
+        let name = match (event["event"].as_str(), event["detail"].as_str()) {
+            (Some("invoice.duplicate"), Some(d)) if d.contains("right now") => "duplicate in memory",
+            (Some(name), _) => name,
+            _ => "?",
+        };
+        order.entry(invoice).or_default().push(name);
+    }
+    let out_of_order: Vec<(&str, &Vec<&str>)> = order
+        .iter()
+        .filter(|(_, names)| {
+            let told: Vec<&str> = names.iter().copied().filter(|n| *n != "duplicate in memory").collect();
+            told.first() != Some(&"invoice.accepted") || told.iter().filter(|n| **n == "invoice.accepted").count() != 1
+        })
+        .map(|(invoice, names)| (*invoice, names))
+        .collect();
+    let in_memory = order
+        .values()
+        .filter(|names| names.contains(&"duplicate in memory"))
+        .count();
     println!(
-        "instance a sent {}, instance b sent {}; {repeated} event copies published twice",
+        "instance a sent {}, instance b sent {}; {} events received, {} distinct, {extra} extra copies; by kind: {kinds:?}; \
+         {in_memory} duplicates decided in memory; {} invoices whose events came out of order",
         a.len(),
-        b.len()
+        b.len(),
+        seen.len(),
+        copies.len(),
+        out_of_order.len(),
+    );
+    let repeated: Vec<(&String, &usize)> = copies.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert_eq!(
+        extra, 0,
+        "every event is published exactly once; for example {repeated:?}"
+    );
+    assert_eq!(
+        copies.len(),
+        3 * N,
+        "accepted, sent and duplicate for each invoice: {kinds:?}"
+    );
+    assert!(
+        out_of_order.is_empty(),
+        "each invoice's events come in order, accepted first (then sent, and a duplicate the store decided): {:?}",
+        &out_of_order[..out_of_order.len().min(5)]
     );
 
     for q in [queue.clone(), format!("{queue}.dead")] {

@@ -343,6 +343,33 @@ async fn count(store: &dyn Store, name: EventName) -> usize {
     events(store).await.iter().filter(|e| e.event == name).count()
 }
 
+/// Publishes the outbox as the instances' publishers would: each store in
+/// turn takes the events it is to publish and confirms them, until none of
+/// them has any left. Every event comes once, in the order it was taken.
+/// (With PostgreSQL each instance publishes its own events, and an event
+/// waits for an older one of its invoice held by another instance.)
+async fn drain(stores: &[&dyn Store]) -> Vec<Event> {
+    let mut drained = Vec::new();
+    for _ in 0..1_000 {
+        let mut any = false;
+        for store in stores {
+            let batch = store.outbox(100_000).await.unwrap();
+            let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
+            store.outbox_done(&ids).await.unwrap();
+            any |= !batch.is_empty();
+            drained.extend(batch.into_iter().map(|e| e.event));
+        }
+        if !any {
+            return drained;
+        }
+    }
+    panic!("the outbox does not drain");
+}
+
+fn count_of(events: &[Event], name: EventName) -> usize {
+    events.iter().filter(|e| e.event == name).count()
+}
+
 async fn status(store: &dyn Store, key: &InvoiceKey) -> Option<Status> {
     store.status(key).await.unwrap()
 }
@@ -1153,7 +1180,7 @@ async fn a_reopened_store_keeps_its_data(db: &TestDb) {
             }]
         }
     );
-    assert_eq!(events(again.as_ref()).await.len(), 2);
+    assert_eq!(drain(&[again.as_ref(), db.store.as_ref()]).await.len(), 2);
 }
 
 // ---------------------------------------------------------------------------
@@ -1183,7 +1210,8 @@ async fn concurrent_begins_of_one_key_make_exactly_one_new(db: &TestDb) {
             "{answers:?}"
         );
     }
-    assert_eq!(count(db.store.as_ref(), EventName::Accepted).await, 3);
+    let published = drain(&[stores[0].as_ref(), stores[1].as_ref()]).await;
+    assert_eq!(count_of(&published, EventName::Accepted), 3);
 }
 
 async fn concurrent_revisions_leave_only_the_highest_accepted(db: &TestDb) {
@@ -1212,8 +1240,9 @@ async fn concurrent_revisions_leave_only_the_highest_accepted(db: &TestDb) {
         );
     }
     let new = answers.iter().filter(|(_, a)| *a == Begin::New).count();
+    let published = drain(&[stores[0].as_ref(), stores[1].as_ref()]).await;
     assert_eq!(
-        count(store, EventName::Accepted).await,
+        count_of(&published, EventName::Accepted),
         new,
         "one accepted event per stored revision"
     );
@@ -1255,7 +1284,8 @@ async fn a_close_racing_a_begin_never_leaves_the_invoice_open(db: &TestDb) {
             Begin::Closed { status: Status::Paid }
         );
     }
-    assert_eq!(count(store, EventName::Paid).await, INVOICES);
+    let published = drain(&[stores[0].as_ref(), stores[1].as_ref()]).await;
+    assert_eq!(count_of(&published, EventName::Paid), INVOICES);
 }
 
 async fn concurrent_fail_after_send_succeeds_exactly_once(db: &TestDb) {
@@ -1271,7 +1301,8 @@ async fn concurrent_fail_after_send_succeeds_exactly_once(db: &TestDb) {
     })
     .await;
     assert_eq!(answers.iter().filter(|a| **a).count(), 1, "{answers:?}");
-    assert_eq!(count(store, EventName::ChannelFailed).await, 1);
+    let published = drain(&[stores[0].as_ref(), stores[1].as_ref()]).await;
+    assert_eq!(count_of(&published, EventName::ChannelFailed), 1);
     assert_eq!(status(store, &key).await, Some(Status::Accepted));
 }
 
@@ -1292,7 +1323,8 @@ async fn concurrent_closes_succeed_exactly_once(db: &TestDb) {
     .await;
     let winners: Vec<Status> = answers.iter().filter(|(_, won)| *won).map(|(s, _)| *s).collect();
     assert_eq!(winners.len(), 1, "{answers:?}");
-    let closing = count(store, EventName::Paid).await + count(store, EventName::Cancelled).await;
+    let published = drain(&[stores[0].as_ref(), stores[1].as_ref()]).await;
+    let closing = count_of(&published, EventName::Paid) + count_of(&published, EventName::Cancelled);
     assert_eq!(closing, 1);
     assert_eq!(status(store, &key).await, Some(winners[0]));
 }
@@ -1317,8 +1349,9 @@ async fn concurrent_delivery_reports_are_recorded_once(db: &TestDb) {
         let firsts = answers.iter().filter(|(k, first)| *k == kind && *first).count();
         assert_eq!(firsts, 1, "kind {kind}: {answers:?}");
     }
-    assert_eq!(count(store, EventName::Delivered).await, 1);
-    assert_eq!(count(store, EventName::Read).await, 1);
+    let published = drain(&[stores[0].as_ref(), stores[1].as_ref()]).await;
+    assert_eq!(count_of(&published, EventName::Delivered), 1);
+    assert_eq!(count_of(&published, EventName::Read), 1);
 }
 
 async fn concurrent_clicks_each_count_and_queue_clicked_once(db: &TestDb) {
@@ -1337,7 +1370,8 @@ async fn concurrent_clicks_each_count_and_queue_clicked_once(db: &TestDb) {
         (1..=RACERS as i64).collect::<BTreeSet<_>>(),
         "every click has its own count"
     );
-    assert_eq!(count(store, EventName::Clicked).await, 1);
+    let published = drain(&[stores[0].as_ref(), stores[1].as_ref()]).await;
+    assert_eq!(count_of(&published, EventName::Clicked), 1);
 }
 
 // ---------------------------------------------------------------------------
@@ -1426,4 +1460,270 @@ async fn concurrent_claims_of_an_idle_invoice_succeed_exactly_once(db: &TestDb) 
     })
     .await;
     assert_eq!(answers.iter().filter(|won| **won).count(), 1, "{answers:?}");
+}
+
+// ---------------------------------------------------------------------------
+// PostgreSQL only: several instances share one outbox. (SQLite's outbox
+// serves one process: every handle sees every event.)
+
+/// A store on `db` with its own outbox lease, as one more instance.
+async fn instance(db: &TestDb, lease: Duration) -> Arc<dyn Store> {
+    Arc::new(
+        payrelay::store::postgres::PostgresStore::open_with_lease(&db.url, lease)
+            .await
+            .unwrap(),
+    )
+}
+
+fn details(entries: &[payrelay::store::OutboxEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| e.event.detail.clone().unwrap_or_default())
+        .collect()
+}
+
+/// One event taken by a publisher, with when it was taken and confirmed on
+/// one clock shared by both publishers (a counter).
+#[derive(Debug, Clone)]
+struct Taken {
+    detail: String,
+    publisher: usize,
+    taken: u64,
+    confirmed: u64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_instances_publish_disjoint_events_that_together_are_all_in_invoice_order() {
+    use std::sync::atomic::{AtomicU64, AtomicUsize};
+    use std::sync::Mutex;
+
+    let db = postgres_db().await;
+    let stores = [db.store.clone(), db.another().await];
+    const INVOICES: usize = 10;
+    const PER_INVOICE: usize = 40;
+    const TOTAL: usize = INVOICES * PER_INVOICE;
+    let clock = Arc::new(AtomicU64::new(0));
+    let published = Arc::new(AtomicUsize::new(0));
+    let taken: Arc<Mutex<Vec<Taken>>> = Arc::default();
+    let writer_of = |invoice: usize, k: usize| (invoice + k) % 2;
+
+    // Each invoice's events one after another, through both instances in
+    // turn (as when a webhook lands on the other one), while both
+    // publishers take and confirm.
+    let writers: Vec<_> = (0..INVOICES)
+        .map(|n| {
+            let stores = stores.clone();
+            tokio::spawn(async move {
+                let key = key_of(&format!("INV-{n}"), 1);
+                for k in 0..PER_INVOICE {
+                    let e = event(EventName::Sent, &key).detail(format!("INV-{n}-{k:02}"));
+                    stores[writer_of(n, k)].record_event(&e).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let publishers: Vec<_> = (0..2)
+        .map(|p| {
+            let (store, clock, published, taken) = (stores[p].clone(), clock.clone(), published.clone(), taken.clone());
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+                while published.load(Ordering::SeqCst) < TOTAL {
+                    assert!(tokio::time::Instant::now() < deadline, "the outbox does not drain");
+                    let batch = store.outbox(25).await.unwrap();
+                    if batch.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    let at = clock.fetch_add(1, Ordering::SeqCst);
+                    // Stamped before the confirm, so any event another
+                    // publisher takes after this confirm has a later stamp.
+                    let confirmed = clock.fetch_add(1, Ordering::SeqCst);
+                    let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
+                    store.outbox_done(&ids).await.unwrap();
+                    published.fetch_add(batch.len(), Ordering::SeqCst);
+                    taken.lock().unwrap().extend(batch.into_iter().map(|e| Taken {
+                        detail: e.event.detail.unwrap_or_default(),
+                        publisher: p,
+                        taken: at,
+                        confirmed,
+                    }));
+                }
+            })
+        })
+        .collect();
+    for handle in writers.into_iter().chain(publishers) {
+        handle.await.unwrap();
+    }
+
+    let mut taken = taken.lock().unwrap().clone();
+    let mut once: BTreeSet<&str> = BTreeSet::new();
+    for t in &taken {
+        assert!(once.insert(&t.detail), "{} was taken twice", t.detail);
+    }
+    assert_eq!(once.len(), TOTAL, "every event is published");
+    assert!(stores[0].outbox(10).await.unwrap().is_empty() && stores[1].outbox(10).await.unwrap().is_empty());
+
+    // "INV-n-kk" sorts each invoice's events in the order they were written.
+    taken.sort_by(|a, b| a.detail.cmp(&b.detail));
+    for t in &taken {
+        let (n, k) = t.detail[4..].split_once('-').unwrap();
+        let writer = writer_of(n.parse().unwrap(), k.parse().unwrap());
+        assert_eq!(
+            t.publisher, writer,
+            "{} is published by the instance that wrote it",
+            t.detail
+        );
+    }
+    let mut handoffs = 0;
+    for pair in taken.windows(2).filter(|p| p[0].detail[..6] == p[1].detail[..6]) {
+        let (before, after) = (&pair[0], &pair[1]);
+        if before.publisher == after.publisher {
+            assert!(after.taken >= before.taken, "{before:?} then {after:?}");
+        } else {
+            handoffs += 1;
+            assert!(after.taken > before.confirmed, "{before:?} then {after:?}");
+        }
+    }
+    assert_eq!(handoffs, INVOICES * (PER_INVOICE - 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_events_of_an_instance_that_stops_renewing_are_taken_over_after_its_lease() {
+    const LEASE: Duration = Duration::from_millis(400);
+    let db = postgres_db().await;
+    let opened = std::time::Instant::now();
+    let a = instance(&db, LEASE).await;
+    let b = instance(&db, LEASE).await;
+    let bare = Event::bare(EventName::Rejected, &Correlation::default());
+    for i in 0..3 {
+        a.record_event(&bare.clone().detail(format!("a{i}"))).await.unwrap();
+    }
+    let held = a.outbox(10).await.unwrap();
+    assert_eq!(details(&held), ["a0", "a1", "a2"]);
+    // From here on `a` stops calling `outbox`, as a dead instance would.
+    let stopped = std::time::Instant::now();
+    assert!(
+        b.outbox(10).await.unwrap().is_empty(),
+        "a's events are a's while its lease lasts"
+    );
+
+    let taken = loop {
+        let taken = b.outbox(10).await.unwrap();
+        if !taken.is_empty() {
+            break taken;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(4), "no takeover");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let waited = stopped.elapsed();
+    println!("taken over {waited:?} after a's last round (lease {LEASE:?})");
+    assert!(
+        opened.elapsed() >= LEASE * 9 / 10,
+        "not before the lease ran out: {:?}",
+        opened.elapsed()
+    );
+    assert_eq!(details(&taken), ["a0", "a1", "a2"], "all of them, in order");
+    assert_eq!(
+        taken.iter().map(|e| e.id).collect::<Vec<_>>(),
+        held.iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+
+    // `a` comes back: its late confirm forgets nothing it no longer holds,
+    // and it does not publish them again; what it writes now is its own.
+    a.outbox_done(&held.iter().map(|e| e.id).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(a.outbox(10).await.unwrap().is_empty());
+    assert_eq!(details(&b.outbox(10).await.unwrap()), ["a0", "a1", "a2"]);
+    a.record_event(&bare.clone().detail("a3")).await.unwrap();
+    assert_eq!(details(&a.outbox(10).await.unwrap()), ["a3"]);
+    assert_eq!(details(&b.outbox(10).await.unwrap()), ["a0", "a1", "a2"]);
+
+    b.outbox_done(&taken.iter().map(|e| e.id).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(b.outbox(10).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_the_events_of_a_dead_instance_go_to_exactly_one_of_the_live_ones() {
+    const LEASE: Duration = Duration::from_millis(300);
+    let db = postgres_db().await;
+    let dead = instance(&db, LEASE).await;
+    let bare = Event::bare(EventName::Rejected, &Correlation::default());
+    for i in 0..50 {
+        dead.record_event(&bare.clone().detail(format!("d{i:02}")))
+            .await
+            .unwrap();
+    }
+    drop(dead);
+    // One publisher per instance, as in the service: two calls of `outbox`
+    // on one store at once get the same events, which are that instance's.
+    let mut live = Vec::new();
+    for _ in 0..4 {
+        live.push(instance(&db, LEASE).await);
+    }
+    let total = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let answers = race(&live, live.len(), |_, store| {
+        let total = total.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+            let mut mine = Vec::new();
+            // Every racer takes until the dead instance's events are all gone.
+            while total.load(Ordering::SeqCst) < 50 && tokio::time::Instant::now() < deadline {
+                let batch = store.outbox(100).await.unwrap();
+                let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
+                store.outbox_done(&ids).await.unwrap();
+                total.fetch_add(batch.len(), Ordering::SeqCst);
+                mine.extend(details(&batch));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            mine
+        }
+    })
+    .await;
+    let all: Vec<&String> = answers.iter().flatten().collect();
+    assert_eq!(all.len(), 50, "each event once: {answers:?}");
+    let distinct: BTreeSet<&String> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), 50);
+    let takers: Vec<&Vec<String>> = answers.iter().filter(|a| !a.is_empty()).collect();
+    assert_eq!(takers.len(), 1, "one instance takes them all, in order");
+    let expected: Vec<String> = (0..50).map(|i| format!("d{i:02}")).collect();
+    assert_eq!(*takers[0], expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_an_invoice_s_events_wait_for_its_older_events_on_another_instance() {
+    let db = postgres_db().await;
+    let (a, b) = (db.store.clone(), db.another().await);
+    let key = accepted(a.as_ref(), "INV-1", 1).await;
+    b.record_event(&event(EventName::Duplicate, &key)).await.unwrap();
+    let other = key_of("INV-2", 1);
+    b.record_event(&event(EventName::Rejected, &other)).await.unwrap();
+    let names = |entries: &[payrelay::store::OutboxEntry]| -> Vec<(String, EventName)> {
+        entries
+            .iter()
+            .map(|e| (e.event.invoice_id.clone().unwrap_or_default(), e.event.event))
+            .collect()
+    };
+
+    let rejected = ("INV-2".to_owned(), EventName::Rejected);
+    assert_eq!(
+        names(&b.outbox(10).await.unwrap()),
+        std::slice::from_ref(&rejected),
+        "INV-1's duplicate waits for its accepted, on the other instance"
+    );
+    let first = a.outbox(10).await.unwrap();
+    assert_eq!(names(&first), [("INV-1".to_owned(), EventName::Accepted)]);
+    assert_eq!(
+        names(&b.outbox(10).await.unwrap()),
+        std::slice::from_ref(&rejected),
+        "taken is not yet confirmed"
+    );
+    a.outbox_done(&[first[0].id]).await.unwrap();
+    assert_eq!(
+        names(&b.outbox(10).await.unwrap()),
+        [("INV-1".to_owned(), EventName::Duplicate), rejected],
+        "and then it goes, oldest first"
+    );
 }

@@ -1,6 +1,10 @@
 //! The event publisher: moves events from the store's outbox to the events
 //! exchange with publisher confirms, in order, and forgets each event only
 //! after the broker confirmed it.
+//!
+//! With several instances on one PostgreSQL store, each publisher takes only
+//! its own instance's events, and its rounds (`Store::outbox`) renew the
+//! instance's lease on them: see `store::postgres`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +22,9 @@ use crate::store::Store;
 
 /// Events published per round; their confirms are awaited together.
 const BATCH: u32 = 500;
-/// How often the outbox is looked at when nobody signals.
+/// How often the outbox is looked at when nobody signals. Also how often an
+/// idle instance renews its outbox lease, which must stay well above it
+/// (`store::postgres::OUTBOX_LEASE`).
 const IDLE_POLL: Duration = Duration::from_millis(250);
 
 pub(super) struct EventPublisher {

@@ -6,7 +6,8 @@
 //! change is written together with the events that report it (the outbox).
 //! [`Store`] is the seam for other databases: [`sqlite::SqliteStore`] is the
 //! embedded default, [`postgres::PostgresStore`] lets several payrelay
-//! instances share one database. [`open`] picks one by `[store] url`.
+//! instances share one database (and its outbox: each event is published by
+//! one of them). [`open`] picks one by `[store] url`.
 //!
 //! Both run the same store test suite (`tests/store_suite.rs`); what they
 //! share beyond SQL (parsing rows, the paid event, the timeline) lives here.
@@ -267,10 +268,18 @@ pub trait Store: Send + Sync {
     /// Counts a click; the first one also queues `event`. Returns the count.
     async fn record_click(&self, token_hash: &str, event: &Event) -> Result<i64, StoreError>;
 
-    /// The oldest events not yet confirmed by the broker.
+    /// The oldest events not yet confirmed by the broker that this store is
+    /// to publish, oldest first. Reading changes no event: the same ones come
+    /// again until [`Store::outbox_done`]. SQLite serves one process and
+    /// returns them all. PostgreSQL returns only this instance's own events,
+    /// holding back any whose invoice has an older event under another
+    /// instance; each call also renews this instance's lease on its events
+    /// and takes over those of instances whose lease ran out (see
+    /// [`postgres`]). So call it regularly: it is the publisher's heartbeat.
     async fn outbox(&self, limit: u32) -> Result<Vec<OutboxEntry>, StoreError>;
 
-    /// Forgets events the broker confirmed.
+    /// Forgets events the broker confirmed, among those this store still
+    /// holds: an event another instance took over meanwhile stays with it.
     async fn outbox_done(&self, ids: &[i64]) -> Result<(), StoreError>;
 
     /// Whether the store answers, for `/readyz`.

@@ -17,13 +17,44 @@
 //! - `finish_invoice`, `hold` and the reopening in `fail_after_send` update
 //!   the invoice only from the statuses they expect, checked the same way, so
 //!   none of them overrides a close or a supersede that committed first.
+//!
+//! The outbox is shared too, and each event is published by one instance:
+//!
+//! - Every store handle (every instance) is an *owner* with a random id made
+//!   at [`PostgresStore::open`], and owns the events it writes. [`Store::outbox`]
+//!   returns only the caller's own events, so two publishers never send the
+//!   same one, and one instance's events go out in the order it wrote them.
+//! - An owner holds one lease for all its events (`outbox_owners`), on the
+//!   database's clock: taken at open, renewed by [`Store::outbox`] calls (at
+//!   most every tenth of the lease; the event publisher calls at least every
+//!   250 ms) and lasting [`OUTBOX_LEASE`] (30 s). When an instance dies, or
+//!   its publisher stops, its lease runs out and the next publisher round of
+//!   a live instance takes all its events over at once, in one statement
+//!   that locks the dead owner's row (`FOR UPDATE SKIP LOCKED`), so exactly
+//!   one instance gets them. The lease ends at most 30 s after the owner's
+//!   last round, so takeover comes at most 30 s plus one round of the taker
+//!   (250 ms when it is idle) after an instance stopped. Events without an
+//!   owner (written before leases existed, or by an older payrelay during a
+//!   rolling upgrade) are taken over at once.
+//! - An event is held back while an older event of the same invoice is still
+//!   in the outbox under another owner, so one invoice's events keep their
+//!   order even when instances wrote them (a duplicate on one instance, the
+//!   accepted event on the other; a delivery report through the other's
+//!   webhook).
+//! - [`Store::outbox_done`] deletes only events the caller still owns.
+//!
+//! At-least-once stays: an instance that stalls longer than its lease
+//! (or dies with confirms in flight) may see its events taken over and
+//! published again by another instance.
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{Executor, PgPool, Postgres, Row, Transaction};
+use tracing::{info, warn};
 
 use super::{
     build_history, closing_event, event_json, now_ms, parse_channel, parse_event, parse_invoice, parse_state,
@@ -41,8 +72,33 @@ const MAX_CONNECTIONS: u32 = 10;
 /// advisory locks other software takes in the same database.
 const LOCK_SEED: i64 = 0x7061_7972_656c_6179; // "payrelay"
 
+/// How long an instance's hold on its outbox events lasts after its last
+/// renewal: how long events wait after their instance died before another
+/// publishes them. Well above a publisher round (a batch of 500 and its
+/// confirms), so a live instance never loses its events.
+pub const OUTBOX_LEASE: Duration = Duration::from_secs(30);
+
+/// An owner whose lease ended this long ago and who holds no events is
+/// forgotten when a store opens (each start of an instance adds one).
+const FORGET_OWNERS_AFTER_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// The database's clock in milliseconds since the Unix epoch. Leases are set
+/// and compared on this one clock, never on the instances' own.
+macro_rules! db_now_ms {
+    () => {
+        "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT"
+    };
+}
+
 pub struct PostgresStore {
     pool: PgPool,
+    /// This instance's name in the outbox: it owns the events it writes.
+    owner: String,
+    /// How long the owner's lease lasts after each renewal.
+    lease: Duration,
+    /// When the lease was last renewed, on this process's clock: renewals
+    /// come at most every tenth of the lease, and a longer gap is reported.
+    renewed: Mutex<Option<Instant>>,
 }
 
 impl PostgresStore {
@@ -51,6 +107,12 @@ impl PostgresStore {
     /// the schema up to date. Instances starting together are safe: the
     /// migrator holds a database-wide lock while it works.
     pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        PostgresStore::open_with_lease(url, OUTBOX_LEASE).await
+    }
+
+    /// [`PostgresStore::open`] with another outbox lease than
+    /// [`OUTBOX_LEASE`]; tests use a short one to see a takeover quickly.
+    pub async fn open_with_lease(url: &str, lease: Duration) -> Result<PostgresStore, StoreError> {
         let options = PgConnectOptions::from_str(url)?.application_name("payrelay");
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
@@ -58,14 +120,110 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("src/store/migrations/postgres").run(&pool).await?;
-        Ok(PostgresStore { pool })
+        sqlx::query(concat!(
+            "DELETE FROM outbox_owners o WHERE lease_until_ms < ",
+            db_now_ms!(),
+            " - $1 AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.owner = o.owner)"
+        ))
+        .bind(FORGET_OWNERS_AFTER_MS)
+        .execute(&pool)
+        .await?;
+        let store = PostgresStore {
+            pool,
+            owner: format!("{}-{}", std::process::id(), &crate::paylink::random_id()[..12]),
+            lease,
+            renewed: Mutex::new(None),
+        };
+        // Registered before it writes anything, so its events always have
+        // an owner row whose lease can run out.
+        store.renew_lease().await?;
+        Ok(store)
     }
 
-    async fn insert_event(tx: &mut Transaction<'_, Postgres>, event: &Event) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO outbox (event_json) VALUES ($1)")
+    /// Queues an event, owned by this instance.
+    async fn insert_event<'e, E: Executor<'e, Database = Postgres>>(
+        &self,
+        executor: E,
+        event: &Event,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO outbox (event_json, owner, biller_id, invoice_id) VALUES ($1, $2, $3, $4)")
             .bind(event_json(event)?)
-            .execute(&mut **tx)
+            .bind(&self.owner)
+            .bind(&event.biller_id)
+            .bind(&event.invoice_id)
+            .execute(executor)
             .await?;
+        Ok(())
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX / 2).max(1)
+    }
+
+    /// Extends this instance's lease to a whole lease from now (registering
+    /// it if it was forgotten), unless it was extended less than a tenth of a
+    /// lease ago.
+    async fn renew_lease(&self) -> Result<(), StoreError> {
+        let last = *self.renewed.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.is_some_and(|at| at.elapsed() < self.lease / 10) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        sqlx::query(concat!(
+            "INSERT INTO outbox_owners (owner, lease_until_ms) VALUES ($1, ",
+            db_now_ms!(),
+            " + $2) ON CONFLICT (owner) DO UPDATE SET lease_until_ms = EXCLUDED.lease_until_ms"
+        ))
+        .bind(&self.owner)
+        .bind(self.lease_ms())
+        .execute(&self.pool)
+        .await?;
+        if let Some(at) = last.filter(|at| now.duration_since(*at) >= self.lease) {
+            warn!(
+                owner = %self.owner,
+                lapsed_after = ?now.duration_since(at),
+                "this instance's outbox lease ran out; another instance may have taken its events over \
+                 and publish again those that were in flight"
+            );
+        }
+        *self.renewed.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
+        Ok(())
+    }
+
+    /// Takes over the events of every owner whose lease ran out, and those
+    /// of no owner. Locking the dead owner's row makes one instance take all
+    /// its events; a concurrent taker skips it, and the conditions on each
+    /// event are checked again on the row it would update, so no event
+    /// changes hands twice.
+    async fn take_over(&self) -> Result<(), StoreError> {
+        let (from_dead, unowned, dead): (i64, i64, Option<String>) = sqlx::query_as(concat!(
+            "WITH dead AS (
+                 SELECT owner FROM outbox_owners o
+                 WHERE lease_until_ms < ",
+            db_now_ms!(),
+            " AND owner <> $1 AND EXISTS (SELECT 1 FROM outbox WHERE outbox.owner = o.owner)
+                 FOR UPDATE SKIP LOCKED),
+             from_dead AS (
+                 UPDATE outbox SET owner = $1 WHERE owner IN (SELECT owner FROM dead) RETURNING 1),
+             unowned AS (
+                 UPDATE outbox SET owner = $1 WHERE owner IS NULL RETURNING 1)
+             SELECT (SELECT count(*) FROM from_dead), (SELECT count(*) FROM unowned),
+                    (SELECT string_agg(owner, ', ') FROM dead)"
+        ))
+        .bind(&self.owner)
+        .fetch_one(&self.pool)
+        .await?;
+        if from_dead > 0 {
+            warn!(
+                owner = %self.owner,
+                events = from_dead,
+                from = dead.as_deref().unwrap_or_default(),
+                "took over the outbox events of instances whose lease ran out"
+            );
+        }
+        if unowned > 0 {
+            info!(owner = %self.owner, events = unowned, "took over outbox events that had no owner");
+        }
         Ok(())
     }
 
@@ -202,7 +360,7 @@ impl Store for PostgresStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        Self::insert_event(&mut tx, accepted).await?;
+        self.insert_event(&mut *tx, accepted).await?;
         tx.commit().await?;
         Ok(Begin::New)
     }
@@ -280,7 +438,7 @@ impl Store for PostgresStore {
         .bind(attempt_id)
         .execute(&mut *tx)
         .await?;
-        Self::insert_event(&mut tx, event).await?;
+        self.insert_event(&mut *tx, event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -300,7 +458,7 @@ impl Store for PostgresStore {
             .bind(attempt_id)
             .execute(&mut *tx)
             .await?;
-        Self::insert_event(&mut tx, event).await?;
+        self.insert_event(&mut *tx, event).await?;
         sqlx::query(
             "UPDATE invoices SET status = 'sent', updated_ms = $1, held_until_ms = NULL
              WHERE biller_id = $2 AND invoice_id = $3 AND revision = $4 AND status = 'accepted'",
@@ -329,7 +487,7 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await?;
         for event in events {
-            Self::insert_event(&mut tx, event).await?;
+            self.insert_event(&mut *tx, event).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -406,17 +564,13 @@ impl Store for PostgresStore {
             latest.as_ref().map(|(revision, json)| (*revision, json.as_str())),
             clicked.as_deref(),
         )?;
-        Self::insert_event(&mut tx, &event).await?;
+        self.insert_event(&mut *tx, &event).await?;
         tx.commit().await?;
         Ok(true)
     }
 
     async fn record_event(&self, event: &Event) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO outbox (event_json) VALUES ($1)")
-            .bind(event_json(event)?)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.insert_event(&self.pool, event).await
     }
 
     async fn paylink(&self, token_hash: &str) -> Result<Option<PaylinkRecord>, StoreError> {
@@ -456,17 +610,30 @@ impl Store for PostgresStore {
         .fetch_one(&mut *tx)
         .await?;
         if clicks == 1 {
-            Self::insert_event(&mut tx, event).await?;
+            self.insert_event(&mut *tx, event).await?;
         }
         tx.commit().await?;
         Ok(clicks)
     }
 
     async fn outbox(&self, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
-        let rows = sqlx::query("SELECT id, event_json FROM outbox ORDER BY id LIMIT $1")
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        self.renew_lease().await?;
+        self.take_over().await?;
+        // Only this owner's events, and of those none that has an older
+        // event of the same invoice under another owner: that one goes first.
+        let rows = sqlx::query(
+            "SELECT o.id, o.event_json FROM outbox o
+             WHERE o.owner = $1
+               AND NOT EXISTS (
+                   SELECT 1 FROM outbox p
+                   WHERE p.biller_id = o.biller_id AND p.invoice_id = o.invoice_id
+                     AND p.id < o.id AND p.owner IS DISTINCT FROM $1)
+             ORDER BY o.id LIMIT $2",
+        )
+        .bind(&self.owner)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| {
                 Ok(OutboxEntry {
@@ -481,8 +648,11 @@ impl Store for PostgresStore {
         if ids.is_empty() {
             return Ok(());
         }
-        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+        // An event taken over meanwhile is no longer ours to forget: its new
+        // owner publishes it again (at-least-once).
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1) AND owner = $2")
             .bind(ids)
+            .bind(&self.owner)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -564,7 +734,7 @@ impl Store for PostgresStore {
             .await?
             .rows_affected();
         if changed == 1 {
-            Self::insert_event(&mut tx, event).await?;
+            self.insert_event(&mut *tx, event).await?;
         }
         tx.commit().await?;
         Ok(changed == 1)
@@ -747,7 +917,7 @@ impl Store for PostgresStore {
         .bind(key.revision)
         .execute(&mut *tx)
         .await?;
-        Self::insert_event(&mut tx, event).await?;
+        self.insert_event(&mut *tx, event).await?;
         tx.commit().await?;
         Ok(true)
     }
