@@ -12,6 +12,9 @@ use payrelay::channels::{ChannelName, Registry};
 use payrelay::config::Config;
 use payrelay::invoice::{self, Message};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "payrelay",

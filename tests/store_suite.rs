@@ -192,6 +192,7 @@ store_suite!(
     finish_invoice_does_not_override_a_closed_status,
     no_attempt_starts_on_a_paid_cancelled_or_superseded_invoice,
     a_send_that_ends_the_invoice_is_stored_with_it_at_once,
+    a_new_invoice_is_stored_with_its_first_attempt_and_nothing_else_is,
     attempts_are_recorded_from_start_to_finish,
     the_outbox_is_oldest_first_and_forgets_confirmed_events,
     a_paylink_is_found_by_its_hash_with_its_invoice,
@@ -729,6 +730,78 @@ async fn a_send_that_ends_the_invoice_is_stored_with_it_at_once(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(status(store, &paid).await, Some(Status::Paid));
+}
+
+async fn a_new_invoice_is_stored_with_its_first_attempt_and_nothing_else_is(db: &TestDb) {
+    let store = db.store.as_ref();
+    let invoice = invoice("INV-1", 1);
+    let key = invoice.key.clone();
+    let accepted = event(EventName::Accepted, &key);
+    let (begun, attempt) = store
+        .begin_with_attempt(
+            &invoice,
+            &correlation("INV-1"),
+            &accepted,
+            ChannelName::Sms,
+            &paylink("a"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(begun, Begin::New);
+    let attempt = attempt.expect("the first attempt is recorded with the invoice");
+    let stored = store.invoice(&key).await.unwrap().expect("stored");
+    assert_eq!(stored.status, Status::Accepted);
+    assert_eq!(
+        stored.attempts,
+        vec![AttemptRecord {
+            channel: ChannelName::Sms,
+            attempt: 1,
+            state: AttemptState::Sending
+        }]
+    );
+    let link = store.paylink("hash-a").await.unwrap().expect("the pay link is stored");
+    assert_eq!(link.key, key);
+    assert_eq!(link.channel, ChannelName::Sms);
+    let names: Vec<_> = events(store).await.iter().map(|e| e.event).collect();
+    assert_eq!(names, vec![EventName::Accepted]);
+
+    // The same key again: no second attempt, no second pay link.
+    let (again, none) = store
+        .begin_with_attempt(
+            &invoice,
+            &correlation("INV-1"),
+            &accepted,
+            ChannelName::Sms,
+            &paylink("b"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Begin::Resume {
+            attempts: stored.attempts.clone()
+        }
+    );
+    assert_eq!(none, None);
+    assert!(store.paylink("hash-b").await.unwrap().is_none());
+    let id = attempt;
+    store
+        .finish_sent(id, Some("SM1"), &event(EventName::Sent, &key), &key)
+        .await
+        .unwrap();
+    let (finished, none) = store
+        .begin_with_attempt(
+            &invoice,
+            &correlation("INV-1"),
+            &accepted,
+            ChannelName::Sms,
+            &paylink("c"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(finished, Begin::Duplicate { status: Status::Sent });
+    assert_eq!(none, None);
+    assert!(store.paylink("hash-c").await.unwrap().is_none());
 }
 
 async fn attempts_are_recorded_from_start_to_finish(db: &TestDb) {

@@ -59,6 +59,22 @@ enum Sent {
     Closed,
 }
 
+/// One channel's message before its attempt is recorded.
+struct Outgoing {
+    channel: ChannelName,
+    /// The pay link the message carries, stored with the attempt.
+    paylink: NewPaylink,
+    /// The rendered message, or why it could not be rendered (recorded as
+    /// the channel's failure once the attempt exists).
+    message: Result<crate::channels::Prepared, String>,
+}
+
+/// The first send of a new invoice, recorded together with the invoice.
+struct Started {
+    attempt_id: i64,
+    outgoing: Outgoing,
+}
+
 /// How long an unfinished invoice must sit untouched before another handler
 /// may take it over (sends bump its clock, and the longest wait between two
 /// bumps is a few retries of at most 30 s or a channel pause).
@@ -248,7 +264,23 @@ impl Dispatcher {
                 plan.strategy
             ))
             .metadata(invoice.metadata.clone());
-        let done = match self.store.begin(&invoice, correlation, &accepted).await? {
+        // The first send is recorded with the invoice itself when it can go
+        // now (one store round trip less per invoice); a channel in quiet
+        // hours takes the ordinary path, which holds it.
+        let first = plan.channels[0];
+        let mut started = None;
+        let begun = if self.quiet_until(&invoice, first).is_none() {
+            let outgoing = self.prepare_send(&invoice, first);
+            let (begun, attempt) = self
+                .store
+                .begin_with_attempt(&invoice, correlation, &accepted, first, &outgoing.paylink)
+                .await?;
+            started = attempt.map(|attempt_id| Started { attempt_id, outgoing });
+            begun
+        } else {
+            self.store.begin(&invoice, correlation, &accepted).await?
+        };
+        let done = match begun {
             Begin::New => Vec::new(),
             Begin::Resume { attempts } => {
                 // A redelivered message lost its handler (a crash, a closed
@@ -303,7 +335,7 @@ impl Dispatcher {
             }
         };
 
-        self.deliver(&invoice, &plan, &done, correlation).await?;
+        self.deliver(&invoice, &plan, &done, started, correlation).await?;
         Ok(Disposition::Ack)
     }
 
@@ -314,6 +346,7 @@ impl Dispatcher {
         invoice: &Invoice,
         plan: &Plan,
         done: &[AttemptRecord],
+        mut started: Option<Started>,
         correlation: &Correlation,
     ) -> Result<(), StoreError> {
         let key = &invoice.key;
@@ -325,7 +358,13 @@ impl Dispatcher {
                 Some(AttemptState::Sent) => true,
                 Some(AttemptState::Failed) => false,
                 Some(AttemptState::Sending) | None => {
-                    if let Some(until) = self.quiet_until(invoice, *channel) {
+                    // Recorded with the invoice (quiet hours were checked then).
+                    let pre_started = started.take_if(|s| s.outgoing.channel == *channel);
+                    let quiet = match pre_started {
+                        Some(_) => None,
+                        None => self.quiet_until(invoice, *channel),
+                    };
+                    if let Some(until) = quiet {
                         held_until = Some(held_until.map_or(until, |h| h.min(until)));
                         // `fallback` waits for this channel; `all` sends the others now.
                         if plan.strategy == Strategy::Fallback {
@@ -340,7 +379,14 @@ impl Dispatcher {
                         wait_if_paused: plan.strategy == Strategy::All || i + 1 == plan.channels.len(),
                         ends_invoice: plan.strategy == Strategy::Fallback && held_until.is_none(),
                     };
-                    match self.send_on(invoice, *channel, correlation, send).await? {
+                    let sent = match pre_started {
+                        Some(s) => {
+                            self.complete_send(invoice, correlation, send, s.outgoing, s.attempt_id)
+                                .await?
+                        }
+                        None => self.send_on(invoice, *channel, correlation, send).await?,
+                    };
+                    match sent {
                         Sent::Closed => {
                             info!("invoice closed meanwhile; nothing more is sent");
                             return Ok(());
@@ -452,7 +498,7 @@ impl Dispatcher {
         }
         let plan = router::route(&stored.invoice, &self.config, self.clock.today());
         let result = self
-            .deliver(&stored.invoice, &plan, &stored.attempts, &stored.correlation)
+            .deliver(&stored.invoice, &plan, &stored.attempts, None, &stored.correlation)
             .await;
         self.outbox_signal.notify_one();
         result
@@ -482,46 +528,68 @@ impl Dispatcher {
         correlation: &Correlation,
         plan: SendPlan,
     ) -> Result<Sent, StoreError> {
-        let key = &invoice.key;
-        let event = |name| Event::about(name, key, correlation).metadata(invoice.metadata.clone());
-        let token = paylink::new_token();
-        let pay_url = pay_url(&self.config, &token);
-        let biller = match self.config.billers.get(&key.biller_id) {
-            Some(b) => b,
-            None => return Ok(Sent::Failed),
-        };
-        let view = render::view(invoice, &key.biller_id, biller, &pay_url);
-        let to = channel.address(&invoice.customer.contacts).unwrap_or_default();
-        let prepared = self
-            .channels
-            .get(channel)
-            .ok_or_else(|| format!("channel {channel} is not configured"))
-            .and_then(|c| {
-                let request = Request {
-                    to,
-                    token: &token,
-                    view: &view,
-                    biller,
-                };
-                c.prepare(&request, &self.templates).map_err(|e| e.to_string())
-            });
-        let expires_at_ms = crate::store::now_ms() + self.config.paylink.ttl.as_millis() as i64;
+        let outgoing = self.prepare_send(invoice, channel);
         let started = self
             .store
-            .start_attempt(
-                key,
-                channel,
-                1,
-                &NewPaylink {
-                    token_hash: paylink::token_hash(&token),
-                    expires_at_ms,
-                },
-            )
+            .start_attempt(&invoice.key, channel, 1, &outgoing.paylink)
             .await?;
         let Some(attempt_id) = started else {
             return Ok(Sent::Closed);
         };
-        let prepared = match prepared {
+        self.complete_send(invoice, correlation, plan, outgoing, attempt_id)
+            .await
+    }
+
+    /// The message for one channel, with a fresh pay link, ready to be
+    /// recorded as an attempt and sent.
+    fn prepare_send(&self, invoice: &Invoice, channel: ChannelName) -> Outgoing {
+        let key = &invoice.key;
+        let token = paylink::new_token();
+        let pay_url = pay_url(&self.config, &token);
+        let paylink = NewPaylink {
+            token_hash: paylink::token_hash(&token),
+            expires_at_ms: crate::store::now_ms() + self.config.paylink.ttl.as_millis() as i64,
+        };
+        let message = match self.config.billers.get(&key.biller_id) {
+            None => Err(format!("biller {} is not configured", key.biller_id)),
+            Some(biller) => {
+                let view = render::view(invoice, &key.biller_id, biller, &pay_url);
+                let to = channel.address(&invoice.customer.contacts).unwrap_or_default();
+                self.channels
+                    .get(channel)
+                    .ok_or_else(|| format!("channel {channel} is not configured"))
+                    .and_then(|c| {
+                        let request = Request {
+                            to,
+                            token: &token,
+                            view: &view,
+                            biller,
+                        };
+                        c.prepare(&request, &self.templates).map_err(|e| e.to_string())
+                    })
+            }
+        };
+        Outgoing {
+            channel,
+            paylink,
+            message,
+        }
+    }
+
+    /// Sends a message whose attempt is recorded, retrying transient
+    /// failures, and records how it ended.
+    async fn complete_send(
+        &self,
+        invoice: &Invoice,
+        correlation: &Correlation,
+        plan: SendPlan,
+        outgoing: Outgoing,
+        attempt_id: i64,
+    ) -> Result<Sent, StoreError> {
+        let key = &invoice.key;
+        let channel = outgoing.channel;
+        let event = |name| Event::about(name, key, correlation).metadata(invoice.metadata.clone());
+        let prepared = match outgoing.message {
             Ok(p) => p,
             Err(reason) => {
                 let detail = format!("cannot render the message: {reason}");

@@ -234,6 +234,28 @@ pub trait Store: Send + Sync {
         paylink: &NewPaylink,
     ) -> Result<Option<i64>, StoreError>;
 
+    /// `begin`, and when the invoice is new, `start_attempt` for its first
+    /// send: the attempt's id comes with [`Begin::New`]. Stores that can
+    /// (SQLite) do both in one transaction, which saves a round trip per
+    /// invoice; the default runs them one after the other, which is as safe
+    /// (a crash in between leaves an accepted invoice with no attempt, which
+    /// is resumed like any other).
+    async fn begin_with_attempt(
+        &self,
+        invoice: &Invoice,
+        correlation: &Correlation,
+        accepted: &Event,
+        channel: ChannelName,
+        paylink: &NewPaylink,
+    ) -> Result<(Begin, Option<i64>), StoreError> {
+        let begun = self.begin(invoice, correlation, accepted).await?;
+        if begun != Begin::New {
+            return Ok((begun, None));
+        }
+        let attempt = self.start_attempt(&invoice.key, channel, 1, paylink).await?;
+        Ok((begun, attempt))
+    }
+
     /// Records how an attempt ended, with its event.
     async fn finish_attempt(&self, attempt_id: i64, outcome: &AttemptOutcome, event: &Event) -> Result<(), StoreError>;
 
