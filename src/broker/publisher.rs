@@ -7,6 +7,7 @@
 //! instance's lease on them: see `store::postgres`.
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -83,7 +84,7 @@ impl EventPublisher {
                 }
                 continue;
             }
-            let mut pending = Vec::with_capacity(batch.len());
+            let mut messages = Vec::with_capacity(batch.len());
             for entry in &batch {
                 let body = serde_json::to_vec(&entry.event).map_err(|e| BrokerError::Other(e.to_string()))?;
                 let mut properties = BasicProperties::default()
@@ -98,15 +99,33 @@ impl EventPublisher {
                 {
                     properties = properties.with_correlation_id(ShortString::from(id));
                 }
-                let confirm = timed(self.channel.basic_publish(
+                messages.push((entry.id, entry.event.event.as_str(), body, properties));
+            }
+            // Each publish hands its frames to lapin's I/O thread and waits
+            // until they are written. Awaited one by one, that is a thread
+            // round trip per event; instead every publish is started (its
+            // first poll queues its frames, in outbox order, so events stay
+            // in order on the wire) and only then are they all awaited,
+            // so the I/O thread writes the whole batch in one go.
+            let mut started = Vec::with_capacity(messages.len());
+            for (id, routing_key, body, properties) in &messages {
+                let mut publish = Box::pin(self.channel.basic_publish(
                     self.exchange.as_str().into(),
-                    entry.event.event.as_str().into(),
+                    (*routing_key).into(),
                     BasicPublishOptions::default(),
-                    &body,
-                    properties,
-                ))
-                .await?;
-                pending.push((entry.id, confirm));
+                    body,
+                    properties.clone(),
+                ));
+                let first = futures_util::poll!(publish.as_mut());
+                started.push((*id, publish, first));
+            }
+            let mut pending = Vec::with_capacity(started.len());
+            for (id, publish, first) in started {
+                let confirm = match first {
+                    Poll::Ready(result) => result?,
+                    Poll::Pending => timed(publish).await?,
+                };
+                pending.push((id, confirm));
             }
             let mut done = Vec::with_capacity(pending.len());
             let mut refused = 0;
