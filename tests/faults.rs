@@ -1,11 +1,15 @@
 //! Faults injected into the store of a running service, on the real
 //! broker: a handler that keeps crashing is dead-lettered with its reason
-//! after a bounded number of deliveries, and a store outage holds invoices
-//! (not ready, nothing acked, nothing dead-lettered) until it ends.
+//! after a bounded number of deliveries; a store that answers every call
+//! with an error holds invoices (not ready, nothing acked, nothing
+//! dead-lettered) until it answers again; single store calls that fail at
+//! chosen points. The same outage on real databases (an SQLite file locked
+//! by another process, a PostgreSQL server out of reach), where calls hang
+//! until the store's own timeouts, is `tests/store_outage.rs`.
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,17 +23,37 @@ use payrelay::store::{
     StoreError, StoredInvoice,
 };
 
-/// The real store, with a crash for one invoice and an on/off outage.
+/// The real store, with a crash for one invoice, an on/off outage, and
+/// single calls that fail.
 struct Faulty {
     inner: Arc<dyn Store>,
     crash_on: &'static str,
     down: Arc<AtomicBool>,
+    fail_next: Arc<FailNext>,
+}
+
+/// How many of the next calls of each kind fail (after doing nothing).
+#[derive(Default)]
+struct FailNext {
+    start_attempt: AtomicU32,
+    finish_sent: AtomicU32,
+    outbox_done: AtomicU32,
+}
+
+fn unavailable() -> StoreError {
+    StoreError::Database(sqlx::Error::PoolTimedOut)
+}
+
+/// Whether this call is one of those that fail, counting it.
+fn fails(next: &AtomicU32) -> bool {
+    next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 impl Faulty {
     fn check(&self) -> Result<(), StoreError> {
         if self.down.load(Ordering::SeqCst) {
-            Err(StoreError::Database(sqlx::Error::PoolTimedOut))
+            Err(unavailable())
         } else {
             Ok(())
         }
@@ -53,6 +77,9 @@ impl Store for Faulty {
         paylink: &NewPaylink,
     ) -> Result<Option<i64>, StoreError> {
         self.check()?;
+        if fails(&self.fail_next.start_attempt) {
+            return Err(unavailable());
+        }
         self.inner.start_attempt(key, channel, attempt, paylink).await
     }
     async fn finish_sent(
@@ -63,6 +90,9 @@ impl Store for Faulty {
         key: &InvoiceKey,
     ) -> Result<(), StoreError> {
         self.check()?;
+        if fails(&self.fail_next.finish_sent) {
+            return Err(unavailable());
+        }
         self.inner.finish_sent(id, provider_message_id, event, key).await
     }
     async fn finish_attempt(&self, id: i64, outcome: &AttemptOutcome, event: &Event) -> Result<(), StoreError> {
@@ -99,6 +129,9 @@ impl Store for Faulty {
     }
     async fn outbox_done(&self, ids: &[i64]) -> Result<(), StoreError> {
         self.check()?;
+        if fails(&self.fail_next.outbox_done) {
+            return Err(unavailable());
+        }
         self.inner.outbox_done(ids).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
@@ -148,7 +181,11 @@ impl Store for Faulty {
 }
 
 fn faulty(down: &Arc<AtomicBool>, delivery_limit: u32) -> Options {
-    let down = down.clone();
+    failing(down, &Arc::new(FailNext::default()), delivery_limit)
+}
+
+fn failing(down: &Arc<AtomicBool>, fail_next: &Arc<FailNext>, delivery_limit: u32) -> Options {
+    let (down, fail_next) = (down.clone(), fail_next.clone());
     Options {
         delivery_limit,
         wrap_store: Some(Box::new(move |inner| {
@@ -156,6 +193,7 @@ fn faulty(down: &Arc<AtomicBool>, delivery_limit: u32) -> Options {
                 inner,
                 crash_on: "INV-POISON",
                 down: down.clone(),
+                fail_next: fail_next.clone(),
             })
         })),
         ..Options::default()
@@ -223,4 +261,81 @@ async fn a_store_outage_holds_invoices_unacked_and_they_go_out_once_when_it_ends
     );
     assert!(env.events_named("invoice.rejected").is_empty());
     env.finish().await;
+}
+
+/// How often each (event, invoice) was published.
+fn publications(env: &TestEnv) -> std::collections::BTreeMap<(String, String), usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for event in env.events() {
+        let key = (
+            event["event"].as_str().unwrap_or_default().to_owned(),
+            event["invoice_id"].as_str().unwrap_or_default().to_owned(),
+        );
+        *out.entry(key).or_default() += 1;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failure_after_events_were_confirmed_publishes_them_once_and_keeps_the_broker_connection() {
+    let fail_next = Arc::new(FailNext::default());
+    // The publisher cannot forget its first confirmed events three times over.
+    fail_next.outbox_done.store(3, Ordering::SeqCst);
+    let env = TestEnv::start_with(failing(&Arc::new(AtomicBool::new(false)), &fail_next, 10)).await;
+    env.publish(&[invoice("INV-CONF-1", "c1@example.com")]).await;
+    env.wait_for("invoice.sent", 1).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while fail_next.outbox_done.load(Ordering::SeqCst) > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the publisher stopped trying");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A second invoice goes through the same publisher: it was not replaced.
+    env.publish(&[invoice("INV-CONF-2", "c2@example.com")]).await;
+    env.wait_for("invoice.sent", 2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for ((name, id), n) in publications(&env) {
+        assert_eq!(n, 1, "{name} for {id} was published {n} times");
+    }
+    assert_eq!(env.smtp.received().len(), 2);
+    env.finish().await;
+}
+
+/// A store call that fails after the invoice was accepted: the consumer
+/// keeps the delivery and the dispatcher handles it again.
+async fn one_store_call_fails(fail: impl FnOnce(&FailNext)) {
+    let fail_next = Arc::new(FailNext::default());
+    fail(&fail_next);
+    let env = TestEnv::start_with(failing(&Arc::new(AtomicBool::new(false)), &fail_next, 2)).await;
+    env.publish(&[invoice("INV-ONE", "one@example.com")]).await;
+    env.wait_for("invoice.sent", 1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(env.smtp.received().len(), 1, "sent once");
+    assert!(
+        env.events_named("invoice.duplicate").is_empty(),
+        "its own retry is no duplicate"
+    );
+    for ((name, id), n) in publications(&env) {
+        assert_eq!(n, 1, "{name} for {id} was published {n} times");
+    }
+    env.finish().await;
+}
+
+// The consumer retries the same delivery (`redelivered` false), the
+// dispatcher finds the invoice it began itself (`Begin::Resume`), asks to
+// claim it only if idle for `CLAIM_IDLE` (5 min), fails, and acks it as a
+// duplicate "being handled by another instance": nothing is sent until the
+// scheduler reclaims the invoice 5 minutes later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "dispatch bug: a retry after a store failure is taken for a duplicate (see the comment)"]
+async fn an_invoice_whose_store_failed_after_it_was_accepted_is_sent_once_when_retried() {
+    one_store_call_fails(|f| f.start_attempt.store(1, Ordering::SeqCst)).await;
+}
+
+// The email went out, recording it failed: the retry must record the send,
+// not make it again. Today it is taken for a duplicate (as above), and 5
+// minutes later the scheduler sends it again, "possibly sent twice".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "dispatch bug: a send whose record failed is abandoned, and sent again 5 minutes later"]
+async fn a_send_whose_record_failed_is_recorded_and_not_sent_again() {
+    one_store_call_fails(|f| f.finish_sent.store(1, Ordering::SeqCst)).await;
 }

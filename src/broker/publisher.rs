@@ -27,6 +27,8 @@ const BATCH: u32 = 500;
 /// idle instance renews its outbox lease, which must stay well above it
 /// (`store::postgres::OUTBOX_LEASE`).
 const IDLE_POLL: Duration = Duration::from_millis(250);
+/// Pause before asking a failing store again.
+const STORE_RETRY: Duration = Duration::from_secs(1);
 
 pub(super) struct EventPublisher {
     channel: Channel,
@@ -61,7 +63,24 @@ impl EventPublisher {
     }
 
     async fn publish_loop(&self, stop: &CancellationToken) -> Result<(), BrokerError> {
+        // Events the broker confirmed that are still in the outbox because
+        // the store failed to forget them. They are forgotten before the next
+        // round, so a store outage neither publishes them again nor stops the
+        // publisher (which would stop the consumer and rebuild the broker
+        // connection, handing back every delivery kept through the outage).
+        let mut confirmed: Vec<i64> = Vec::new();
         loop {
+            if !confirmed.is_empty() {
+                if let Err(e) = self.store.outbox_done(&confirmed).await {
+                    warn!(error = %e, events = confirmed.len(), "cannot forget published events in the outbox; trying again");
+                    if stop.is_cancelled() {
+                        return Err(e.into());
+                    }
+                    tokio::time::sleep(STORE_RETRY).await;
+                    continue;
+                }
+                confirmed.clear();
+            }
             let batch = match self.store.outbox(BATCH).await {
                 Ok(b) => b,
                 Err(e) => {
@@ -69,7 +88,7 @@ impl EventPublisher {
                     if stop.is_cancelled() {
                         return Err(e.into());
                     }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(STORE_RETRY).await;
                     continue;
                 }
             };
@@ -138,8 +157,8 @@ impl EventPublisher {
                     }
                 }
             }
-            self.store.outbox_done(&done).await?;
             self.metrics.events_published(done.len() as u64);
+            confirmed = done;
             if refused > 0 {
                 warn!(refused, "the broker refused events; trying again shortly");
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -10,6 +10,7 @@ mod webhooks;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -61,15 +62,26 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
         .await
 }
 
+/// How long `/readyz` waits for the store to answer a ping. A store that
+/// is locked or away would otherwise keep the probe waiting for as long as
+/// the store's own limits allow (SQLite's busy timeout, the PostgreSQL
+/// pool's acquire timeout: 10 s each), longer than probes wait; a store that
+/// cannot answer `SELECT 1` within this bound cannot serve a pay page either.
+const READY_STORE_TIMEOUT: Duration = Duration::from_secs(1);
+
 async fn readyz(State(state): State<AppState>) -> Response {
     let broker = state.broker_ready.load(Ordering::SeqCst);
-    let store = state.store.ping().await.is_ok();
+    let store = match tokio::time::timeout(READY_STORE_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => "ok",
+        Ok(Err(_)) => "unavailable",
+        Err(_) => "unavailable (no answer within 1 s)",
+    };
+    let store_ok = store == "ok";
     let body = format!(
-        "broker: {}\nstore: {}\n",
+        "broker: {}\nstore: {store}\n",
         if broker { "ok" } else { "unavailable" },
-        if store { "ok" } else { "unavailable" }
     );
-    let code = if broker && store {
+    let code = if broker && store_ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -42,6 +42,8 @@ pub struct Options {
     pub delivery_limit: u32,
     /// Wraps the real store, to make it fail on cue.
     pub wrap_store: Option<StoreWrapper>,
+    /// `[store] url`; an SQLite file in the test's folder when None.
+    pub store_url: Option<String>,
 }
 
 /// Builds a store around the real one.
@@ -57,6 +59,7 @@ impl Default for Options {
             clock: None,
             delivery_limit: 10,
             wrap_store: None,
+            store_url: None,
         }
     }
 }
@@ -105,7 +108,7 @@ prefetch = 64
 delivery_limit = {delivery_limit}
 
 [store]
-url = "sqlite://var/payrelay.db"
+url = "{store_url}"
 
 [http]
 listen = "127.0.0.1:{port}"
@@ -140,6 +143,7 @@ timeout = "5s"
             channels = options.channels,
             routing = options.routing,
             delivery_limit = options.delivery_limit,
+            store_url = options.store_url.as_deref().unwrap_or("sqlite://var/payrelay.db"),
         );
         let config = Config::from_toml(&toml, dir.path(), &test_secrets)
             .unwrap_or_else(|problems| panic!("test config is invalid: {problems:#?}"));
