@@ -80,6 +80,11 @@ struct Started {
 /// bumps is a few retries of at most 30 s or a channel pause).
 pub const CLAIM_IDLE: Duration = Duration::from_secs(5 * 60);
 
+/// How long a send the provider accepted keeps trying to be recorded
+/// through a store outage before its delivery is handed to the consumer's
+/// store-failure path (which keeps it for as long again).
+const RECORD_RETRY_FOR: Duration = Duration::from_secs(10 * 60);
+
 /// Longest a send waits for a paused channel.
 const MAX_PAUSE_WAIT: Duration = Duration::from_secs(60);
 
@@ -117,6 +122,30 @@ pub struct Dispatcher {
     /// Keys being handled by this process, so a second copy of a message
     /// arriving meanwhile is a duplicate, not a second send.
     in_flight: Mutex<HashSet<InvoiceKey>>,
+    /// Invoices this process began (or took over) whose handling stopped on
+    /// a store error. The consumer hands the same delivery back (not
+    /// redelivered by the broker), and its retry must take the invoice back
+    /// at once rather than see it as another instance's.
+    interrupted: Mutex<HashSet<InvoiceKey>>,
+}
+
+/// Marks an invoice this process owns as interrupted unless its handling
+/// ends well (see [`Dispatcher::interrupted`]).
+struct Ownership<'a> {
+    set: &'a Mutex<HashSet<InvoiceKey>>,
+    key: InvoiceKey,
+    owned: bool,
+    finished: bool,
+}
+
+impl Drop for Ownership<'_> {
+    fn drop(&mut self) {
+        if self.owned && !self.finished {
+            if let Ok(mut set) = self.set.lock() {
+                set.insert(self.key.clone());
+            }
+        }
+    }
 }
 
 /// Removes a key from the in-flight set however handling ends.
@@ -152,6 +181,7 @@ impl Dispatcher {
             outbox_signal,
             clock,
             in_flight: Mutex::new(HashSet::new()),
+            interrupted: Mutex::new(HashSet::new()),
         }
     }
 
@@ -255,6 +285,17 @@ impl Dispatcher {
             set: &self.in_flight,
             key: key.clone(),
         };
+        let ours = self
+            .interrupted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        let mut ownership = Ownership {
+            set: &self.interrupted,
+            key: key.clone(),
+            owned: ours,
+            finished: false,
+        };
 
         let accepted = Event::about(EventName::Accepted, &key, correlation)
             .detail(format!(
@@ -281,14 +322,18 @@ impl Dispatcher {
             self.store.begin(&invoice, correlation, &accepted).await?
         };
         let done = match begun {
-            Begin::New => Vec::new(),
+            Begin::New => {
+                ownership.owned = true;
+                Vec::new()
+            }
             Begin::Resume { attempts } => {
                 // A redelivered message lost its handler (a crash, a closed
-                // channel): take the invoice over. A fresh copy of a message
-                // whose invoice is still moving is being handled by another
+                // channel): take the invoice over; so does this process's own
+                // retry after a store error. A fresh copy of a message whose
+                // invoice is still moving is being handled by another
                 // instance; if that one dies, its own message comes back
                 // redelivered, or the scheduler reclaims the idle invoice.
-                let idle_ms = if incoming.redelivered {
+                let idle_ms = if incoming.redelivered || ours {
                     0
                 } else {
                     CLAIM_IDLE.as_millis() as i64
@@ -302,6 +347,7 @@ impl Dispatcher {
                         )
                         .await;
                 }
+                ownership.owned = true;
                 info!(
                     redelivered = incoming.redelivered,
                     "resuming an invoice whose handling was interrupted"
@@ -336,6 +382,7 @@ impl Dispatcher {
         };
 
         self.deliver(&invoice, &plan, &done, started, correlation).await?;
+        ownership.finished = true;
         Ok(Disposition::Ack)
     }
 
@@ -623,16 +670,11 @@ impl Dispatcher {
                     if plan.possibly_twice {
                         e = e.detail("possibly sent twice: an earlier send on this channel was interrupted");
                     }
-                    if plan.ends_invoice {
-                        self.store
-                            .finish_sent(attempt_id, receipt.provider_message_id.as_deref(), &e, key)
-                            .await?;
-                    } else {
-                        let outcome = AttemptOutcome::Sent {
-                            provider_message_id: receipt.provider_message_id,
-                        };
-                        self.store.finish_attempt(attempt_id, &outcome, &e).await?;
-                    }
+                    let outcome = AttemptOutcome::Sent {
+                        provider_message_id: receipt.provider_message_id,
+                    };
+                    self.record_sent(attempt_id, &outcome, &e, plan.ends_invoice.then_some(key))
+                        .await?;
                     return Ok(Sent::Accepted);
                 }
                 Err(SendError::Paused { remaining })
@@ -674,6 +716,42 @@ impl Dispatcher {
 }
 
 impl Dispatcher {
+    /// Records a send the provider accepted, with the invoice's end when
+    /// `ends` names it, trying again through a store outage: the message went
+    /// out, so recording it late is right and sending it again is not. Gives
+    /// up after [`RECORD_RETRY_FOR`]; the delivery then takes the ordinary
+    /// store-failure path and the send counts as interrupted ("possibly sent
+    /// twice" if it is made again).
+    async fn record_sent(
+        &self,
+        attempt_id: i64,
+        outcome: &AttemptOutcome,
+        event: &Event,
+        ends: Option<&InvoiceKey>,
+    ) -> Result<(), StoreError> {
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let recorded = match (ends, outcome) {
+                (Some(key), AttemptOutcome::Sent { provider_message_id }) => {
+                    self.store
+                        .finish_sent(attempt_id, provider_message_id.as_deref(), event, key)
+                        .await
+                }
+                _ => self.store.finish_attempt(attempt_id, outcome, event).await,
+            };
+            match recorded {
+                Ok(()) => return Ok(()),
+                Err(e) if started.elapsed() < RECORD_RETRY_FOR => {
+                    warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "sent, but the store did not take the record; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// When a send on `channel` may go, if quiet hours hold it now: in the
     /// customer's time zone, else the biller's, else UTC.
     fn quiet_until(&self, invoice: &Invoice, channel: ChannelName) -> Option<i64> {
