@@ -13,14 +13,14 @@ mod publisher;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::BrokerConfig;
 use crate::dispatch::Dispatcher;
@@ -147,33 +147,141 @@ pub struct BrokerParts {
     pub ready: Arc<AtomicBool>,
 }
 
+/// The first pause before reconnecting, doubled after each failed attempt.
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+/// The longest pause between reconnection attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A connection that stayed ready this long was a working one: after it
+/// fails, reconnecting starts again from [`BACKOFF_FIRST`].
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
+
+/// Pauses between reconnection attempts: doubling from [`BACKOFF_FIRST`]
+/// up to [`BACKOFF_MAX`], and back to the start once a connection has
+/// worked for a while, so a later outage is not met with the long pauses
+/// that ended an earlier one (while a connection that fails right after
+/// its topology, again and again, still backs off).
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: BACKOFF_FIRST }
+    }
+}
+
+impl Backoff {
+    /// The pause after a failure; `ready_for` is how long the connection
+    /// that failed had been ready (zero when it never got there).
+    fn after_failure(&mut self, ready_for: Duration) -> Duration {
+        if ready_for >= BACKOFF_RESET_AFTER {
+            self.next = BACKOFF_FIRST;
+        }
+        let pause = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        pause
+    }
+}
+
 /// Runs until `shutdown` is cancelled, reconnecting after failures.
 pub async fn run(parts: BrokerParts, shutdown: CancellationToken) {
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::default();
     while !shutdown.is_cancelled() {
-        match run_connected(&parts, &shutdown).await {
+        let mut ready_since = None;
+        match run_connected(&parts, &shutdown, &mut ready_since).await {
             Ok(()) => break,
             Err(e) => {
                 parts.ready.store(false, Ordering::SeqCst);
-                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "broker connection lost; reconnecting");
+                let pause = backoff.after_failure(ready_since.map_or(Duration::ZERO, |t: Instant| t.elapsed()));
+                warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "broker connection lost; reconnecting");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(pause) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
     }
     parts.ready.store(false, Ordering::SeqCst);
 }
 
-async fn run_connected(parts: &BrokerParts, shutdown: &CancellationToken) -> Result<(), BrokerError> {
+/// Aborts a task when dropped, whichever way its owner returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Clears `ready` as soon as the connection fails (the broker went away,
+/// closed the connection, or stopped answering heartbeats). The consumer
+/// notices too, but returns only once its in-flight deliveries are
+/// finished, which can take up to `shutdown_deadline`; `/readyz` must not
+/// say ready meanwhile. lapin reports a channel's error on the same stream:
+/// those leave the connection up and are the consumer's business.
+async fn watch_connection(
+    mut events: impl futures_util::Stream<Item = lapin::Event> + Unpin,
+    status: lapin::ConnectionStatus,
+    ready: Arc<AtomicBool>,
+    failed: CancellationToken,
+) {
+    use futures_util::StreamExt;
+    while let Some(event) = events.next().await {
+        if let lapin::Event::Error(e) = event {
+            if !status.connected() {
+                ready.store(false, Ordering::SeqCst);
+                failed.cancel();
+                warn!(error = %e, "the broker connection failed; not ready");
+                return;
+            }
+        }
+    }
+}
+
+/// How long the consumer may take to return after the connection failed
+/// or a shutdown began, beyond `[broker] shutdown_deadline` (its own bound
+/// for in-flight deliveries); and the event publisher, beyond
+/// [`BROKER_TIMEOUT`] (its bound for one broker call), after the
+/// connection failed.
+const TEARDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Completes `wait` after `failed` or `shutdown` (if given) is cancelled:
+/// by then a part of the broker side that has not returned is stuck on a
+/// broker call that will never complete.
+async fn overdue(failed: &CancellationToken, shutdown: Option<&CancellationToken>, wait: Duration) {
+    match shutdown {
+        Some(shutdown) => tokio::select! {
+            _ = failed.cancelled() => {}
+            _ = shutdown.cancelled() => {}
+        },
+        None => failed.cancelled().await,
+    }
+    tokio::time::sleep(wait).await;
+}
+
+async fn run_connected(
+    parts: &BrokerParts,
+    shutdown: &CancellationToken,
+    ready_since: &mut Option<Instant>,
+) -> Result<(), BrokerError> {
     let connection = connect(&parts.config).await?;
+    // Listening from the start: an error before the watcher runs waits in
+    // the stream for it.
+    let events = Box::pin(connection.events_listener());
     let setup = timed(connection.create_channel()).await?;
     declare_topology(&setup, &parts.config).await?;
     let _ = setup.close(200, "topology declared".into()).await;
     info!(broker = %display_host(&parts.config), queue = %parts.config.queue, "connected to RabbitMQ");
     parts.ready.store(true, Ordering::SeqCst);
+    *ready_since = Some(Instant::now());
+    let failed = CancellationToken::new();
+    let _watch = AbortOnDrop(tokio::spawn(watch_connection(
+        events,
+        connection.status().clone(),
+        parts.ready.clone(),
+        failed.clone(),
+    )));
 
     // The publisher stops after the consumer, so the last outcomes' events
     // are flushed; if it fails first, `lost` stops the consumer too.
@@ -181,11 +289,76 @@ async fn run_connected(parts: &BrokerParts, shutdown: &CancellationToken) -> Res
     let lost = CancellationToken::new();
     let publisher = publisher::EventPublisher::new(&connection, parts).await?;
     let publisher_task = tokio::spawn(publisher.run(publisher_stop.clone(), lost.clone()));
-    let consumed = consumer::consume(&connection, parts, shutdown, &lost).await;
+    // lapin can leave an ack waiting forever when the connection fails
+    // under it, and the consumer awaits its acks: once the connection has
+    // failed (or a shutdown began), the consumer gets its own deadline for
+    // in-flight deliveries plus a grace, then it is dropped, which aborts
+    // whatever it still runs, as its own deadline would. Without this the
+    // service would never reconnect.
+    let consumer_wait = parts.config.shutdown_deadline + TEARDOWN_GRACE;
+    let consumed = tokio::select! {
+        consumed = consumer::consume(&connection, parts, shutdown, &lost) => consumed,
+        _ = overdue(&failed, Some(shutdown), consumer_wait) => {
+            error!(
+                waited_ms = consumer_wait.as_millis() as u64,
+                "the consumer did not stop after the broker connection ended; abandoning it (its unacked deliveries come back)"
+            );
+            Err(BrokerError::Other("the consumer hung after the connection ended".into()))
+        }
+    };
     publisher_stop.cancel();
-    let published = publisher_task
-        .await
-        .map_err(|e| BrokerError::Other(format!("event publisher stopped: {e}")))?;
-    let _ = connection.close(200, "payrelay stopping".into()).await;
+    // The publisher drains the outbox while the connection lives; once it
+    // has failed, every call fails or times out within BROKER_TIMEOUT.
+    let publisher_abort = publisher_task.abort_handle();
+    let published = tokio::select! {
+        joined = publisher_task => joined.map_err(|e| BrokerError::Other(format!("event publisher stopped: {e}")))?,
+        _ = overdue(&failed, None, BROKER_TIMEOUT + TEARDOWN_GRACE) => {
+            publisher_abort.abort();
+            error!("the event publisher did not stop after the broker connection ended; abandoning it");
+            Err(BrokerError::Other("the event publisher hung after the connection ended".into()))
+        }
+    };
+    let _ = tokio::time::timeout(TEARDOWN_GRACE, connection.close(200, "payrelay stopping".into())).await;
     consumed.and(published)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let mut b = Backoff::default();
+        let pauses: Vec<Duration> = (0..8).map(|_| b.after_failure(Duration::ZERO)).collect();
+        assert_eq!(
+            pauses,
+            [
+                ms(250),
+                ms(500),
+                ms(1000),
+                ms(2000),
+                ms(4000),
+                ms(8000),
+                ms(10_000),
+                ms(10_000)
+            ]
+        );
+    }
+
+    #[test]
+    fn backoff_starts_again_after_a_connection_that_worked() {
+        let mut b = Backoff::default();
+        for _ in 0..6 {
+            b.after_failure(Duration::ZERO);
+        }
+        // Hours later, the next outage is met at the fastest pace again.
+        assert_eq!(b.after_failure(Duration::from_secs(3600)), ms(250));
+        assert_eq!(b.after_failure(Duration::ZERO), ms(500));
+        // A connection that fails right after becoming ready keeps backing off.
+        assert_eq!(b.after_failure(ms(50)), ms(1000));
+    }
 }

@@ -18,7 +18,8 @@ use payrelay::config::BrokerConfig;
 pub struct Service(Child);
 
 impl Service {
-    /// Starts `payrelay serve`; its log goes next to the config, as `.log`.
+    /// Starts `payrelay serve`; its log goes next to the config, as `.log`,
+    /// at the level in `PAYRELAY_TEST_LOG` (default `warn`).
     pub fn spawn(config: &Path) -> Service {
         let log = std::fs::File::create(config.with_extension("log"))
             .map(Stdio::from)
@@ -28,7 +29,10 @@ impl Service {
                 .arg("--config")
                 .arg(config)
                 .arg("serve")
-                .env("PAYRELAY_LOG", "warn")
+                .env(
+                    "PAYRELAY_LOG",
+                    std::env::var("PAYRELAY_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                )
                 .stdout(log)
                 .stderr(Stdio::null())
                 .spawn()
