@@ -320,22 +320,19 @@ async fn one_store_call_fails(fail: impl FnOnce(&FailNext)) {
     env.finish().await;
 }
 
-// The consumer retries the same delivery (`redelivered` false), the
-// dispatcher finds the invoice it began itself (`Begin::Resume`), asks to
-// claim it only if idle for `CLAIM_IDLE` (5 min), fails, and acks it as a
-// duplicate "being handled by another instance": nothing is sent until the
-// scheduler reclaims the invoice 5 minutes later.
+// The consumer retries the same delivery (`redelivered` false) and the
+// dispatcher finds the invoice it began itself (`Begin::Resume`): it must
+// take it back at once, not ack it as a duplicate "being handled by another
+// instance" (which left it unsent until the scheduler reclaimed it 5
+// minutes later).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "dispatch bug: a retry after a store failure is taken for a duplicate (see the comment)"]
 async fn an_invoice_whose_store_failed_after_it_was_accepted_is_sent_once_when_retried() {
     one_store_call_fails(|f| f.start_attempt.store(1, Ordering::SeqCst)).await;
 }
 
-// The email went out, recording it failed: the retry must record the send,
-// not make it again. Today it is taken for a duplicate (as above), and 5
-// minutes later the scheduler sends it again, "possibly sent twice".
+// The email went out, recording it failed: the record is tried again, and
+// the email is not sent a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "dispatch bug: a send whose record failed is abandoned, and sent again 5 minutes later"]
 async fn a_send_whose_record_failed_is_recorded_and_not_sent_again() {
     one_store_call_fails(|f| f.finish_sent.store(1, Ordering::SeqCst)).await;
 }

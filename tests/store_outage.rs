@@ -8,7 +8,7 @@
 //!
 //! Each fault lasts until the store's failure has reached the consumer (a
 //! delivery kept after a store error, counted in
-//! `payrelay_invoices_total{outcome="requeued"}`): a fault shorter than the
+//! `payrelay_invoices_total{outcome="store_retry"}`): a fault shorter than the
 //! store's own waits (SQLite's busy timeout, the PostgreSQL pool's acquire
 //! timeout, 10 s each) would only make calls slow, never fail them.
 
@@ -394,10 +394,9 @@ async fn postgres_unreachable_holds_invoices_and_sends_each_once_after() {
 
 /// The same outage beginning while a batch is being handled: invoices
 /// caught half-way (accepted and not sent, or sent and not recorded) must
-/// go out once too. Fails today: the consumer's retry of such a delivery is
-/// taken for a duplicate (see the ignored tests in `tests/faults.rs`).
+/// go out once too: the retry of one accepted but not sent is sent, and a
+/// send made but not recorded is recorded, not made again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "dispatch bug: an invoice caught half-way by a store outage is taken for a duplicate on retry"]
 async fn postgres_unreachable_in_the_middle_of_a_batch_sends_each_once_after() {
     const BATCH: usize = 100;
     let (schema, relay, env) = postgres_env().await;
@@ -483,11 +482,11 @@ async fn wait_readyz(env: &TestEnv, want: u16, within: Duration) -> Duration {
 }
 
 /// Deliveries the consumer kept after a store error
-/// (`payrelay_invoices_total{outcome="requeued"}`).
+/// (`payrelay_invoices_total{outcome="store_retry"}`).
 async fn store_errors_met(env: &TestEnv) -> u64 {
     let text = env.get("/metrics").await.text().await.unwrap();
     text.lines()
-        .find(|l| l.starts_with("payrelay_invoices_total{") && l.contains("outcome=\"requeued\""))
+        .find(|l| l.starts_with("payrelay_invoices_total{") && l.contains("outcome=\"store_retry\""))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<f64>().ok())
         .map_or(0, |v| v as u64)

@@ -56,6 +56,9 @@ pub(super) async fn consume(
 
     let mut tasks = JoinSet::new();
     let mut acks = Acks::default();
+    // Ends the handlers' store-retry waits on shutdown, and also when the
+    // connection is lost: their deliveries are back on the queue by then.
+    let give_up = shutdown.child_token();
     let mut tick = tokio::time::interval(ACK_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
@@ -71,7 +74,7 @@ pub(super) async fn consume(
                 Some(Ok(delivery)) => {
                     let tag = delivery.delivery_tag;
                     let job = Job {
-                        shutdown: shutdown.clone(),
+                        give_up: give_up.clone(),
                         delivery_limit: parts.config.delivery_limit,
                         dispatcher: parts.dispatcher.clone(),
                         store: parts.store.clone(),
@@ -88,6 +91,9 @@ pub(super) async fn consume(
         }
     };
 
+    if result.is_err() {
+        give_up.cancel();
+    }
     // Stop new deliveries, let in-flight ones finish (and ack), then close.
     let _ = timed(channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default())).await;
     let deadline = parts.config.shutdown_deadline;
@@ -113,7 +119,8 @@ pub(super) async fn consume(
 
 /// Everything one delivery's task needs.
 struct Job {
-    shutdown: CancellationToken,
+    /// Shutdown, or the connection is gone: stop waiting for the store.
+    give_up: CancellationToken,
     delivery_limit: u32,
     dispatcher: Arc<crate::dispatch::Dispatcher>,
     store: Arc<dyn crate::store::Store>,
@@ -183,7 +190,7 @@ impl Acks {
             }
             if let Some((acker, _)) = self.ready.remove(&last) {
                 let multiple = BasicAckOptions { multiple: true };
-                report(acker.ack(multiple).await);
+                settle(acker.ack(multiple)).await;
             }
         }
         let held: Vec<u64> = self
@@ -194,7 +201,7 @@ impl Acks {
             .collect();
         for tag in held {
             if let Some((acker, _)) = self.ready.remove(&tag) {
-                report(acker.ack(BasicAckOptions::default()).await);
+                settle(acker.ack(BasicAckOptions::default())).await;
             }
         }
     }
@@ -208,11 +215,21 @@ enum Settle {
     Done,
 }
 
-fn report(acked: Result<bool, lapin::Error>) {
-    match acked {
-        Ok(true) => {}
-        Ok(false) => info!("channel closed before the ack; the broker will redeliver and the store dedups"),
-        Err(e) => warn!(error = %e, "ack failed; the broker will redeliver and the store dedups"),
+/// Longest an ack, nack or reject may take. lapin can leave one made while
+/// the connection fails waiting forever; the broker redelivers an unacked
+/// message anyway, and the store dedups it.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Settles a delivery (ack, nack) within [`SETTLE_TIMEOUT`] and logs how it went.
+async fn settle(settling: impl std::future::Future<Output = Result<bool, lapin::Error>>) {
+    match tokio::time::timeout(SETTLE_TIMEOUT, settling).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => info!("channel closed before the ack; the broker will redeliver and the store dedups"),
+        Ok(Err(e)) => warn!(error = %e, "ack failed; the broker will redeliver and the store dedups"),
+        Err(_) => warn!(
+            timeout_ms = SETTLE_TIMEOUT.as_millis() as u64,
+            "ack did not complete; the broker will redeliver and the store dedups"
+        ),
     }
 }
 
@@ -228,7 +245,7 @@ impl Job {
             correlation,
             redelivered: delivery.redelivered,
         };
-        let acked = match self.handle(incoming, &delivery).await {
+        match self.handle(incoming, &delivery).await {
             Disposition::Ack => return Settle::Ack(delivery.acker),
             Disposition::DeadLetter { reason, event } => match self.dead_letter(&delivery, &reason).await {
                 Ok(()) => {
@@ -236,17 +253,16 @@ impl Job {
                         error!(error = %e, "dead-lettered a message but could not store its rejected event");
                     }
                     self.outbox_signal.notify_one();
-                    delivery.acker.ack(BasicAckOptions::default()).await
+                    settle(delivery.acker.ack(BasicAckOptions::default())).await;
                 }
                 Err(e) => {
                     warn!(error = %e, "could not dead-letter a message; it goes back to the queue");
                     tokio::time::sleep(REQUEUE_PAUSE).await;
-                    delivery.acker.nack(requeue()).await
+                    settle(delivery.acker.nack(requeue())).await;
                 }
             },
-            Disposition::Requeue { .. } => delivery.acker.nack(requeue()).await,
-        };
-        report(acked);
+            Disposition::Requeue { .. } => settle(delivery.acker.nack(requeue())).await,
+        }
         Settle::Done
     }
 
@@ -266,12 +282,12 @@ impl Job {
             };
             match disposition {
                 Disposition::Requeue { error } => {
-                    if self.shutdown.is_cancelled() || started.elapsed() > STORE_RETRY_FOR {
+                    if self.give_up.is_cancelled() || started.elapsed() > STORE_RETRY_FOR {
                         return Disposition::Requeue { error };
                     }
                     warn!(error = %error, retry_in_ms = pause.as_millis() as u64, "store unavailable; keeping the message and trying again");
                     tokio::select! {
-                        _ = self.shutdown.cancelled() => return Disposition::Requeue { error },
+                        _ = self.give_up.cancelled() => return Disposition::Requeue { error },
                         _ = tokio::time::sleep(pause) => {}
                     }
                     pause = (pause * 2).min(STORE_RETRY_MAX_PAUSE);

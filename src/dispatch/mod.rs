@@ -206,7 +206,7 @@ impl Dispatcher {
             Ok(d) => d,
             Err(e) => {
                 warn!(error = %e, "store failed; the message goes back to the queue");
-                self.metrics.invoice("requeued");
+                self.metrics.invoice("store_retry");
                 Disposition::Requeue { error: e.to_string() }
             }
         }
@@ -285,11 +285,7 @@ impl Dispatcher {
             set: &self.in_flight,
             key: key.clone(),
         };
-        let ours = self
-            .interrupted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
+        let ours = self.interrupted.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
         let mut ownership = Ownership {
             set: &self.interrupted,
             key: key.clone(),
@@ -744,6 +740,7 @@ impl Dispatcher {
                 Ok(()) => return Ok(()),
                 Err(e) if started.elapsed() < RECORD_RETRY_FOR => {
                     warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "sent, but the store did not take the record; trying again");
+                    self.metrics.invoice("store_retry");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }

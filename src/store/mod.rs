@@ -252,7 +252,15 @@ pub trait Store: Send + Sync {
         if begun != Begin::New {
             return Ok((begun, None));
         }
-        let attempt = self.start_attempt(&invoice.key, channel, 1, paylink).await?;
+        // The invoice is stored and the caller owns it now, so a failure to
+        // record the attempt must not hide that: it answers New without an
+        // attempt, and the caller records one the ordinary way (where a
+        // store that is still failing fails it again).
+        let attempt = self
+            .start_attempt(&invoice.key, channel, 1, paylink)
+            .await
+            .ok()
+            .flatten();
         Ok((begun, attempt))
     }
 
