@@ -80,6 +80,11 @@ struct Args {
     /// How long the latency phase publishes, in seconds.
     #[arg(long, default_value_t = 20)]
     latency_secs: u64,
+    /// Invoices published in the latency phase's first this many seconds
+    /// are left out of its p50/p99 (the service's start-up: first
+    /// connections, threads, caches); the note gives the p99 with them.
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
     /// Which transport the latency phase uses.
     #[arg(long, default_value = "file")]
     latency_transport: Transport,
@@ -656,6 +661,10 @@ struct Observed {
     to_accept_us: Vec<i64>,
     /// Publish -> the `invoice.sent` event arriving here, microseconds.
     to_seen_us: Vec<i64>,
+    /// Invoices with a `seq` below this are the warm-up: their publish ->
+    /// accept times go to `warmup_accept_us` instead.
+    warmup: usize,
+    warmup_accept_us: Vec<i64>,
     unparsable: usize,
 }
 
@@ -728,9 +737,16 @@ impl Observer {
                 s.first_sent.get_or_insert(now);
                 s.last_sent = Some(now);
                 if let Some(published) = meta.bench_t {
-                    s.to_seen_us.push((now_ns - published) / 1_000);
-                    if let Some(at) = event.at.as_deref().and_then(parse_rfc3339_ns) {
-                        s.to_accept_us.push((at - published) / 1_000);
+                    let accept_us = event
+                        .at
+                        .as_deref()
+                        .and_then(parse_rfc3339_ns)
+                        .map(|at| (at - published) / 1_000);
+                    if meta.seq.is_some_and(|seq| seq < s.warmup) {
+                        s.warmup_accept_us.extend(accept_us);
+                    } else {
+                        s.to_seen_us.push((now_ns - published) / 1_000);
+                        s.to_accept_us.extend(accept_us);
                     }
                 }
             }
@@ -1206,6 +1222,8 @@ async fn service_phase(
     let events_queue = format!("{prefix}.events.observer");
     declare_events(&setup, &config.broker.events_exchange, &events_queue, cleanup).await?;
     let observer = Observer::start(&args.amqp_url, &events_queue, n).await?;
+    let warmup = paced.map_or(0, |rate| ((rate * args.warmup_secs as f64) as usize).min(n / 2));
+    observer.with(|s| s.warmup = warmup);
 
     let load_before = loadavg();
     if paced.is_none() {
@@ -1259,6 +1277,16 @@ async fn service_phase(
         if let Some(p) = &seen.first_problem {
             notes.push(format!("first: {p}"));
         }
+    }
+    if paced.is_some() && seen.warmup > 0 {
+        let mut all = seen.to_accept_us.clone();
+        all.extend_from_slice(&seen.warmup_accept_us);
+        notes.push(format!(
+            "p50/p99 leave out the first {} invoices ({} s warm-up); with them p99 {} ms",
+            seen.warmup,
+            args.warmup_secs,
+            ms(percentile_ms(&mut all, 99.0))
+        ));
     }
     let rate = n as f64 / elapsed;
     let (peak_kb, cpu_secs) = stats.map(|(k, c)| (Some(k), Some(c))).unwrap_or((None, None));

@@ -9,6 +9,13 @@
 //! thread, on its own connection, runs a PASSIVE checkpoint (which never
 //! blocks the writer) every [`INTERVAL`], and again at once while the WAL is
 //! still long.
+//!
+//! Often and small, because the cost that matters is the fsync: on this
+//! kind of machine it stalls the disk (and the writer's and the broker's
+//! writes with it) for a time that grows with the data it flushes. Measured
+//! at 2,500 invoices/s, publish to provider accept: a checkpoint every 3 s
+//! stalled ~200 ms each time (p99 174 ms), every 500 ms ~55 ms (p99 60–68
+//! ms), every 100 ms no visible stall (p99 15 ms).
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
@@ -19,7 +26,7 @@ use tracing::warn;
 use crate::store::StoreError;
 
 /// Between two checkpoints.
-pub(super) const INTERVAL: Duration = Duration::from_millis(500);
+pub(super) const INTERVAL: Duration = Duration::from_millis(100);
 
 /// A WAL longer than this many pages after a checkpoint (it could not copy
 /// everything: the writer kept appending) is checkpointed again at once.

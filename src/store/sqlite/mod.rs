@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_delivery.sql"),
     include_str!("../migrations/sqlite/0003_holds.sql"),
+    include_str!("../migrations/sqlite/0004_unfinished.sql"),
 ];
 
 /// How long a call waits for another process's write lock on the file.
