@@ -8,12 +8,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::pg::PgSchema;
 use common::process::{observe_events, recipients, Service};
 use common::{invoice, AMQP_URL};
 use lapin::{Connection, ConnectionProperties};
-use sqlx::Connection as _;
-
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_one_queue_and_one_postgres_and_send_each_invoice_once() {
@@ -21,17 +19,9 @@ async fn two_instances_share_one_queue_and_one_postgres_and_send_each_invoice_on
     const SETTLE: Duration = Duration::from_secs(90);
     const QUIET: Duration = Duration::from_secs(2);
     let id = payrelay::paylink::random_id()[..10].to_owned();
-    let admin_url = std::env::var("PAYRELAY_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
-    let schema = format!("payrelay_instances_{id}");
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL must answer at {admin_url} (.ci/run starts it): {e}"));
-    sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let mut store_url = url::Url::parse(&admin_url).unwrap();
-    store_url.query_pairs_mut().append_pair("options[search_path]", &schema);
+    // Dropped when the test ends, also when it fails.
+    let schema = PgSchema::create("payrelay_instances").await;
+    let store_url = schema.store_url();
 
     let dir = tempfile::tempdir().unwrap();
     let queue = format!("payrelay.test.{id}.instances");
@@ -212,8 +202,5 @@ rate_per_second = 10000
     }
     let _ = channel
         .exchange_delete(exchange.as_str().into(), Default::default())
-        .await;
-    let _ = sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-        .execute(&mut admin)
         .await;
 }

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::pg::PgSchema;
 use common::{invoice, Options, TestEnv, WAIT};
 use serde_json::Value;
 use sqlx::Connection as _;
@@ -167,8 +168,6 @@ async fn sqlite_locked_by_another_connection_holds_invoices_and_sends_each_once_
 // ---------------------------------------------------------------------------
 // PostgreSQL: the server cannot be reached
 
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
 /// A TCP relay to PostgreSQL that the test can cut (every relayed
 /// connection closed, new ones refused: the port is not listened on) and
 /// restore (on the same port).
@@ -258,36 +257,6 @@ fn listen(port: u16) -> TcpListener {
     socket.listen(128).unwrap()
 }
 
-/// A schema of the test's own, dropped with it (also when it fails).
-struct PgSchema {
-    admin_url: String,
-    name: String,
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name);
-        let dropped = std::thread::spawn(move || -> Result<(), String> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            runtime.block_on(async {
-                let mut admin = sqlx::PgConnection::connect(&admin_url)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                sqlx::query(&sql).execute(&mut admin).await.map_err(|e| e.to_string())?;
-                admin.close().await.map_err(|e| e.to_string())
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop the test schema {}: {dropped:?}", self.name);
-        }
-    }
-}
-
 async fn postgres_statuses(schema: &PgSchema) -> BTreeMap<String, (String, Vec<String>)> {
     let mut admin = sqlx::PgConnection::connect(&schema.admin_url).await.unwrap();
     let mut out: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
@@ -315,23 +284,8 @@ async fn postgres_statuses(schema: &PgSchema) -> BTreeMap<String, (String, Vec<S
 
 /// A service whose store is a fresh schema reached through a [`Relay`].
 async fn postgres_env() -> (PgSchema, Relay, TestEnv) {
-    let admin_url = std::env::var("PAYRELAY_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL must answer at {admin_url} (.ci/run starts it): {e}"));
-    let schema = PgSchema {
-        admin_url: admin_url.clone(),
-        name: format!(
-            "payrelay_outage_{}",
-            &payrelay::paylink::random_id()[..10].to_lowercase()
-        ),
-    };
-    sqlx::query(&format!("CREATE SCHEMA \"{}\"", schema.name))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let _ = admin.close().await;
-
+    let schema = PgSchema::create("payrelay_outage").await;
+    let admin_url = schema.admin_url.clone();
     let parsed = url::Url::parse(&admin_url).unwrap();
     let upstream = tokio::net::lookup_host((parsed.host_str().unwrap_or("127.0.0.1"), parsed.port().unwrap_or(5432)))
         .await

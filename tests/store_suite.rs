@@ -3,24 +3,25 @@
 //! uses.
 //!
 //! - `sqlite::<test>`: a new SQLite file in a temporary folder.
-//! - `postgres::<test>`: a new schema `payrelay_test_<pid>_<n>_<random>` in
-//!   the database of `PAYRELAY_TEST_POSTGRES_URL` (default
-//!   `postgres://postgres@127.0.0.1:5432/test`), named as the store's
-//!   `search_path` in its URL (`?options[search_path]=...`), and dropped after
-//!   the test, also when it fails. (A schema takes milliseconds; a database
-//!   half a second to create and drop.) PostgreSQL must answer: these tests
-//!   fail, never skip, when it does not.
+//! - `postgres::<test>`: a new schema `payrelay_test_<random>` in the
+//!   database of `PAYRELAY_TEST_POSTGRES_URL` (default
+//!   `postgres://postgres@127.0.0.1:5432/test`; see `common::pg`), dropped
+//!   after the test. PostgreSQL must answer: these tests fail, never skip,
+//!   when it does not.
 //!
 //! The concurrency tests open a second store on the same database, as a
 //! second payrelay instance would, and race both against each other.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::Connection;
 use tokio::sync::Barrier;
+
+use common::pg::PgSchema;
 
 use payrelay::channels::ChannelName;
 use payrelay::events::{Correlation, Event, EventName};
@@ -31,8 +32,6 @@ use payrelay::store::{
 
 // ---------------------------------------------------------------------------
 // Fresh databases
-
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// One fresh database with a store open on it.
 struct TestDb {
@@ -69,68 +68,9 @@ async fn sqlite_db() -> TestDb {
     }
 }
 
-fn admin_url() -> String {
-    std::env::var("PAYRELAY_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
-}
-
-/// A schema of this test's own; dropping it drops the schema.
-struct PgSchema {
-    admin_url: String,
-    name: String,
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        // Drop runs outside any async context we can await in (and also while
-        // a failed test unwinds), so the schema goes on a thread of its own.
-        let admin_url = self.admin_url.clone();
-        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name);
-        let dropped = std::thread::spawn(move || -> Result<(), String> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            runtime.block_on(async {
-                let mut admin = sqlx::PgConnection::connect(&admin_url)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                sqlx::query(&sql).execute(&mut admin).await.map_err(|e| e.to_string())?;
-                admin.close().await.map_err(|e| e.to_string())
-            })
-        })
-        .join();
-        match dropped {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("could not drop the test schema {}: {e}", self.name),
-            Err(_) => eprintln!("could not drop the test schema {}", self.name),
-        }
-    }
-}
-
 async fn postgres_db() -> TestDb {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let admin_url = admin_url();
-    let connected = tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(&admin_url)).await;
-    let mut admin = match connected {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => panic!("{}", postgres_down(&admin_url, &e.to_string())),
-        Err(_) => panic!("{}", postgres_down(&admin_url, "no answer within 10 s")),
-    };
-    let name = format!(
-        "payrelay_test_{}_{}_{:08x}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed),
-        rand::random::<u32>()
-    );
-    sqlx::query(&format!("CREATE SCHEMA \"{name}\""))
-        .execute(&mut admin)
-        .await
-        .unwrap_or_else(|e| panic!("cannot create the test schema {name}: {e}"));
-    admin.close().await.unwrap();
-    let schema = PgSchema { admin_url, name };
-    let mut url = url::Url::parse(&schema.admin_url).unwrap();
-    url.query_pairs_mut().append_pair("options[search_path]", &schema.name);
-    let url = String::from(url);
+    let schema = PgSchema::create("payrelay_test").await;
+    let url = String::from(schema.store_url());
     let store = payrelay::store::open(&url)
         .await
         .unwrap_or_else(|e| panic!("the PostgreSQL store opens in schema {}: {e}", schema.name));
@@ -139,22 +79,6 @@ async fn postgres_db() -> TestDb {
         url,
         _place: Place::Postgres(schema),
     }
-}
-
-fn postgres_down(url: &str, why: &str) -> String {
-    let url = match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("[redacted]"));
-            String::from(parsed)
-        }
-        _ => url.to_owned(),
-    };
-    format!(
-        "PostgreSQL does not answer at {url}: {why}.\n\
-         The store suite runs every test against PostgreSQL too and is never skipped.\n\
-         Start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
-         (.ci/run does), or point PAYRELAY_TEST_POSTGRES_URL at a database where the user may create schemas."
-    )
 }
 
 /// Runs each named test once per store: `sqlite::name` and `postgres::name`.
