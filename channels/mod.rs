@@ -385,10 +385,16 @@ impl Registry {
     /// Sends after waiting for the channel's rate limit: this instance's
     /// first, then the shared one.
     pub async fn send(&self, message: &Prepared) -> Result<Receipt, SendError> {
-        let entry = self.entries.get(&message.channel).ok_or_else(|| SendError::Permanent {
-            code: None,
-            reason: format!("channel {} is not configured", message.channel),
-        })?;
+        let slot = self.pace(message.channel).await?;
+        self.send_in(slot, message).await
+    }
+
+    /// Waits until the channel's rate limits let one more message go and
+    /// takes that place. Taken before a send is recorded as started, it
+    /// keeps a send that waited for its turn when the process stopped from
+    /// counting as one that may have gone out.
+    pub async fn pace(&self, channel: ChannelName) -> Result<Slot, SendError> {
+        let entry = self.entry(channel)?;
         if let Some(remaining) = entry.breaker.paused_for() {
             return Err(SendError::Paused { remaining });
         }
@@ -396,10 +402,49 @@ impl Registry {
         if let Some(shared) = &entry.shared {
             shared.until_ready().await;
         }
+        Ok(Slot { channel })
+    }
+
+    /// [`Registry::pace`] when a place is free right now; `None` otherwise
+    /// (the channel is paused, or its limits are spent for the moment).
+    pub async fn try_pace(&self, channel: ChannelName) -> Option<Slot> {
+        let entry = self.entry(channel).ok()?;
+        if entry.breaker.paused_for().is_some() || entry.limiter.check().is_err() {
+            return None;
+        }
+        if let Some(shared) = &entry.shared {
+            if !shared.try_take().await {
+                return None;
+            }
+        }
+        Some(Slot { channel })
+    }
+
+    /// Sends in a place [`Registry::pace`] took.
+    pub async fn send_in(&self, slot: Slot, message: &Prepared) -> Result<Receipt, SendError> {
+        let entry = self.entry(message.channel)?;
+        debug_assert_eq!(slot.channel, message.channel, "a slot is spent on its own channel");
+        if let Some(remaining) = entry.breaker.paused_for() {
+            return Err(SendError::Paused { remaining });
+        }
         let result = entry.channel.send(message).await;
         entry.breaker.record(&result);
         result
     }
+
+    fn entry(&self, channel: ChannelName) -> Result<&Entry, SendError> {
+        self.entries.get(&channel).ok_or_else(|| SendError::Permanent {
+            code: None,
+            reason: format!("channel {channel} is not configured"),
+        })
+    }
+}
+
+/// One message's place under a channel's rate limits, from
+/// [`Registry::pace`]; spent by [`Registry::send_in`].
+#[derive(Debug)]
+pub struct Slot {
+    channel: ChannelName,
 }
 
 /// `rate_per_second` and `burst`, shared by every channel's config.
@@ -495,6 +540,46 @@ mod tests {
             to: "+15005550006".into(),
             parts: vec![],
         }
+    }
+
+    #[tokio::test]
+    async fn a_place_under_the_rate_limit_is_taken_before_the_send_and_spent_by_it() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let mut registry = Registry::empty(BreakerPolicy::default());
+        let channel = Scripted {
+            calls: calls.clone(),
+            fail_first: 0,
+            failure: transient,
+        };
+        // One message every 200 ms, one at once.
+        let quota = Quota::with_period(Duration::from_millis(200)).unwrap();
+        registry.insert(Box::new(channel), quota);
+
+        let slot = registry
+            .try_pace(ChannelName::Sms)
+            .await
+            .expect("a place is free at first");
+        assert!(
+            registry.try_pace(ChannelName::Sms).await.is_none(),
+            "the only place is taken"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "taking a place sends nothing");
+        assert!(registry.send_in(slot, &message()).await.is_ok());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let started = tokio::time::Instant::now();
+        let slot = registry.pace(ChannelName::Sms).await.unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(150),
+            "pace waits for the next place: {:?}",
+            started.elapsed()
+        );
+        assert!(registry.send_in(slot, &message()).await.is_ok());
+        assert!(registry.try_pace(ChannelName::Email).await.is_none(), "no such channel");
+        assert!(matches!(
+            registry.pace(ChannelName::Email).await,
+            Err(SendError::Permanent { .. })
+        ));
     }
 
     #[tokio::test]

@@ -246,6 +246,34 @@ impl fmt::Debug for ChannelBudget {
 impl ChannelBudget {
     /// Waits until the shared budget has a cell for this channel, or until
     /// Redis fails to answer (then the local limit alone has paced the send).
+    /// Takes a cell if one is free now, without waiting: false when the
+    /// budget is spent or another send of this instance is already waiting
+    /// for it. Redis trouble counts as free (the local limit alone paces).
+    pub async fn try_take(&self) -> bool {
+        let Ok(_turn) = self.turn.try_lock() else {
+            return false;
+        };
+        if !self.limiter.worth_asking() {
+            self.limiter.metrics.rate_limit_fallback(self.channel);
+            return true;
+        }
+        match self.limiter.take(&self.key, self.interval, self.burst).await {
+            Ok(Decision::Allowed) => {
+                self.limiter.answered();
+                true
+            }
+            Ok(Decision::Wait(_)) => {
+                self.limiter.answered();
+                false
+            }
+            Err(error) => {
+                self.limiter.failed(self.channel, &error);
+                self.limiter.metrics.rate_limit_fallback(self.channel);
+                true
+            }
+        }
+    }
+
     pub async fn until_ready(&self) {
         let _turn = self.turn.lock().await;
         loop {

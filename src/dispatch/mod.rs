@@ -16,7 +16,7 @@ use rand::Rng;
 use tokio::sync::Notify;
 use tracing::{info, warn, Instrument};
 
-use crate::channels::{ChannelName, DeliveryStatus, Registry, Request, SendError, StatusReport};
+use crate::channels::{ChannelName, DeliveryStatus, Registry, Request, SendError, Slot, StatusReport};
 use crate::clock::Clock;
 use crate::config::{Config, Strategy};
 use crate::events::{Correlation, Event, EventName};
@@ -73,6 +73,8 @@ struct Outgoing {
 struct Started {
     attempt_id: i64,
     outgoing: Outgoing,
+    /// Its place under the channel's rate limits, taken before the record.
+    slot: Slot,
 }
 
 /// How long an unfinished invoice must sit untouched before another handler
@@ -302,20 +304,30 @@ impl Dispatcher {
             ))
             .metadata(invoice.metadata.clone());
         // The first send is recorded with the invoice itself when it can go
-        // now (one store round trip less per invoice); a channel in quiet
-        // hours takes the ordinary path, which holds it.
+        // now: not in quiet hours, and with a place free under its rate
+        // limits (one store round trip less per invoice). Otherwise the
+        // ordinary path holds it or waits for its turn.
         let first = plan.channels[0];
         let mut started = None;
-        let begun = if self.quiet_until(&invoice, first).is_none() {
-            let outgoing = self.prepare_send(&invoice, first);
-            let (begun, attempt) = self
-                .store
-                .begin_with_attempt(&invoice, correlation, &accepted, first, &outgoing.paylink)
-                .await?;
-            started = attempt.map(|attempt_id| Started { attempt_id, outgoing });
-            begun
-        } else {
-            self.store.begin(&invoice, correlation, &accepted).await?
+        let slot = match self.quiet_until(&invoice, first) {
+            None => self.channels.try_pace(first).await,
+            Some(_) => None,
+        };
+        let begun = match slot {
+            Some(slot) => {
+                let outgoing = self.prepare_send(&invoice, first);
+                let (begun, attempt) = self
+                    .store
+                    .begin_with_attempt(&invoice, correlation, &accepted, first, &outgoing.paylink)
+                    .await?;
+                started = attempt.map(|attempt_id| Started {
+                    attempt_id,
+                    outgoing,
+                    slot,
+                });
+                begun
+            }
+            None => self.store.begin(&invoice, correlation, &accepted).await?,
         };
         let done = match begun {
             Begin::New => {
@@ -424,7 +436,7 @@ impl Dispatcher {
                     };
                     let sent = match pre_started {
                         Some(s) => {
-                            self.complete_send(invoice, correlation, send, s.outgoing, s.attempt_id)
+                            self.complete_send(invoice, correlation, send, s.outgoing, s.attempt_id, Some(s.slot))
                                 .await?
                         }
                         None => self.send_on(invoice, *channel, correlation, send).await?,
@@ -572,6 +584,15 @@ impl Dispatcher {
         plan: SendPlan,
     ) -> Result<Sent, StoreError> {
         let outgoing = self.prepare_send(invoice, channel);
+        // Its turn under the rate limits comes before the send is recorded
+        // as started, so a process stopped while the message waited for its
+        // turn does not count it as possibly sent. A paused or missing
+        // channel takes no place: the send below meets the same answer and
+        // handles it.
+        let slot = match &outgoing.message {
+            Ok(_) => self.channels.pace(channel).await.ok(),
+            Err(_) => None,
+        };
         let started = self
             .store
             .start_attempt(&invoice.key, channel, 1, &outgoing.paylink)
@@ -579,7 +600,7 @@ impl Dispatcher {
         let Some(attempt_id) = started else {
             return Ok(Sent::Closed);
         };
-        self.complete_send(invoice, correlation, plan, outgoing, attempt_id)
+        self.complete_send(invoice, correlation, plan, outgoing, attempt_id, slot)
             .await
     }
 
@@ -628,6 +649,7 @@ impl Dispatcher {
         plan: SendPlan,
         outgoing: Outgoing,
         attempt_id: i64,
+        mut slot: Option<Slot>,
     ) -> Result<Sent, StoreError> {
         let key = &invoice.key;
         let channel = outgoing.channel;
@@ -654,7 +676,10 @@ impl Dispatcher {
         loop {
             tries += 1;
             let started = std::time::Instant::now();
-            let result = self.channels.send(&prepared).await;
+            let result = match slot.take() {
+                Some(slot) => self.channels.send_in(slot, &prepared).await,
+                None => self.channels.send(&prepared).await,
+            };
             self.metrics.send_latency(channel, started.elapsed());
             match result {
                 Ok(receipt) => {
