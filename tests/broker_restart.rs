@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::invoice;
-use common::process::{recipients, Service};
+use common::process::{free_port, recipients, Service};
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -34,15 +34,6 @@ use serde_json::Value;
 const DEFAULT_SCRIPTS: &str = "/usr/lib/rabbitmq/bin";
 /// Longest a node start may take on a loaded 2-core machine (measured: 2.5-5 s).
 const NODE_START: Duration = Duration::from_secs(60);
-
-/// A free TCP port on 127.0.0.1 (taken for a moment by the OS, then freed).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind port 0")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
 
 /// A RabbitMQ node of the test's own, killed when dropped.
 struct PrivateRabbit {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::pg::PgSchema;
-use common::process::{observe_events, recipients, Service};
+use common::process::{free_port, observe_events, recipients, Service};
 use common::{invoice, AMQP_URL};
 use lapin::{Connection, ConnectionProperties};
 
@@ -28,11 +28,7 @@ async fn two_instances_share_one_queue_and_one_postgres_and_send_each_invoice_on
     let exchange = format!("payrelay.test.{id}.instances-events");
     let mut configs = Vec::new();
     for instance in ["a", "b"] {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let path = dir.path().join(format!("{instance}.toml"));
         std::fs::write(
             &path,

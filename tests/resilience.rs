@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 
-use common::process::{observe_events, recipients, Service};
+use common::process::{free_port, observe_events, recipients, Service};
 use common::{invoice, Options, TestEnv, AMQP_URL, WAIT};
 use lapin::{Connection, ConnectionProperties};
 use serde_json::Value;
@@ -21,11 +21,7 @@ async fn a_sigkill_in_the_middle_of_thousands_loses_nothing_and_flags_every_poss
     let dir = tempfile::tempdir().unwrap();
     let queue = format!("payrelay.test.{id}.crash");
     let exchange = format!("payrelay.test.{id}.crash-events");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config_path = dir.path().join("config.toml");
     std::fs::write(
         &config_path,

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::process::{observe_events, recipients, Service};
+use common::process::{free_port, observe_events, recipients, Service};
 use common::{invoice, AMQP_URL, WAIT};
 use lapin::{Channel, Connection, ConnectionProperties};
 use serde_json::Value;
@@ -32,11 +32,7 @@ struct Setup {
 async fn setup(name: &str, rate: u32, prefetch: u16, deadline: &str, invoices: usize) -> Setup {
     let id = payrelay::paylink::random_id()[..10].to_owned();
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config_path = dir.path().join("config.toml");
     std::fs::write(
         &config_path,

@@ -73,6 +73,16 @@ impl Drop for Service {
     }
 }
 
+/// A free TCP port on 127.0.0.1 (taken for a moment by the OS, then freed),
+/// for a child service's HTTP listener or a private broker node.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind port 0")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
 /// The recipient of each `.eml` file the `file` transport wrote in `dir`.
 pub fn recipients(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
