@@ -141,6 +141,57 @@ impl PostgresStore {
     }
 
     /// Queues an event, owned by this instance.
+    /// How an attempt ended, with its event, inside `tx`.
+    async fn end_attempt(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        attempt_id: i64,
+        outcome: &AttemptOutcome,
+        event: &Event,
+    ) -> Result<(), StoreError> {
+        let (state, provider_id, detail) = match outcome {
+            AttemptOutcome::Sent { provider_message_id } => ("sent", provider_message_id.as_deref(), None),
+            AttemptOutcome::Failed { detail } => ("failed", None, Some(detail.as_str())),
+        };
+        sqlx::query(
+            "UPDATE attempts SET state = $1, provider_message_id = $2, detail = $3, finished_ms = $4 WHERE id = $5",
+        )
+        .bind(state)
+        .bind(provider_id)
+        .bind(detail)
+        .bind(now_ms())
+        .bind(attempt_id)
+        .execute(&mut **tx)
+        .await?;
+        self.insert_event(&mut **tx, event).await
+    }
+
+    /// An invoice's final status, unless it was closed meanwhile, with its
+    /// events, inside `tx`.
+    async fn end_invoice(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        key: &InvoiceKey,
+        status: Status,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE invoices SET status = $1, updated_ms = $2, held_until_ms = NULL
+             WHERE biller_id = $3 AND invoice_id = $4 AND revision = $5 AND status = 'accepted'",
+        )
+        .bind(status.as_str())
+        .bind(now_ms())
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .execute(&mut **tx)
+        .await?;
+        for event in events {
+            self.insert_event(&mut **tx, event).await?;
+        }
+        Ok(())
+    }
+
     async fn insert_event<'e, E: Executor<'e, Database = Postgres>>(
         &self,
         executor: E,
@@ -423,22 +474,8 @@ impl Store for PostgresStore {
     }
 
     async fn finish_attempt(&self, attempt_id: i64, outcome: &AttemptOutcome, event: &Event) -> Result<(), StoreError> {
-        let (state, provider_id, detail) = match outcome {
-            AttemptOutcome::Sent { provider_message_id } => ("sent", provider_message_id.as_deref(), None),
-            AttemptOutcome::Failed { detail } => ("failed", None, Some(detail.as_str())),
-        };
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE attempts SET state = $1, provider_message_id = $2, detail = $3, finished_ms = $4 WHERE id = $5",
-        )
-        .bind(state)
-        .bind(provider_id)
-        .bind(detail)
-        .bind(now_ms())
-        .bind(attempt_id)
-        .execute(&mut *tx)
-        .await?;
-        self.insert_event(&mut *tx, event).await?;
+        self.end_attempt(&mut tx, attempt_id, outcome, event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -450,45 +487,19 @@ impl Store for PostgresStore {
         event: &Event,
         key: &InvoiceKey,
     ) -> Result<(), StoreError> {
-        let now = now_ms();
+        let outcome = AttemptOutcome::Sent {
+            provider_message_id: provider_message_id.map(str::to_owned),
+        };
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE attempts SET state = 'sent', provider_message_id = $1, finished_ms = $2 WHERE id = $3")
-            .bind(provider_message_id)
-            .bind(now)
-            .bind(attempt_id)
-            .execute(&mut *tx)
-            .await?;
-        self.insert_event(&mut *tx, event).await?;
-        sqlx::query(
-            "UPDATE invoices SET status = 'sent', updated_ms = $1, held_until_ms = NULL
-             WHERE biller_id = $2 AND invoice_id = $3 AND revision = $4 AND status = 'accepted'",
-        )
-        .bind(now)
-        .bind(&key.biller_id)
-        .bind(&key.invoice_id)
-        .bind(key.revision)
-        .execute(&mut *tx)
-        .await?;
+        self.end_attempt(&mut tx, attempt_id, &outcome, event).await?;
+        self.end_invoice(&mut tx, key, Status::Sent, &[]).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn finish_invoice(&self, key: &InvoiceKey, status: Status, events: &[Event]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE invoices SET status = $1, updated_ms = $2, held_until_ms = NULL
-             WHERE biller_id = $3 AND invoice_id = $4 AND revision = $5 AND status = 'accepted'",
-        )
-        .bind(status.as_str())
-        .bind(now_ms())
-        .bind(&key.biller_id)
-        .bind(&key.invoice_id)
-        .bind(key.revision)
-        .execute(&mut *tx)
-        .await?;
-        for event in events {
-            self.insert_event(&mut *tx, event).await?;
-        }
+        self.end_invoice(&mut tx, key, status, events).await?;
         tx.commit().await?;
         Ok(())
     }
