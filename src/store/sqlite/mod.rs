@@ -96,7 +96,7 @@ fn open_connection(path: &str) -> Result<Connection, StoreError> {
     // No checkpoints in commits: a thread of their own runs them (see
     // `checkpoint`). After a checkpoint the WAL file is cut back to 64 MB.
     conn.execute_batch(
-        "PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
+        "PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
     )?;
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&mut conn)?;
@@ -259,6 +259,19 @@ fn start_attempt(
     if open == 0 {
         return Ok(None);
     }
+    insert_attempt(conn, key, channel, attempt, paylink, now).map(Some)
+}
+
+/// Records an attempt and its pay link, without [`start_attempt`]'s check:
+/// for an invoice just inserted in the same transaction.
+fn insert_attempt(
+    conn: &Connection,
+    key: &InvoiceKey,
+    channel: ChannelName,
+    attempt: u32,
+    paylink: &NewPaylink,
+    now: i64,
+) -> Result<i64, StoreError> {
     let id: i64 = conn
         .prepare_cached(
             "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms)
@@ -289,7 +302,7 @@ fn start_attempt(
         now,
         paylink.expires_at_ms
     ])?;
-    Ok(Some(id))
+    Ok(id)
 }
 
 fn finish_attempt(
@@ -481,8 +494,9 @@ impl Store for SqliteStore {
                 if begun != Begin::New {
                     return Ok((begun, None));
                 }
-                let attempt = start_attempt(conn, &invoice.key, channel, 1, &paylink)?;
-                Ok((begun, attempt))
+                // Just inserted, open, and touched now: no check needed.
+                let attempt = insert_attempt(conn, &invoice.key, channel, 1, &paylink, now_ms())?;
+                Ok((begun, Some(attempt)))
             })
             .await
     }
@@ -638,7 +652,7 @@ impl Store for SqliteStore {
         self.writer
             .call(move |conn| {
                 let mut stmt = conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
-                for id in ids {
+                for id in &ids {
                     stmt.execute([id])?;
                 }
                 Ok(())
