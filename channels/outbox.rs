@@ -25,7 +25,6 @@ impl FileOutbox {
     /// Writes `{"channel", "to", <parts>}` to `<id>.json`; the id is the
     /// provider message id.
     pub async fn write(&self, message: &Prepared) -> Result<Receipt, SendError> {
-        let id = crate::paylink::random_id();
         let mut body = Map::new();
         body.insert("channel".into(), Value::from(message.channel.as_str()));
         body.insert("to".into(), Value::from(message.to.as_str()));
@@ -36,14 +35,28 @@ impl FileOutbox {
             code: None,
             reason: format!("cannot encode the message: {e}"),
         })?;
-        let path = self.dir.join(format!("{id}.json"));
-        // Write then rename, so a reader never sees half a file.
-        let partial = self.dir.join(format!(".{id}.json.part"));
-        let written = async {
-            tokio::fs::write(&partial, &json).await?;
-            tokio::fs::rename(&partial, &path).await
-        };
-        written.await.map_err(|e| SendError::Transient {
+        self.write_file("json", json).await
+    }
+
+    /// Writes `contents` to `<id>.<extension>` and returns the id as the
+    /// provider message id.
+    ///
+    /// Ids start with the time, so the store's index of provider ids grows
+    /// at its end rather than at a random page for every message. The file
+    /// is written under a temporary name and renamed, so a reader never sees
+    /// half a file; both steps are one trip to the blocking pool.
+    pub async fn write_file(&self, extension: &str, contents: Vec<u8>) -> Result<Receipt, SendError> {
+        let id = time_ordered_id();
+        let path = self.dir.join(format!("{id}.{extension}"));
+        let partial = self.dir.join(format!(".{id}.{extension}.part"));
+        let target = path.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            std::fs::write(&partial, &contents)?;
+            std::fs::rename(&partial, &target)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        written.map_err(|e| SendError::Transient {
             code: None,
             reason: format!("cannot write {}: {e}", path.display()),
             retry_after: None,
@@ -51,5 +64,28 @@ impl FileOutbox {
         Ok(Receipt {
             provider_message_id: Some(id),
         })
+    }
+}
+
+/// 32 hex digits: milliseconds since 1970 (12), then 80 random bits.
+fn time_ordered_id() -> String {
+    let ms = crate::store::now_ms().max(0) as u64;
+    let random = crate::paylink::random_id();
+    format!("{:012x}{}", ms & 0xffff_ffff_ffff, &random[..20])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_time_and_differ() {
+        let first = time_ordered_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = time_ordered_id();
+        assert_eq!(first.len(), 32);
+        assert!(first.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(first < second, "{first} then {second}");
+        assert_ne!(time_ordered_id(), time_ordered_id());
     }
 }

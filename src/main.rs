@@ -1,6 +1,6 @@
 //! The `payrelay` command line (contract §5).
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -298,9 +298,12 @@ fn preview_registry(config: &Config) -> anyhow::Result<Registry> {
 
 fn init_logging() {
     let filter = EnvFilter::try_from_env("PAYRELAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: escape codes make a log file or a log
+    // collector's lines unreadable and longer.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
 }
 

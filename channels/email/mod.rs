@@ -10,14 +10,15 @@ pub use config::{EmailConfig, Transport};
 use async_trait::async_trait;
 use lettre::message::{header, Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
+use super::outbox::FileOutbox;
 use super::{BuildError, Channel, ChannelName, Prepared, Receipt, Request, SendError};
 use crate::render::{RenderError, Templates};
 
 enum Sender {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    File(AsyncFileTransport<Tokio1Executor>),
+    File(FileOutbox),
 }
 
 pub struct EmailChannel {
@@ -46,11 +47,7 @@ impl EmailChannel {
                         .build(),
                 )
             }
-            Transport::File { dir } => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| fail(format!("cannot create the outbox folder {}: {e}", dir.display())))?;
-                Sender::File(AsyncFileTransport::new(dir))
-            }
+            Transport::File { dir } => Sender::File(FileOutbox::new(ChannelName::Email, dir)?),
         };
         Ok(EmailChannel {
             from: config.from.clone(),
@@ -92,11 +89,9 @@ impl Channel for EmailChannel {
 
     fn prepare(&self, request: &Request<'_>, templates: &Templates) -> Result<Prepared, RenderError> {
         let view = request.view;
-        let mut parts = vec![
-            ("subject", templates.render("email/subject", view)?.trim().to_owned()),
-            ("text", templates.render("email/body.txt", view)?),
-            ("html", templates.render("email/body.html", view)?),
-        ];
+        let [subject, text, html] =
+            templates.render_each(["email/subject", "email/body.txt", "email/body.html"], view)?;
+        let mut parts = vec![("subject", subject.trim().to_owned()), ("text", text), ("html", html)];
         if let Some(from) = &request.biller.email_from {
             parts.insert(0, ("from", from.to_string()));
         }
@@ -120,16 +115,7 @@ impl Channel for EmailChannel {
                 }),
                 Err(e) => Err(classify_smtp(&e)),
             },
-            Sender::File(file) => match file.send(email).await {
-                Ok(id) => Ok(Receipt {
-                    provider_message_id: Some(id),
-                }),
-                Err(e) => Err(SendError::Transient {
-                    code: None,
-                    reason: format!("cannot write the .eml file: {e}"),
-                    retry_after: None,
-                }),
-            },
+            Sender::File(outbox) => outbox.write_file("eml", email.formatted()).await,
         }
     }
 }

@@ -18,7 +18,11 @@
 //! alphabet (one no-break space would switch it to UCS-2, 70 characters a
 //! segment) and a person who copies the amount gets what they see.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::ops::Range;
+use std::thread::LocalKey;
 
 use handlebars::{Context, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason, ScopedJson};
 use icu::calendar::cal::Gregorian;
@@ -88,10 +92,18 @@ fn exact(minor: i64, exponent: u32) -> Decimal {
 
 fn money_in(locale: &Locale, value: &Decimal, currency: &str) -> Option<String> {
     let code = CurrencyType::try_from_str(currency).ok()?;
-    let with_symbol = CurrencyFormatter::try_new_symbol(locale.into(), code, Default::default()).ok()?;
-    let with_symbol = Parts::of(&with_symbol.format_fixed_decimal(value))?;
-    let plain = DecimalFormatter::try_new(locale.into(), Default::default()).ok()?;
-    let plain = Parts::of(&plain.format(value))?;
+    let with_symbol = cached(
+        &CURRENCY_FORMATTERS,
+        (locale.clone(), code),
+        || CurrencyFormatter::try_new_symbol(locale.into(), code, Default::default()).ok(),
+        |f| Parts::of(&f.format_fixed_decimal(value)),
+    )?;
+    let plain = cached(
+        &DECIMAL_FORMATTERS,
+        locale.clone(),
+        || DecimalFormatter::try_new(locale.into(), Default::default()).ok(),
+        |f| Parts::of(&f.format(value)),
+    )?;
     let text = if with_symbol.digits() == plain.digits() {
         with_symbol.text
     } else {
@@ -108,8 +120,45 @@ fn money_in(locale: &Locale, value: &Decimal, currency: &str) -> Option<String> 
 
 fn date_in(locale: &Locale, date: time::Date) -> Option<String> {
     let date = IcuDate::try_new_gregorian(date.year(), u8::from(date.month()), date.day()).ok()?;
-    let formatter = FixedCalendarDateTimeFormatter::<Gregorian, _>::try_new(locale.into(), YMD::long()).ok()?;
-    Some(plain_spaces(&formatter.format(&date).write_to_string()))
+    let text = cached(
+        &DATE_FORMATTERS,
+        locale.clone(),
+        || FixedCalendarDateTimeFormatter::<Gregorian, _>::try_new(locale.into(), YMD::long()).ok(),
+        |f| Some(f.format(&date).write_to_string().into_owned()),
+    )?;
+    Some(plain_spaces(&text))
+}
+
+/// Formatters by locale (and currency), built once per thread: building
+/// one, which looks up its CLDR data, cost more than using it, and every
+/// invoice formats an amount and a date. Locales come from invoices, so a
+/// cache that reaches [`CACHE_LIMIT`] entries starts over. `None` records
+/// a locale ICU4X cannot serve, so it is not tried again either.
+type Cache<K, V> = RefCell<HashMap<K, Option<V>>>;
+
+const CACHE_LIMIT: usize = 256;
+
+thread_local! {
+    static CURRENCY_FORMATTERS: Cache<(Locale, CurrencyType), CurrencyFormatter<DecimalFormatter>> = RefCell::default();
+    static DECIMAL_FORMATTERS: Cache<Locale, DecimalFormatter> = RefCell::default();
+    static DATE_FORMATTERS: Cache<Locale, FixedCalendarDateTimeFormatter<Gregorian, YMD>> = RefCell::default();
+}
+
+/// Runs `with` on the formatter for `key` from `cache`, building it first
+/// if this thread has not yet.
+fn cached<K: Eq + Hash, V, R>(
+    cache: &'static LocalKey<Cache<K, V>>,
+    key: K,
+    build: impl FnOnce() -> Option<V>,
+    with: impl FnOnce(&V) -> Option<R>,
+) -> Option<R> {
+    cache.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= CACHE_LIMIT && !cache.contains_key(&key) {
+            cache.clear();
+        }
+        cache.entry(key).or_insert_with(build).as_ref().and_then(with)
+    })
 }
 
 /// No-break, narrow no-break and thin spaces become plain spaces.

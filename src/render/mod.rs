@@ -184,11 +184,37 @@ impl Templates {
     /// Renders template `name` (one of [`NAMES`]) in the first locale of
     /// the data's `locale_chain` that has it (see the module doc).
     pub fn render(&self, name: &str, data: &serde_json::Value) -> Result<String, RenderError> {
+        let [rendered] = self.render_each([name], data)?;
+        Ok(rendered)
+    }
+
+    /// [`Templates::render`] for several templates of one message (an
+    /// email's subject, text and HTML), reading the locale chain and
+    /// copying the data once rather than once per template.
+    pub fn render_each<const N: usize>(
+        &self,
+        names: [&str; N],
+        data: &serde_json::Value,
+    ) -> Result<[String; N], RenderError> {
         let chain = chain_of(data);
-        let Some(locale) = chain.iter().find(|l| self.has(l, name)) else {
-            return Err(RenderError::Missing { name: name.to_owned() });
-        };
-        self.render_variant(locale, name, data)
+        let mut context = handlebars::Context::from(data.clone());
+        let mut lang: Option<&str> = None;
+        let mut rendered: [String; N] = std::array::from_fn(|_| String::new());
+        for (name, out) in names.iter().zip(rendered.iter_mut()) {
+            let Some(locale) = chain.iter().find(|l| self.has(l, name)) else {
+                return Err(RenderError::Missing {
+                    name: (*name).to_owned(),
+                });
+            };
+            if lang != Some(locale.as_str()) {
+                if let Some(fields) = context.data_mut().as_object_mut() {
+                    fields.insert("lang".into(), json!(locale));
+                }
+                lang = Some(locale.as_str());
+            }
+            *out = self.render_in(locale, name, &context)?;
+        }
+        Ok(rendered)
     }
 
     /// Renders a one-off snippet from the config (such as a WhatsApp
@@ -237,20 +263,36 @@ impl Templates {
     }
 
     fn has(&self, locale: &str, name: &str) -> bool {
-        self.variants.contains(&(locale.to_owned(), name.to_owned()))
+        self.registry(name).has_template(&key(locale, name))
+    }
+
+    fn registry(&self, name: &str) -> &Handlebars<'static> {
+        if is_html(name) {
+            &self.html
+        } else {
+            &self.text
+        }
     }
 
     fn render_variant(&self, locale: &str, name: &str, data: &serde_json::Value) -> Result<String, RenderError> {
-        let registry = if is_html(name) { &self.html } else { &self.text };
-        let key = key(locale, name);
         let mut data = data.clone();
         if let Some(fields) = data.as_object_mut() {
             fields.insert("lang".into(), json!(locale));
         }
-        registry.render(&key, &data).map_err(|e| RenderError::Failed {
-            name: key,
-            reason: e.to_string(),
-        })
+        self.render_in(locale, name, &handlebars::Context::from(data))
+    }
+
+    /// Renders one template variant on data that already holds its `lang`.
+    /// A [`handlebars::Context`] is passed, not the data: handlebars would
+    /// copy data into one for every render.
+    fn render_in(&self, locale: &str, name: &str, context: &handlebars::Context) -> Result<String, RenderError> {
+        let key = key(locale, name);
+        self.registry(name)
+            .render_with_context(&key, context)
+            .map_err(|e| RenderError::Failed {
+                name: key,
+                reason: e.to_string(),
+            })
     }
 }
 

@@ -405,3 +405,28 @@ fn helper_output_is_escaped_in_html_and_not_evaluated() {
         .unwrap();
     assert_eq!(html, "<p>€1,234.50 A &amp; B {{locale}}</p>");
 }
+
+/// `render_each` picks the locale per template and gives each its own
+/// `lang`, as one `render` call per template would.
+#[test]
+fn several_templates_rendered_together_each_get_their_own_locale_and_lang() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "es-MX/email/subject.hbs", "{{lang}}: {{biller.name}}");
+    write(dir.path(), "fr/email/body.txt.hbs", "{{lang}} {{amount.display}}");
+    let t = Templates::load(Some(dir.path())).unwrap();
+    // Chain fr-FR, fr, es-MX, es, en: three templates, three languages.
+    let view = view_for(Some("fr-FR"), Some("es-MX"), "C");
+    let [subject, text, html] = t
+        .render_each(["email/subject", "email/body.txt", "email/body.html"], &view)
+        .unwrap();
+    assert_eq!(subject, "es-MX: ACME");
+    assert_eq!(text, "fr 1 234,50 €");
+    assert!(html.contains("lang=\"es\""), "{html}");
+    for (name, together) in [
+        ("email/subject", &subject),
+        ("email/body.txt", &text),
+        ("email/body.html", &html),
+    ] {
+        assert_eq!(together, &t.render(name, &view).unwrap(), "{name}");
+    }
+}
