@@ -79,6 +79,10 @@ pub struct TestEnv {
     events_arrived: Arc<Notify>,
     events_queue: String,
     clock: Arc<dyn payrelay::clock::Clock>,
+    /// Set by [`TestEnv::finish`]; otherwise (a failed test) dropping the
+    /// env deletes its broker objects, so failures leave nothing behind on
+    /// the shared broker.
+    finished: bool,
 }
 
 impl TestEnv {
@@ -239,6 +243,7 @@ timeout = "5s"
             events_arrived,
             events_queue,
             clock,
+            finished: false,
         }
     }
 
@@ -358,23 +363,61 @@ timeout = "5s"
         if let Some(running) = self.running.take() {
             running.stop().await;
         }
-        let broker = &self.config.broker;
-        for queue in [
-            broker.queue.clone(),
-            broker.dead_letter_queue(),
-            self.events_queue.clone(),
-        ] {
-            let _ = self
-                .channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        let _ = self
-            .channel
-            .exchange_delete(broker.events_exchange.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
+        delete_broker_objects(&self.channel, &self.broker_objects()).await;
         let _ = self.amqp.close(200, "test done".into()).await;
+        self.finished = true;
     }
+
+    /// The test's queues, then its events exchange.
+    fn broker_objects(&self) -> (Vec<String>, String) {
+        let broker = &self.config.broker;
+        (
+            vec![
+                broker.queue.clone(),
+                broker.dead_letter_queue(),
+                self.events_queue.clone(),
+            ],
+            broker.events_exchange.clone(),
+        )
+    }
+}
+
+impl Drop for TestEnv {
+    /// A test that failed before `finish` still removes its queues and
+    /// exchange, from a thread of its own: the test's runtime may be the
+    /// one unwinding.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let objects = self.broker_objects();
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async {
+                let Ok(connection) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await else {
+                    return;
+                };
+                if let Ok(channel) = connection.create_channel().await {
+                    delete_broker_objects(&channel, &objects).await;
+                }
+                let _ = connection.close(200, "test cleanup".into()).await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+async fn delete_broker_objects(channel: &Channel, (queues, exchange): &(Vec<String>, String)) {
+    for queue in queues {
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    let _ = channel
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await;
 }
 
 /// The values of `env:NAME` secrets in test configs.
