@@ -613,28 +613,25 @@ async fn clean_up(url: &str, cleanup: &Mutex<Cleanup>) -> Result<()> {
     if queues.is_empty() && exchanges.is_empty() {
         return Ok(());
     }
-    let connection = connect(url, "payrelay-bench cleanup").await?;
+    let mut connection = connect(url, "payrelay-bench cleanup").await?;
     let mut problems = Vec::new();
-    // One channel per deletion: an error closes the channel it happened on.
-    for queue in &queues {
-        let channel = connection.create_channel().await?;
-        if let Err(e) = channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await
-        {
-            problems.push(format!("queue {queue}: {e}"));
+    let objects = queues
+        .iter()
+        .map(|q| (true, q))
+        .chain(exchanges.iter().map(|e| (false, e)));
+    for (is_queue, name) in objects {
+        // One channel per deletion: an error closes the channel it happened
+        // on. The broker has also been seen closing the whole connection;
+        // then the deletion is tried once more on a new one.
+        let mut outcome = delete(&connection, is_queue, name).await;
+        if outcome.is_err() && !connection.status().connected() {
+            connection = connect(url, "payrelay-bench cleanup").await?;
+            outcome = delete(&connection, is_queue, name).await;
         }
-        let _ = channel.close(200, "".into()).await;
-    }
-    for exchange in &exchanges {
-        let channel = connection.create_channel().await?;
-        if let Err(e) = channel
-            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-            .await
-        {
-            problems.push(format!("exchange {exchange}: {e}"));
+        if let Err(e) = outcome {
+            let kind = if is_queue { "queue" } else { "exchange" };
+            problems.push(format!("{kind} {name}: {e}"));
         }
-        let _ = channel.close(200, "".into()).await;
     }
     let _ = connection.close(200, "bench cleanup done".into()).await;
     if problems.is_empty() {
@@ -642,6 +639,23 @@ async fn clean_up(url: &str, cleanup: &Mutex<Cleanup>) -> Result<()> {
     } else {
         bail!("{}", problems.join("; "))
     }
+}
+
+/// Deletes one queue or exchange on a channel of its own.
+async fn delete(connection: &Connection, is_queue: bool, name: &str) -> Result<(), lapin::Error> {
+    let channel = connection.create_channel().await?;
+    let deleted = if is_queue {
+        channel
+            .queue_delete(name.into(), QueueDeleteOptions::default())
+            .await
+            .map(|_| ())
+    } else {
+        channel
+            .exchange_delete(name.into(), ExchangeDeleteOptions::default())
+            .await
+    };
+    let _ = channel.close(200, "".into()).await;
+    deleted
 }
 
 // ---------------------------------------------------------------- observer

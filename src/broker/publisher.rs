@@ -105,7 +105,7 @@ impl EventPublisher {
             }
             let mut messages = Vec::with_capacity(batch.len());
             for entry in &batch {
-                let body = serde_json::to_vec(&entry.event).map_err(|e| BrokerError::Other(e.to_string()))?;
+                let body = entry.json.as_bytes();
                 let mut properties = BasicProperties::default()
                     .with_content_type(ShortString::from("application/json"))
                     .with_delivery_mode(2)

@@ -215,6 +215,9 @@ pub enum AttemptOutcome {
 pub struct OutboxEntry {
     pub id: i64,
     pub event: Event,
+    /// The event as stored, which is what gets published: serializing the
+    /// parsed event again would cost as much as parsing it.
+    pub json: String,
 }
 
 #[async_trait]

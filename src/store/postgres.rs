@@ -647,9 +647,11 @@ impl Store for PostgresStore {
         .await?;
         rows.iter()
             .map(|row| {
+                let json: String = row.try_get(1)?;
                 Ok(OutboxEntry {
                     id: row.try_get(0)?,
-                    event: parse_event(row.try_get(1)?)?,
+                    event: parse_event(&json)?,
+                    json,
                 })
             })
             .collect()

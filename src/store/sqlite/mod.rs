@@ -637,6 +637,7 @@ impl Store for SqliteStore {
                     entries.push(OutboxEntry {
                         id,
                         event: parse_event(&json)?,
+                        json,
                     });
                 }
                 Ok(entries)
