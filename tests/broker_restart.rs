@@ -14,13 +14,13 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::invoice;
-use common::process::{free_port, recipients, Service};
+use common::process::{free_port, per_recipient, recipients, Service};
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -406,14 +406,6 @@ async fn collect_events(url: &str, queue: &str) -> (Connection, Arc<Mutex<Vec<Va
     (connection, events)
 }
 
-fn per_recipient(outbox: &Path) -> BTreeMap<String, usize> {
-    let mut written = BTreeMap::new();
-    for to in recipients(outbox) {
-        *written.entry(to).or_default() += 1;
-    }
-    written
-}
-
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
@@ -706,7 +698,7 @@ burst = 10
     );
     println!("  payrelay's log:");
     for line in log.lines() {
-        println!("    {}", strip_ansi(line));
+        println!("    {line}");
     }
     println!("  whole test: {}", secs(test_started.elapsed()));
 }
@@ -720,26 +712,8 @@ impl Drop for ShowLogOnPanic {
             let log = std::fs::read_to_string(&self.0).unwrap_or_default();
             eprintln!("payrelay's log:");
             for line in log.lines() {
-                eprintln!("    {}", strip_ansi(line));
+                eprintln!("    {line}");
             }
         }
     }
-}
-
-/// A log line without terminal colours.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 
-use common::process::{free_port, observe_events, recipients, Service};
+use common::process::{free_port, observe_events, per_recipient, recipients, Service};
 use common::{invoice, Options, TestEnv, AMQP_URL, WAIT};
 use lapin::{Connection, ConnectionProperties};
 use serde_json::Value;
@@ -93,10 +93,7 @@ rate_per_second = 10000
     service.kill();
 
     // Every invoice went out; an email was written twice only where flagged.
-    let mut written: BTreeMap<String, usize> = BTreeMap::new();
-    for to in recipients(&outbox) {
-        *written.entry(to).or_default() += 1;
-    }
+    let written = per_recipient(&outbox);
     assert_eq!(written.len(), N, "every customer got the request");
     for (to, count) in &written {
         if *count > 1 {

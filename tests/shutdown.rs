@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::process::{free_port, observe_events, recipients, Service};
+use common::process::{free_port, observe_events, per_recipient, recipients, Service};
 use common::{invoice, AMQP_URL, WAIT};
 use lapin::{Channel, Connection, ConnectionProperties};
 use serde_json::Value;
@@ -168,10 +168,7 @@ async fn sigterm_finishes_in_flight_invoices_flushes_their_events_and_exits() {
     }
     let _ = drain_sent(&mut s.events, Duration::from_secs(2)).await;
     service.terminate(Duration::from_secs(15));
-    let mut per_customer: BTreeMap<String, usize> = BTreeMap::new();
-    for to in recipients(&s.outbox) {
-        *per_customer.entry(to).or_default() += 1;
-    }
+    let per_customer = per_recipient(&s.outbox);
     assert_eq!(per_customer.len(), N, "every customer got the request");
     assert!(per_customer.values().all(|n| *n == 1), "and only once");
     println!(
@@ -217,10 +214,7 @@ async fn sigterm_hands_back_what_the_deadline_cannot_finish() {
         );
     }
     service.terminate(Duration::from_secs(15));
-    let mut per_customer: BTreeMap<String, usize> = BTreeMap::new();
-    for to in recipients(&s.outbox) {
-        *per_customer.entry(to).or_default() += 1;
-    }
+    let per_customer = per_recipient(&s.outbox);
     assert_eq!(per_customer.len(), N, "every customer got the request");
     for (to, n) in &per_customer {
         if *n > 1 {

@@ -100,6 +100,15 @@ pub fn recipients(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// How many emails each recipient got, from the `.eml` files in `dir`.
+pub fn per_recipient(dir: &Path) -> std::collections::BTreeMap<String, usize> {
+    let mut written = std::collections::BTreeMap::new();
+    for to in recipients(dir) {
+        *written.entry(to).or_default() += 1;
+    }
+    written
+}
+
 /// Declares payrelay's topology and a queue bound to its events exchange,
 /// so every event from now on arrives on the returned receiver.
 pub async fn observe_events(channel: &Channel, broker: &BrokerConfig) -> UnboundedReceiver<Value> {
