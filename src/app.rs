@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::broker::{self, BrokerParts};
 use crate::channels::ratelimit::{LimiterError, SharedLimiter};
@@ -156,6 +156,9 @@ impl Running {
         let _ = self.broker.await;
         let _ = self.scheduler.await;
         let _ = self.http.await;
+        if let Err(e) = self.state.store.release_outbox().await {
+            warn!(error = %e, "could not hand unpublished events to other instances; they take them after this instance's lease");
+        }
         info!("payrelay stopped");
     }
 

@@ -1584,6 +1584,34 @@ async fn postgres_instances_publish_disjoint_events_that_together_are_all_in_inv
     assert_eq!(handoffs, INVOICES * (PER_INVOICE - 1));
 }
 
+/// A clean stop hands the instance's unpublished events over at once, not
+/// after its lease (30 s in service); the handle takes a new lease if it
+/// publishes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_events_of_an_instance_that_stopped_cleanly_are_taken_over_at_once() {
+    let db = postgres_db().await;
+    let a = instance(&db, Duration::from_secs(30)).await;
+    let b = instance(&db, Duration::from_secs(30)).await;
+    let bare = Event::bare(EventName::Rejected, &Correlation::default());
+    a.record_event(&bare.clone().detail("a0")).await.unwrap();
+    assert_eq!(details(&a.outbox(10).await.unwrap()), ["a0"]);
+    assert!(b.outbox(10).await.unwrap().is_empty(), "a's while its lease lasts");
+
+    a.release_outbox().await.unwrap();
+    let taken = b.outbox(10).await.unwrap();
+    assert_eq!(details(&taken), ["a0"], "taken over at the next round, not in 30 s");
+    assert!(a.outbox(10).await.unwrap().is_empty(), "no longer a's");
+
+    // `a` writes again: the new event is its own, under a new lease.
+    a.record_event(&bare.clone().detail("a1")).await.unwrap();
+    assert_eq!(details(&a.outbox(10).await.unwrap()), ["a1"]);
+    assert_eq!(details(&b.outbox(10).await.unwrap()), ["a0"]);
+    b.outbox_done(&taken.iter().map(|e| e.id).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(b.outbox(10).await.unwrap().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_events_of_an_instance_that_stops_renewing_are_taken_over_after_its_lease() {
     const LEASE: Duration = Duration::from_millis(400);

@@ -318,6 +318,14 @@ pub trait Store: Send + Sync {
     /// Whether the store answers, for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Called once the service has stopped: hands this instance's events
+    /// that are still unpublished (its publisher could not reach the broker
+    /// at the end) to the other instances now, instead of when its lease
+    /// runs out. Nothing to do where one process serves the store.
+    async fn release_outbox(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// An invoice with its attempts, to resume sending it.
     async fn invoice(&self, key: &InvoiceKey) -> Result<Option<StoredInvoice>, StoreError>;
 

@@ -28,8 +28,9 @@
 //!   database's clock: taken at open, renewed by [`Store::outbox`] calls (at
 //!   most every tenth of the lease; the event publisher calls at least every
 //!   250 ms) and lasting [`OUTBOX_LEASE`] (30 s). When an instance dies, or
-//!   its publisher stops, its lease runs out and the next publisher round of
-//!   a live instance takes all its events over at once, in one statement
+//!   its publisher stops, its lease runs out (a clean stop ends it at once:
+//!   [`Store::release_outbox`]) and the next publisher round of a live
+//!   instance takes all its events over at once, in one statement
 //!   that locks the dead owner's row (`FOR UPDATE SKIP LOCKED`), so exactly
 //!   one instance gets them. The lease ends at most 30 s after the owner's
 //!   last round, so takeover comes at most 30 s plus one round of the taker
@@ -673,6 +674,18 @@ impl Store for PostgresStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Ends this instance's lease now, so the next round of another
+    /// instance takes its events over. Should this handle publish again, its
+    /// next round takes a new lease (`renew_lease` no longer skips).
+    async fn release_outbox(&self) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox_owners SET lease_until_ms = 0 WHERE owner = $1")
+            .bind(&self.owner)
+            .execute(&self.pool)
+            .await?;
+        *self.renewed.lock().unwrap_or_else(PoisonError::into_inner) = None;
         Ok(())
     }
 
