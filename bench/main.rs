@@ -184,6 +184,10 @@ struct Row {
     seen_p99_ms: Option<f64>,
     peak_rss_mb: Option<f64>,
     cpu: Option<f64>,
+    /// CPU time per invoice: payrelay's, and the broker's over the same
+    /// span (every `beam.smp` on the machine), in microseconds.
+    cpu_us: Option<f64>,
+    broker_cpu_us: Option<f64>,
     load_before: String,
     load_after: String,
 }
@@ -841,6 +845,7 @@ async fn ceiling(args: &Args, names: &Names, cleanup: &Arc<Mutex<Cleanup>>) -> R
     let exchange = Arc::new(exchange);
 
     let started = Instant::now();
+    let broker_before = broker_cpu_secs();
     let mut consumer = consume
         .basic_consume(
             queue.as_str().into(),
@@ -919,6 +924,7 @@ async fn ceiling(args: &Args, names: &Names, cleanup: &Arc<Mutex<Cleanup>>) -> R
     while observer.with(|o| o.events.values().sum::<usize>()) < expected_events && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let broker_cpu_us = per_invoice_us(broker_before, broker_cpu_secs(), n);
     observer.stop().await;
     let _ = connection.close(200, "ceiling done".into()).await;
     clean_up(&args.amqp_url, cleanup).await?;
@@ -937,6 +943,7 @@ async fn ceiling(args: &Args, names: &Names, cleanup: &Arc<Mutex<Cleanup>>) -> R
             invoices: n,
             rate,
             note: format!("prefetch {}", args.prefetch),
+            broker_cpu_us,
             load_before,
             load_after,
             ..Row::default()
@@ -1065,12 +1072,40 @@ fn proc_stats(pid: u32) -> Option<(u64, f64)> {
         .nth(1)?
         .parse::<u64>()
         .ok()?;
+    Some((hwm_kb, cpu_secs(pid)?))
+}
+
+/// User + system CPU seconds of a process so far, from /proc.
+fn cpu_secs(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) start at state.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some((hwm_kb, ticks as f64 / clock_ticks()))
+    Some(ticks as f64 / clock_ticks())
+}
+
+/// CPU seconds so far of every RabbitMQ VM (`beam.smp`) on this machine;
+/// `None` if none is visible (a broker elsewhere).
+fn broker_cpu_secs() -> Option<f64> {
+    let mut total = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "beam.smp" {
+            if let Some(secs) = cpu_secs(pid) {
+                *total.get_or_insert(0.0) += secs;
+            }
+        }
+    }
+    total
+}
+
+/// CPU microseconds per invoice between two readings.
+fn per_invoice_us(before: Option<f64>, after: Option<f64>, n: usize) -> Option<f64> {
+    Some((after? - before?) * 1e6 / n.max(1) as f64)
 }
 
 fn clock_ticks() -> f64 {
@@ -1250,9 +1285,11 @@ async fn service_phase(
     }
 
     let started = Instant::now();
+    let broker_before = broker_cpu_secs();
     let mut service = Service::spawn(bin, &config_path, dir.join("payrelay.log"), &args.payrelay_log)?;
     let outcome = drive(args, &mut service, &observer, label, &config, port, n, paced).await;
     let stats = proc_stats(service.pid);
+    let broker_cpu_us = per_invoice_us(broker_before, broker_cpu_secs(), n);
     let load_after = loadavg();
     service.stop().await;
     let observed = observer.stop().await;
@@ -1303,7 +1340,7 @@ async fn service_phase(
         ));
     }
     let rate = n as f64 / elapsed;
-    let (peak_kb, cpu_secs) = stats.map(|(k, c)| (Some(k), Some(c))).unwrap_or((None, None));
+    let (peak_kb, cpu_total) = stats.map(|(k, c)| (Some(k), Some(c))).unwrap_or((None, None));
     let row = Row {
         phase: match paced {
             None => format!(
@@ -1322,7 +1359,9 @@ async fn service_phase(
         seen_p50_ms: paced.and(percentile_ms(&mut seen.to_seen_us, 50.0)),
         seen_p99_ms: paced.and(percentile_ms(&mut seen.to_seen_us, 99.0)),
         peak_rss_mb: peak_kb.map(|k| k as f64 / 1024.0),
-        cpu: cpu_secs.map(|c| c / elapsed),
+        cpu: cpu_total.map(|c| c / elapsed),
+        cpu_us: cpu_total.map(|c| c * 1e6 / n as f64),
+        broker_cpu_us,
         load_before,
         load_after,
     };
@@ -1466,9 +1505,9 @@ async fn report(args: &Args, rows: &[Row], took: Duration) -> String {
     );
     let _ = writeln!(
         out,
-        "| phase | invoices | invoices/s | payrelay/ceiling | publish->accept p50 / p99 ms | publish->event seen p50 / p99 ms | peak RSS MB | payrelay CPU (cores) | load before -> after | notes |"
+        "| phase | invoices | invoices/s | payrelay/ceiling | publish->accept p50 / p99 ms | publish->event seen p50 / p99 ms | peak RSS MB | payrelay CPU (cores) | CPU us/invoice payrelay / broker | load before -> after | notes |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
     for r in rows {
         let ratio = match ceiling {
             Some(c) if r.compare && c > 0.0 => format!("{:.0}%", 100.0 * r.rate / c),
@@ -1476,7 +1515,7 @@ async fn report(args: &Args, rows: &[Row], took: Duration) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {} | {} / {} | {} / {} | {} | {} | {} -> {} | {} |",
+            "| {} | {} | {:.0} | {} | {} / {} | {} / {} | {} | {} | {} / {} | {} -> {} | {} |",
             r.phase,
             r.invoices,
             r.rate,
@@ -1487,6 +1526,8 @@ async fn report(args: &Args, rows: &[Row], took: Duration) -> String {
             ms(r.seen_p99_ms),
             r.peak_rss_mb.map_or("-".into(), |m| format!("{m:.1}")),
             r.cpu.map_or("-".into(), |c| format!("{c:.2}")),
+            r.cpu_us.map_or("-".into(), |c| format!("{c:.0}")),
+            r.broker_cpu_us.map_or("-".into(), |c| format!("{c:.0}")),
             r.load_before,
             r.load_after,
             r.note
