@@ -210,6 +210,16 @@ pub enum AttemptOutcome {
     Failed { detail: String },
 }
 
+impl AttemptOutcome {
+    /// The `attempts` columns it sets: `state`, `provider_message_id`, `detail`.
+    fn columns(&self) -> (&'static str, Option<&str>, Option<&str>) {
+        match self {
+            AttemptOutcome::Sent { provider_message_id } => ("sent", provider_message_id.as_deref(), None),
+            AttemptOutcome::Failed { detail } => ("failed", None, Some(detail.as_str())),
+        }
+    }
+}
+
 /// An event waiting in the outbox.
 #[derive(Debug, Clone)]
 pub struct OutboxEntry {

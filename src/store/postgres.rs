@@ -141,7 +141,6 @@ impl PostgresStore {
         Ok(store)
     }
 
-    /// Queues an event, owned by this instance.
     /// How an attempt ended, with its event, inside `tx`.
     async fn end_attempt(
         &self,
@@ -150,10 +149,7 @@ impl PostgresStore {
         outcome: &AttemptOutcome,
         event: &Event,
     ) -> Result<(), StoreError> {
-        let (state, provider_id, detail) = match outcome {
-            AttemptOutcome::Sent { provider_message_id } => ("sent", provider_message_id.as_deref(), None),
-            AttemptOutcome::Failed { detail } => ("failed", None, Some(detail.as_str())),
-        };
+        let (state, provider_id, detail) = outcome.columns();
         sqlx::query(
             "UPDATE attempts SET state = $1, provider_message_id = $2, detail = $3, finished_ms = $4 WHERE id = $5",
         )
@@ -193,6 +189,7 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// Queues an event, owned by this instance.
     async fn insert_event<'e, E: Executor<'e, Database = Postgres>>(
         &self,
         executor: E,

@@ -311,10 +311,7 @@ fn finish_attempt(
     outcome: &AttemptOutcome,
     event: &Event,
 ) -> Result<(), StoreError> {
-    let (state, provider_id, detail) = match outcome {
-        AttemptOutcome::Sent { provider_message_id } => ("sent", provider_message_id.as_deref(), None),
-        AttemptOutcome::Failed { detail } => ("failed", None, Some(detail.as_str())),
-    };
+    let (state, provider_id, detail) = outcome.columns();
     conn.prepare_cached(
         "UPDATE attempts SET state = ?1, provider_message_id = ?2, detail = ?3, finished_ms = ?4 WHERE id = ?5",
     )?
