@@ -1,7 +1,10 @@
 //! Pay links: unguessable tokens and the biller's checkout URL.
 //!
-//! A token is 160 random bits, base64url-encoded; only its SHA-256 is stored,
-//! so a copy of the database holds no working link. Tokens carry no personal
+//! A token is the time it was made (12 hex digits of milliseconds), then 160
+//! random bits, base64url-encoded. Only its SHA-256 is stored, after that
+//! time, so a copy of the database holds no working link while the store's
+//! key grows at its end: a random key put every new link on a random page of
+//! the index, written out again at every commit. Tokens carry no personal
 //! data, and each channel's message gets its own, so a click is attributed to
 //! the channel that earned it.
 
@@ -16,11 +19,20 @@ use crate::invoice::InvoiceKey;
 /// Everything but RFC 3986's unreserved characters is encoded.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-/// A new random token for one message.
+/// Hex digits of time a token starts with.
+const TIME_DIGITS: usize = 12;
+/// Length of a token: the time, then 20 random bytes in base64url (27).
+/// Tokens made before the time was added are the 27 alone.
+const TOKEN_LEN: usize = TIME_DIGITS + 27;
+
+/// A new token for one message: the time, then 160 random bits.
 pub fn new_token() -> String {
     let mut bytes = [0u8; 20];
     rand::rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
+    let ms = crate::store::now_ms().max(0) as u64 & 0xffff_ffff_ffff;
+    let mut token = format!("{ms:0TIME_DIGITS$x}");
+    URL_SAFE_NO_PAD.encode_string(bytes, &mut token);
+    token
 }
 
 /// A short random id (for Message-IDs and similar), 128 bits, hex.
@@ -30,9 +42,22 @@ pub fn random_id() -> String {
     hex::encode(bytes)
 }
 
-/// What the store keeps instead of the token.
+/// What the store keeps instead of the token: its SHA-256 in hex, after the
+/// time the token starts with (a token made before tokens carried the time
+/// is kept as its hash alone, so its link still works).
 pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    match time_of(token) {
+        Some(time) => format!("{time}{hash}"),
+        None => hash,
+    }
+}
+
+/// The time digits a token starts with, if it is one that carries them.
+fn time_of(token: &str) -> Option<&str> {
+    let time = token.get(..TIME_DIGITS)?;
+    let carries_time = token.len() == TOKEN_LEN && time.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    carries_time.then_some(time)
 }
 
 /// Whether a path segment could be a token at all, to answer 404 without a
@@ -92,9 +117,36 @@ mod tests {
         let a = new_token();
         let b = new_token();
         assert_ne!(a, b);
-        assert_eq!(a.len(), 27);
+        assert_eq!(a.len(), TOKEN_LEN);
         assert!(is_well_formed(&a));
         assert_ne!(token_hash(&a), a);
+    }
+
+    #[test]
+    fn store_keys_start_with_the_time_so_later_links_sort_after_earlier_ones() {
+        let first = new_token();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = new_token();
+        let (k1, k2) = (token_hash(&first), token_hash(&second));
+        assert!(k1 < k2, "{k1} then {k2}");
+        assert_eq!(&k1[..TIME_DIGITS], &first[..TIME_DIGITS]);
+        assert_eq!(&k1[TIME_DIGITS..], hex::encode(Sha256::digest(first.as_bytes())));
+        // The key holds no working token.
+        assert!(!k1.contains(&first[TIME_DIGITS..]));
+    }
+
+    #[test]
+    fn tokens_made_before_the_time_prefix_keep_their_plain_hash() {
+        // 160 random bits in 27 characters, as every token was before;
+        // some of them start with hex digits.
+        let mut bytes = [0u8; 20];
+        rand::rng().fill_bytes(&mut bytes);
+        let random = URL_SAFE_NO_PAD.encode(bytes);
+        for old in [random.as_str(), "abcdef0123456789abcdefABCDE"] {
+            assert_eq!(old.len(), 27);
+            assert!(is_well_formed(old));
+            assert_eq!(token_hash(old), hex::encode(Sha256::digest(old.as_bytes())));
+        }
     }
 
     #[test]
