@@ -4,10 +4,12 @@
 //! `email/body.html`.
 
 mod config;
+mod qp;
 
 pub use config::{EmailConfig, Transport};
 
 use async_trait::async_trait;
+use lettre::address::Envelope;
 use lettre::message::{header, Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -57,26 +59,35 @@ impl EmailChannel {
 
     fn build(&self, message: &Prepared) -> Result<Message, SendError> {
         let permanent = |reason: String| SendError::Permanent { code: None, reason };
-        let to: Mailbox = message
+        // The invoice's address was checked as a lettre `Address` when it
+        // was parsed; it carries no display name.
+        let to: lettre::Address = message
             .to
             .parse()
             .map_err(|_| permanent("recipient is not a valid email address".into()))?;
-        let part = |name: &str| message.part(name).unwrap_or_default().to_owned();
+        let part = |name: &str| message.part(name).unwrap_or_default();
         let message_id = format!("<{}@payrelay>", crate::paylink::random_id());
         // A biller's own From, checked when the config was loaded.
-        let from = match message.part("from") {
+        let from: Mailbox = match message.part("from") {
             Some(f) => f
                 .parse()
                 .map_err(|_| permanent("the biller's email_from is not a mailbox".into()))?,
             None => self.from.clone(),
         };
+        // Given, so lettre does not parse it back out of the headers.
+        let envelope = Envelope::new(Some(from.email.clone()), vec![to.clone()])
+            .map_err(|e| permanent(format!("cannot build the envelope: {e}")))?;
         Message::builder()
+            .envelope(envelope)
             .from(from)
-            .to(to)
+            .to(Mailbox::new(None, to))
             .subject(part("subject"))
             .message_id(Some(message_id))
             .header(header::MIME_VERSION_1_0)
-            .multipart(MultiPart::alternative_plain_html(part("text"), part("html")))
+            .multipart(MultiPart::alternative_plain_html(
+                qp::body(part("text")),
+                qp::body(part("html")),
+            ))
             .map_err(|e| permanent(format!("cannot build the email: {e}")))
     }
 }
