@@ -133,9 +133,11 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn insert_event(conn: &Connection, event: &Event) -> Result<(), StoreError> {
+/// Queues an event, serialized by the caller: off the writer thread, and
+/// once even when the job runs twice.
+fn insert_event(conn: &Connection, event_json: &str) -> Result<(), StoreError> {
     conn.prepare_cached("INSERT INTO outbox (event_json) VALUES (?1)")?
-        .execute([event_json(event)?])?;
+        .execute([event_json])?;
     Ok(())
 }
 
@@ -175,14 +177,30 @@ fn key_of(row: &Row<'_>, first: usize) -> rusqlite::Result<InvoiceKey> {
     })
 }
 
+/// An invoice as `begin` stores it, serialized before it goes to the
+/// writer thread (a string moves there; a cloned invoice was dozens of
+/// allocations, freed on another thread).
+struct NewInvoice {
+    key: InvoiceKey,
+    json: String,
+    correlation: Correlation,
+    accepted: String,
+}
+
+impl NewInvoice {
+    fn new(invoice: &Invoice, correlation: &Correlation, accepted: &Event) -> Result<NewInvoice, StoreError> {
+        Ok(NewInvoice {
+            key: invoice.key.clone(),
+            json: serde_json::to_string(invoice).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            correlation: correlation.clone(),
+            accepted: event_json(accepted)?,
+        })
+    }
+}
+
 /// The `begin` decision, on the writer thread.
-fn begin(
-    conn: &Connection,
-    invoice: &Invoice,
-    correlation: &Correlation,
-    accepted: &Event,
-) -> Result<Begin, StoreError> {
-    let key = &invoice.key;
+fn begin(conn: &Connection, invoice: &NewInvoice) -> Result<Begin, StoreError> {
+    let (key, correlation) = (&invoice.key, &invoice.correlation);
     // Closed, and the latest revision known, in one look.
     let (closed, latest): (Option<String>, Option<i64>) = conn
         .prepare_cached(
@@ -220,7 +238,6 @@ fn begin(
         .execute(params![now_ms(), key.biller_id, key.invoice_id, key.revision])?;
     }
     let now = now_ms();
-    let json = serde_json::to_string(invoice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     conn.prepare_cached(
         "INSERT INTO invoices (biller_id, invoice_id, revision, status, invoice_json, correlation_id, message_id,
                                received_ms, updated_ms)
@@ -230,12 +247,12 @@ fn begin(
         key.biller_id,
         key.invoice_id,
         key.revision,
-        json,
+        invoice.json,
         correlation.correlation_id,
         correlation.message_id,
         now
     ])?;
-    insert_event(conn, accepted)?;
+    insert_event(conn, &invoice.accepted)?;
     Ok(Begin::New)
 }
 
@@ -309,17 +326,17 @@ fn finish_attempt(
     conn: &Connection,
     attempt_id: i64,
     outcome: &AttemptOutcome,
-    event: &Event,
+    event_json: &str,
 ) -> Result<(), StoreError> {
     let (state, provider_id, detail) = outcome.columns();
     conn.prepare_cached(
         "UPDATE attempts SET state = ?1, provider_message_id = ?2, detail = ?3, finished_ms = ?4 WHERE id = ?5",
     )?
     .execute(params![state, provider_id, detail, now_ms(), attempt_id])?;
-    insert_event(conn, event)
+    insert_event(conn, event_json)
 }
 
-fn finish_invoice(conn: &Connection, key: &InvoiceKey, status: Status, events: &[Event]) -> Result<(), StoreError> {
+fn finish_invoice(conn: &Connection, key: &InvoiceKey, status: Status, events: &[String]) -> Result<(), StoreError> {
     conn.prepare_cached(
         "UPDATE invoices SET status = ?1, updated_ms = ?2, held_until_ms = NULL
          WHERE biller_id = ?3 AND invoice_id = ?4 AND revision = ?5 AND status = 'accepted'",
@@ -382,7 +399,7 @@ fn close(
         latest.as_ref().map(|(revision, json)| (*revision, json.as_str())),
         clicked.as_deref(),
     )?;
-    insert_event(conn, &event)?;
+    insert_event(conn, &event_json(&event)?)?;
     Ok(true)
 }
 
@@ -456,10 +473,8 @@ fn history(conn: &Connection, biller_id: &str, invoice_id: &str) -> Result<Optio
 #[async_trait]
 impl Store for SqliteStore {
     async fn begin(&self, invoice: &Invoice, correlation: &Correlation, accepted: &Event) -> Result<Begin, StoreError> {
-        let (invoice, correlation, accepted) = (invoice.clone(), correlation.clone(), accepted.clone());
-        self.writer
-            .call(move |conn| begin(conn, &invoice, &correlation, &accepted))
-            .await
+        let invoice = NewInvoice::new(invoice, correlation, accepted)?;
+        self.writer.call(move |conn| begin(conn, &invoice)).await
     }
 
     async fn start_attempt(
@@ -483,11 +498,10 @@ impl Store for SqliteStore {
         channel: ChannelName,
         paylink: &NewPaylink,
     ) -> Result<(Begin, Option<i64>), StoreError> {
-        let (invoice, correlation, accepted, paylink) =
-            (invoice.clone(), correlation.clone(), accepted.clone(), paylink.clone());
+        let (invoice, paylink) = (NewInvoice::new(invoice, correlation, accepted)?, paylink.clone());
         self.writer
             .call(move |conn| {
-                let begun = begin(conn, &invoice, &correlation, &accepted)?;
+                let begun = begin(conn, &invoice)?;
                 if begun != Begin::New {
                     return Ok((begun, None));
                 }
@@ -499,7 +513,7 @@ impl Store for SqliteStore {
     }
 
     async fn finish_attempt(&self, attempt_id: i64, outcome: &AttemptOutcome, event: &Event) -> Result<(), StoreError> {
-        let (outcome, event) = (outcome.clone(), event.clone());
+        let (outcome, event) = (outcome.clone(), event_json(event)?);
         self.writer
             .call(move |conn| finish_attempt(conn, attempt_id, &outcome, &event))
             .await
@@ -515,7 +529,7 @@ impl Store for SqliteStore {
         let outcome = AttemptOutcome::Sent {
             provider_message_id: provider_message_id.map(str::to_owned),
         };
-        let (event, key) = (event.clone(), key.clone());
+        let (event, key) = (event_json(event)?, key.clone());
         self.writer
             .call(move |conn| {
                 finish_attempt(conn, attempt_id, &outcome, &event)?;
@@ -525,7 +539,8 @@ impl Store for SqliteStore {
     }
 
     async fn finish_invoice(&self, key: &InvoiceKey, status: Status, events: &[Event]) -> Result<(), StoreError> {
-        let (key, events) = (key.clone(), events.to_vec());
+        let key = key.clone();
+        let events = events.iter().map(event_json).collect::<Result<Vec<_>, _>>()?;
         self.writer
             .call(move |conn| finish_invoice(conn, &key, status, &events))
             .await
@@ -560,7 +575,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_event(&self, event: &Event) -> Result<(), StoreError> {
-        let event = event.clone();
+        let event = event_json(event)?;
         self.writer.call(move |conn| insert_event(conn, &event)).await
     }
 
@@ -606,7 +621,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_click(&self, token_hash: &str, event: &Event) -> Result<i64, StoreError> {
-        let (token_hash, event) = (token_hash.to_owned(), event.clone());
+        let (token_hash, event) = (token_hash.to_owned(), event_json(event)?);
         self.writer
             .call(move |conn| {
                 let clicks: i64 = conn
@@ -646,12 +661,22 @@ impl Store for SqliteStore {
         if ids.is_empty() {
             return Ok(());
         }
-        let ids = ids.to_vec();
+        // Published events are mostly runs of consecutive ids: one delete
+        // a run instead of one an event.
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        let mut runs: Vec<(i64, i64)> = Vec::new();
+        for id in ids {
+            match runs.last_mut() {
+                Some((_, last)) if id <= *last + 1 => *last = id,
+                _ => runs.push((id, id)),
+            }
+        }
         self.writer
             .call(move |conn| {
-                let mut stmt = conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
-                for id in &ids {
-                    stmt.execute([id])?;
+                let mut stmt = conn.prepare_cached("DELETE FROM outbox WHERE id BETWEEN ?1 AND ?2")?;
+                for (first, last) in &runs {
+                    stmt.execute([first, last])?;
                 }
                 Ok(())
             })
@@ -752,7 +777,7 @@ impl Store for SqliteStore {
             Reached::Delivered => "UPDATE attempts SET delivered_ms = ?1 WHERE id = ?2 AND delivered_ms IS NULL",
             Reached::Read => "UPDATE attempts SET read_ms = ?1 WHERE id = ?2 AND read_ms IS NULL",
         };
-        let event = event.clone();
+        let event = event_json(event)?;
         self.writer
             .call(move |conn| {
                 let changed = conn.prepare_cached(sql)?.execute(params![now_ms(), attempt_id])?;
@@ -857,7 +882,7 @@ impl Store for SqliteStore {
     }
 
     async fn fail_after_send(&self, attempt_id: i64, detail: &str, event: &Event) -> Result<bool, StoreError> {
-        let (detail, event) = (detail.to_owned(), event.clone());
+        let (detail, event) = (detail.to_owned(), event_json(event)?);
         self.writer
             .call(move |conn| {
                 let now = now_ms();
