@@ -705,3 +705,16 @@ fn a_kind_of_the_wrong_type_is_named_and_the_ids_are_kept() {
     assert_eq!(r.biller_id.as_deref(), Some("acme"));
     assert_eq!(r.invoice_id.as_deref(), Some("INV-2026-000123"));
 }
+
+/// A key given twice counts once, its last value, as it did when every body
+/// was first read as a JSON value (the direct read refuses duplicates and
+/// hands such a body to that path).
+#[test]
+fn a_key_given_twice_takes_its_last_value() {
+    let text = contract_example().to_string();
+    let body = format!("{{\"invoice_id\": \"EARLIER\", {}", &text[1..]);
+    match parse(body.as_bytes(), known) {
+        Ok(Message::PaymentRequest(invoice)) => assert_eq!(invoice.key.invoice_id, "INV-2026-000123"),
+        other => panic!("expected a payment request, got {other:?}"),
+    }
+}
