@@ -35,10 +35,7 @@ pub(super) fn encode(text: &str) -> Vec<u8> {
         // Most of a body is runs of characters that stay as they are:
         // copy as much of one as fits before a soft break.
         let limit = bytes.len().min(i + (LINE - 1).saturating_sub(line));
-        let mut end = i;
-        while end < limit && stays(bytes[end]) {
-            end += 1;
-        }
+        let mut end = i + bytes[i..limit].iter().take_while(|&&b| stays(b)).count();
         if end > i && matches!(bytes[end - 1], b' ' | b'\t') && ends_line(bytes, end) {
             end -= 1;
         }
@@ -78,8 +75,19 @@ pub(super) fn encode(text: &str) -> Vec<u8> {
 
 /// Whether `b` is written as itself (space and tab only inside a line).
 fn stays(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'!'..=b'<' | b'>'..=b'~')
+    STAYS[usize::from(b)]
 }
+
+/// [`stays`] for every byte: a table look-up per byte of the body.
+static STAYS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = matches!(b as u8, b' ' | b'\t' | b'!'..=b'<' | b'>'..=b'~');
+        b += 1;
+    }
+    table
+};
 
 /// Whether a line ends at `at`: a line break or the end of the text.
 fn ends_line(bytes: &[u8], at: usize) -> bool {
