@@ -289,22 +289,21 @@ fn insert_attempt(
     paylink: &NewPaylink,
     now: i64,
 ) -> Result<i64, StoreError> {
-    let id: i64 = conn
-        .prepare_cached(
-            "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'sending', ?6) RETURNING id",
-        )?
-        .query_row(
-            params![
-                key.biller_id,
-                key.invoice_id,
-                key.revision,
-                channel.as_str(),
-                attempt,
-                now
-            ],
-            |r| r.get(0),
-        )?;
+    // The new row's id from the connection rather than `RETURNING`, which
+    // makes SQLite collect the inserted row into a result set first.
+    conn.prepare_cached(
+        "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'sending', ?6)",
+    )?
+    .execute(params![
+        key.biller_id,
+        key.invoice_id,
+        key.revision,
+        channel.as_str(),
+        attempt,
+        now
+    ])?;
+    let id = conn.last_insert_rowid();
     conn.prepare_cached(
         "INSERT INTO paylinks (token_hash, attempt_id, biller_id, invoice_id, revision, channel, created_ms, expires_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
