@@ -62,8 +62,7 @@ pub struct Segments {
 
 impl Segments {
     pub fn of(text: &str) -> Segments {
-        let gsm: Option<Vec<usize>> = text.chars().map(gsm7_septets).collect();
-        let (encoding, units) = match gsm {
+        let (encoding, units) = match gsm7_units(text) {
             Some(units) => (Encoding::Gsm7, units),
             None => (Encoding::Ucs2, text.chars().map(char::len_utf16).collect()),
         };
@@ -96,6 +95,15 @@ impl fmt::Display for Segments {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.count, self.encoding)
     }
+}
+
+/// Septets per character, or `None` when one character forces UCS-2.
+fn gsm7_units(text: &str) -> Option<Vec<usize>> {
+    let mut units = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        units.push(gsm7_septets(c)?);
+    }
+    Some(units)
 }
 
 /// Septets for `c` in GSM-7, or `None` when it forces UCS-2.
