@@ -667,7 +667,7 @@ impl Store for SqliteStore {
         let mut runs: Vec<(i64, i64)> = Vec::new();
         for id in ids {
             match runs.last_mut() {
-                Some((_, last)) if id <= *last + 1 => *last = id,
+                Some((_, last)) if id <= last.saturating_add(1) => *last = id,
                 _ => runs.push((id, id)),
             }
         }
