@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0002_delivery.sql"),
     include_str!("../migrations/sqlite/0003_holds.sql"),
     include_str!("../migrations/sqlite/0004_unfinished.sql"),
+    include_str!("../migrations/sqlite/0005_paylinks_on_attempts.sql"),
 ];
 
 /// How long a call waits for another process's write lock on the file.
@@ -292,8 +293,9 @@ fn insert_attempt(
     // The new row's id from the connection rather than `RETURNING`, which
     // makes SQLite collect the inserted row into a result set first.
     conn.prepare_cached(
-        "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'sending', ?6)",
+        "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms,
+                               token_hash, expires_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'sending', ?6, ?7, ?8)",
     )?
     .execute(params![
         key.biller_id,
@@ -301,24 +303,11 @@ fn insert_attempt(
         key.revision,
         channel.as_str(),
         attempt,
-        now
-    ])?;
-    let id = conn.last_insert_rowid();
-    conn.prepare_cached(
-        "INSERT INTO paylinks (token_hash, attempt_id, biller_id, invoice_id, revision, channel, created_ms, expires_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
-        paylink.token_hash,
-        id,
-        key.biller_id,
-        key.invoice_id,
-        key.revision,
-        channel.as_str(),
         now,
+        paylink.token_hash,
         paylink.expires_at_ms
     ])?;
-    Ok(id)
+    Ok(conn.last_insert_rowid())
 }
 
 fn finish_attempt(
@@ -387,8 +376,8 @@ fn close(
         .optional()?;
     let clicked: Option<String> = conn
         .prepare_cached(
-            "SELECT channel FROM paylinks WHERE biller_id = ?1 AND invoice_id = ?2 AND clicks > 0
-             ORDER BY first_click_ms DESC, attempt_id DESC LIMIT 1",
+            "SELECT channel FROM attempts WHERE biller_id = ?1 AND invoice_id = ?2 AND clicks > 0
+             ORDER BY first_click_ms DESC, id DESC LIMIT 1",
         )?
         .query_row(params![biller_id, invoice_id], |r| r.get(0))
         .optional()?;
@@ -443,7 +432,7 @@ fn history(conn: &Connection, biller_id: &str, invoice_id: &str) -> Result<Optio
         .collect::<Result<Vec<_>, _>>()?;
     let clicks = conn
         .prepare_cached(
-            "SELECT revision, channel, first_click_ms, clicks FROM paylinks
+            "SELECT revision, channel, first_click_ms, clicks FROM attempts
              WHERE biller_id = ?1 AND invoice_id = ?2 AND clicks > 0",
         )?
         .query_map(params![biller_id, invoice_id], |row| {
@@ -586,7 +575,7 @@ impl Store for SqliteStore {
                     .prepare_cached(
                         "SELECT p.biller_id, p.invoice_id, p.revision, p.channel, p.expires_ms, i.status,
                                 i.invoice_json, i.correlation_id, i.message_id
-                         FROM paylinks p JOIN invoices i
+                         FROM attempts p JOIN invoices i
                            ON i.biller_id = p.biller_id AND i.invoice_id = p.invoice_id AND i.revision = p.revision
                          WHERE p.token_hash = ?1",
                     )?
@@ -625,7 +614,7 @@ impl Store for SqliteStore {
             .call(move |conn| {
                 let clicks: i64 = conn
                     .prepare_cached(
-                        "UPDATE paylinks SET clicks = clicks + 1, first_click_ms = COALESCE(first_click_ms, ?1)
+                        "UPDATE attempts SET clicks = clicks + 1, first_click_ms = COALESCE(first_click_ms, ?1)
                          WHERE token_hash = ?2 RETURNING clicks",
                     )?
                     .query_row(params![now_ms(), token_hash], |r| r.get(0))?;
@@ -909,6 +898,76 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::invoice::Message;
+
+    fn sample_invoice() -> Invoice {
+        let body = serde_json::json!({
+            "kind": "payment_request",
+            "invoice_id": "INV-1",
+            "biller_id": "acme",
+            "revision": 1,
+            "amount": "1234.50",
+            "currency": "MXN",
+            "due_date": "2026-12-01",
+            "customer": {"id": "C-1", "name": "María López", "email": "maria@example.com", "locale": "es-MX"}
+        });
+        match crate::invoice::parse(body.to_string().as_bytes(), |_| true) {
+            Ok(Message::PaymentRequest(invoice)) => *invoice,
+            other => panic!("the sample invoice parses: {other:?}"),
+        }
+    }
+
+    /// A file made before pay links moved onto their attempts keeps every
+    /// link: it still resolves, with its expiry, and its clicks still show
+    /// in the history and name the channel a payment is credited to.
+    #[tokio::test]
+    async fn links_made_before_they_moved_onto_attempts_still_resolve_with_their_clicks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("payrelay.db");
+        let invoice_json = serde_json::to_string(&sample_invoice()).unwrap();
+        {
+            let conn = Connection::open(&path).unwrap();
+            for step in &MIGRATIONS[..4] {
+                conn.execute_batch(step).unwrap();
+            }
+            conn.execute_batch("PRAGMA user_version = 4").unwrap();
+            conn.execute(
+                "INSERT INTO invoices (biller_id, invoice_id, revision, status, invoice_json, received_ms, updated_ms)
+                 VALUES ('acme', 'INV-1', 1, 'sent', ?1, 1000, 2000)",
+                [&invoice_json],
+            )
+            .unwrap();
+            conn.execute_batch(
+                "INSERT INTO attempts (id, biller_id, invoice_id, revision, channel, attempt, state, started_ms)
+                 VALUES (7, 'acme', 'INV-1', 1, 'email', 1, 'sent', 1500),
+                        (8, 'acme', 'INV-1', 1, 'sms', 1, 'sent', 1600);
+                 INSERT INTO paylinks (token_hash, attempt_id, biller_id, invoice_id, revision, channel,
+                                       created_ms, expires_ms, clicks, first_click_ms)
+                 VALUES ('hash-email', 7, 'acme', 'INV-1', 1, 'email', 1500, 99000, 0, NULL),
+                        ('hash-sms', 8, 'acme', 'INV-1', 1, 'sms', 1600, 98000, 2, 5000);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let sms = store.paylink("hash-sms").await.unwrap().expect("the sms link resolves");
+        assert_eq!((sms.channel, sms.expires_at_ms), (ChannelName::Sms, 98000));
+        assert_eq!(sms.key.invoice_id, "INV-1");
+        let email = store
+            .paylink("hash-email")
+            .await
+            .unwrap()
+            .expect("the email link resolves");
+        assert_eq!((email.channel, email.expires_at_ms), (ChannelName::Email, 99000));
+        let history = store.history("acme", "INV-1").await.unwrap().expect("history");
+        let clicked: Vec<_> = history.timeline.iter().filter(|e| e.what == "clicked").collect();
+        assert_eq!(clicked.len(), 1, "one clicked link: {:?}", history.timeline);
+        assert_eq!((clicked[0].at_ms, clicked[0].channel), (5000, Some(ChannelName::Sms)));
+        // The next click counts on from the migrated count.
+        let event = Event::bare(crate::events::EventName::Clicked, &Correlation::default());
+        assert_eq!(store.record_click("hash-sms", &event).await.unwrap(), 3);
+    }
 
     /// Without checkpoints every new page stays in the `-wal` file and the
     /// database file keeps its size; the checkpoint thread copies them over.
