@@ -279,7 +279,7 @@ async fn run_phases(
     let mut file_rate = None;
     if args.phases.contains(&Phase::Ceiling) {
         eprintln!("== ceiling: bare lapin, {} invoices", args.invoices);
-        rows.extend(ceiling(args, names, cleanup).await.context("ceiling phase")?);
+        rows.extend(ceiling(args, names, cleanup, None).await.context("ceiling phase")?);
     }
     let bin = || bin.ok_or_else(|| anyhow!("no payrelay binary was built"));
     for (phase, transport) in [(Phase::File, Transport::File), (Phase::Http, Transport::Http)] {
@@ -307,6 +307,15 @@ async fn run_phases(
         if !(rate.is_finite() && rate > 0.0) {
             bail!("the latency phase needs a rate above 0 (got {rate})");
         }
+        eprintln!(
+            "== latency: bare lapin (the ceiling's client), paced at {rate:.0} invoices/s for {} s",
+            args.latency_secs
+        );
+        rows.extend(
+            ceiling(args, names, cleanup, Some(rate))
+                .await
+                .context("latency phase, bare client")?,
+        );
         eprintln!(
             "== latency: payrelay, {}, paced at {rate:.0} invoices/s for {} s",
             args.latency_transport.describe(),
@@ -409,8 +418,9 @@ fn invoice_properties(seq: usize) -> BasicProperties {
         .with_message_id(ShortString::from(format!("bench-{seq}")))
 }
 
-/// An event body as payrelay serializes it (same type, same size).
-fn event_body(name: EventName, seq: usize) -> Vec<u8> {
+/// An event body as payrelay serializes it (same type, same size), stamped
+/// with the invoice's publish time as payrelay copies the invoice's metadata.
+fn event_body(name: EventName, seq: usize, bench_t: i64) -> Vec<u8> {
     let key = InvoiceKey {
         biller_id: "acme".into(),
         invoice_id: format!("BENCH-ceiling-{seq:07}"),
@@ -421,7 +431,7 @@ fn event_body(name: EventName, seq: usize) -> Vec<u8> {
         message_id: Some(format!("bench-{seq}")),
     };
     let mut event =
-        Event::about(name, &key, &correlation).metadata(Some(serde_json::json!({"bench_t": unix_ns(), "seq": seq})));
+        Event::about(name, &key, &correlation).metadata(Some(serde_json::json!({"bench_t": bench_t, "seq": seq})));
     event = match name {
         EventName::Accepted => event.detail("routed by default: email (fallback)"),
         _ => event
@@ -810,9 +820,22 @@ fn percentile_ms(values: &mut [i64], p: f64) -> Option<f64> {
 
 // ---------------------------------------------------------------- phase 1
 
-async fn ceiling(args: &Args, names: &Names, cleanup: &Arc<Mutex<Cleanup>>) -> Result<Vec<Row>> {
-    let n = args.invoices;
-    let prefix = names.prefix("ceiling");
+/// The broker doing payrelay's AMQP work for a bare lapin client.
+///
+/// Backlog (`paced` None), phase 1: N invoices published first, then
+/// consumed as fast as the broker gives them; the rate is the ceiling.
+/// Paced, phase 4a: invoices published at `rate` while the client consumes,
+/// as a reference for payrelay's latency at that rate. Its publish->accept is
+/// publish -> delivery to this client (the `at` of the `invoice.sent` it
+/// publishes) and publish->event seen is the same path as payrelay's: what
+/// the broker's own queueing, commits and scheduling cost at that rate.
+async fn ceiling(args: &Args, names: &Names, cleanup: &Arc<Mutex<Cleanup>>, paced: Option<f64>) -> Result<Vec<Row>> {
+    let label = if paced.is_some() { "ceiling-paced" } else { "ceiling" };
+    let n = match paced {
+        None => args.invoices,
+        Some(rate) => ((rate * args.latency_secs as f64) as usize).max(1),
+    };
+    let prefix = names.prefix(label);
     let queue = format!("{prefix}.invoices");
     let exchange = format!("{prefix}.events");
     let events_queue = format!("{prefix}.events.observer");
@@ -826,19 +849,28 @@ async fn ceiling(args: &Args, names: &Names, cleanup: &Arc<Mutex<Cleanup>>) -> R
     declare_events(&setup, &exchange, &events_queue, cleanup).await?;
 
     let load_before = loadavg();
-    let took = publish_invoices(&connection, args.window, "ceiling", &queue, n, None).await?;
-    let publish_rate = n as f64 / took.as_secs_f64();
-    eprintln!("   published {n} in {:.2} s ({publish_rate:.0}/s)", took.as_secs_f64());
+    let mut publish_rate = None;
+    if paced.is_none() {
+        let took = publish_invoices(&connection, args.window, label, &queue, n, None).await?;
+        let rate = n as f64 / took.as_secs_f64();
+        eprintln!("   published {n} in {:.2} s ({rate:.0}/s)", took.as_secs_f64());
+        publish_rate = Some(rate);
+    }
 
     let observer = Observer::start(&args.amqp_url, &events_queue, n).await?;
+    let warmup = paced.map_or(0, |rate| ((rate * args.warmup_secs as f64) as usize).min(n / 2));
+    observer.with(|s| s.warmup = warmup);
     let consume = connection.create_channel().await?;
     consume.basic_qos(args.prefetch, BasicQosOptions::default()).await?;
     let events = Arc::new(connection.create_channel().await?);
     events.confirm_select(ConfirmSelectOptions::default()).await?;
-    let bodies: Arc<Vec<(EventName, Vec<u8>)>> = Arc::new(
+    // Backlog: the same bodies for every invoice, built once, so the
+    // client spends nothing but AMQP work. Paced: built per invoice from
+    // its publish stamp, which the latency figures need.
+    let prebuilt: Arc<Vec<(EventName, Vec<u8>)>> = Arc::new(
         EVENTS_PER_INVOICE
             .iter()
-            .map(|name| (*name, event_body(*name, 0)))
+            .map(|name| (*name, event_body(*name, 0, unix_ns())))
             .collect(),
     );
     let window = Arc::new(Semaphore::new(args.window.max(EVENTS_PER_INVOICE.len())));
@@ -854,6 +886,15 @@ async fn ceiling(args: &Args, names: &Names, cleanup: &Arc<Mutex<Cleanup>>) -> R
             FieldTable::default(),
         )
         .await?;
+    let mut publishing = paced.map(|rate| {
+        let (url, queue, window) = (args.amqp_url.clone(), queue.clone(), args.window);
+        tokio::spawn(async move {
+            let connection = connect(&url, "payrelay-bench paced publisher").await?;
+            let took = publish_invoices(&connection, window, "ceiling-paced", &queue, n, Some(rate)).await;
+            let _ = connection.close(200, "bench paced publisher done".into()).await;
+            took
+        })
+    });
     let mut tasks = tokio::task::JoinSet::new();
     let mut consumed = 0;
     while consumed < n {
@@ -864,9 +905,24 @@ async fn ceiling(args: &Args, names: &Names, cleanup: &Arc<Mutex<Cleanup>>) -> R
             Err(_) => bail!("no delivery for {} s after {consumed}", args.stall_secs),
         };
         consumed += 1;
+        let bodies = match paced {
+            None => prebuilt.clone(),
+            Some(_) => {
+                let stamp = serde_json::from_slice::<PublishedInvoice>(&delivery.data)
+                    .context("a paced invoice without its metadata")?
+                    .metadata;
+                let (seq, bench_t) = (stamp.seq.unwrap_or(0), stamp.bench_t.unwrap_or(0));
+                Arc::new(
+                    EVENTS_PER_INVOICE
+                        .iter()
+                        .map(|name| (*name, event_body(*name, seq, bench_t)))
+                        .collect(),
+                )
+            }
+        };
         // Like payrelay: one task per delivery; each publishes the
         // invoice's events, acks the delivery, then awaits its confirms.
-        let (events, bodies, window, exchange) = (events.clone(), bodies.clone(), window.clone(), exchange.clone());
+        let (events, window, exchange) = (events.clone(), window.clone(), exchange.clone());
         tasks.spawn(async move {
             let permits = window.acquire_many_owned(EVENTS_PER_INVOICE.len() as u32).await?;
             let mut confirms = Vec::with_capacity(bodies.len());
@@ -903,9 +959,15 @@ async fn ceiling(args: &Args, names: &Names, cleanup: &Arc<Mutex<Cleanup>>) -> R
         while let Some(done) = tasks.try_join_next() {
             done.context("a ceiling task panicked")??;
         }
+        if let Some(task) = publishing.take_if(|t| t.is_finished()) {
+            task.await.context("the paced publisher panicked")??;
+        }
     }
     while let Some(done) = tasks.join_next().await {
         done.context("a ceiling task panicked")??;
+    }
+    if let Some(task) = publishing {
+        task.await.context("the paced publisher panicked")??;
     }
     let took = started.elapsed();
     let _ = consume
@@ -925,30 +987,60 @@ async fn ceiling(args: &Args, names: &Names, cleanup: &Arc<Mutex<Cleanup>>) -> R
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let broker_cpu_us = per_invoice_us(broker_before, broker_cpu_secs(), n);
-    observer.stop().await;
+    let observed = observer.stop().await;
     let _ = connection.close(200, "ceiling done".into()).await;
     clean_up(&args.amqp_url, cleanup).await?;
-    Ok(vec![
-        Row {
+    let consumed = Row {
+        phase: "1. ceiling: consume + 2 events (confirms)".into(),
+        invoices: n,
+        rate,
+        note: format!("prefetch {}", args.prefetch),
+        broker_cpu_us,
+        load_before: load_before.clone(),
+        load_after: load_after.clone(),
+        ..Row::default()
+    };
+    let Some(paced) = paced else {
+        let published = Row {
             phase: "1. ceiling: publish backlog (confirms)".into(),
             invoices: n,
-            rate: publish_rate,
+            rate: publish_rate.unwrap_or_default(),
             note: format!("{} in flight", args.window),
-            load_before: load_before.clone(),
-            load_after: load_after.clone(),
-            ..Row::default()
-        },
-        Row {
-            phase: "1. ceiling: consume + 2 events (confirms)".into(),
-            invoices: n,
-            rate,
-            note: format!("prefetch {}", args.prefetch),
-            broker_cpu_us,
             load_before,
             load_after,
             ..Row::default()
-        },
-    ])
+        };
+        return Ok(vec![published, consumed]);
+    };
+    let mut seen: Observed = lock_observed(&observed, std::mem::take);
+    let mut notes = vec!["publish->accept here is publish -> delivery to the bare client".to_owned()];
+    if seen.duplicates > 0 || seen.sent < n {
+        notes.push(format!(
+            "{} of {n} invoice.sent seen, {} twice",
+            seen.sent, seen.duplicates
+        ));
+    }
+    if seen.warmup > 0 {
+        notes.push(format!(
+            "p50/p99 leave out the first {} invoices ({} s warm-up)",
+            seen.warmup, args.warmup_secs
+        ));
+    }
+    Ok(vec![Row {
+        phase: format!("4a. ceiling (bare lapin), paced at {paced:.0}/s"),
+        note: notes.join("; "),
+        p50_ms: percentile_ms(&mut seen.to_accept_us, 50.0),
+        p99_ms: percentile_ms(&mut seen.to_accept_us, 99.0),
+        seen_p50_ms: percentile_ms(&mut seen.to_seen_us, 50.0),
+        seen_p99_ms: percentile_ms(&mut seen.to_seen_us, 99.0),
+        ..consumed
+    }])
+}
+
+/// What the paced bare client reads of an invoice: its publish stamp.
+#[derive(Deserialize)]
+struct PublishedInvoice {
+    metadata: SeenMetadata,
 }
 
 // ---------------------------------------------------------------- phases 2-4
@@ -1348,7 +1440,7 @@ async fn service_phase(
                 if transport == Transport::File { 2 } else { 3 },
                 transport.describe()
             ),
-            Some(r) => format!("4. payrelay, {}, paced at {r:.0}/s", transport.describe()),
+            Some(r) => format!("4b. payrelay, {}, paced at {r:.0}/s", transport.describe()),
         },
         invoices: n,
         rate,
