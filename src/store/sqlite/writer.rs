@@ -35,8 +35,8 @@ const MAX_GROUP: usize = 128;
 /// the pages every invoice touches (the tables' and indexes' last pages) are
 /// written once per group. Measured at ~1,800 invoices/s on 2 cores, 3 ms
 /// against 1 ms: the service's CPU per invoice −9% (2 ms: −5%), WAL bytes
-/// −28 to −34%, but publish to provider accept p50 +2–4 ms and to the event
-/// seen by the biller +6–10 ms (each of an invoice's store calls may wait),
+/// −28 to −34%, but publish to provider accept p50 +0–3 ms and to the event
+/// seen by the biller +4–12 ms (each of an invoice's store calls may wait),
 /// with no gain in throughput or p99. So 1 ms.
 const LINGER: Duration = Duration::from_millis(1);
 
