@@ -260,7 +260,7 @@ async fn events(store: &dyn Store) -> Vec<Event> {
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.event)
+        .map(|e| e.event().unwrap())
         .collect()
 }
 
@@ -282,7 +282,7 @@ async fn drain(stores: &[&dyn Store]) -> Vec<Event> {
             let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
             store.outbox_done(&ids).await.unwrap();
             any |= !batch.is_empty();
-            drained.extend(batch.into_iter().map(|e| e.event));
+            drained.extend(batch.iter().map(|e| e.event().unwrap()));
         }
         if !any {
             return drained;
@@ -804,7 +804,7 @@ async fn the_outbox_is_oldest_first_and_forgets_confirmed_events(db: &TestDb) {
     let detail = |entries: &[payrelay::store::OutboxEntry]| -> Vec<String> {
         entries
             .iter()
-            .map(|e| e.event.detail.clone().unwrap_or_default())
+            .map(|e| e.event().unwrap().detail.unwrap_or_default())
             .collect()
     };
 
@@ -812,7 +812,7 @@ async fn the_outbox_is_oldest_first_and_forgets_confirmed_events(db: &TestDb) {
     assert_eq!(detail(&first), ["e0", "e1", "e2"]);
     assert!(first.windows(2).all(|w| w[0].id < w[1].id), "ids grow");
     assert_eq!(
-        first[0].event,
+        first[0].event().unwrap(),
         bare.clone().detail("e0"),
         "the event comes back as it went in"
     );
@@ -1475,7 +1475,7 @@ async fn instance(db: &TestDb, lease: Duration) -> Arc<dyn Store> {
 fn details(entries: &[payrelay::store::OutboxEntry]) -> Vec<String> {
     entries
         .iter()
-        .map(|e| e.event.detail.clone().unwrap_or_default())
+        .map(|e| e.event().unwrap().detail.unwrap_or_default())
         .collect()
 }
 
@@ -1539,7 +1539,7 @@ async fn postgres_instances_publish_disjoint_events_that_together_are_all_in_inv
                     store.outbox_done(&ids).await.unwrap();
                     published.fetch_add(batch.len(), Ordering::SeqCst);
                     taken.lock().unwrap().extend(batch.into_iter().map(|e| Taken {
-                        detail: e.event.detail.unwrap_or_default(),
+                        detail: e.event().unwrap().detail.unwrap_or_default(),
                         publisher: p,
                         taken: at,
                         confirmed,
@@ -1728,7 +1728,7 @@ async fn postgres_an_invoice_s_events_wait_for_its_older_events_on_another_insta
     let names = |entries: &[payrelay::store::OutboxEntry]| -> Vec<(String, EventName)> {
         entries
             .iter()
-            .map(|e| (e.event.invoice_id.clone().unwrap_or_default(), e.event.event))
+            .map(|e| (e.event().unwrap().invoice_id.unwrap_or_default(), e.head.event))
             .collect()
     };
 

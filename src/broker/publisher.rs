@@ -109,16 +109,11 @@ impl EventPublisher {
                 let mut properties = BasicProperties::default()
                     .with_content_type(ShortString::from("application/json"))
                     .with_delivery_mode(2)
-                    .with_type(ShortString::from(entry.event.event.as_str()));
-                if let Some(id) = entry
-                    .event
-                    .correlation_id
-                    .as_deref()
-                    .or(entry.event.message_id.as_deref())
-                {
+                    .with_type(ShortString::from(entry.head.event.as_str()));
+                if let Some(id) = entry.head.amqp_id() {
                     properties = properties.with_correlation_id(ShortString::from(id));
                 }
-                messages.push((entry.id, entry.event.event.as_str(), body, properties));
+                messages.push((entry.id, entry.head.event.as_str(), body, properties));
             }
             // Each publish hands its frames to lapin's I/O thread and waits
             // until they are written. Awaited one by one, that is a thread

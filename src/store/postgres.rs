@@ -58,9 +58,9 @@ use sqlx::{Executor, PgPool, Postgres, Row, Transaction};
 use tracing::{info, warn};
 
 use super::{
-    build_history, closing_event, event_json, now_ms, parse_channel, parse_event, parse_invoice, parse_state,
-    AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, History, NewPaylink, OutboxEntry,
-    PaylinkRecord, Reached, RevisionRow, Status, Store, StoreError, StoredInvoice,
+    build_history, closing_event, event_json, now_ms, parse_channel, parse_invoice, parse_state, AttemptOutcome,
+    AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, History, NewPaylink, OutboxEntry, PaylinkRecord, Reached,
+    RevisionRow, Status, Store, StoreError, StoredInvoice,
 };
 use crate::channels::ChannelName;
 use crate::events::{Correlation, Event};
@@ -644,14 +644,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|row| {
-                let json: String = row.try_get(1)?;
-                Ok(OutboxEntry {
-                    id: row.try_get(0)?,
-                    event: parse_event(&json)?,
-                    json,
-                })
-            })
+            .map(|row| OutboxEntry::new(row.try_get(0)?, row.try_get(1)?))
             .collect()
     }
 

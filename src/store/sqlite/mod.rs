@@ -17,9 +17,9 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
-    build_history, closing_event, event_json, now_ms, parse_channel, parse_event, parse_invoice, parse_state,
-    AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, History, NewPaylink, OutboxEntry,
-    PaylinkRecord, Reached, RevisionRow, Status, Store, StoreError, StoredInvoice,
+    build_history, closing_event, event_json, now_ms, parse_channel, parse_invoice, parse_state, AttemptOutcome,
+    AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, History, NewPaylink, OutboxEntry, PaylinkRecord, Reached,
+    RevisionRow, Status, Store, StoreError, StoredInvoice,
 };
 use crate::channels::ChannelName;
 use crate::events::{Correlation, Event};
@@ -634,11 +634,7 @@ impl Store for SqliteStore {
                 let mut entries = Vec::new();
                 for row in rows {
                     let (id, json) = row?;
-                    entries.push(OutboxEntry {
-                        id,
-                        event: parse_event(&json)?,
-                        json,
-                    });
+                    entries.push(OutboxEntry::new(id, json)?);
                 }
                 Ok(entries)
             })
