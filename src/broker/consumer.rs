@@ -71,7 +71,7 @@ pub(super) async fn consume(
                     acks.flush(false).await;
                 }
             }
-            _ = tick.tick(), if acks.waiting() => acks.flush(false).await,
+            _ = tick.tick(), if acks.ready() > 0 => acks.flush(false).await,
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     let tag = delivery.delivery_tag;
@@ -180,11 +180,6 @@ impl Acks {
         if let Some(Settle::Ack(acker)) = settle {
             self.ready.insert(tag, (acker, tokio::time::Instant::now()));
         }
-    }
-
-    /// Whether acks are held back.
-    fn waiting(&self) -> bool {
-        !self.ready.is_empty()
     }
 
     /// How many finished deliveries wait for their ack.

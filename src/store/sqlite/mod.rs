@@ -573,11 +573,11 @@ impl Store for SqliteStore {
             .call(move |conn| {
                 let row = conn
                     .prepare_cached(
-                        "SELECT p.biller_id, p.invoice_id, p.revision, p.channel, p.expires_ms, i.status,
+                        "SELECT a.biller_id, a.invoice_id, a.revision, a.channel, a.expires_ms, i.status,
                                 i.invoice_json, i.correlation_id, i.message_id
-                         FROM attempts p JOIN invoices i
-                           ON i.biller_id = p.biller_id AND i.invoice_id = p.invoice_id AND i.revision = p.revision
-                         WHERE p.token_hash = ?1",
+                         FROM attempts a JOIN invoices i
+                           ON i.biller_id = a.biller_id AND i.invoice_id = a.invoice_id AND i.revision = a.revision
+                         WHERE a.token_hash = ?1",
                     )?
                     .query_row([&token_hash], |row| {
                         Ok((
