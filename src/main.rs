@@ -308,6 +308,12 @@ fn init_logging() {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let loading = std::time::Instant::now();
+    tokio::task::spawn_blocking(payrelay::invoice::Phone::load_numbering_plans).await?;
+    tracing::debug!(
+        ms = loading.elapsed().as_millis() as u64,
+        "phone numbering plans loaded"
+    );
     let running = payrelay::app::start(config).await?;
     let token = running.shutdown_token();
     tokio::select! {

@@ -430,3 +430,22 @@ fn several_templates_rendered_together_each_get_their_own_locale_and_lang() {
         assert_eq!(together, &t.render(name, &view).unwrap(), "{name}");
     }
 }
+
+proptest::proptest! {
+    /// The fast HTML escape gives exactly what handlebars' own gives, for
+    /// any text: the special characters, other ASCII and multi-byte UTF-8.
+    #[test]
+    fn html_escape_matches_handlebars(s in "[<>\"&'`=a-z é€😀\\n]{0,40}|\\PC{0,40}") {
+        proptest::prop_assert_eq!(escape_html(&s), handlebars::html_escape(&s));
+    }
+}
+
+#[test]
+fn html_escape_turns_every_special_character_into_its_entity() {
+    assert_eq!(
+        escape_html("<a href=\"x\">Tom & Jerry's `€`</a>"),
+        "&lt;a href&#x3D;&quot;x&quot;&gt;Tom &amp; Jerry&#x27;s &#x60;€&#x60;&lt;/a&gt;"
+    );
+    assert_eq!(escape_html("nothing to do é"), "nothing to do é");
+    assert_eq!(escape_html(""), "");
+}
