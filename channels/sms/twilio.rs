@@ -28,8 +28,9 @@ const QUOTE_LIMIT: usize = 200;
 /// The Messages API for one account.
 pub(super) struct Twilio {
     client: reqwest::Client,
-    /// `{base_url}/2010-04-01/Accounts/{AccountSid}/Messages.json`.
-    endpoint: String,
+    /// `{base_url}/2010-04-01/Accounts/{AccountSid}/Messages.json`, parsed
+    /// once: parsing it for every message was a tenth of a send's work.
+    endpoint: reqwest::Url,
     account_sid: String,
     auth_token: Secret,
     /// `("From", number)` or `("MessagingServiceSid", "MG…")`.
@@ -45,6 +46,12 @@ impl Twilio {
             config.base_url.as_str().trim_end_matches('/'),
             config.account_sid
         );
+        let endpoint = reqwest::Url::parse(&endpoint).map_err(|e| BuildError {
+            channel: ChannelName::Sms,
+            reason: format!(
+                "the Twilio Messages URL {endpoint} is not a valid URL ({e}); check base_url and account_sid"
+            ),
+        })?;
         let sender = match &config.sender {
             TwilioSender::From(from) => ("From", from.clone()),
             TwilioSender::MessagingService(sid) => ("MessagingServiceSid", sid.clone()),
@@ -84,7 +91,7 @@ impl SmsProvider for Twilio {
         ];
         let response = self
             .client
-            .post(&self.endpoint)
+            .post(self.endpoint.clone())
             .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
             .form(&form)
             .send()
