@@ -12,7 +12,8 @@ use time::OffsetDateTime;
 use crate::channels::ChannelName;
 use crate::invoice::InvoiceKey;
 
-/// The event names of contract §2; each is also its routing key.
+/// The event names billers receive. An event's routing key is
+/// `<biller_id>.<name>` ([`routing_key`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventName {
     #[serde(rename = "invoice.accepted")]
@@ -75,12 +76,20 @@ impl Correlation {
 /// One event body, exactly as billers receive it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Event {
+    /// Unique per event and kept with it in the store, so an event published
+    /// again (after a broker outage, say) carries the same id: consumers
+    /// deduplicate on it. Also the AMQP `message_id`.
+    #[serde(default)]
+    pub event_id: String,
     pub event: EventName,
     pub biller_id: Option<String>,
     pub invoice_id: Option<String>,
     pub revision: Option<i64>,
     pub channel: Option<ChannelName>,
     pub attempt: Option<u32>,
+    /// The journey step this event is about; none for the first request.
+    #[serde(default)]
+    pub step: Option<String>,
     pub at: String,
     pub detail: Option<String>,
     pub provider_message_id: Option<String>,
@@ -104,12 +113,14 @@ impl Event {
     /// An event that may not know its invoice (a message that did not parse).
     pub fn bare(event: EventName, correlation: &Correlation) -> Event {
         Event {
+            event_id: new_event_id(),
             event,
             biller_id: None,
             invoice_id: None,
             revision: None,
             channel: None,
             attempt: None,
+            step: None,
             at: now_rfc3339(),
             detail: None,
             provider_message_id: None,
@@ -141,6 +152,41 @@ impl Event {
     }
 }
 
+/// The routing key of an event: `<biller_id>.<event>`, so a biller binds
+/// `acme.#` for its own events and a dashboard `*.invoice.paid`. `_` stands
+/// for the biller when none is known (a message that was not JSON).
+pub fn routing_key(biller_id: Option<&str>, event: EventName) -> String {
+    let biller = biller_id.filter(|b| is_valid_biller_id(b)).unwrap_or("_");
+    let mut key = String::with_capacity(biller.len() + 1 + event.as_str().len());
+    key.push_str(biller);
+    key.push('.');
+    key.push_str(event.as_str());
+    key
+}
+
+/// Biller ids are one routing-key word: `[a-z0-9_-]{1,64}`. Config checks
+/// enforce it; an id from a message that breaks it is never put in a key
+/// (it could add words, or the `#`/`*` wildcards).
+pub fn is_valid_biller_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// A new event id: 32 hex digits, the time in milliseconds first (so ids
+/// sort roughly by time) then 80 random bits.
+pub fn new_event_id() -> String {
+    use rand::RngCore;
+    let ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    let ms = (ms.max(0) as u64) & 0xffff_ffff_ffff;
+    let mut random = [0u8; 10];
+    rand::rng().fill_bytes(&mut random);
+    let mut id = format!("{ms:012x}");
+    id.push_str(&hex::encode(random));
+    id
+}
+
 /// A store timestamp (milliseconds since the epoch) as RFC 3339.
 pub fn rfc3339_ms(ms: i64) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
@@ -153,4 +199,47 @@ pub fn now_rfc3339() -> String {
     OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_keys_start_with_the_biller() {
+        assert_eq!(routing_key(Some("acme"), EventName::Sent), "acme.invoice.sent");
+        assert_eq!(routing_key(None, EventName::Rejected), "_.invoice.rejected");
+        // An id that could add words or wildcards to the key is never used.
+        assert_eq!(routing_key(Some("a.b"), EventName::Rejected), "_.invoice.rejected");
+        assert_eq!(routing_key(Some("#"), EventName::Rejected), "_.invoice.rejected");
+        assert_eq!(routing_key(Some(""), EventName::Rejected), "_.invoice.rejected");
+    }
+
+    #[test]
+    fn biller_ids_are_one_lowercase_word() {
+        for ok in ["acme", "a", "acme-energy_2", &"x".repeat(64)] {
+            assert!(is_valid_biller_id(ok), "{ok}");
+        }
+        for bad in ["", "ACME", "acme.mx", "acme#", "acme energy", "ácme", &"x".repeat(65)] {
+            assert!(!is_valid_biller_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn event_ids_are_unique_and_start_with_the_time() {
+        let a = new_event_id();
+        let b = new_event_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert!(a[..12] <= b[..12]);
+    }
+
+    #[test]
+    fn an_event_keeps_its_id_through_the_store_form() {
+        let event = Event::bare(EventName::Rejected, &Correlation::default());
+        let again: Event = serde_json::from_str(&serde_json::to_string(&event).unwrap()).unwrap();
+        assert_eq!(again.event_id, event.event_id);
+        assert!(!event.event_id.is_empty());
+    }
 }

@@ -63,7 +63,11 @@ async fn n_invoices_become_n_emails_with_pay_links_that_work() {
         assert_eq!(event["biller_id"], "acme");
         assert_eq!(event["revision"], 1);
         assert_eq!(event["metadata"], json!({"erp_doc": "4711"}));
-        assert_eq!(event["_routing_key"], event["event"]);
+        let name = event["event"].as_str().unwrap();
+        assert_eq!(event["_routing_key"], format!("acme.{name}"));
+        assert_eq!(event["_amqp_type"], name);
+        assert_eq!(event["_amqp_message_id"], event["event_id"]);
+        assert!(event["_amqp_timestamp"].as_u64().is_some_and(|t| t > 1_700_000_000));
         assert!(event["at"].as_str().is_some_and(|at| at.contains('T')));
     }
     for event in &sent {
@@ -141,6 +145,16 @@ async fn each_class_of_bad_input_is_dead_lettered_with_its_reason_and_the_next_i
         rejected.iter().any(|e| e["invoice_id"] == "BAD-DECIMALS"),
         "ids are kept when readable"
     );
+    for event in &rejected {
+        let expected = match event["biller_id"].as_str() {
+            Some(biller) => format!("{biller}.invoice.rejected"),
+            None => "_.invoice.rejected".to_owned(),
+        };
+        assert_eq!(event["_routing_key"], expected, "{event}");
+    }
+    assert!(rejected.iter().any(|e| e["_routing_key"] == "_.invoice.rejected"));
+    let ids: BTreeSet<_> = rejected.iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), rejected.len(), "every event has its own id");
     env.wait_for("invoice.sent", 1).await;
     assert_eq!(env.smtp.received().len(), 1, "nothing bad was sent");
     env.finish().await;

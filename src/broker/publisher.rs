@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{timed, BrokerError, BrokerParts};
+use crate::events::{routing_key, Event};
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{OutboxEntry, Store};
 
 /// Events published per round; their confirms are awaited together.
 const BATCH: u32 = 500;
@@ -105,15 +106,9 @@ impl EventPublisher {
             }
             let mut messages = Vec::with_capacity(batch.len());
             for entry in &batch {
-                let body = entry.json.as_bytes();
-                let mut properties = BasicProperties::default()
-                    .with_content_type(ShortString::from("application/json"))
-                    .with_delivery_mode(2)
-                    .with_type(ShortString::from(entry.head.event.as_str()));
-                if let Some(id) = entry.head.amqp_id() {
-                    properties = properties.with_correlation_id(ShortString::from(id));
-                }
-                messages.push((entry.id, entry.head.event.as_str(), body, properties));
+                let (body, properties) = amqp_message(entry);
+                let routing_key = routing_key(entry.head.biller_id.as_deref(), entry.head.event);
+                messages.push((entry.id, routing_key, body, properties));
             }
             // Each publish hands its frames to lapin's I/O thread and waits
             // until they are written. Awaited one by one, that is a thread
@@ -125,7 +120,7 @@ impl EventPublisher {
             for (id, routing_key, body, properties) in &messages {
                 let mut publish = Box::pin(self.channel.basic_publish(
                     self.exchange.as_str().into(),
-                    (*routing_key).into(),
+                    routing_key.as_str().into(),
                     BasicPublishOptions::default(),
                     body,
                     properties.clone(),
@@ -159,5 +154,85 @@ impl EventPublisher {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+/// An outbox entry's body and AMQP properties: `message_id` is the event's
+/// id, `type` its name, `timestamp` its time, `correlation_id` the incoming
+/// message's. An event stored before events had ids is given one made from
+/// its outbox id, stable across publishes of the same store.
+fn amqp_message(entry: &OutboxEntry) -> (std::borrow::Cow<'_, [u8]>, BasicProperties) {
+    let head = &entry.head;
+    let (event_id, body) = if head.event_id.is_empty() {
+        let event_id = format!("outbox-{:026}", entry.id);
+        let body = entry.event().ok().and_then(|mut event: Event| {
+            event.event_id = event_id.clone();
+            serde_json::to_vec(&event).ok()
+        });
+        (event_id, body.map_or(entry.json.as_bytes().into(), Into::into))
+    } else {
+        (head.event_id.clone(), entry.json.as_bytes().into())
+    };
+    let mut properties = BasicProperties::default()
+        .with_content_type(ShortString::from("application/json"))
+        .with_delivery_mode(2)
+        .with_type(ShortString::from(head.event.as_str()))
+        .with_message_id(ShortString::from(event_id));
+    if let Ok(at) = time::OffsetDateTime::parse(&head.at, &time::format_description::well_known::Rfc3339) {
+        properties = properties.with_timestamp(at.unix_timestamp().max(0) as u64);
+    }
+    if let Some(id) = head.amqp_id() {
+        properties = properties.with_correlation_id(ShortString::from(id));
+    }
+    (body, properties)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Correlation, EventName};
+    use crate::invoice::InvoiceKey;
+
+    fn key() -> InvoiceKey {
+        InvoiceKey {
+            biller_id: "acme".into(),
+            invoice_id: "INV-1".into(),
+            revision: 1,
+        }
+    }
+
+    #[test]
+    fn an_event_is_published_with_its_id_name_time_and_correlation() {
+        let correlation = Correlation {
+            correlation_id: Some("corr-1".into()),
+            message_id: None,
+        };
+        let event = Event::about(EventName::Sent, &key(), &correlation);
+        let entry = OutboxEntry::new(5, serde_json::to_string(&event).unwrap()).unwrap();
+        let (body, properties) = amqp_message(&entry);
+        assert_eq!(&*body, entry.json.as_bytes(), "published as stored");
+        assert_eq!(properties.message_id().as_ref().unwrap().as_str(), event.event_id);
+        assert_eq!(properties.kind().as_ref().unwrap().as_str(), "invoice.sent");
+        assert_eq!(properties.correlation_id().as_ref().unwrap().as_str(), "corr-1");
+        let at = time::OffsetDateTime::parse(&event.at, &time::format_description::well_known::Rfc3339).unwrap();
+        assert_eq!(*properties.timestamp(), Some(at.unix_timestamp() as u64));
+        assert_eq!(
+            routing_key(entry.head.biller_id.as_deref(), entry.head.event),
+            "acme.invoice.sent"
+        );
+    }
+
+    #[test]
+    fn an_event_stored_without_an_id_gets_the_same_one_each_time() {
+        let event = Event::about(EventName::Accepted, &key(), &Correlation::default());
+        let mut json: serde_json::Value = serde_json::to_value(&event).unwrap();
+        json.as_object_mut().unwrap().remove("event_id");
+        let entry = OutboxEntry::new(42, json.to_string()).unwrap();
+        let (body, properties) = amqp_message(&entry);
+        let (again, _) = amqp_message(&entry);
+        assert_eq!(body, again);
+        let published: Event = serde_json::from_slice(&body).unwrap();
+        assert_eq!(published.event_id, properties.message_id().as_ref().unwrap().as_str());
+        assert!(!published.event_id.is_empty());
     }
 }

@@ -558,6 +558,12 @@ fn check_billers(value: Value, env: EnvLookup<'_>, problems: &mut Problems) -> B
     }
     for (id, v) in map {
         let prefix = format!("billers.{id}");
+        if !crate::events::is_valid_biller_id(&id) {
+            problems.push(
+                prefix.clone(),
+                "a biller id is 1 to 64 of a-z, 0-9, '_' and '-': it is the first word of its events' routing keys",
+            );
+        }
         let Some(raw) = read::<RawBiller>(v, &prefix, problems) else {
             continue;
         };

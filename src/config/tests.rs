@@ -910,3 +910,18 @@ fn rate_limit_mistakes_are_reported_under_their_keys_without_quoting_the_url() {
         assert!(!text.contains("hunter2"), "{what}: the URL is quoted: {text}");
     }
 }
+
+#[test]
+fn biller_ids_must_be_one_routing_key_word() {
+    for bad in ["ACME", "acme.mx", "acme#"] {
+        let text = minimal_and(&format!(
+            "[billers.\"{bad}\"]\ncheckout_url = \"https://pay.example/c?inv={{invoice_id}}\""
+        ));
+        let problems = problems(&text);
+        assert_eq!(keys(&problems), set_of(&[&format!("billers.{bad}")]), "{problems:#?}");
+        assert!(problems[0].message.contains("a-z, 0-9"), "{problems:#?}");
+    }
+    load(&minimal_and(
+        "[billers.acme-energy_2]\ncheckout_url = \"https://pay.example/c?inv={invoice_id}\"",
+    ));
+}

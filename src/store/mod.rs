@@ -246,11 +246,16 @@ impl OutboxEntry {
     }
 }
 
-/// An outbox event's name (its routing key) and the ids its AMQP
-/// correlation id comes from.
+/// What publishing an outbox event needs of it: its id, name and biller
+/// (the routing key), time, and the ids its AMQP correlation id comes from.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct EventHead {
+    /// Empty for an event stored before events had ids.
+    #[serde(default)]
+    pub event_id: String,
     pub event: EventName,
+    pub biller_id: Option<String>,
+    pub at: String,
     pub correlation_id: Option<String>,
     pub message_id: Option<String>,
 }
@@ -607,6 +612,9 @@ mod tests {
             .metadata(Some(serde_json::json!({"erp_doc": "d-1", "nested": {"a": [1, 2]}})));
         let entry = OutboxEntry::new(7, event_json(&event).unwrap()).unwrap();
         assert_eq!(entry.head.event, EventName::Sent);
+        assert_eq!(entry.head.event_id, event.event_id);
+        assert_eq!(entry.head.biller_id.as_deref(), Some("acme"));
+        assert_eq!(entry.head.at, event.at);
         assert_eq!(entry.head.amqp_id(), Some("msg-1"));
         assert_eq!(entry.event().unwrap(), event);
 

@@ -203,6 +203,9 @@ timeout = "5s"
                 event["_routing_key"] = json!(delivery.routing_key.as_str());
                 event["_amqp_correlation_id"] =
                     json!(delivery.properties.correlation_id().as_ref().map(|s| s.to_string()));
+                event["_amqp_message_id"] = json!(delivery.properties.message_id().as_ref().map(|s| s.to_string()));
+                event["_amqp_type"] = json!(delivery.properties.kind().as_ref().map(|s| s.to_string()));
+                event["_amqp_timestamp"] = json!(delivery.properties.timestamp());
                 sink.lock().unwrap().push(event);
                 arrived.notify_waiters();
                 let _ = delivery.acker.ack(BasicAckOptions::default()).await;
