@@ -2,7 +2,6 @@
 //! broker side and the HTTP server, sharing one shutdown token.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -16,7 +15,7 @@ use crate::broker::{self, BrokerParts};
 use crate::channels::ratelimit::{LimiterError, SharedLimiter};
 use crate::channels::{BuildContext, BuildError, Registry};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, Source, TemplateUses};
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 use crate::render::{TemplateProblem, Templates};
@@ -40,28 +39,20 @@ pub enum StartError {
 /// Languages a biller declares (its default locale, and locales its rules
 /// route on) must have every template, or customers would silently get
 /// another language.
-fn locale_problems(config: &Config, templates: &Templates) -> Vec<String> {
+fn locale_problems(uses: &TemplateUses, templates: &Templates) -> Vec<String> {
     let mut problems = Vec::new();
-    for (id, biller) in &config.billers {
-        if let Some(locale) = &biller.default_locale {
-            let missing = templates.missing_for_locale(locale);
-            if !missing.is_empty() {
-                problems.push(format!(
-                    "billers.{id}.default_locale = \"{locale}\": no template in that language for {} (they would be sent in English)",
-                    missing.join(", ")
-                ));
-            }
-        }
-    }
-    for (i, rule) in config.routing.rules.iter().enumerate() {
-        for locale in rule.locale.iter().flatten() {
-            let missing = templates.missing_for_locale(locale);
-            if !missing.is_empty() {
-                problems.push(format!(
-                    "routing.rules[{i}].locale = \"{locale}\": no template in that language for {}",
-                    missing.join(", ")
-                ));
-            }
+    for (key, locale, biller_default) in &uses.locales {
+        let missing = templates.missing_for_locale(locale);
+        if !missing.is_empty() {
+            let fallback = if *biller_default {
+                " (they would be sent in English)"
+            } else {
+                ""
+            };
+            problems.push(format!(
+                "{key} = \"{locale}\": no template in that language for {}{fallback}",
+                missing.join(", ")
+            ));
         }
     }
     problems
@@ -69,21 +60,10 @@ fn locale_problems(config: &Config, templates: &Templates) -> Vec<String> {
 
 /// Renders the WhatsApp parameter snippets from the config with the sample
 /// invoice, so a misspelt field fails here and not on the first customer.
-fn snippet_problems(config: &Config, templates: &Templates) -> Vec<String> {
+fn snippet_problems(uses: &TemplateUses, templates: &Templates) -> Vec<String> {
     let sample = crate::render::sample_view();
-    let mut snippets: Vec<(String, &String)> = Vec::new();
-    if let Some(whatsapp) = &config.channels.whatsapp {
-        for (i, s) in whatsapp.parameters.iter().enumerate() {
-            snippets.push((format!("channels.whatsapp.parameters[{i}]"), s));
-        }
-    }
-    for (id, biller) in &config.billers {
-        for (i, s) in biller.whatsapp_parameters.iter().flatten().enumerate() {
-            snippets.push((format!("billers.{id}.whatsapp_parameters[{i}]"), s));
-        }
-    }
-    snippets
-        .into_iter()
+    uses.snippets
+        .iter()
         .filter_map(|(key, snippet)| {
             templates
                 .render_inline(snippet, &sample)
@@ -94,14 +74,19 @@ fn snippet_problems(config: &Config, templates: &Templates) -> Vec<String> {
 }
 
 /// `payrelay check`: config and templates checked together, every problem
-/// in one report; `serve` runs it first and refuses to start on a problem.
-pub fn check(path: &Path) -> Result<(Config, Templates), String> {
+/// in one report, even when the config has problems of its own; `serve`
+/// runs it first and refuses to start on a problem.
+pub fn check(source: &Source) -> Result<(Config, Templates), String> {
     let mut report = Vec::new();
-    let config = match Config::load(path) {
-        Ok(c) => Some(c),
+    let (config, uses) = match Config::load_from(source) {
+        Ok(c) => {
+            let uses = c.template_uses();
+            (Some(c), Some(uses))
+        }
         Err(e) => {
             report.push(e.to_string());
-            None
+            let uses = e.template_uses;
+            (None, uses)
         }
     };
     if let Some(config) = &config {
@@ -110,13 +95,13 @@ pub fn check(path: &Path) -> Result<(Config, Templates), String> {
             report.push(format!("  - routing.rules[{i}]: {why}"));
         }
     }
-    let dir = config.as_ref().and_then(|c| c.templates.dir.clone());
+    let dir = uses.as_ref().and_then(|u| u.dir.clone());
     let templates = match Templates::load(dir.as_deref()) {
         Ok(t) => {
             let mut problems: Vec<String> = t.check_with_sample().iter().map(|p| p.to_string()).collect();
-            if let Some(config) = &config {
-                problems.extend(snippet_problems(config, &t));
-                problems.extend(locale_problems(config, &t));
+            if let Some(uses) = &uses {
+                problems.extend(snippet_problems(uses, &t));
+                problems.extend(locale_problems(uses, &t));
             }
             if problems.is_empty() {
                 Some(t)

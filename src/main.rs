@@ -1,4 +1,5 @@
-//! The `payrelay` command line (contract §5).
+//! The `payrelay` command line: the service, and the tools an operator and
+//! a biller's developer use beside it (check, route, preview, publish).
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use payrelay::channels::{ChannelName, Registry};
-use payrelay::config::Config;
+use payrelay::config::{Config, Source};
 use payrelay::invoice::{self, Message};
 
 #[global_allocator]
@@ -23,8 +24,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 )]
 struct Cli {
     /// The config file; relative paths in it resolve against its folder.
-    #[arg(long, global = true, default_value = "config.toml", env = "PAYRELAY_CONFIG")]
-    config: PathBuf,
+    /// Without it: config.toml in the working folder if there is one, else
+    /// the built-in configuration (`payrelay config` prints it).
+    #[arg(long, global = true, value_name = "PATH", env = "PAYRELAY_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,6 +38,9 @@ enum Command {
     Serve,
     /// Validate the config and templates; list every problem.
     Check,
+    /// Print the built-in configuration (what `serve` runs on when there is
+    /// no config file); save it as config.toml to start your own.
+    Config,
     /// Show which rule and channels an invoice would get, and why; with
     /// --replay, compare many past invoices under this config and a new one.
     #[command(after_help = ROUTE_HELP)]
@@ -63,12 +69,23 @@ enum Command {
     },
     /// Print the messages an invoice would produce, exactly as sent.
     Preview {
+        /// The invoice: one JSON object as billers publish it.
         file: PathBuf,
-        #[arg(long)]
+        /// Only this channel (email, sms, whatsapp, messenger) [default: the
+        /// channels routing picks].
+        #[arg(long, value_name = "CHANNEL")]
         channel: Option<ChannelName>,
     },
-    /// Publish invoices (one JSON object or JSON lines; - for stdin) with confirms.
-    Publish { file: PathBuf },
+    /// Publish invoices to the queue with publisher confirms. Every message
+    /// is checked first: a bad one stops the run before anything is sent.
+    Publish {
+        /// One JSON object, or JSON lines (one invoice a line); - for stdin.
+        file: PathBuf,
+        /// Send the messages as they are, without checking them (to try how
+        /// the service handles bad input).
+        #[arg(long)]
+        raw: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,17 +100,22 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", causes(&e));
             ExitCode::FAILURE
         }
     }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let source = Source::locate(cli.config.as_deref());
     match cli.command {
-        Command::Check => Ok(match payrelay::app::check(&cli.config) {
+        Command::Config => {
+            print!("{}", payrelay::config::BUILT_IN);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => Ok(match payrelay::app::check(&source) {
             Ok(_) => {
-                println!("{}: ok", cli.config.display());
+                println!("{}: ok", source.display());
                 ExitCode::SUCCESS
             }
             Err(problems) => {
@@ -102,7 +124,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }),
         Command::Serve => {
-            let config = match payrelay::app::check(&cli.config) {
+            if source == Source::BuiltIn {
+                eprintln!(
+                    "no {} here and no --config: running on the built-in configuration \
+                     (`payrelay config` prints it; files go under ./var)",
+                    payrelay::config::DEFAULT_PATH
+                );
+            }
+            let config = match payrelay::app::check(&source) {
                 Ok((config, _)) => config,
                 Err(problems) => {
                     eprintln!("{problems}\nnot starting: fix the problems above (payrelay check lists them)");
@@ -122,10 +151,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             fail_on_change,
         } => {
             let today = today.unwrap_or_else(|| time::OffsetDateTime::now_utc().date());
-            let config = load(&cli.config)?;
+            let config = Config::load_from(&source)?;
             match (file, replay, against) {
                 (_, Some(replay), Some(against)) => {
-                    let new = load(&against)?;
+                    let new = Config::load(&against)?;
                     let input = read_input(&replay)?;
                     let result = payrelay::router::replay(&input, &config, &new, today);
                     let name = if replay == Path::new("-") {
@@ -134,7 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         replay.display().to_string()
                     };
                     println!("replay of {name} as of {today}");
-                    println!("  current config: {}", cli.config.display());
+                    println!("  current config: {}", source.display());
                     println!("  new config: {}", against.display());
                     println!();
                     print!("{}", result.report(limit));
@@ -155,7 +184,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Preview { file, channel } => {
-            let (config, templates) = payrelay::app::check(&cli.config).map_err(|p| anyhow::anyhow!("{p}"))?;
+            let (config, templates) = payrelay::app::check(&source).map_err(|p| anyhow::anyhow!("{p}"))?;
             let invoice = read_invoice(&file, &config)?;
             let plan = payrelay::router::route(&invoice, &config, time::OffsetDateTime::now_utc().date());
             let registry = preview_registry(&config)?;
@@ -192,21 +221,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Publish { file } => {
-            let config = load(&cli.config)?;
-            let mut input = String::new();
-            if file == Path::new("-") {
-                std::io::stdin()
-                    .read_to_string(&mut input)
-                    .context("cannot read stdin")?;
-            } else {
-                input = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            }
+        Command::Publish { file, raw } => {
+            let config = Config::load_from(&source)?;
+            let input = read_input(&file)?;
             let messages = payrelay::broker::publish::split_messages(&input);
             if messages.is_empty() {
                 bail!("{} holds no message", file.display());
             }
-            let n = payrelay::broker::publish::publish(&config.broker, &messages).await?;
+            if !raw {
+                let bad = payrelay::broker::publish::refused(&messages, |b| config.billers.contains_key(b));
+                if !bad.is_empty() {
+                    for line in &bad {
+                        eprintln!("{}:{line}", file.display());
+                    }
+                    bail!(
+                        "{} of {} message(s) would be rejected; nothing was published (--raw sends them anyway)",
+                        bad.len(),
+                        messages.len()
+                    );
+                }
+            }
+            let bodies: Vec<&str> = messages.iter().map(|m| m.body).collect();
+            let n = payrelay::broker::publish::publish(&config.broker, &bodies).await?;
             println!("published {n} message(s) to {}", config.broker.queue);
             Ok(ExitCode::SUCCESS)
         }
@@ -255,8 +291,21 @@ fn read_input(file: &Path) -> anyhow::Result<String> {
     Ok(input)
 }
 
-fn load(path: &Path) -> anyhow::Result<Config> {
-    Ok(Config::load(path)?)
+/// An error and its causes on one line, each cause once: many errors
+/// already quote their source in their own message.
+fn causes(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }
 
 fn read_invoice(file: &Path, config: &Config) -> anyhow::Result<invoice::Invoice> {

@@ -11,6 +11,21 @@ fn payrelay(config: &Path, args: &[&str]) -> (i32, String) {
         .env_remove("PAYRELAY_CONFIG")
         .output()
         .expect("the binary runs");
+    output(out)
+}
+
+/// Runs the binary in `dir` with no --config.
+fn payrelay_in(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_payrelay"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("PAYRELAY_CONFIG")
+        .output()
+        .expect("the binary runs");
+    output(out)
+}
+
+fn output(out: std::process::Output) -> (i32, String) {
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -69,6 +84,8 @@ default = ["email", "fax"]
         "billers.acme.checkout_url: unknown placeholder {nope}",
         "channels.email.transport",
         "routing.default: \"fax\" is not a channel",
+        // Template problems come in the same pass as the config's own.
+        "channels.whatsapp.parameters[0]",
     ] {
         assert!(out.contains(expected), "missing '{expected}' in:\n{out}");
     }
@@ -240,4 +257,110 @@ fn check_names_rate_limit_problems_by_key_and_never_prints_the_redis_url() {
     );
     let (code, out) = payrelay(&good, &["check"]);
     assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn without_a_config_file_the_built_in_configuration_is_used_and_config_prints_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = payrelay_in(dir.path(), &["check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("the built-in configuration: ok"), "{out}");
+
+    let (code, printed) = payrelay_in(dir.path(), &["config"]);
+    assert_eq!(code, 0, "{printed}");
+    assert!(
+        printed.contains("[broker]") && printed.contains("[channels.email]"),
+        "{printed}"
+    );
+    // What it prints is a config that checks, to start one's own from.
+    let saved = write(dir.path(), "mine.toml", &printed);
+    let (code, out) = payrelay(&saved, &["check"]);
+    assert_eq!(code, 0, "{out}");
+
+    // A config.toml in the working folder is used without --config.
+    write(dir.path(), "config.toml", "[broker]\nprefetch = 0\n");
+    let (code, out) = payrelay_in(dir.path(), &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("config.toml has") && out.contains("broker.prefetch"),
+        "{out}"
+    );
+
+    // A file named with --config must exist.
+    let (code, out) = payrelay(&dir.path().join("nope.toml"), &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("nope.toml") && out.contains("file not found"), "{out}");
+}
+
+#[test]
+fn publish_checks_every_message_first_and_names_the_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    // The broker URL points nowhere: a refused file must fail before any
+    // connection is tried.
+    let config = write(
+        dir.path(),
+        "config.toml",
+        "[broker]\nurl = \"amqp://guest:guest@127.0.0.1:1/%2f\"\n[billers.acme]\n\
+         checkout_url = \"https://pay.example/{token}\"\n[channels.email]\ntransport = \"file\"\n",
+    );
+    let good = INVOICE.replace('\n', " ");
+    let lines = format!(
+        "{good}\n{{\"invoice_id\": \"X\"\n\n{}\n",
+        good.replace("acme", "nobody")
+    );
+    let file = write(dir.path(), "invoices.jsonl", &lines);
+    let (code, out) = payrelay(&config, &["publish", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("invoices.jsonl:2: ") && out.contains("JSON"), "{out}");
+    assert!(out.contains("invoices.jsonl:4: ") && out.contains("nobody"), "{out}");
+    assert!(
+        out.contains("2 of 3 message(s) would be rejected; nothing was published"),
+        "{out}"
+    );
+
+    // --raw skips the check: it gets as far as the (absent) broker.
+    let (code, out) = payrelay(&config, &["publish", "--raw", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains("would be rejected"), "{out}");
+    assert!(
+        out.contains("127.0.0.1:1") || out.to_lowercase().contains("connect"),
+        "{out}"
+    );
+}
+
+#[test]
+fn every_argument_is_described_in_help() {
+    for command in ["preview", "publish", "route"] {
+        let (code, out) = payrelay_in(Path::new("."), &[command, "--help"]);
+        assert_eq!(code, 0, "{out}");
+        for line in out.lines().map(str::trim) {
+            let bare = (line.starts_with('<') || line.starts_with("--")) && !line.contains("  ");
+            assert!(!bare, "'{line}' has no description in `{command} --help`:\n{out}");
+        }
+    }
+}
+
+#[test]
+fn an_error_prints_each_cause_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "config.toml",
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n[billers.acme]\ncheckout_url = \"https://pay.example/{{token}}\"\n\
+             [channels.email]\ntransport = \"file\"\n"
+        ),
+    );
+    let (code, out) = payrelay(&config, &["serve"]);
+    assert_eq!(code, 1, "{out}");
+    let error = out
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(error.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{error}");
+    // The OS's reason appears once, not again after the message quoting it.
+    assert_eq!(error.matches("in use").count(), 1, "{error}");
+    drop(taken);
 }

@@ -349,11 +349,19 @@ async fn health_readiness_and_metrics_answer() {
     }
     env.publish(&[invoice("INV-METRICS", "m@example.com")]).await;
     env.wait_for("invoice.sent", 1).await;
-    let metrics = env.get("/metrics").await.text().await.unwrap();
+    let response = env.get("/metrics").await;
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        "the text is OpenMetrics (it ends with # EOF), and says so"
+    );
+    let metrics = response.text().await.unwrap();
     assert!(
         metrics.contains("payrelay_sends_total{channel=\"email\",outcome=\"sent\"} 1"),
         "{metrics}"
     );
+    assert!(metrics.contains("payrelay_build_info{version="), "{metrics}");
+    assert!(metrics.contains("process_resident_memory_bytes "), "{metrics}");
     assert!(!metrics.contains("m@example.com"));
     env.finish().await;
 }

@@ -8,17 +8,46 @@ use lapin::{BasicProperties, Confirmation};
 use super::{connect, declare_topology, timed, BrokerError};
 use crate::config::BrokerConfig;
 
+/// One message of `payrelay publish`'s input and the line it starts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line<'a> {
+    pub number: usize,
+    pub body: &'a str,
+}
+
 /// Splits input into messages: one JSON object (possibly over many lines),
-/// or JSON lines. Lines are sent as they are; payrelay validates them.
-pub fn split_messages(input: &str) -> Vec<&str> {
+/// or JSON lines.
+pub fn split_messages(input: &str) -> Vec<Line<'_>> {
     let trimmed = input.trim();
     if trimmed.is_empty() {
         return Vec::new();
     }
     if serde_json::from_str::<serde_json::Value>(trimmed).is_ok() {
-        return vec![trimmed];
+        let number = input[..input.len() - input.trim_start().len()].matches('\n').count() + 1;
+        return vec![Line { number, body: trimmed }];
     }
-    trimmed.lines().map(str::trim).filter(|l| !l.is_empty()).collect()
+    input
+        .lines()
+        .enumerate()
+        .map(|(i, l)| Line {
+            number: i + 1,
+            body: l.trim(),
+        })
+        .filter(|l| !l.body.is_empty())
+        .collect()
+}
+
+/// The messages the service would dead-letter, as "line: reason", checked
+/// as the service checks them (`is_biller` says which billers exist).
+pub fn refused(messages: &[Line<'_>], is_biller: impl Fn(&str) -> bool) -> Vec<String> {
+    messages
+        .iter()
+        .filter_map(|line| {
+            crate::invoice::parse(line.body.as_bytes(), &is_biller)
+                .err()
+                .map(|rejected| format!("{}: {rejected}", line.number))
+        })
+        .collect()
 }
 
 /// Publishes each message persistently and waits for every confirm.
@@ -68,12 +97,26 @@ pub async fn publish(config: &BrokerConfig, messages: &[&str]) -> Result<usize, 
 
 #[cfg(test)]
 mod tests {
-    use super::split_messages;
+    use super::{refused, split_messages};
 
     #[test]
     fn one_object_or_json_lines() {
         assert_eq!(split_messages("{\n \"a\": 1\n}\n").len(), 1);
-        assert_eq!(split_messages("{\"a\":1}\n\n{\"a\":2}\nnot json\n").len(), 3);
+        assert_eq!(split_messages("\n\n{\n \"a\": 1\n}\n")[0].number, 3);
+        let lines = split_messages("{\"a\":1}\n\n{\"a\":2}\nnot json\n");
+        assert_eq!(lines.iter().map(|l| l.number).collect::<Vec<_>>(), [1, 3, 4]);
+        assert_eq!(lines[2].body, "not json");
         assert!(split_messages("  \n").is_empty());
+    }
+
+    #[test]
+    fn refused_lines_are_named_with_their_reason() {
+        let good = r#"{"invoice_id": "INV-1", "biller_id": "acme", "amount": "10.00", "currency": "EUR", "due_date": "2026-12-01", "customer": {"name": "A", "email": "a@example.com"}}"#;
+        let input = format!("{good}\nnot json\n{}\n", good.replace("acme", "nobody"));
+        let lines = split_messages(&input);
+        let bad = refused(&lines, |b| b == "acme");
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad[0].starts_with("2: ") && bad[0].contains("JSON"), "{bad:?}");
+        assert!(bad[1].starts_with("3: ") && bad[1].contains("nobody"), "{bad:?}");
     }
 }

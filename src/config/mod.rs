@@ -54,6 +54,99 @@ impl fmt::Display for Problem {
 pub struct ConfigError {
     pub path: PathBuf,
     pub problems: Vec<Problem>,
+    /// What the templates check needs, when the file was readable enough to
+    /// tell: `payrelay check` reports template problems with the config's.
+    pub template_uses: Option<TemplateUses>,
+}
+
+/// The configuration built into the binary: the local broker, a SQLite
+/// store under `var/` and the `file` transports, so `payrelay serve` runs
+/// its whole job on a fresh machine. `payrelay config` prints it.
+pub const BUILT_IN: &str = include_str!("../../config.toml");
+
+/// The file `--config` names when it is not given.
+pub const DEFAULT_PATH: &str = "config.toml";
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    /// [`BUILT_IN`], its relative paths resolved against the working folder.
+    BuiltIn,
+}
+
+impl Source {
+    /// The file given with `--config` (it must exist); else `config.toml`
+    /// in the working folder if there is one; else the built-in defaults.
+    pub fn locate(given: Option<&Path>) -> Source {
+        match given {
+            Some(path) => Source::File(path.to_owned()),
+            None if Path::new(DEFAULT_PATH).is_file() => Source::File(PathBuf::from(DEFAULT_PATH)),
+            None => Source::BuiltIn,
+        }
+    }
+
+    /// How reports name it.
+    pub fn display(&self) -> String {
+        match self {
+            Source::File(path) => path.display().to_string(),
+            Source::BuiltIn => "the built-in configuration".to_owned(),
+        }
+    }
+}
+
+/// What the templates check needs from a config. It is known even when
+/// other sections are broken, so one run of `payrelay check` lists template
+/// problems beside config problems.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateUses {
+    /// `[templates] dir`, resolved.
+    pub dir: Option<PathBuf>,
+    /// Languages templates must exist in: the key that asks, the locale,
+    /// and whether it is a biller's default (sent in English otherwise).
+    pub locales: Vec<(String, String, bool)>,
+    /// Handlebars snippets from the config, by key, rendered with the
+    /// sample invoice so a misspelt field fails at check time.
+    pub snippets: Vec<(String, String)>,
+}
+
+impl TemplateUses {
+    fn of(
+        templates: &TemplatesConfig,
+        billers: &BTreeMap<String, BillerConfig>,
+        channels: &ChannelsConfig,
+        routing: &RoutingConfig,
+    ) -> TemplateUses {
+        let mut uses = TemplateUses {
+            dir: templates.dir.clone(),
+            ..TemplateUses::default()
+        };
+        for (id, biller) in billers {
+            if let Some(locale) = &biller.default_locale {
+                uses.locales
+                    .push((format!("billers.{id}.default_locale"), locale.clone(), true));
+            }
+        }
+        for (i, rule) in routing.rules.iter().enumerate() {
+            for locale in rule.locale.iter().flatten() {
+                uses.locales
+                    .push((format!("routing.rules[{i}].locale"), locale.clone(), false));
+            }
+        }
+        if let Some(whatsapp) = &channels.whatsapp {
+            for (i, snippet) in whatsapp.parameters.iter().enumerate() {
+                uses.snippets
+                    .push((format!("channels.whatsapp.parameters[{i}]"), snippet.clone()));
+            }
+        }
+        for (id, biller) in billers {
+            for (i, snippet) in biller.whatsapp_parameters.iter().flatten().enumerate() {
+                uses.snippets
+                    .push((format!("billers.{id}.whatsapp_parameters[{i}]"), snippet.clone()));
+            }
+        }
+        uses
+    }
 }
 
 fn list(problems: &[Problem]) -> String {
@@ -238,35 +331,62 @@ pub struct Rule {
 impl Config {
     /// Loads and checks `path` with the environment layered on top.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_from(&Source::File(path.to_owned()))
+    }
+
+    /// Loads and checks a config file or the built-in one, with the
+    /// environment layered on top.
+    pub fn load_from(source: &Source) -> Result<Config, ConfigError> {
         let fail = |problems: Vec<Problem>| ConfigError {
-            path: path.to_owned(),
+            path: PathBuf::from(source.display()),
             problems,
+            template_uses: None,
         };
-        if !path.is_file() {
-            return Err(fail(vec![Problem {
-                key: String::new(),
-                message: "file not found (pass --config PATH)".into(),
-            }]));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            fail(vec![Problem {
-                key: String::new(),
-                message: format!("cannot read: {e}"),
-            }])
-        })?;
-        let vars = std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX));
-        let value = layered(&text, vars).map_err(|p| fail(vec![p]))?;
-        let base_dir = path
-            .parent()
-            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
+        let (text, base_dir) = match source {
+            Source::BuiltIn => (BUILT_IN.to_owned(), PathBuf::from(".")),
+            Source::File(path) => {
+                if !path.is_file() {
+                    return Err(fail(vec![Problem {
+                        key: String::new(),
+                        message: "file not found (pass --config PATH, or run without --config in a folder with no \
+                                  config.toml to use the built-in configuration)"
+                            .into(),
+                    }]));
+                }
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    fail(vec![Problem {
+                        key: String::new(),
+                        message: format!("cannot read: {e}"),
+                    }])
+                })?;
+                let base_dir = path
+                    .parent()
+                    .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+                    .unwrap_or(Path::new("."))
+                    .to_path_buf();
+                (text, base_dir)
+            }
+        };
+        let vars: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        let value = layered(&text, vars.iter().cloned()).map_err(|p| fail(vec![p]))?;
         let mut problems = Problems::default();
-        let config = raw::check(value, base_dir, &mut problems, &|name| std::env::var(name).ok());
+        let (config, template_uses) = raw::check(value, base_dir, &mut problems, &|name| std::env::var(name).ok());
         match config {
             Some(c) if problems.0.is_empty() => Ok(c),
-            _ => Err(fail(problems.0)),
+            _ => {
+                let mut problems = problems.0;
+                name_variables(&mut problems, &vars);
+                Err(ConfigError {
+                    template_uses,
+                    ..fail(problems)
+                })
+            }
         }
+    }
+
+    /// What the templates check needs from this config.
+    pub fn template_uses(&self) -> TemplateUses {
+        TemplateUses::of(&self.templates, &self.billers, &self.channels, &self.routing)
     }
 
     /// Checks a TOML text with a given environment; for tests and tools.
@@ -285,11 +405,16 @@ impl Config {
         base_dir: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, Vec<Problem>> {
-        let value = layered(text, vars).map_err(|p| vec![p])?;
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let value = layered(text, vars.iter().cloned()).map_err(|p| vec![p])?;
         let mut problems = Problems::default();
         match raw::check(value, base_dir.to_path_buf(), &mut problems, env) {
-            Some(c) if problems.0.is_empty() => Ok(c),
-            _ => Err(problems.0),
+            (Some(c), _) if problems.0.is_empty() => Ok(c),
+            _ => {
+                let mut problems = problems.0;
+                name_variables(&mut problems, &vars);
+                Err(problems)
+            }
         }
     }
 
@@ -321,6 +446,30 @@ fn layered(text: &str, vars: impl IntoIterator<Item = (String, String)>) -> Resu
         set_path(&mut root, &keys, value);
     }
     Ok(root)
+}
+
+/// Adds to each problem the `PAYRELAY__…` variable that set its key (or a
+/// table above it), since the file the operator would look in does not
+/// hold the bad value.
+fn name_variables(problems: &mut [Problem], vars: &[(String, String)]) {
+    for (name, _) in vars {
+        let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let key = path
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect::<Vec<_>>()
+            .join(".");
+        for problem in problems.iter_mut() {
+            let about = problem.key == key
+                || problem.key.starts_with(&format!("{key}."))
+                || problem.key.starts_with(&format!("{key}["));
+            if about && !problem.message.contains(name.as_str()) {
+                problem.message.push_str(&format!(" (set by {name})"));
+            }
+        }
+    }
 }
 
 /// Sets `keys` (a path of table names) to a string, making tables on the way.

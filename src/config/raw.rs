@@ -13,7 +13,7 @@ use url::Url;
 
 use super::{
     resolve, BillerConfig, BrokerConfig, ChannelsConfig, Config, HttpConfig, PaylinkConfig, Problems, RateLimitConfig,
-    RoutingConfig, Rule, Secret, StoreConfig, Strategy, TemplatesConfig,
+    RoutingConfig, Rule, Secret, StoreConfig, Strategy, TemplateUses, TemplatesConfig,
 };
 use crate::channels::email::EmailConfig;
 use crate::channels::messenger::MessengerConfig;
@@ -307,13 +307,20 @@ fn take(root: &mut Map<String, Value>, key: &str) -> Value {
     root.remove(key).unwrap_or_else(|| Value::Object(Map::new()))
 }
 
-/// Reads every section; returns a config only if nothing blocked building one.
-pub(crate) fn check(value: Value, base_dir: PathBuf, problems: &mut Problems, env: EnvLookup<'_>) -> Option<Config> {
+/// Reads every section; returns a config only if nothing blocked building
+/// one, and what the templates check needs in any case (so that check runs
+/// in the same pass as this one).
+pub(crate) fn check(
+    value: Value,
+    base_dir: PathBuf,
+    problems: &mut Problems,
+    env: EnvLookup<'_>,
+) -> (Option<Config>, Option<TemplateUses>) {
     let mut root = match value {
         Value::Object(m) => m,
         _ => {
             problems.push("", "the config must be a TOML table");
-            return None;
+            return (None, None);
         }
     };
     let broker = check_broker(
@@ -354,18 +361,22 @@ pub(crate) fn check(value: Value, base_dir: PathBuf, problems: &mut Problems, en
             format!("unknown section (a typo?); sections are {}", SECTIONS.join(", ")),
         );
     }
-    Some(Config {
-        base_dir,
-        broker: broker?,
-        store: store?,
-        http: http?,
-        paylink: paylink?,
-        billers,
-        channels,
-        templates,
-        routing,
-        rate_limit,
-    })
+    let uses = TemplateUses::of(&templates, &billers, &channels, &routing);
+    let config = (|| {
+        Some(Config {
+            base_dir,
+            broker: broker?,
+            store: store?,
+            http: http?,
+            paylink: paylink?,
+            billers,
+            channels,
+            templates,
+            routing,
+            rate_limit,
+        })
+    })();
+    (config, Some(uses))
 }
 
 fn check_broker(raw: RawBroker, env: EnvLookup<'_>, problems: &mut Problems) -> Option<BrokerConfig> {

@@ -825,6 +825,55 @@ fn environment_variables_override_the_file_and_take_the_type_of_their_key() {
     let problems = Config::from_layers(text, bad, Path::new("/srv"), &|_| None).unwrap_err();
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].key, "broker.prefetch");
+    assert!(
+        problems[0].message.ends_with("(set by PAYRELAY__BROKER__PREFETCH)"),
+        "the variable is named, since the file does not hold the value: {}",
+        problems[0].message
+    );
+
+    // A variable that sets a table names the problems under it.
+    let bad = [("PAYRELAY__BILLERS__ACME__CHECKOUT_URL".to_owned(), "nowhere".to_owned())];
+    let problems = Config::from_layers(text, bad, Path::new("/srv"), &|_| None).unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .all(|p| p.message.contains("(set by PAYRELAY__BILLERS__ACME__CHECKOUT_URL)")),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn the_built_in_configuration_loads_and_resolves_against_the_working_folder() {
+    let config = Config::load_from(&Source::BuiltIn).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.base_dir, Path::new("."));
+    assert_eq!(config.store.url.expose(), "sqlite://./var/payrelay.db");
+    assert!(config.channels.email.is_some());
+}
+
+#[test]
+fn a_config_with_problems_still_says_what_the_templates_check_needs() {
+    let text = r#"
+[broker]
+prefetch = 0
+[billers.acme]
+checkout_url = "https://pay.example/{token}"
+default_locale = "fr-FR"
+[channels.email]
+transport = "file"
+[templates]
+dir = "mine"
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("payrelay.toml");
+    std::fs::write(&path, text).unwrap();
+    let error = Config::load(&path).unwrap_err();
+    assert_eq!(keys(&error.problems), set_of(&["broker.prefetch"]));
+    let uses = error.template_uses.expect("known despite the broker problem");
+    assert_eq!(uses.dir, Some(dir.path().join("mine")));
+    assert_eq!(
+        uses.locales,
+        vec![("billers.acme.default_locale".to_owned(), "fr-FR".to_owned(), true)]
+    );
 }
 
 #[test]
