@@ -40,9 +40,11 @@ use crate::invoice::Contacts;
 use crate::render::{RenderError, Templates};
 use ratelimit::{ChannelBudget, SharedLimiter};
 
-/// The channels payrelay knows. The contract fixes their names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// The channels payrelay knows. Billers and operators use these names in
+/// invoices, rules and events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(description = "A channel payrelay sends on.")]
 pub enum ChannelName {
     Email,
     Sms,

@@ -5,6 +5,7 @@
 //! confirms. So an event is never lost once its outcome is stored, and never
 //! published for an outcome that was not.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -14,7 +15,8 @@ use crate::invoice::InvoiceKey;
 
 /// The event names billers receive. An event's routing key is
 /// `<biller_id>.<name>` ([`routing_key`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(description = "What happened. The routing key is `<biller_id>.<event>`.")]
 pub enum EventName {
     #[serde(rename = "invoice.accepted")]
     Accepted,
@@ -73,28 +75,50 @@ impl Correlation {
     }
 }
 
-/// One event body, exactly as billers receive it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// One event body, exactly as billers receive it. Every key is always
+/// present; what does not apply is null.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[schemars(
+    title = "payrelay event",
+    description = "One event about an invoice, published on the events exchange. Every key is always present; what does not apply is null.",
+    extend("additionalProperties" = false)
+)]
 pub struct Event {
     /// Unique per event and kept with it in the store, so an event published
     /// again (after a broker outage, say) carries the same id: consumers
     /// deduplicate on it. Also the AMQP `message_id`.
     #[serde(default)]
+    #[schemars(required, pattern(r"^([0-9a-f]{32}|outbox-[0-9]{26})$"))]
     pub event_id: String,
+    /// What happened; also the last words of the routing key.
     pub event: EventName,
+    /// The biller the invoice belongs to; null when the message could not
+    /// be read far enough to tell.
     pub biller_id: Option<String>,
+    /// The biller's invoice id, when known.
     pub invoice_id: Option<String>,
+    /// The invoice's revision, when known.
     pub revision: Option<i64>,
+    /// The channel the event is about (sends, deliveries, clicks, fallbacks).
     pub channel: Option<ChannelName>,
+    /// Which try on `channel` this is, from 1.
     pub attempt: Option<u32>,
-    /// The journey step this event is about; none for the first request.
+    /// The journey step this event is about; null for the first request.
     #[serde(default)]
     pub step: Option<String>,
+    /// When it happened, RFC 3339 in UTC.
+    #[schemars(extend("format" = "date-time"))]
     pub at: String,
+    /// Why, in plain words: the rejection reason, the provider's error.
     pub detail: Option<String>,
+    /// The provider's id for the message (Twilio's SID, Meta's wamid, the
+    /// email's Message-ID).
     pub provider_message_id: Option<String>,
+    /// The incoming message's AMQP `correlation_id`, copied.
     pub correlation_id: Option<String>,
+    /// The incoming message's AMQP `message_id`, copied.
     pub message_id: Option<String>,
+    /// The invoice's `metadata`, copied as the biller sent it.
     pub metadata: Option<serde_json::Value>,
 }
 

@@ -33,5 +33,6 @@ pub mod paylink;
 pub mod redact;
 pub mod render;
 pub mod router;
+pub mod schema;
 pub mod server;
 pub mod store;

@@ -18,9 +18,17 @@ use super::{AppError, AppState};
 use crate::events::{rfc3339_ms, Correlation};
 use crate::store::Status;
 
-#[derive(Deserialize)]
-struct Payment {
+/// A payment confirmation's body. Signed with the biller's webhook secret
+/// (see [`verify_payment_signature`]).
+#[derive(Deserialize, schemars::JsonSchema)]
+#[schemars(
+    title = "payrelay payment confirmation",
+    description = "The body of POST /v1/payments, signed with the biller's webhook_secret in X-Payrelay-Signature."
+)]
+pub(crate) struct Payment {
+    /// The biller whose `webhook_secret` signed the body.
     biller_id: String,
+    /// The invoice that was paid (every revision of it is closed).
     invoice_id: String,
 }
 

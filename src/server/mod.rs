@@ -4,7 +4,7 @@
 //! Errors are opaque to callers and logged in full for operators; a pay
 //! link's answer never reveals anything personal about another invoice.
 
-mod api;
+pub(crate) mod api;
 mod paypage;
 mod webhooks;
 

@@ -7,6 +7,7 @@
 
 pub mod pg;
 pub mod process;
+pub mod schemas;
 pub mod smtp;
 
 use std::sync::{Arc, Mutex};
@@ -200,6 +201,7 @@ timeout = "5s"
         tokio::spawn(async move {
             while let Some(Ok(delivery)) = consumer.next().await {
                 let mut event: Value = serde_json::from_slice(&delivery.data).expect("event is JSON");
+                schemas::check_event(&event);
                 event["_routing_key"] = json!(delivery.routing_key.as_str());
                 event["_amqp_correlation_id"] =
                     json!(delivery.properties.correlation_id().as_ref().map(|s| s.to_string()));
@@ -267,6 +269,9 @@ timeout = "5s"
 
     /// Publishes raw bodies to the invoices queue with confirms.
     pub async fn publish_raw(&self, bodies: &[Vec<u8>]) {
+        for body in bodies {
+            schemas::check_published_invoice(body, |b| self.config.billers.contains_key(b));
+        }
         let refs: Vec<&str> = bodies
             .iter()
             .map(|b| std::str::from_utf8(b).expect("utf-8 test body"))
@@ -295,6 +300,7 @@ timeout = "5s"
     pub async fn wait_events(&self, what: &str, ready: impl Fn(&[Value]) -> bool) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
+            schemas::assert_no_violations();
             let notified = self.events_arrived.notified();
             let events = self.events();
             if ready(&events) {
@@ -366,6 +372,7 @@ timeout = "5s"
         if let Some(running) = self.running.take() {
             running.stop().await;
         }
+        schemas::assert_no_violations();
         delete_broker_objects(&self.channel, &self.broker_objects()).await;
         let _ = self.amqp.close(200, "test done".into()).await;
         self.finished = true;
@@ -449,7 +456,7 @@ pub async fn messages_in_queue(queue: &str) -> u32 {
     declared.message_count()
 }
 
-/// A valid payment request (contract §1) for `email`.
+/// A valid payment request for `email`.
 pub fn invoice(invoice_id: &str, email: &str) -> Value {
     json!({
         "kind": "payment_request",

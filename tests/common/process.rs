@@ -68,8 +68,13 @@ impl Service {
 }
 
 impl Drop for Service {
+    /// Also fails the test if an event it observed broke the published
+    /// schema (unless it is failing already).
     fn drop(&mut self) {
         self.kill();
+        if !std::thread::panicking() {
+            super::schemas::assert_no_violations();
+        }
     }
 }
 
@@ -147,7 +152,9 @@ pub async fn observe_events(channel: &Channel, broker: &BrokerConfig) -> Unbound
     let (events, received) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(Ok(delivery)) = consumer.next().await {
-            let _ = events.send(serde_json::from_slice(&delivery.data).expect("events are JSON"));
+            let event: Value = serde_json::from_slice(&delivery.data).expect("events are JSON");
+            super::schemas::check_event(&event);
+            let _ = events.send(event);
             let _ = delivery.acker.ack(BasicAckOptions::default()).await;
         }
     });
