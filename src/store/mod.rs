@@ -10,14 +10,14 @@
 //! one of them). [`open`] picks one by `[store] url`.
 //!
 //! Both run the same store test suite (`tests/store_suite.rs`). The
-//! statements they share are written once in [`sql`]; what else they share
+//! statements they share are written once, in `sql`; what else they share
 //! (parsing rows, the paid event, the timeline) lives here.
 //!
 //! A store reads no clock of its own: every time it writes comes from the
-//! [`Clock`] it was opened with, the service's, so a test moves it to see an
-//! invoice go idle or a hold come due. (PostgreSQL's outbox leases are the
-//! exception: they are set and compared on the database's clock, the one
-//! clock every instance shares.)
+//! [`Clock`] it was opened with, the service's, so a test that moves that
+//! clock moves every stamp, and with them when an invoice counts as idle.
+//! (PostgreSQL's outbox leases are the exception: they are set and
+//! compared on the database's clock, the one clock every instance shares.)
 
 pub mod postgres;
 mod sql;
