@@ -111,7 +111,7 @@ fn write_files(queue: mpsc::Receiver<FileWrite>) {
 
 /// 32 hex digits: milliseconds since 1970 (12), then 80 random bits.
 fn time_ordered_id() -> String {
-    let ms = crate::store::now_ms().max(0) as u64;
+    let ms = crate::clock::now_ms().max(0) as u64;
     let random = crate::paylink::random_id();
     format!("{:012x}{}", ms & 0xffff_ffff_ffff, &random[..20])
 }

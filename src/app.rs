@@ -176,12 +176,12 @@ pub async fn start_with_clock(
     listener: TcpListener,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, StartError> {
-    let store = crate::store::open(config.store.url.expose()).await?;
+    let store = crate::store::open(config.store.url.expose(), clock.clone()).await?;
     start_with_store(config, listener, clock, store).await
 }
 
 /// Starts the service on a store opened by the caller (tests wrap the real
-/// store to make it fail on cue).
+/// store to make it fail on cue), which should be on the same `clock`.
 pub async fn start_with_store(
     config: Config,
     listener: TcpListener,
@@ -215,7 +215,7 @@ pub async fn start_with_store(
     let scheduler = tokio::spawn(crate::dispatch::scheduler::run(
         dispatcher.clone(),
         store.clone(),
-        clock,
+        clock.clone(),
         shutdown.clone(),
     ));
     let state = AppState {
@@ -226,6 +226,7 @@ pub async fn start_with_store(
         outbox_signal: outbox_signal.clone(),
         broker_ready: broker_ready.clone(),
         dispatcher: dispatcher.clone(),
+        clock,
     };
     let addr = listener.local_addr().map_err(|source| StartError::Bind {
         addr: config.http.listen,

@@ -1,7 +1,16 @@
 //! Time as the service sees it, passed in rather than read from a global,
-//! so quiet hours and expiry can be tested by moving a clock.
+//! so quiet hours, holds, idleness and expiry can be tested by moving a
+//! clock. The store stamps its rows with the [`Clock`] it was opened with.
+//!
+//! [`now_ms`] is the wall clock itself: what [`SystemClock`] reads, and what
+//! ids that sort by time are made from (they decide nothing).
 
 use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Milliseconds since the Unix epoch, on the wall clock.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
 
 /// Milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync {
@@ -21,7 +30,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        crate::store::now_ms()
+        now_ms()
     }
 }
 

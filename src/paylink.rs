@@ -29,7 +29,7 @@ const TOKEN_LEN: usize = TIME_DIGITS + 27;
 pub fn new_token() -> String {
     let mut bytes = [0u8; 20];
     rand::rng().fill_bytes(&mut bytes);
-    let ms = crate::store::now_ms().max(0) as u64 & 0xffff_ffff_ffff;
+    let ms = crate::clock::now_ms().max(0) as u64 & 0xffff_ffff_ffff;
     let mut token = format!("{ms:0TIME_DIGITS$x}");
     URL_SAFE_NO_PAD.encode_string(bytes, &mut token);
     token
@@ -69,8 +69,8 @@ pub fn is_well_formed(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Fills `{placeholder}`s of a checkout URL template, each value URL-encoded
-/// (contract §7). `amount` is the biller's own decimal string.
+/// Fills `{placeholder}`s of a biller's checkout URL template, each value
+/// URL-encoded. `amount` is the biller's own decimal string.
 pub fn checkout_url(
     template: &str,
     key: &InvoiceKey,

@@ -103,10 +103,6 @@ impl Store for Faulty {
         self.check()?;
         self.inner.finish_invoice(key, status, events).await
     }
-    async fn status(&self, key: &InvoiceKey) -> Result<Option<Status>, StoreError> {
-        self.check()?;
-        self.inner.status(key).await
-    }
     async fn close(&self, b: &str, i: &str, status: Status, event: &Event) -> Result<bool, StoreError> {
         self.check()?;
         self.inner.close(b, i, status, event).await

@@ -295,3 +295,30 @@ async fn an_invoice_paid_before_a_later_delivery_failure_gets_no_fallback() {
     );
     env.finish().await;
 }
+
+/// A pay link lasts its TTL on the service's clock, from the moment its
+/// message was made: the wall clock (weeks past this clock's morning) does
+/// not end it, and the service's clock does, to the millisecond.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pay_link_expires_when_the_service_clock_passes_its_ttl() {
+    let clock = Arc::new(ManualClock::at_ms(MORNING_MS));
+    let env = TestEnv::start_with(Options {
+        paylink_ttl: "1h",
+        clock: Some(clock.clone()),
+        ..Options::default()
+    })
+    .await;
+    env.publish(&[invoice("INV-EXPIRES", "soon@example.com")]).await;
+    let emails = env.smtp.wait_for(1, WAIT).await;
+    let link = common::pay_link(&common::parts(&emails[0].data).1, &env.base_url);
+    // Recorded as sent before the clock moves: an invoice still being sent
+    // an hour later by this clock would be idle, and taken over.
+    env.wait_for("invoice.sent", 1).await;
+    assert_eq!(env.get(&link).await.status(), 200);
+    clock.set_ms(MORNING_MS + 3_600_000 - 1);
+    assert_eq!(env.get(&link).await.status(), 200, "a millisecond before its hour ends");
+    clock.set_ms(MORNING_MS + 3_600_000);
+    assert_eq!(env.get(&link).await.status(), 410);
+    assert_eq!(env.get(&format!("{link}/pay")).await.status(), 410);
+    env.finish().await;
+}

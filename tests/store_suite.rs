@@ -11,6 +11,9 @@
 //!
 //! The concurrency tests open a second store on the same database, as a
 //! second payrelay instance would, and race both against each other.
+//!
+//! The stores run on the real clock, except in the tests that open one on a
+//! [`ManualClock`] to show that every time a store writes is its clock's.
 
 mod common;
 
@@ -24,6 +27,7 @@ use tokio::sync::Barrier;
 use common::pg::PgSchema;
 
 use payrelay::channels::ChannelName;
+use payrelay::clock::{Clock, ManualClock, SystemClock};
 use payrelay::events::{Correlation, Event, EventName};
 use payrelay::invoice::{Invoice, InvoiceKey, Message};
 use payrelay::store::{
@@ -36,6 +40,8 @@ use payrelay::store::{
 /// One fresh database with a store open on it.
 struct TestDb {
     store: Arc<dyn Store>,
+    /// The store's clock: the real one.
+    clock: Arc<dyn Clock>,
     url: String,
     /// Dropped last: removes the database.
     _place: Place,
@@ -51,7 +57,12 @@ enum Place {
 impl TestDb {
     /// Another store on the same database: a second payrelay instance.
     async fn another(&self) -> Arc<dyn Store> {
-        payrelay::store::open(&self.url)
+        self.on_clock(self.clock.clone()).await
+    }
+
+    /// Another store on the same database, on `clock`.
+    async fn on_clock(&self, clock: Arc<dyn Clock>) -> Arc<dyn Store> {
+        payrelay::store::open(&self.url, clock)
             .await
             .unwrap_or_else(|e| panic!("a second store opens: {e}"))
     }
@@ -60,9 +71,11 @@ impl TestDb {
 async fn sqlite_db() -> TestDb {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("payrelay.db").display());
-    let store = payrelay::store::open(&url).await.unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = payrelay::store::open(&url, clock.clone()).await.unwrap();
     TestDb {
         store,
+        clock,
         url,
         _place: Place::Sqlite(dir),
     }
@@ -71,11 +84,13 @@ async fn sqlite_db() -> TestDb {
 async fn postgres_db() -> TestDb {
     let schema = PgSchema::create("payrelay_test").await;
     let url = String::from(schema.store_url());
-    let store = payrelay::store::open(&url)
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = payrelay::store::open(&url, clock.clone())
         .await
         .unwrap_or_else(|e| panic!("the PostgreSQL store opens in schema {}: {e}", schema.name));
     TestDb {
         store,
+        clock,
         url,
         _place: Place::Postgres(schema),
     }
@@ -139,11 +154,13 @@ store_suite!(
     an_unfinished_invoice_is_claimed_only_when_idle_or_unconditionally,
     idle_unheld_unfinished_invoices_are_reclaimed_oldest_first,
     concurrent_claims_of_an_idle_invoice_succeed_exactly_once,
+    every_time_the_store_writes_is_its_clock_s,
+    an_invoice_goes_idle_by_the_store_s_clock,
 );
 
 #[tokio::test]
 async fn open_refuses_a_url_of_no_known_store() {
-    let Err(error) = payrelay::store::open("mysql://root:hunter2@127.0.0.1/test").await else {
+    let Err(error) = payrelay::store::open("mysql://root:hunter2@127.0.0.1/test", Arc::new(SystemClock)).await else {
         panic!("a mysql:// URL opened a store");
     };
     assert!(matches!(error, StoreError::Url(_)), "{error}");
@@ -295,8 +312,9 @@ fn count_of(events: &[Event], name: EventName) -> usize {
     events.iter().filter(|e| e.event == name).count()
 }
 
+/// The status of one revision, as the dispatcher reads it.
 async fn status(store: &dyn Store, key: &InvoiceKey) -> Option<Status> {
-    store.status(key).await.unwrap()
+    store.invoice(key).await.unwrap().map(|stored| stored.status)
 }
 
 /// Runs `n` copies of `task` at once, each with its index and one of the
@@ -1388,7 +1406,7 @@ impl AtOf for Event {
 async fn an_unfinished_invoice_is_claimed_only_when_idle_or_unconditionally(db: &TestDb) {
     let store = db.store.as_ref();
     let key = accepted(store, "INV-1", 1).await;
-    let now = payrelay::store::now_ms();
+    let now = db.clock.now_ms();
     assert!(!store.claim(&key, now, 60_000).await.unwrap(), "just touched: not idle");
     assert!(store.claim(&key, now, 0).await.unwrap(), "idle 0 takes it over");
     assert!(
@@ -1420,7 +1438,7 @@ async fn idle_unheld_unfinished_invoices_are_reclaimed_oldest_first(db: &TestDb)
     let done = accepted(store, "INV-4", 1).await;
     store.hold(&held, i64::MAX).await.unwrap();
     store.finish_invoice(&done, Status::Sent, &[]).await.unwrap();
-    let now = payrelay::store::now_ms();
+    let now = db.clock.now_ms();
     assert!(
         store.claim_stale(now, 60_000, 10).await.unwrap().is_empty(),
         "all fresh"
@@ -1444,7 +1462,7 @@ async fn idle_unheld_unfinished_invoices_are_reclaimed_oldest_first(db: &TestDb)
 async fn concurrent_claims_of_an_idle_invoice_succeed_exactly_once(db: &TestDb) {
     let stores = [db.store.clone(), db.another().await];
     let key = accepted(db.store.as_ref(), "INV-1", 1).await;
-    let later = payrelay::store::now_ms() + 120_000;
+    let later = db.clock.now_ms() + 120_000;
     let answers = race(&stores, RACERS, |i, store| {
         let key = key.clone();
         async move {
@@ -1460,13 +1478,123 @@ async fn concurrent_claims_of_an_idle_invoice_succeed_exactly_once(db: &TestDb) 
 }
 
 // ---------------------------------------------------------------------------
+// Time
+
+/// A store on a clock that moves only when told, at `ms`.
+async fn on_manual_clock(db: &TestDb, ms: i64) -> (Arc<ManualClock>, Arc<dyn Store>) {
+    let clock = Arc::new(ManualClock::at_ms(ms));
+    let store = db.on_clock(clock.clone()).await;
+    (clock, store)
+}
+
+/// Each step of the timeline is stamped with the time the store's clock
+/// read when it was recorded, the wall clock's none; a hold shows at the
+/// time it is looked at.
+async fn every_time_the_store_writes_is_its_clock_s(db: &TestDb) {
+    let (clock, store) = on_manual_clock(db, 1_000).await;
+    let store = store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+    clock.set_ms(2_000);
+    let email = started(store, &key, ChannelName::Email, 1, "a").await;
+    clock.set_ms(3_000);
+    let failed = AttemptOutcome::Failed {
+        detail: "smtp 550".into(),
+    };
+    store
+        .finish_attempt(email, &failed, &event(EventName::ChannelFailed, &key))
+        .await
+        .unwrap();
+    clock.set_ms(4_000);
+    let sms = started(store, &key, ChannelName::Sms, 1, "b").await;
+    clock.set_ms(5_000);
+    let outcome = AttemptOutcome::Sent {
+        provider_message_id: Some("SM1".into()),
+    };
+    store
+        .finish_attempt(sms, &outcome, &event(EventName::Sent, &key))
+        .await
+        .unwrap();
+    clock.set_ms(6_000);
+    store
+        .record_reached(sms, Reached::Delivered, &event(EventName::Delivered, &key))
+        .await
+        .unwrap();
+    clock.set_ms(7_000);
+    store
+        .record_reached(sms, Reached::Read, &event(EventName::Read, &key))
+        .await
+        .unwrap();
+    clock.set_ms(8_000);
+    store
+        .record_click("hash-b", &event(EventName::Clicked, &key))
+        .await
+        .unwrap();
+    clock.set_ms(8_500);
+    store.hold(&key, 50_000).await.unwrap();
+    clock.set_ms(8_600);
+    let held = store.history(ACME, "INV-1").await.unwrap().expect("history");
+    let held_at: Vec<_> = held
+        .timeline
+        .iter()
+        .filter(|e| e.what == "held")
+        .map(|e| e.at_ms)
+        .collect();
+    assert_eq!(held_at, [8_600]);
+    clock.set_ms(9_000);
+    store.finish_invoice(&key, Status::Sent, &[]).await.unwrap();
+    clock.set_ms(10_000);
+    store
+        .close(ACME, "INV-1", Status::Paid, &event(EventName::Paid, &key))
+        .await
+        .unwrap();
+
+    let history = store.history(ACME, "INV-1").await.unwrap().expect("history");
+    let steps: Vec<_> = history.timeline.iter().map(|e| (e.what, e.at_ms)).collect();
+    assert_eq!(
+        steps,
+        [
+            ("received", 1_000),
+            ("send_started", 2_000),
+            ("send_failed", 3_000),
+            ("send_started", 4_000),
+            ("sent", 5_000),
+            ("delivered", 6_000),
+            ("read", 7_000),
+            ("clicked", 8_000),
+            ("paid", 10_000),
+        ]
+    );
+}
+
+/// An invoice is idle from the last time the store's clock stamped it: its
+/// acceptance, then each attempt.
+async fn an_invoice_goes_idle_by_the_store_s_clock(db: &TestDb) {
+    const T: i64 = 1_000_000;
+    let (clock, store) = on_manual_clock(db, T).await;
+    let store = store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+    assert!(store.claim_stale(T + 59_999, 60_000, 10).await.unwrap().is_empty());
+    assert!(!store.claim(&key, T + 59_999, 60_000).await.unwrap());
+    clock.set_ms(T + 30_000);
+    started(store, &key, ChannelName::Email, 1, "a").await;
+    assert!(
+        store.claim_stale(T + 60_000, 60_000, 10).await.unwrap().is_empty(),
+        "the attempt at T + 30 s touched it"
+    );
+    assert_eq!(
+        store.claim_stale(T + 90_000, 60_000, 10).await.unwrap(),
+        std::slice::from_ref(&key)
+    );
+}
+
+// ---------------------------------------------------------------------------
 // PostgreSQL only: several instances share one outbox. (SQLite's outbox
 // serves one process: every handle sees every event.)
 
 /// A store on `db` with its own outbox lease, as one more instance.
 async fn instance(db: &TestDb, lease: Duration) -> Arc<dyn Store> {
     Arc::new(
-        payrelay::store::postgres::PostgresStore::open_with_lease(&db.url, lease)
+        payrelay::store::postgres::PostgresStore::open_with_lease(&db.url, lease, db.clock.clone())
             .await
             .unwrap(),
     )

@@ -612,7 +612,7 @@ impl Dispatcher {
         let pay_url = pay_url(&self.config, &token);
         let paylink = NewPaylink {
             token_hash: paylink::token_hash(&token),
-            expires_at_ms: crate::store::now_ms() + self.config.paylink.ttl.as_millis() as i64,
+            expires_at_ms: self.clock.now_ms() + self.config.paylink.ttl.as_millis() as i64,
         };
         let message = match self.config.billers.get(&key.biller_id) {
             None => Err(format!("biller {} is not configured", key.biller_id)),

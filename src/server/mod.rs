@@ -1,4 +1,4 @@
-//! The HTTP side (contract §4): the pay page consumers land on, provider
+//! The HTTP side: the pay page consumers land on, provider
 //! status webhooks, health, readiness and metrics.
 //!
 //! Errors are opaque to callers and logged in full for operators; a pay
@@ -39,6 +39,8 @@ pub struct AppState {
     pub broker_ready: Arc<AtomicBool>,
     /// Status webhooks hand provider reports to it.
     pub dispatcher: Arc<crate::dispatch::Dispatcher>,
+    /// The service's time: pay pages expire by it.
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -9,7 +9,7 @@ use super::{message_page, AppError, AppState};
 use crate::events::{Event, EventName};
 use crate::paylink;
 use crate::render;
-use crate::store::{now_ms, PaylinkRecord, Status};
+use crate::store::{PaylinkRecord, Status};
 
 /// What a link may still do.
 enum LinkState {
@@ -31,7 +31,7 @@ async fn lookup(state: &AppState, token: &str) -> Result<LinkState, AppError> {
         Status::Paid => LinkState::Paid(Box::new(record)),
         Status::Cancelled => LinkState::Gone("This payment request was cancelled by the sender."),
         Status::Superseded => LinkState::Gone("This payment request was replaced by a newer request."),
-        _ if record.expires_at_ms <= now_ms() => LinkState::Gone("This payment link has expired."),
+        _ if record.expires_at_ms <= state.clock.now_ms() => LinkState::Gone("This payment link has expired."),
         Status::Accepted | Status::Sent | Status::Exhausted => LinkState::Open(Box::new(record)),
     })
 }

@@ -9,10 +9,18 @@
 //! instances share one database (and its outbox: each event is published by
 //! one of them). [`open`] picks one by `[store] url`.
 //!
-//! Both run the same store test suite (`tests/store_suite.rs`); what they
-//! share beyond SQL (parsing rows, the paid event, the timeline) lives here.
+//! Both run the same store test suite (`tests/store_suite.rs`). The
+//! statements they share are written once, in `sql`; what else they share
+//! (parsing rows, the paid event, the timeline) lives here.
+//!
+//! A store reads no clock of its own: every time it writes comes from the
+//! [`Clock`] it was opened with, the service's, so a test that moves that
+//! clock moves every stamp, and with them when an invoice counts as idle.
+//! (PostgreSQL's outbox leases are the exception: they are set and
+//! compared on the database's clock, the one clock every instance shares.)
 
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -20,6 +28,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::channels::ChannelName;
+use crate::clock::Clock;
 use crate::events::{Correlation, Event, EventName};
 use crate::invoice::{Invoice, InvoiceKey};
 
@@ -45,11 +54,11 @@ pub enum StoreError {
 
 /// Opens the store a `[store] url` names: `sqlite://PATH`, or
 /// `postgres://` / `postgresql://` (libpq URL syntax), and brings its schema
-/// up to date.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+/// up to date. The store stamps what it writes with `clock`'s time.
+pub async fn open(url: &str, clock: Arc<dyn Clock>) -> Result<Arc<dyn Store>, StoreError> {
     match url.split_once("://").map(|(scheme, _)| scheme) {
-        Some("sqlite") => Ok(Arc::new(sqlite::SqliteStore::open(url).await?)),
-        Some("postgres" | "postgresql") => Ok(Arc::new(postgres::PostgresStore::open(url).await?)),
+        Some("sqlite") => Ok(Arc::new(sqlite::SqliteStore::open(url, clock).await?)),
+        Some("postgres" | "postgresql") => Ok(Arc::new(postgres::PostgresStore::open(url, clock).await?)),
         _ => Err(StoreError::Url(
             "must start with sqlite://, postgres:// or postgresql://".into(),
         )),
@@ -331,9 +340,6 @@ pub trait Store: Send + Sync {
     /// Sets the invoice's final status with its events, unless it was closed meanwhile.
     async fn finish_invoice(&self, key: &InvoiceKey, status: Status, events: &[Event]) -> Result<(), StoreError>;
 
-    /// The current status of one revision.
-    async fn status(&self, key: &InvoiceKey) -> Result<Option<Status>, StoreError>;
-
     /// Closes every revision of an invoice (paid or cancelled) and queues the
     /// event, once: returns false if it was already closed the same way.
     async fn close(&self, biller_id: &str, invoice_id: &str, status: Status, event: &Event)
@@ -415,11 +421,6 @@ pub trait Store: Send + Sync {
     /// delivery failure, reopening its invoice for the next channel. True
     /// only for the first such report, so a fallback happens exactly once.
     async fn fail_after_send(&self, attempt_id: i64, detail: &str, event: &Event) -> Result<bool, StoreError>;
-}
-
-/// Milliseconds since the Unix epoch, the store's clock unit.
-pub fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 fn parse_channel(s: &str) -> Result<ChannelName, StoreError> {
@@ -506,7 +507,8 @@ struct ClickRow {
 }
 
 /// Builds [`History`] from its rows, the same way for every database.
-/// `revisions` is oldest first and not empty; `closure` is (status, closed_ms).
+/// `revisions` is oldest first and not empty; `closure` is (status, closed_ms);
+/// a hold shows at `now`.
 fn build_history(
     biller_id: &str,
     invoice_id: &str,
@@ -514,6 +516,7 @@ fn build_history(
     attempts: &[AttemptRow],
     clicks: &[ClickRow],
     closure: Option<(&str, i64)>,
+    now: i64,
 ) -> Result<Option<History>, StoreError> {
     let Some(latest) = revisions.last() else {
         return Ok(None);
@@ -538,7 +541,7 @@ fn build_history(
     }
     if let Some(until) = held_until_ms {
         timeline.push(entry(
-            now_ms(),
+            now,
             Some(key.revision),
             "held",
             None,

@@ -49,7 +49,7 @@
 //! published again by another instance.
 
 use std::str::FromStr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -58,11 +58,12 @@ use sqlx::{Executor, PgPool, Postgres, Row, Transaction};
 use tracing::{info, warn};
 
 use super::{
-    build_history, closing_event, event_json, now_ms, parse_channel, parse_invoice, parse_state, AttemptOutcome,
+    build_history, closing_event, event_json, parse_channel, parse_invoice, parse_state, sql, AttemptOutcome,
     AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, History, NewPaylink, OutboxEntry, PaylinkRecord, Reached,
     RevisionRow, Status, Store, StoreError, StoredInvoice,
 };
 use crate::channels::ChannelName;
+use crate::clock::Clock;
 use crate::events::{Correlation, Event};
 use crate::invoice::{Invoice, InvoiceKey};
 
@@ -100,20 +101,27 @@ pub struct PostgresStore {
     /// When the lease was last renewed, on this process's clock: renewals
     /// come at most every tenth of the lease, and a longer gap is reported.
     renewed: Mutex<Option<Instant>>,
+    /// Stamps every row but the leases.
+    clock: Arc<dyn Clock>,
 }
 
 impl PostgresStore {
     /// Connects to a `postgres://` or `postgresql://` URL (libpq syntax:
     /// user, password, host, port, database, `sslmode` and friends) and brings
     /// the schema up to date. Instances starting together are safe: the
-    /// migrator holds a database-wide lock while it works.
-    pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
-        PostgresStore::open_with_lease(url, OUTBOX_LEASE).await
+    /// migrator holds a database-wide lock while it works. Rows are stamped
+    /// with `clock`'s time.
+    pub async fn open(url: &str, clock: Arc<dyn Clock>) -> Result<PostgresStore, StoreError> {
+        PostgresStore::open_with_lease(url, OUTBOX_LEASE, clock).await
     }
 
     /// [`PostgresStore::open`] with another outbox lease than
     /// [`OUTBOX_LEASE`]; tests use a short one to see a takeover quickly.
-    pub async fn open_with_lease(url: &str, lease: Duration) -> Result<PostgresStore, StoreError> {
+    pub async fn open_with_lease(
+        url: &str,
+        lease: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Result<PostgresStore, StoreError> {
         let options = PgConnectOptions::from_str(url)?.application_name("payrelay");
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
@@ -134,6 +142,7 @@ impl PostgresStore {
             owner: format!("{}-{}", std::process::id(), &crate::paylink::random_id()[..12]),
             lease,
             renewed: Mutex::new(None),
+            clock,
         };
         // Registered before it writes anything, so its events always have
         // an owner row whose lease can run out.
@@ -150,16 +159,14 @@ impl PostgresStore {
         event: &Event,
     ) -> Result<(), StoreError> {
         let (state, provider_id, detail) = outcome.columns();
-        sqlx::query(
-            "UPDATE attempts SET state = $1, provider_message_id = $2, detail = $3, finished_ms = $4 WHERE id = $5",
-        )
-        .bind(state)
-        .bind(provider_id)
-        .bind(detail)
-        .bind(now_ms())
-        .bind(attempt_id)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(sql::FINISH_ATTEMPT)
+            .bind(state)
+            .bind(provider_id)
+            .bind(detail)
+            .bind(self.clock.now_ms())
+            .bind(attempt_id)
+            .execute(&mut **tx)
+            .await?;
         self.insert_event(&mut **tx, event).await
     }
 
@@ -172,17 +179,14 @@ impl PostgresStore {
         status: Status,
         events: &[Event],
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE invoices SET status = $1, updated_ms = $2, held_until_ms = NULL
-             WHERE biller_id = $3 AND invoice_id = $4 AND revision = $5 AND status = 'accepted'",
-        )
-        .bind(status.as_str())
-        .bind(now_ms())
-        .bind(&key.biller_id)
-        .bind(&key.invoice_id)
-        .bind(key.revision)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(sql::FINISH_INVOICE)
+            .bind(status.as_str())
+            .bind(self.clock.now_ms())
+            .bind(&key.biller_id)
+            .bind(&key.invoice_id)
+            .bind(key.revision)
+            .execute(&mut **tx)
+            .await?;
         for event in events {
             self.insert_event(&mut **tx, event).await?;
         }
@@ -311,15 +315,12 @@ async fn attempts_of<'e, E: sqlx::Executor<'e, Database = Postgres>>(
     executor: E,
     key: &InvoiceKey,
 ) -> Result<Vec<AttemptRecord>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT channel, attempt, state FROM attempts
-         WHERE biller_id = $1 AND invoice_id = $2 AND revision = $3 ORDER BY id",
-    )
-    .bind(&key.biller_id)
-    .bind(&key.invoice_id)
-    .bind(key.revision)
-    .fetch_all(executor)
-    .await?;
+    let rows = sqlx::query(sql::ATTEMPTS_OF)
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .fetch_all(executor)
+        .await?;
     rows.iter()
         .map(|row| {
             Ok(AttemptRecord {
@@ -339,38 +340,29 @@ impl Store for PostgresStore {
         // Every begin and close of this invoice, in any instance, waits here
         // for the one before it to commit: what follows reads settled rows.
         Self::lock_invoice(&mut tx, &key.biller_id, &key.invoice_id).await?;
-        let closed: Option<String> =
-            sqlx::query_scalar("SELECT status FROM closures WHERE biller_id = $1 AND invoice_id = $2")
-                .bind(&key.biller_id)
-                .bind(&key.invoice_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let (closed, latest): (Option<String>, Option<i64>) = sqlx::query_as(sql::CLOSED_AND_LATEST)
+            .bind(&key.biller_id)
+            .bind(&key.invoice_id)
+            .fetch_one(&mut *tx)
+            .await?;
         if let Some(status) = closed {
             tx.rollback().await?;
             return Ok(Begin::Closed {
                 status: Status::parse(&status)?,
             });
         }
-        let latest: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(revision) FROM invoices WHERE biller_id = $1 AND invoice_id = $2")
-                .bind(&key.biller_id)
-                .bind(&key.invoice_id)
-                .fetch_one(&mut *tx)
-                .await?;
         if let Some(latest) = latest {
             if latest > key.revision {
                 tx.rollback().await?;
                 return Ok(Begin::Stale { latest });
             }
             if latest == key.revision {
-                let status: String = sqlx::query_scalar(
-                    "SELECT status FROM invoices WHERE biller_id = $1 AND invoice_id = $2 AND revision = $3",
-                )
-                .bind(&key.biller_id)
-                .bind(&key.invoice_id)
-                .bind(key.revision)
-                .fetch_one(&mut *tx)
-                .await?;
+                let status: String = sqlx::query_scalar(sql::REVISION_STATUS)
+                    .bind(&key.biller_id)
+                    .bind(&key.invoice_id)
+                    .bind(key.revision)
+                    .fetch_one(&mut *tx)
+                    .await?;
                 let status = Status::parse(&status)?;
                 let answer = if status == Status::Accepted {
                     Begin::Resume {
@@ -383,32 +375,25 @@ impl Store for PostgresStore {
                 return Ok(answer);
             }
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let json = serde_json::to_string(invoice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query(
-            "UPDATE invoices SET status = 'superseded', updated_ms = $1
-             WHERE biller_id = $2 AND invoice_id = $3 AND revision < $4",
-        )
-        .bind(now)
-        .bind(&key.biller_id)
-        .bind(&key.invoice_id)
-        .bind(key.revision)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO invoices (biller_id, invoice_id, revision, status, invoice_json, correlation_id, message_id,
-                                   received_ms, updated_ms)
-             VALUES ($1, $2, $3, 'accepted', $4, $5, $6, $7, $7)",
-        )
-        .bind(&key.biller_id)
-        .bind(&key.invoice_id)
-        .bind(key.revision)
-        .bind(json)
-        .bind(&correlation.correlation_id)
-        .bind(&correlation.message_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(sql::SUPERSEDE_OLDER)
+            .bind(now)
+            .bind(&key.biller_id)
+            .bind(&key.invoice_id)
+            .bind(key.revision)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(sql::INSERT_INVOICE)
+            .bind(&key.biller_id)
+            .bind(&key.invoice_id)
+            .bind(key.revision)
+            .bind(json)
+            .bind(&correlation.correlation_id)
+            .bind(&correlation.message_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         self.insert_event(&mut *tx, accepted).await?;
         tx.commit().await?;
         Ok(Begin::New)
@@ -421,23 +406,18 @@ impl Store for PostgresStore {
         attempt: u32,
         paylink: &NewPaylink,
     ) -> Result<Option<i64>, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut tx = self.pool.begin().await?;
-        // The check right before the send, and a heartbeat: an invoice
-        // being sent is not idle (see `claim`). The row stays locked until
-        // commit, so a close waits for this attempt to be recorded.
-        let open = sqlx::query(
-            "UPDATE invoices SET updated_ms = $1
-             WHERE biller_id = $2 AND invoice_id = $3 AND revision = $4
-               AND status NOT IN ('paid', 'cancelled', 'superseded')",
-        )
-        .bind(now)
-        .bind(&key.biller_id)
-        .bind(&key.invoice_id)
-        .bind(key.revision)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        // The row stays locked until commit, so a close waits for this
+        // attempt to be recorded.
+        let open = sqlx::query(sql::TOUCH_OPEN_INVOICE)
+            .bind(now)
+            .bind(&key.biller_id)
+            .bind(&key.invoice_id)
+            .bind(key.revision)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if open == 0 {
             return Ok(None);
         }
@@ -502,18 +482,6 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn status(&self, key: &InvoiceKey) -> Result<Option<Status>, StoreError> {
-        let status: Option<String> = sqlx::query_scalar(
-            "SELECT status FROM invoices WHERE biller_id = $1 AND invoice_id = $2 AND revision = $3",
-        )
-        .bind(&key.biller_id)
-        .bind(&key.invoice_id)
-        .bind(key.revision)
-        .fetch_optional(&self.pool)
-        .await?;
-        status.as_deref().map(Status::parse).transpose()
-    }
-
     async fn close(
         &self,
         biller_id: &str,
@@ -521,44 +489,35 @@ impl Store for PostgresStore {
         status: Status,
         event: &Event,
     ) -> Result<bool, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut tx = self.pool.begin().await?;
         // The same lock as `begin`: no revision is accepted between the
         // closure and the status change below.
         Self::lock_invoice(&mut tx, biller_id, invoice_id).await?;
-        let inserted = sqlx::query(
-            "INSERT INTO closures (biller_id, invoice_id, status, closed_ms) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (biller_id, invoice_id) DO NOTHING",
-        )
-        .bind(biller_id)
-        .bind(invoice_id)
-        .bind(status.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let inserted = sqlx::query(sql::INSERT_CLOSURE)
+            .bind(biller_id)
+            .bind(invoice_id)
+            .bind(status.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if inserted == 0 {
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query(
-            "UPDATE invoices SET status = $1, updated_ms = $2, held_until_ms = NULL
-             WHERE biller_id = $3 AND invoice_id = $4 AND status NOT IN ('superseded')",
-        )
-        .bind(status.as_str())
-        .bind(now)
-        .bind(biller_id)
-        .bind(invoice_id)
-        .execute(&mut *tx)
-        .await?;
-        let latest: Option<(i64, String)> = sqlx::query_as(
-            "SELECT revision, invoice_json FROM invoices WHERE biller_id = $1 AND invoice_id = $2
-             ORDER BY revision DESC LIMIT 1",
-        )
-        .bind(biller_id)
-        .bind(invoice_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        sqlx::query(sql::CLOSE_REVISIONS)
+            .bind(status.as_str())
+            .bind(now)
+            .bind(biller_id)
+            .bind(invoice_id)
+            .execute(&mut *tx)
+            .await?;
+        let latest: Option<(i64, String)> = sqlx::query_as(sql::LATEST_REVISION)
+            .bind(biller_id)
+            .bind(invoice_id)
+            .fetch_optional(&mut *tx)
+            .await?;
         let clicked: Option<String> = sqlx::query_scalar(
             "SELECT channel FROM paylinks WHERE biller_id = $1 AND invoice_id = $2 AND clicks > 0
              ORDER BY first_click_ms DESC NULLS LAST, attempt_id DESC LIMIT 1",
@@ -614,7 +573,7 @@ impl Store for PostgresStore {
             "UPDATE paylinks SET clicks = clicks + 1, first_click_ms = COALESCE(first_click_ms, $1)
              WHERE token_hash = $2 RETURNING clicks",
         )
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .bind(token_hash)
         .fetch_one(&mut *tx)
         .await?;
@@ -663,7 +622,7 @@ impl Store for PostgresStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query(sql::PING).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -680,15 +639,12 @@ impl Store for PostgresStore {
     }
 
     async fn invoice(&self, key: &InvoiceKey) -> Result<Option<StoredInvoice>, StoreError> {
-        let row = sqlx::query(
-            "SELECT status, invoice_json, correlation_id, message_id FROM invoices
-             WHERE biller_id = $1 AND invoice_id = $2 AND revision = $3",
-        )
-        .bind(&key.biller_id)
-        .bind(&key.invoice_id)
-        .bind(key.revision)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(sql::INVOICE)
+            .bind(&key.biller_id)
+            .bind(&key.invoice_id)
+            .bind(key.revision)
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(StoredInvoice {
             status: Status::parse(row.try_get(0)?)?,
@@ -706,20 +662,11 @@ impl Store for PostgresStore {
         channel: ChannelName,
         provider_message_id: &str,
     ) -> Result<Option<AttemptRef>, StoreError> {
-        // Provider ids are unique per channel in practice; should one repeat,
-        // both stores answer with the first attempt that carried it.
-        let row = sqlx::query(
-            "SELECT a.id, a.biller_id, a.invoice_id, a.revision, a.attempt, a.state,
-                    i.correlation_id, i.message_id, i.invoice_json
-             FROM attempts a JOIN invoices i
-               ON i.biller_id = a.biller_id AND i.invoice_id = a.invoice_id AND i.revision = a.revision
-             WHERE a.channel = $1 AND a.provider_message_id = $2
-             ORDER BY a.id LIMIT 1",
-        )
-        .bind(channel.as_str())
-        .bind(provider_message_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(sql::ATTEMPT_BY_PROVIDER_ID)
+            .bind(channel.as_str())
+            .bind(provider_message_id)
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(AttemptRef {
             attempt_id: row.try_get(0)?,
@@ -736,15 +683,15 @@ impl Store for PostgresStore {
     }
 
     async fn record_reached(&self, attempt_id: i64, reached: Reached, event: &Event) -> Result<bool, StoreError> {
-        let sql = match reached {
-            Reached::Delivered => "UPDATE attempts SET delivered_ms = $1 WHERE id = $2 AND delivered_ms IS NULL",
-            Reached::Read => "UPDATE attempts SET read_ms = $1 WHERE id = $2 AND read_ms IS NULL",
+        let statement = match reached {
+            Reached::Delivered => sql::DELIVERED,
+            Reached::Read => sql::READ,
         };
         let mut tx = self.pool.begin().await?;
         // A second report waits for the first's row lock, then finds the
         // column set and changes nothing.
-        let changed = sqlx::query(sql)
-            .bind(now_ms())
+        let changed = sqlx::query(statement)
+            .bind(self.clock.now_ms())
             .bind(attempt_id)
             .execute(&mut *tx)
             .await?
@@ -757,51 +704,45 @@ impl Store for PostgresStore {
     }
 
     async fn history(&self, biller_id: &str, invoice_id: &str) -> Result<Option<History>, StoreError> {
-        let revisions = sqlx::query(
-            "SELECT revision, status, received_ms, held_until_ms FROM invoices
-             WHERE biller_id = $1 AND invoice_id = $2 ORDER BY revision",
-        )
-        .bind(biller_id)
-        .bind(invoice_id)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(RevisionRow {
-                revision: row.try_get(0)?,
-                status: row.try_get(1)?,
-                received_ms: row.try_get(2)?,
-                held_until_ms: row.try_get(3)?,
+        let now = self.clock.now_ms();
+        let revisions = sqlx::query(sql::HISTORY_REVISIONS)
+            .bind(biller_id)
+            .bind(invoice_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(RevisionRow {
+                    revision: row.try_get(0)?,
+                    status: row.try_get(1)?,
+                    received_ms: row.try_get(2)?,
+                    held_until_ms: row.try_get(3)?,
+                })
             })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+            .collect::<Result<Vec<_>, StoreError>>()?;
         if revisions.is_empty() {
             return Ok(None);
         }
-        let attempts = sqlx::query(
-            "SELECT revision, channel, state, detail, started_ms, finished_ms, delivered_ms, read_ms,
-                    provider_message_id
-             FROM attempts WHERE biller_id = $1 AND invoice_id = $2 ORDER BY id",
-        )
-        .bind(biller_id)
-        .bind(invoice_id)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(AttemptRow {
-                revision: row.try_get(0)?,
-                channel: row.try_get(1)?,
-                state: row.try_get(2)?,
-                detail: row.try_get(3)?,
-                started_ms: row.try_get(4)?,
-                finished_ms: row.try_get(5)?,
-                delivered_ms: row.try_get(6)?,
-                read_ms: row.try_get(7)?,
-                provider_message_id: row.try_get(8)?,
+        let attempts = sqlx::query(sql::HISTORY_ATTEMPTS)
+            .bind(biller_id)
+            .bind(invoice_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(AttemptRow {
+                    revision: row.try_get(0)?,
+                    channel: row.try_get(1)?,
+                    state: row.try_get(2)?,
+                    detail: row.try_get(3)?,
+                    started_ms: row.try_get(4)?,
+                    finished_ms: row.try_get(5)?,
+                    delivered_ms: row.try_get(6)?,
+                    read_ms: row.try_get(7)?,
+                    provider_message_id: row.try_get(8)?,
+                })
             })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let clicks = sqlx::query(
             "SELECT revision, channel, first_click_ms, clicks FROM paylinks
              WHERE biller_id = $1 AND invoice_id = $2 AND clicks > 0",
@@ -820,12 +761,11 @@ impl Store for PostgresStore {
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-        let closure: Option<(String, i64)> =
-            sqlx::query_as("SELECT status, closed_ms FROM closures WHERE biller_id = $1 AND invoice_id = $2")
-                .bind(biller_id)
-                .bind(invoice_id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let closure: Option<(String, i64)> = sqlx::query_as(sql::CLOSURE)
+            .bind(biller_id)
+            .bind(invoice_id)
+            .fetch_optional(&self.pool)
+            .await?;
         build_history(
             biller_id,
             invoice_id,
@@ -833,47 +773,37 @@ impl Store for PostgresStore {
             &attempts,
             &clicks,
             closure.as_ref().map(|(status, at)| (status.as_str(), *at)),
+            now,
         )
     }
 
     async fn hold(&self, key: &InvoiceKey, until_ms: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE invoices SET held_until_ms = $1, updated_ms = $2
-             WHERE biller_id = $3 AND invoice_id = $4 AND revision = $5 AND status = 'accepted'",
-        )
-        .bind(until_ms)
-        .bind(now_ms())
-        .bind(&key.biller_id)
-        .bind(&key.invoice_id)
-        .bind(key.revision)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(sql::HOLD)
+            .bind(until_ms)
+            .bind(self.clock.now_ms())
+            .bind(&key.biller_id)
+            .bind(&key.invoice_id)
+            .bind(key.revision)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     async fn due_holds(&self, now_ms: i64, limit: u32) -> Result<Vec<InvoiceKey>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT biller_id, invoice_id, revision FROM invoices
-             WHERE held_until_ms IS NOT NULL AND held_until_ms <= $1 AND status = 'accepted'
-             ORDER BY held_until_ms LIMIT $2",
-        )
-        .bind(now_ms)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(sql::DUE_HOLDS)
+            .bind(now_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(|row| key_of(row, 0)).collect()
     }
 
     async fn next_hold(&self) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(held_until_ms) FROM invoices WHERE held_until_ms IS NOT NULL AND status = 'accepted'",
-        )
-        .fetch_one(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(sql::NEXT_HOLD).fetch_one(&self.pool).await?)
     }
 
     async fn claim(&self, key: &InvoiceKey, now_ms: i64, idle_ms: i64) -> Result<bool, StoreError> {
-        let claimed = sqlx::query("UPDATE invoices SET updated_ms = $1 WHERE biller_id = $2 AND invoice_id = $3 AND revision = $4 AND status = 'accepted' AND updated_ms <= $5")
+        let claimed = sqlx::query(sql::CLAIM)
             .bind(now_ms)
             .bind(&key.biller_id)
             .bind(&key.invoice_id)
@@ -886,53 +816,36 @@ impl Store for PostgresStore {
     }
 
     async fn claim_stale(&self, now_ms: i64, idle_ms: i64, limit: u32) -> Result<Vec<InvoiceKey>, StoreError> {
-        let rows = sqlx::query("UPDATE invoices SET updated_ms = $1 WHERE status = 'accepted' AND held_until_ms IS NULL AND updated_ms <= $2 AND (biller_id, invoice_id, revision) IN (SELECT biller_id, invoice_id, revision FROM invoices WHERE status = 'accepted' AND held_until_ms IS NULL AND updated_ms <= $3 ORDER BY updated_ms LIMIT $4) RETURNING biller_id, invoice_id, revision")
-        .bind(now_ms)
-        .bind(now_ms - idle_ms)
-        .bind(now_ms - idle_ms)
-        .bind(i64::from(limit))
+        let rows = sqlx::query(sql::CLAIM_STALE)
+            .bind(now_ms)
+            .bind(now_ms - idle_ms)
+            .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        let mut keys = Vec::with_capacity(rows.len());
-        for row in rows {
-            keys.push(InvoiceKey {
-                biller_id: row.try_get(0)?,
-                invoice_id: row.try_get(1)?,
-                revision: row.try_get(2)?,
-            });
-        }
-        Ok(keys)
+        rows.iter().map(|row| key_of(row, 0)).collect()
     }
 
     async fn fail_after_send(&self, attempt_id: i64, detail: &str, event: &Event) -> Result<bool, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut tx = self.pool.begin().await?;
         // Only one report finds the attempt still `sent`: a concurrent one
         // waits for this row lock and then matches nothing.
-        let failed = sqlx::query(
-            "UPDATE attempts SET state = 'failed', detail = $1, finished_ms = $2 WHERE id = $3 AND state = 'sent'
-             RETURNING biller_id, invoice_id, revision",
-        )
-        .bind(detail)
-        .bind(now)
-        .bind(attempt_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = failed else {
+        let failed = sqlx::query(sql::FAIL_SENT_ATTEMPT)
+            .bind(detail)
+            .bind(now)
+            .bind(attempt_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if failed == 0 {
             tx.rollback().await?;
             return Ok(false);
-        };
-        let key = key_of(&row, 0)?;
-        sqlx::query(
-            "UPDATE invoices SET status = 'accepted', updated_ms = $1
-             WHERE biller_id = $2 AND invoice_id = $3 AND revision = $4 AND status IN ('sent', 'exhausted')",
-        )
-        .bind(now)
-        .bind(&key.biller_id)
-        .bind(&key.invoice_id)
-        .bind(key.revision)
-        .execute(&mut *tx)
-        .await?;
+        }
+        sqlx::query(sql::REOPEN_INVOICE_OF_ATTEMPT)
+            .bind(now)
+            .bind(attempt_id)
+            .execute(&mut *tx)
+            .await?;
         self.insert_event(&mut *tx, event).await?;
         tx.commit().await?;
         Ok(true)

@@ -220,7 +220,7 @@ timeout = "5s"
             Some(c) => c.clone(),
             None => Arc::new(payrelay::clock::SystemClock),
         };
-        let store = payrelay::store::open(config.store.url.expose())
+        let store = payrelay::store::open(config.store.url.expose(), clock.clone())
             .await
             .expect("store opens");
         let store = match &options.wrap_store {
@@ -456,7 +456,7 @@ pub async fn messages_in_queue(queue: &str) -> u32 {
     declared.message_count()
 }
 
-/// A valid payment request for `email`.
+/// A valid payment request, as a biller sends it, for `email`.
 pub fn invoice(invoice_id: &str, email: &str) -> Value {
     json!({
         "kind": "payment_request",

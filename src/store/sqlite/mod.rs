@@ -11,23 +11,25 @@ mod checkpoint;
 mod writer;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
-    build_history, closing_event, event_json, now_ms, parse_channel, parse_invoice, parse_state, AttemptOutcome,
+    build_history, closing_event, event_json, parse_channel, parse_invoice, parse_state, sql, AttemptOutcome,
     AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, History, NewPaylink, OutboxEntry, PaylinkRecord, Reached,
     RevisionRow, Status, Store, StoreError, StoredInvoice,
 };
 use crate::channels::ChannelName;
+use crate::clock::Clock;
 use crate::events::{Correlation, Event};
 use crate::invoice::{Invoice, InvoiceKey};
 use writer::Writer;
 
 /// The schema, one step per file; `PRAGMA user_version` counts the steps applied.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_delivery.sql"),
     include_str!("../migrations/sqlite/0003_holds.sql"),
@@ -41,19 +43,22 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SqliteStore {
     writer: Writer,
     _checkpoints: checkpoint::Checkpointer,
+    /// Stamps every row; read by the caller, so a job that runs twice (see
+    /// [`writer`]) writes the same time both times.
+    clock: Arc<dyn Clock>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at a `sqlite://PATH` URL and
-    /// brings its schema up to date.
-    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+    /// brings its schema up to date. Rows are stamped with `clock`'s time.
+    pub async fn open(url: &str, clock: Arc<dyn Clock>) -> Result<SqliteStore, StoreError> {
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         let path = path.split_once('?').map_or(path, |(p, _)| p).to_owned();
-        Self::open_path(path, checkpoint::INTERVAL).await
+        Self::open_path(path, checkpoint::INTERVAL, clock).await
     }
 
     /// [`SqliteStore::open`] on a file path, checkpointing every `interval`.
-    async fn open_path(path: String, interval: Duration) -> Result<SqliteStore, StoreError> {
+    async fn open_path(path: String, interval: Duration, clock: Arc<dyn Clock>) -> Result<SqliteStore, StoreError> {
         let opened = tokio::task::spawn_blocking(move || {
             let conn = open_connection(&path)?;
             let checkpoints = checkpoint::Checkpointer::start(&path, BUSY_TIMEOUT, interval)?;
@@ -65,6 +70,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: Writer::start(conn)?,
             _checkpoints: checkpoints,
+            clock,
         })
     }
 }
@@ -143,10 +149,7 @@ fn insert_event(conn: &Connection, event_json: &str) -> Result<(), StoreError> {
 }
 
 fn attempts_of(conn: &Connection, key: &InvoiceKey) -> Result<Vec<AttemptRecord>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT channel, attempt, state FROM attempts
-         WHERE biller_id = ?1 AND invoice_id = ?2 AND revision = ?3 ORDER BY id",
-    )?;
+    let mut stmt = conn.prepare_cached(sql::ATTEMPTS_OF)?;
     let rows = stmt.query_map(params![key.biller_id, key.invoice_id, key.revision], |row| {
         Ok((
             row.get::<_, String>(0)?,
@@ -200,14 +203,10 @@ impl NewInvoice {
 }
 
 /// The `begin` decision, on the writer thread.
-fn begin(conn: &Connection, invoice: &NewInvoice) -> Result<Begin, StoreError> {
+fn begin(conn: &Connection, invoice: &NewInvoice, now: i64) -> Result<Begin, StoreError> {
     let (key, correlation) = (&invoice.key, &invoice.correlation);
-    // Closed, and the latest revision known, in one look.
     let (closed, latest): (Option<String>, Option<i64>) = conn
-        .prepare_cached(
-            "SELECT (SELECT status FROM closures WHERE biller_id = ?1 AND invoice_id = ?2),
-                    (SELECT MAX(revision) FROM invoices WHERE biller_id = ?1 AND invoice_id = ?2)",
-        )?
+        .prepare_cached(sql::CLOSED_AND_LATEST)?
         .query_row(params![key.biller_id, key.invoice_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     if let Some(status) = closed {
         return Ok(Begin::Closed {
@@ -220,9 +219,7 @@ fn begin(conn: &Connection, invoice: &NewInvoice) -> Result<Begin, StoreError> {
         }
         if latest == key.revision {
             let status: String = conn
-                .prepare_cached(
-                    "SELECT status FROM invoices WHERE biller_id = ?1 AND invoice_id = ?2 AND revision = ?3",
-                )?
+                .prepare_cached(sql::REVISION_STATUS)?
                 .query_row(params![key.biller_id, key.invoice_id, key.revision], |r| r.get(0))?;
             let status = Status::parse(&status)?;
             if status != Status::Accepted {
@@ -232,19 +229,14 @@ fn begin(conn: &Connection, invoice: &NewInvoice) -> Result<Begin, StoreError> {
                 attempts: attempts_of(conn, key)?,
             });
         }
-        conn.prepare_cached(
-            "UPDATE invoices SET status = 'superseded', updated_ms = ?1
-             WHERE biller_id = ?2 AND invoice_id = ?3 AND revision < ?4",
-        )?
-        .execute(params![now_ms(), key.biller_id, key.invoice_id, key.revision])?;
+        conn.prepare_cached(sql::SUPERSEDE_OLDER)?.execute(params![
+            now,
+            key.biller_id,
+            key.invoice_id,
+            key.revision
+        ])?;
     }
-    let now = now_ms();
-    conn.prepare_cached(
-        "INSERT INTO invoices (biller_id, invoice_id, revision, status, invoice_json, correlation_id, message_id,
-                               received_ms, updated_ms)
-         VALUES (?1, ?2, ?3, 'accepted', ?4, ?5, ?6, ?7, ?7)",
-    )?
-    .execute(params![
+    conn.prepare_cached(sql::INSERT_INVOICE)?.execute(params![
         key.biller_id,
         key.invoice_id,
         key.revision,
@@ -263,17 +255,14 @@ fn start_attempt(
     channel: ChannelName,
     attempt: u32,
     paylink: &NewPaylink,
+    now: i64,
 ) -> Result<Option<i64>, StoreError> {
-    let now = now_ms();
-    // The check right before the send, and a heartbeat: an invoice being
-    // sent is not idle (see `claim`).
-    let open = conn
-        .prepare_cached(
-            "UPDATE invoices SET updated_ms = ?1
-             WHERE biller_id = ?2 AND invoice_id = ?3 AND revision = ?4
-               AND status NOT IN ('paid', 'cancelled', 'superseded')",
-        )?
-        .execute(params![now, key.biller_id, key.invoice_id, key.revision])?;
+    let open = conn.prepare_cached(sql::TOUCH_OPEN_INVOICE)?.execute(params![
+        now,
+        key.biller_id,
+        key.invoice_id,
+        key.revision
+    ])?;
     if open == 0 {
         return Ok(None);
     }
@@ -315,23 +304,24 @@ fn finish_attempt(
     attempt_id: i64,
     outcome: &AttemptOutcome,
     event_json: &str,
+    now: i64,
 ) -> Result<(), StoreError> {
     let (state, provider_id, detail) = outcome.columns();
-    conn.prepare_cached(
-        "UPDATE attempts SET state = ?1, provider_message_id = ?2, detail = ?3, finished_ms = ?4 WHERE id = ?5",
-    )?
-    .execute(params![state, provider_id, detail, now_ms(), attempt_id])?;
+    conn.prepare_cached(sql::FINISH_ATTEMPT)?
+        .execute(params![state, provider_id, detail, now, attempt_id])?;
     insert_event(conn, event_json)
 }
 
-fn finish_invoice(conn: &Connection, key: &InvoiceKey, status: Status, events: &[String]) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "UPDATE invoices SET status = ?1, updated_ms = ?2, held_until_ms = NULL
-         WHERE biller_id = ?3 AND invoice_id = ?4 AND revision = ?5 AND status = 'accepted'",
-    )?
-    .execute(params![
+fn finish_invoice(
+    conn: &Connection,
+    key: &InvoiceKey,
+    status: Status,
+    events: &[String],
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(sql::FINISH_INVOICE)?.execute(params![
         status.as_str(),
-        now_ms(),
+        now,
         key.biller_id,
         key.invoice_id,
         key.revision
@@ -349,29 +339,20 @@ fn close(
     invoice_id: &str,
     status: Status,
     event: &Event,
+    now: i64,
 ) -> Result<bool, StoreError> {
-    let now = now_ms();
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO closures (biller_id, invoice_id, status, closed_ms) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (biller_id, invoice_id) DO NOTHING",
-        )?
-        .execute(params![biller_id, invoice_id, status.as_str(), now])?;
+    let inserted =
+        conn.prepare_cached(sql::INSERT_CLOSURE)?
+            .execute(params![biller_id, invoice_id, status.as_str(), now])?;
     if inserted == 0 {
         return Ok(false);
     }
-    conn.prepare_cached(
-        "UPDATE invoices SET status = ?1, updated_ms = ?2, held_until_ms = NULL
-         WHERE biller_id = ?3 AND invoice_id = ?4 AND status NOT IN ('superseded')",
-    )?
-    .execute(params![status.as_str(), now, biller_id, invoice_id])?;
+    conn.prepare_cached(sql::CLOSE_REVISIONS)?
+        .execute(params![status.as_str(), now, biller_id, invoice_id])?;
     // Name the latest revision, and the channel whose pay link the
     // customer opened last: the message that earned the payment.
     let latest: Option<(i64, String)> = conn
-        .prepare_cached(
-            "SELECT revision, invoice_json FROM invoices WHERE biller_id = ?1 AND invoice_id = ?2
-             ORDER BY revision DESC LIMIT 1",
-        )?
+        .prepare_cached(sql::LATEST_REVISION)?
         .query_row(params![biller_id, invoice_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let clicked: Option<String> = conn
@@ -392,12 +373,9 @@ fn close(
 }
 
 /// The rows [`Store::history`] assembles, on the writer thread.
-fn history(conn: &Connection, biller_id: &str, invoice_id: &str) -> Result<Option<History>, StoreError> {
+fn history(conn: &Connection, biller_id: &str, invoice_id: &str, now: i64) -> Result<Option<History>, StoreError> {
     let revisions = conn
-        .prepare_cached(
-            "SELECT revision, status, received_ms, held_until_ms FROM invoices
-             WHERE biller_id = ?1 AND invoice_id = ?2 ORDER BY revision",
-        )?
+        .prepare_cached(sql::HISTORY_REVISIONS)?
         .query_map(params![biller_id, invoice_id], |row| {
             Ok(RevisionRow {
                 revision: row.get(0)?,
@@ -411,11 +389,7 @@ fn history(conn: &Connection, biller_id: &str, invoice_id: &str) -> Result<Optio
         return Ok(None);
     }
     let attempts = conn
-        .prepare_cached(
-            "SELECT revision, channel, state, detail, started_ms, finished_ms, delivered_ms, read_ms,
-                    provider_message_id
-             FROM attempts WHERE biller_id = ?1 AND invoice_id = ?2 ORDER BY id",
-        )?
+        .prepare_cached(sql::HISTORY_ATTEMPTS)?
         .query_map(params![biller_id, invoice_id], |row| {
             Ok(AttemptRow {
                 revision: row.get(0)?,
@@ -445,7 +419,7 @@ fn history(conn: &Connection, biller_id: &str, invoice_id: &str) -> Result<Optio
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let closure: Option<(String, i64)> = conn
-        .prepare_cached("SELECT status, closed_ms FROM closures WHERE biller_id = ?1 AND invoice_id = ?2")?
+        .prepare_cached(sql::CLOSURE)?
         .query_row(params![biller_id, invoice_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     build_history(
@@ -455,14 +429,15 @@ fn history(conn: &Connection, biller_id: &str, invoice_id: &str) -> Result<Optio
         &attempts,
         &clicks,
         closure.as_ref().map(|(status, at)| (status.as_str(), *at)),
+        now,
     )
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn begin(&self, invoice: &Invoice, correlation: &Correlation, accepted: &Event) -> Result<Begin, StoreError> {
-        let invoice = NewInvoice::new(invoice, correlation, accepted)?;
-        self.writer.call(move |conn| begin(conn, &invoice)).await
+        let (invoice, now) = (NewInvoice::new(invoice, correlation, accepted)?, self.clock.now_ms());
+        self.writer.call(move |conn| begin(conn, &invoice, now)).await
     }
 
     async fn start_attempt(
@@ -472,9 +447,9 @@ impl Store for SqliteStore {
         attempt: u32,
         paylink: &NewPaylink,
     ) -> Result<Option<i64>, StoreError> {
-        let (key, paylink) = (key.clone(), paylink.clone());
+        let (key, paylink, now) = (key.clone(), paylink.clone(), self.clock.now_ms());
         self.writer
-            .call(move |conn| start_attempt(conn, &key, channel, attempt, &paylink))
+            .call(move |conn| start_attempt(conn, &key, channel, attempt, &paylink, now))
             .await
     }
 
@@ -487,23 +462,24 @@ impl Store for SqliteStore {
         paylink: &NewPaylink,
     ) -> Result<(Begin, Option<i64>), StoreError> {
         let (invoice, paylink) = (NewInvoice::new(invoice, correlation, accepted)?, paylink.clone());
+        let now = self.clock.now_ms();
         self.writer
             .call(move |conn| {
-                let begun = begin(conn, &invoice)?;
+                let begun = begin(conn, &invoice, now)?;
                 if begun != Begin::New {
                     return Ok((begun, None));
                 }
                 // Just inserted, open, and touched now: no check needed.
-                let attempt = insert_attempt(conn, &invoice.key, channel, 1, &paylink, now_ms())?;
+                let attempt = insert_attempt(conn, &invoice.key, channel, 1, &paylink, now)?;
                 Ok((begun, Some(attempt)))
             })
             .await
     }
 
     async fn finish_attempt(&self, attempt_id: i64, outcome: &AttemptOutcome, event: &Event) -> Result<(), StoreError> {
-        let (outcome, event) = (outcome.clone(), event_json(event)?);
+        let (outcome, event, now) = (outcome.clone(), event_json(event)?, self.clock.now_ms());
         self.writer
-            .call(move |conn| finish_attempt(conn, attempt_id, &outcome, &event))
+            .call(move |conn| finish_attempt(conn, attempt_id, &outcome, &event, now))
             .await
     }
 
@@ -517,11 +493,11 @@ impl Store for SqliteStore {
         let outcome = AttemptOutcome::Sent {
             provider_message_id: provider_message_id.map(str::to_owned),
         };
-        let (event, key) = (event_json(event)?, key.clone());
+        let (event, key, now) = (event_json(event)?, key.clone(), self.clock.now_ms());
         self.writer
             .call(move |conn| {
-                finish_attempt(conn, attempt_id, &outcome, &event)?;
-                finish_invoice(conn, &key, Status::Sent, &[])
+                finish_attempt(conn, attempt_id, &outcome, &event, now)?;
+                finish_invoice(conn, &key, Status::Sent, &[], now)
             })
             .await
     }
@@ -529,23 +505,9 @@ impl Store for SqliteStore {
     async fn finish_invoice(&self, key: &InvoiceKey, status: Status, events: &[Event]) -> Result<(), StoreError> {
         let key = key.clone();
         let events = events.iter().map(event_json).collect::<Result<Vec<_>, _>>()?;
+        let now = self.clock.now_ms();
         self.writer
-            .call(move |conn| finish_invoice(conn, &key, status, &events))
-            .await
-    }
-
-    async fn status(&self, key: &InvoiceKey) -> Result<Option<Status>, StoreError> {
-        let key = key.clone();
-        self.writer
-            .call(move |conn| {
-                let status: Option<String> = conn
-                    .prepare_cached(
-                        "SELECT status FROM invoices WHERE biller_id = ?1 AND invoice_id = ?2 AND revision = ?3",
-                    )?
-                    .query_row(params![key.biller_id, key.invoice_id, key.revision], |r| r.get(0))
-                    .optional()?;
-                status.as_deref().map(Status::parse).transpose()
-            })
+            .call(move |conn| finish_invoice(conn, &key, status, &events, now))
             .await
     }
 
@@ -557,8 +519,9 @@ impl Store for SqliteStore {
         event: &Event,
     ) -> Result<bool, StoreError> {
         let (biller_id, invoice_id, event) = (biller_id.to_owned(), invoice_id.to_owned(), event.clone());
+        let now = self.clock.now_ms();
         self.writer
-            .call(move |conn| close(conn, &biller_id, &invoice_id, status, &event))
+            .call(move |conn| close(conn, &biller_id, &invoice_id, status, &event, now))
             .await
     }
 
@@ -609,7 +572,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_click(&self, token_hash: &str, event: &Event) -> Result<i64, StoreError> {
-        let (token_hash, event) = (token_hash.to_owned(), event_json(event)?);
+        let (token_hash, event, now) = (token_hash.to_owned(), event_json(event)?, self.clock.now_ms());
         self.writer
             .call(move |conn| {
                 let clicks: i64 = conn
@@ -617,7 +580,7 @@ impl Store for SqliteStore {
                         "UPDATE attempts SET clicks = clicks + 1, first_click_ms = COALESCE(first_click_ms, ?1)
                          WHERE token_hash = ?2 RETURNING clicks",
                     )?
-                    .query_row(params![now_ms(), token_hash], |r| r.get(0))?;
+                    .query_row(params![now, token_hash], |r| r.get(0))?;
                 if clicks == 1 {
                     insert_event(conn, &event)?;
                 }
@@ -670,7 +633,7 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.writer
             .call(|conn| {
-                conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?;
+                conn.prepare_cached(sql::PING)?.query_row([], |_| Ok(()))?;
                 Ok(())
             })
             .await
@@ -681,10 +644,7 @@ impl Store for SqliteStore {
         self.writer
             .call(move |conn| {
                 let row = conn
-                    .prepare_cached(
-                        "SELECT status, invoice_json, correlation_id, message_id FROM invoices
-                         WHERE biller_id = ?1 AND invoice_id = ?2 AND revision = ?3",
-                    )?
+                    .prepare_cached(sql::INVOICE)?
                     .query_row(params![key.biller_id, key.invoice_id, key.revision], |row| {
                         Ok((
                             row.get::<_, String>(0)?,
@@ -718,14 +678,7 @@ impl Store for SqliteStore {
         self.writer
             .call(move |conn| {
                 let row = conn
-                    .prepare_cached(
-                        "SELECT a.id, a.biller_id, a.invoice_id, a.revision, a.attempt, a.state,
-                                i.correlation_id, i.message_id, i.invoice_json
-                         FROM attempts a JOIN invoices i
-                           ON i.biller_id = a.biller_id AND i.invoice_id = a.invoice_id AND i.revision = a.revision
-                         WHERE a.channel = ?1 AND a.provider_message_id = ?2
-                         ORDER BY a.id LIMIT 1",
-                    )?
+                    .prepare_cached(sql::ATTEMPT_BY_PROVIDER_ID)?
                     .query_row(params![channel.as_str(), provider_message_id], |row| {
                         Ok((
                             row.get::<_, i64>(0)?,
@@ -757,14 +710,14 @@ impl Store for SqliteStore {
     }
 
     async fn record_reached(&self, attempt_id: i64, reached: Reached, event: &Event) -> Result<bool, StoreError> {
-        let sql = match reached {
-            Reached::Delivered => "UPDATE attempts SET delivered_ms = ?1 WHERE id = ?2 AND delivered_ms IS NULL",
-            Reached::Read => "UPDATE attempts SET read_ms = ?1 WHERE id = ?2 AND read_ms IS NULL",
+        let statement = match reached {
+            Reached::Delivered => sql::DELIVERED,
+            Reached::Read => sql::READ,
         };
-        let event = event_json(event)?;
+        let (event, now) = (event_json(event)?, self.clock.now_ms());
         self.writer
             .call(move |conn| {
-                let changed = conn.prepare_cached(sql)?.execute(params![now_ms(), attempt_id])?;
+                let changed = conn.prepare_cached(statement)?.execute(params![now, attempt_id])?;
                 if changed == 1 {
                     insert_event(conn, &event)?;
                 }
@@ -774,21 +727,23 @@ impl Store for SqliteStore {
     }
 
     async fn history(&self, biller_id: &str, invoice_id: &str) -> Result<Option<History>, StoreError> {
-        let (biller_id, invoice_id) = (biller_id.to_owned(), invoice_id.to_owned());
+        let (biller_id, invoice_id, now) = (biller_id.to_owned(), invoice_id.to_owned(), self.clock.now_ms());
         self.writer
-            .call(move |conn| history(conn, &biller_id, &invoice_id))
+            .call(move |conn| history(conn, &biller_id, &invoice_id, now))
             .await
     }
 
     async fn hold(&self, key: &InvoiceKey, until_ms: i64) -> Result<(), StoreError> {
-        let key = key.clone();
+        let (key, now) = (key.clone(), self.clock.now_ms());
         self.writer
             .call(move |conn| {
-                conn.prepare_cached(
-                    "UPDATE invoices SET held_until_ms = ?1, updated_ms = ?2
-                     WHERE biller_id = ?3 AND invoice_id = ?4 AND revision = ?5 AND status = 'accepted'",
-                )?
-                .execute(params![until_ms, now_ms(), key.biller_id, key.invoice_id, key.revision])?;
+                conn.prepare_cached(sql::HOLD)?.execute(params![
+                    until_ms,
+                    now,
+                    key.biller_id,
+                    key.invoice_id,
+                    key.revision
+                ])?;
                 Ok(())
             })
             .await
@@ -798,11 +753,7 @@ impl Store for SqliteStore {
         self.writer
             .call(move |conn| {
                 let keys = conn
-                    .prepare_cached(
-                        "SELECT biller_id, invoice_id, revision FROM invoices
-                         WHERE held_until_ms IS NOT NULL AND held_until_ms <= ?1 AND status = 'accepted'
-                         ORDER BY held_until_ms LIMIT ?2",
-                    )?
+                    .prepare_cached(sql::DUE_HOLDS)?
                     .query_map(params![now_ms, limit], |row| key_of(row, 0))?
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(keys)
@@ -812,14 +763,7 @@ impl Store for SqliteStore {
 
     async fn next_hold(&self) -> Result<Option<i64>, StoreError> {
         self.writer
-            .call(|conn| {
-                Ok(conn
-                    .prepare_cached(
-                        "SELECT MIN(held_until_ms) FROM invoices
-                         WHERE held_until_ms IS NOT NULL AND status = 'accepted'",
-                    )?
-                    .query_row([], |r| r.get(0))?)
-            })
+            .call(|conn| Ok(conn.prepare_cached(sql::NEXT_HOLD)?.query_row([], |r| r.get(0))?))
             .await
     }
 
@@ -827,19 +771,13 @@ impl Store for SqliteStore {
         let key = key.clone();
         self.writer
             .call(move |conn| {
-                let claimed = conn
-                    .prepare_cached(
-                        "UPDATE invoices SET updated_ms = ?1
-                         WHERE biller_id = ?2 AND invoice_id = ?3 AND revision = ?4 AND status = 'accepted'
-                           AND updated_ms <= ?5",
-                    )?
-                    .execute(params![
-                        now_ms,
-                        key.biller_id,
-                        key.invoice_id,
-                        key.revision,
-                        now_ms - idle_ms
-                    ])?;
+                let claimed = conn.prepare_cached(sql::CLAIM)?.execute(params![
+                    now_ms,
+                    key.biller_id,
+                    key.invoice_id,
+                    key.revision,
+                    now_ms - idle_ms
+                ])?;
                 Ok(claimed == 1)
             })
             .await
@@ -849,15 +787,7 @@ impl Store for SqliteStore {
         self.writer
             .call(move |conn| {
                 let keys = conn
-                    .prepare_cached(
-                        "UPDATE invoices SET updated_ms = ?1
-                         WHERE status = 'accepted' AND held_until_ms IS NULL AND updated_ms <= ?2
-                           AND (biller_id, invoice_id, revision) IN (
-                               SELECT biller_id, invoice_id, revision FROM invoices
-                               WHERE status = 'accepted' AND held_until_ms IS NULL AND updated_ms <= ?2
-                               ORDER BY updated_ms LIMIT ?3)
-                         RETURNING biller_id, invoice_id, revision",
-                    )?
+                    .prepare_cached(sql::CLAIM_STALE)?
                     .query_map(params![now_ms, now_ms - idle_ms, limit], |row| key_of(row, 0))?
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(keys)
@@ -866,23 +796,15 @@ impl Store for SqliteStore {
     }
 
     async fn fail_after_send(&self, attempt_id: i64, detail: &str, event: &Event) -> Result<bool, StoreError> {
-        let (detail, event) = (detail.to_owned(), event_json(event)?);
+        let (detail, event, now) = (detail.to_owned(), event_json(event)?, self.clock.now_ms());
         self.writer
             .call(move |conn| {
-                let now = now_ms();
                 let changed = conn
-                    .prepare_cached(
-                        "UPDATE attempts SET state = 'failed', detail = ?1, finished_ms = ?2
-                         WHERE id = ?3 AND state = 'sent'",
-                    )?
+                    .prepare_cached(sql::FAIL_SENT_ATTEMPT)?
                     .execute(params![detail, now, attempt_id])?;
                 if changed == 1 {
-                    conn.prepare_cached(
-                        "UPDATE invoices SET status = 'accepted', updated_ms = ?1
-                         WHERE status IN ('sent', 'exhausted') AND (biller_id, invoice_id, revision) =
-                               (SELECT biller_id, invoice_id, revision FROM attempts WHERE id = ?2)",
-                    )?
-                    .execute(params![now, attempt_id])?;
+                    conn.prepare_cached(sql::REOPEN_INVOICE_OF_ATTEMPT)?
+                        .execute(params![now, attempt_id])?;
                     insert_event(conn, &event)?;
                 }
                 Ok(changed == 1)
@@ -894,6 +816,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SystemClock;
     use crate::invoice::Message;
 
     fn sample_invoice() -> Invoice {
@@ -944,7 +867,7 @@ mod tests {
             )
             .unwrap();
         }
-        let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display()), Arc::new(SystemClock))
             .await
             .unwrap();
         let sms = store.paylink("hash-sms").await.unwrap().expect("the sms link resolves");
@@ -971,9 +894,13 @@ mod tests {
     async fn the_checkpoint_thread_copies_the_wal_into_the_database() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("payrelay.db");
-        let store = SqliteStore::open_path(path.display().to_string(), Duration::from_millis(50))
-            .await
-            .unwrap();
+        let store = SqliteStore::open_path(
+            path.display().to_string(),
+            Duration::from_millis(50),
+            Arc::new(SystemClock),
+        )
+        .await
+        .unwrap();
         let before = std::fs::metadata(&path).unwrap().len();
         let detail = "x".repeat(2000);
         let event = Event::bare(crate::events::EventName::Rejected, &Correlation::default()).detail(detail);

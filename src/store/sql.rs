@@ -1,0 +1,182 @@
+//! The statements both stores run, each written once.
+//!
+//! Both databases read `$1`, `$2`, ... as the parameters in the order they
+//! are bound: PostgreSQL by their number, SQLite as parameters *named* `$1`,
+//! `$2`, ..., which it numbers in the order their names first appear. So
+//! every statement here introduces `$1`, `$2`, ... in that order (a number
+//! may come again later); the tests below hold every statement to it.
+//!
+//! What the databases do differently stays with each store: the outbox and
+//! its owners, pay links (their own table in PostgreSQL, columns of the
+//! attempt in SQLite), new attempts' ids, and locks and leases.
+
+/// Declares the statements, and for the tests the list of them all.
+macro_rules! statements {
+    ($($(#[$doc:meta])* $name:ident = $sql:expr;)*) => {
+        $($(#[$doc])* pub(super) const $name: &str = $sql;)*
+
+        #[cfg(test)]
+        const ALL: &[(&str, &str)] = &[$((stringify!($name), $name)),*];
+    };
+}
+
+statements! {
+    /// The `begin` decision's first look: the invoice's closure, and its
+    /// latest revision, in one round trip.
+    CLOSED_AND_LATEST = "SELECT (SELECT status FROM closures WHERE biller_id = $1 AND invoice_id = $2),
+                                (SELECT MAX(revision) FROM invoices WHERE biller_id = $1 AND invoice_id = $2)";
+
+    REVISION_STATUS = "SELECT status FROM invoices WHERE biller_id = $1 AND invoice_id = $2 AND revision = $3";
+
+    SUPERSEDE_OLDER = "UPDATE invoices SET status = 'superseded', updated_ms = $1
+                       WHERE biller_id = $2 AND invoice_id = $3 AND revision < $4";
+
+    /// `received_ms` and `updated_ms` are both `$7`.
+    INSERT_INVOICE = "INSERT INTO invoices (biller_id, invoice_id, revision, status, invoice_json, correlation_id,
+                                            message_id, received_ms, updated_ms)
+                      VALUES ($1, $2, $3, 'accepted', $4, $5, $6, $7, $7)";
+
+    /// The check right before a send, and a heartbeat (see `claim`): matches
+    /// nothing once the invoice is paid, cancelled or superseded.
+    TOUCH_OPEN_INVOICE = "UPDATE invoices SET updated_ms = $1
+                          WHERE biller_id = $2 AND invoice_id = $3 AND revision = $4
+                            AND status NOT IN ('paid', 'cancelled', 'superseded')";
+
+    /// `$1` to `$3` come from `AttemptOutcome::columns`.
+    FINISH_ATTEMPT = "UPDATE attempts SET state = $1, provider_message_id = $2, detail = $3, finished_ms = $4
+                      WHERE id = $5";
+
+    /// Only from `accepted`: a close or a supersede that came first stays.
+    FINISH_INVOICE = "UPDATE invoices SET status = $1, updated_ms = $2, held_until_ms = NULL
+                      WHERE biller_id = $3 AND invoice_id = $4 AND revision = $5 AND status = 'accepted'";
+
+    /// Changes nothing when the invoice was closed before: one close wins.
+    INSERT_CLOSURE = "INSERT INTO closures (biller_id, invoice_id, status, closed_ms) VALUES ($1, $2, $3, $4)
+                      ON CONFLICT (biller_id, invoice_id) DO NOTHING";
+
+    CLOSE_REVISIONS = "UPDATE invoices SET status = $1, updated_ms = $2, held_until_ms = NULL
+                       WHERE biller_id = $3 AND invoice_id = $4 AND status NOT IN ('superseded')";
+
+    LATEST_REVISION = "SELECT revision, invoice_json FROM invoices WHERE biller_id = $1 AND invoice_id = $2
+                       ORDER BY revision DESC LIMIT 1";
+
+    INVOICE = "SELECT status, invoice_json, correlation_id, message_id FROM invoices
+               WHERE biller_id = $1 AND invoice_id = $2 AND revision = $3";
+
+    ATTEMPTS_OF = "SELECT channel, attempt, state FROM attempts
+                   WHERE biller_id = $1 AND invoice_id = $2 AND revision = $3 ORDER BY id";
+
+    /// Provider ids are unique per channel in practice; should one repeat,
+    /// the first attempt that carried it answers.
+    ATTEMPT_BY_PROVIDER_ID = "SELECT a.id, a.biller_id, a.invoice_id, a.revision, a.attempt, a.state,
+                                     i.correlation_id, i.message_id, i.invoice_json
+                              FROM attempts a JOIN invoices i
+                                ON i.biller_id = a.biller_id AND i.invoice_id = a.invoice_id
+                                   AND i.revision = a.revision
+                              WHERE a.channel = $1 AND a.provider_message_id = $2
+                              ORDER BY a.id LIMIT 1";
+
+    /// Matches only the first report: a repeat finds the column set.
+    DELIVERED = "UPDATE attempts SET delivered_ms = $1 WHERE id = $2 AND delivered_ms IS NULL";
+    READ = "UPDATE attempts SET read_ms = $1 WHERE id = $2 AND read_ms IS NULL";
+
+    HISTORY_REVISIONS = "SELECT revision, status, received_ms, held_until_ms FROM invoices
+                         WHERE biller_id = $1 AND invoice_id = $2 ORDER BY revision";
+
+    HISTORY_ATTEMPTS = "SELECT revision, channel, state, detail, started_ms, finished_ms, delivered_ms, read_ms,
+                               provider_message_id
+                        FROM attempts WHERE biller_id = $1 AND invoice_id = $2 ORDER BY id";
+
+    CLOSURE = "SELECT status, closed_ms FROM closures WHERE biller_id = $1 AND invoice_id = $2";
+
+    /// Only an accepted invoice can be held.
+    HOLD = "UPDATE invoices SET held_until_ms = $1, updated_ms = $2
+            WHERE biller_id = $3 AND invoice_id = $4 AND revision = $5 AND status = 'accepted'";
+
+    DUE_HOLDS = "SELECT biller_id, invoice_id, revision FROM invoices
+                 WHERE held_until_ms IS NOT NULL AND held_until_ms <= $1 AND status = 'accepted'
+                 ORDER BY held_until_ms LIMIT $2";
+
+    NEXT_HOLD = "SELECT MIN(held_until_ms) FROM invoices WHERE held_until_ms IS NOT NULL AND status = 'accepted'";
+
+    /// `$5` is the latest `updated_ms` that counts as idle.
+    CLAIM = "UPDATE invoices SET updated_ms = $1
+             WHERE biller_id = $2 AND invoice_id = $3 AND revision = $4 AND status = 'accepted'
+               AND updated_ms <= $5";
+
+    /// `$2` is the latest `updated_ms` that counts as idle. The outer
+    /// conditions are checked again on each row it would update, so an
+    /// invoice claimed or finished meanwhile is left alone.
+    CLAIM_STALE = "UPDATE invoices SET updated_ms = $1
+                   WHERE status = 'accepted' AND held_until_ms IS NULL AND updated_ms <= $2
+                     AND (biller_id, invoice_id, revision) IN (
+                         SELECT biller_id, invoice_id, revision FROM invoices
+                         WHERE status = 'accepted' AND held_until_ms IS NULL AND updated_ms <= $2
+                         ORDER BY updated_ms LIMIT $3)
+                   RETURNING biller_id, invoice_id, revision";
+
+    /// Matches only while the attempt is `sent`: one report fails it.
+    FAIL_SENT_ATTEMPT = "UPDATE attempts SET state = 'failed', detail = $1, finished_ms = $2
+                         WHERE id = $3 AND state = 'sent'";
+
+    /// The attempt's invoice, open again for the next channel unless it was
+    /// closed or superseded meanwhile.
+    REOPEN_INVOICE_OF_ATTEMPT = "UPDATE invoices SET status = 'accepted', updated_ms = $1
+                                 WHERE status IN ('sent', 'exhausted') AND (biller_id, invoice_id, revision) =
+                                       (SELECT biller_id, invoice_id, revision FROM attempts WHERE id = $2)";
+
+    PING = "SELECT 1";
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::ALL;
+
+    /// The `$N` of each statement, in the order they first appear.
+    fn first_appearances(sql: &str) -> Vec<usize> {
+        let mut seen = Vec::new();
+        let mut rest = sql;
+        while let Some(at) = rest.find('$') {
+            rest = &rest[at + 1..];
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let n: usize = rest[..digits].parse().expect("a number after $");
+            if !seen.contains(&n) {
+                seen.push(n);
+            }
+        }
+        seen
+    }
+
+    /// The rule PostgreSQL and SQLite agree on: `$1`, `$2`, ... first appear
+    /// in order, none left out.
+    #[test]
+    fn every_statement_numbers_its_parameters_in_order() {
+        for (name, sql) in ALL {
+            let seen = first_appearances(sql);
+            let expected: Vec<usize> = (1..=seen.len()).collect();
+            assert_eq!(seen, expected, "{name}: parameters first appear out of order");
+        }
+    }
+
+    /// SQLite prepares every statement on the real schema and binds each
+    /// `$N` at position N (what positional binding relies on).
+    #[test]
+    fn sqlite_binds_each_dollar_parameter_at_its_number() {
+        let conn = Connection::open_in_memory().unwrap();
+        for step in crate::store::sqlite::MIGRATIONS {
+            conn.execute_batch(step).unwrap();
+        }
+        for (name, sql) in ALL {
+            let stmt = conn
+                .prepare(sql)
+                .unwrap_or_else(|e| panic!("{name} does not prepare on SQLite: {e}"));
+            let count = stmt.parameter_count();
+            assert_eq!(count, first_appearances(sql).len(), "{name}");
+            for n in 1..=count {
+                assert_eq!(stmt.parameter_name(n), Some(format!("${n}").as_str()), "{name}");
+            }
+        }
+    }
+}
