@@ -121,6 +121,7 @@ macro_rules! store_suite {
 }
 
 store_suite!(
+    an_event_keeps_its_id_and_time_through_the_outbox,
     begin_stores_a_new_invoice_and_queues_accepted,
     begin_again_resumes_an_unfinished_invoice_after_its_attempts,
     begin_of_a_finished_invoice_is_a_duplicate,
@@ -347,6 +348,20 @@ const RACERS: usize = 16;
 
 // ---------------------------------------------------------------------------
 // begin
+
+async fn an_event_keeps_its_id_and_time_through_the_outbox(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = key_of("INV-1", 1);
+    let recorded = event(EventName::Clicked, &key);
+    store.record_event(&recorded).await.unwrap();
+    let read = store.outbox(10).await.unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].head.event_id, recorded.event_id, "published again, it keeps its id");
+    assert_eq!(read[0].event().unwrap(), recorded);
+    // Read again before it is forgotten (a publish that was not confirmed):
+    // the same id.
+    assert_eq!(store.outbox(10).await.unwrap()[0].head.event_id, recorded.event_id);
+}
 
 async fn begin_stores_a_new_invoice_and_queues_accepted(db: &TestDb) {
     let store = db.store.as_ref();
@@ -1391,7 +1406,9 @@ async fn concurrent_clicks_each_count_and_queue_clicked_once(db: &TestDb) {
 
 // ---------------------------------------------------------------------------
 
-/// Events are stamped when made; compare them with their stamp aligned.
+/// Events are stamped and given their id when made; compare them with
+/// those aligned (the store keeps both as they were: see
+/// `an_event_keeps_its_id_and_time_through_the_outbox`).
 trait AtOf {
     fn at_of(self, other: &Event) -> Event;
 }
@@ -1399,6 +1416,7 @@ trait AtOf {
 impl AtOf for Event {
     fn at_of(mut self, other: &Event) -> Event {
         self.at = other.at.clone();
+        self.event_id = other.event_id.clone();
         self
     }
 }
