@@ -1,4 +1,5 @@
-//! Events for billers (contract §2): what happened to each invoice.
+//! Events for billers: what happened to each invoice (docs/asyncapi.yaml,
+//! docs/schemas/event.schema.json).
 //!
 //! Events are written to the store's outbox in the same transaction as the
 //! state change they report, and the broker's event publisher sends them with

@@ -216,13 +216,16 @@ fn yaml(path: &str) -> Value {
 /// A validator for an OpenAPI or AsyncAPI schema object: a `$ref` to one of
 /// the published files, or an inline schema (whose `$ref`s to the
 /// published files are replaced by their content).
-fn validator_for(schema: &Value, at: &str) -> jsonschema::Validator {
+fn validator_for(schema: &Value, doc: &Value, at: &str) -> jsonschema::Validator {
     let mut schema = schema.clone();
-    inline_refs(&mut schema);
+    inline_refs(&mut schema, doc, 0);
     jsonschema::draft202012::new(&schema).unwrap_or_else(|e| panic!("{at}: the schema does not compile: {e}"))
 }
 
-fn inline_refs(node: &mut Value) {
+/// Replaces `$ref`s to the published files and to the document's own
+/// components (`#/components/...`) by what they point at.
+fn inline_refs(node: &mut Value, doc: &Value, depth: usize) {
+    assert!(depth < 32, "$refs nest too deep (a cycle?)");
     match node {
         Value::Object(map) => {
             if let Some(Value::String(target)) = map.get("$ref") {
@@ -230,10 +233,19 @@ fn inline_refs(node: &mut Value) {
                     *node = committed(file);
                     return;
                 }
+                if let Some(pointer) = target.strip_prefix('#') {
+                    let mut found = doc
+                        .pointer(pointer)
+                        .unwrap_or_else(|| panic!("{target} does not exist in the document"))
+                        .clone();
+                    inline_refs(&mut found, doc, depth + 1);
+                    *node = found;
+                    return;
+                }
             }
-            map.values_mut().for_each(inline_refs);
+            map.values_mut().for_each(|v| inline_refs(v, doc, depth));
         }
-        Value::Array(items) => items.iter_mut().for_each(inline_refs),
+        Value::Array(items) => items.iter_mut().for_each(|v| inline_refs(v, doc, depth)),
         _ => {}
     }
 }
@@ -246,7 +258,25 @@ fn every_asyncapi_message_example_validates_against_its_payload() {
     let mut checked = 0;
     let mut events_seen = std::collections::BTreeSet::new();
     for (name, message) in messages {
-        let validator = validator_for(&message["payload"], name);
+        let dead_letter = message["headers"]["properties"].get("x-payrelay-reason").is_some();
+        if dead_letter {
+            // The examples are refused messages: payrelay must refuse each
+            // with the reason the example's header gives.
+            for example in message["examples"].as_array().into_iter().flatten() {
+                let body = match &example["payload"] {
+                    Value::String(raw) => raw.clone(),
+                    other => other.to_string(),
+                };
+                let reason = example["headers"]["x-payrelay-reason"].as_str().expect("a reason");
+                match payrelay::invoice::parse(body.as_bytes(), is_biller) {
+                    Ok(_) => panic!("payrelay accepts dead letter {name}'s example {}", example["name"]),
+                    Err(rejected) => assert_eq!(rejected.to_string(), reason, "example {}", example["name"]),
+                }
+                checked += 1;
+            }
+            continue;
+        }
+        let validator = validator_for(&message["payload"], &doc, name);
         for example in message["examples"].as_array().into_iter().flatten() {
             let payload = &example["payload"];
             let broken = violations(&validator, payload);
@@ -288,7 +318,7 @@ fn every_openapi_example_validates_against_its_schema() {
     collect_bodies(&doc["paths"], "paths", &mut bodies);
     for (at, media) in bodies {
         let Some(schema) = media.get("schema") else { continue };
-        let validator = validator_for(schema, &at);
+        let validator = validator_for(schema, &doc, &at);
         let mut examples: Vec<Value> = media.get("example").cloned().into_iter().collect();
         for example in media["examples"].as_object().into_iter().flat_map(|m| m.values()) {
             examples.push(example["value"].clone());

@@ -172,7 +172,7 @@ fn known(biller: &str) -> bool {
     KNOWN_BILLERS.contains(&biller)
 }
 
-/// The contract §1 example, which parses.
+/// The documented example invoice, which parses.
 fn contract_invoice() -> Value {
     json!({
         "kind": "payment_request",
@@ -1314,7 +1314,7 @@ fn toml_str(s: &str) -> String {
     out
 }
 
-/// The contract §6 configuration, with every channel, a rule and quiet hours.
+/// The documented full configuration, with every channel, a rule and quiet hours.
 /// `env:` values are answered by [`config_env`].
 const BASE_CONFIG: &[(&str, &[(&str, &str)])] = &[
     (

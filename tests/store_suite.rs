@@ -356,7 +356,10 @@ async fn an_event_keeps_its_id_and_time_through_the_outbox(db: &TestDb) {
     store.record_event(&recorded).await.unwrap();
     let read = store.outbox(10).await.unwrap();
     assert_eq!(read.len(), 1);
-    assert_eq!(read[0].head.event_id, recorded.event_id, "published again, it keeps its id");
+    assert_eq!(
+        read[0].head.event_id, recorded.event_id,
+        "published again, it keeps its id"
+    );
     assert_eq!(read[0].event().unwrap(), recorded);
     // Read again before it is forgotten (a publish that was not confirmed):
     // the same id.

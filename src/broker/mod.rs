@@ -90,7 +90,7 @@ fn quorum_args(extra: &[(&str, AMQPValue)]) -> FieldTable {
 }
 
 /// Declares the input queue, its dead-letter queue and the events exchange
-/// (contract §7). Declaring is idempotent when the arguments match.
+/// (docs/asyncapi.yaml). Declaring is idempotent when the arguments match.
 pub async fn declare_topology(channel: &Channel, config: &BrokerConfig) -> Result<(), BrokerError> {
     let durable = QueueDeclareOptions {
         durable: true,

@@ -202,7 +202,7 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
-    /// `<queue>.dead`, where malformed messages go (contract §7).
+    /// `<queue>.dead`, where malformed messages go.
     pub fn dead_letter_queue(&self) -> String {
         format!("{}.dead", self.queue)
     }
@@ -311,7 +311,7 @@ pub struct RoutingConfig {
     pub rules: Vec<Rule>,
 }
 
-/// A routing rule (contract §3): all set conditions must hold.
+/// A routing rule (docs/routing.md): all set conditions must hold.
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: String,

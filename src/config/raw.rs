@@ -24,7 +24,7 @@ use crate::channels::{ChannelName, Limits};
 /// Reads the environment for `env:NAME` values.
 pub(crate) type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// One value or a list of them, as rule conditions accept (contract §7).
+/// One value or a list of them, as rule conditions accept.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum OneOrMany {
@@ -555,7 +555,7 @@ fn check_paylink(raw: RawPaylink, problems: &mut Problems) -> Option<PaylinkConf
     Some(PaylinkConfig { ttl })
 }
 
-/// The checkout placeholders a biller may use (contract §7).
+/// The checkout placeholders a biller may use (docs/configuration.md).
 pub const CHECKOUT_PLACEHOLDERS: [&str; 6] = ["invoice_id", "biller_id", "amount", "amount_minor", "currency", "token"];
 
 fn check_billers(value: Value, env: EnvLookup<'_>, problems: &mut Problems) -> BTreeMap<String, BillerConfig> {

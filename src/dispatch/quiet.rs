@@ -1,4 +1,4 @@
-//! Quiet hours: when SMS, WhatsApp and Messenger must wait (contract §3).
+//! Quiet hours: when SMS, WhatsApp and Messenger must wait.
 //!
 //! The window is a local time of day in the customer's timezone (or the
 //! biller's), and may wrap midnight (`21:00-08:00`). Time zones come from

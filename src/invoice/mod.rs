@@ -19,10 +19,11 @@ use time::Date;
 
 use crate::channels::ChannelName;
 
-/// Largest body accepted from the queue (contract §1).
+/// Largest body accepted from the queue (64 KiB, as documented).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The idempotency key of a payment request (contract §1).
+/// The idempotency key of a payment request: a second message with the
+/// same key is a duplicate.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct InvoiceKey {
     pub biller_id: String,

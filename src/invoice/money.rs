@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 /// A positive amount, exact to the currency's minor unit.
 ///
 /// `text` keeps the biller's own decimal string, because checkout URLs must
-/// carry the amount exactly as the invoice gave it (contract §7).
+/// carry the amount exactly as the invoice gave it (the `{amount}` checkout placeholder).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Amount {
     pub minor: i64,

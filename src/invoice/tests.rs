@@ -8,7 +8,7 @@ fn known(biller: &str) -> bool {
     biller == "acme"
 }
 
-/// The contract §1 example, verbatim.
+/// The documented example invoice (docs/asyncapi.yaml, examples/invoice.json), verbatim.
 fn contract_example() -> Value {
     json!({
         "kind": "payment_request",

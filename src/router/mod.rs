@@ -1,7 +1,7 @@
 //! The router: which channels an invoice goes to, in which order, and why.
 //!
 //! Pure logic over the config and the invoice, so it is tested by tables and
-//! shared by the service and `payrelay route`. Order of decisions (contract §3):
+//! shared by the service and `payrelay route`. Order of decisions (docs/routing.md):
 //! the invoice's own `channels`, else the first rule whose conditions all hold,
 //! else `[routing] default`; then customer preferences reorder the list; then
 //! opted-out channels, unconfigured channels and channels without a contact
@@ -193,7 +193,7 @@ fn country(invoice: &Invoice) -> Option<(&str, &'static str)> {
     }
 }
 
-/// The invoice's locale for rules (contract §1: the customer's, else the
+/// The invoice's locale for rules (the customer's, else the
 /// biller's default, else `en`), with where it came from.
 fn locale<'a>(invoice: &'a Invoice, config: &'a Config) -> (&'a str, &'static str) {
     if let Some(l) = invoice.customer.locale.as_deref() {

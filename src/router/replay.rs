@@ -2,8 +2,8 @@
 //! rules change can be dry-run before it is deployed (`payrelay route
 //! --replay FILE --against NEW`).
 //!
-//! The input is JSON lines of invoice messages (contract §1). Events
-//! (contract §2) do not carry the invoice, so event lines are skipped with a
+//! The input is JSON lines of invoice messages. Events
+//! do not carry the invoice, so event lines are skipped with a
 //! reason, like `invoice_paid` / `invoice_cancelled` messages, lines that are
 //! not JSON, and invoices that fail validation under both configs. An invoice
 //! valid under one config only (its biller was added or removed) is compared:

@@ -42,7 +42,7 @@ fn config_with_rule(rule: &str) -> Config {
     ))
 }
 
-/// The contract §1 example: acme, erp, 1234.50 MXN due 2026-12-01, a Mexican
+/// The documented example invoice: acme, erp, 1234.50 MXN due 2026-12-01, a Mexican
 /// phone and WhatsApp number, locale es-MX, prefers WhatsApp then email,
 /// opted out of SMS.
 fn example() -> Value {
@@ -451,7 +451,7 @@ fn each_condition_matches_and_mismatches() {
     }
 }
 
-/// Regression (this was a bug): contract §1 says the locale falls back to the biller's default, then
+/// Regression (this was a bug): the documented rule is that the locale falls back to the biller's default, then
 /// `en`. `first_mismatch` stops after the biller's default, so with neither a
 /// customer locale nor a biller default_locale a `locale = "en"` rule does not
 /// match ("locale is not known, not en").
