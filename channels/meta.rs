@@ -5,9 +5,13 @@
 //!   (never in the URL, where it could reach a log line),
 //! - the Graph error shape and the one place that decides transient or
 //!   permanent for both channels (PROVIDERS.md tables: branch on `code`),
-//! - the webhook helpers the HTTP server calls for `/webhooks/meta`:
-//!   [`verify_signature`], [`parse_webhook`] and [`channel_of`].
+//! - their status callbacks on the one path Meta posts both to,
+//!   `/webhooks/meta`: a [`GraphWebhook`] per channel, which claims the
+//!   requests whose `object` is the one its channel declares, checks them
+//!   with [`verify_signature`] and reads them with [`parse_webhook`].
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,6 +23,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use url::Url;
 
+use super::webhook::{constant_time_eq, Handshake, Refused, Webhook, WebhookRequest};
 use super::{http, BuildError, ChannelName, DeliveryStatus, SendError, StatusReport};
 use crate::config::raw::{duration, secret, EnvLookup};
 use crate::config::{Problems, Secret};
@@ -26,10 +31,8 @@ use crate::config::{Problems, Secret};
 /// The Graph API version payrelay was written against; configurable.
 pub const DEFAULT_BASE_URL: &str = "https://graph.facebook.com/v21.0";
 
-/// `object` of WhatsApp Business Account webhooks.
-pub const OBJECT_WHATSAPP: &str = "whatsapp_business_account";
-/// `object` of Messenger (Page) webhooks.
-pub const OBJECT_PAGE: &str = "page";
+/// The path under `/webhooks/` Meta posts every channel's callbacks to.
+const WEBHOOK_PATH: &str = "meta";
 
 /// WhatsApp's pair rate limit allows about one message per 6 s to the same
 /// user; a 131056 without `Retry-After` waits at least this long.
@@ -368,6 +371,75 @@ pub fn verify_signature(app_secret: &str, body: &[u8], header: &str) -> bool {
     mac.verify_slice(&expected).is_ok()
 }
 
+/// One Meta channel's status callbacks, told apart from the other's by the
+/// `object` its channel declares.
+pub(crate) struct GraphWebhook {
+    pub(crate) channel: ChannelName,
+    /// `object` of this channel's callbacks, e.g. `page`.
+    pub(crate) object: &'static str,
+    /// Signs every callback: `X-Hub-Signature-256`.
+    pub(crate) app_secret: Option<Secret>,
+    /// What Meta offers in the subscription handshake.
+    pub(crate) verify_token: Option<Secret>,
+}
+
+impl Webhook for GraphWebhook {
+    fn channel(&self) -> ChannelName {
+        self.channel
+    }
+
+    fn provider(&self) -> &'static str {
+        "Meta"
+    }
+
+    fn path(&self) -> &'static str {
+        WEBHOOK_PATH
+    }
+
+    /// Only `object` is read, to pick the key that must have signed the body.
+    fn claims(&self, request: &WebhookRequest<'_>) -> bool {
+        #[derive(Deserialize)]
+        struct Envelope<'a> {
+            #[serde(borrow)]
+            object: Option<Cow<'a, str>>,
+        }
+        serde_json::from_slice::<Envelope<'_>>(request.body)
+            .ok()
+            .and_then(|e| e.object)
+            .is_some_and(|object| object == self.object)
+    }
+
+    fn verify(&self, request: &WebhookRequest<'_>) -> Result<(), Refused> {
+        let Some(secret) = &self.app_secret else {
+            return Err(Refused::NoSecret("app_secret"));
+        };
+        if verify_signature(secret.expose(), request.body, request.header("x-hub-signature-256")) {
+            Ok(())
+        } else {
+            Err(Refused::BadSignature)
+        }
+    }
+
+    fn parse(&self, request: &WebhookRequest<'_>) -> Result<Vec<StatusReport>, String> {
+        parse_webhook(request.body).map(|webhook| webhook.reports)
+    }
+
+    /// Echoes the challenge of a subscription offering this channel's token.
+    fn handshake(&self, query: &HashMap<String, String>) -> Handshake {
+        let field = |name: &str| query.get(name).map(String::as_str);
+        let offered = field("hub.verify_token").unwrap_or_default();
+        let ours = self
+            .verify_token
+            .as_ref()
+            .is_some_and(|token| constant_time_eq(token.expose(), offered));
+        if field("hub.mode") == Some("subscribe") && ours {
+            Handshake::Accepted(field("hub.challenge").unwrap_or_default().to_owned())
+        } else {
+            Handshake::Refused
+        }
+    }
+}
+
 /// A Meta webhook POST, reduced to what payrelay acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetaWebhook {
@@ -375,15 +447,6 @@ pub struct MetaWebhook {
     /// `app_secret` that must have signed the body.
     pub object: String,
     pub reports: Vec<StatusReport>,
-}
-
-/// The channel a webhook `object` belongs to.
-pub fn channel_of(object: &str) -> Option<ChannelName> {
-    match object {
-        OBJECT_WHATSAPP => Some(ChannelName::Whatsapp),
-        OBJECT_PAGE => Some(ChannelName::Messenger),
-        _ => None,
-    }
 }
 
 /// The envelope; entries stay loose JSON so one odd entry cannot sink the rest.
@@ -511,6 +574,21 @@ mod tests {
     use serde_json::json;
 
     const TOKEN: &str = "EAAGm0PX4ZCpsBAKZAsecret";
+
+    /// The channel whose webhook claims `body` on Meta's path, picked the
+    /// way the server picks it.
+    fn channel_of(body: &[u8]) -> Option<ChannelName> {
+        let context = crate::channels::BuildContext {
+            public_base_url: "http://127.0.0.1:8080".parse().unwrap(),
+        };
+        let headers = HeaderMap::new();
+        let request = WebhookRequest::new(None, &headers, body);
+        crate::channels::webhooks(&crate::config::ChannelsConfig::default(), &context)
+            .into_iter()
+            .filter(|w| w.path() == WEBHOOK_PATH)
+            .find(|w| w.claims(&request))
+            .map(|w| w.channel())
+    }
 
     fn graph(code: i64, subcode: Option<i64>, message: &str) -> Vec<u8> {
         let mut error = json!({"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "AbC123"});
@@ -657,8 +735,8 @@ mod tests {
           }]
         });
         let hook = parse_webhook(body.to_string().as_bytes()).unwrap();
-        assert_eq!(hook.object, OBJECT_WHATSAPP);
-        assert_eq!(channel_of(&hook.object), Some(ChannelName::Whatsapp));
+        assert_eq!(hook.object, "whatsapp_business_account");
+        assert_eq!(channel_of(body.to_string().as_bytes()), Some(ChannelName::Whatsapp));
         let summary: Vec<_> = hook
             .reports
             .iter()
@@ -720,7 +798,7 @@ mod tests {
           }]
         });
         let hook = parse_webhook(body.to_string().as_bytes()).unwrap();
-        assert_eq!(channel_of(&hook.object), Some(ChannelName::Messenger));
+        assert_eq!(channel_of(body.to_string().as_bytes()), Some(ChannelName::Messenger));
         assert_eq!(
             hook.reports,
             vec![
@@ -744,7 +822,8 @@ mod tests {
         let hook = parse_webhook(b"{\"object\": \"page\", \"entry\": [{\"changes\": 5, \"messaging\": [1]}]}").unwrap();
         assert!(hook.reports.is_empty());
         let hook = parse_webhook(b"{\"object\": \"instagram\"}").unwrap();
-        assert_eq!(channel_of(&hook.object), None);
+        assert_eq!(channel_of(b"{\"object\": \"instagram\"}"), None);
+        assert_eq!(channel_of(b"not json"), None);
         assert!(hook.reports.is_empty());
     }
 }

@@ -1,19 +1,43 @@
 //! Channel adapters: one folder per channel, all behind the [`Channel`] trait.
 //!
 //! Each folder has the same roles: `config.rs` (its `[channels.<name>]` keys,
-//! checked completely) and `mod.rs` (rendering the message from templates and
-//! sending it, with provider errors classified as transient or permanent).
-//! The [`Registry`] owns the configured channels and puts each behind its own
-//! governor rate limiter, so a caller cannot send around the limit. With
-//! `[rate_limit]` configured, each channel also waits for its share of the
-//! budget all instances share in Redis ([`ratelimit`]).
+//! checked completely) and `mod.rs` (rendering the request into the
+//! channel's own typed message and sending it, with provider errors
+//! classified as transient or permanent), and an [`Adapter`] that says how
+//! the channel is built and where its provider's status callbacks go
+//! ([`webhook`]). The [`Registry`] owns the configured channels and puts
+//! each behind its own governor rate limiter, so a caller cannot send around
+//! the limit. With `[rate_limit]` configured, each channel also waits for
+//! its share of the budget all instances share in Redis ([`ratelimit`]).
 //!
 //! Shared pieces: [`http`] (one reqwest client setup and the HTTP error
 //! classes every provider shares), [`outbox`] (the `file` provider) and
 //! [`meta`] (the Graph API shape WhatsApp and Messenger share).
 //!
-//! Adding a channel: add its folder, a [`ChannelName`] variant, its
-//! `ChannelsConfig` field and a line in [`Registry::from_config`].
+//! # Messages
+//! `prepare` renders a payment request into the channel's own message type
+//! (an email's subject, text and HTML; an SMS body with its segment count;
+//! a WhatsApp template with its parameters; a Messenger button template),
+//! private to its folder. [`Prepared`] carries it to `send` without knowing
+//! its type, as a [`ChannelMessage`]: the channel reads it back with
+//! [`Prepared::message`], the one place it is downcast, so no channel looks
+//! anything up by name and nothing goes through JSON on the way. Everyone
+//! else sees the message only as named text parts
+//! ([`ChannelMessage::parts`]): what `payrelay preview` prints and the
+//! `file` provider writes.
+//!
+//! # Adding a channel
+//! 1. A folder `channels/<name>/` with its `config.rs`, its message type, a
+//!    [`Channel`] and an `ADAPTER` (how it is built, with its configured
+//!    provider or a `file` one; its [`webhook::Webhook`] if its provider
+//!    calls back).
+//! 2. One line in [`ADAPTERS`]: the registry, `payrelay preview` and the
+//!    server's `/webhooks/...` routes all read that list.
+//!
+//! Two places outside the folder still name every channel, until that
+//! vocabulary gets a home of its own: its [`ChannelName`] variant (with its
+//! contact field in [`ChannelName::address`]), and its section in
+//! `ChannelsConfig` with the line in `config/raw.rs` that checks it.
 
 pub mod email;
 pub mod http;
@@ -22,11 +46,15 @@ pub mod meta;
 pub mod outbox;
 pub mod ratelimit;
 pub mod sms;
+pub mod webhook;
 pub mod whatsapp;
 
+use std::any::Any;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,11 +65,80 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{BillerConfig, ChannelsConfig};
 use crate::invoice::Contacts;
-use crate::render::{RenderError, Templates};
+use crate::render::{RenderError, Templates, View};
 use ratelimit::{ChannelBudget, SharedLimiter};
+use webhook::Webhook;
 
-/// The channels payrelay knows. Billers and operators use these names in
-/// invoices, rules and events.
+/// Every channel payrelay can send on, one line each (see the module doc).
+pub const ADAPTERS: &[Adapter] = &[email::ADAPTER, sms::ADAPTER, whatsapp::ADAPTER, messenger::ADAPTER];
+
+/// What a channel folder registers in [`ADAPTERS`].
+pub struct Adapter {
+    pub name: ChannelName,
+    /// The channel and its quota, from its `[channels.<name>]` section;
+    /// `None` when the section is absent.
+    pub build: BuildFn,
+    /// Its provider's status callbacks, for a provider that sends them.
+    /// Built whether the channel is configured or not: an unconfigured one
+    /// has no secret, so it refuses every request (401) rather than being
+    /// an unknown path.
+    pub webhook: Option<WebhookFn>,
+}
+
+/// [`Adapter::build`].
+pub type BuildFn = fn(&ChannelsConfig, &BuildContext, Providers<'_>) -> Option<Result<Built, BuildError>>;
+
+/// [`Adapter::webhook`].
+pub type WebhookFn = fn(&ChannelsConfig, &BuildContext) -> Box<dyn Webhook>;
+
+/// A channel built by its [`Adapter`], with the quota its config sets.
+pub struct Built {
+    pub channel: Box<dyn Channel>,
+    pub quota: Quota,
+}
+
+impl Built {
+    pub fn new(channel: impl Channel + 'static, limits: &Limits) -> Built {
+        Built {
+            channel: Box::new(channel),
+            quota: limits.quota(),
+        }
+    }
+}
+
+/// Which providers channels are built with.
+#[derive(Debug, Clone, Copy)]
+pub enum Providers<'a> {
+    /// The configured ones.
+    Configured,
+    /// Every channel on its `file` provider, under `<dir>/<channel>/`:
+    /// `payrelay preview` prepares with the configured channels but must not
+    /// touch their outboxes or open provider connections.
+    Files(&'a Path),
+}
+
+impl Providers<'_> {
+    /// The folder `channel`'s `file` provider writes to instead of its
+    /// configured provider, if any.
+    pub fn files_for(self, channel: ChannelName) -> Option<PathBuf> {
+        match self {
+            Providers::Configured => None,
+            Providers::Files(dir) => Some(dir.join(channel.as_str())),
+        }
+    }
+}
+
+/// The status callbacks of every channel whose provider sends them.
+pub fn webhooks(config: &ChannelsConfig, context: &BuildContext) -> Vec<Box<dyn Webhook>> {
+    ADAPTERS
+        .iter()
+        .filter_map(|adapter| adapter.webhook)
+        .map(|webhook| webhook(config, context))
+        .collect()
+}
+
+/// The channels payrelay knows. Their names are part of what billers see:
+/// invoices name them and events carry them, so they never change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 #[schemars(description = "A channel payrelay sends on.")]
@@ -106,21 +203,57 @@ impl FromStr for ChannelName {
     }
 }
 
-/// A message rendered exactly as it will be sent.
+/// A message rendered exactly as it will be sent: the channel's own typed
+/// message, which only that channel reads back (see the module doc).
 ///
-/// Parts are named by the channel (`subject`, `text`, `html` for email), so
-/// `payrelay preview` can print what goes out without knowing the channel.
+/// Cloning is cheap: the message is shared, not copied.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub channel: ChannelName,
     /// The recipient's address on the channel (personal data: never logged).
     pub to: String,
-    pub parts: Vec<(&'static str, String)>,
+    message: Arc<dyn ChannelMessage>,
+}
+
+/// A channel's own message type, carried by [`Prepared`].
+pub trait ChannelMessage: Any + Send + Sync + fmt::Debug {
+    /// The message as named text parts, in a fixed order: what `payrelay
+    /// preview` prints and the `file` provider writes. Facts that are not
+    /// sent (an SMS's segment count) may be parts too.
+    fn parts(&self) -> Vec<(&'static str, Cow<'_, str>)>;
 }
 
 impl Prepared {
-    pub fn part(&self, name: &str) -> Option<&str> {
-        self.parts.iter().find(|(n, _)| *n == name).map(|(_, c)| c.as_str())
+    pub fn new(channel: ChannelName, to: impl Into<String>, message: impl ChannelMessage) -> Prepared {
+        Prepared {
+            channel,
+            to: to.into(),
+            message: Arc::new(message),
+        }
+    }
+
+    /// The channel's own message, if it is of type `M`: a channel asks for
+    /// its own type, so anything else is a message prepared elsewhere.
+    pub fn message<M: ChannelMessage>(&self) -> Result<&M, SendError> {
+        let message: &dyn Any = &*self.message;
+        message.downcast_ref::<M>().ok_or_else(|| SendError::Permanent {
+            code: None,
+            reason: format!(
+                "the {} message was not prepared by this channel (it is a {:?})",
+                self.channel, self.message
+            ),
+        })
+    }
+
+    /// See [`ChannelMessage::parts`].
+    pub fn parts(&self) -> Vec<(&'static str, Cow<'_, str>)> {
+        self.message.parts()
+    }
+
+    /// One of [`Prepared::parts`], for tools and tests; channels read their
+    /// own typed message instead.
+    pub fn part(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.parts().into_iter().find(|(n, _)| *n == name).map(|(_, text)| text)
     }
 }
 
@@ -198,8 +331,8 @@ pub struct Request<'a> {
     pub to: &'a str,
     /// This message's pay-link token (WhatsApp's URL button takes it as suffix).
     pub token: &'a str,
-    /// The template data built by [`crate::render::view`]; `pay_url` included.
-    pub view: &'a serde_json::Value,
+    /// The template data, `pay_url` included.
+    pub view: &'a View<'a>,
     pub biller: &'a BillerConfig,
 }
 
@@ -319,25 +452,23 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Every configured channel on its configured provider.
     pub fn from_config(config: &ChannelsConfig, context: &BuildContext) -> Result<Registry, BuildError> {
+        Registry::with_providers(config, context, Providers::Configured)
+    }
+
+    /// Every configured channel, each built by its [`Adapter`] with `providers`.
+    pub fn with_providers(
+        config: &ChannelsConfig,
+        context: &BuildContext,
+        providers: Providers<'_>,
+    ) -> Result<Registry, BuildError> {
         let mut registry = Registry::empty(BreakerPolicy::default());
-        if let Some(email) = &config.email {
-            registry.insert(Box::new(email::EmailChannel::new(email)?), email.limits.quota());
-        }
-        if let Some(sms) = &config.sms {
-            registry.insert(Box::new(sms::SmsChannel::new(sms, context)?), sms.limits.quota());
-        }
-        if let Some(whatsapp) = &config.whatsapp {
-            registry.insert(
-                Box::new(whatsapp::WhatsappChannel::new(whatsapp, context)?),
-                whatsapp.limits.quota(),
-            );
-        }
-        if let Some(messenger) = &config.messenger {
-            registry.insert(
-                Box::new(messenger::MessengerChannel::new(messenger, context)?),
-                messenger.limits.quota(),
-            );
+        for adapter in ADAPTERS {
+            if let Some(built) = (adapter.build)(config, context, providers) {
+                let built = built?;
+                registry.insert(built.channel, built.quota);
+            }
         }
         Ok(registry)
     }
@@ -449,6 +580,15 @@ pub struct Slot {
     channel: ChannelName,
 }
 
+/// `text` without leading and trailing whitespace, trimmed in place: a
+/// rendered template is trimmed on every message, and most need no copy.
+pub(crate) fn trimmed(mut text: String) -> String {
+    text.truncate(text.trim_end().len());
+    let leading = text.len() - text.trim_start().len();
+    text.drain(..leading);
+    text
+}
+
 /// `rate_per_second` and `burst`, shared by every channel's config.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
@@ -536,12 +676,44 @@ mod tests {
         (registry, calls)
     }
 
-    fn message() -> Prepared {
-        Prepared {
-            channel: ChannelName::Sms,
-            to: "+15005550006".into(),
-            parts: vec![],
+    /// A message no real channel reads; these channels never look inside.
+    #[derive(Debug)]
+    struct Blank;
+
+    impl ChannelMessage for Blank {
+        fn parts(&self) -> Vec<(&'static str, Cow<'_, str>)> {
+            Vec::new()
         }
+    }
+
+    fn message() -> Prepared {
+        Prepared::new(ChannelName::Sms, "+15005550006", Blank)
+    }
+
+    #[test]
+    fn every_channel_is_registered_once() {
+        let mut registered: Vec<ChannelName> = ADAPTERS.iter().map(|a| a.name).collect();
+        registered.sort();
+        assert_eq!(registered, ChannelName::ALL.to_vec());
+    }
+
+    #[test]
+    fn a_channel_reads_back_only_its_own_message_type() {
+        #[derive(Debug)]
+        struct Other;
+        impl ChannelMessage for Other {
+            fn parts(&self) -> Vec<(&'static str, Cow<'_, str>)> {
+                vec![("text", "other".into())]
+            }
+        }
+        let blank = message();
+        assert!(blank.message::<Blank>().is_ok());
+        let wrong = blank.message::<Other>().unwrap_err();
+        assert!(!wrong.is_transient(), "{wrong}");
+        let other = Prepared::new(ChannelName::Sms, "+15005550006", Other);
+        assert_eq!(other.part("text").as_deref(), Some("other"));
+        assert_eq!(other.clone().part("text").as_deref(), Some("other"));
+        assert!(other.message::<Blank>().is_err());
     }
 
     #[tokio::test]

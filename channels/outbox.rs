@@ -2,13 +2,14 @@
 //! per message under `var/outbox/<channel>/`, so the service does its whole
 //! job on a machine with no provider accounts.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
-use super::{BuildError, ChannelName, Prepared, Receipt, SendError};
+use super::{BuildError, ChannelName, Receipt, SendError};
 
 /// Writes files on a thread of its own (see [`FileOutbox::write_file`]).
 #[derive(Debug, Clone)]
@@ -48,12 +49,17 @@ impl FileOutbox {
 
     /// Writes `{"channel", "to", <parts>}` to `<id>.json`; the id is the
     /// provider message id.
-    pub async fn write(&self, message: &Prepared) -> Result<Receipt, SendError> {
+    pub async fn write(
+        &self,
+        channel: ChannelName,
+        to: &str,
+        parts: &[(&str, Cow<'_, str>)],
+    ) -> Result<Receipt, SendError> {
         let mut body = Map::new();
-        body.insert("channel".into(), Value::from(message.channel.as_str()));
-        body.insert("to".into(), Value::from(message.to.as_str()));
-        for (name, content) in &message.parts {
-            body.insert((*name).to_owned(), Value::from(content.as_str()));
+        body.insert("channel".into(), Value::from(channel.as_str()));
+        body.insert("to".into(), Value::from(to));
+        for (name, content) in parts {
+            body.insert((*name).to_owned(), Value::from(content.as_ref()));
         }
         let json = serde_json::to_vec_pretty(&Value::Object(body)).map_err(|e| SendError::Permanent {
             code: None,

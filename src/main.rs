@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use payrelay::channels::{ChannelName, Registry};
+use payrelay::channels::{ChannelName, Providers, Registry};
 use payrelay::config::{Config, Source};
 use payrelay::invoice::{self, Message};
 
@@ -192,30 +192,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(c) => vec![c],
                 None => plan.channels.clone(),
             };
-            let biller = config
-                .billers
-                .get(&invoice.key.biller_id)
-                .context("the invoice's biller is not configured")?;
-            let pay_url = payrelay::dispatch::pay_url(&config, "PREVIEW-TOKEN");
-            let view = payrelay::render::view(&invoice, &invoice.key.biller_id, biller, &pay_url);
+            if !config.billers.contains_key(&invoice.key.biller_id) {
+                bail!("the invoice's biller is not configured");
+            }
             for c in channels {
-                let Some(adapter) = registry.get(c) else {
+                if registry.get(c).is_none() {
                     println!("== {c}: not configured");
                     continue;
-                };
-                let Some(to) = c.address(&invoice.customer.contacts) else {
+                }
+                if c.address(&invoice.customer.contacts).is_none() {
                     println!("== {c}: the invoice has no {}", c.contact_field());
                     continue;
-                };
-                let request = payrelay::channels::Request {
-                    to,
-                    token: "PREVIEW-TOKEN",
-                    view: &view,
-                    biller,
-                };
-                let prepared = adapter.prepare(&request, &templates)?;
+                }
+                // The dispatcher's own preparation, with a real pay link
+                // (one that is never stored, so it opens nothing).
+                let clock = payrelay::clock::SystemClock;
+                let outgoing = payrelay::dispatch::prepare(&config, &registry, &templates, &clock, &invoice, c);
+                let prepared = outgoing.message.map_err(|e| anyhow::anyhow!("{c}: {e}"))?;
                 println!("== {c} to {}", prepared.to);
-                for (name, content) in &prepared.parts {
+                for (name, content) in prepared.parts() {
                     println!("-- {name}\n{content}");
                 }
             }
@@ -317,32 +312,19 @@ fn read_invoice(file: &Path, config: &Config) -> anyhow::Result<invoice::Invoice
     }
 }
 
-/// Preview renders with the configured channels but must not touch their
-/// outboxes or open provider connections, so it builds every channel with
-/// the `file` provider in a throwaway folder (and never sends).
+/// The configured channels, each on its `file` provider in a throwaway
+/// folder: preview must not touch the configured outboxes or open provider
+/// connections (and it never sends).
 fn preview_registry(config: &Config) -> anyhow::Result<Registry> {
-    let mut channels = config.channels.clone();
     let tmp = std::env::temp_dir().join("payrelay-preview");
-    if let Some(email) = &mut channels.email {
-        email.transport = payrelay::channels::email::Transport::File { dir: tmp.join("email") };
-    }
-    if let Some(sms) = &mut channels.sms {
-        sms.provider = payrelay::channels::sms::Provider::File { dir: tmp.join("sms") };
-    }
-    if let Some(whatsapp) = &mut channels.whatsapp {
-        whatsapp.provider = payrelay::channels::whatsapp::WhatsappProvider::File {
-            dir: tmp.join("whatsapp"),
-        };
-    }
-    if let Some(messenger) = &mut channels.messenger {
-        messenger.provider = payrelay::channels::messenger::MessengerProvider::File {
-            dir: tmp.join("messenger"),
-        };
-    }
     let context = payrelay::channels::BuildContext {
         public_base_url: config.http.public_base_url.clone(),
     };
-    Ok(Registry::from_config(&channels, &context)?)
+    Ok(Registry::with_providers(
+        &config.channels,
+        &context,
+        Providers::Files(&tmp),
+    )?)
 }
 
 fn init_logging() {

@@ -176,6 +176,55 @@ channels = ["email"]
     assert!(!dir.path().join("var").exists(), "no outbox was even created");
 }
 
+/// The body is 175 characters with a real pay link, 2 segments; with the
+/// 13-character placeholder preview once used, it was 149 and showed 1.
+#[test]
+fn preview_counts_sms_segments_with_a_pay_link_of_real_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "config.toml",
+        r#"
+[http]
+public_base_url = "https://pay.acme-energy.example"
+[billers.acme]
+name = "ACME Energy and Water Services"
+checkout_url = "https://pay.example/{token}"
+[channels.email]
+transport = "file"
+[channels.sms]
+provider = "file"
+"#,
+    );
+    let invoice = write(
+        dir.path(),
+        "invoice.json",
+        r#"{"invoice_id": "INV-2026-000123", "biller_id": "acme", "amount": "1234.50", "currency": "MXN",
+  "due_date": "2026-12-01", "customer": {"name": "María López", "phone": "+5215512345678"}}"#,
+    );
+    let (code, out) = payrelay(&config, &["preview", invoice.to_str().unwrap(), "--channel", "sms"]);
+    assert_eq!(code, 0, "{out}");
+    let text = out
+        .split("-- text\n")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_else(|| panic!("no text part in: {out}"));
+    let token = text
+        .rsplit_once("https://pay.acme-energy.example/p/")
+        .map(|(_, token)| token)
+        .unwrap_or_else(|| panic!("no pay link in: {text}"));
+    assert_eq!(token.len(), 39, "a token of the real shape: {token}");
+    assert!(
+        token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "{token}"
+    );
+    assert_eq!(text.chars().count(), 175, "{text}");
+    assert!(out.contains("-- segments\n2 (GSM-7)"), "{out}");
+    assert!(!dir.path().join("var").exists(), "preview sends nothing");
+}
+
 #[test]
 fn route_says_why_an_invoice_would_be_rejected() {
     let dir = tempfile::tempdir().unwrap();

@@ -123,7 +123,7 @@ fn prepare(config: &Config, registry: &Registry, channel: ChannelName, biller_id
     let biller = &config.billers[biller_id];
     let token = payrelay::paylink::new_token();
     let pay_url = format!("{PUBLIC_BASE_URL}/p/{token}");
-    let view = payrelay::render::view(&invoice, biller_id, biller, &pay_url);
+    let view = payrelay::render::View::new(&invoice, biller_id, biller, &pay_url);
     let templates = Templates::load(None).expect("built-in templates");
     let to = channel.address(&invoice.customer.contacts).expect("a contact");
     let request = Request {
@@ -260,8 +260,8 @@ async fn whatsapp_sends_the_template_with_parameters_and_the_token_as_button_suf
         })
     );
     // What preview shows is what went out.
-    assert_eq!(sent.prepared.part("template"), Some("payment_request"));
-    assert_eq!(sent.prepared.part("button"), Some(sent.token.as_str()));
+    assert_eq!(sent.prepared.part("template").as_deref(), Some("payment_request"));
+    assert_eq!(sent.prepared.part("button").as_deref(), Some(sent.token.as_str()));
 }
 
 #[tokio::test]

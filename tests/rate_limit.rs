@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use payrelay::channels::email::EmailMessage;
 use payrelay::channels::{BuildContext, ChannelName, Prepared, Registry};
 use payrelay::config::Config;
 
@@ -34,15 +35,16 @@ burst = {BURST}
         public_base_url: url::Url::parse("http://127.0.0.1:8080").unwrap(),
     };
     let registry = Arc::new(Registry::from_config(&config.channels, &context).unwrap());
-    let message = Prepared {
-        channel: ChannelName::Email,
-        to: "rate@example.com".into(),
-        parts: vec![
-            ("subject", "s".into()),
-            ("text", "t".into()),
-            ("html", "<p>h</p>".into()),
-        ],
-    };
+    let message = Prepared::new(
+        ChannelName::Email,
+        "rate@example.com",
+        EmailMessage {
+            from: None,
+            subject: "s".into(),
+            text: "t".into(),
+            html: "<p>h</p>".into(),
+        },
+    );
 
     // Everything is offered at once; the limiter decides when each goes.
     let total = (BURST + RATE * SECONDS) as usize;

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
+use payrelay::channels::email::EmailMessage;
 use payrelay::channels::ratelimit::SharedLimiter;
 use payrelay::channels::{
     BreakerPolicy, Channel, ChannelName, Limits, Prepared, Receipt, Registry, Request, SendError,
@@ -47,11 +48,7 @@ impl Channel for Recorder {
 }
 
 fn message() -> Prepared {
-    Prepared {
-        channel: ChannelName::Email,
-        to: "rate@example.com".into(),
-        parts: vec![],
-    }
+    Prepared::new(ChannelName::Email, "rate@example.com", EmailMessage::default())
 }
 
 /// The email channel's limits and the `[rate_limit]` section, read the way

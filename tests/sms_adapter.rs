@@ -82,6 +82,17 @@ fn channel(config: &Config) -> SmsChannel {
 /// Renders the built-in `sms/body` for a sample invoice; returns the
 /// message and its pay link.
 fn prepare(channel: &dyn Channel, config: &Config, description: &str) -> (Prepared, String) {
+    let templates = Templates::load(None).expect("the built-in templates load");
+    prepare_with(channel, config, description, &templates)
+}
+
+/// [`prepare`] with `templates`.
+fn prepare_with(
+    channel: &dyn Channel,
+    config: &Config,
+    description: &str,
+    templates: &Templates,
+) -> (Prepared, String) {
     let body = json!({
         "invoice_id": "INV-2026-000123",
         "biller_id": "acme",
@@ -98,15 +109,14 @@ fn prepare(channel: &dyn Channel, config: &Config, description: &str) -> (Prepar
     let biller = &config.billers["acme"];
     let token = payrelay::paylink::new_token();
     let pay_url = format!("https://relay.example/payrelay/p/{token}");
-    let view = render::view(&invoice, "acme", biller, &pay_url);
-    let templates = Templates::load(None).expect("the built-in templates load");
+    let view = render::View::new(&invoice, "acme", biller, &pay_url);
     let request = Request {
         to: TO,
         token: &token,
         view: &view,
         biller,
     };
-    let message = channel.prepare(&request, &templates).expect("sms/body renders");
+    let message = channel.prepare(&request, templates).expect("sms/body renders");
     (message, pay_url)
 }
 
@@ -166,10 +176,10 @@ async fn a_payment_request_becomes_the_exact_twilio_request_and_the_sid_is_the_r
     let channel = channel(&config);
     let (message, pay_url) = prepare(&channel, &config, "Electricity, November 2026");
 
-    let text = message.part("text").expect("a text part").to_owned();
+    let text = message.part("text").expect("a text part").into_owned();
     assert!(text.contains(&pay_url), "the body carries the pay link: {text}");
     assert!(text.contains("ACME Energy") && text.contains("MX$1,234.50"), "{text}");
-    assert_eq!(message.part("segments"), Some("1 (GSM-7)"), "{text}");
+    assert_eq!(message.part("segments").as_deref(), Some("1 (GSM-7)"), "{text}");
 
     let receipt = channel.send(&message).await.expect("Twilio accepted the message");
     assert_eq!(receipt.provider_message_id.as_deref(), Some(MESSAGE_SID));
@@ -419,9 +429,18 @@ async fn a_body_over_max_segments_is_refused_before_twilio_is_called() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(dir.path(), &twilio(&server.uri(), "max_segments = 1"));
     let channel = channel(&config);
-    let (mut message, _) = prepare(&channel, &config, "Electricity");
-    let long = format!("{} {}", message.part("text").expect("a text part"), "x".repeat(100));
-    message.parts = vec![("text", long)];
+    // The built-in body with 100 more characters, from an operator's template.
+    let built_in = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/en/sms/body.hbs"))
+        .expect("the built-in sms/body");
+    let overrides = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(overrides.path().join("en/sms")).expect("template folder");
+    std::fs::write(
+        overrides.path().join("en/sms/body.hbs"),
+        format!("{} {}", built_in.trim(), "x".repeat(100)),
+    )
+    .expect("template written");
+    let templates = Templates::load(Some(overrides.path())).expect("the templates load");
+    let (message, _) = prepare_with(&channel, &config, "Electricity", &templates);
     match channel.send(&message).await {
         Err(SendError::Permanent { code: None, reason }) => {
             assert!(
@@ -448,7 +467,7 @@ async fn the_file_provider_writes_the_message_as_json_under_the_outbox_dir() {
         serde_json::from_slice(&std::fs::read(&file).expect("the outbox file exists")).expect("the file is JSON");
     assert_eq!(written["channel"], "sms");
     assert_eq!(written["to"], TO);
-    assert_eq!(written["text"], message.part("text").expect("a text part"));
+    assert_eq!(written["text"], message.part("text").expect("a text part").as_ref());
     assert!(written["text"].as_str().is_some_and(|t| t.contains(&pay_url)));
     assert_eq!(written["segments"], "1 (GSM-7)");
     let files = std::fs::read_dir(dir.path().join("outbox/sms"))

@@ -1,12 +1,15 @@
 //! Email through lettre: pooled SMTP, or `.eml` files for running without an
 //! account. A payment request is `multipart/alternative` with a plain-text
 //! and an HTML part, rendered from `email/subject`, `email/body.txt` and
-//! `email/body.html`.
+//! `email/body.html` into an [`EmailMessage`], which `send` encodes once
+//! (quoted-printable, in one pass) and hands to lettre with its envelope.
 
 mod config;
 mod qp;
 
 pub use config::{EmailConfig, Transport};
+
+use std::borrow::Cow;
 
 use async_trait::async_trait;
 use lettre::address::Envelope;
@@ -15,8 +18,55 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::outbox::FileOutbox;
-use super::{BuildError, Channel, ChannelName, Prepared, Receipt, Request, SendError};
+use super::{
+    trimmed, Adapter, BuildContext, BuildError, Built, Channel, ChannelMessage, ChannelName, Prepared, Providers,
+    Receipt, Request, SendError,
+};
+use crate::config::ChannelsConfig;
 use crate::render::{RenderError, Templates};
+
+pub(super) const ADAPTER: Adapter = Adapter {
+    name: ChannelName::Email,
+    build,
+    webhook: None,
+};
+
+fn build(config: &ChannelsConfig, _: &BuildContext, providers: Providers<'_>) -> Option<Result<Built, BuildError>> {
+    let email = config.email.as_ref()?;
+    let channel = match providers.files_for(ChannelName::Email) {
+        None => EmailChannel::new(email),
+        Some(dir) => EmailChannel::new(&EmailConfig {
+            transport: Transport::File { dir },
+            ..email.clone()
+        }),
+    };
+    Some(channel.map(|c| Built::new(c, &email.limits)))
+}
+
+/// A payment request by email, rendered, before MIME encoding.
+#[derive(Debug, Clone, Default)]
+pub struct EmailMessage {
+    /// The biller's own `From`; the channel's when `None`.
+    pub from: Option<Mailbox>,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+impl ChannelMessage for EmailMessage {
+    fn parts(&self) -> Vec<(&'static str, Cow<'_, str>)> {
+        let mut parts = Vec::with_capacity(4);
+        if let Some(from) = &self.from {
+            parts.push(("from", Cow::Owned(from.to_string())));
+        }
+        parts.extend([
+            ("subject", Cow::Borrowed(self.subject.as_str())),
+            ("text", Cow::Borrowed(self.text.as_str())),
+            ("html", Cow::Borrowed(self.html.as_str())),
+        ]);
+        parts
+    }
+}
 
 enum Sender {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
@@ -57,23 +107,15 @@ impl EmailChannel {
         })
     }
 
-    fn build(&self, message: &Prepared) -> Result<Message, SendError> {
+    fn build(&self, to: &str, message: &EmailMessage) -> Result<Message, SendError> {
         let permanent = |reason: String| SendError::Permanent { code: None, reason };
         // The invoice's address was checked as a lettre `Address` when it
         // was parsed; it carries no display name.
-        let to: lettre::Address = message
-            .to
+        let to: lettre::Address = to
             .parse()
             .map_err(|_| permanent("recipient is not a valid email address".into()))?;
-        let part = |name: &str| message.part(name).unwrap_or_default();
         let message_id = format!("<{}@payrelay>", crate::paylink::random_id());
-        // A biller's own From, checked when the config was loaded.
-        let from: Mailbox = match message.part("from") {
-            Some(f) => f
-                .parse()
-                .map_err(|_| permanent("the biller's email_from is not a mailbox".into()))?,
-            None => self.from.clone(),
-        };
+        let from = message.from.as_ref().unwrap_or(&self.from).clone();
         // Given, so lettre does not parse it back out of the headers.
         let envelope = Envelope::new(Some(from.email.clone()), vec![to.clone()])
             .map_err(|e| permanent(format!("cannot build the envelope: {e}")))?;
@@ -81,12 +123,12 @@ impl EmailChannel {
             .envelope(envelope)
             .from(from)
             .to(Mailbox::new(None, to))
-            .subject(part("subject"))
+            .subject(message.subject.as_str())
             .message_id(Some(message_id))
             .header(header::MIME_VERSION_1_0)
             .multipart(MultiPart::alternative_plain_html(
-                qp::body(part("text")),
-                qp::body(part("html")),
+                qp::body(&message.text),
+                qp::body(&message.html),
             ))
             .map_err(|e| permanent(format!("cannot build the email: {e}")))
     }
@@ -99,22 +141,21 @@ impl Channel for EmailChannel {
     }
 
     fn prepare(&self, request: &Request<'_>, templates: &Templates) -> Result<Prepared, RenderError> {
-        let view = request.view;
-        let [subject, text, html] =
-            templates.render_each(["email/subject", "email/body.txt", "email/body.html"], view)?;
-        let mut parts = vec![("subject", subject.trim().to_owned()), ("text", text), ("html", html)];
-        if let Some(from) = &request.biller.email_from {
-            parts.insert(0, ("from", from.to_string()));
-        }
-        Ok(Prepared {
-            channel: ChannelName::Email,
-            to: request.to.to_owned(),
-            parts,
-        })
+        let [subject, text, html] = templates.render_each(
+            ["email/subject", "email/body.txt", "email/body.html"],
+            &request.view.data,
+        )?;
+        let message = EmailMessage {
+            from: request.biller.email_from.clone(),
+            subject: trimmed(subject),
+            text,
+            html,
+        };
+        Ok(Prepared::new(ChannelName::Email, request.to, message))
     }
 
     async fn send(&self, message: &Prepared) -> Result<Receipt, SendError> {
-        let email = self.build(message)?;
+        let email = self.build(&message.to, message.message::<EmailMessage>()?)?;
         let message_id = email
             .headers()
             .get_raw("Message-ID")

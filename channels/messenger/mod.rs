@@ -6,22 +6,92 @@
 //! the customer's last message, so it goes as `MESSAGE_TAG` with the
 //! configured tag (`POST_PURCHASE_UPDATE` by default); tagged messages must
 //! not promote anything. The page token travels in the `Authorization`
-//! header, never in the URL, so it cannot reach a log line.
+//! header, never in the URL, so it cannot reach a log line. `prepare`
+//! makes a `ButtonMessage`; `wire.rs` turns it into the Send API's body.
+//! Delivery reports arrive on Meta's shared webhook under this channel's
+//! `object`.
 
 mod config;
 mod wire;
 
 pub use config::{MessageTag, MessengerConfig, MessengerProvider, MAX_BUTTON_TITLE};
 
+use std::borrow::Cow;
+
 use async_trait::async_trait;
 
-use super::meta::GraphClient;
+use super::meta::{GraphClient, GraphWebhook};
 use super::outbox::FileOutbox;
-use super::{BuildContext, BuildError, Channel, ChannelName, Prepared, Receipt, Request, SendError};
+use super::webhook::Webhook;
+use super::{
+    Adapter, BuildContext, BuildError, Built, Channel, ChannelMessage, ChannelName, Prepared, Providers, Receipt,
+    Request, SendError,
+};
+use crate::config::ChannelsConfig;
 use crate::render::{RenderError, Templates};
 
 /// The Send API's limit on a button template's text.
 pub const MAX_TEXT_CHARS: usize = 640;
+
+/// The `object` Meta names Page (Messenger) webhooks with.
+const WEBHOOK_OBJECT: &str = "page";
+
+pub(super) const ADAPTER: Adapter = Adapter {
+    name: ChannelName::Messenger,
+    build,
+    webhook: Some(webhook),
+};
+
+fn build(
+    config: &ChannelsConfig,
+    context: &BuildContext,
+    providers: Providers<'_>,
+) -> Option<Result<Built, BuildError>> {
+    let messenger = config.messenger.as_ref()?;
+    let channel = match providers.files_for(ChannelName::Messenger) {
+        None => MessengerChannel::new(messenger, context),
+        Some(dir) => MessengerChannel::new(
+            &MessengerConfig {
+                provider: MessengerProvider::File { dir },
+                ..messenger.clone()
+            },
+            context,
+        ),
+    };
+    Some(channel.map(|c| Built::new(c, &messenger.limits)))
+}
+
+fn webhook(config: &ChannelsConfig, _: &BuildContext) -> Box<dyn Webhook> {
+    let messenger = config.messenger.as_ref();
+    Box::new(GraphWebhook {
+        channel: ChannelName::Messenger,
+        object: WEBHOOK_OBJECT,
+        app_secret: messenger.and_then(|c| c.webhook_secret.clone()),
+        verify_token: messenger.and_then(|c| c.verify_token.clone()),
+    })
+}
+
+/// A payment request as a button template, rendered.
+#[derive(Debug, Clone)]
+struct ButtonMessage {
+    /// Rendered `messenger/text`, at most [`MAX_TEXT_CHARS`].
+    text: String,
+    /// The pay link the button opens.
+    url: String,
+    button_title: String,
+    tag: MessageTag,
+}
+
+impl ChannelMessage for ButtonMessage {
+    fn parts(&self) -> Vec<(&'static str, Cow<'_, str>)> {
+        vec![
+            ("text", Cow::Borrowed(self.text.as_str())),
+            ("url", Cow::Borrowed(self.url.as_str())),
+            ("button_title", Cow::Borrowed(self.button_title.as_str())),
+            ("tag", Cow::Borrowed(self.tag.as_str())),
+        ]
+    }
+}
 
 enum Sender {
     Graph(GraphClient),
@@ -54,33 +124,29 @@ impl Channel for MessengerChannel {
         ChannelName::Messenger
     }
 
-    /// Parts: `text` (rendered `messenger/text`, cut to 640 characters),
-    /// `url` (the pay link), `button_title` and `tag`.
     fn prepare(&self, request: &Request<'_>, templates: &Templates) -> Result<Prepared, RenderError> {
-        let text = truncate(templates.render("messenger/text", request.view)?.trim(), MAX_TEXT_CHARS);
-        let url = request
-            .view
-            .get("pay_url")
-            .and_then(|u| u.as_str())
-            .filter(|u| !u.is_empty())
-            .ok_or_else(|| RenderError::Failed {
+        let text = truncate(
+            templates.render("messenger/text", &request.view.data)?.trim(),
+            MAX_TEXT_CHARS,
+        );
+        let url = request.view.pay_url;
+        if url.is_empty() {
+            return Err(RenderError::Failed {
                 name: "messenger button".to_owned(),
                 reason: "the view has no pay_url".to_owned(),
-            })?;
-        Ok(Prepared {
-            channel: ChannelName::Messenger,
-            to: request.to.to_owned(),
-            parts: vec![
-                ("text", text),
-                ("url", url.to_owned()),
-                ("button_title", self.button_title.clone()),
-                ("tag", self.tag.as_str().to_owned()),
-            ],
-        })
+            });
+        }
+        let message = ButtonMessage {
+            text,
+            url: url.to_owned(),
+            button_title: self.button_title.clone(),
+            tag: self.tag,
+        };
+        Ok(Prepared::new(ChannelName::Messenger, request.to, message))
     }
 
     async fn send(&self, message: &Prepared) -> Result<Receipt, SendError> {
-        let payload = wire::payload(message)?;
+        let payload = wire::SendMessage::try_from(message)?;
         match &self.sender {
             Sender::Graph(client) => {
                 let body = client.post("me/messages", &payload, &message.to).await?;
@@ -92,9 +158,9 @@ impl Channel for MessengerChannel {
                     code: None,
                     reason: format!("cannot encode the message: {e}"),
                 })?;
-                let mut with_payload = message.clone();
-                with_payload.parts.push(("payload", body));
-                outbox.write(&with_payload).await
+                let mut parts = message.parts();
+                parts.push(("payload", Cow::Owned(body)));
+                outbox.write(ChannelName::Messenger, &message.to, &parts).await
             }
         }
     }
@@ -115,6 +181,7 @@ pub fn truncate(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use crate::config::BillerConfig;
+    use crate::render::View;
     use serde_json::json;
 
     fn channel_in(dir: &std::path::Path) -> MessengerChannel {
@@ -125,8 +192,8 @@ mod tests {
         }
     }
 
-    fn view(biller_name: &str) -> serde_json::Value {
-        json!({
+    fn view(biller_name: &str) -> View<'static> {
+        let data = json!({
             "customer": {"name": "María López", "id": "C-1"},
             "biller": {"id": "acme", "name": biller_name},
             "invoice": {"id": "INV-1", "revision": 1, "description": null, "due_date": "2026-12-01",
@@ -134,10 +201,15 @@ mod tests {
             "amount": {"value": "1234.50", "currency": "MXN", "display": "MXN 1,234.50", "minor": 123450},
             "pay_url": "https://pay.example/p/tok",
             "locale": "es-MX",
-        })
+        });
+        View {
+            pay_url: "https://pay.example/p/tok",
+            locale: "es-MX",
+            data,
+        }
     }
 
-    fn prepare(channel: &MessengerChannel, view: &serde_json::Value) -> Result<Prepared, RenderError> {
+    fn prepare(channel: &MessengerChannel, view: &View<'_>) -> Result<Prepared, RenderError> {
         let templates = Templates::load(None).unwrap();
         let biller = BillerConfig::default();
         let request = Request {
@@ -166,12 +238,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = prepare(&channel_in(dir.path()), &view("ACME")).unwrap();
         assert_eq!(
-            p.part("text"),
+            p.part("text").as_deref(),
             Some("ACME: la factura INV-1 por MXN 1,234.50 vence el 2026-12-01.")
         );
-        assert_eq!(p.part("url"), Some("https://pay.example/p/tok"));
-        assert_eq!(p.part("button_title"), Some("Pay now"));
-        assert_eq!(p.part("tag"), Some("POST_PURCHASE_UPDATE"));
+        assert_eq!(p.part("url").as_deref(), Some("https://pay.example/p/tok"));
+        assert_eq!(p.part("button_title").as_deref(), Some("Pay now"));
+        assert_eq!(p.part("tag").as_deref(), Some("POST_PURCHASE_UPDATE"));
         assert_eq!(p.to, "6543210987654321");
     }
 
@@ -188,7 +260,7 @@ mod tests {
     fn no_pay_url_is_a_render_error() {
         let dir = tempfile::tempdir().unwrap();
         let mut v = view("ACME");
-        v["pay_url"] = json!(null);
+        v.pay_url = "";
         assert!(prepare(&channel_in(dir.path()), &v).is_err());
     }
 

@@ -1,90 +1,86 @@
-//! The Send API's wire shapes (private to this folder) and the one function
-//! that turns a [`Prepared`] message into the exact request body.
+//! The Send API's wire shapes (private to this folder), borrowed from the
+//! prepared [`ButtonMessage`] by one `TryFrom`, and its answer.
 
 use serde::{Deserialize, Serialize};
 
+use super::ButtonMessage;
 use crate::channels::{Prepared, Receipt, SendError};
 
 /// `POST /me/messages`: a button template sent with a message tag.
 #[derive(Debug, Serialize)]
-pub(super) struct SendMessage {
-    recipient: Recipient,
+pub(super) struct SendMessage<'a> {
+    recipient: Recipient<'a>,
     messaging_type: &'static str,
-    tag: String,
-    message: Message,
+    tag: &'static str,
+    message: Message<'a>,
 }
 
 #[derive(Debug, Serialize)]
-struct Recipient {
+struct Recipient<'a> {
     /// The page-scoped user id.
-    id: String,
+    id: &'a str,
 }
 
 #[derive(Debug, Serialize)]
-struct Message {
-    attachment: Attachment,
+struct Message<'a> {
+    attachment: Attachment<'a>,
 }
 
 #[derive(Debug, Serialize)]
-struct Attachment {
+struct Attachment<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    payload: ButtonTemplate,
+    payload: ButtonTemplate<'a>,
 }
 
 #[derive(Debug, Serialize)]
-struct ButtonTemplate {
+struct ButtonTemplate<'a> {
     template_type: &'static str,
-    text: String,
-    buttons: Vec<Button>,
+    text: &'a str,
+    buttons: [Button<'a>; 1],
 }
 
 #[derive(Debug, Serialize)]
-struct Button {
+struct Button<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    url: String,
-    title: String,
+    url: &'a str,
+    title: &'a str,
 }
 
-/// The request body for `message`, from the parts `prepare` made: `text`,
-/// `url` (the pay link), `button_title` and `tag`.
-pub(super) fn payload(message: &Prepared) -> Result<SendMessage, SendError> {
-    let part = |name: &str| {
-        message
-            .part(name)
-            .map(str::to_owned)
-            .ok_or_else(|| SendError::Permanent {
+/// The request body for a prepared button message, to the PSID it is for.
+impl<'a> TryFrom<&'a Prepared> for SendMessage<'a> {
+    type Error = SendError;
+
+    fn try_from(prepared: &'a Prepared) -> Result<SendMessage<'a>, SendError> {
+        let message = prepared.message::<ButtonMessage>()?;
+        let psid = prepared.to.trim();
+        if psid.is_empty() || !psid.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(SendError::Permanent {
                 code: None,
-                reason: format!("the prepared Messenger message has no {name} part"),
-            })
-    };
-    let psid = message.to.trim();
-    if psid.is_empty() || !psid.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(SendError::Permanent {
-            code: None,
-            reason: "the recipient is not a Messenger PSID".to_owned(),
-        });
-    }
-    Ok(SendMessage {
-        recipient: Recipient { id: psid.to_owned() },
-        messaging_type: "MESSAGE_TAG",
-        tag: part("tag")?,
-        message: Message {
-            attachment: Attachment {
-                kind: "template",
-                payload: ButtonTemplate {
-                    template_type: "button",
-                    text: part("text")?,
-                    buttons: vec![Button {
-                        kind: "web_url",
-                        url: part("url")?,
-                        title: part("button_title")?,
-                    }],
+                reason: "the recipient is not a Messenger PSID".to_owned(),
+            });
+        }
+        Ok(SendMessage {
+            recipient: Recipient { id: psid },
+            messaging_type: "MESSAGE_TAG",
+            tag: message.tag.as_str(),
+            message: Message {
+                attachment: Attachment {
+                    kind: "template",
+                    payload: ButtonTemplate {
+                        template_type: "button",
+                        text: &message.text,
+                        buttons: [Button {
+                            kind: "web_url",
+                            url: &message.url,
+                            title: &message.button_title,
+                        }],
+                    },
                 },
             },
-        },
-    })
+        })
+    }
 }
 
 /// `{"recipient_id": "...", "message_id": "m_..."}`.
@@ -115,25 +111,27 @@ pub(super) fn receipt(body: &[u8]) -> Receipt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channels::ChannelName;
+    use crate::channels::messenger::MessageTag;
+    use crate::channels::{ChannelMessage, ChannelName};
     use serde_json::json;
 
     fn prepared() -> Prepared {
-        Prepared {
-            channel: ChannelName::Messenger,
-            to: "6543210987654321".into(),
-            parts: vec![
-                ("text", "ACME: invoice INV-1 for EUR 12.50 is due on 2026-12-03.".into()),
-                ("url", "https://pay.example/p/tok".into()),
-                ("button_title", "Pay now".into()),
-                ("tag", "POST_PURCHASE_UPDATE".into()),
-            ],
-        }
+        let message = ButtonMessage {
+            text: "ACME: invoice INV-1 for EUR 12.50 is due on 2026-12-03.".into(),
+            url: "https://pay.example/p/tok".into(),
+            button_title: "Pay now".into(),
+            tag: MessageTag::PostPurchaseUpdate,
+        };
+        Prepared::new(ChannelName::Messenger, "6543210987654321", message)
+    }
+
+    fn payload(prepared: &Prepared) -> Result<serde_json::Value, SendError> {
+        SendMessage::try_from(prepared).map(|m| serde_json::to_value(m).unwrap())
     }
 
     #[test]
     fn the_payload_is_the_documented_button_template() {
-        let body = serde_json::to_value(payload(&prepared()).unwrap()).unwrap();
+        let body = payload(&prepared()).unwrap();
         assert_eq!(
             body,
             json!({"recipient": {"id": "6543210987654321"}, "messaging_type": "MESSAGE_TAG",
@@ -149,9 +147,18 @@ mod tests {
         let mut bad = prepared();
         bad.to = "+5215512345678".into();
         assert!(!payload(&bad).unwrap_err().is_transient());
-        let mut missing = prepared();
-        missing.parts.retain(|(n, _)| *n != "url");
-        assert!(payload(&missing).unwrap_err().to_string().contains("url"));
+        // A message some other channel prepared.
+        #[derive(Debug)]
+        struct Text;
+        impl ChannelMessage for Text {
+            fn parts(&self) -> Vec<(&'static str, std::borrow::Cow<'_, str>)> {
+                vec![("text", "hello".into())]
+            }
+        }
+        let other = Prepared::new(ChannelName::Messenger, "6543210987654321", Text);
+        let error = payload(&other).unwrap_err();
+        assert!(!error.is_transient());
+        assert!(error.to_string().contains("not prepared by this channel"), "{error}");
     }
 
     #[test]

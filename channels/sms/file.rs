@@ -3,9 +3,9 @@
 
 use async_trait::async_trait;
 
-use super::{Segments, SmsProvider};
+use super::{SmsMessage, SmsProvider};
 use crate::channels::outbox::FileOutbox;
-use crate::channels::{BuildError, ChannelName, Prepared, Receipt, SendError};
+use crate::channels::{BuildError, ChannelMessage, ChannelName, Receipt, SendError};
 
 pub(super) struct File {
     outbox: FileOutbox,
@@ -21,12 +21,7 @@ impl File {
 
 #[async_trait]
 impl SmsProvider for File {
-    async fn send(&self, to: &str, body: &str) -> Result<Receipt, SendError> {
-        let message = Prepared {
-            channel: ChannelName::Sms,
-            to: to.to_owned(),
-            parts: vec![("text", body.to_owned()), ("segments", Segments::of(body).to_string())],
-        };
-        self.outbox.write(&message).await
+    async fn send(&self, to: &str, message: &SmsMessage) -> Result<Receipt, SendError> {
+        self.outbox.write(ChannelName::Sms, to, &message.parts()).await
     }
 }

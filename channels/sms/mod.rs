@@ -5,9 +5,11 @@
 //! Files: `config.rs` (`[channels.sms]`), `segments.rs` (what a body costs),
 //! one file per provider behind the private `SmsProvider` seam (`twilio.rs`,
 //! `file.rs`; Vonage or MessageBird would be one more), and here the
-//! [`Channel`] that renders `sms/body` and refuses bodies over
-//! `max_segments` before any provider is asked. `twilio.rs` also holds the
-//! status callback helpers the HTTP server uses, re-exported below.
+//! [`Channel`] that renders `sms/body` into an `SmsMessage` (the body and
+//! its segment count, counted once) and refuses bodies over `max_segments`
+//! before any provider is asked. `twilio.rs` also holds Twilio's status
+//! callback ([`Webhook`](crate::channels::webhook::Webhook)) and its
+//! signature helpers, re-exported below.
 
 mod config;
 mod file;
@@ -18,17 +20,66 @@ pub use config::{Provider, SmsConfig, TwilioConfig, TwilioSender};
 pub use segments::{Encoding, Segments};
 pub use twilio::{parse_status, signature, status_callback_url, verify_signature};
 
+use std::borrow::Cow;
+
 use async_trait::async_trait;
 
-use super::{BuildContext, BuildError, Channel, ChannelName, Prepared, Receipt, Request, SendError};
+use super::{
+    trimmed, Adapter, BuildContext, BuildError, Built, Channel, ChannelMessage, ChannelName, Prepared, Providers,
+    Receipt, Request, SendError,
+};
+use crate::config::ChannelsConfig;
 use crate::render::{RenderError, Templates};
+
+pub(super) const ADAPTER: Adapter = Adapter {
+    name: ChannelName::Sms,
+    build,
+    webhook: Some(twilio::webhook),
+};
+
+fn build(
+    config: &ChannelsConfig,
+    context: &BuildContext,
+    providers: Providers<'_>,
+) -> Option<Result<Built, BuildError>> {
+    let sms = config.sms.as_ref()?;
+    let channel = match providers.files_for(ChannelName::Sms) {
+        None => SmsChannel::new(sms, context),
+        Some(dir) => SmsChannel::new(
+            &SmsConfig {
+                provider: Provider::File { dir },
+                ..sms.clone()
+            },
+            context,
+        ),
+    };
+    Some(channel.map(|c| Built::new(c, &sms.limits)))
+}
+
+/// One SMS body and what it costs.
+#[derive(Debug, Clone)]
+struct SmsMessage {
+    text: String,
+    segments: Segments,
+}
+
+impl ChannelMessage for SmsMessage {
+    /// `segments` (e.g. `1 (GSM-7)`) is for `payrelay preview` and the
+    /// outbox file; it is not sent.
+    fn parts(&self) -> Vec<(&'static str, Cow<'_, str>)> {
+        vec![
+            ("text", Cow::Borrowed(self.text.as_str())),
+            ("segments", Cow::Owned(self.segments.to_string())),
+        ]
+    }
+}
 
 /// One SMS API. Implementations classify every failure as transient or
 /// permanent, and never put the number or a credential in a reason.
 #[async_trait]
 trait SmsProvider: Send + Sync {
-    /// Hands one text to the provider; `to` is E.164.
-    async fn send(&self, to: &str, body: &str) -> Result<Receipt, SendError>;
+    /// Hands one message to the provider; `to` is E.164.
+    async fn send(&self, to: &str, message: &SmsMessage) -> Result<Receipt, SendError>;
 }
 
 pub struct SmsChannel {
@@ -55,40 +106,37 @@ impl Channel for SmsChannel {
         ChannelName::Sms
     }
 
-    /// `text` is what goes out; `segments` (e.g. `1 (GSM-7)`) is for
-    /// `payrelay preview` and is not sent.
     fn prepare(&self, request: &Request<'_>, templates: &Templates) -> Result<Prepared, RenderError> {
-        let text = templates.render("sms/body", request.view)?.trim().to_owned();
+        let text = trimmed(templates.render("sms/body", &request.view.data)?);
         let segments = Segments::of(&text);
-        Ok(Prepared {
-            channel: ChannelName::Sms,
-            to: request.to.to_owned(),
-            parts: vec![("text", text), ("segments", segments.to_string())],
-        })
+        Ok(Prepared::new(
+            ChannelName::Sms,
+            request.to,
+            SmsMessage { text, segments },
+        ))
     }
 
     async fn send(&self, message: &Prepared) -> Result<Receipt, SendError> {
-        let text = message.part("text").unwrap_or_default();
-        if text.trim().is_empty() {
+        let sms = message.message::<SmsMessage>()?;
+        if sms.text.trim().is_empty() {
             return Err(SendError::Permanent {
                 code: None,
                 reason: "the SMS body is empty (check templates/sms/body.hbs)".into(),
             });
         }
-        let segments = Segments::of(text);
-        if segments.count > self.max_segments as usize {
+        if sms.segments.count > self.max_segments as usize {
             return Err(SendError::Permanent {
                 code: None,
                 reason: format!(
                     "the SMS needs {} segments ({}, {} characters), more than max_segments = {}; \
                      shorten templates/sms/body.hbs",
-                    segments.count,
-                    segments.encoding,
-                    text.chars().count(),
+                    sms.segments.count,
+                    sms.segments.encoding,
+                    sms.text.chars().count(),
                     self.max_segments
                 ),
             });
         }
-        self.provider.send(&message.to, text).await
+        self.provider.send(&message.to, sms).await
     }
 }

@@ -1,5 +1,5 @@
 //! Twilio Programmable Messaging: sending, error classes, and the status
-//! callback helpers the HTTP server uses (`X-Twilio-Signature` and
+//! callback (`POST /webhooks/twilio`: `X-Twilio-Signature`, then
 //! `MessageStatus`).
 //!
 //! Wire types stay here. Error classes follow the PROVIDERS.md table; codes
@@ -18,9 +18,13 @@ use sha1::Sha1;
 use subtle::ConstantTimeEq;
 
 use super::config::{TwilioConfig, TwilioSender};
-use super::SmsProvider;
+use super::{SmsMessage, SmsProvider};
+use crate::channels::webhook::{Refused, Webhook, WebhookRequest};
 use crate::channels::{http, BuildContext, BuildError, ChannelName, DeliveryStatus, Receipt, SendError, StatusReport};
-use crate::config::Secret;
+use crate::config::{ChannelsConfig, Secret};
+
+/// Where Twilio posts status callbacks, under `/webhooks/`.
+const WEBHOOK_PATH: &str = "twilio";
 
 /// Longest piece of provider text quoted in a reason.
 const QUOTE_LIMIT: usize = 200;
@@ -82,11 +86,11 @@ struct ApiError {
 
 #[async_trait]
 impl SmsProvider for Twilio {
-    async fn send(&self, to: &str, body: &str) -> Result<Receipt, SendError> {
+    async fn send(&self, to: &str, message: &SmsMessage) -> Result<Receipt, SendError> {
         let form = [
             ("To", to),
             (self.sender.0, self.sender.1.as_str()),
-            ("Body", body),
+            ("Body", message.text.as_str()),
             ("StatusCallback", self.status_callback.as_str()),
         ];
         let response = self
@@ -185,7 +189,71 @@ fn quote(text: &str, to: &str) -> String {
 /// The `StatusCallback` payrelay gives Twilio, and the URL the server must
 /// verify signatures over: `<public_base_url without trailing slash>/webhooks/twilio`.
 pub fn status_callback_url(public_base_url: &url::Url) -> String {
-    format!("{}/webhooks/twilio", public_base_url.as_str().trim_end_matches('/'))
+    format!(
+        "{}/webhooks/{WEBHOOK_PATH}",
+        public_base_url.as_str().trim_end_matches('/')
+    )
+}
+
+/// The SMS channel's entry for [`crate::channels::Adapter::webhook`].
+pub(super) fn webhook(config: &ChannelsConfig, context: &BuildContext) -> Box<dyn Webhook> {
+    Box::new(StatusCallback {
+        auth_token: config.sms.as_ref().and_then(|sms| sms.webhook_secret.clone()),
+        url: status_callback_url(&context.public_base_url),
+    })
+}
+
+/// Twilio's status callbacks: form fields signed with the auth token over
+/// our public URL and all of them.
+struct StatusCallback {
+    /// Set only with the Twilio provider.
+    auth_token: Option<Secret>,
+    /// Exactly the URL given to Twilio as `StatusCallback`.
+    url: String,
+}
+
+impl Webhook for StatusCallback {
+    fn channel(&self) -> ChannelName {
+        ChannelName::Sms
+    }
+
+    fn provider(&self) -> &'static str {
+        "Twilio"
+    }
+
+    fn path(&self) -> &'static str {
+        WEBHOOK_PATH
+    }
+
+    fn verify(&self, request: &WebhookRequest<'_>) -> Result<(), Refused> {
+        let Some(token) = &self.auth_token else {
+            return Err(Refused::NoSecret("SMS auth_token"));
+        };
+        let url = match request.query {
+            Some(query) => format!("{}?{query}", self.url),
+            None => self.url.clone(),
+        };
+        if verify_signature(
+            token.expose(),
+            &url,
+            request.form(),
+            request.header("x-twilio-signature"),
+        ) {
+            Ok(())
+        } else {
+            Err(Refused::BadSignature)
+        }
+    }
+
+    /// At most one report: statuses that change nothing are none.
+    fn parse(&self, request: &WebhookRequest<'_>) -> Result<Vec<StatusReport>, String> {
+        Ok(parse_status(request.form()).into_iter().collect())
+    }
+
+    /// No TwiML to give back.
+    fn answer(&self) -> StatusCode {
+        StatusCode::NO_CONTENT
+    }
 }
 
 type HmacSha1 = Hmac<Sha1>;

@@ -5,19 +5,92 @@
 //! body parameters rendered from handlebars snippets (the channel's, or the
 //! biller's own mapping), and a URL button whose suffix is the pay token
 //! (the template's button URL is `{public_base_url}/p/`). The template's
-//! language comes from `language` or from the customer's locale.
+//! language comes from `language` or from the customer's locale. `prepare`
+//! makes a `TemplateMessage`; `wire.rs` turns it into the Cloud API's body.
+//! Delivery statuses arrive on Meta's shared webhook under this channel's
+//! `object`.
 
 mod config;
 mod wire;
 
 pub use config::{check_parameter_snippet, check_template_name, WhatsappConfig, WhatsappProvider, DEFAULT_PARAMETERS};
 
+use std::borrow::Cow;
+
 use async_trait::async_trait;
 
-use super::meta::GraphClient;
+use super::meta::{GraphClient, GraphWebhook};
 use super::outbox::FileOutbox;
-use super::{BuildContext, BuildError, Channel, ChannelName, Prepared, Receipt, Request, SendError};
+use super::webhook::Webhook;
+use super::{
+    Adapter, BuildContext, BuildError, Built, Channel, ChannelMessage, ChannelName, Prepared, Providers, Receipt,
+    Request, SendError,
+};
+use crate::config::ChannelsConfig;
 use crate::render::{RenderError, Templates};
+
+/// The `object` Meta names WhatsApp Business Account webhooks with.
+const WEBHOOK_OBJECT: &str = "whatsapp_business_account";
+
+pub(super) const ADAPTER: Adapter = Adapter {
+    name: ChannelName::Whatsapp,
+    build,
+    webhook: Some(webhook),
+};
+
+fn build(
+    config: &ChannelsConfig,
+    context: &BuildContext,
+    providers: Providers<'_>,
+) -> Option<Result<Built, BuildError>> {
+    let whatsapp = config.whatsapp.as_ref()?;
+    let channel = match providers.files_for(ChannelName::Whatsapp) {
+        None => WhatsappChannel::new(whatsapp, context),
+        Some(dir) => WhatsappChannel::new(
+            &WhatsappConfig {
+                provider: WhatsappProvider::File { dir },
+                ..whatsapp.clone()
+            },
+            context,
+        ),
+    };
+    Some(channel.map(|c| Built::new(c, &whatsapp.limits)))
+}
+
+fn webhook(config: &ChannelsConfig, _: &BuildContext) -> Box<dyn Webhook> {
+    let whatsapp = config.whatsapp.as_ref();
+    Box::new(GraphWebhook {
+        channel: ChannelName::Whatsapp,
+        object: WEBHOOK_OBJECT,
+        app_secret: whatsapp.and_then(|c| c.webhook_secret.clone()),
+        verify_token: whatsapp.and_then(|c| c.verify_token.clone()),
+    })
+}
+
+/// A payment request as a template message, rendered.
+#[derive(Debug, Clone)]
+struct TemplateMessage {
+    template: String,
+    /// WhatsApp's code, e.g. `es_MX`.
+    language: String,
+    /// The body's parameters, each on one line.
+    parameters: Vec<String>,
+    /// The pay token, which WhatsApp appends to the button's URL.
+    button: String,
+}
+
+impl ChannelMessage for TemplateMessage {
+    /// `parameters` shows as a JSON list of strings.
+    fn parts(&self) -> Vec<(&'static str, Cow<'_, str>)> {
+        let parameters = serde_json::to_string(&self.parameters).unwrap_or_default();
+        vec![
+            ("template", Cow::Borrowed(self.template.as_str())),
+            ("language", Cow::Borrowed(self.language.as_str())),
+            ("parameters", Cow::Owned(parameters)),
+            ("button", Cow::Borrowed(self.button.as_str())),
+        ]
+    }
+}
 
 enum Sender {
     Graph {
@@ -59,19 +132,17 @@ impl Channel for WhatsappChannel {
         ChannelName::Whatsapp
     }
 
-    /// Parts: `template`, `language`, `parameters` (a JSON array of the
-    /// rendered body parameters) and `button` (the pay token).
     fn prepare(&self, request: &Request<'_>, templates: &Templates) -> Result<Prepared, RenderError> {
         let biller = request.biller;
         let template = biller.whatsapp_template.as_deref().unwrap_or(&self.template);
         let snippets = biller.whatsapp_parameters.as_deref().unwrap_or(&self.parameters);
         let language = match &self.language {
             Some(fixed) => fixed.clone(),
-            None => language_code(request.view.get("locale").and_then(|l| l.as_str())),
+            None => language_code(Some(request.view.locale)),
         };
         let mut parameters = Vec::with_capacity(snippets.len());
         for (i, snippet) in snippets.iter().enumerate() {
-            let text = one_line(&templates.render_inline(snippet, request.view)?);
+            let text = one_line(&templates.render_inline(snippet, &request.view.data)?);
             if text.is_empty() {
                 return Err(RenderError::Failed {
                     name: format!("whatsapp parameter {} (\"{snippet}\")", i + 1),
@@ -80,24 +151,17 @@ impl Channel for WhatsappChannel {
             }
             parameters.push(text);
         }
-        let parameters = serde_json::to_string(&parameters).map_err(|e| RenderError::Failed {
-            name: "whatsapp parameters".to_owned(),
-            reason: e.to_string(),
-        })?;
-        Ok(Prepared {
-            channel: ChannelName::Whatsapp,
-            to: request.to.to_owned(),
-            parts: vec![
-                ("template", template.to_owned()),
-                ("language", language),
-                ("parameters", parameters),
-                ("button", request.token.to_owned()),
-            ],
-        })
+        let message = TemplateMessage {
+            template: template.to_owned(),
+            language,
+            parameters,
+            button: request.token.to_owned(),
+        };
+        Ok(Prepared::new(ChannelName::Whatsapp, request.to, message))
     }
 
     async fn send(&self, message: &Prepared) -> Result<Receipt, SendError> {
-        let payload = wire::payload(message)?;
+        let payload = wire::SendMessage::try_from(message)?;
         match &self.sender {
             Sender::Graph { client, path } => {
                 let body = client.post(path, &payload, &message.to).await?;
@@ -109,9 +173,9 @@ impl Channel for WhatsappChannel {
                     code: None,
                     reason: format!("cannot encode the message: {e}"),
                 })?;
-                let mut with_payload = message.clone();
-                with_payload.parts.push(("payload", body));
-                outbox.write(&with_payload).await
+                let mut parts = message.parts();
+                parts.push(("payload", Cow::Owned(body)));
+                outbox.write(ChannelName::Whatsapp, &message.to, &parts).await
             }
         }
     }
@@ -142,6 +206,7 @@ fn one_line(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::BillerConfig;
+    use crate::render::View;
     use serde_json::json;
 
     fn channel(language: Option<&str>) -> WhatsappChannel {
@@ -160,8 +225,8 @@ mod tests {
         }
     }
 
-    fn view(locale: &str) -> serde_json::Value {
-        json!({
+    fn view(locale: &str) -> View<'_> {
+        let data = json!({
             "customer": {"name": "María\n López", "id": "C-1"},
             "biller": {"id": "acme", "name": "ACME"},
             "invoice": {"id": "INV-1", "revision": 1, "description": null, "due_date": "2026-12-01",
@@ -169,10 +234,15 @@ mod tests {
             "amount": {"value": "1234.50", "currency": "MXN", "display": "MXN 1,234.50", "minor": 123450},
             "pay_url": "https://pay.example/p/tok",
             "locale": locale,
-        })
+        });
+        View {
+            pay_url: "https://pay.example/p/tok",
+            locale,
+            data,
+        }
     }
 
-    fn prepare(channel: &WhatsappChannel, biller: &BillerConfig, view: &serde_json::Value) -> Prepared {
+    fn prepare(channel: &WhatsappChannel, biller: &BillerConfig, view: &View<'_>) -> Prepared {
         let templates = Templates::load(None).unwrap();
         let request = Request {
             to: "+5215512345678",
@@ -199,20 +269,20 @@ mod tests {
     #[test]
     fn prepare_renders_the_channel_mapping_on_one_line_each() {
         let p = prepare(&channel(None), &BillerConfig::default(), &view("es-MX"));
-        assert_eq!(p.part("template"), Some("payment_request"));
-        assert_eq!(p.part("language"), Some("es_MX"));
+        assert_eq!(p.part("template").as_deref(), Some("payment_request"));
+        assert_eq!(p.part("language").as_deref(), Some("es_MX"));
         assert_eq!(
-            p.part("parameters"),
+            p.part("parameters").as_deref(),
             Some(r#"["María López","MXN 1,234.50","2026-12-01"]"#)
         );
-        assert_eq!(p.part("button"), Some("tok"));
+        assert_eq!(p.part("button").as_deref(), Some("tok"));
         assert_eq!(p.to, "+5215512345678");
     }
 
     #[test]
     fn a_fixed_language_wins_over_the_locale() {
         let p = prepare(&channel(Some("es")), &BillerConfig::default(), &view("es-MX"));
-        assert_eq!(p.part("language"), Some("es"));
+        assert_eq!(p.part("language").as_deref(), Some("es"));
     }
 
     #[test]
@@ -226,8 +296,8 @@ mod tests {
             ..BillerConfig::default()
         };
         let p = prepare(&channel(None), &biller, &view("en"));
-        assert_eq!(p.part("template"), Some("acme_invoice"));
-        assert_eq!(p.part("parameters"), Some(r#"["INV-1","ACME: 1234.50"]"#));
+        assert_eq!(p.part("template").as_deref(), Some("acme_invoice"));
+        assert_eq!(p.part("parameters").as_deref(), Some(r#"["INV-1","ACME: 1234.50"]"#));
     }
 
     #[test]

@@ -1,105 +1,100 @@
-//! The Cloud API's wire shapes (private to this folder) and the one function
-//! that turns a [`Prepared`] message into the exact request body.
+//! The Cloud API's wire shapes (private to this folder), borrowed from the
+//! prepared [`TemplateMessage`] by one `TryFrom`, and its answer.
 
 use serde::{Deserialize, Serialize};
 
+use super::TemplateMessage;
 use crate::channels::{Prepared, Receipt, SendError};
 
 /// `POST /{phone_number_id}/messages` with a template.
 #[derive(Debug, Serialize)]
-pub(super) struct SendMessage {
+pub(super) struct SendMessage<'a> {
     messaging_product: &'static str,
     /// E.164 without the `+`.
-    to: String,
+    to: &'a str,
     #[serde(rename = "type")]
     kind: &'static str,
-    template: Template,
+    template: Template<'a>,
 }
 
 #[derive(Debug, Serialize)]
-struct Template {
-    name: String,
-    language: Language,
-    components: Vec<Component>,
+struct Template<'a> {
+    name: &'a str,
+    language: Language<'a>,
+    components: Vec<Component<'a>>,
 }
 
 #[derive(Debug, Serialize)]
-struct Language {
-    code: String,
+struct Language<'a> {
+    code: &'a str,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
-enum Component {
+enum Component<'a> {
     Body {
-        parameters: Vec<TextParameter>,
+        parameters: Vec<TextParameter<'a>>,
     },
     Button {
         sub_type: &'static str,
         /// A string on the wire, as the API wants it.
         index: &'static str,
-        parameters: Vec<TextParameter>,
+        parameters: [TextParameter<'a>; 1],
     },
 }
 
 #[derive(Debug, Serialize)]
-struct TextParameter {
+struct TextParameter<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    text: String,
+    text: &'a str,
 }
 
-impl TextParameter {
-    fn new(text: String) -> TextParameter {
+impl TextParameter<'_> {
+    fn new(text: &str) -> TextParameter<'_> {
         TextParameter { kind: "text", text }
     }
 }
 
-/// The request body for `message`, built from the parts `prepare` made:
-/// `template`, `language`, `parameters` (a JSON array of strings) and
-/// `button` (the pay token, appended by WhatsApp to the template's URL).
-pub(super) fn payload(message: &Prepared) -> Result<SendMessage, SendError> {
-    let part = |name: &str| {
-        message.part(name).ok_or_else(|| SendError::Permanent {
-            code: None,
-            reason: format!("the prepared WhatsApp message has no {name} part"),
-        })
-    };
-    let parameters: Vec<String> = serde_json::from_str(part("parameters")?).map_err(|e| SendError::Permanent {
-        code: None,
-        reason: format!("the prepared WhatsApp parameters are not a JSON list of strings: {e}"),
-    })?;
-    let to = message.to.trim().trim_start_matches('+');
-    if to.is_empty() || !to.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(SendError::Permanent {
-            code: None,
-            reason: "the recipient is not an E.164 number".to_owned(),
+/// The request body for a prepared template message; the button's
+/// parameter is the pay token, which WhatsApp appends to the template's URL.
+impl<'a> TryFrom<&'a Prepared> for SendMessage<'a> {
+    type Error = SendError;
+
+    fn try_from(prepared: &'a Prepared) -> Result<SendMessage<'a>, SendError> {
+        let message = prepared.message::<TemplateMessage>()?;
+        let to = prepared.to.trim().trim_start_matches('+');
+        if to.is_empty() || !to.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(SendError::Permanent {
+                code: None,
+                reason: "the recipient is not an E.164 number".to_owned(),
+            });
+        }
+        let mut components = Vec::with_capacity(2);
+        // A template without body variables takes no body component at all.
+        if !message.parameters.is_empty() {
+            components.push(Component::Body {
+                parameters: message.parameters.iter().map(|p| TextParameter::new(p)).collect(),
+            });
+        }
+        components.push(Component::Button {
+            sub_type: "url",
+            index: "0",
+            parameters: [TextParameter::new(&message.button)],
         });
-    }
-    let mut components = Vec::with_capacity(2);
-    // A template without body variables takes no body component at all.
-    if !parameters.is_empty() {
-        components.push(Component::Body {
-            parameters: parameters.into_iter().map(TextParameter::new).collect(),
-        });
-    }
-    components.push(Component::Button {
-        sub_type: "url",
-        index: "0",
-        parameters: vec![TextParameter::new(part("button")?.to_owned())],
-    });
-    Ok(SendMessage {
-        messaging_product: "whatsapp",
-        to: to.to_owned(),
-        kind: "template",
-        template: Template {
-            name: part("template")?.to_owned(),
-            language: Language {
-                code: part("language")?.to_owned(),
+        Ok(SendMessage {
+            messaging_product: "whatsapp",
+            to,
+            kind: "template",
+            template: Template {
+                name: &message.template,
+                language: Language {
+                    code: &message.language,
+                },
+                components,
             },
-            components,
-        },
-    })
+        })
+    }
 }
 
 /// `{"messaging_product", "contacts": [...], "messages": [{"id": "wamid..."}]}`.
@@ -134,25 +129,26 @@ pub(super) fn receipt(body: &[u8]) -> Receipt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channels::ChannelName;
+    use crate::channels::{ChannelMessage, ChannelName};
     use serde_json::json;
 
-    fn prepared(parameters: &str) -> Prepared {
-        Prepared {
-            channel: ChannelName::Whatsapp,
-            to: "+5215512345678".into(),
-            parts: vec![
-                ("template", "payment_request".into()),
-                ("language", "es_MX".into()),
-                ("parameters", parameters.into()),
-                ("button", "tok_123".into()),
-            ],
-        }
+    fn prepared(parameters: &[&str]) -> Prepared {
+        let message = TemplateMessage {
+            template: "payment_request".into(),
+            language: "es_MX".into(),
+            parameters: parameters.iter().map(|p| p.to_string()).collect(),
+            button: "tok_123".into(),
+        };
+        Prepared::new(ChannelName::Whatsapp, "+5215512345678", message)
+    }
+
+    fn payload(prepared: &Prepared) -> Result<serde_json::Value, SendError> {
+        SendMessage::try_from(prepared).map(|m| serde_json::to_value(m).unwrap())
     }
 
     #[test]
     fn the_payload_is_the_documented_template_message() {
-        let body = serde_json::to_value(payload(&prepared(r#"["María","MXN 1,234.50"]"#)).unwrap()).unwrap();
+        let body = payload(&prepared(&["María", "MXN 1,234.50"])).unwrap();
         assert_eq!(
             body,
             json!({"messaging_product": "whatsapp", "to": "5215512345678", "type": "template",
@@ -167,20 +163,28 @@ mod tests {
 
     #[test]
     fn no_parameters_means_no_body_component() {
-        let body = serde_json::to_value(payload(&prepared("[]")).unwrap()).unwrap();
+        let body = payload(&prepared(&[])).unwrap();
         assert_eq!(body["template"]["components"].as_array().unwrap().len(), 1);
         assert_eq!(body["template"]["components"][0]["type"], "button");
     }
 
     #[test]
     fn a_malformed_prepared_message_is_permanent() {
-        assert!(!payload(&prepared("not json")).unwrap_err().is_transient());
-        let mut bad_to = prepared("[]");
+        let mut bad_to = prepared(&[]);
         bad_to.to = "maria@example.com".into();
         assert!(!payload(&bad_to).unwrap_err().is_transient());
-        let mut missing = prepared("[]");
-        missing.parts.retain(|(n, _)| *n != "button");
-        assert!(payload(&missing).unwrap_err().to_string().contains("button"));
+        // A message some other channel prepared.
+        #[derive(Debug)]
+        struct Text;
+        impl ChannelMessage for Text {
+            fn parts(&self) -> Vec<(&'static str, std::borrow::Cow<'_, str>)> {
+                vec![("text", "hello".into())]
+            }
+        }
+        let other = Prepared::new(ChannelName::Whatsapp, "+5215512345678", Text);
+        let error = payload(&other).unwrap_err();
+        assert!(!error.is_transient());
+        assert!(error.to_string().contains("not prepared by this channel"), "{error}");
     }
 
     #[test]

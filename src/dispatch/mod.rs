@@ -16,7 +16,7 @@ use rand::Rng;
 use tokio::sync::Notify;
 use tracing::{info, warn, Instrument};
 
-use crate::channels::{ChannelName, DeliveryStatus, Registry, Request, SendError, Slot, StatusReport};
+use crate::channels::{ChannelName, DeliveryStatus, Prepared, Registry, Request, SendError, Slot, StatusReport};
 use crate::clock::Clock;
 use crate::config::{Config, Strategy};
 use crate::events::{Correlation, Event, EventName};
@@ -60,13 +60,13 @@ enum Sent {
 }
 
 /// One channel's message before its attempt is recorded.
-struct Outgoing {
-    channel: ChannelName,
+pub struct Outgoing {
+    pub channel: ChannelName,
     /// The pay link the message carries, stored with the attempt.
-    paylink: NewPaylink,
+    pub paylink: NewPaylink,
     /// The rendered message, or why it could not be rendered (recorded as
     /// the channel's failure once the attempt exists).
-    message: Result<crate::channels::Prepared, String>,
+    pub message: Result<Prepared, String>,
 }
 
 /// The first send of a new invoice, recorded together with the invoice.
@@ -604,40 +604,16 @@ impl Dispatcher {
             .await
     }
 
-    /// The message for one channel, with a fresh pay link, ready to be
-    /// recorded as an attempt and sent.
+    /// [`prepare`] with this dispatcher's config, channels and templates.
     fn prepare_send(&self, invoice: &Invoice, channel: ChannelName) -> Outgoing {
-        let key = &invoice.key;
-        let token = paylink::new_token();
-        let pay_url = pay_url(&self.config, &token);
-        let paylink = NewPaylink {
-            token_hash: paylink::token_hash(&token),
-            expires_at_ms: self.clock.now_ms() + self.config.paylink.ttl.as_millis() as i64,
-        };
-        let message = match self.config.billers.get(&key.biller_id) {
-            None => Err(format!("biller {} is not configured", key.biller_id)),
-            Some(biller) => {
-                let view = render::view(invoice, &key.biller_id, biller, &pay_url);
-                let to = channel.address(&invoice.customer.contacts).unwrap_or_default();
-                self.channels
-                    .get(channel)
-                    .ok_or_else(|| format!("channel {channel} is not configured"))
-                    .and_then(|c| {
-                        let request = Request {
-                            to,
-                            token: &token,
-                            view: &view,
-                            biller,
-                        };
-                        c.prepare(&request, &self.templates).map_err(|e| e.to_string())
-                    })
-            }
-        };
-        Outgoing {
+        prepare(
+            &self.config,
+            &self.channels,
+            &self.templates,
+            self.clock.as_ref(),
+            invoice,
             channel,
-            paylink,
-            message,
-        }
+        )
     }
 
     /// Sends a message whose attempt is recorded, retrying transient
@@ -794,6 +770,50 @@ impl Dispatcher {
             .and_then(|name| quiet::time_zone(name).ok())
             .unwrap_or(jiff::tz::TimeZone::UTC);
         window.held_until(&tz, self.clock.now_ms())
+    }
+}
+
+/// The message for one channel, with a fresh pay link, ready to be recorded
+/// as an attempt and sent. `payrelay preview` shows what this makes, so what
+/// it shows is what goes out, pay link length included.
+pub fn prepare(
+    config: &Config,
+    channels: &Registry,
+    templates: &Templates,
+    clock: &dyn Clock,
+    invoice: &Invoice,
+    channel: ChannelName,
+) -> Outgoing {
+    let key = &invoice.key;
+    let token = paylink::new_token();
+    let pay_url = pay_url(config, &token);
+    let paylink = NewPaylink {
+        token_hash: paylink::token_hash(&token),
+        expires_at_ms: clock.now_ms() + config.paylink.ttl.as_millis() as i64,
+    };
+    let message = match config.billers.get(&key.biller_id) {
+        None => Err(format!("biller {} is not configured", key.biller_id)),
+        Some(biller) => {
+            let view = render::View::new(invoice, &key.biller_id, biller, &pay_url);
+            let to = channel.address(&invoice.customer.contacts).unwrap_or_default();
+            channels
+                .get(channel)
+                .ok_or_else(|| format!("channel {channel} is not configured"))
+                .and_then(|c| {
+                    let request = Request {
+                        to,
+                        token: &token,
+                        view: &view,
+                        biller,
+                    };
+                    c.prepare(&request, templates).map_err(|e| e.to_string())
+                })
+        }
+    };
+    Outgoing {
+        channel,
+        paylink,
+        message,
     }
 }
 

@@ -443,9 +443,38 @@ pub fn sample_view() -> serde_json::Value {
 
 /// The data every template sees for one invoice.
 pub fn view(invoice: &Invoice, biller_id: &str, biller: &BillerConfig, pay_url: &str) -> serde_json::Value {
+    View::new(invoice, biller_id, biller, pay_url).data
+}
+
+/// One message's template data, with the values channels read themselves
+/// as typed fields, so no channel digs them out of the JSON.
+#[derive(Debug, Clone)]
+pub struct View<'a> {
+    /// The pay link the message carries (Messenger's button opens it).
+    pub pay_url: &'a str,
+    /// The locale money and dates are formatted for: the customer's, else
+    /// the biller's default, else `en` (WhatsApp's template language).
+    pub locale: &'a str,
+    /// What templates render from: the same data as [`view`].
+    pub data: serde_json::Value,
+}
+
+impl<'a> View<'a> {
+    pub fn new(invoice: &'a Invoice, biller_id: &str, biller: &'a BillerConfig, pay_url: &'a str) -> View<'a> {
+        let customer_locale = invoice.customer.locale.as_deref();
+        let biller_locale = biller.default_locale.as_deref();
+        let locale = customer_locale.or(biller_locale).unwrap_or(locale::FALLBACK);
+        View {
+            pay_url,
+            locale,
+            data: data(invoice, biller_id, biller, pay_url, locale),
+        }
+    }
+}
+
+fn data(invoice: &Invoice, biller_id: &str, biller: &BillerConfig, pay_url: &str, locale: &str) -> serde_json::Value {
     let customer_locale = invoice.customer.locale.as_deref();
     let biller_locale = biller.default_locale.as_deref();
-    let locale = customer_locale.or(biller_locale).unwrap_or(locale::FALLBACK);
     json!({
         "customer": {"name": invoice.customer.name, "id": invoice.customer.id},
         "biller": {"id": biller_id, "name": biller.name},

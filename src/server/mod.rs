@@ -1,5 +1,5 @@
-//! The HTTP side: the pay page consumers land on, provider
-//! status webhooks, health, readiness and metrics.
+//! The HTTP side: the pay page consumers land on, the payments and admin
+//! API, provider status webhooks, health, readiness and metrics.
 //!
 //! Errors are opaque to callers and logged in full for operators; a pay
 //! link's answer never reveals anything personal about another invoice.
@@ -44,17 +44,20 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    // Every channel's provider callbacks, under the path its adapter declares.
+    let webhooks = Router::new()
+        .route("/webhooks/{path}", get(webhooks::handshake).post(webhooks::receive))
+        .with_state(webhooks::Hooks::new(state.clone()));
     Router::new()
         .route("/p/{token}", get(paypage::show))
         .route("/p/{token}/pay", get(paypage::pay))
         .route("/v1/payments", post(api::payment))
         .route("/v1/invoices/{biller_id}/{invoice_id}", get(api::invoice))
-        .route("/webhooks/twilio", post(webhooks::twilio))
-        .route("/webhooks/meta", get(webhooks::meta_verify).post(webhooks::meta_event))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .merge(webhooks)
 }
 
 /// Serves until `shutdown` is cancelled, then finishes open requests.

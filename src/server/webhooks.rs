@@ -1,145 +1,126 @@
-//! Provider status callbacks: `POST /webhooks/twilio` and
-//! `GET`/`POST /webhooks/meta` (WhatsApp and Messenger share it).
+//! Provider callbacks: `POST /webhooks/{path}` and the subscription
+//! handshake `GET /webhooks/{path}`, routed to the channel adapters'
+//! [`Webhook`]s (see [`crate::channels::webhook`]); nothing here knows a
+//! provider.
 //!
-//! Checks fail closed: a missing or wrong signature, or a channel with no
-//! secret configured, answers 401 and changes nothing. The signature is
-//! checked over the exact bytes and URL the provider signed, before any
-//! parsing that could act on the content.
+//! Checks fail closed: a request no channel claims, a missing or wrong
+//! signature, or a channel with no secret configured answers 401 and
+//! changes nothing. The signature is checked over the exact bytes and URL
+//! the provider signed, before anything reads the content.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tracing::{info, warn};
 
 use super::{AppError, AppState};
-use crate::channels::{meta, sms, ChannelName, StatusReport};
-use crate::config::Secret;
+use crate::channels::webhook::{Handshake, Refused, Webhook, WebhookRequest};
+use crate::channels::{BuildContext, StatusReport};
 
-/// Twilio posts form fields; the signature covers our public URL and all of them.
-pub(super) async fn twilio(
-    State(state): State<AppState>,
+/// What the webhook routes share: the service's state and every channel's
+/// webhook, built once.
+#[derive(Clone)]
+pub(super) struct Hooks {
+    state: AppState,
+    webhooks: Arc<[Box<dyn Webhook>]>,
+}
+
+impl Hooks {
+    pub(super) fn new(state: AppState) -> Hooks {
+        let context = BuildContext {
+            public_base_url: state.config.http.public_base_url.clone(),
+        };
+        let webhooks = crate::channels::webhooks(&state.config.channels, &context).into();
+        Hooks { state, webhooks }
+    }
+
+    /// The webhooks the provider calling `/webhooks/{path}` may be for.
+    fn on<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a dyn Webhook> + 'a {
+        self.webhooks
+            .iter()
+            .map(|w| w.as_ref())
+            .filter(move |w| w.path() == path)
+    }
+}
+
+/// A provider's status POST: the channel that claims it checks its
+/// signature and reads its reports, which the dispatcher then applies.
+pub(super) async fn receive(
+    State(hooks): State<Hooks>,
+    Path(path): Path<String>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    let Some(token) = state
-        .config
-        .channels
-        .sms
-        .as_ref()
-        .and_then(|c| c.webhook_secret.as_ref())
-    else {
-        warn!("Twilio webhook called but no SMS auth token is configured; refused");
-        return Ok(StatusCode::UNAUTHORIZED.into_response());
+    let Some(provider) = hooks.on(&path).next().map(|w| w.provider()) else {
+        return Ok(StatusCode::NOT_FOUND.into_response());
     };
-    let fields: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
-    // Exactly the URL we gave Twilio as StatusCallback.
-    let mut url = sms::status_callback_url(&state.config.http.public_base_url);
-    if let Some(query) = uri.query() {
-        url.push('?');
-        url.push_str(query);
+    let (webhook, reports) = {
+        let request = WebhookRequest::new(uri.query(), &headers, &body);
+        let Some(webhook) = hooks.on(&path).find(|w| w.claims(&request)) else {
+            warn!("{provider} webhook for an unknown object; refused");
+            return Ok(StatusCode::UNAUTHORIZED.into_response());
+        };
+        let channel = webhook.channel();
+        match webhook.verify(&request) {
+            Ok(()) => {}
+            Err(Refused::NoSecret(key)) => {
+                warn!(%channel, "{provider} webhook for a channel with no {key} configured; refused");
+                return Ok(StatusCode::UNAUTHORIZED.into_response());
+            }
+            Err(Refused::BadSignature) => {
+                warn!(%channel, "{provider} webhook with a bad signature; refused");
+                return Ok(StatusCode::UNAUTHORIZED.into_response());
+            }
+        }
+        match webhook.parse(&request) {
+            Ok(reports) => (webhook, reports),
+            Err(e) => {
+                warn!(error = %e, "{provider} webhook body not understood; acknowledged and dropped");
+                return Ok(webhook.answer().into_response());
+            }
+        }
+    };
+    for report in reports {
+        apply(&hooks.state, webhook, report).await?;
     }
-    let signature = headers
-        .get("x-twilio-signature")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if !sms::verify_signature(token.expose(), &url, &fields, signature) {
-        warn!("Twilio webhook with a bad signature; refused");
-        return Ok(StatusCode::UNAUTHORIZED.into_response());
-    }
-    if let Some(report) = sms::parse_status(&fields) {
-        apply(&state, ChannelName::Sms, report).await?;
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(webhook.answer().into_response())
 }
 
-/// Meta's subscription handshake: echo the challenge when the token is one
-/// of ours.
-pub(super) async fn meta_verify(
-    State(state): State<AppState>,
+/// A subscription handshake: echoes the challenge when a channel on the
+/// path recognises its verify token.
+pub(super) async fn handshake(
+    State(hooks): State<Hooks>,
+    Path(path): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let mode = query.get("hub.mode").map(String::as_str);
-    let offered = query.get("hub.verify_token").map(String::as_str).unwrap_or_default();
-    let challenge = query.get("hub.challenge").cloned().unwrap_or_default();
-    let channels = &state.config.channels;
-    let tokens = [
-        channels.whatsapp.as_ref().and_then(|c| c.verify_token.as_ref()),
-        channels.messenger.as_ref().and_then(|c| c.verify_token.as_ref()),
-    ];
-    let matches = tokens
-        .into_iter()
-        .flatten()
-        .any(|t| constant_time_eq(t.expose(), offered));
-    if mode == Some("subscribe") && matches {
-        info!("Meta webhook subscription verified");
-        (StatusCode::OK, challenge).into_response()
-    } else {
-        warn!("Meta webhook handshake with a wrong token; refused");
+    let Some(provider) = hooks.on(&path).next().map(|w| w.provider()) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let mut offered = false;
+    for webhook in hooks.on(&path) {
+        match webhook.handshake(&query) {
+            Handshake::Accepted(challenge) => {
+                info!("{provider} webhook subscription verified");
+                return (StatusCode::OK, challenge).into_response();
+            }
+            Handshake::Refused => offered = true,
+            Handshake::NotOffered => {}
+        }
+    }
+    if offered {
+        warn!("{provider} webhook handshake with a wrong token; refused");
         StatusCode::FORBIDDEN.into_response()
+    } else {
+        StatusCode::METHOD_NOT_ALLOWED.into_response()
     }
 }
 
-/// A Meta status POST, signed with the app secret of the channel its
-/// `object` names.
-pub(super) async fn meta_event(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, AppError> {
-    let signature = headers
-        .get("x-hub-signature-256")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    // Only `object` is read before the signature check, to pick the key.
-    let object = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v.get("object").and_then(|o| o.as_str()).map(str::to_owned));
-    let channels = &state.config.channels;
-    let (channel, secret): (ChannelName, Option<&Secret>) = match object.as_deref() {
-        Some("whatsapp_business_account") => (
-            ChannelName::Whatsapp,
-            channels.whatsapp.as_ref().and_then(|c| c.webhook_secret.as_ref()),
-        ),
-        Some("page") => (
-            ChannelName::Messenger,
-            channels.messenger.as_ref().and_then(|c| c.webhook_secret.as_ref()),
-        ),
-        _ => {
-            warn!("Meta webhook for an unknown object; refused");
-            return Ok(StatusCode::UNAUTHORIZED.into_response());
-        }
-    };
-    let Some(secret) = secret else {
-        warn!(%channel, "Meta webhook for a channel with no app_secret configured; refused");
-        return Ok(StatusCode::UNAUTHORIZED.into_response());
-    };
-    if !meta::verify_signature(secret.expose(), &body, signature) {
-        warn!(%channel, "Meta webhook with a bad signature; refused");
-        return Ok(StatusCode::UNAUTHORIZED.into_response());
-    }
-    let webhook = match meta::parse_webhook(&body) {
-        Ok(w) => w,
-        Err(e) => {
-            warn!(error = %e, "Meta webhook body not understood; acknowledged and dropped");
-            return Ok(StatusCode::OK.into_response());
-        }
-    };
-    for report in webhook.reports {
-        apply(&state, channel, report).await?;
-    }
-    Ok(StatusCode::OK.into_response())
-}
-
-async fn apply(state: &AppState, channel: ChannelName, report: StatusReport) -> Result<(), AppError> {
-    state.dispatcher.handle_report(channel, report).await?;
+async fn apply(state: &AppState, webhook: &dyn Webhook, report: StatusReport) -> Result<(), AppError> {
+    state.dispatcher.handle_report(webhook.channel(), report).await?;
     Ok(())
-}
-
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
