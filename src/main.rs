@@ -224,7 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 bail!("{} holds no message", file.display());
             }
             if !raw {
-                let bad = payrelay::broker::publish::refused(&messages, |b| config.billers.contains_key(b));
+                let bad = refused(&messages, |b| config.billers.contains_key(b));
                 if !bad.is_empty() {
                     for line in &bad {
                         eprintln!("{}:{line}", file.display());
@@ -284,6 +284,19 @@ fn read_input(file: &Path) -> anyhow::Result<String> {
         input = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     }
     Ok(input)
+}
+
+/// The messages the service would dead-letter, as "line: reason", checked
+/// as the service checks them (`is_biller` says which billers exist).
+fn refused(messages: &[payrelay::broker::publish::Line<'_>], is_biller: impl Fn(&str) -> bool) -> Vec<String> {
+    messages
+        .iter()
+        .filter_map(|line| {
+            invoice::parse(line.body.as_bytes(), &is_biller)
+                .err()
+                .map(|rejected| format!("{}: {rejected}", line.number))
+        })
+        .collect()
 }
 
 /// An error and its causes on one line, each cause once: many errors

@@ -37,19 +37,6 @@ pub fn split_messages(input: &str) -> Vec<Line<'_>> {
         .collect()
 }
 
-/// The messages the service would dead-letter, as "line: reason", checked
-/// as the service checks them (`is_biller` says which billers exist).
-pub fn refused(messages: &[Line<'_>], is_biller: impl Fn(&str) -> bool) -> Vec<String> {
-    messages
-        .iter()
-        .filter_map(|line| {
-            crate::invoice::parse(line.body.as_bytes(), &is_biller)
-                .err()
-                .map(|rejected| format!("{}: {rejected}", line.number))
-        })
-        .collect()
-}
-
 /// Publishes each message persistently and waits for every confirm.
 /// Returns how many the broker confirmed.
 pub async fn publish(config: &BrokerConfig, messages: &[&str]) -> Result<usize, BrokerError> {
@@ -97,7 +84,7 @@ pub async fn publish(config: &BrokerConfig, messages: &[&str]) -> Result<usize, 
 
 #[cfg(test)]
 mod tests {
-    use super::{refused, split_messages};
+    use super::split_messages;
 
     #[test]
     fn one_object_or_json_lines() {
@@ -107,16 +94,5 @@ mod tests {
         assert_eq!(lines.iter().map(|l| l.number).collect::<Vec<_>>(), [1, 3, 4]);
         assert_eq!(lines[2].body, "not json");
         assert!(split_messages("  \n").is_empty());
-    }
-
-    #[test]
-    fn refused_lines_are_named_with_their_reason() {
-        let good = r#"{"invoice_id": "INV-1", "biller_id": "acme", "amount": "10.00", "currency": "EUR", "due_date": "2026-12-01", "customer": {"name": "A", "email": "a@example.com"}}"#;
-        let input = format!("{good}\nnot json\n{}\n", good.replace("acme", "nobody"));
-        let lines = split_messages(&input);
-        let bad = refused(&lines, |b| b == "acme");
-        assert_eq!(bad.len(), 2, "{bad:?}");
-        assert!(bad[0].starts_with("2: ") && bad[0].contains("JSON"), "{bad:?}");
-        assert!(bad[1].starts_with("3: ") && bad[1].contains("nobody"), "{bad:?}");
     }
 }
