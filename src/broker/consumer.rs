@@ -132,10 +132,8 @@ struct Job {
 }
 
 /// How often finished deliveries are acked, and acks held back for a
-/// slower delivery looked at. Acking on every finished delivery cost a
-/// round trip to lapin's I/O thread per invoice at moderate load, with the
-/// consumer loop waiting meanwhile; on the tick one multiple ack covers
-/// them all.
+/// slower delivery looked at: one multiple ack per tick instead of a round
+/// trip to lapin's I/O thread per invoice.
 const ACK_TICK: Duration = Duration::from_millis(5);
 /// Finished deliveries that are acked at once rather than on the tick
 /// (under a backlog they finish faster than the tick).

@@ -84,9 +84,9 @@ impl Phone {
     }
 
     /// Loads the numbering plans now rather than in the first invoice with
-    /// a phone number: building them takes about 580 million instructions
-    /// (140–150 ms on a 2-core AMD EPYC), during which that invoice, and
-    /// every other one with a phone number, waits on a runtime thread.
+    /// a phone number: building them takes a noticeable part of a second,
+    /// which that invoice, and every other one with a phone number, would
+    /// spend waiting on a runtime thread.
     pub fn load_numbering_plans() {
         let _ = phonenumber::parse(None, "+14155550100");
     }

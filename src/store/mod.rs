@@ -242,8 +242,8 @@ pub struct OutboxEntry {
 
 impl OutboxEntry {
     /// An entry read back from the outbox. Only the head is parsed: the
-    /// whole event (its metadata above all, a copy of the invoice's) cost
-    /// 15K instructions per invoice, for three fields.
+    /// whole event carries a copy of the invoice's metadata, which
+    /// publishing does not need.
     pub fn new(id: i64, json: String) -> Result<OutboxEntry, StoreError> {
         let head = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(format!("outbox event {id}: {e}")))?;
         Ok(OutboxEntry { id, head, json })

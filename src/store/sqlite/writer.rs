@@ -29,15 +29,9 @@ use crate::store::StoreError;
 /// that the first caller in a group is not kept waiting long.
 const MAX_GROUP: usize = 128;
 
-/// Longest a busy writer waits for more calls before it commits a group.
-///
-/// Longer saves work: every commit writes each page it changed in full, and
-/// the pages every invoice touches (the tables' and indexes' last pages) are
-/// written once per group. Measured at ~1,800 invoices/s on 2 cores, 3 ms
-/// against 1 ms: the service's CPU per invoice −9% (2 ms: −5%), WAL bytes
-/// −28 to −34%, but publish to provider accept p50 +0–3 ms and to the event
-/// seen by the biller +4–12 ms (each of an invoice's store calls may wait),
-/// with no gain in throughput or p99. So 1 ms.
+/// Longest a busy writer waits for more calls before it commits a group:
+/// longer saves a little CPU and WAL but adds its wait to every store call
+/// on an invoice's path, with no gain in throughput (bench/README.md).
 const LINGER: Duration = Duration::from_millis(1);
 
 /// One store call waiting for the writer.
