@@ -680,6 +680,70 @@ mod tests {
         assert!(!odd.to_string().contains(TOKEN), "{odd}");
     }
 
+    fn graph_webhook(object: &'static str, app_secret: Option<&str>, verify_token: Option<&str>) -> GraphWebhook {
+        GraphWebhook {
+            channel: ChannelName::Whatsapp,
+            object,
+            app_secret: app_secret.map(Secret::new),
+            verify_token: verify_token.map(Secret::new),
+        }
+    }
+
+    #[test]
+    fn a_graph_webhook_claims_its_object_and_checks_the_app_secret() {
+        let webhook = graph_webhook("whatsapp_business_account", Some("secret"), None);
+        let body = json!({"object": "whatsapp_business_account", "entry": [{"changes": [{"value": {"statuses": [
+            {"id": "wamid.A", "status": "delivered"}
+        ]}}]}]})
+        .to_string();
+        let mut headers = HeaderMap::new();
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"secret").unwrap();
+        mac.update(body.as_bytes());
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        headers.insert("x-hub-signature-256", signature.parse().unwrap());
+        let request = WebhookRequest::new(None, &headers, body.as_bytes());
+        assert!(webhook.claims(&request));
+        assert!(!graph_webhook("page", Some("secret"), None).claims(&request));
+        assert_eq!(webhook.verify(&request), Ok(()));
+        assert_eq!(webhook.parse(&request).unwrap().len(), 1);
+        assert_eq!(webhook.answer(), StatusCode::OK);
+
+        let other_key = graph_webhook("whatsapp_business_account", Some("other"), None);
+        assert_eq!(other_key.verify(&request), Err(Refused::BadSignature));
+        let no_key = graph_webhook("whatsapp_business_account", None, None);
+        assert_eq!(no_key.verify(&request), Err(Refused::NoSecret("app_secret")));
+        let unsigned_headers = HeaderMap::new();
+        let unsigned = WebhookRequest::new(None, &unsigned_headers, body.as_bytes());
+        assert_eq!(webhook.verify(&unsigned), Err(Refused::BadSignature));
+        for odd in [&b"not json"[..], b"{\"object\": 5}", b"{\"entry\": []}"] {
+            let request = WebhookRequest::new(None, &headers, odd);
+            assert!(!webhook.claims(&request), "{}", String::from_utf8_lossy(odd));
+        }
+    }
+
+    #[test]
+    fn the_handshake_echoes_the_challenge_only_for_our_token() {
+        let query = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let webhook = graph_webhook("page", None, Some("our-token"));
+        let ok = query(&[
+            ("hub.mode", "subscribe"),
+            ("hub.verify_token", "our-token"),
+            ("hub.challenge", "1158201444"),
+        ]);
+        assert_eq!(webhook.handshake(&ok), Handshake::Accepted("1158201444".into()));
+        let wrong = query(&[("hub.mode", "subscribe"), ("hub.verify_token", "guess")]);
+        assert_eq!(webhook.handshake(&wrong), Handshake::Refused);
+        let not_subscribe = query(&[("hub.mode", "unsubscribe"), ("hub.verify_token", "our-token")]);
+        assert_eq!(webhook.handshake(&not_subscribe), Handshake::Refused);
+        assert_eq!(
+            graph_webhook("page", None, None).handshake(&ok),
+            Handshake::Refused,
+            "no verify token configured accepts nothing"
+        );
+    }
+
     #[test]
     fn signature_matches_the_documented_vector() {
         let good = "sha256=0329a06b62cd16b33eb6792be8c60b158d89a2ee3a876fce9a881ebb488c0914";

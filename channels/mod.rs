@@ -238,8 +238,9 @@ impl Prepared {
         message.downcast_ref::<M>().ok_or_else(|| SendError::Permanent {
             code: None,
             reason: format!(
-                "the {} message was not prepared by this channel (it is a {:?})",
-                self.channel, self.message
+                "the {} message was not prepared by this channel (it is no {})",
+                self.channel,
+                std::any::type_name::<M>()
             ),
         })
     }
@@ -347,8 +348,8 @@ pub struct BuildContext {
 pub trait Channel: Send + Sync {
     fn name(&self) -> ChannelName;
 
-    /// Renders the payment request from the channel's templates, exactly as
-    /// it will be sent.
+    /// Renders the payment request from the channel's templates into its
+    /// own message type, exactly as it will be sent.
     fn prepare(&self, request: &Request<'_>, templates: &Templates) -> Result<Prepared, RenderError>;
 
     /// Hands the message to the provider. Must not retry by itself: the caller

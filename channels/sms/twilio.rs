@@ -410,6 +410,71 @@ mod tests {
         );
     }
 
+    fn callback(auth_token: Option<&str>) -> StatusCallback {
+        StatusCallback {
+            auth_token: auth_token.map(Secret::new),
+            url: "https://pay.example/webhooks/twilio".into(),
+        }
+    }
+
+    fn form_body(pairs: &[(&str, &str)]) -> String {
+        url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish()
+    }
+
+    #[test]
+    fn the_status_callback_checks_the_url_with_its_query_and_every_field() {
+        let pairs = [("MessageSid", "SM1"), ("MessageStatus", "delivered")];
+        let body = form_body(&pairs);
+        let signed = |url: &str| {
+            let mut headers = HeaderMap::new();
+            let value = signature("12345", url, &fields(&pairs));
+            headers.insert("x-twilio-signature", value.parse().unwrap());
+            headers
+        };
+        let webhook = callback(Some("12345"));
+        assert_eq!(webhook.path(), "twilio");
+        assert_eq!(webhook.answer(), StatusCode::NO_CONTENT);
+
+        let headers = signed("https://pay.example/webhooks/twilio");
+        let request = WebhookRequest::new(None, &headers, body.as_bytes());
+        assert!(webhook.claims(&request), "Twilio's path is the SMS channel's alone");
+        assert_eq!(webhook.verify(&request), Ok(()));
+        let reports = webhook.parse(&request).unwrap();
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].status, DeliveryStatus::Delivered);
+
+        let headers = signed("https://pay.example/webhooks/twilio?attempt=2");
+        let with_query = WebhookRequest::new(Some("attempt=2"), &headers, body.as_bytes());
+        assert_eq!(
+            webhook.verify(&with_query),
+            Ok(()),
+            "the query is part of what is signed"
+        );
+        let without_query = WebhookRequest::new(None, &headers, body.as_bytes());
+        assert_eq!(webhook.verify(&without_query), Err(Refused::BadSignature));
+
+        let headers = signed("https://pay.example/webhooks/twilio");
+        let tampered = form_body(&[("MessageSid", "SM1"), ("MessageStatus", "undelivered")]);
+        let request = WebhookRequest::new(None, &headers, tampered.as_bytes());
+        assert_eq!(webhook.verify(&request), Err(Refused::BadSignature));
+        let request = WebhookRequest::new(None, &headers, body.as_bytes());
+        assert_eq!(
+            callback(None).verify(&request),
+            Err(Refused::NoSecret("SMS auth_token")),
+            "no auth token configured fails closed"
+        );
+    }
+
+    #[test]
+    fn statuses_that_change_nothing_are_no_reports() {
+        let body = form_body(&[("MessageSid", "SM1"), ("MessageStatus", "sent")]);
+        let headers = HeaderMap::new();
+        let request = WebhookRequest::new(None, &headers, body.as_bytes());
+        assert_eq!(callback(Some("12345")).parse(&request), Ok(vec![]));
+    }
+
     #[test]
     fn the_status_callback_url_has_exactly_one_slash() {
         for (base, expected) in [
