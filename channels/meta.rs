@@ -4,9 +4,10 @@
 //! - one client that posts JSON with the token in an `Authorization` header
 //!   (never in the URL, where it could reach a log line),
 //! - the Graph error shape and the one place that decides transient or
-//!   permanent for both channels (PROVIDERS.md tables: branch on `code`),
+//!   permanent for both channels (by the Graph error `code`, not the HTTP
+//!   status),
 //! - their status callbacks on the one path Meta posts both to,
-//!   `/webhooks/meta`: a [`GraphWebhook`] per channel, which claims the
+//!   `/webhooks/meta`: a `GraphWebhook` per channel, which claims the
 //!   requests whose `object` is the one its channel declares, checks them
 //!   with [`verify_signature`] and reads them with [`parse_webhook`].
 
@@ -219,8 +220,8 @@ enum Class {
     Misconfigured,
 }
 
-/// The class PROVIDERS.md gives a Graph error code, with the words operators
-/// see. `None`: not in the tables, the HTTP status decides.
+/// The class of a Graph error code Meta documents, with the words
+/// operators see. `None`: a code not listed here; the HTTP status decides.
 fn class_of(code: i64, subcode: Option<i64>) -> Option<(Class, &'static str)> {
     use Class::{Misconfigured, Permanent, Transient};
     Some(match (code, subcode) {
@@ -251,7 +252,7 @@ fn class_of(code: i64, subcode: Option<i64>) -> Option<(Class, &'static str)> {
 
 /// The one decision, for both channels, of what a Graph error answer means.
 ///
-/// Branches on the Graph `code` (PROVIDERS.md), not the HTTP status; unknown
+/// Branches on the Graph `code` ([`class_of`]), not the HTTP status; unknown
 /// codes and non-Graph answers fall back to [`http::by_status`]. Every
 /// string in `scrub` (the token, the recipient) is cut from provider text,
 /// which is then masked by [`crate::redact::text`].

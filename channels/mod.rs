@@ -34,10 +34,11 @@
 //! 2. One line in [`ADAPTERS`]: the registry, `payrelay preview` and the
 //!    server's `/webhooks/...` routes all read that list.
 //!
-//! Two places outside the folder still name every channel, until that
-//! vocabulary gets a home of its own: its [`ChannelName`] variant (with its
-//! contact field in [`ChannelName::address`]), and its section in
-//! `ChannelsConfig` with the line in `config/raw.rs` that checks it.
+//! What is not yet the folder's own, until that vocabulary gets a home of
+//! its own: its [`ChannelName`] variant (with the contact it reads in
+//! [`ChannelName::address`], and a new contact field on the invoice if no
+//! existing one is its address), and its section in `ChannelsConfig` with
+//! the line in `config/raw.rs` that checks it.
 
 pub mod email;
 pub mod http;

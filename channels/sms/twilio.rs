@@ -2,8 +2,9 @@
 //! callback (`POST /webhooks/twilio`: `X-Twilio-Signature`, then
 //! `MessageStatus`).
 //!
-//! Wire types stay here. Error classes follow the PROVIDERS.md table; codes
-//! it does not name fall back to the shared HTTP status classes. Reasons are
+//! Wire types stay here. Error classes follow Twilio's error codes (the
+//! table in [`classify`]); codes it does not name fall back to the shared
+//! HTTP status classes. Reasons are
 //! written by us, never Twilio's text verbatim: its messages quote the
 //! recipient's number, and reasons reach events and logs.
 
@@ -125,7 +126,7 @@ impl SmsProvider for Twilio {
     }
 }
 
-/// One place for Twilio's error classes (PROVIDERS.md): its code decides
+/// One place for Twilio's error classes: its code decides
 /// when it is one we know, the HTTP status otherwise.
 fn classify(status: StatusCode, headers: &HeaderMap, body: &str, to: &str) -> SendError {
     let error = serde_json::from_str::<ApiError>(body).ok();
