@@ -4,9 +4,10 @@
 //! - one client that posts JSON with the token in an `Authorization` header
 //!   (never in the URL, where it could reach a log line),
 //! - the Graph error shape and the one place that decides transient or
-//!   permanent for both channels (PROVIDERS.md tables: branch on `code`),
+//!   permanent for both channels (by the Graph error `code`, not the HTTP
+//!   status),
 //! - their status callbacks on the one path Meta posts both to,
-//!   `/webhooks/meta`: a [`GraphWebhook`] per channel, which claims the
+//!   `/webhooks/meta`: a `GraphWebhook` per channel, which claims the
 //!   requests whose `object` is the one its channel declares, checks them
 //!   with [`verify_signature`] and reads them with [`parse_webhook`].
 
@@ -219,8 +220,8 @@ enum Class {
     Misconfigured,
 }
 
-/// The class PROVIDERS.md gives a Graph error code, with the words operators
-/// see. `None`: not in the tables, the HTTP status decides.
+/// The class of a Graph error code Meta documents, with the words
+/// operators see. `None`: a code not listed here; the HTTP status decides.
 fn class_of(code: i64, subcode: Option<i64>) -> Option<(Class, &'static str)> {
     use Class::{Misconfigured, Permanent, Transient};
     Some(match (code, subcode) {
@@ -251,7 +252,7 @@ fn class_of(code: i64, subcode: Option<i64>) -> Option<(Class, &'static str)> {
 
 /// The one decision, for both channels, of what a Graph error answer means.
 ///
-/// Branches on the Graph `code` (PROVIDERS.md), not the HTTP status; unknown
+/// Branches on the Graph `code` ([`class_of`]), not the HTTP status; unknown
 /// codes and non-Graph answers fall back to [`http::by_status`]. Every
 /// string in `scrub` (the token, the recipient) is cut from provider text,
 /// which is then masked by [`crate::redact::text`].
@@ -678,6 +679,70 @@ mod tests {
         // And a non-Graph body that echoes the token.
         let odd = class(502, format!("upstream said access_token={TOKEN}").as_bytes());
         assert!(!odd.to_string().contains(TOKEN), "{odd}");
+    }
+
+    fn graph_webhook(object: &'static str, app_secret: Option<&str>, verify_token: Option<&str>) -> GraphWebhook {
+        GraphWebhook {
+            channel: ChannelName::Whatsapp,
+            object,
+            app_secret: app_secret.map(Secret::new),
+            verify_token: verify_token.map(Secret::new),
+        }
+    }
+
+    #[test]
+    fn a_graph_webhook_claims_its_object_and_checks_the_app_secret() {
+        let webhook = graph_webhook("whatsapp_business_account", Some("secret"), None);
+        let body = json!({"object": "whatsapp_business_account", "entry": [{"changes": [{"value": {"statuses": [
+            {"id": "wamid.A", "status": "delivered"}
+        ]}}]}]})
+        .to_string();
+        let mut headers = HeaderMap::new();
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"secret").unwrap();
+        mac.update(body.as_bytes());
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        headers.insert("x-hub-signature-256", signature.parse().unwrap());
+        let request = WebhookRequest::new(None, &headers, body.as_bytes());
+        assert!(webhook.claims(&request));
+        assert!(!graph_webhook("page", Some("secret"), None).claims(&request));
+        assert_eq!(webhook.verify(&request), Ok(()));
+        assert_eq!(webhook.parse(&request).unwrap().len(), 1);
+        assert_eq!(webhook.answer(), StatusCode::OK);
+
+        let other_key = graph_webhook("whatsapp_business_account", Some("other"), None);
+        assert_eq!(other_key.verify(&request), Err(Refused::BadSignature));
+        let no_key = graph_webhook("whatsapp_business_account", None, None);
+        assert_eq!(no_key.verify(&request), Err(Refused::NoSecret("app_secret")));
+        let unsigned_headers = HeaderMap::new();
+        let unsigned = WebhookRequest::new(None, &unsigned_headers, body.as_bytes());
+        assert_eq!(webhook.verify(&unsigned), Err(Refused::BadSignature));
+        for odd in [&b"not json"[..], b"{\"object\": 5}", b"{\"entry\": []}"] {
+            let request = WebhookRequest::new(None, &headers, odd);
+            assert!(!webhook.claims(&request), "{}", String::from_utf8_lossy(odd));
+        }
+    }
+
+    #[test]
+    fn the_handshake_echoes_the_challenge_only_for_our_token() {
+        let query = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let webhook = graph_webhook("page", None, Some("our-token"));
+        let ok = query(&[
+            ("hub.mode", "subscribe"),
+            ("hub.verify_token", "our-token"),
+            ("hub.challenge", "1158201444"),
+        ]);
+        assert_eq!(webhook.handshake(&ok), Handshake::Accepted("1158201444".into()));
+        let wrong = query(&[("hub.mode", "subscribe"), ("hub.verify_token", "guess")]);
+        assert_eq!(webhook.handshake(&wrong), Handshake::Refused);
+        let not_subscribe = query(&[("hub.mode", "unsubscribe"), ("hub.verify_token", "our-token")]);
+        assert_eq!(webhook.handshake(&not_subscribe), Handshake::Refused);
+        assert_eq!(
+            graph_webhook("page", None, None).handshake(&ok),
+            Handshake::Refused,
+            "no verify token configured accepts nothing"
+        );
     }
 
     #[test]

@@ -34,10 +34,11 @@
 //! 2. One line in [`ADAPTERS`]: the registry, `payrelay preview` and the
 //!    server's `/webhooks/...` routes all read that list.
 //!
-//! Two places outside the folder still name every channel, until that
-//! vocabulary gets a home of its own: its [`ChannelName`] variant (with its
-//! contact field in [`ChannelName::address`]), and its section in
-//! `ChannelsConfig` with the line in `config/raw.rs` that checks it.
+//! What is not yet the folder's own, until that vocabulary gets a home of
+//! its own: its [`ChannelName`] variant (with the contact it reads in
+//! [`ChannelName::address`], and a new contact field on the invoice if no
+//! existing one is its address), and its section in `ChannelsConfig` with
+//! the line in `config/raw.rs` that checks it.
 
 pub mod email;
 pub mod http;
@@ -239,8 +240,9 @@ impl Prepared {
         message.downcast_ref::<M>().ok_or_else(|| SendError::Permanent {
             code: None,
             reason: format!(
-                "the {} message was not prepared by this channel (it is a {:?})",
-                self.channel, self.message
+                "the {} message was not prepared by this channel (it is no {})",
+                self.channel,
+                std::any::type_name::<M>()
             ),
         })
     }
@@ -348,8 +350,8 @@ pub struct BuildContext {
 pub trait Channel: Send + Sync {
     fn name(&self) -> ChannelName;
 
-    /// Renders the payment request from the channel's templates, exactly as
-    /// it will be sent.
+    /// Renders the payment request from the channel's templates into its
+    /// own message type, exactly as it will be sent.
     fn prepare(&self, request: &Request<'_>, templates: &Templates) -> Result<Prepared, RenderError>;
 
     /// Hands the message to the provider. Must not retry by itself: the caller

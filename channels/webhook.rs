@@ -1,10 +1,11 @@
 //! Provider callbacks: the one small trait each adapter whose provider calls
 //! back implements, and the request it reads.
 //!
-//! The server mounts `/webhooks/<path>` for every path an adapter declares
-//! and hands each request to the adapter that claims it: the only one on its
-//! path (Twilio), or the one the request names (Meta posts both WhatsApp and
-//! Messenger to one path; its `object` says which). The adapter checks the
+//! The server answers `/webhooks/<path>` for every path an adapter declares
+//! (404 for any other) and hands each request to the adapter that claims
+//! it: the only one on its path (Twilio), or the one the request names
+//! (Meta posts both WhatsApp and Messenger to one path; its `object` says
+//! which). The adapter checks the
 //! signature, failing closed, before anything reads the content, then turns
 //! the body into [`StatusReport`]s. Incoming customer messages and other
 //! notifications are acknowledged and left alone.

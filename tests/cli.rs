@@ -209,6 +209,8 @@ provider = "file"
         .nth(1)
         .and_then(|rest| rest.lines().next())
         .unwrap_or_else(|| panic!("no text part in: {out}"));
+    assert!(out.contains("-- segments\n2 (GSM-7)"), "{out}");
+    assert_eq!(text.chars().count(), 175, "{text}");
     let token = text
         .rsplit_once("https://pay.acme-energy.example/p/")
         .map(|(_, token)| token)
@@ -220,8 +222,6 @@ provider = "file"
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
         "{token}"
     );
-    assert_eq!(text.chars().count(), 175, "{text}");
-    assert!(out.contains("-- segments\n2 (GSM-7)"), "{out}");
     assert!(!dir.path().join("var").exists(), "preview sends nothing");
 }
 

@@ -1,5 +1,5 @@
 //! The SMS channel against a local Twilio stand-in (wiremock): the exact
-//! request Twilio would receive, every error class of PROVIDERS.md, the
+//! request Twilio would receive, every error class Twilio's codes map to, the
 //! segment limit, and the `file` provider. No network, no sleeps: the one
 //! timeout case waits for a 300 ms client timeout.
 

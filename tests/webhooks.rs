@@ -278,3 +278,25 @@ async fn whatsapp_statuses_become_events_and_a_failure_falls_back_once() {
     assert_eq!(env.events_named("invoice.channel_failed").len(), 1);
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_no_configured_channel_can_check_are_refused() {
+    let (env, _meta, _twilio) = start(r#"["email"]"#).await;
+    // An object no channel declares, and one whose channel (Messenger) has
+    // no app_secret here: nothing can check them.
+    for object in ["instagram", "page"] {
+        let body = json!({"object": object, "entry": []});
+        assert_eq!(post_meta(&env, &body, None).await, 401, "{object}");
+    }
+    let unknown = env
+        .http
+        .post(format!("{}/webhooks/vonage", env.base_url))
+        .body("status=delivered")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404, "no channel's provider calls this path");
+    let handshake = env.get("/webhooks/twilio?hub.mode=subscribe").await;
+    assert_eq!(handshake.status(), 405, "Twilio makes no handshake");
+    env.finish().await;
+}

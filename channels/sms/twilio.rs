@@ -2,8 +2,9 @@
 //! callback (`POST /webhooks/twilio`: `X-Twilio-Signature`, then
 //! `MessageStatus`).
 //!
-//! Wire types stay here. Error classes follow the PROVIDERS.md table; codes
-//! it does not name fall back to the shared HTTP status classes. Reasons are
+//! Wire types stay here. Error classes follow Twilio's error codes (the
+//! table in [`classify`]); codes it does not name fall back to the shared
+//! HTTP status classes. Reasons are
 //! written by us, never Twilio's text verbatim: its messages quote the
 //! recipient's number, and reasons reach events and logs.
 
@@ -125,7 +126,7 @@ impl SmsProvider for Twilio {
     }
 }
 
-/// One place for Twilio's error classes (PROVIDERS.md): its code decides
+/// One place for Twilio's error classes: its code decides
 /// when it is one we know, the HTTP status otherwise.
 fn classify(status: StatusCode, headers: &HeaderMap, body: &str, to: &str) -> SendError {
     let error = serde_json::from_str::<ApiError>(body).ok();
@@ -408,6 +409,71 @@ mod tests {
             !verify_signature("12345", URL, &documented(), "0/KCTR6DLpKmkAf8muzZqo1nDgQ"),
             "truncated"
         );
+    }
+
+    fn callback(auth_token: Option<&str>) -> StatusCallback {
+        StatusCallback {
+            auth_token: auth_token.map(Secret::new),
+            url: "https://pay.example/webhooks/twilio".into(),
+        }
+    }
+
+    fn form_body(pairs: &[(&str, &str)]) -> String {
+        url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish()
+    }
+
+    #[test]
+    fn the_status_callback_checks_the_url_with_its_query_and_every_field() {
+        let pairs = [("MessageSid", "SM1"), ("MessageStatus", "delivered")];
+        let body = form_body(&pairs);
+        let signed = |url: &str| {
+            let mut headers = HeaderMap::new();
+            let value = signature("12345", url, &fields(&pairs));
+            headers.insert("x-twilio-signature", value.parse().unwrap());
+            headers
+        };
+        let webhook = callback(Some("12345"));
+        assert_eq!(webhook.path(), "twilio");
+        assert_eq!(webhook.answer(), StatusCode::NO_CONTENT);
+
+        let headers = signed("https://pay.example/webhooks/twilio");
+        let request = WebhookRequest::new(None, &headers, body.as_bytes());
+        assert!(webhook.claims(&request), "Twilio's path is the SMS channel's alone");
+        assert_eq!(webhook.verify(&request), Ok(()));
+        let reports = webhook.parse(&request).unwrap();
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].status, DeliveryStatus::Delivered);
+
+        let headers = signed("https://pay.example/webhooks/twilio?attempt=2");
+        let with_query = WebhookRequest::new(Some("attempt=2"), &headers, body.as_bytes());
+        assert_eq!(
+            webhook.verify(&with_query),
+            Ok(()),
+            "the query is part of what is signed"
+        );
+        let without_query = WebhookRequest::new(None, &headers, body.as_bytes());
+        assert_eq!(webhook.verify(&without_query), Err(Refused::BadSignature));
+
+        let headers = signed("https://pay.example/webhooks/twilio");
+        let tampered = form_body(&[("MessageSid", "SM1"), ("MessageStatus", "undelivered")]);
+        let request = WebhookRequest::new(None, &headers, tampered.as_bytes());
+        assert_eq!(webhook.verify(&request), Err(Refused::BadSignature));
+        let request = WebhookRequest::new(None, &headers, body.as_bytes());
+        assert_eq!(
+            callback(None).verify(&request),
+            Err(Refused::NoSecret("SMS auth_token")),
+            "no auth token configured fails closed"
+        );
+    }
+
+    #[test]
+    fn statuses_that_change_nothing_are_no_reports() {
+        let body = form_body(&[("MessageSid", "SM1"), ("MessageStatus", "sent")]);
+        let headers = HeaderMap::new();
+        let request = WebhookRequest::new(None, &headers, body.as_bytes());
+        assert_eq!(callback(Some("12345")).parse(&request), Ok(vec![]));
     }
 
     #[test]
