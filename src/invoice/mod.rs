@@ -217,19 +217,25 @@ pub fn parse(body: &[u8], known_biller: impl Fn(&str) -> bool) -> Result<Message
             MAX_BODY_BYTES
         )));
     }
+    // The whole body must be UTF-8, including the values of keys payrelay
+    // ignores (serde skips those without looking at their bytes).
+    let body = match std::str::from_utf8(body) {
+        Ok(text) => text,
+        Err(e) => return Err(Rejected::one(format!("body is not valid JSON: it is not UTF-8 ({e})"))),
+    };
     // An object goes straight into the wire shape (a derived struct would
     // also take an array, field by field, hence the look at the first
     // byte). Anything else, or an object that does not fit, is read again
     // as a value to say what is wrong with it.
-    let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let object = body.bytes().find(|b| !b.is_ascii_whitespace()) == Some(b'{');
     let direct = if object {
-        serde_json::from_slice::<RawMessage>(body).ok()
+        serde_json::from_str::<RawMessage>(body).ok()
     } else {
         None
     };
     let raw: RawMessage = match direct {
         Some(raw) => raw,
-        None => match serde_json::from_slice::<serde_json::Value>(body) {
+        None => match serde_json::from_str::<serde_json::Value>(body) {
             Err(e) => return Err(Rejected::one(format!("body is not valid JSON: {e}"))),
             Ok(v @ serde_json::Value::Object(_)) => {
                 serde_json::from_value(v).map_err(|e| Rejected::one(format!("body is not an invoice object: {e}")))?

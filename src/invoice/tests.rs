@@ -718,3 +718,18 @@ fn a_key_given_twice_takes_its_last_value() {
         other => panic!("expected a payment request, got {other:?}"),
     }
 }
+
+/// Found by the byte-damage fuzz test: invalid UTF-8 in the value of a key
+/// payrelay ignores (here a misspelt `kind`) was skipped unread, and the
+/// body accepted.
+#[test]
+fn a_body_that_is_not_utf8_anywhere_is_refused() {
+    let text = contract_example().to_string();
+    let mut body = format!("{{\"knd\": \"pay\u{1}\", {}", &text[1..]).into_bytes();
+    let at = body.iter().position(|b| *b == 1).unwrap();
+    body[at] = 0x80;
+    match parse(&body, known) {
+        Err(r) => assert!(r.problems[0].contains("not UTF-8"), "{:?}", r.problems),
+        Ok(m) => panic!("expected a rejection, got {m:?}"),
+    }
+}
