@@ -23,9 +23,6 @@ use super::{timed, BrokerError, BrokerParts};
 use crate::dispatch::{Disposition, Incoming};
 use crate::events::Correlation;
 
-/// Pause before handing back a message that could not be dead-lettered.
-const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
-
 pub(super) async fn consume(
     connection: &Connection,
     parts: &BrokerParts,
@@ -258,7 +255,7 @@ impl Job {
                 }
                 Err(e) => {
                     warn!(error = %e, "could not dead-letter a message; it goes back to the queue");
-                    tokio::time::sleep(REQUEUE_PAUSE).await;
+                    tokio::time::sleep(self.dispatcher.retry_policy().requeue_pause).await;
                     settle(delivery.acker.nack(requeue())).await;
                 }
             },

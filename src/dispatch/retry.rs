@@ -1,6 +1,6 @@
 //! How payrelay tries again: one [`RetryPolicy`] value holds every pause
 //! and limit of the dispatcher's retries, the consumer's store-outage
-//! retries and the broker's reconnects, so they are tuned in one place and
+//! retries, the event publisher's pauses and the broker's reconnects, so they are tuned in one place and
 //! tests can shrink them all without sleeping for seconds.
 
 use std::time::Duration;
@@ -85,6 +85,11 @@ pub struct RetryPolicy {
     /// How long one delivery is kept through a store outage before it is
     /// handed back (well under the broker's 30-minute consumer timeout).
     pub store_outage_for: Duration,
+    /// Pause before handing back a message that could not be dead-lettered.
+    pub requeue_pause: Duration,
+    /// Pause before the event publisher asks a failing store again, or
+    /// publishes events the broker refused again.
+    pub outbox_pause: Duration,
     /// Pauses between broker reconnection attempts.
     pub reconnect_backoff: Backoff,
     /// A connection ready this long was a working one: after it fails,
@@ -106,6 +111,8 @@ impl RetryPolicy {
         record_for: Duration::from_secs(10 * 60),
         store_outage_backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
         store_outage_for: Duration::from_secs(10 * 60),
+        requeue_pause: Duration::from_secs(1),
+        outbox_pause: Duration::from_secs(1),
         reconnect_backoff: Backoff::new(Duration::from_millis(250), Duration::from_secs(10)),
         reconnect_reset_after: Duration::from_secs(10),
     };

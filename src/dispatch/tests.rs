@@ -15,7 +15,8 @@ use tokio::sync::Notify;
 use super::retry::{Backoff, RetryPolicy};
 use super::{Dispatcher, Disposition, Incoming};
 use crate::channels::{
-    BreakerPolicy, Channel, ChannelMessage, ChannelName, Prepared, Receipt, Registry, Request, SendError,
+    BreakerPolicy, Channel, ChannelMessage, ChannelName, DeliveryStatus, Prepared, Receipt, Registry, Request,
+    SendError, StatusReport,
 };
 use crate::clock::{Clock, ManualClock};
 use crate::config::Config;
@@ -495,4 +496,93 @@ async fn a_message_that_is_not_an_invoice_is_dead_lettered_with_its_reason() {
     assert_eq!(event.event, EventName::Rejected);
     assert_eq!(event.detail.as_deref(), Some(reason.as_str()));
     assert_eq!(event.biller_id, None);
+}
+
+#[tokio::test]
+async fn a_held_invoice_paid_before_its_window_opens_is_not_sent() {
+    let routing = "default = [\"sms\"]\nquiet_hours = \"21:00-08:00\"";
+    let world = World::new(routing, vec![], vec![]).await;
+    world.clock.set_ms(NOON + 11 * HOUR);
+    world.receive("INV-1", 1).await;
+    let paid = world
+        .dispatcher
+        .close_invoice("acme", "INV-1", Status::Paid, &Correlation::default())
+        .await
+        .unwrap();
+    assert!(paid);
+
+    world.clock.set_ms(NOON + 20 * HOUR);
+    world.dispatcher.resume(&key("INV-1")).await.unwrap();
+
+    assert_eq!(world.sms.load(Ordering::SeqCst), 0);
+    assert_eq!(world.status("INV-1").await, Status::Paid);
+    assert_eq!(world.event_names("INV-1").await, [EventName::Accepted, EventName::Paid]);
+}
+
+#[tokio::test]
+async fn a_delivery_failure_reported_later_moves_the_invoice_to_its_next_channel() {
+    let world = World::new(SMS_THEN_EMAIL, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    let report = StatusReport {
+        provider_message_id: "sms-1".into(),
+        status: DeliveryStatus::Failed {
+            code: Some("30003".into()),
+            reason: "unreachable handset".into(),
+        },
+    };
+    world.dispatcher.handle_report(ChannelName::Sms, report).await.unwrap();
+
+    // The next channel is tried in the background.
+    for _ in 0..200 {
+        if world.email.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(world.email.load(Ordering::SeqCst), 1);
+    let events = world.events("INV-1").await;
+    let failed = &events[2];
+    assert_eq!(
+        (failed.event, failed.channel),
+        (EventName::ChannelFailed, Some(ChannelName::Sms))
+    );
+    assert_eq!(failed.provider_message_id.as_deref(), Some("sms-1"));
+    assert_eq!(
+        failed.detail.as_deref(),
+        Some("the provider could not deliver the message (code 30003): unreachable handset")
+    );
+}
+
+#[tokio::test]
+async fn a_delivery_report_becomes_one_event() {
+    let world = World::new(SMS_THEN_EMAIL, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    for _ in 0..2 {
+        let report = StatusReport {
+            provider_message_id: "sms-1".into(),
+            status: DeliveryStatus::Delivered,
+        };
+        world.dispatcher.handle_report(ChannelName::Sms, report).await.unwrap();
+    }
+
+    let delivered = world.events("INV-1").await.pop().unwrap();
+    assert_eq!(
+        world.event_names("INV-1").await,
+        [EventName::Accepted, EventName::Sent, EventName::Delivered]
+    );
+    assert_eq!(delivered.provider_message_id.as_deref(), Some("sms-1"));
+    assert_eq!(
+        (delivered.channel, delivered.attempt),
+        (Some(ChannelName::Sms), Some(1))
+    );
+}
+
+#[test]
+fn an_invoice_is_taken_over_only_after_its_handler_could_have_bumped_it() {
+    // The longest a send goes without touching its invoice: every retry
+    // waits the longest Retry-After, and every channel pause is waited out.
+    let policy = RetryPolicy::STANDARD;
+    let longest_send =
+        policy.max_retry_after * (policy.tries_per_channel - 1) + policy.max_pause_wait * policy.pauses_waited;
+    assert!(longest_send < super::CLAIM_IDLE, "{longest_send:?}");
 }
