@@ -372,6 +372,56 @@ mod tests {
     }
 
     #[test]
+    fn each_kind_has_its_own_constructor() {
+        let key = InvoiceKey {
+            biller_id: "acme".into(),
+            invoice_id: "INV-1".into(),
+            revision: 2,
+        };
+        let c = Correlation::default();
+        let sms = ChannelName::Sms;
+        let built = [
+            Event::accepted(&key, &c, "routed by default: sms (fallback)".into()),
+            Event::rejected(&c, "bad").for_invoice(&key),
+            Event::duplicate(&key, &c, "already handled"),
+            Event::sent(&key, &c, sms, 1, Some("SM1".into())),
+            Event::channel_failed(&key, &c, sms, 3, "503"),
+            Event::exhausted(&key, &c, "every routed channel failed: sms"),
+            Event::delivered(&key, &c, sms, 1, Some("SM1".into())),
+            Event::read(&key, &c, sms, 1, Some("SM1".into())),
+            Event::clicked(&key, &c, sms),
+        ];
+        let names: Vec<EventName> = built.iter().map(|e| e.event).collect();
+        use EventName::*;
+        assert_eq!(
+            names,
+            [
+                Accepted,
+                Rejected,
+                Duplicate,
+                Sent,
+                ChannelFailed,
+                Exhausted,
+                Delivered,
+                Read,
+                Clicked
+            ]
+        );
+        for event in &built {
+            assert_eq!(event.revision, Some(2), "{:?}", event.event);
+        }
+        // Closing events name the invoice, not a revision: the store adds the latest.
+        for (event, name) in [
+            (Event::paid("acme", "INV-1", &c), Paid),
+            (Event::cancelled("acme", "INV-1", &c), Cancelled),
+        ] {
+            assert_eq!(event.event, name);
+            assert_eq!(event.invoice_id.as_deref(), Some("INV-1"));
+            assert_eq!(event.revision, None);
+        }
+    }
+
+    #[test]
     fn an_event_keeps_its_id_through_the_store_form() {
         let event = Event::bare(EventName::Rejected, &Correlation::default());
         let again: Event = serde_json::from_str(&serde_json::to_string(&event).unwrap()).unwrap();

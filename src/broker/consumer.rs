@@ -264,13 +264,12 @@ impl Job {
         Settle::Done
     }
 
-    /// Runs the dispatcher, keeping the delivery through store outages and
-    /// turning a handler that keeps crashing into a dead letter with its
-    /// reason before the broker's delivery limit drops it without one.
-    /// While the store is down the delivery is kept (unacked) and tried
-    /// again as the dispatcher's retry policy says, rather than requeued.
+    /// Runs the dispatcher, keeping the delivery (unacked) through store
+    /// outages as the retry policy says, and turning a handler that keeps
+    /// crashing into a dead letter with its reason before the broker's
+    /// delivery limit drops it without one.
     async fn handle(&self, incoming: Incoming, delivery: &Delivery) -> Disposition {
-        let policy = *self.dispatcher.retry_policy();
+        let policy = self.dispatcher.retry_policy();
         let mut pauses = policy.store_outage_backoff.pauses();
         let started = tokio::time::Instant::now();
         loop {
