@@ -1,6 +1,7 @@
-//! Admitting a message: parsing it, refusing what cannot be handled,
-//! keeping one handler per invoice (in this process and across instances)
-//! and storing the invoice, with its first send when that can go at once.
+//! Admitting a message: refusing what cannot be read or routed, closing
+//! paid and cancelled invoices, keeping one handler per invoice (in this
+//! process and across instances), and storing the invoice, with its first
+//! send when that can go at once.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
