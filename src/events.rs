@@ -123,8 +123,105 @@ pub struct Event {
     pub metadata: Option<serde_json::Value>,
 }
 
+/// One named constructor per event kind, so each kind is built the same way
+/// wherever it happens; builders add what varies (`metadata`, a `detail`).
 impl Event {
-    /// An event about `key`, stamped now.
+    /// The invoice was stored and routed; `routed` says by which rule where.
+    pub fn accepted(key: &InvoiceKey, correlation: &Correlation, routed: String) -> Event {
+        Event::about(EventName::Accepted, key, correlation).detail(routed)
+    }
+
+    /// The message was refused. It may not name its invoice (a body that did
+    /// not parse): add [`Event::for_invoice`] when it does.
+    pub fn rejected(correlation: &Correlation, reason: impl Into<String>) -> Event {
+        Event::bare(EventName::Rejected, correlation).detail(reason)
+    }
+
+    /// The same request was already handled, or is being handled.
+    pub fn duplicate(key: &InvoiceKey, correlation: &Correlation, why: impl Into<String>) -> Event {
+        Event::about(EventName::Duplicate, key, correlation).detail(why)
+    }
+
+    /// A channel's provider accepted the message on try `attempt`.
+    pub fn sent(
+        key: &InvoiceKey,
+        correlation: &Correlation,
+        channel: ChannelName,
+        attempt: u32,
+        provider_message_id: Option<String>,
+    ) -> Event {
+        Event::about(EventName::Sent, key, correlation)
+            .channel(channel, attempt)
+            .provider_message_id(provider_message_id)
+    }
+
+    /// A channel gave up on the invoice, before or after its provider took it.
+    pub fn channel_failed(
+        key: &InvoiceKey,
+        correlation: &Correlation,
+        channel: ChannelName,
+        attempt: u32,
+        detail: impl Into<String>,
+    ) -> Event {
+        Event::about(EventName::ChannelFailed, key, correlation)
+            .channel(channel, attempt)
+            .detail(detail)
+    }
+
+    /// Every routed channel failed.
+    pub fn exhausted(key: &InvoiceKey, correlation: &Correlation, detail: impl Into<String>) -> Event {
+        Event::about(EventName::Exhausted, key, correlation).detail(detail)
+    }
+
+    /// The provider reports the message delivered.
+    pub fn delivered(
+        key: &InvoiceKey,
+        correlation: &Correlation,
+        channel: ChannelName,
+        attempt: u32,
+        provider_message_id: Option<String>,
+    ) -> Event {
+        Event::about(EventName::Delivered, key, correlation)
+            .channel(channel, attempt)
+            .provider_message_id(provider_message_id)
+    }
+
+    /// The provider reports the message read.
+    pub fn read(
+        key: &InvoiceKey,
+        correlation: &Correlation,
+        channel: ChannelName,
+        attempt: u32,
+        provider_message_id: Option<String>,
+    ) -> Event {
+        Event::about(EventName::Read, key, correlation)
+            .channel(channel, attempt)
+            .provider_message_id(provider_message_id)
+    }
+
+    /// The customer opened the pay link from `channel`'s message, for the
+    /// first time.
+    pub fn clicked(key: &InvoiceKey, correlation: &Correlation, channel: ChannelName) -> Event {
+        Event::about(EventName::Clicked, key, correlation)
+            .channel(channel, 1)
+            .detail("first open of the pay link")
+    }
+
+    /// The invoice was paid. The store fills in the latest revision and the
+    /// channel that earned the payment.
+    pub fn paid(biller_id: &str, invoice_id: &str, correlation: &Correlation) -> Event {
+        Event::bare(EventName::Paid, correlation).for_ids(biller_id, invoice_id)
+    }
+
+    /// The biller cancelled the invoice. The store fills in the latest revision.
+    pub fn cancelled(biller_id: &str, invoice_id: &str, correlation: &Correlation) -> Event {
+        Event::bare(EventName::Cancelled, correlation).for_ids(biller_id, invoice_id)
+    }
+}
+
+impl Event {
+    /// An event of any kind about `key`, stamped now: what the named
+    /// constructors build on, and what tests that go through every kind use.
     pub fn about(event: EventName, key: &InvoiceKey, correlation: &Correlation) -> Event {
         Event {
             event,
@@ -135,7 +232,7 @@ impl Event {
         }
     }
 
-    /// An event that may not know its invoice (a message that did not parse).
+    /// An event of any kind that may not know its invoice.
     pub fn bare(event: EventName, correlation: &Correlation) -> Event {
         Event {
             event_id: new_event_id(),
@@ -153,6 +250,20 @@ impl Event {
             message_id: correlation.message_id.clone(),
             metadata: None,
         }
+    }
+
+    /// Names the invoice revision the event is about.
+    pub fn for_invoice(mut self, key: &InvoiceKey) -> Event {
+        self.biller_id = Some(key.biller_id.clone());
+        self.invoice_id = Some(key.invoice_id.clone());
+        self.revision = Some(key.revision);
+        self
+    }
+
+    fn for_ids(mut self, biller_id: &str, invoice_id: &str) -> Event {
+        self.biller_id = Some(biller_id.to_owned());
+        self.invoice_id = Some(invoice_id.to_owned());
+        self
     }
 
     pub fn channel(mut self, channel: ChannelName, attempt: u32) -> Event {
@@ -258,6 +369,56 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
         assert!(a[..12] <= b[..12]);
+    }
+
+    #[test]
+    fn each_kind_has_its_own_constructor() {
+        let key = InvoiceKey {
+            biller_id: "acme".into(),
+            invoice_id: "INV-1".into(),
+            revision: 2,
+        };
+        let c = Correlation::default();
+        let sms = ChannelName::Sms;
+        let built = [
+            Event::accepted(&key, &c, "routed by default: sms (fallback)".into()),
+            Event::rejected(&c, "bad").for_invoice(&key),
+            Event::duplicate(&key, &c, "already handled"),
+            Event::sent(&key, &c, sms, 1, Some("SM1".into())),
+            Event::channel_failed(&key, &c, sms, 3, "503"),
+            Event::exhausted(&key, &c, "every routed channel failed: sms"),
+            Event::delivered(&key, &c, sms, 1, Some("SM1".into())),
+            Event::read(&key, &c, sms, 1, Some("SM1".into())),
+            Event::clicked(&key, &c, sms),
+        ];
+        let names: Vec<EventName> = built.iter().map(|e| e.event).collect();
+        use EventName::*;
+        assert_eq!(
+            names,
+            [
+                Accepted,
+                Rejected,
+                Duplicate,
+                Sent,
+                ChannelFailed,
+                Exhausted,
+                Delivered,
+                Read,
+                Clicked
+            ]
+        );
+        for event in &built {
+            assert_eq!(event.revision, Some(2), "{:?}", event.event);
+        }
+        // Closing events name the invoice, not a revision: the store adds the latest.
+        for (event, name) in [
+            (Event::paid("acme", "INV-1", &c), Paid),
+            (Event::cancelled("acme", "INV-1", &c), Cancelled),
+        ] {
+            assert_eq!(event.event, name);
+            assert_eq!(event.invoice_id.as_deref(), Some("INV-1"));
+            assert_eq!(event.revision, None);
+        }
     }
 
     #[test]

@@ -175,9 +175,13 @@ fn events_validate_and_the_schema_holds_every_key_as_published() {
         revision: 2,
     };
     let correlation = payrelay::events::Correlation::default();
-    let event = payrelay::events::Event::about(payrelay::events::EventName::Sent, &key, &correlation)
-        .channel(payrelay::channels::ChannelName::Sms, 1)
-        .provider_message_id(Some("SM123".into()));
+    let event = payrelay::events::Event::sent(
+        &key,
+        &correlation,
+        payrelay::channels::ChannelName::Sms,
+        1,
+        Some("SM123".into()),
+    );
     let value = serde_json::to_value(&event).unwrap();
     assert!(violations(&schemas().event, &value).is_empty());
     let schema = committed("event.schema.json");

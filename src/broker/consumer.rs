@@ -23,17 +23,6 @@ use super::{timed, BrokerError, BrokerParts};
 use crate::dispatch::{Disposition, Incoming};
 use crate::events::Correlation;
 
-/// Pause before handing back a message that could not be dead-lettered.
-const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
-/// While the store is down a delivery is kept (unacked) and tried again
-/// with growing pauses up to this one, rather than requeued: requeueing
-/// would spend the quorum queue's delivery limit on an outage and
-/// dead-letter good invoices.
-const STORE_RETRY_MAX_PAUSE: Duration = Duration::from_secs(30);
-/// How long one delivery is kept through a store outage before it is handed
-/// back (well under the broker's 30-minute consumer timeout).
-const STORE_RETRY_FOR: Duration = Duration::from_secs(10 * 60);
-
 pub(super) async fn consume(
     connection: &Connection,
     parts: &BrokerParts,
@@ -264,7 +253,7 @@ impl Job {
                 }
                 Err(e) => {
                     warn!(error = %e, "could not dead-letter a message; it goes back to the queue");
-                    tokio::time::sleep(REQUEUE_PAUSE).await;
+                    tokio::time::sleep(self.dispatcher.retry_policy().requeue_pause).await;
                     settle(delivery.acker.nack(requeue())).await;
                 }
             },
@@ -273,11 +262,13 @@ impl Job {
         Settle::Done
     }
 
-    /// Runs the dispatcher, keeping the delivery through store outages and
-    /// turning a handler that keeps crashing into a dead letter with its
-    /// reason before the broker's delivery limit drops it without one.
+    /// Runs the dispatcher, keeping the delivery (unacked) through store
+    /// outages as the retry policy says, and turning a handler that keeps
+    /// crashing into a dead letter with its reason before the broker's
+    /// delivery limit drops it without one.
     async fn handle(&self, incoming: Incoming, delivery: &Delivery) -> Disposition {
-        let mut pause = Duration::from_millis(500);
+        let policy = self.dispatcher.retry_policy();
+        let mut pauses = policy.store_outage_backoff.pauses();
         let started = tokio::time::Instant::now();
         loop {
             let handled = AssertUnwindSafe(self.dispatcher.handle(incoming.clone()))
@@ -289,15 +280,15 @@ impl Job {
             };
             match disposition {
                 Disposition::Requeue { error } => {
-                    if self.give_up.is_cancelled() || started.elapsed() > STORE_RETRY_FOR {
+                    if self.give_up.is_cancelled() || started.elapsed() > policy.store_outage_for {
                         return Disposition::Requeue { error };
                     }
+                    let pause = pauses.next_pause();
                     warn!(error = %error, retry_in_ms = pause.as_millis() as u64, "store unavailable; keeping the message and trying again");
                     tokio::select! {
                         _ = self.give_up.cancelled() => return Disposition::Requeue { error },
                         _ = tokio::time::sleep(pause) => {}
                     }
-                    pause = (pause * 2).min(STORE_RETRY_MAX_PAUSE);
                 }
                 other => return other,
             }
@@ -313,14 +304,11 @@ impl Job {
             return Disposition::Requeue { error: panic };
         }
         let reason = format!("payrelay failed to handle this message {deliveries} times; last error: {panic}");
-        let event = crate::events::Event::bare(
-            crate::events::EventName::Rejected,
-            &Correlation {
-                correlation_id: delivery.properties.correlation_id().as_ref().map(|s| s.to_string()),
-                message_id: delivery.properties.message_id().as_ref().map(|s| s.to_string()),
-            },
-        )
-        .detail(reason.clone());
+        let correlation = Correlation {
+            correlation_id: delivery.properties.correlation_id().as_ref().map(|s| s.to_string()),
+            message_id: delivery.properties.message_id().as_ref().map(|s| s.to_string()),
+        };
+        let event = crate::events::Event::rejected(&correlation, reason.clone());
         Disposition::DeadLetter {
             reason,
             event: Box::new(event),

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::BrokerConfig;
+use crate::dispatch::retry::{Pauses, RetryPolicy};
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -147,46 +148,38 @@ pub struct BrokerParts {
     pub ready: Arc<AtomicBool>,
 }
 
-/// The first pause before reconnecting, doubled after each failed attempt.
-const BACKOFF_FIRST: Duration = Duration::from_millis(250);
-/// The longest pause between reconnection attempts.
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// A connection that stayed ready this long was a working one: after it
-/// fails, reconnecting starts again from [`BACKOFF_FIRST`].
-const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
-
-/// Pauses between reconnection attempts: doubling from [`BACKOFF_FIRST`]
-/// up to [`BACKOFF_MAX`], and back to the start once a connection has
-/// worked for a while, so a later outage is not met with the long pauses
-/// that ended an earlier one (while a connection that fails right after
-/// its topology, again and again, still backs off).
+/// Pauses between reconnection attempts, as the retry policy's
+/// `reconnect_backoff` doubles them, back to the start once a connection
+/// has worked for `reconnect_reset_after`, so a later outage is not met with
+/// the long pauses that ended an earlier one (while a connection that fails
+/// right after its topology, again and again, still backs off).
 #[derive(Debug)]
 struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff { next: BACKOFF_FIRST }
-    }
+    pauses: Pauses,
+    reset_after: Duration,
 }
 
 impl Backoff {
+    fn new(policy: &RetryPolicy) -> Backoff {
+        Backoff {
+            pauses: policy.reconnect_backoff.pauses(),
+            reset_after: policy.reconnect_reset_after,
+        }
+    }
+
     /// The pause after a failure; `ready_for` is how long the connection
     /// that failed had been ready (zero when it never got there).
     fn after_failure(&mut self, ready_for: Duration) -> Duration {
-        if ready_for >= BACKOFF_RESET_AFTER {
-            self.next = BACKOFF_FIRST;
+        if ready_for >= self.reset_after {
+            self.pauses.reset();
         }
-        let pause = self.next;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
-        pause
+        self.pauses.next_pause()
     }
 }
 
 /// Runs until `shutdown` is cancelled, reconnecting after failures.
 pub async fn run(parts: BrokerParts, shutdown: CancellationToken) {
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::new(parts.dispatcher.retry_policy());
     while !shutdown.is_cancelled() {
         let mut ready_since = None;
         match run_connected(&parts, &shutdown, &mut ready_since).await {
@@ -332,7 +325,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
-        let mut b = Backoff::default();
+        let mut b = Backoff::new(&RetryPolicy::STANDARD);
         let pauses: Vec<Duration> = (0..8).map(|_| b.after_failure(Duration::ZERO)).collect();
         assert_eq!(
             pauses,
@@ -351,7 +344,7 @@ mod tests {
 
     #[test]
     fn backoff_starts_again_after_a_connection_that_worked() {
-        let mut b = Backoff::default();
+        let mut b = Backoff::new(&RetryPolicy::STANDARD);
         for _ in 0..6 {
             b.after_failure(Duration::ZERO);
         }

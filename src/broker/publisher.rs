@@ -28,8 +28,6 @@ const BATCH: u32 = 500;
 /// idle instance renews its outbox lease, which must stay well above it
 /// (`store::postgres::OUTBOX_LEASE`).
 const IDLE_POLL: Duration = Duration::from_millis(250);
-/// Pause before asking a failing store again.
-const STORE_RETRY: Duration = Duration::from_secs(1);
 
 pub(super) struct EventPublisher {
     channel: Channel,
@@ -37,6 +35,9 @@ pub(super) struct EventPublisher {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     signal: Arc<Notify>,
+    /// Pause before asking a failing store again, or publishing refused
+    /// events again (the retry policy's `outbox_pause`).
+    pause: Duration,
 }
 
 impl EventPublisher {
@@ -49,6 +50,7 @@ impl EventPublisher {
             store: parts.store.clone(),
             metrics: parts.metrics.clone(),
             signal: parts.outbox_signal.clone(),
+            pause: parts.dispatcher.retry_policy().outbox_pause,
         })
     }
 
@@ -77,7 +79,7 @@ impl EventPublisher {
                     if stop.is_cancelled() {
                         return Err(e.into());
                     }
-                    tokio::time::sleep(STORE_RETRY).await;
+                    tokio::time::sleep(self.pause).await;
                     continue;
                 }
                 confirmed.clear();
@@ -89,7 +91,7 @@ impl EventPublisher {
                     if stop.is_cancelled() {
                         return Err(e.into());
                     }
-                    tokio::time::sleep(STORE_RETRY).await;
+                    tokio::time::sleep(self.pause).await;
                     continue;
                 }
             };
@@ -151,7 +153,7 @@ impl EventPublisher {
             confirmed = done;
             if refused > 0 {
                 warn!(refused, "the broker refused events; trying again shortly");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(self.pause).await;
             }
         }
     }

@@ -6,7 +6,7 @@ use axum::response::{Html, IntoResponse, Response};
 use tracing::info;
 
 use super::{message_page, AppError, AppState};
-use crate::events::{Event, EventName};
+use crate::events::Event;
 use crate::paylink;
 use crate::render;
 use crate::store::{PaylinkRecord, Status};
@@ -55,10 +55,8 @@ pub(super) async fn show(State(state): State<AppState>, Path(token): Path<String
         LinkState::Open(r) => (r, "open"),
         LinkState::Paid(r) => (r, "paid"),
     };
-    let click = Event::about(EventName::Clicked, &record.key, &record.correlation)
-        .channel(record.channel, 1)
-        .detail("first open of the pay link")
-        .metadata(record.invoice.metadata.clone());
+    let click =
+        Event::clicked(&record.key, &record.correlation, record.channel).metadata(record.invoice.metadata.clone());
     let clicks = state.store.record_click(&paylink::token_hash(&token), &click).await?;
     state.metrics.click();
     if clicks == 1 {

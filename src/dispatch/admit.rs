@@ -1,0 +1,262 @@
+//! Admitting a message: refusing what cannot be read or routed, closing
+//! paid and cancelled invoices, keeping one handler per invoice (in this
+//! process and across instances), and storing the invoice, with its first
+//! send when that can go at once.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use tracing::info;
+
+use super::send::Started;
+use super::{Dispatcher, Disposition, Incoming, CLAIM_IDLE};
+use crate::events::{Correlation, Event};
+use crate::invoice::{Invoice, InvoiceKey, Rejected};
+use crate::router::{self, Plan};
+use crate::store::{AttemptRecord, Begin, Status, StoreError};
+
+/// Marks an invoice this process owns as interrupted unless its handling
+/// ends well (see `Dispatcher::interrupted`).
+struct Ownership<'a> {
+    set: &'a Mutex<HashSet<InvoiceKey>>,
+    key: InvoiceKey,
+    owned: bool,
+    finished: bool,
+}
+
+impl Drop for Ownership<'_> {
+    fn drop(&mut self) {
+        if self.owned && !self.finished {
+            if let Ok(mut set) = self.set.lock() {
+                set.insert(self.key.clone());
+            }
+        }
+    }
+}
+
+/// Removes a key from the in-flight set however handling ends.
+pub(super) struct InFlight<'a> {
+    set: &'a Mutex<HashSet<InvoiceKey>>,
+    key: InvoiceKey,
+}
+
+impl<'a> InFlight<'a> {
+    /// Marks `key` in flight; `None` when it already is.
+    pub(super) fn enter(set: &'a Mutex<HashSet<InvoiceKey>>, key: &InvoiceKey) -> Option<InFlight<'a>> {
+        let first = set.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone());
+        first.then(|| InFlight { set, key: key.clone() })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.key);
+        }
+    }
+}
+
+/// What admitting an invoice decided.
+enum Admitted {
+    /// This handler owns the invoice: go on with the attempts already recorded.
+    Deliver(Vec<AttemptRecord>),
+    /// Nothing to send (a duplicate, a stale revision, a closed invoice).
+    Done(Disposition),
+}
+
+impl Dispatcher {
+    pub(super) fn dead_letter(&self, rejected: Rejected, correlation: &Correlation) -> Disposition {
+        let reason = rejected.to_string();
+        info!(reason = %crate::redact::text(&reason), "invoice rejected");
+        self.metrics.invoice("rejected");
+        let mut event = Event::rejected(correlation, reason.clone());
+        event.biller_id = rejected.biller_id;
+        event.invoice_id = rejected.invoice_id;
+        event.revision = rejected.revision;
+        Disposition::DeadLetter {
+            reason,
+            event: Box::new(event),
+        }
+    }
+
+    /// Closes every revision of an invoice as paid or cancelled, once: the
+    /// event is published the first time only. Returns whether this call
+    /// closed it.
+    pub async fn close_invoice(
+        &self,
+        biller_id: &str,
+        invoice_id: &str,
+        status: Status,
+        correlation: &Correlation,
+    ) -> Result<bool, StoreError> {
+        let event = if status == Status::Paid {
+            Event::paid(biller_id, invoice_id, correlation)
+        } else {
+            Event::cancelled(biller_id, invoice_id, correlation)
+        };
+        let first = self.store.close(biller_id, invoice_id, status, &event).await?;
+        info!(biller_id, invoice_id, status = status.as_str(), first, "invoice closed");
+        self.metrics.invoice(status.as_str());
+        self.outbox_signal.notify_one();
+        Ok(first)
+    }
+
+    pub(super) async fn payment_request(
+        &self,
+        invoice: Invoice,
+        incoming: &Incoming,
+    ) -> Result<Disposition, StoreError> {
+        let correlation = &incoming.correlation;
+        let plan = router::route(&invoice, &self.config, self.clock.today());
+        if plan.channels.is_empty() {
+            return Ok(self.dead_letter(unroutable(&invoice, &plan), correlation));
+        }
+        let Some(_in_flight) = InFlight::enter(&self.in_flight, &invoice.key) else {
+            let why = "the same request is being handled right now";
+            return self.duplicate(&invoice, correlation, why).await;
+        };
+        let ours = self
+            .interrupted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&invoice.key);
+        let mut ownership = Ownership {
+            set: &self.interrupted,
+            key: invoice.key.clone(),
+            owned: ours,
+            finished: false,
+        };
+        let (begun, started) = self.begin(&invoice, &plan, correlation).await?;
+        let done = match self.admit(begun, &invoice, incoming, ours).await? {
+            Admitted::Deliver(done) => done,
+            Admitted::Done(disposition) => return Ok(disposition),
+        };
+        ownership.owned = true;
+        self.deliver(&invoice, &plan, &done, started, correlation).await?;
+        ownership.finished = true;
+        Ok(Disposition::Ack)
+    }
+
+    /// Stores the invoice with its `accepted` event. The first send is
+    /// recorded with it when it can go now: not in quiet hours, and with a
+    /// place free under its rate limits (one store round trip less per
+    /// invoice). Otherwise delivery holds it or waits for its turn.
+    async fn begin(
+        &self,
+        invoice: &Invoice,
+        plan: &Plan,
+        correlation: &Correlation,
+    ) -> Result<(Begin, Option<Started>), StoreError> {
+        let accepted = Event::accepted(&invoice.key, correlation, routed_by(plan)).metadata(invoice.metadata.clone());
+        let first = plan.channels[0];
+        let slot = match self.quiet_until(invoice, first) {
+            None => self.channels.try_pace(first).await,
+            Some(_) => None,
+        };
+        let Some(slot) = slot else {
+            return Ok((self.store.begin(invoice, correlation, &accepted).await?, None));
+        };
+        let outgoing = self.prepare_send(invoice, first);
+        let (begun, attempt) = self
+            .store
+            .begin_with_attempt(invoice, correlation, &accepted, first, &outgoing.paylink)
+            .await?;
+        let started = attempt.map(|attempt_id| Started {
+            attempt_id,
+            outgoing,
+            slot,
+        });
+        Ok((begun, started))
+    }
+
+    /// Decides from what the store knew of the invoice whether this handler
+    /// goes on with it.
+    async fn admit(
+        &self,
+        begun: Begin,
+        invoice: &Invoice,
+        incoming: &Incoming,
+        ours: bool,
+    ) -> Result<Admitted, StoreError> {
+        let correlation = &incoming.correlation;
+        let refused = match begun {
+            Begin::New => return Ok(Admitted::Deliver(Vec::new())),
+            Begin::Resume { attempts } => {
+                if self.take_over(&invoice.key, incoming.redelivered || ours).await? {
+                    info!(
+                        redelivered = incoming.redelivered,
+                        "resuming an invoice whose handling was interrupted"
+                    );
+                    return Ok(Admitted::Deliver(attempts));
+                }
+                let why = "the same request is being handled by another instance";
+                return Ok(Admitted::Done(self.duplicate(invoice, correlation, why).await?));
+            }
+            Begin::Duplicate { status } => {
+                let why = format!("already handled (status {})", status.as_str());
+                return Ok(Admitted::Done(self.duplicate(invoice, correlation, &why).await?));
+            }
+            Begin::Stale { latest } => {
+                self.metrics.invoice("stale");
+                format!("stale revision: revision {latest} is already known")
+            }
+            Begin::Closed { status } => {
+                self.metrics.invoice("closed");
+                format!("the invoice is already {}", status.as_str())
+            }
+        };
+        let event = Event::rejected(correlation, refused)
+            .for_invoice(&invoice.key)
+            .metadata(invoice.metadata.clone());
+        self.store.record_event(&event).await?;
+        Ok(Admitted::Done(Disposition::Ack))
+    }
+
+    /// Claims an unfinished invoice. A redelivered message lost its handler
+    /// (a crash, a closed channel): take the invoice over at once; so does
+    /// this process's own retry after a store error. A fresh copy of a
+    /// message whose invoice is still moving is being handled by another
+    /// instance; if that one dies, its own message comes back redelivered,
+    /// or the scheduler reclaims the idle invoice.
+    async fn take_over(&self, key: &InvoiceKey, at_once: bool) -> Result<bool, StoreError> {
+        let idle_ms = if at_once { 0 } else { CLAIM_IDLE.as_millis() as i64 };
+        self.store.claim(key, self.clock.now_ms(), idle_ms).await
+    }
+
+    pub(super) async fn duplicate(
+        &self,
+        invoice: &Invoice,
+        correlation: &Correlation,
+        why: &str,
+    ) -> Result<Disposition, StoreError> {
+        info!(why, "duplicate invoice");
+        self.metrics.invoice("duplicate");
+        let event = Event::duplicate(&invoice.key, correlation, why).metadata(invoice.metadata.clone());
+        self.store.record_event(&event).await?;
+        Ok(Disposition::Ack)
+    }
+}
+
+/// The refusal of an invoice no enabled channel can reach.
+fn unroutable(invoice: &Invoice, plan: &Plan) -> Rejected {
+    let reasons: Vec<String> = plan.skipped.iter().map(|(c, why)| format!("{c}: {why}")).collect();
+    Rejected {
+        problems: vec![format!(
+            "no contact that any enabled channel can reach ({})",
+            reasons.join("; ")
+        )],
+        biller_id: Some(invoice.key.biller_id.clone()),
+        invoice_id: Some(invoice.key.invoice_id.clone()),
+        revision: Some(invoice.key.revision),
+    }
+}
+
+/// The `accepted` event's detail: which rule routed it where.
+fn routed_by(plan: &Plan) -> String {
+    format!(
+        "routed by {}: {} ({})",
+        plan.decided_by,
+        super::join_names(&plan.channels),
+        plan.strategy
+    )
+}

@@ -1,0 +1,588 @@
+//! The dispatcher's outcomes, one by one, on a manual clock, stub channels
+//! and a real SQLite store in a temporary folder.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use governor::Quota;
+use tokio::sync::Notify;
+
+use super::retry::{Backoff, RetryPolicy};
+use super::{Dispatcher, Disposition, Incoming};
+use crate::channels::{
+    BreakerPolicy, Channel, ChannelMessage, ChannelName, DeliveryStatus, Prepared, Receipt, Registry, Request,
+    SendError, StatusReport,
+};
+use crate::clock::{Clock, ManualClock};
+use crate::config::Config;
+use crate::events::{Correlation, Event, EventName};
+use crate::invoice::InvoiceKey;
+use crate::metrics::Metrics;
+use crate::render::{RenderError, Templates};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{AttemptState, Status, Store};
+
+/// 2026-11-20T12:00:00Z: a Friday noon, outside any quiet hours.
+const NOON: i64 = 1_795_176_000_000;
+const HOUR: i64 = 3_600_000;
+
+/// What a stub channel answers to one send.
+enum Reply {
+    Accept,
+    Fail(SendError),
+    /// The customer pays the invoice while the provider refuses the message.
+    PaidMeanwhile(SendError),
+}
+
+/// A channel that answers from a script (then accepts everything) and
+/// counts its sends.
+struct Stub {
+    name: ChannelName,
+    replies: Mutex<VecDeque<Reply>>,
+    sends: Arc<AtomicU32>,
+    store: Arc<dyn Store>,
+}
+
+#[derive(Debug)]
+struct Text(String);
+
+impl ChannelMessage for Text {
+    fn parts(&self) -> Vec<(&'static str, Cow<'_, str>)> {
+        vec![("text", Cow::Borrowed(self.0.as_str()))]
+    }
+}
+
+#[async_trait]
+impl Channel for Stub {
+    fn name(&self) -> ChannelName {
+        self.name
+    }
+
+    fn prepare(&self, request: &Request<'_>, _: &Templates) -> Result<Prepared, RenderError> {
+        Ok(Prepared::new(
+            self.name,
+            request.to,
+            Text(format!("pay at {}", request.token)),
+        ))
+    }
+
+    async fn send(&self, _: &Prepared) -> Result<Receipt, SendError> {
+        let n = self.sends.fetch_add(1, Ordering::SeqCst) + 1;
+        let reply = self.replies.lock().unwrap().pop_front().unwrap_or(Reply::Accept);
+        match reply {
+            Reply::Accept => Ok(Receipt {
+                provider_message_id: Some(format!("{}-{n}", self.name)),
+            }),
+            Reply::Fail(e) => Err(e),
+            Reply::PaidMeanwhile(e) => {
+                let paid = Event::paid("acme", "INV-1", &Correlation::default());
+                self.store.close("acme", "INV-1", Status::Paid, &paid).await.unwrap();
+                Err(e)
+            }
+        }
+    }
+}
+
+fn permanent() -> SendError {
+    SendError::Permanent {
+        code: Some("21211".into()),
+        reason: "invalid number".into(),
+    }
+}
+
+fn transient() -> SendError {
+    SendError::Transient {
+        code: None,
+        reason: "503".into(),
+        retry_after: None,
+    }
+}
+
+fn misconfigured() -> SendError {
+    SendError::Misconfigured {
+        code: Some("20003".into()),
+        reason: "bad credentials".into(),
+    }
+}
+
+/// A dispatcher over stub SMS and email channels, routing by `routing`
+/// (the body of `[routing]`).
+struct World {
+    dispatcher: Arc<Dispatcher>,
+    store: Arc<SqliteStore>,
+    clock: Arc<ManualClock>,
+    sms: Arc<AtomicU32>,
+    email: Arc<AtomicU32>,
+    _dir: tempfile::TempDir,
+}
+
+fn config(routing: &str, dir: &std::path::Path) -> Config {
+    let toml = format!(
+        r#"
+[broker]
+url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+
+[store]
+url = "sqlite://payrelay.db"
+
+[http]
+listen = "127.0.0.1:0"
+public_base_url = "https://pay.example"
+admin_token = "admin-token-for-tests"
+
+[billers.acme]
+name = "ACME Energy"
+checkout_url = "https://pay.example/c?inv={{invoice_id}}&t={{token}}"
+default_locale = "es-MX"
+webhook_secret = "webhook-secret-for-tests"
+
+[channels.email]
+transport = "smtp"
+smtp_url = "smtp://127.0.0.1:2525"
+from = "ACME Billing <billing@acme.example>"
+
+[channels.sms]
+provider = "twilio"
+base_url = "http://127.0.0.1:9"
+account_sid = "ACtest"
+auth_token = "twilio-token-for-tests"
+from = "+15005550006"
+
+[routing]
+respect_preferences = false
+{routing}
+"#
+    );
+    Config::from_toml(&toml, dir, &|_| None).unwrap_or_else(|problems| panic!("{problems:#?}"))
+}
+
+impl World {
+    async fn new(routing: &str, sms: Vec<Reply>, email: Vec<Reply>) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::at_ms(NOON));
+        let path = dir.path().join("payrelay.db");
+        let store = Arc::new(SqliteStore::open(path.to_str().unwrap(), clock.clone()).await.unwrap());
+        let mut registry = Registry::empty(BreakerPolicy {
+            failures: 5,
+            pause: Duration::from_millis(150),
+        });
+        let mut stub = |name, replies: Vec<Reply>| {
+            let sends = Arc::new(AtomicU32::new(0));
+            let channel = Stub {
+                name,
+                replies: Mutex::new(replies.into()),
+                sends: sends.clone(),
+                store: store.clone(),
+            };
+            registry.insert(Box::new(channel), Quota::per_second(NonZeroU32::new(1000).unwrap()));
+            sends
+        };
+        let sms = stub(ChannelName::Sms, sms);
+        let email = stub(ChannelName::Email, email);
+        let dispatcher = Dispatcher::new(
+            Arc::new(config(routing, dir.path())),
+            store.clone(),
+            Arc::new(registry),
+            Arc::new(Templates::load(None).unwrap()),
+            Arc::new(Metrics::new()),
+            Arc::new(Notify::new()),
+            clock.clone(),
+        )
+        .with_retry_policy(RetryPolicy {
+            send_backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(2)),
+            ..RetryPolicy::STANDARD
+        });
+        World {
+            dispatcher: Arc::new(dispatcher),
+            store,
+            clock,
+            sms,
+            email,
+            _dir: dir,
+        }
+    }
+
+    async fn receive(&self, invoice_id: &str, revision: i64) -> Disposition {
+        let body = serde_json::json!({
+            "kind": "payment_request",
+            "invoice_id": invoice_id,
+            "biller_id": "acme",
+            "revision": revision,
+            "amount": "1234.50",
+            "currency": "MXN",
+            "due_date": "2026-12-01",
+            "customer": {
+                "name": "María López",
+                "email": "maria@example.com",
+                "phone": "+5215512345678",
+                "locale": "es-MX",
+                "timezone": "UTC"
+            },
+            "metadata": {"erp_doc": "4711"}
+        });
+        let incoming = Incoming {
+            body: serde_json::to_vec(&body).unwrap(),
+            correlation: Correlation {
+                correlation_id: Some(format!("corr-{invoice_id}")),
+                message_id: None,
+            },
+            redelivered: false,
+        };
+        self.dispatcher.handle(incoming).await
+    }
+
+    async fn status(&self, invoice_id: &str) -> Status {
+        self.store.invoice(&key(invoice_id)).await.unwrap().unwrap().status
+    }
+
+    /// The attempts recorded for the invoice: channel and how each ended.
+    async fn attempts(&self, invoice_id: &str) -> Vec<(ChannelName, AttemptState)> {
+        let stored = self.store.invoice(&key(invoice_id)).await.unwrap().unwrap();
+        stored.attempts.iter().map(|a| (a.channel, a.state)).collect()
+    }
+
+    /// The events queued for billers about the invoice, in order.
+    async fn events(&self, invoice_id: &str) -> Vec<Event> {
+        let entries = self.store.outbox(1000).await.unwrap();
+        entries
+            .iter()
+            .map(|e| serde_json::from_str::<Event>(&e.json).unwrap())
+            .filter(|e| e.invoice_id.as_deref() == Some(invoice_id))
+            .collect()
+    }
+
+    async fn event_names(&self, invoice_id: &str) -> Vec<EventName> {
+        self.events(invoice_id).await.iter().map(|e| e.event).collect()
+    }
+}
+
+fn key(invoice_id: &str) -> InvoiceKey {
+    InvoiceKey {
+        biller_id: "acme".into(),
+        invoice_id: invoice_id.into(),
+        revision: 1,
+    }
+}
+
+const SMS_THEN_EMAIL: &str = r#"default = ["sms", "email"]"#;
+
+#[tokio::test]
+async fn an_invoice_is_sent_on_its_first_channel() {
+    let world = World::new(SMS_THEN_EMAIL, vec![], vec![]).await;
+    assert_eq!(world.receive("INV-1", 1).await, Disposition::Ack);
+
+    assert_eq!(world.status("INV-1").await, Status::Sent);
+    assert_eq!(world.attempts("INV-1").await, [(ChannelName::Sms, AttemptState::Sent)]);
+    let events = world.events("INV-1").await;
+    assert_eq!(
+        events.iter().map(|e| e.event).collect::<Vec<_>>(),
+        [EventName::Accepted, EventName::Sent]
+    );
+    let sent = &events[1];
+    assert_eq!(sent.channel, Some(ChannelName::Sms));
+    assert_eq!(sent.attempt, Some(1));
+    assert_eq!(sent.provider_message_id.as_deref(), Some("sms-1"));
+    assert_eq!(sent.correlation_id.as_deref(), Some("corr-INV-1"));
+    assert_eq!(sent.metadata, Some(serde_json::json!({"erp_doc": "4711"})));
+    assert_eq!(world.email.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_permanent_failure_falls_back_to_the_next_channel() {
+    let world = World::new(SMS_THEN_EMAIL, vec![Reply::Fail(permanent())], vec![]).await;
+    world.receive("INV-1", 1).await;
+
+    assert_eq!(world.status("INV-1").await, Status::Sent);
+    assert_eq!(
+        world.attempts("INV-1").await,
+        [
+            (ChannelName::Sms, AttemptState::Failed),
+            (ChannelName::Email, AttemptState::Sent)
+        ]
+    );
+    let events = world.events("INV-1").await;
+    assert_eq!(
+        events.iter().map(|e| e.event).collect::<Vec<_>>(),
+        [EventName::Accepted, EventName::ChannelFailed, EventName::Sent]
+    );
+    assert!(events[1].detail.as_deref().unwrap().contains("invalid number"));
+    assert_eq!(events[2].channel, Some(ChannelName::Email));
+}
+
+#[tokio::test]
+async fn an_invoice_every_channel_refuses_is_exhausted() {
+    let world = World::new(
+        SMS_THEN_EMAIL,
+        vec![Reply::Fail(permanent())],
+        vec![Reply::Fail(permanent())],
+    )
+    .await;
+    world.receive("INV-1", 1).await;
+
+    assert_eq!(world.status("INV-1").await, Status::Exhausted);
+    assert_eq!(
+        world.event_names("INV-1").await,
+        [
+            EventName::Accepted,
+            EventName::ChannelFailed,
+            EventName::ChannelFailed,
+            EventName::Exhausted
+        ]
+    );
+    let exhausted = world.events("INV-1").await.pop().unwrap();
+    assert_eq!(
+        exhausted.detail.as_deref(),
+        Some("every routed channel failed: sms, email")
+    );
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_tried_again_on_the_same_channel() {
+    let world = World::new(SMS_THEN_EMAIL, vec![Reply::Fail(transient())], vec![]).await;
+    world.receive("INV-1", 1).await;
+
+    assert_eq!(world.status("INV-1").await, Status::Sent);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 2);
+    assert_eq!(world.email.load(Ordering::SeqCst), 0);
+    let sent = world.events("INV-1").await.pop().unwrap();
+    assert_eq!((sent.event, sent.attempt), (EventName::Sent, Some(2)));
+}
+
+#[tokio::test]
+async fn transient_failures_give_up_on_a_channel_after_its_tries() {
+    let failures = (0..3).map(|_| Reply::Fail(transient())).collect();
+    let world = World::new(SMS_THEN_EMAIL, failures, vec![]).await;
+    world.receive("INV-1", 1).await;
+
+    assert_eq!(world.sms.load(Ordering::SeqCst), 3);
+    let events = world.events("INV-1").await;
+    assert_eq!(
+        (events[1].event, events[1].attempt),
+        (EventName::ChannelFailed, Some(3))
+    );
+    assert_eq!(events[2].channel, Some(ChannelName::Email));
+}
+
+#[tokio::test]
+async fn a_paused_channel_is_skipped_when_another_can_take_over() {
+    let world = World::new(SMS_THEN_EMAIL, vec![Reply::Fail(misconfigured())], vec![]).await;
+    world.receive("INV-1", 1).await;
+    // The misconfigured answer paused SMS; the next invoice does not wait for it.
+    world.receive("INV-2", 1).await;
+
+    assert_eq!(world.sms.load(Ordering::SeqCst), 1);
+    assert_eq!(world.status("INV-2").await, Status::Sent);
+    let events = world.events("INV-2").await;
+    assert_eq!(
+        events.iter().map(|e| e.event).collect::<Vec<_>>(),
+        [EventName::Accepted, EventName::ChannelFailed, EventName::Sent]
+    );
+    assert!(
+        events[1].detail.as_deref().unwrap().contains("paused"),
+        "{:?}",
+        events[1]
+    );
+    assert_eq!(events[2].channel, Some(ChannelName::Email));
+}
+
+#[tokio::test]
+async fn a_paused_channel_is_waited_for_when_it_is_the_last() {
+    let world = World::new(r#"default = ["sms"]"#, vec![Reply::Fail(misconfigured())], vec![]).await;
+    world.receive("INV-1", 1).await;
+    assert_eq!(world.status("INV-1").await, Status::Exhausted);
+
+    let started = std::time::Instant::now();
+    world.receive("INV-2", 1).await;
+
+    assert!(
+        started.elapsed() >= Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(world.sms.load(Ordering::SeqCst), 2);
+    assert_eq!(world.status("INV-2").await, Status::Sent);
+    assert_eq!(world.event_names("INV-2").await, [EventName::Accepted, EventName::Sent]);
+}
+
+#[tokio::test]
+async fn an_invoice_paid_before_its_next_send_sends_nothing_more() {
+    let world = World::new(SMS_THEN_EMAIL, vec![Reply::PaidMeanwhile(permanent())], vec![]).await;
+    world.receive("INV-1", 1).await;
+
+    assert_eq!(world.status("INV-1").await, Status::Paid);
+    assert_eq!(world.email.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        world.attempts("INV-1").await,
+        [(ChannelName::Sms, AttemptState::Failed)]
+    );
+    assert_eq!(
+        world.event_names("INV-1").await,
+        [EventName::Accepted, EventName::Paid, EventName::ChannelFailed]
+    );
+}
+
+#[tokio::test]
+async fn quiet_hours_hold_an_invoice_until_the_window_opens_then_it_is_sent() {
+    let routing = "default = [\"sms\"]\nquiet_hours = \"21:00-08:00\"";
+    let world = World::new(routing, vec![], vec![]).await;
+    let late_evening = NOON + 11 * HOUR;
+    let next_morning = NOON + 20 * HOUR;
+    world.clock.set_ms(late_evening);
+    world.receive("INV-1", 1).await;
+
+    assert_eq!(world.status("INV-1").await, Status::Accepted);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 0);
+    assert_eq!(world.store.next_hold().await.unwrap(), Some(next_morning));
+    assert!(world
+        .store
+        .due_holds(world.clock.now_ms(), 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    world.clock.set_ms(next_morning);
+    let due = world.store.due_holds(world.clock.now_ms(), 10).await.unwrap();
+    assert_eq!(due, [key("INV-1")]);
+    world.dispatcher.resume(&due[0]).await.unwrap();
+
+    assert_eq!(world.status("INV-1").await, Status::Sent);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 1);
+    assert_eq!(world.event_names("INV-1").await, [EventName::Accepted, EventName::Sent]);
+}
+
+#[tokio::test]
+async fn a_second_copy_of_a_handled_request_is_a_duplicate() {
+    let world = World::new(SMS_THEN_EMAIL, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    assert_eq!(world.receive("INV-1", 1).await, Disposition::Ack);
+
+    assert_eq!(world.sms.load(Ordering::SeqCst), 1);
+    let duplicate = world.events("INV-1").await.pop().unwrap();
+    assert_eq!(duplicate.event, EventName::Duplicate);
+    assert_eq!(duplicate.detail.as_deref(), Some("already handled (status sent)"));
+}
+
+#[tokio::test]
+async fn an_older_revision_than_one_already_known_is_rejected_as_stale() {
+    let world = World::new(SMS_THEN_EMAIL, vec![], vec![]).await;
+    world.receive("INV-1", 2).await;
+    assert_eq!(world.receive("INV-1", 1).await, Disposition::Ack);
+
+    assert_eq!(world.sms.load(Ordering::SeqCst), 1);
+    let stale = world.events("INV-1").await.pop().unwrap();
+    assert_eq!((stale.event, stale.revision), (EventName::Rejected, Some(1)));
+    assert_eq!(
+        stale.detail.as_deref(),
+        Some("stale revision: revision 2 is already known")
+    );
+}
+
+#[tokio::test]
+async fn a_message_that_is_not_an_invoice_is_dead_lettered_with_its_reason() {
+    let world = World::new(SMS_THEN_EMAIL, vec![], vec![]).await;
+    let incoming = Incoming {
+        body: b"not json".to_vec(),
+        correlation: Correlation::default(),
+        redelivered: false,
+    };
+    let Disposition::DeadLetter { reason, event } = world.dispatcher.handle(incoming).await else {
+        panic!("not dead-lettered");
+    };
+    assert_eq!(event.event, EventName::Rejected);
+    assert_eq!(event.detail.as_deref(), Some(reason.as_str()));
+    assert_eq!(event.biller_id, None);
+}
+
+#[tokio::test]
+async fn a_held_invoice_paid_before_its_window_opens_is_not_sent() {
+    let routing = "default = [\"sms\"]\nquiet_hours = \"21:00-08:00\"";
+    let world = World::new(routing, vec![], vec![]).await;
+    world.clock.set_ms(NOON + 11 * HOUR);
+    world.receive("INV-1", 1).await;
+    let paid = world
+        .dispatcher
+        .close_invoice("acme", "INV-1", Status::Paid, &Correlation::default())
+        .await
+        .unwrap();
+    assert!(paid);
+
+    world.clock.set_ms(NOON + 20 * HOUR);
+    world.dispatcher.resume(&key("INV-1")).await.unwrap();
+
+    assert_eq!(world.sms.load(Ordering::SeqCst), 0);
+    assert_eq!(world.status("INV-1").await, Status::Paid);
+    assert_eq!(world.event_names("INV-1").await, [EventName::Accepted, EventName::Paid]);
+}
+
+#[tokio::test]
+async fn a_delivery_failure_reported_later_moves_the_invoice_to_its_next_channel() {
+    let world = World::new(SMS_THEN_EMAIL, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    let report = StatusReport {
+        provider_message_id: "sms-1".into(),
+        status: DeliveryStatus::Failed {
+            code: Some("30003".into()),
+            reason: "unreachable handset".into(),
+        },
+    };
+    world.dispatcher.handle_report(ChannelName::Sms, report).await.unwrap();
+
+    // The next channel is tried in the background.
+    for _ in 0..200 {
+        if world.email.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(world.email.load(Ordering::SeqCst), 1);
+    let events = world.events("INV-1").await;
+    let failed = &events[2];
+    assert_eq!(
+        (failed.event, failed.channel),
+        (EventName::ChannelFailed, Some(ChannelName::Sms))
+    );
+    assert_eq!(failed.provider_message_id.as_deref(), Some("sms-1"));
+    assert_eq!(
+        failed.detail.as_deref(),
+        Some("the provider could not deliver the message (code 30003): unreachable handset")
+    );
+}
+
+#[tokio::test]
+async fn a_delivery_report_becomes_one_event() {
+    let world = World::new(SMS_THEN_EMAIL, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    for _ in 0..2 {
+        let report = StatusReport {
+            provider_message_id: "sms-1".into(),
+            status: DeliveryStatus::Delivered,
+        };
+        world.dispatcher.handle_report(ChannelName::Sms, report).await.unwrap();
+    }
+
+    let delivered = world.events("INV-1").await.pop().unwrap();
+    assert_eq!(
+        world.event_names("INV-1").await,
+        [EventName::Accepted, EventName::Sent, EventName::Delivered]
+    );
+    assert_eq!(delivered.provider_message_id.as_deref(), Some("sms-1"));
+    assert_eq!(
+        (delivered.channel, delivered.attempt),
+        (Some(ChannelName::Sms), Some(1))
+    );
+}
+
+#[test]
+fn an_invoice_is_taken_over_only_after_its_handler_could_have_bumped_it() {
+    // The longest a send goes without touching its invoice: every retry
+    // waits the longest Retry-After, and every channel pause is waited out.
+    let policy = RetryPolicy::STANDARD;
+    let longest_send =
+        policy.max_retry_after * (policy.tries_per_channel - 1) + policy.max_pause_wait * policy.pauses_waited;
+    assert!(longest_send < super::CLAIM_IDLE, "{longest_send:?}");
+}
