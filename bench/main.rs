@@ -44,10 +44,10 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
-use payrelay::channels::ChannelName;
 use payrelay::config::Config;
+use payrelay::domain::ChannelName;
+use payrelay::domain::InvoiceKey;
 use payrelay::events::{Correlation, Event, EventName};
-use payrelay::invoice::InvoiceKey;
 
 /// The events payrelay publishes per successfully sent invoice
 /// (src/dispatch: `begin` stores `invoice.accepted`, `finish_attempt` stores

@@ -7,7 +7,8 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
 
-use super::{BuildError, ChannelName, SendError};
+use super::{BuildError, SendError};
+use crate::domain::ChannelName;
 
 /// A client with bounded connect and request times; providers that hang
 /// must not hold an invoice forever.

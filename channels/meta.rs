@@ -25,9 +25,10 @@ use sha2::Sha256;
 use url::Url;
 
 use super::webhook::{constant_time_eq, Handshake, Refused, Webhook, WebhookRequest};
-use super::{http, BuildError, ChannelName, DeliveryStatus, SendError, StatusReport};
+use super::{http, BuildError, DeliveryStatus, SendError, StatusReport};
 use crate::config::raw::{duration, secret, EnvLookup};
 use crate::config::{Problems, Secret};
+use crate::domain::ChannelName;
 
 /// The Graph API version payrelay was written against; configurable.
 pub const DEFAULT_BASE_URL: &str = "https://graph.facebook.com/v21.0";

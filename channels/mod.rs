@@ -56,16 +56,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use serde::{Deserialize, Serialize};
 
 use crate::config::{BillerConfig, ChannelsConfig};
-use crate::invoice::Contacts;
+use crate::domain::ChannelName;
 use crate::render::{RenderError, Templates, View};
 use ratelimit::{ChannelBudget, SharedLimiter};
 use webhook::Webhook;
@@ -136,72 +134,6 @@ pub fn webhooks(config: &ChannelsConfig, context: &BuildContext) -> Vec<Box<dyn 
         .filter_map(|adapter| adapter.webhook)
         .map(|webhook| webhook(config, context))
         .collect()
-}
-
-/// The channels payrelay knows. Their names are part of what billers see:
-/// invoices name them and events carry them, so they never change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-#[schemars(description = "A channel payrelay sends on.")]
-pub enum ChannelName {
-    Email,
-    Sms,
-    Whatsapp,
-    Messenger,
-}
-
-impl ChannelName {
-    pub const ALL: [ChannelName; 4] = [
-        ChannelName::Email,
-        ChannelName::Sms,
-        ChannelName::Whatsapp,
-        ChannelName::Messenger,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChannelName::Email => "email",
-            ChannelName::Sms => "sms",
-            ChannelName::Whatsapp => "whatsapp",
-            ChannelName::Messenger => "messenger",
-        }
-    }
-
-    /// The customer's address on this channel, if the invoice gave one.
-    pub fn address(self, contacts: &Contacts) -> Option<&str> {
-        match self {
-            ChannelName::Email => contacts.email.as_ref().map(|e| e.as_str()),
-            ChannelName::Sms => contacts.phone.as_ref().map(|p| p.as_str()),
-            ChannelName::Whatsapp => contacts.whatsapp.as_ref().map(|p| p.as_str()),
-            ChannelName::Messenger => contacts.messenger_psid.as_ref().map(|p| p.as_str()),
-        }
-    }
-
-    /// Name of the contact field this channel needs, for skip reasons.
-    pub fn contact_field(self) -> &'static str {
-        match self {
-            ChannelName::Email => "customer.email",
-            ChannelName::Sms => "customer.phone",
-            ChannelName::Whatsapp => "customer.whatsapp",
-            ChannelName::Messenger => "customer.messenger_psid",
-        }
-    }
-}
-
-impl fmt::Display for ChannelName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ChannelName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        ChannelName::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| format!("\"{s}\" is not a channel (email, sms, whatsapp, messenger)"))
-    }
 }
 
 /// A message rendered exactly as it will be sent: the channel's own typed

@@ -9,7 +9,8 @@ use std::sync::mpsc;
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
-use super::{BuildError, ChannelName, Receipt, SendError};
+use super::{BuildError, Receipt, SendError};
+use crate::domain::ChannelName;
 
 /// Writes files on a thread of its own (see [`FileOutbox::write_file`]).
 #[derive(Debug, Clone)]
@@ -117,8 +118,8 @@ fn write_files(queue: mpsc::Receiver<FileWrite>) {
 
 /// 32 hex digits: milliseconds since 1970 (12), then 80 random bits.
 fn time_ordered_id() -> String {
-    let ms = crate::clock::now_ms().max(0) as u64;
-    let random = crate::paylink::random_id();
+    let ms = crate::domain::clock::now_ms().max(0) as u64;
+    let random = crate::domain::ids::random_id();
     format!("{:012x}{}", ms & 0xffff_ffff_ffff, &random[..20])
 }
 

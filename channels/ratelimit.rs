@@ -26,8 +26,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 use tracing::{debug, info, warn};
 
-use super::ChannelName;
 use crate::config::RateLimitConfig;
+use crate::domain::ChannelName;
 use crate::metrics::Metrics;
 
 /// How often Redis is asked again while it does not answer.

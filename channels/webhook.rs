@@ -16,7 +16,8 @@ use std::collections::HashMap;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 
-use super::{ChannelName, StatusReport};
+use super::StatusReport;
+use crate::domain::ChannelName;
 
 /// One provider request, as it arrived.
 pub struct WebhookRequest<'a> {

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::channels::ChannelName;
-use crate::invoice::InvoiceKey;
+use crate::domain::ChannelName;
+use crate::domain::InvoiceKey;
 
 /// The event names billers receive. An event's routing key is
 /// `<biller_id>.<name>` ([`routing_key`]).
@@ -235,7 +235,7 @@ impl Event {
     /// An event of any kind that may not know its invoice.
     pub fn bare(event: EventName, correlation: &Correlation) -> Event {
         Event {
-            event_id: new_event_id(),
+            event_id: crate::domain::ids::event_id(),
             event,
             biller_id: None,
             invoice_id: None,
@@ -292,35 +292,14 @@ impl Event {
 /// `acme.#` for its own events and a dashboard `*.invoice.paid`. `_` stands
 /// for the biller when none is known (a message that was not JSON).
 pub fn routing_key(biller_id: Option<&str>, event: EventName) -> String {
-    let biller = biller_id.filter(|b| is_valid_biller_id(b)).unwrap_or("_");
+    let biller = biller_id
+        .filter(|b| crate::domain::ids::is_valid_biller_id(b))
+        .unwrap_or("_");
     let mut key = String::with_capacity(biller.len() + 1 + event.as_str().len());
     key.push_str(biller);
     key.push('.');
     key.push_str(event.as_str());
     key
-}
-
-/// Biller ids are one routing-key word: `[a-z0-9_-]{1,64}`. Config checks
-/// enforce it; an id from a message that breaks it is never put in a key
-/// (it could add words, or the `#`/`*` wildcards).
-pub fn is_valid_biller_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
-
-/// A new event id: 32 hex digits, the time in milliseconds first (so ids
-/// sort roughly by time) then 80 random bits.
-pub fn new_event_id() -> String {
-    use rand::RngCore;
-    let ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-    let ms = (ms.max(0) as u64) & 0xffff_ffff_ffff;
-    let mut random = [0u8; 10];
-    rand::rng().fill_bytes(&mut random);
-    let mut id = format!("{ms:012x}");
-    id.push_str(&hex::encode(random));
-    id
 }
 
 /// A store timestamp (milliseconds since the epoch) as RFC 3339.
@@ -349,26 +328,6 @@ mod tests {
         assert_eq!(routing_key(Some("a.b"), EventName::Rejected), "_.invoice.rejected");
         assert_eq!(routing_key(Some("#"), EventName::Rejected), "_.invoice.rejected");
         assert_eq!(routing_key(Some(""), EventName::Rejected), "_.invoice.rejected");
-    }
-
-    #[test]
-    fn biller_ids_are_one_lowercase_word() {
-        for ok in ["acme", "a", "acme-energy_2", &"x".repeat(64)] {
-            assert!(is_valid_biller_id(ok), "{ok}");
-        }
-        for bad in ["", "ACME", "acme.mx", "acme#", "acme energy", "ácme", &"x".repeat(65)] {
-            assert!(!is_valid_biller_id(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn event_ids_are_unique_and_start_with_the_time() {
-        let a = new_event_id();
-        let b = new_event_id();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
-        assert!(a[..12] <= b[..12]);
     }
 
     #[test]

@@ -23,9 +23,9 @@ pub mod app;
 pub mod broker;
 #[path = "../channels/mod.rs"]
 pub mod channels;
-pub mod clock;
 pub mod config;
 pub mod dispatch;
+pub mod domain;
 pub mod events;
 pub mod invoice;
 pub mod metrics;

@@ -9,8 +9,9 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use payrelay::channels::{ChannelName, Providers, Registry};
+use payrelay::channels::{Providers, Registry};
 use payrelay::config::{Config, Source};
+use payrelay::domain::ChannelName;
 use payrelay::invoice::{self, Message};
 
 #[global_allocator]
@@ -200,13 +201,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("== {c}: not configured");
                     continue;
                 }
-                if c.address(&invoice.customer.contacts).is_none() {
+                if invoice.customer.contacts.address(c).is_none() {
                     println!("== {c}: the invoice has no {}", c.contact_field());
                     continue;
                 }
                 // The dispatcher's own preparation, with a real pay link
                 // (one that is never stored, so it opens nothing).
-                let clock = payrelay::clock::SystemClock;
+                let clock = payrelay::domain::clock::SystemClock;
                 let outgoing = payrelay::dispatch::prepare(&config, &registry, &templates, &clock, &invoice, c);
                 let prepared = outgoing.message.map_err(|e| anyhow::anyhow!("{c}: {e}"))?;
                 println!("== {c} to {}", prepared.to);

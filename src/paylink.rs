@@ -14,7 +14,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::invoice::InvoiceKey;
+use crate::domain::InvoiceKey;
 
 /// Everything but RFC 3986's unreserved characters is encoded.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -29,17 +29,10 @@ const TOKEN_LEN: usize = TIME_DIGITS + 27;
 pub fn new_token() -> String {
     let mut bytes = [0u8; 20];
     rand::rng().fill_bytes(&mut bytes);
-    let ms = crate::clock::now_ms().max(0) as u64 & 0xffff_ffff_ffff;
+    let ms = crate::domain::clock::now_ms().max(0) as u64 & 0xffff_ffff_ffff;
     let mut token = format!("{ms:0TIME_DIGITS$x}");
     URL_SAFE_NO_PAD.encode_string(bytes, &mut token);
     token
-}
-
-/// A short random id (for Message-IDs and similar), 128 bits, hex.
-pub fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
 }
 
 /// What the store keeps instead of the token: its SHA-256 in hex, after the

@@ -13,7 +13,7 @@ use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
 use serde_json::{json, Value};
 
-use crate::channels::ChannelName;
+use crate::domain::ChannelName;
 use crate::events::Event;
 use crate::invoice::MAX_BODY_BYTES;
 

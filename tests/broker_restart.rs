@@ -63,7 +63,7 @@ impl PrivateRabbit {
             .prefix("payrelay-rabbit-")
             .tempdir()
             .expect("tempdir");
-        let id = payrelay::paylink::random_id()[..10].to_ascii_lowercase();
+        let id = payrelay::domain::ids::random_id()[..10].to_ascii_lowercase();
         let amqp_port = free_port();
         let mut dist_port = free_port();
         while dist_port == amqp_port {

@@ -169,7 +169,7 @@ fn the_invoice_schema_refuses_what_payrelay_refuses_for_a_reason_it_can_express(
 
 #[test]
 fn events_validate_and_the_schema_holds_every_key_as_published() {
-    let key = payrelay::invoice::InvoiceKey {
+    let key = payrelay::domain::InvoiceKey {
         biller_id: "acme".into(),
         invoice_id: "INV-1".into(),
         revision: 2,
@@ -178,7 +178,7 @@ fn events_validate_and_the_schema_holds_every_key_as_published() {
     let event = payrelay::events::Event::sent(
         &key,
         &correlation,
-        payrelay::channels::ChannelName::Sms,
+        payrelay::domain::ChannelName::Sms,
         1,
         Some("SM123".into()),
     );

@@ -15,12 +15,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use common::{invoice, Options, TestEnv, WAIT};
-use payrelay::channels::ChannelName;
+use payrelay::domain::ChannelName;
+use payrelay::domain::InvoiceKey;
+use payrelay::domain::Status;
 use payrelay::events::{Correlation, Event};
-use payrelay::invoice::{Invoice, InvoiceKey};
+use payrelay::invoice::Invoice;
 use payrelay::store::{
-    AttemptOutcome, AttemptRef, Begin, History, NewPaylink, OutboxEntry, PaylinkRecord, Reached, Status, Store,
-    StoreError, StoredInvoice,
+    AttemptOutcome, AttemptRef, Begin, History, NewPaylink, OutboxEntry, PaylinkRecord, Reached, Store, StoreError,
+    StoredInvoice,
 };
 
 /// The real store, with a crash for one invoice, an on/off outage, and

@@ -18,7 +18,7 @@ async fn two_instances_share_one_queue_and_one_postgres_and_send_each_invoice_on
     const N: usize = 300;
     const SETTLE: Duration = Duration::from_secs(90);
     const QUIET: Duration = Duration::from_secs(2);
-    let id = payrelay::paylink::random_id()[..10].to_owned();
+    let id = payrelay::domain::ids::random_id()[..10].to_owned();
     // Dropped when the test ends, also when it fails.
     let schema = PgSchema::create("payrelay_instances").await;
     let store_url = schema.store_url();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{invoice, test_secrets, Options, TestEnv, WAIT};
 use hmac::{Hmac, Mac};
-use payrelay::clock::ManualClock;
+use payrelay::domain::clock::ManualClock;
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

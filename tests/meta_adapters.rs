@@ -9,8 +9,9 @@ use serde_json::{json, Value};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use payrelay::channels::{BuildContext, ChannelName, Prepared, Receipt, Registry, Request, SendError};
+use payrelay::channels::{BuildContext, Prepared, Receipt, Registry, Request, SendError};
 use payrelay::config::Config;
+use payrelay::domain::ChannelName;
 use payrelay::invoice::Message;
 use payrelay::render::Templates;
 
@@ -125,7 +126,7 @@ fn prepare(config: &Config, registry: &Registry, channel: ChannelName, biller_id
     let pay_url = format!("{PUBLIC_BASE_URL}/p/{token}");
     let view = payrelay::render::View::new(&invoice, biller_id, biller, &pay_url);
     let templates = Templates::load(None).expect("built-in templates");
-    let to = channel.address(&invoice.customer.contacts).expect("a contact");
+    let to = invoice.customer.contacts.address(channel).expect("a contact");
     let request = Request {
         to,
         token: &token,

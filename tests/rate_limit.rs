@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use payrelay::channels::email::EmailMessage;
-use payrelay::channels::{BuildContext, ChannelName, Prepared, Registry};
+use payrelay::channels::{BuildContext, Prepared, Registry};
 use payrelay::config::Config;
+use payrelay::domain::ChannelName;
 
 const RATE: u32 = 40;
 const BURST: u32 = 8;

@@ -16,10 +16,9 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use payrelay::channels::email::EmailMessage;
 use payrelay::channels::ratelimit::SharedLimiter;
-use payrelay::channels::{
-    BreakerPolicy, Channel, ChannelName, Limits, Prepared, Receipt, Registry, Request, SendError,
-};
+use payrelay::channels::{BreakerPolicy, Channel, Limits, Prepared, Receipt, Registry, Request, SendError};
 use payrelay::config::{Config, RateLimitConfig};
+use payrelay::domain::ChannelName;
 use payrelay::metrics::Metrics;
 use payrelay::render::{RenderError, Templates};
 

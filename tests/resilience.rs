@@ -17,7 +17,7 @@ use serde_json::Value;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkill_in_the_middle_of_thousands_loses_nothing_and_flags_every_possible_duplicate() {
     const N: usize = 2000;
-    let id = payrelay::paylink::random_id()[..10].to_owned();
+    let id = payrelay::domain::ids::random_id()[..10].to_owned();
     let dir = tempfile::tempdir().unwrap();
     let queue = format!("payrelay.test.{id}.crash");
     let exchange = format!("payrelay.test.{id}.crash-events");

@@ -30,7 +30,7 @@ struct Setup {
 /// A config whose email channel sends `rate` per second, so that with
 /// `prefetch` deliveries in flight the service is busy when SIGTERM comes.
 async fn setup(name: &str, rate: u32, prefetch: u16, deadline: &str, invoices: usize) -> Setup {
-    let id = payrelay::paylink::random_id()[..10].to_owned();
+    let id = payrelay::domain::ids::random_id()[..10].to_owned();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config_path = dir.path().join("config.toml");

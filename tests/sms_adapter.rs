@@ -13,8 +13,9 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use payrelay::channels::sms::SmsChannel;
-use payrelay::channels::{BuildContext, Channel, ChannelName, Prepared, Registry, Request, SendError};
+use payrelay::channels::{BuildContext, Channel, Prepared, Registry, Request, SendError};
 use payrelay::config::Config;
+use payrelay::domain::ChannelName;
 use payrelay::invoice::{self, Message};
 use payrelay::render::{self, Templates};
 

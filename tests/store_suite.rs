@@ -26,13 +26,13 @@ use tokio::sync::Barrier;
 
 use common::pg::PgSchema;
 
-use payrelay::channels::ChannelName;
-use payrelay::clock::{Clock, ManualClock, SystemClock};
+use payrelay::domain::clock::{Clock, ManualClock, SystemClock};
+use payrelay::domain::ChannelName;
+use payrelay::domain::InvoiceKey;
+use payrelay::domain::Status;
 use payrelay::events::{Correlation, Event, EventName};
-use payrelay::invoice::{Invoice, InvoiceKey, Message};
-use payrelay::store::{
-    AttemptOutcome, AttemptRecord, AttemptState, Begin, NewPaylink, Reached, Status, Store, StoreError,
-};
+use payrelay::invoice::{Invoice, Message};
+use payrelay::store::{AttemptOutcome, AttemptRecord, AttemptState, Begin, NewPaylink, Reached, Store, StoreError};
 
 // ---------------------------------------------------------------------------
 // Fresh databases
@@ -1443,7 +1443,7 @@ async fn an_unfinished_invoice_is_claimed_only_when_idle_or_unconditionally(db: 
         !store.claim(&key, now + 600_000, 0).await.unwrap(),
         "a finished invoice is nobody's to claim"
     );
-    let unknown = payrelay::invoice::InvoiceKey {
+    let unknown = payrelay::domain::InvoiceKey {
         biller_id: ACME.into(),
         invoice_id: "NOPE".into(),
         revision: 1,

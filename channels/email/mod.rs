@@ -19,10 +19,11 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::outbox::FileOutbox;
 use super::{
-    trimmed, Adapter, BuildContext, BuildError, Built, Channel, ChannelMessage, ChannelName, Prepared, Providers,
-    Receipt, Request, SendError,
+    trimmed, Adapter, BuildContext, BuildError, Built, Channel, ChannelMessage, Prepared, Providers, Receipt, Request,
+    SendError,
 };
 use crate::config::ChannelsConfig;
+use crate::domain::ChannelName;
 use crate::render::{RenderError, Templates};
 
 pub(super) const ADAPTER: Adapter = Adapter {
@@ -114,7 +115,7 @@ impl EmailChannel {
         let to: lettre::Address = to
             .parse()
             .map_err(|_| permanent("recipient is not a valid email address".into()))?;
-        let message_id = format!("<{}@payrelay>", crate::paylink::random_id());
+        let message_id = format!("<{}@payrelay>", crate::domain::ids::random_id());
         let from = message.from.as_ref().unwrap_or(&self.from).clone();
         // Given, so lettre does not parse it back out of the headers.
         let envelope = Envelope::new(Some(from.email.clone()), vec![to.clone()])

@@ -9,9 +9,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::channels::meta::{self, GraphConfig};
-use crate::channels::{ChannelName, Limits};
+use crate::channels::Limits;
 use crate::config::raw::{limits, read, secret, EnvLookup};
 use crate::config::{Problems, Secret};
+use crate::domain::ChannelName;
 
 /// Messenger's limit on a button title.
 pub const MAX_BUTTON_TITLE: usize = 20;

@@ -24,10 +24,10 @@ use super::meta::{GraphClient, GraphWebhook};
 use super::outbox::FileOutbox;
 use super::webhook::Webhook;
 use super::{
-    Adapter, BuildContext, BuildError, Built, Channel, ChannelMessage, ChannelName, Prepared, Providers, Receipt,
-    Request, SendError,
+    Adapter, BuildContext, BuildError, Built, Channel, ChannelMessage, Prepared, Providers, Receipt, Request, SendError,
 };
 use crate::config::ChannelsConfig;
+use crate::domain::ChannelName;
 use crate::render::{RenderError, Templates};
 
 /// The Send API's limit on a button template's text.

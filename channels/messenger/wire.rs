@@ -112,7 +112,8 @@ pub(super) fn receipt(body: &[u8]) -> Receipt {
 mod tests {
     use super::*;
     use crate::channels::messenger::MessageTag;
-    use crate::channels::{ChannelMessage, ChannelName};
+    use crate::channels::ChannelMessage;
+    use crate::domain::ChannelName;
     use serde_json::json;
 
     fn prepared() -> Prepared {

@@ -5,7 +5,8 @@ use async_trait::async_trait;
 
 use super::{SmsMessage, SmsProvider};
 use crate::channels::outbox::FileOutbox;
-use crate::channels::{BuildError, ChannelMessage, ChannelName, Receipt, SendError};
+use crate::channels::{BuildError, ChannelMessage, Receipt, SendError};
+use crate::domain::ChannelName;
 
 pub(super) struct File {
     outbox: FileOutbox,

@@ -25,10 +25,11 @@ use std::borrow::Cow;
 use async_trait::async_trait;
 
 use super::{
-    trimmed, Adapter, BuildContext, BuildError, Built, Channel, ChannelMessage, ChannelName, Prepared, Providers,
-    Receipt, Request, SendError,
+    trimmed, Adapter, BuildContext, BuildError, Built, Channel, ChannelMessage, Prepared, Providers, Receipt, Request,
+    SendError,
 };
 use crate::config::ChannelsConfig;
+use crate::domain::ChannelName;
 use crate::render::{RenderError, Templates};
 
 pub(super) const ADAPTER: Adapter = Adapter {

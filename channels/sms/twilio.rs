@@ -21,8 +21,9 @@ use subtle::ConstantTimeEq;
 use super::config::{TwilioConfig, TwilioSender};
 use super::{SmsMessage, SmsProvider};
 use crate::channels::webhook::{Refused, Webhook, WebhookRequest};
-use crate::channels::{http, BuildContext, BuildError, ChannelName, DeliveryStatus, Receipt, SendError, StatusReport};
+use crate::channels::{http, BuildContext, BuildError, DeliveryStatus, Receipt, SendError, StatusReport};
 use crate::config::{ChannelsConfig, Secret};
+use crate::domain::ChannelName;
 
 /// Where Twilio posts status callbacks, under `/webhooks/`.
 const WEBHOOK_PATH: &str = "twilio";

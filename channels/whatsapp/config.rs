@@ -8,9 +8,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::channels::meta::{self, GraphConfig};
-use crate::channels::{ChannelName, Limits};
+use crate::channels::Limits;
 use crate::config::raw::{limits, read, secret, EnvLookup};
 use crate::config::{Problems, Secret};
+use crate::domain::ChannelName;
 
 /// The body parameters of the default `payment_request` template: who, how
 /// much, by when.

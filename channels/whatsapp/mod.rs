@@ -23,10 +23,10 @@ use super::meta::{GraphClient, GraphWebhook};
 use super::outbox::FileOutbox;
 use super::webhook::Webhook;
 use super::{
-    Adapter, BuildContext, BuildError, Built, Channel, ChannelMessage, ChannelName, Prepared, Providers, Receipt,
-    Request, SendError,
+    Adapter, BuildContext, BuildError, Built, Channel, ChannelMessage, Prepared, Providers, Receipt, Request, SendError,
 };
 use crate::config::ChannelsConfig;
+use crate::domain::ChannelName;
 use crate::render::{RenderError, Templates};
 
 /// The `object` Meta names WhatsApp Business Account webhooks with.
@@ -211,7 +211,7 @@ mod tests {
 
     fn channel(language: Option<&str>) -> WhatsappChannel {
         channel_in(
-            &std::env::temp_dir().join(format!("payrelay-wa-{}", crate::paylink::random_id())),
+            &std::env::temp_dir().join(format!("payrelay-wa-{}", crate::domain::ids::random_id())),
             language,
         )
     }

@@ -129,7 +129,8 @@ pub(super) fn receipt(body: &[u8]) -> Receipt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channels::{ChannelMessage, ChannelName};
+    use crate::channels::ChannelMessage;
+    use crate::domain::ChannelName;
     use serde_json::json;
 
     fn prepared(parameters: &[&str]) -> Prepared {

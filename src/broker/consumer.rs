@@ -34,7 +34,7 @@ pub(super) async fn consume(
     let dead_letters = timed(connection.create_channel()).await?;
     timed(dead_letters.confirm_select(ConfirmSelectOptions::default())).await?;
     let dead_letters = Arc::new(dead_letters);
-    let tag = format!("payrelay-{}", crate::paylink::random_id());
+    let tag = format!("payrelay-{}", crate::domain::ids::random_id());
     let mut consumer = timed(channel.basic_consume(
         parts.config.queue.as_str().into(),
         tag.as_str().into(),

@@ -51,7 +51,7 @@ pub async fn publish(config: &BrokerConfig, messages: &[&str]) -> Result<usize, 
             .with_delivery_mode(2)
             .with_message_id(ShortString::from(format!(
                 "publish-{}-{i}",
-                crate::paylink::random_id()
+                crate::domain::ids::random_id()
             )));
         let confirm = timed(channel.basic_publish(
             "".into(),

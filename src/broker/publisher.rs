@@ -192,8 +192,8 @@ fn amqp_message(entry: &OutboxEntry) -> (std::borrow::Cow<'_, [u8]>, BasicProper
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::InvoiceKey;
     use crate::events::{Correlation, EventName};
-    use crate::invoice::InvoiceKey;
 
     fn key() -> InvoiceKey {
         InvoiceKey {

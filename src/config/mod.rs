@@ -29,7 +29,7 @@ use crate::channels::email::EmailConfig;
 use crate::channels::messenger::MessengerConfig;
 use crate::channels::sms::SmsConfig;
 use crate::channels::whatsapp::WhatsappConfig;
-use crate::channels::ChannelName;
+use crate::domain::ChannelName;
 
 /// One thing wrong with the configuration, with the key it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,7 +307,7 @@ pub struct RoutingConfig {
     pub default_strategy: Strategy,
     pub respect_preferences: bool,
     /// When SMS, WhatsApp and Messenger wait, in the customer's local time.
-    pub quiet_hours: Option<crate::dispatch::quiet::QuietHours>,
+    pub quiet_hours: Option<crate::domain::quiet::QuietHours>,
     pub rules: Vec<Rule>,
 }
 

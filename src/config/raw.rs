@@ -19,7 +19,8 @@ use crate::channels::email::EmailConfig;
 use crate::channels::messenger::MessengerConfig;
 use crate::channels::sms::SmsConfig;
 use crate::channels::whatsapp::WhatsappConfig;
-use crate::channels::{ChannelName, Limits};
+use crate::channels::Limits;
+use crate::domain::ChannelName;
 
 /// Reads the environment for `env:NAME` values.
 pub(crate) type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -569,7 +570,7 @@ fn check_billers(value: Value, env: EnvLookup<'_>, problems: &mut Problems) -> B
     }
     for (id, v) in map {
         let prefix = format!("billers.{id}");
-        if !crate::events::is_valid_biller_id(&id) {
+        if !crate::domain::ids::is_valid_biller_id(&id) {
             problems.push(
                 prefix.clone(),
                 "a biller id is 1 to 64 of a-z, 0-9, '_' and '-': it is the first word of its events' routing keys",
@@ -611,7 +612,7 @@ fn check_billers(value: Value, env: EnvLookup<'_>, problems: &mut Problems) -> B
                 default_locale: raw.default_locale,
                 webhook_secret,
                 timezone: raw.timezone.filter(|tz| {
-                    let known = crate::dispatch::quiet::time_zone(tz);
+                    let known = crate::domain::quiet::time_zone(tz);
                     if let Err(e) = &known {
                         problems.push(format!("{prefix}.timezone"), e.clone());
                     }

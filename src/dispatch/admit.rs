@@ -10,10 +10,12 @@ use tracing::info;
 
 use super::send::Started;
 use super::{Dispatcher, Disposition, Incoming, CLAIM_IDLE};
+use crate::domain::InvoiceKey;
+use crate::domain::Status;
 use crate::events::{Correlation, Event};
-use crate::invoice::{Invoice, InvoiceKey, Rejected};
+use crate::invoice::{Invoice, Rejected};
 use crate::router::{self, Plan};
-use crate::store::{AttemptRecord, Begin, Status, StoreError};
+use crate::store::{AttemptRecord, Begin, StoreError};
 
 /// Marks an invoice this process owns as interrupted unless its handling
 /// ends well (see `Dispatcher::interrupted`).

@@ -5,15 +5,17 @@
 use tracing::info;
 
 use super::admit::InFlight;
-use super::quiet::{self, QuietHours};
 use super::send::{SendPlan, Sent, Started};
 use super::{join_names, Dispatcher};
-use crate::channels::ChannelName;
 use crate::config::Strategy;
+use crate::domain::quiet::{self, QuietHours};
+use crate::domain::ChannelName;
+use crate::domain::InvoiceKey;
+use crate::domain::Status;
 use crate::events::{Correlation, Event};
-use crate::invoice::{Invoice, InvoiceKey};
+use crate::invoice::Invoice;
 use crate::router::{self, Plan};
-use crate::store::{AttemptRecord, AttemptState, Status, StoreError};
+use crate::store::{AttemptRecord, AttemptState, StoreError};
 
 /// How one channel of the plan went.
 enum Step {

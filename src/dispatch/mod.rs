@@ -15,7 +15,6 @@
 
 mod admit;
 mod deliver;
-pub mod quiet;
 mod record;
 pub mod retry;
 pub mod scheduler;
@@ -31,13 +30,15 @@ use tokio::sync::Notify;
 use tracing::{warn, Instrument};
 
 use crate::channels::Registry;
-use crate::clock::Clock;
 use crate::config::Config;
+use crate::domain::clock::Clock;
+use crate::domain::InvoiceKey;
+use crate::domain::Status;
 use crate::events::{Correlation, Event};
-use crate::invoice::{self, InvoiceKey, Message};
+use crate::invoice::{self, Message};
 use crate::metrics::Metrics;
 use crate::render::Templates;
-use crate::store::{Status, Store};
+use crate::store::Store;
 use retry::RetryPolicy;
 
 pub use send::{pay_url, prepare, Outgoing};
@@ -155,6 +156,6 @@ impl Dispatcher {
 }
 
 /// The channels' names, comma-separated, for event details.
-fn join_names(channels: &[crate::channels::ChannelName]) -> String {
+fn join_names(channels: &[crate::domain::ChannelName]) -> String {
     channels.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
 }

@@ -8,9 +8,11 @@ use tracing::{info, warn};
 
 use super::send::{SendPlan, Sent};
 use super::Dispatcher;
-use crate::channels::{ChannelName, DeliveryStatus, Receipt, StatusReport};
+use crate::channels::{DeliveryStatus, Receipt, StatusReport};
+use crate::domain::ChannelName;
+use crate::domain::InvoiceKey;
 use crate::events::{Correlation, Event};
-use crate::invoice::{Invoice, InvoiceKey};
+use crate::invoice::Invoice;
 use crate::store::{AttemptOutcome, AttemptRef, Reached, StoreError};
 
 /// The recorded attempt a send's outcome belongs to.

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::Dispatcher;
-use crate::clock::Clock;
+use crate::domain::clock::Clock;
 use crate::store::Store;
 
 /// Invoices resumed at once when many holds end together (08:00).

@@ -7,9 +7,10 @@
 use tracing::{info, warn};
 
 use super::Dispatcher;
-use crate::channels::{ChannelName, Prepared, Receipt, Registry, Request, SendError, Slot};
-use crate::clock::Clock;
+use crate::channels::{Prepared, Receipt, Registry, Request, SendError, Slot};
 use crate::config::Config;
+use crate::domain::clock::Clock;
+use crate::domain::ChannelName;
 use crate::events::Correlation;
 use crate::invoice::Invoice;
 use crate::paylink;
@@ -197,7 +198,7 @@ pub fn prepare(
         None => Err(format!("biller {} is not configured", key.biller_id)),
         Some(biller) => {
             let view = render::View::new(invoice, &key.biller_id, biller, &pay_url);
-            let to = channel.address(&invoice.customer.contacts).unwrap_or_default();
+            let to = invoice.customer.contacts.address(channel).unwrap_or_default();
             channels
                 .get(channel)
                 .ok_or_else(|| format!("channel {channel} is not configured"))

@@ -15,17 +15,19 @@ use tokio::sync::Notify;
 use super::retry::{Backoff, RetryPolicy};
 use super::{Dispatcher, Disposition, Incoming};
 use crate::channels::{
-    BreakerPolicy, Channel, ChannelMessage, ChannelName, DeliveryStatus, Prepared, Receipt, Registry, Request,
-    SendError, StatusReport,
+    BreakerPolicy, Channel, ChannelMessage, DeliveryStatus, Prepared, Receipt, Registry, Request, SendError,
+    StatusReport,
 };
-use crate::clock::{Clock, ManualClock};
 use crate::config::Config;
+use crate::domain::clock::{Clock, ManualClock};
+use crate::domain::ChannelName;
+use crate::domain::InvoiceKey;
+use crate::domain::Status;
 use crate::events::{Correlation, Event, EventName};
-use crate::invoice::InvoiceKey;
 use crate::metrics::Metrics;
 use crate::render::{RenderError, Templates};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{AttemptState, Status, Store};
+use crate::store::{AttemptState, Store};
 
 /// 2026-11-20T12:00:00Z: a Friday noon, outside any quiet hours.
 const NOON: i64 = 1_795_176_000_000;

@@ -1,6 +1,7 @@
 //! Customer contacts. Each type masks itself in `Debug` so that personal data
 //! cannot reach a log line by accident; `as_str` is the explicit way out.
 
+use crate::domain::ChannelName;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -169,6 +170,16 @@ pub struct Contacts {
 }
 
 impl Contacts {
+    /// The customer's address on `channel`, if the invoice gave one.
+    pub fn address(&self, channel: ChannelName) -> Option<&str> {
+        match channel {
+            ChannelName::Email => self.email.as_ref().map(|e| e.as_str()),
+            ChannelName::Sms => self.phone.as_ref().map(|p| p.as_str()),
+            ChannelName::Whatsapp => self.whatsapp.as_ref().map(|p| p.as_str()),
+            ChannelName::Messenger => self.messenger_psid.as_ref().map(|p| p.as_str()),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.email.is_none() && self.phone.is_none() && self.whatsapp.is_none() && self.messenger_psid.is_none()
     }

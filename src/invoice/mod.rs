@@ -7,35 +7,20 @@
 //! dead-letter header and the `invoice.rejected` event's detail.
 
 mod contact;
-mod money;
 
+pub use crate::domain::money::Amount;
+pub use crate::domain::InvoiceKey;
 pub use contact::{Contacts, Email, Phone, Psid};
-pub use money::Amount;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use time::Date;
 
-use crate::channels::ChannelName;
+use crate::domain::ChannelName;
 
 /// Largest body accepted from the queue (64 KiB, as documented).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// The idempotency key of a payment request: a second message with the
-/// same key is a duplicate.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct InvoiceKey {
-    pub biller_id: String,
-    pub invoice_id: String,
-    pub revision: i64,
-}
-
-impl fmt::Display for InvoiceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}#{}", self.biller_id, self.invoice_id, self.revision)
-    }
-}
 
 /// One message from the invoices queue, after parsing.
 #[derive(Debug, Clone)]

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use time::Date;
 
 use super::{country, days_to_due, locale, route, Decision, Plan};
-use crate::channels::ChannelName;
 use crate::config::Config;
+use crate::domain::ChannelName;
 use crate::invoice::Invoice;
 
 /// What the rules see of an invoice: the values their conditions compare.

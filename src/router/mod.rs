@@ -23,8 +23,8 @@ use std::fmt;
 
 use time::Date;
 
-use crate::channels::ChannelName;
 use crate::config::{Config, Rule, Strategy};
+use crate::domain::ChannelName;
 use crate::invoice::Invoice;
 
 /// What decided an invoice's channel list.
@@ -103,7 +103,7 @@ pub fn route(invoice: &Invoice, config: &Config, today: Date) -> Plan {
             skipped.push((channel, "the customer opted out of this channel".to_owned()));
         } else if !config.channels.is_configured(channel) {
             skipped.push((channel, format!("channel {channel} is not configured")));
-        } else if channel.address(&invoice.customer.contacts).is_none() {
+        } else if invoice.customer.contacts.address(channel).is_none() {
             skipped.push((channel, format!("the invoice has no {}", channel.contact_field())));
         } else if !channels.contains(&channel) {
             channels.push(channel);

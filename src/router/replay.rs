@@ -18,9 +18,10 @@ use time::Date;
 
 use super::explain::names;
 use super::{route, unreachable_rules, Decision};
-use crate::channels::ChannelName;
 use crate::config::{Config, Strategy};
-use crate::invoice::{self, InvoiceKey, Message, Rejected};
+use crate::domain::ChannelName;
+use crate::domain::InvoiceKey;
+use crate::invoice::{self, Message, Rejected};
 
 /// How one config treats one invoice.
 #[derive(Debug, Clone, PartialEq)]

@@ -15,8 +15,8 @@ use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
 use super::{AppError, AppState};
+use crate::domain::Status;
 use crate::events::{rfc3339_ms, Correlation};
-use crate::store::Status;
 
 /// A payment confirmation's body. Signed with the biller's webhook secret
 /// (see [`verify_payment_signature`]).

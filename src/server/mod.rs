@@ -40,7 +40,7 @@ pub struct AppState {
     /// Status webhooks hand provider reports to it.
     pub dispatcher: Arc<crate::dispatch::Dispatcher>,
     /// The service's time: pay pages expire by it.
-    pub clock: Arc<dyn crate::clock::Clock>,
+    pub clock: Arc<dyn crate::domain::clock::Clock>,
 }
 
 pub fn router(state: AppState) -> Router {

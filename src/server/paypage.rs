@@ -6,10 +6,11 @@ use axum::response::{Html, IntoResponse, Response};
 use tracing::info;
 
 use super::{message_page, AppError, AppState};
+use crate::domain::Status;
 use crate::events::Event;
 use crate::paylink;
 use crate::render;
-use crate::store::{PaylinkRecord, Status};
+use crate::store::PaylinkRecord;
 
 /// What a link may still do.
 enum LinkState {

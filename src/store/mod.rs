@@ -27,10 +27,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::channels::ChannelName;
-use crate::clock::Clock;
+use crate::domain::clock::Clock;
+use crate::domain::ChannelName;
+use crate::domain::InvoiceKey;
+use crate::domain::Status;
 use crate::events::{Correlation, Event, EventName};
-use crate::invoice::{Invoice, InvoiceKey};
+use crate::invoice::Invoice;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -62,51 +64,6 @@ pub async fn open(url: &str, clock: Arc<dyn Clock>) -> Result<Arc<dyn Store>, St
         _ => Err(StoreError::Url(
             "must start with sqlite://, postgres:// or postgresql://".into(),
         )),
-    }
-}
-
-/// Where an invoice stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// Validated and stored; sends may be under way.
-    Accepted,
-    /// A channel's provider accepted the message.
-    Sent,
-    /// Every routed channel failed.
-    Exhausted,
-    Paid,
-    Cancelled,
-    /// A higher revision replaced it.
-    Superseded,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Accepted => "accepted",
-            Status::Sent => "sent",
-            Status::Exhausted => "exhausted",
-            Status::Paid => "paid",
-            Status::Cancelled => "cancelled",
-            Status::Superseded => "superseded",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Status, StoreError> {
-        Ok(match s {
-            "accepted" => Status::Accepted,
-            "sent" => Status::Sent,
-            "exhausted" => Status::Exhausted,
-            "paid" => Status::Paid,
-            "cancelled" => Status::Cancelled,
-            "superseded" => Status::Superseded,
-            other => return Err(StoreError::Corrupt(format!("unknown invoice status {other}"))),
-        })
-    }
-
-    /// Whether nothing more may be sent for the invoice.
-    pub fn is_closed(self) -> bool {
-        matches!(self, Status::Paid | Status::Cancelled | Status::Superseded)
     }
 }
 
@@ -238,6 +195,13 @@ pub struct OutboxEntry {
     /// The event as stored, which is what gets published: serializing the
     /// parsed event again would cost as much as parsing it.
     pub json: String,
+}
+
+/// A stored status that is not one of [`Status`]'s: the data is corrupt.
+impl From<crate::domain::UnknownStatus> for StoreError {
+    fn from(e: crate::domain::UnknownStatus) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
 }
 
 impl OutboxEntry {

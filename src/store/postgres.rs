@@ -48,6 +48,7 @@
 //! (or dies with confirms in flight) may see its events taken over and
 //! published again by another instance.
 
+use crate::domain::Status;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -60,12 +61,13 @@ use tracing::{info, warn};
 use super::{
     build_history, closing_event, event_json, parse_channel, parse_invoice, parse_state, sql, AttemptOutcome,
     AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, History, NewPaylink, OutboxEntry, PaylinkRecord, Reached,
-    RevisionRow, Status, Store, StoreError, StoredInvoice,
+    RevisionRow, Store, StoreError, StoredInvoice,
 };
-use crate::channels::ChannelName;
-use crate::clock::Clock;
+use crate::domain::clock::Clock;
+use crate::domain::ChannelName;
+use crate::domain::InvoiceKey;
 use crate::events::{Correlation, Event};
-use crate::invoice::{Invoice, InvoiceKey};
+use crate::invoice::Invoice;
 
 /// Connections per instance. Each handler holds one only for a transaction.
 const MAX_CONNECTIONS: u32 = 10;
@@ -139,7 +141,7 @@ impl PostgresStore {
         .await?;
         let store = PostgresStore {
             pool,
-            owner: format!("{}-{}", std::process::id(), &crate::paylink::random_id()[..12]),
+            owner: format!("{}-{}", std::process::id(), &crate::domain::ids::random_id()[..12]),
             lease,
             renewed: Mutex::new(None),
             clock,

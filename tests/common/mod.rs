@@ -39,7 +39,7 @@ pub struct Options {
     /// The body of `[routing]`.
     pub routing: String,
     /// The service's clock; the real one when None.
-    pub clock: Option<Arc<payrelay::clock::ManualClock>>,
+    pub clock: Option<Arc<payrelay::domain::clock::ManualClock>>,
     /// `[broker] delivery_limit`.
     pub delivery_limit: u32,
     /// Wraps the real store, to make it fail on cue.
@@ -79,7 +79,7 @@ pub struct TestEnv {
     events: Arc<Mutex<Vec<Value>>>,
     events_arrived: Arc<Notify>,
     events_queue: String,
-    clock: Arc<dyn payrelay::clock::Clock>,
+    clock: Arc<dyn payrelay::domain::clock::Clock>,
     /// Set by [`TestEnv::finish`]; otherwise (a failed test) dropping the
     /// env deletes its broker objects, so failures leave nothing behind on
     /// the shared broker.
@@ -98,7 +98,7 @@ impl TestEnv {
             ))
             .with_test_writer()
             .try_init();
-        let id = payrelay::paylink::random_id()[..12].to_owned();
+        let id = payrelay::domain::ids::random_id()[..12].to_owned();
         let dir = tempfile::tempdir().expect("tempdir");
         let smtp = SmtpServer::start().await;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind http");
@@ -216,9 +216,9 @@ timeout = "5s"
 
         listener.set_nonblocking(true).expect("nonblocking");
         let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-        let clock: Arc<dyn payrelay::clock::Clock> = match &options.clock {
+        let clock: Arc<dyn payrelay::domain::clock::Clock> = match &options.clock {
             Some(c) => c.clone(),
-            None => Arc::new(payrelay::clock::SystemClock),
+            None => Arc::new(payrelay::domain::clock::SystemClock),
         };
         let store = payrelay::store::open(config.store.url.expose(), clock.clone())
             .await

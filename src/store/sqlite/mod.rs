@@ -10,6 +10,7 @@
 mod checkpoint;
 mod writer;
 
+use crate::domain::Status;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,12 +21,13 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::{
     build_history, closing_event, event_json, parse_channel, parse_invoice, parse_state, sql, AttemptOutcome,
     AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, History, NewPaylink, OutboxEntry, PaylinkRecord, Reached,
-    RevisionRow, Status, Store, StoreError, StoredInvoice,
+    RevisionRow, Store, StoreError, StoredInvoice,
 };
-use crate::channels::ChannelName;
-use crate::clock::Clock;
+use crate::domain::clock::Clock;
+use crate::domain::ChannelName;
+use crate::domain::InvoiceKey;
 use crate::events::{Correlation, Event};
-use crate::invoice::{Invoice, InvoiceKey};
+use crate::invoice::Invoice;
 use writer::Writer;
 
 /// The schema, one step per file; `PRAGMA user_version` counts the steps applied.
@@ -816,7 +818,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::SystemClock;
+    use crate::domain::clock::SystemClock;
     use crate::invoice::Message;
 
     fn sample_invoice() -> Invoice {

@@ -11,7 +11,7 @@ use jiff::civil::Time;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
-use crate::channels::ChannelName;
+use crate::domain::ChannelName;
 
 /// `start-end` in local time; sends are held from `start` until `end`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
