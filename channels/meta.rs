@@ -26,9 +26,9 @@ use url::Url;
 
 use super::webhook::{constant_time_eq, Handshake, Refused, Webhook, WebhookRequest};
 use super::{http, BuildError, DeliveryStatus, SendError, StatusReport};
-use crate::config::raw::{duration, secret, EnvLookup};
-use crate::config::{Problems, Secret};
 use crate::domain::ChannelName;
+use crate::settings::{duration, secret, EnvLookup};
+use crate::settings::{Problems, Secret};
 
 /// The Graph API version payrelay was written against; configurable.
 pub const DEFAULT_BASE_URL: &str = "https://graph.facebook.com/v21.0";
@@ -129,7 +129,7 @@ pub(crate) fn provider_is_meta(prefix: &str, provider: Option<&str>, problems: &
 /// The `file` provider's folder, resolved against the config's folder.
 pub(crate) fn outbox_dir(base_dir: &Path, configured: Option<&str>, channel: ChannelName) -> PathBuf {
     let default = format!("var/outbox/{channel}");
-    crate::config::resolve(base_dir, Path::new(configured.unwrap_or(&default)))
+    crate::settings::resolve(base_dir, Path::new(configured.unwrap_or(&default)))
 }
 
 /// Posts JSON to the Graph API for one channel.

@@ -50,21 +50,25 @@ pub mod sms;
 pub mod webhook;
 pub mod whatsapp;
 
+use email::EmailConfig;
+use messenger::MessengerConfig;
+use sms::SmsConfig;
 use std::any::Any;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use whatsapp::WhatsappConfig;
 
 use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use crate::config::{BillerConfig, ChannelsConfig};
 use crate::domain::ChannelName;
 use crate::render::{RenderError, Templates, View};
+use crate::settings::BillerConfig;
+pub use crate::settings::Limits;
 use ratelimit::{ChannelBudget, SharedLimiter};
 use webhook::Webhook;
 
@@ -275,6 +279,26 @@ pub struct Request<'a> {
 pub struct BuildContext {
     /// Where provider status callbacks reach payrelay.
     pub public_base_url: url::Url,
+}
+
+/// Every channel's `[channels.<name>]` section, checked; `None` where absent.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelsConfig {
+    pub email: Option<EmailConfig>,
+    pub sms: Option<SmsConfig>,
+    pub whatsapp: Option<WhatsappConfig>,
+    pub messenger: Option<MessengerConfig>,
+}
+
+impl ChannelsConfig {
+    pub fn is_configured(&self, name: ChannelName) -> bool {
+        match name {
+            ChannelName::Email => self.email.is_some(),
+            ChannelName::Sms => self.sms.is_some(),
+            ChannelName::Whatsapp => self.whatsapp.is_some(),
+            ChannelName::Messenger => self.messenger.is_some(),
+        }
+    }
 }
 
 /// One way of reaching a customer.
@@ -523,27 +547,10 @@ pub(crate) fn trimmed(mut text: String) -> String {
     text
 }
 
-/// `rate_per_second` and `burst`, shared by every channel's config.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limits {
-    /// May be fractional: 0.5 is one message every two seconds.
-    pub rate_per_second: f64,
-    pub burst: NonZeroU32,
-}
-
-impl Limits {
-    /// The governor quota: one cell every `1 / rate` seconds, `burst` at once.
-    pub fn quota(&self) -> Quota {
-        let period = Duration::from_secs_f64(1.0 / self.rate_per_second.max(1e-6));
-        Quota::with_period(period)
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-            .allow_burst(self.burst)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::num::NonZeroU32;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
 

@@ -17,6 +17,7 @@
 //! warned about once per outage; Redis is asked again at most once per
 //! [`PROBE_EVERY`] until it answers, so an outage costs no timeout per send.
 
+use crate::settings::Secret;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,9 +27,21 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 use tracing::{debug, info, warn};
 
-use crate::config::RateLimitConfig;
 use crate::domain::ChannelName;
 use crate::metrics::Metrics;
+
+/// `[rate_limit]`: where instances keep the budget they share.
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    /// May hold a password, hence a secret; never logged or quoted.
+    pub redis_url: Secret,
+    /// Keys are `<key_prefix>:ratelimit:<channel>`, so several deployments
+    /// (or test runs) can share one Redis without sharing budgets.
+    pub key_prefix: String,
+    /// Bound on each Redis call: past it, the send goes ahead on the
+    /// instance's own limit rather than wait for Redis.
+    pub timeout: Duration,
+}
 
 /// How often Redis is asked again while it does not answer.
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);

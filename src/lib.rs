@@ -7,7 +7,8 @@
 //! - [`broker`]: RabbitMQ. The consumer of `payrelay.invoices`, the
 //!   dead-letter path, the event publisher and `payrelay publish`.
 //! - [`invoice`]: parsing and validating what billers send, once, at the edge.
-//! - [`dispatch`]: handling one invoice: dedup, route, render, send, record.
+//! - [`dispatch`]: handling one invoice, stage by stage: admit, route and
+//!   deliver, send with retries, record.
 //! - [`router`]: which channels, in which order, and why.
 //! - [`render`]: handlebars templates (built in from `templates/`, overridable).
 //! - [`channels`] (top-level `channels/` folder): one folder per channel
@@ -18,6 +19,26 @@
 //! - [`config`]: `config.toml`, layered with the environment and checked
 //!   completely before anything starts.
 //! - [`app`]: wiring it all together for `payrelay serve` and the tests.
+//!
+//! # Layers
+//! Each layer uses only the ones below it; `tests/architecture.rs` checks
+//! that no module imports in a cycle and the rules in brackets.
+//!
+//! ```text
+//! app                      wiring: serve, the tests
+//! broker · server          the edges: AMQP in and out, HTTP (the consumer loop holds no business rules)
+//! dispatch                 one invoice's handling, stage by stage
+//! store                    durable state and the event outbox
+//! config                   the whole checked configuration
+//! router · channels        decisions (no I/O) · adapters (reach no broker, router, store or server)
+//! render                   templates and the view of an invoice
+//! invoice · events         what billers send and receive (no I/O)
+//! settings · metrics · …   reading settings, secrets; counters; redaction; pay-link tokens
+//! domain                   names, keys, statuses, ids, the clock, quiet hours, money (uses nothing)
+//! ```
+//!
+//! Time always comes from a [`domain::Clock`], so expiry, holds and
+//! idleness are tested by moving a manual clock.
 
 pub mod app;
 pub mod broker;
@@ -35,4 +56,5 @@ pub mod render;
 pub mod router;
 pub mod schema;
 pub mod server;
+pub mod settings;
 pub mod store;

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::channels::Limits;
-use crate::config::raw::{duration, limits, read, secret, EnvLookup};
-use crate::config::{Problems, Secret};
+use crate::settings::{duration, limits, read, secret, EnvLookup};
+use crate::settings::{Problems, Secret};
 
 /// Where email goes.
 #[derive(Debug, Clone)]
@@ -72,7 +72,7 @@ impl EmailConfig {
         };
         let transport = match raw.transport.as_deref().unwrap_or("file") {
             "file" => Some(Transport::File {
-                dir: crate::config::resolve(
+                dir: crate::settings::resolve(
                     base_dir,
                     Path::new(raw.outbox_dir.as_deref().unwrap_or("var/outbox/email")),
                 ),

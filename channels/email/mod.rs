@@ -22,7 +22,7 @@ use super::{
     trimmed, Adapter, BuildContext, BuildError, Built, Channel, ChannelMessage, Prepared, Providers, Receipt, Request,
     SendError,
 };
-use crate::config::ChannelsConfig;
+use crate::channels::ChannelsConfig;
 use crate::domain::ChannelName;
 use crate::render::{RenderError, Templates};
 

@@ -10,9 +10,9 @@ use serde_json::Value;
 
 use crate::channels::meta::{self, GraphConfig};
 use crate::channels::Limits;
-use crate::config::raw::{limits, read, secret, EnvLookup};
-use crate::config::{Problems, Secret};
 use crate::domain::ChannelName;
+use crate::settings::{limits, read, secret, EnvLookup};
+use crate::settings::{Problems, Secret};
 
 /// Messenger's limit on a button title.
 pub const MAX_BUTTON_TITLE: usize = 20;

@@ -26,7 +26,7 @@ use super::webhook::Webhook;
 use super::{
     Adapter, BuildContext, BuildError, Built, Channel, ChannelMessage, Prepared, Providers, Receipt, Request, SendError,
 };
-use crate::config::ChannelsConfig;
+use crate::channels::ChannelsConfig;
 use crate::domain::ChannelName;
 use crate::render::{RenderError, Templates};
 
@@ -180,8 +180,8 @@ pub fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::BillerConfig;
     use crate::render::View;
+    use crate::settings::BillerConfig;
     use serde_json::json;
 
     fn channel_in(dir: &std::path::Path) -> MessengerChannel {

@@ -11,8 +11,8 @@ use serde_json::Value;
 use url::Url;
 
 use crate::channels::Limits;
-use crate::config::raw::{duration, limits, read, secret, EnvLookup};
-use crate::config::{Problems, Secret};
+use crate::settings::{duration, limits, read, secret, EnvLookup};
+use crate::settings::{Problems, Secret};
 
 /// Most segments `max_segments` may allow: Twilio's recommended ceiling,
 /// which also keeps a body under its 1600-character limit.
@@ -102,7 +102,7 @@ impl SmsConfig {
         };
         let provider = match raw.provider.as_deref().unwrap_or("file") {
             "file" => Some(Provider::File {
-                dir: crate::config::resolve(
+                dir: crate::settings::resolve(
                     base_dir,
                     Path::new(raw.outbox_dir.as_deref().unwrap_or("var/outbox/sms")),
                 ),

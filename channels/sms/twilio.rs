@@ -21,9 +21,10 @@ use subtle::ConstantTimeEq;
 use super::config::{TwilioConfig, TwilioSender};
 use super::{SmsMessage, SmsProvider};
 use crate::channels::webhook::{Refused, Webhook, WebhookRequest};
+use crate::channels::ChannelsConfig;
 use crate::channels::{http, BuildContext, BuildError, DeliveryStatus, Receipt, SendError, StatusReport};
-use crate::config::{ChannelsConfig, Secret};
 use crate::domain::ChannelName;
+use crate::settings::Secret;
 
 /// Where Twilio posts status callbacks, under `/webhooks/`.
 const WEBHOOK_PATH: &str = "twilio";

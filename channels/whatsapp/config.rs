@@ -9,9 +9,9 @@ use serde_json::Value;
 
 use crate::channels::meta::{self, GraphConfig};
 use crate::channels::Limits;
-use crate::config::raw::{limits, read, secret, EnvLookup};
-use crate::config::{Problems, Secret};
 use crate::domain::ChannelName;
+use crate::settings::{limits, read, secret, EnvLookup};
+use crate::settings::{Problems, Secret};
 
 /// The body parameters of the default `payment_request` template: who, how
 /// much, by when.

@@ -25,7 +25,7 @@ use super::webhook::Webhook;
 use super::{
     Adapter, BuildContext, BuildError, Built, Channel, ChannelMessage, Prepared, Providers, Receipt, Request, SendError,
 };
-use crate::config::ChannelsConfig;
+use crate::channels::ChannelsConfig;
 use crate::domain::ChannelName;
 use crate::render::{RenderError, Templates};
 
@@ -205,8 +205,8 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::BillerConfig;
     use crate::render::View;
+    use crate::settings::BillerConfig;
     use serde_json::json;
 
     fn channel(language: Option<&str>) -> WhatsappChannel {

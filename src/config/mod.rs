@@ -12,10 +12,12 @@
 //! folder, so the service behaves the same from any working directory.
 
 pub(crate) mod raw;
-mod secret;
 
+pub use crate::channels::ratelimit::RateLimitConfig;
+pub use crate::channels::ChannelsConfig;
+pub(crate) use crate::settings::{resolve, Problems};
+pub use crate::settings::{BillerConfig, Problem, Secret};
 pub use raw::{DaysToDue, OneOrMany};
-pub use secret::Secret;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,28 +27,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::channels::email::EmailConfig;
-use crate::channels::messenger::MessengerConfig;
-use crate::channels::sms::SmsConfig;
-use crate::channels::whatsapp::WhatsappConfig;
 use crate::domain::ChannelName;
-
-/// One thing wrong with the configuration, with the key it is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.key, self.message)
-        }
-    }
-}
 
 /// Every problem found in one config file.
 #[derive(Debug, thiserror::Error)]
@@ -157,19 +138,6 @@ fn list(problems: &[Problem]) -> String {
         .join("\n")
 }
 
-/// Collects problems while the config is checked.
-#[derive(Default)]
-pub(crate) struct Problems(Vec<Problem>);
-
-impl Problems {
-    pub(crate) fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
-            key: key.into(),
-            message: message.into(),
-        });
-    }
-}
-
 /// The whole, checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -215,19 +183,6 @@ pub struct StoreConfig {
     pub url: Secret,
 }
 
-/// `[rate_limit]`: where instances keep the budget they share.
-#[derive(Debug, Clone)]
-pub struct RateLimitConfig {
-    /// May hold a password, hence a secret; never logged or quoted.
-    pub redis_url: Secret,
-    /// Keys are `<key_prefix>:ratelimit:<channel>`, so several deployments
-    /// (or test runs) can share one Redis without sharing budgets.
-    pub key_prefix: String,
-    /// Bound on each Redis call: past it, the send goes ahead on the
-    /// instance's own limit rather than wait for Redis.
-    pub timeout: Duration,
-}
-
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
@@ -238,42 +193,6 @@ pub struct HttpConfig {
 #[derive(Debug, Clone)]
 pub struct PaylinkConfig {
     pub ttl: Duration,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct BillerConfig {
-    pub name: String,
-    pub checkout_url: String,
-    pub default_locale: Option<String>,
-    pub webhook_secret: Option<Secret>,
-    /// IANA time zone for customers whose invoice gives none (quiet hours).
-    pub timezone: Option<String>,
-    /// This biller's own email sender, when not the channel's `from`.
-    pub email_from: Option<lettre::message::Mailbox>,
-    /// This biller's approved WhatsApp template, when not the channel's.
-    pub whatsapp_template: Option<String>,
-    /// Handlebars snippets, one per body parameter of that template, when
-    /// not the channel's mapping.
-    pub whatsapp_parameters: Option<Vec<String>>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct ChannelsConfig {
-    pub email: Option<EmailConfig>,
-    pub sms: Option<SmsConfig>,
-    pub whatsapp: Option<WhatsappConfig>,
-    pub messenger: Option<MessengerConfig>,
-}
-
-impl ChannelsConfig {
-    pub fn is_configured(&self, name: ChannelName) -> bool {
-        match name {
-            ChannelName::Email => self.email.is_some(),
-            ChannelName::Sms => self.sms.is_some(),
-            ChannelName::Whatsapp => self.whatsapp.is_some(),
-            ChannelName::Messenger => self.messenger.is_some(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -489,14 +408,6 @@ fn set_path(node: &mut serde_json::Value, keys: &[String], value: String) {
             }
             set_path(child, rest, value);
         }
-    }
-}
-
-pub(crate) fn resolve(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_owned()
-    } else {
-        base.join(path)
     }
 }
 

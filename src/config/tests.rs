@@ -2,7 +2,7 @@ use super::*;
 
 use std::collections::BTreeSet;
 
-use crate::channels::email::Transport;
+use crate::channels::email::{EmailConfig, Transport};
 
 /// The smallest config that loads: one biller and file email.
 const MINIMAL: &str = r#"

@@ -54,8 +54,8 @@ use serde_json::json;
 
 pub use format::{date, money, money_minor};
 
-use crate::config::BillerConfig;
 use crate::invoice::Invoice;
+use crate::settings::BillerConfig;
 
 /// Every template a channel or the pay page renders, by name.
 pub const NAMES: [&str; 6] = [
