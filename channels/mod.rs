@@ -34,11 +34,11 @@
 //! 2. One line in [`ADAPTERS`]: the registry, `payrelay preview` and the
 //!    server's `/webhooks/...` routes all read that list.
 //!
-//! What is not yet the folder's own, until that vocabulary gets a home of
-//! its own: its [`ChannelName`] variant (with the contact it reads in
-//! [`ChannelName::address`], and a new contact field on the invoice if no
-//! existing one is its address), and its section in `ChannelsConfig` with
-//! the line in `config/raw.rs` that checks it.
+//! Outside the folder, what other layers must know of a channel: its
+//! [`ChannelName`] variant in the domain layer (with the contact it reads
+//! in [`crate::invoice::Contacts::address`], and a new contact field on the
+//! invoice if no existing one is its address), and its field in
+//! [`ChannelsConfig`] with the line in `config/raw.rs` that checks it.
 
 pub mod email;
 pub mod http;
