@@ -114,35 +114,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", payrelay::config::BUILT_IN);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check => Ok(match payrelay::app::check(&source) {
-            Ok(_) => {
-                println!("{}: ok", source.display());
-                ExitCode::SUCCESS
-            }
-            Err(problems) => {
-                eprintln!("{problems}");
-                ExitCode::FAILURE
-            }
-        }),
-        Command::Serve => {
-            if source == Source::BuiltIn {
-                eprintln!(
-                    "no {} here and no --config: running on the built-in configuration \
-                     (`payrelay config` prints it; files go under ./var)",
-                    payrelay::config::DEFAULT_PATH
-                );
-            }
-            let config = match payrelay::app::check(&source) {
-                Ok((config, _)) => config,
-                Err(problems) => {
-                    eprintln!("{problems}\nnot starting: fix the problems above (payrelay check lists them)");
-                    return Ok(ExitCode::FAILURE);
-                }
-            };
-            init_logging();
-            serve(config).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Check => Ok(check(&source)),
+        Command::Serve => serve_command(&source).await,
         Command::Route {
             file,
             replay,
@@ -155,94 +128,150 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::load_from(&source)?;
             match (file, replay, against) {
                 (_, Some(replay), Some(against)) => {
-                    let new = Config::load(&against)?;
-                    let input = read_input(&replay)?;
-                    let result = payrelay::router::replay(&input, &config, &new, today);
-                    let name = if replay == Path::new("-") {
-                        "stdin".to_owned()
-                    } else {
-                        replay.display().to_string()
-                    };
-                    println!("replay of {name} as of {today}");
-                    println!("  current config: {}", source.display());
-                    println!("  new config: {}", against.display());
-                    println!();
-                    print!("{}", result.report(limit));
-                    let totals = result.totals();
-                    if totals.compared == 0 {
-                        bail!("{name} holds no invoice to compare");
-                    }
-                    if fail_on_change && totals.changed > 0 {
-                        return Ok(ExitCode::from(3));
-                    }
+                    replay_command(&source, &config, &replay, &against, today, limit, fail_on_change)
                 }
                 (Some(file), _, _) => {
                     let invoice = read_invoice(&file, &config)?;
                     print!("{}", payrelay::router::explain(&invoice, &config, today));
+                    Ok(ExitCode::SUCCESS)
                 }
                 _ => bail!("give an invoice FILE, or --replay FILE --against NEW.toml"),
             }
-            Ok(ExitCode::SUCCESS)
         }
-        Command::Preview { file, channel } => {
-            let (config, templates) = payrelay::app::check(&source).map_err(|p| anyhow::anyhow!("{p}"))?;
-            let invoice = read_invoice(&file, &config)?;
-            let plan = payrelay::router::route(&invoice, &config, time::OffsetDateTime::now_utc().date());
-            let registry = preview_registry(&config)?;
-            let channels: Vec<ChannelName> = match channel {
-                Some(c) => vec![c],
-                None => plan.channels.clone(),
-            };
-            if !config.billers.contains_key(&invoice.key.biller_id) {
-                bail!("the invoice's biller is not configured");
-            }
-            for c in channels {
-                if registry.get(c).is_none() {
-                    println!("== {c}: not configured");
-                    continue;
-                }
-                if invoice.customer.contacts.address(c).is_none() {
-                    println!("== {c}: the invoice has no {}", c.contact_field());
-                    continue;
-                }
-                // The dispatcher's own preparation, with a real pay link
-                // (one that is never stored, so it opens nothing).
-                let clock = payrelay::domain::clock::SystemClock;
-                let outgoing = payrelay::dispatch::prepare(&config, &registry, &templates, &clock, &invoice, c);
-                let prepared = outgoing.message.map_err(|e| anyhow::anyhow!("{c}: {e}"))?;
-                println!("== {c} to {}", prepared.to);
-                for (name, content) in prepared.parts() {
-                    println!("-- {name}\n{content}");
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+        Command::Preview { file, channel } => preview(&source, &file, channel),
+        Command::Publish { file, raw } => publish(&source, &file, raw).await,
+    }
+}
+
+/// `payrelay check`: every problem, or "ok".
+fn check(source: &Source) -> ExitCode {
+    match payrelay::app::check(source) {
+        Ok(_) => {
+            println!("{}: ok", source.display());
+            ExitCode::SUCCESS
         }
-        Command::Publish { file, raw } => {
-            let config = Config::load_from(&source)?;
-            let input = read_input(&file)?;
-            let messages = payrelay::broker::publish::split_messages(&input);
-            if messages.is_empty() {
-                bail!("{} holds no message", file.display());
-            }
-            if !raw {
-                let bad = refused(&messages, |b| config.billers.contains_key(b));
-                if !bad.is_empty() {
-                    for line in &bad {
-                        eprintln!("{}:{line}", file.display());
-                    }
-                    bail!(
-                        "{} of {} message(s) would be rejected; nothing was published (--raw sends them anyway)",
-                        bad.len(),
-                        messages.len()
-                    );
-                }
-            }
-            let bodies: Vec<&str> = messages.iter().map(|m| m.body).collect();
-            let n = payrelay::broker::publish::publish(&config.broker, &bodies).await?;
-            println!("published {n} message(s) to {}", config.broker.queue);
-            Ok(ExitCode::SUCCESS)
+        Err(problems) => {
+            eprintln!("{problems}");
+            ExitCode::FAILURE
         }
     }
+}
+
+/// `payrelay serve`: refuses to start on a config `check` refuses.
+async fn serve_command(source: &Source) -> anyhow::Result<ExitCode> {
+    if *source == Source::BuiltIn {
+        eprintln!(
+            "no {} here and no --config: running on the built-in configuration \
+             (`payrelay config` prints it; files go under ./var)",
+            payrelay::config::DEFAULT_PATH
+        );
+    }
+    let config = match payrelay::app::check(source) {
+        Ok((config, _)) => config,
+        Err(problems) => {
+            eprintln!("{problems}\nnot starting: fix the problems above (payrelay check lists them)");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    init_logging();
+    serve(config).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `payrelay route --replay FILE --against NEW`: exit 3 with
+/// `--fail-on-change` when any invoice would be routed differently.
+fn replay_command(
+    source: &Source,
+    config: &Config,
+    replay: &Path,
+    against: &Path,
+    today: time::Date,
+    limit: usize,
+    fail_on_change: bool,
+) -> anyhow::Result<ExitCode> {
+    let new = Config::load(against)?;
+    let input = read_input(replay)?;
+    let result = payrelay::router::replay(&input, config, &new, today);
+    let name = if replay == Path::new("-") {
+        "stdin".to_owned()
+    } else {
+        replay.display().to_string()
+    };
+    println!("replay of {name} as of {today}");
+    println!("  current config: {}", source.display());
+    println!("  new config: {}", against.display());
+    println!();
+    print!("{}", result.report(limit));
+    let totals = result.totals();
+    if totals.compared == 0 {
+        bail!("{name} holds no invoice to compare");
+    }
+    if fail_on_change && totals.changed > 0 {
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `payrelay preview`: each message through the dispatcher's own
+/// preparation, with a real pay link (never stored, so it opens nothing).
+fn preview(source: &Source, file: &Path, channel: Option<ChannelName>) -> anyhow::Result<ExitCode> {
+    let (config, templates) = payrelay::app::check(source).map_err(|p| anyhow::anyhow!("{p}"))?;
+    let invoice = read_invoice(file, &config)?;
+    let plan = payrelay::router::route(&invoice, &config, time::OffsetDateTime::now_utc().date());
+    let registry = preview_registry(&config)?;
+    let channels: Vec<ChannelName> = match channel {
+        Some(c) => vec![c],
+        None => plan.channels.clone(),
+    };
+    if !config.billers.contains_key(&invoice.key.biller_id) {
+        bail!("the invoice's biller is not configured");
+    }
+    let clock = payrelay::domain::clock::SystemClock;
+    for c in channels {
+        if registry.get(c).is_none() {
+            println!("== {c}: not configured");
+            continue;
+        }
+        if invoice.customer.contacts.address(c).is_none() {
+            println!("== {c}: the invoice has no {}", c.contact_field());
+            continue;
+        }
+        let outgoing = payrelay::dispatch::prepare(&config, &registry, &templates, &clock, &invoice, c);
+        let prepared = outgoing.message.map_err(|e| anyhow::anyhow!("{c}: {e}"))?;
+        println!("== {c} to {}", prepared.to);
+        for (name, content) in prepared.parts() {
+            println!("-- {name}\n{content}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `payrelay publish`: every message checked first (unless `raw`), then
+/// published with confirms.
+async fn publish(source: &Source, file: &Path, raw: bool) -> anyhow::Result<ExitCode> {
+    let config = Config::load_from(source)?;
+    let input = read_input(file)?;
+    let messages = payrelay::broker::publish::split_messages(&input);
+    if messages.is_empty() {
+        bail!("{} holds no message", file.display());
+    }
+    if !raw {
+        let bad = refused(&messages, |b| config.billers.contains_key(b));
+        if !bad.is_empty() {
+            for line in &bad {
+                eprintln!("{}:{line}", file.display());
+            }
+            bail!(
+                "{} of {} message(s) would be rejected; nothing was published (--raw sends them anyway)",
+                bad.len(),
+                messages.len()
+            );
+        }
+    }
+    let bodies: Vec<&str> = messages.iter().map(|m| m.body).collect();
+    let n = payrelay::broker::publish::publish(&config.broker, &bodies).await?;
+    println!("published {n} message(s) to {}", config.broker.queue);
+    Ok(ExitCode::SUCCESS)
 }
 
 const ROUTE_HELP: &str = "\
