@@ -188,6 +188,16 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     pub public_base_url: Url,
     pub admin_token: Option<Secret>,
+    /// How long a client may take to send a request's headers, and how long
+    /// an idle connection stays open: slow or silent clients hold a socket each.
+    pub header_timeout: Duration,
+    /// How long one request may take, body included, before it is answered 408.
+    pub request_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog, so a
+    /// flood cannot use up the file descriptors the channels need.
+    pub max_connections: usize,
+    /// The largest request body read (payment confirmations, webhooks); 413 above it.
+    pub max_body_bytes: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -74,6 +74,10 @@ struct RawHttp {
     listen: Option<String>,
     public_base_url: Option<String>,
     admin_token: Option<String>,
+    header_timeout: Option<String>,
+    request_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_body_bytes: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -367,6 +371,9 @@ fn check_rate_limit(raw: RawRateLimit, env: EnvLookup<'_>, problems: &mut Proble
     })
 }
 
+/// Far above any open-file limit a host grants one process.
+const MAX_CONNECTIONS: usize = 65_536;
+
 fn check_http(raw: RawHttp, env: EnvLookup<'_>, problems: &mut Problems) -> Option<HttpConfig> {
     let listen_text = raw.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
     let listen = listen_text
@@ -387,10 +394,33 @@ fn check_http(raw: RawHttp, env: EnvLookup<'_>, problems: &mut Problems) -> Opti
         }
     };
     let admin_token = secret("http.admin_token", raw.admin_token, env, problems);
+    let header_timeout = duration(
+        "http.header_timeout",
+        raw.header_timeout.as_deref().unwrap_or("10s"),
+        problems,
+    );
+    let request_timeout = duration(
+        "http.request_timeout",
+        raw.request_timeout.as_deref().unwrap_or("30s"),
+        problems,
+    );
+    let max_connections = raw.max_connections.unwrap_or(1024);
+    let connections_ok = (1..=MAX_CONNECTIONS).contains(&max_connections);
+    if !connections_ok {
+        problems.push(
+            "http.max_connections",
+            format!("must be between 1 and {MAX_CONNECTIONS}"),
+        );
+    }
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(256 * 1024);
     Some(HttpConfig {
         listen: listen?,
         public_base_url: public_base_url?,
         admin_token,
+        header_timeout: header_timeout?,
+        request_timeout: request_timeout?,
+        max_connections: connections_ok.then_some(max_connections)?,
+        max_body_bytes,
     })
 }
 

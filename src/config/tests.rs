@@ -974,3 +974,17 @@ fn biller_ids_must_be_one_routing_key_word() {
         "[billers.acme-energy_2]\ncheckout_url = \"https://pay.example/c?inv={invoice_id}\"",
     ));
 }
+
+#[test]
+fn the_http_bounds_default_to_safe_values_and_refuse_nonsense() {
+    let c = load(MINIMAL);
+    assert_eq!(c.http.header_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(c.http.request_timeout, std::time::Duration::from_secs(30));
+    assert_eq!(c.http.max_connections, 1024);
+    assert_eq!(c.http.max_body_bytes, 256 * 1024);
+    let text = minimal_and("[http]\nmax_connections = 0\nheader_timeout = \"0s\"\nrequest_timeout = \"soon\"");
+    assert_eq!(
+        keys(&problems(&text)),
+        set_of(&["http.max_connections", "http.header_timeout", "http.request_timeout"])
+    );
+}
