@@ -988,3 +988,18 @@ fn the_http_bounds_default_to_safe_values_and_refuse_nonsense() {
         set_of(&["http.max_connections", "http.header_timeout", "http.request_timeout"])
     );
 }
+
+/// A pay-link token in a checkout URL ends up in the payment provider's
+/// logs; the shipped example must not teach that.
+#[test]
+fn the_example_config_hands_no_pay_link_token_to_the_checkout() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+    let config = Config::load(&path).unwrap();
+    for (id, biller) in &config.billers {
+        assert!(
+            !biller.checkout_url.contains("{token}"),
+            "billers.{id}.checkout_url: {}",
+            biller.checkout_url
+        );
+    }
+}

@@ -52,14 +52,17 @@ pub fn router(state: AppState) -> Router {
     let webhooks = Router::new()
         .route("/webhooks/{path}", get(webhooks::handshake).post(webhooks::receive))
         .with_state(webhooks::Hooks::new(state.clone()));
-    Router::new()
+    let pages = Router::new()
         .route("/p/{token}", get(paypage::show))
         .route("/p/{token}/pay", get(paypage::pay))
+        .layer(axum::middleware::map_response(paypage::security_headers));
+    Router::new()
         .route("/v1/payments", post(api::payment))
         .route("/v1/invoices/{biller_id}/{invoice_id}", get(api::invoice))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(pages)
         .with_state(state)
         .merge(webhooks)
         .layer(DefaultBodyLimit::max(max_body))
