@@ -28,11 +28,13 @@ async fn lookup(state: &AppState, token: &str) -> Result<LinkState, AppError> {
     let Some(record) = state.store.paylink(&paylink::token_hash(token)).await? else {
         return Ok(LinkState::Unknown);
     };
+    // Expiry before payment: paying an invoice must not bring its expired
+    // links back to life.
     Ok(match record.status {
-        Status::Paid => LinkState::Paid(Box::new(record)),
         Status::Cancelled => LinkState::Gone("This payment request was cancelled by the sender."),
         Status::Superseded => LinkState::Gone("This payment request was replaced by a newer request."),
         _ if record.expires_at_ms <= state.clock.now_ms() => LinkState::Gone("This payment link has expired."),
+        Status::Paid => LinkState::Paid(Box::new(record)),
         Status::Accepted | Status::Sent | Status::Exhausted => LinkState::Open(Box::new(record)),
     })
 }
