@@ -105,6 +105,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(Err(_)) => "unavailable",
         Err(_) => "unavailable (no answer within 1 s)",
     };
+    let store = if store == "ok" && state.metrics.store_write_failed() {
+        "failing (it refused the last write)"
+    } else {
+        store
+    };
     let store_ok = store == "ok";
     let body = format!(
         "broker: {}\nstore: {store}\n",
