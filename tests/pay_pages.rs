@@ -1,5 +1,6 @@
 //! What strangers get from pay links: the headers every page under `/p/`
-//! carries, whatever its answer.
+//! carries, whatever its answer, and 429 once an address has guessed too
+//! many links, while real links keep working for it.
 
 mod common;
 
@@ -59,5 +60,71 @@ async fn every_pay_link_answer_carries_the_security_headers() {
     let expired = env.get(&link).await;
     assert_eq!(expired.status(), 410);
     assert_page_headers(&expired, "an expired link");
+    env.finish().await;
+}
+
+/// A well-formed token no invoice has.
+fn guess(i: usize) -> String {
+    format!("/p/01a1f97c7288{i:0>27}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_links_is_throttled_per_address_and_real_links_never_are() {
+    let env = TestEnv::start_with(Options {
+        http: "unknown_links_per_minute = 5".into(),
+        ..Options::default()
+    })
+    .await;
+    env.publish(&[invoice("INV-REAL", "real@example.com")]).await;
+    let emails = env.smtp.wait_for(1, WAIT).await;
+    let link = common::pay_link(&common::parts(&emails[0].data).1, &env.base_url);
+    for i in 0..5 {
+        assert_eq!(env.get(&guess(i)).await.status(), 404, "guess {i} is within the quota");
+    }
+    let refused = env.get(&guess(5)).await;
+    assert_eq!(refused.status(), 429);
+    assert_page_headers(&refused, "the 429 page");
+    let retry_after: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=13).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(
+        env.get("/p/not-a-token").await.status(),
+        429,
+        "malformed guesses count too"
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            env.get(&link).await.status(),
+            200,
+            "the real link from the same address"
+        );
+        assert_eq!(env.get(&format!("{link}/pay")).await.status(), 303);
+    }
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_the_configured_header_names_the_client() {
+    let env = TestEnv::start_with(Options {
+        http: "unknown_links_per_minute = 2\nclient_ip_header = \"X-Forwarded-For\"".into(),
+        ..Options::default()
+    })
+    .await;
+    let from = |client: &'static str, i: usize| {
+        let url = format!("{}{}", env.base_url, guess(i));
+        let request = env.http.get(url).header("x-forwarded-for", client);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(from("203.0.113.7", 0).await, 404);
+    assert_eq!(from("198.51.100.1, 203.0.113.7", 1).await, 404);
+    assert_eq!(
+        from("203.0.113.7", 2).await,
+        429,
+        "the proxy's last value is the client"
+    );
+    assert_eq!(
+        from("203.0.113.8", 3).await,
+        404,
+        "another client behind the same proxy"
+    );
     env.finish().await;
 }

@@ -198,6 +198,12 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// The largest request body read (payment confirmations, webhooks); 413 above it.
     pub max_body_bytes: usize,
+    /// Lookups of pay links that do not exist, per client address: guessing
+    /// and crawling get 429 past it; real links are never counted.
+    pub unknown_links_per_minute: std::num::NonZeroU32,
+    /// Behind a proxy, the header it puts the client's address in (its last
+    /// value counts); without it, the connection's address.
+    pub client_ip_header: Option<axum::http::HeaderName>,
 }
 
 #[derive(Debug, Clone)]

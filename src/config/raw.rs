@@ -78,6 +78,8 @@ struct RawHttp {
     request_timeout: Option<String>,
     max_connections: Option<usize>,
     max_body_bytes: Option<usize>,
+    unknown_links_per_minute: Option<u32>,
+    client_ip_header: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -413,6 +415,24 @@ fn check_http(raw: RawHttp, env: EnvLookup<'_>, problems: &mut Problems) -> Opti
         );
     }
     let max_body_bytes = raw.max_body_bytes.unwrap_or(256 * 1024);
+    let unknown_links_per_minute = std::num::NonZeroU32::new(raw.unknown_links_per_minute.unwrap_or(30));
+    if unknown_links_per_minute.is_none() {
+        problems.push("http.unknown_links_per_minute", "must be at least 1");
+    }
+    let client_ip_header = match raw
+        .client_ip_header
+        .map(|h| axum::http::HeaderName::from_str(&h).map_err(|_| h))
+    {
+        None => Some(None),
+        Some(Ok(name)) => Some(Some(name)),
+        Some(Err(text)) => {
+            problems.push(
+                "http.client_ip_header",
+                format!("\"{text}\" is not an HTTP header name like X-Forwarded-For"),
+            );
+            None
+        }
+    };
     Some(HttpConfig {
         listen: listen?,
         public_base_url: public_base_url?,
@@ -421,6 +441,8 @@ fn check_http(raw: RawHttp, env: EnvLookup<'_>, problems: &mut Problems) -> Opti
         request_timeout: request_timeout?,
         max_connections: connections_ok.then_some(max_connections)?,
         max_body_bytes,
+        unknown_links_per_minute: unknown_links_per_minute?,
+        client_ip_header: client_ip_header?,
     })
 }
 

@@ -1003,3 +1003,20 @@ fn the_example_config_hands_no_pay_link_token_to_the_checkout() {
         );
     }
 }
+
+#[test]
+fn the_pay_link_throttle_keys_are_read_and_checked() {
+    let c = load(MINIMAL);
+    assert_eq!(c.http.unknown_links_per_minute.get(), 30);
+    assert!(c.http.client_ip_header.is_none());
+    let c = load(&minimal_and(
+        "[http]\nunknown_links_per_minute = 5\nclient_ip_header = \"X-Forwarded-For\"",
+    ));
+    assert_eq!(c.http.unknown_links_per_minute.get(), 5);
+    assert_eq!(c.http.client_ip_header.unwrap().as_str(), "x-forwarded-for");
+    let text = minimal_and("[http]\nunknown_links_per_minute = 0\nclient_ip_header = \"Forwarded For\"");
+    assert_eq!(
+        keys(&problems(&text)),
+        set_of(&["http.unknown_links_per_minute", "http.client_ip_header"])
+    );
+}

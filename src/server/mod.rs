@@ -7,6 +7,7 @@
 pub(crate) mod api;
 mod listen;
 mod paypage;
+pub mod throttle;
 mod webhooks;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +44,7 @@ pub struct AppState {
     pub dispatcher: Arc<crate::dispatch::Dispatcher>,
     /// The service's time: pay pages expire by it.
     pub clock: Arc<dyn crate::domain::clock::Clock>,
+    pub unknown_links: Arc<throttle::UnknownLinks>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -55,6 +57,10 @@ pub fn router(state: AppState) -> Router {
     let pages = Router::new()
         .route("/p/{token}", get(paypage::show))
         .route("/p/{token}/pay", get(paypage::pay))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            throttle::unknown_links,
+        ))
         .layer(axum::middleware::map_response(paypage::security_headers));
     Router::new()
         .route("/v1/payments", post(api::payment))
