@@ -227,6 +227,7 @@ pub async fn start_with_store(
         broker_ready: broker_ready.clone(),
         dispatcher: dispatcher.clone(),
         clock,
+        unknown_links: Arc::new(server::throttle::UnknownLinks::new(&config.http)),
     };
     let addr = listener.local_addr().map_err(|source| StartError::Bind {
         addr: config.http.listen,

@@ -3,6 +3,7 @@
 //! standard `process_*` metrics and `payrelay_build_info` beside payrelay's
 //! own.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -51,6 +52,10 @@ pub struct Metrics {
     clicks: Counter,
     events_published: Counter,
     rate_limit_fallback: Family<ChannelLabels, Counter>,
+    /// Set when the store refused an invoice's write, cleared by the next
+    /// invoice it took: `/readyz` reports it, since a store that answers
+    /// pings can still fail every write (a full disk).
+    store_write_failed: AtomicBool,
 }
 
 impl Default for Metrics {
@@ -110,15 +115,27 @@ impl Metrics {
             clicks,
             events_published,
             rate_limit_fallback,
+            store_write_failed: AtomicBool::new(false),
         }
     }
 
     pub fn invoice(&self, outcome: &str) {
+        match outcome {
+            "store_retry" => self.store_write_failed.store(true, Ordering::Relaxed),
+            // A rejected message is dead-lettered before anything is written.
+            "rejected" => {}
+            _ => self.store_write_failed.store(false, Ordering::Relaxed),
+        }
         self.invoices
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Whether the store refused the last invoice write it was given.
+    pub fn store_write_failed(&self) -> bool {
+        self.store_write_failed.load(Ordering::Relaxed)
     }
 
     pub fn send(&self, channel: ChannelName, outcome: &str) {

@@ -334,3 +334,31 @@ async fn an_invoice_whose_store_failed_after_it_was_accepted_is_sent_once_when_r
 async fn a_send_whose_record_failed_is_recorded_and_not_sent_again() {
     one_store_call_fails(|f| f.finish_sent.store(1, Ordering::SeqCst)).await;
 }
+
+/// A store that answers pings but refuses writes (a full disk) is not ready,
+/// and is again once it takes the retried invoice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_reports_a_store_that_refuses_writes_until_it_takes_one_again() {
+    let fail_next = Arc::new(FailNext::default());
+    let env = TestEnv::start_with(failing(&Arc::new(AtomicBool::new(false)), &fail_next, 2)).await;
+    let ready = |want: u16, what: &'static str| {
+        let env = &env;
+        async move {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while env.get("/readyz").await.status() != want {
+                assert!(tokio::time::Instant::now() < deadline, "{what}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    ready(200, "never ready").await;
+    fail_next.start_attempt.store(4, Ordering::SeqCst);
+    env.publish(&[invoice("INV-FULL-DISK", "full@example.com")]).await;
+    ready(503, "ready while the store refused writes").await;
+    let body = env.get("/readyz").await.text().await.unwrap();
+    assert!(body.contains("store: failing"), "{body}");
+    env.wait_for("invoice.sent", 1).await;
+    ready(200, "not ready again after the store took the retried invoice").await;
+    assert_eq!(env.smtp.received().len(), 1, "sent once");
+    env.finish().await;
+}

@@ -322,3 +322,27 @@ async fn a_pay_link_expires_when_the_service_clock_passes_its_ttl() {
     assert_eq!(env.get(&format!("{link}/pay")).await.status(), 410);
     env.finish().await;
 }
+
+/// Paying an invoice closes it; it does not bring its expired links back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paying_an_invoice_does_not_revive_its_expired_link() {
+    let clock = Arc::new(ManualClock::at_ms(MORNING_MS));
+    let env = TestEnv::start_with(Options {
+        paylink_ttl: "1h",
+        clock: Some(clock.clone()),
+        ..Options::default()
+    })
+    .await;
+    env.publish(&[invoice("INV-EXPIRED-PAID", "late@example.com")]).await;
+    let emails = env.smtp.wait_for(1, WAIT).await;
+    let link = common::pay_link(&common::parts(&emails[0].data).1, &env.base_url);
+    env.wait_for("invoice.sent", 1).await;
+    clock.set_ms(MORNING_MS + 3_600_000);
+    assert_eq!(env.get(&link).await.status(), 410);
+    env.publish(&[json!({"kind": "invoice_paid", "biller_id": "acme", "invoice_id": "INV-EXPIRED-PAID"})])
+        .await;
+    env.wait_for("invoice.paid", 1).await;
+    assert_eq!(env.get(&link).await.status(), 410, "the paid invoice's expired link");
+    assert_eq!(env.get(&format!("{link}/pay")).await.status(), 410);
+    env.finish().await;
+}

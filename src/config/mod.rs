@@ -188,6 +188,22 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     pub public_base_url: Url,
     pub admin_token: Option<Secret>,
+    /// How long a client may take to send a request's headers, and how long
+    /// an idle connection stays open: slow or silent clients hold a socket each.
+    pub header_timeout: Duration,
+    /// How long one request may take, body included, before it is answered 408.
+    pub request_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog, so a
+    /// flood cannot use up the file descriptors the channels need.
+    pub max_connections: usize,
+    /// The largest request body read (payment confirmations, webhooks); 413 above it.
+    pub max_body_bytes: usize,
+    /// Lookups of pay links that do not exist, per client address: guessing
+    /// and crawling get 429 past it; real links are never counted.
+    pub unknown_links_per_minute: std::num::NonZeroU32,
+    /// Behind a proxy, the header it puts the client's address in (its last
+    /// value counts); without it, the connection's address.
+    pub client_ip_header: Option<axum::http::HeaderName>,
 }
 
 #[derive(Debug, Clone)]

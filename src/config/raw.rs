@@ -74,6 +74,12 @@ struct RawHttp {
     listen: Option<String>,
     public_base_url: Option<String>,
     admin_token: Option<String>,
+    header_timeout: Option<String>,
+    request_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_body_bytes: Option<usize>,
+    unknown_links_per_minute: Option<u32>,
+    client_ip_header: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -367,6 +373,9 @@ fn check_rate_limit(raw: RawRateLimit, env: EnvLookup<'_>, problems: &mut Proble
     })
 }
 
+/// Far above any open-file limit a host grants one process.
+const MAX_CONNECTIONS: usize = 65_536;
+
 fn check_http(raw: RawHttp, env: EnvLookup<'_>, problems: &mut Problems) -> Option<HttpConfig> {
     let listen_text = raw.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
     let listen = listen_text
@@ -387,10 +396,53 @@ fn check_http(raw: RawHttp, env: EnvLookup<'_>, problems: &mut Problems) -> Opti
         }
     };
     let admin_token = secret("http.admin_token", raw.admin_token, env, problems);
+    let header_timeout = duration(
+        "http.header_timeout",
+        raw.header_timeout.as_deref().unwrap_or("10s"),
+        problems,
+    );
+    let request_timeout = duration(
+        "http.request_timeout",
+        raw.request_timeout.as_deref().unwrap_or("30s"),
+        problems,
+    );
+    let max_connections = raw.max_connections.unwrap_or(1024);
+    let connections_ok = (1..=MAX_CONNECTIONS).contains(&max_connections);
+    if !connections_ok {
+        problems.push(
+            "http.max_connections",
+            format!("must be between 1 and {MAX_CONNECTIONS}"),
+        );
+    }
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(256 * 1024);
+    let unknown_links_per_minute = std::num::NonZeroU32::new(raw.unknown_links_per_minute.unwrap_or(30));
+    if unknown_links_per_minute.is_none() {
+        problems.push("http.unknown_links_per_minute", "must be at least 1");
+    }
+    let client_ip_header = match raw
+        .client_ip_header
+        .map(|h| axum::http::HeaderName::from_str(&h).map_err(|_| h))
+    {
+        None => Some(None),
+        Some(Ok(name)) => Some(Some(name)),
+        Some(Err(text)) => {
+            problems.push(
+                "http.client_ip_header",
+                format!("\"{text}\" is not an HTTP header name like X-Forwarded-For"),
+            );
+            None
+        }
+    };
     Some(HttpConfig {
         listen: listen?,
         public_base_url: public_base_url?,
         admin_token,
+        header_timeout: header_timeout?,
+        request_timeout: request_timeout?,
+        max_connections: connections_ok.then_some(max_connections)?,
+        max_body_bytes,
+        unknown_links_per_minute: unknown_links_per_minute?,
+        client_ip_header: client_ip_header?,
     })
 }
 

@@ -974,3 +974,49 @@ fn biller_ids_must_be_one_routing_key_word() {
         "[billers.acme-energy_2]\ncheckout_url = \"https://pay.example/c?inv={invoice_id}\"",
     ));
 }
+
+#[test]
+fn the_http_bounds_default_to_safe_values_and_refuse_nonsense() {
+    let c = load(MINIMAL);
+    assert_eq!(c.http.header_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(c.http.request_timeout, std::time::Duration::from_secs(30));
+    assert_eq!(c.http.max_connections, 1024);
+    assert_eq!(c.http.max_body_bytes, 256 * 1024);
+    let text = minimal_and("[http]\nmax_connections = 0\nheader_timeout = \"0s\"\nrequest_timeout = \"soon\"");
+    assert_eq!(
+        keys(&problems(&text)),
+        set_of(&["http.max_connections", "http.header_timeout", "http.request_timeout"])
+    );
+}
+
+/// A pay-link token in a checkout URL ends up in the payment provider's
+/// logs; the shipped example must not teach that.
+#[test]
+fn the_example_config_hands_no_pay_link_token_to_the_checkout() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+    let config = Config::load(&path).unwrap();
+    for (id, biller) in &config.billers {
+        assert!(
+            !biller.checkout_url.contains("{token}"),
+            "billers.{id}.checkout_url: {}",
+            biller.checkout_url
+        );
+    }
+}
+
+#[test]
+fn the_pay_link_throttle_keys_are_read_and_checked() {
+    let c = load(MINIMAL);
+    assert_eq!(c.http.unknown_links_per_minute.get(), 30);
+    assert!(c.http.client_ip_header.is_none());
+    let c = load(&minimal_and(
+        "[http]\nunknown_links_per_minute = 5\nclient_ip_header = \"X-Forwarded-For\"",
+    ));
+    assert_eq!(c.http.unknown_links_per_minute.get(), 5);
+    assert_eq!(c.http.client_ip_header.unwrap().as_str(), "x-forwarded-for");
+    let text = minimal_and("[http]\nunknown_links_per_minute = 0\nclient_ip_header = \"Forwarded For\"");
+    assert_eq!(
+        keys(&problems(&text)),
+        set_of(&["http.unknown_links_per_minute", "http.client_ip_header"])
+    );
+}

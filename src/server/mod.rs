@@ -5,15 +5,18 @@
 //! link's answer never reveals anything personal about another invoice.
 
 pub(crate) mod api;
+mod listen;
 mod paypage;
+pub mod throttle;
 mod webhooks;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -41,30 +44,57 @@ pub struct AppState {
     pub dispatcher: Arc<crate::dispatch::Dispatcher>,
     /// The service's time: pay pages expire by it.
     pub clock: Arc<dyn crate::domain::clock::Clock>,
+    pub unknown_links: Arc<throttle::UnknownLinks>,
 }
 
 pub fn router(state: AppState) -> Router {
+    let http = &state.config.http;
+    let (request_timeout, max_body) = (http.request_timeout, http.max_body_bytes);
     // Every channel's provider callbacks, under the path its adapter declares.
     let webhooks = Router::new()
         .route("/webhooks/{path}", get(webhooks::handshake).post(webhooks::receive))
         .with_state(webhooks::Hooks::new(state.clone()));
-    Router::new()
+    let pages = Router::new()
         .route("/p/{token}", get(paypage::show))
         .route("/p/{token}/pay", get(paypage::pay))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            throttle::unknown_links,
+        ))
+        .layer(axum::middleware::map_response(paypage::security_headers));
+    Router::new()
         .route("/v1/payments", post(api::payment))
         .route("/v1/invoices/{biller_id}/{invoice_id}", get(api::invoice))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(pages)
         .with_state(state)
         .merge(webhooks)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(request_timeout, bounded))
+}
+
+/// Answers 408 to a request that takes longer than `[http] request_timeout`,
+/// a client trickling its body included.
+async fn bounded(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => message_page(
+            StatusCode::REQUEST_TIMEOUT,
+            "Request timed out",
+            "The request took too long. Please try again.",
+        ),
+    }
 }
 
 /// Serves until `shutdown` is cancelled, then finishes open requests.
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let limits = listen::Limits {
+        header_timeout: state.config.http.header_timeout,
+        max_connections: state.config.http.max_connections,
+    };
+    listen::serve(listener, router(state), limits, shutdown).await
 }
 
 /// How long `/readyz` waits for the store to answer a ping. A store that
@@ -80,6 +110,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(Ok(())) => "ok",
         Ok(Err(_)) => "unavailable",
         Err(_) => "unavailable (no answer within 1 s)",
+    };
+    let store = if store == "ok" && state.metrics.store_write_failed() {
+        "failing (it refused the last write)"
+    } else {
+        store
     };
     let store_ok = store == "ok";
     let body = format!(

@@ -1,7 +1,7 @@
 //! `GET /p/{token}` and `GET /p/{token}/pay`.
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use tracing::info;
 
@@ -28,11 +28,13 @@ async fn lookup(state: &AppState, token: &str) -> Result<LinkState, AppError> {
     let Some(record) = state.store.paylink(&paylink::token_hash(token)).await? else {
         return Ok(LinkState::Unknown);
     };
+    // Expiry before payment: paying an invoice must not bring its expired
+    // links back to life.
     Ok(match record.status {
-        Status::Paid => LinkState::Paid(Box::new(record)),
         Status::Cancelled => LinkState::Gone("This payment request was cancelled by the sender."),
         Status::Superseded => LinkState::Gone("This payment request was replaced by a newer request."),
         _ if record.expires_at_ms <= state.clock.now_ms() => LinkState::Gone("This payment link has expired."),
+        Status::Paid => LinkState::Paid(Box::new(record)),
         Status::Accepted | Status::Sent | Status::Exhausted => LinkState::Open(Box::new(record)),
     })
 }
@@ -105,4 +107,25 @@ fn see_other(location: &str) -> Response {
         [(header::LOCATION, location), (header::CACHE_CONTROL, "no-store")],
     )
         .into_response()
+}
+
+/// Pay pages show invoice data and carry a live token in their URL: no site
+/// may frame them, they load nothing from elsewhere (styles are inline), and
+/// the redirect to checkout leaks no `Referer` with the token.
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// Every answer under `/p/`, the 404, 410 and 503 pages included.
+pub(super) async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
 }

@@ -46,6 +46,8 @@ pub struct Options {
     pub wrap_store: Option<StoreWrapper>,
     /// `[store] url`; an SQLite file in the test's folder when None.
     pub store_url: Option<String>,
+    /// More `[http]` keys.
+    pub http: String,
 }
 
 /// Builds a store around the real one.
@@ -62,6 +64,7 @@ impl Default for Options {
             delivery_limit: 10,
             wrap_store: None,
             store_url: None,
+            http: String::new(),
         }
     }
 }
@@ -120,6 +123,7 @@ url = "{store_url}"
 listen = "127.0.0.1:{port}"
 public_base_url = "{base_url}"
 admin_token = "env:PAYRELAY_ADMIN_TOKEN"
+{http}
 
 [paylink]
 ttl = "{ttl}"
@@ -148,6 +152,7 @@ timeout = "5s"
             rate = options.email_rate,
             channels = options.channels,
             routing = options.routing,
+            http = options.http,
             delivery_limit = options.delivery_limit,
             store_url = options.store_url.as_deref().unwrap_or("sqlite://var/payrelay.db"),
         );
