@@ -60,7 +60,9 @@ pub struct BillerConfig {
     pub name: String,
     pub checkout_url: String,
     pub default_locale: Option<String>,
-    pub webhook_secret: Option<Secret>,
+    /// The keys that may sign this biller's payment confirmations; more
+    /// than one while the biller rotates its secret. None: all are refused.
+    pub webhook_secret: Vec<Secret>,
     /// IANA time zone for customers whose invoice gives none (quiet hours).
     pub timezone: Option<String>,
     /// This biller's own email sender, when not the channel's `from`.
