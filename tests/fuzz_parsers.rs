@@ -1461,6 +1461,7 @@ const CONFIG_KEYS: &[&str] = &[
     "checkout_url",
     "default_locale",
     "webhook_secret",
+    "amqp_user",
     "timezone",
     "email_from",
     "whatsapp_template",

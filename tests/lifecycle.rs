@@ -192,6 +192,80 @@ async fn a_payment_before_its_request_is_recorded_visibly_and_the_request_is_not
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_biller_with_an_amqp_user_takes_only_messages_published_as_that_user() {
+    let env = TestEnv::start_with(Options {
+        billers: r#"
+[billers.globex]
+checkout_url = "https://pay.example/g?inv={invoice_id}"
+amqp_user = "guest"
+
+[billers.initech]
+checkout_url = "https://pay.example/i?inv={invoice_id}"
+amqp_user = "billing-initech"
+"#
+        .into(),
+        ..Options::default()
+    })
+    .await;
+    let for_biller = |biller: &str, id: &str| {
+        let mut message = invoice(id, &format!("{}@example.com", id.to_lowercase()));
+        message["biller_id"] = json!(biller);
+        message
+    };
+    env.publish_as(&for_biller("globex", "INV-G1"), Some("guest")).await;
+    env.publish_as(&for_biller("globex", "INV-G2"), None).await;
+    env.publish_as(&for_biller("initech", "INV-I1"), Some("guest")).await;
+    let close = json!({"kind": "invoice_paid", "biller_id": "globex", "invoice_id": "INV-G1"});
+    env.publish_as(&close, None).await;
+    env.publish_as(&for_biller("acme", "INV-A1"), None).await;
+
+    let mut refused = env.dead_letters(3).await;
+    refused.sort_by_key(|(_, body)| String::from_utf8_lossy(body).into_owned());
+    let reasons: Vec<(String, &str)> = refused
+        .iter()
+        .map(|(reason, body)| {
+            let body: Value = serde_json::from_slice(body).unwrap();
+            (body["invoice_id"].as_str().unwrap().to_owned(), reason.as_str())
+        })
+        .collect();
+    let reason_of = |id: &str| {
+        reasons
+            .iter()
+            .filter(|(i, _)| i == id)
+            .map(|(_, r)| *r)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(reason_of("INV-G2")[0].contains("has no user_id"), "{reasons:?}");
+    assert!(
+        reason_of("INV-G2")[0].contains("[billers.globex] amqp_user"),
+        "{reasons:?}"
+    );
+    assert!(
+        reason_of("INV-I1")[0].contains("published as another user"),
+        "{reasons:?}"
+    );
+    assert_eq!(reason_of("INV-G1").len(), 1, "the unproven close: {reasons:?}");
+
+    let sent = env.wait_for("invoice.sent", 2).await;
+    let mut sent: Vec<&str> = sent.iter().map(|e| e["invoice_id"].as_str().unwrap()).collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        ["INV-A1", "INV-G1"],
+        "the right user, and a biller without amqp_user"
+    );
+    let rejected = env.wait_for("invoice.rejected", 3).await;
+    assert!(rejected.iter().all(|e| e["biller_id"] != "acme"), "{rejected:#?}");
+    settle(&env, "INV-SETTLE").await;
+    assert!(
+        env.events_named("invoice.paid").is_empty(),
+        "the close without the user changed nothing"
+    );
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_shows_status_and_timeline_only_to_the_admin_token() {
     let env = TestEnv::start().await;
     env.publish(&[invoice("INV-TL", "timeline@example.com")]).await;

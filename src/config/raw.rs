@@ -90,6 +90,7 @@ struct RawBiller {
     checkout_url: Option<String>,
     default_locale: Option<String>,
     webhook_secret: Option<OneOrMany>,
+    amqp_user: Option<String>,
     timezone: Option<String>,
     email_from: Option<String>,
     whatsapp_template: Option<String>,
@@ -455,6 +456,16 @@ fn check_billers(value: Value, env: EnvLookup<'_>, problems: &mut Problems) -> B
                 checkout_url,
                 default_locale: raw.default_locale,
                 webhook_secret,
+                amqp_user: raw.amqp_user.filter(|user| {
+                    let blank = user.trim().is_empty();
+                    if blank {
+                        problems.push(
+                            format!("{prefix}.amqp_user"),
+                            "is empty: name the AMQP user this biller publishes as, or leave the key out",
+                        );
+                    }
+                    !blank
+                }),
                 timezone: raw.timezone.filter(|tz| {
                     let known = crate::domain::quiet::time_zone(tz);
                     if let Err(e) = &known {

@@ -1006,3 +1006,16 @@ fn a_biller_may_list_several_webhook_secrets_while_it_rotates() {
         set_of(&["billers.acme.webhook_secret"])
     );
 }
+
+#[test]
+fn a_biller_may_name_the_amqp_user_it_publishes_as() {
+    let c = load(&minimal_and(
+        "[billers.globex]\ncheckout_url = \"https://pay.example/\"\namqp_user = \"billing-globex\"",
+    ));
+    assert_eq!(c.billers["globex"].amqp_user.as_deref(), Some("billing-globex"));
+    assert_eq!(c.billers["acme"].amqp_user, None, "any publisher unless set");
+    let problems = problems(&minimal_and(
+        "[billers.globex]\ncheckout_url = \"https://pay.example/\"\namqp_user = \" \"",
+    ));
+    assert_eq!(keys(&problems), set_of(&["billers.globex.amqp_user"]));
+}
