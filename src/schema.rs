@@ -73,7 +73,9 @@ pub fn invoice() -> Value {
         "description": format!(
             "One message on the invoices queue: UTF-8 JSON, at most {MAX_BODY_BYTES} bytes. Keys not listed \
              here are ignored. Beyond this schema, payrelay checks that biller_id names a configured biller, \
-             that amount has no more decimals than the currency allows, that currency is an ISO 4217 code, \
+             that no object has a key twice, that amount has no more decimals than the currency allows \
+             (leading zeros are dropped), that currency is an ISO 4217 code for money (not XAU, XAG, XPT, \
+             XPD, XDR, XTS, XXX or another code ISO reserves for metals, units of account and testing), \
              that due_date is a real date, that phone numbers are valid for their country, and that timezone \
              is a known IANA zone; a message that fails any check is dead-lettered with its reason."
         ),

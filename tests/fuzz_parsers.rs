@@ -836,9 +836,16 @@ fn decimal(minor: i64, exponent: u32) -> String {
     format!("{}.{:0width$}", minor / div, minor % div, width = exponent as usize)
 }
 
+/// An ISO 4217 code for money: not one ISO reserves for metals, units of
+/// account or testing, which payrelay refuses.
 fn iso_code() -> BoxedStrategy<String> {
+    let money = || {
+        iso_codes()
+            .iter()
+            .filter(|c| iso_currency::Currency::from_code(c).is_some_and(|c| !c.is_special()))
+    };
     any::<Index>()
-        .prop_map(|i| iso_codes()[i.index(iso_codes().len())].clone())
+        .prop_map(move |i| money().nth(i.index(money().count())).cloned().unwrap_or_default())
         .boxed()
 }
 
@@ -884,7 +891,12 @@ proptest! {
         match Amount::parse(&text, &code) {
             Ok(amount) => {
                 check_amount(&amount)?;
-                prop_assert_eq!(&amount.text, &text);
+                // The text as given, but for leading zeros (one stays before the point).
+                let kept = text.trim_start_matches('0');
+                let expected = if kept.is_empty() || kept.starts_with('.') { format!("0{kept}") } else { kept.to_owned() };
+                prop_assert_eq!(&amount.text, &expected);
+                let special = iso_currency::Currency::from_code(&code).is_some_and(|c| c.is_special());
+                prop_assert!(!special, "{:?} is not money", code);
             }
             Err(e) => prop_assert!(!e.trim().is_empty(), "an empty reason for {:?} {:?}", text, code),
         }
@@ -1449,6 +1461,7 @@ const CONFIG_KEYS: &[&str] = &[
     "checkout_url",
     "default_locale",
     "webhook_secret",
+    "amqp_user",
     "timezone",
     "email_from",
     "whatsapp_template",

@@ -14,11 +14,26 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-fn sign(body: &[u8]) -> String {
+/// `X-Payrelay-Signature` for `body` as a biller signs it at `t` (unix seconds).
+fn sign_with_t(body: &[u8], t: u64) -> String {
     let key = test_secrets("ACME_WEBHOOK_SECRET").unwrap();
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
     mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Signed `age_secs` ago by the real clock.
+fn sign_at(body: &[u8], age_secs: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    sign_with_t(body, now - age_secs)
+}
+
+fn sign(body: &[u8]) -> String {
+    sign_at(body, 0)
 }
 
 async fn pay(env: &TestEnv, body: &[u8], signature: Option<&str>) -> (u16, Value) {
@@ -72,7 +87,7 @@ async fn a_signed_payment_closes_the_invoice_once_and_names_the_channel_that_ear
     let tampered = br#"{"biller_id": "acme", "invoice_id": "INV-OTHER", "psp_reference": "psp-1"}"#;
     assert_eq!(pay(&env, tampered, Some(&good)).await.0, 401, "tampered body");
     assert_eq!(pay(&env, body, None).await.0, 401, "no signature");
-    assert_eq!(pay(&env, body, Some("sha256=00")).await.0, 401, "wrong signature");
+    assert_eq!(pay(&env, body, Some("t=1,v1=00")).await.0, 401, "wrong signature");
     let unknown = br#"{"biller_id": "nobody", "invoice_id": "INV-PAY"}"#;
     assert_eq!(pay(&env, unknown, Some(&sign(unknown))).await.0, 401, "unknown biller");
     assert_eq!(pay(&env, b"not json", Some(&sign(b"not json"))).await.0, 400);
@@ -102,6 +117,151 @@ async fn a_signed_payment_closes_the_invoice_once_and_names_the_channel_that_ear
     );
     settle(&env, "INV-SETTLE").await;
     assert_eq!(env.events_named("invoice.paid").len(), 1, "published once");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_captured_confirmation_cannot_be_replayed_once_its_time_has_passed() {
+    let env = TestEnv::start().await;
+    let body = br#"{"biller_id": "acme", "invoice_id": "INV-REPLAY"}"#;
+    let (status, answer) = pay(&env, body, Some(&sign_at(body, 301))).await;
+    assert_eq!(status, 401, "signed 301 s ago: {answer}");
+    assert!(answer["error"].as_str().unwrap().contains("300 seconds"), "{answer}");
+    let (status, answer) = pay(&env, body, Some(&sign_at(body, 240))).await;
+    assert_eq!(status, 200, "signed 4 minutes ago, within the window: {answer}");
+    settle(&env, "INV-SETTLE").await;
+    assert_eq!(
+        env.events_named("invoice.paid").len(),
+        1,
+        "only the fresh one closed it"
+    );
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_before_its_request_is_recorded_visibly_and_the_request_is_not_sent() {
+    let env = TestEnv::start().await;
+    let body = br#"{"biller_id": "acme", "invoice_id": "INV-EARLY"}"#;
+    let (status, answer) = pay(&env, body, Some(&sign(body))).await;
+    assert_eq!((status, &answer["already_closed"]), (200, &json!(false)), "{answer}");
+    let paid = env.wait_for("invoice.paid", 1).await;
+    assert_eq!(paid[0]["invoice_id"], "INV-EARLY");
+    assert_eq!(paid[0]["revision"], Value::Null, "no revision was received");
+    assert!(
+        paid[0]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("before its payment request"),
+        "the event says so: {}",
+        paid[0]
+    );
+
+    let token = test_secrets("PAYRELAY_ADMIN_TOKEN").unwrap();
+    let (status, view) = admin(&env, "/v1/invoices/acme/INV-EARLY", Some(&token)).await;
+    assert_eq!(status, 200, "the status API knows the invoice: {view}");
+    assert_eq!(view["status"], "paid");
+    assert_eq!(view["revision"], Value::Null);
+    assert_eq!(view["timeline"].as_array().unwrap().len(), 1, "{view:#}");
+    assert_eq!(view["timeline"][0]["event"], "paid");
+
+    env.publish(&[invoice("INV-EARLY", "early@example.com")]).await;
+    let rejected = env
+        .wait_events("the late request refused", |events| {
+            events
+                .iter()
+                .any(|e| e["invoice_id"] == "INV-EARLY" && e["event"] == "invoice.rejected")
+        })
+        .await;
+    let refusal = rejected
+        .iter()
+        .find(|e| e["invoice_id"] == "INV-EARLY" && e["event"] == "invoice.rejected")
+        .unwrap();
+    assert!(
+        refusal["detail"].as_str().unwrap().contains("already paid"),
+        "{refusal}"
+    );
+    settle(&env, "INV-SETTLE").await;
+    assert!(
+        env.smtp
+            .received()
+            .iter()
+            .all(|m| m.recipients.iter().all(|r| !r.contains("early@example.com"))),
+        "nothing was sent for the paid invoice"
+    );
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_biller_with_an_amqp_user_takes_only_messages_published_as_that_user() {
+    let env = TestEnv::start_with(Options {
+        billers: r#"
+[billers.globex]
+checkout_url = "https://pay.example/g?inv={invoice_id}"
+amqp_user = "guest"
+
+[billers.initech]
+checkout_url = "https://pay.example/i?inv={invoice_id}"
+amqp_user = "billing-initech"
+"#
+        .into(),
+        ..Options::default()
+    })
+    .await;
+    let for_biller = |biller: &str, id: &str| {
+        let mut message = invoice(id, &format!("{}@example.com", id.to_lowercase()));
+        message["biller_id"] = json!(biller);
+        message
+    };
+    env.publish_as(&for_biller("globex", "INV-G1"), Some("guest")).await;
+    env.publish_as(&for_biller("globex", "INV-G2"), None).await;
+    env.publish_as(&for_biller("initech", "INV-I1"), Some("guest")).await;
+    let close = json!({"kind": "invoice_paid", "biller_id": "globex", "invoice_id": "INV-G1"});
+    env.publish_as(&close, None).await;
+    env.publish_as(&for_biller("acme", "INV-A1"), None).await;
+
+    let mut refused = env.dead_letters(3).await;
+    refused.sort_by_key(|(_, body)| String::from_utf8_lossy(body).into_owned());
+    let reasons: Vec<(String, &str)> = refused
+        .iter()
+        .map(|(reason, body)| {
+            let body: Value = serde_json::from_slice(body).unwrap();
+            (body["invoice_id"].as_str().unwrap().to_owned(), reason.as_str())
+        })
+        .collect();
+    let reason_of = |id: &str| {
+        reasons
+            .iter()
+            .filter(|(i, _)| i == id)
+            .map(|(_, r)| *r)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(reason_of("INV-G2")[0].contains("has no user_id"), "{reasons:?}");
+    assert!(
+        reason_of("INV-G2")[0].contains("[billers.globex] amqp_user"),
+        "{reasons:?}"
+    );
+    assert!(
+        reason_of("INV-I1")[0].contains("published as another user"),
+        "{reasons:?}"
+    );
+    assert_eq!(reason_of("INV-G1").len(), 1, "the unproven close: {reasons:?}");
+
+    let sent = env.wait_for("invoice.sent", 2).await;
+    let mut sent: Vec<&str> = sent.iter().map(|e| e["invoice_id"].as_str().unwrap()).collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        ["INV-A1", "INV-G1"],
+        "the right user, and a biller without amqp_user"
+    );
+    let rejected = env.wait_for("invoice.rejected", 3).await;
+    assert!(rejected.iter().all(|e| e["biller_id"] != "acme"), "{rejected:#?}");
+    settle(&env, "INV-SETTLE").await;
+    assert!(
+        env.events_named("invoice.paid").is_empty(),
+        "the close without the user changed nothing"
+    );
     env.finish().await;
 }
 
@@ -216,7 +376,8 @@ async fn an_invoice_paid_while_held_is_never_sent() {
     env.wait_for("invoice.accepted", 1).await;
     settle(&env, "INV-SETTLE-1").await;
     let body = br#"{"biller_id": "acme", "invoice_id": "INV-HELD-PAID"}"#;
-    assert_eq!(pay(&env, body, Some(&sign(body))).await.0, 200);
+    let signed = sign_with_t(body, NIGHT_MS as u64 / 1000);
+    assert_eq!(pay(&env, body, Some(&signed)).await.0, 200);
     env.wait_for("invoice.paid", 1).await;
 
     clock.set_ms(MORNING_MS);

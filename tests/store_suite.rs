@@ -142,6 +142,7 @@ store_suite!(
     fail_after_send_fails_a_sent_attempt_once_and_reopens_the_invoice,
     fail_after_send_does_not_reopen_a_closed_invoice,
     history_tells_what_happened_in_order,
+    an_invoice_closed_before_its_request_has_a_history_and_says_so,
     holds_come_due_in_order_and_end_when_the_invoice_is_finished,
     ping_answers,
     a_reopened_store_keeps_its_data,
@@ -1129,6 +1130,32 @@ async fn history_tells_what_happened_in_order(db: &TestDb) {
     assert!(history.timeline.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
     assert!(store.history(ACME, "INV-9").await.unwrap().is_none());
     assert!(store.history("other", "INV-1").await.unwrap().is_none());
+}
+
+async fn an_invoice_closed_before_its_request_has_a_history_and_says_so(db: &TestDb) {
+    let store = db.store.as_ref();
+    let mut paid = event(EventName::Paid, &key_of("INV-EARLY", 1));
+    paid.revision = None;
+    assert!(store.close(ACME, "INV-EARLY", Status::Paid, &paid).await.unwrap());
+    let history = store.history(ACME, "INV-EARLY").await.unwrap().expect("history");
+    assert!(!history.received);
+    assert_eq!(history.status, Status::Paid);
+    let steps: Vec<_> = history.timeline.iter().map(|e| (e.what, e.revision)).collect();
+    assert_eq!(steps, [("paid", None)]);
+    let detail = history.timeline[0].detail.as_deref().unwrap_or_default();
+    assert!(detail.contains("before its payment request arrived"), "{detail}");
+    let queued: Vec<Event> = events(store)
+        .await
+        .into_iter()
+        .filter(|e| e.event == EventName::Paid)
+        .collect();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].revision, None);
+    assert_eq!(
+        queued[0].detail.as_deref(),
+        Some(detail),
+        "the event says what the timeline says"
+    );
 }
 
 async fn holds_come_due_in_order_and_end_when_the_invoice_is_finished(db: &TestDb) {

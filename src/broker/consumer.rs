@@ -240,6 +240,7 @@ impl Job {
             body: delivery.data.clone(),
             correlation,
             redelivered: delivery.redelivered,
+            user_id: props.user_id().as_ref().map(|s| s.to_string()),
         };
         match self.handle(incoming, &delivery).await {
             Disposition::Ack => return Settle::Ack(delivery.acker),

@@ -19,7 +19,8 @@ use crate::channels::sms::SmsConfig;
 use crate::channels::whatsapp::WhatsappConfig;
 use crate::domain::ChannelName;
 
-/// One value or a list of them, as rule conditions accept.
+/// One value or a list of them, as rule conditions and a biller's
+/// `webhook_secret` (several while it rotates) accept.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum OneOrMany {
@@ -94,7 +95,8 @@ struct RawBiller {
     name: Option<String>,
     checkout_url: Option<String>,
     default_locale: Option<String>,
-    webhook_secret: Option<String>,
+    webhook_secret: Option<OneOrMany>,
+    amqp_user: Option<String>,
     timezone: Option<String>,
     email_from: Option<String>,
     whatsapp_template: Option<String>,
@@ -488,7 +490,7 @@ fn check_billers(value: Value, env: EnvLookup<'_>, problems: &mut Problems) -> B
                 String::new()
             }
         };
-        let webhook_secret = secret(&format!("{prefix}.webhook_secret"), raw.webhook_secret, env, problems);
+        let webhook_secret = webhook_secrets(&format!("{prefix}.webhook_secret"), raw.webhook_secret, env, problems);
         let email_from = raw.email_from.and_then(|f| {
             f.parse()
                 .map_err(|_| {
@@ -506,6 +508,16 @@ fn check_billers(value: Value, env: EnvLookup<'_>, problems: &mut Problems) -> B
                 checkout_url,
                 default_locale: raw.default_locale,
                 webhook_secret,
+                amqp_user: raw.amqp_user.filter(|user| {
+                    let blank = user.trim().is_empty();
+                    if blank {
+                        problems.push(
+                            format!("{prefix}.amqp_user"),
+                            "is empty: name the AMQP user this biller publishes as, or leave the key out",
+                        );
+                    }
+                    !blank
+                }),
                 timezone: raw.timezone.filter(|tz| {
                     let known = crate::domain::quiet::time_zone(tz);
                     if let Err(e) = &known {
@@ -532,6 +544,24 @@ fn check_billers(value: Value, env: EnvLookup<'_>, problems: &mut Problems) -> B
         );
     }
     billers
+}
+
+/// `webhook_secret`: one secret or a list of them, each literal or `env:NAME`.
+fn webhook_secrets(key: &str, raw: Option<OneOrMany>, env: EnvLookup<'_>, problems: &mut Problems) -> Vec<Secret> {
+    match raw {
+        None => Vec::new(),
+        Some(OneOrMany::One(value)) => secret(key, Some(value), env, problems).into_iter().collect(),
+        Some(OneOrMany::Many(values)) => {
+            if values.is_empty() {
+                problems.push(key, "is an empty list: give at least one secret, or leave the key out");
+            }
+            values
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, value)| secret(&format!("{key}[{i}]"), Some(value), env, problems))
+                .collect()
+        }
+    }
 }
 
 fn check_checkout_url(key: &str, template: &str, problems: &mut Problems) {

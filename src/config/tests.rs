@@ -79,7 +79,7 @@ fn a_minimal_config_loads_with_the_documented_defaults() {
         "https://pay.example/c?inv={invoice_id}&amt={amount}&cur={currency}"
     );
     assert_eq!(acme.default_locale, None);
-    assert!(acme.webhook_secret.is_none());
+    assert!(acme.webhook_secret.is_empty());
     assert_eq!(c.billers.len(), 1);
 
     let e = email(&c);
@@ -684,11 +684,11 @@ smtp_url = "env:SMTP_URL"
     assert_eq!(c.broker.url.expose(), "amqp://payrelay:amqp-pw-4711@rabbit:5672/%2f");
     assert_eq!(c.http.admin_token.as_ref().map(Secret::expose), Some("admin-tok-4711"));
     assert_eq!(
-        c.billers["acme"].webhook_secret.as_ref().map(Secret::expose),
+        c.billers["acme"].webhook_secret.first().map(Secret::expose),
         Some("acme-hmac-4711")
     );
     assert_eq!(
-        c.billers["globex"].webhook_secret.as_ref().map(Secret::expose),
+        c.billers["globex"].webhook_secret.first().map(Secret::expose),
         Some("globex-literal-secret"),
         "a value without env: is taken literally"
     );
@@ -1019,4 +1019,49 @@ fn the_pay_link_throttle_keys_are_read_and_checked() {
         keys(&problems(&text)),
         set_of(&["http.unknown_links_per_minute", "http.client_ip_header"])
     );
+}
+
+#[test]
+fn a_biller_may_list_several_webhook_secrets_while_it_rotates() {
+    let with = |secrets: &str| {
+        format!(
+            "[billers.acme]\ncheckout_url = \"https://pay.example/\"\nwebhook_secret = {secrets}\n\n\
+             [channels.email]\ntransport = \"file\"\n"
+        )
+    };
+    let env = |name: &str| (name == "NEW").then(|| "new-secret".to_owned());
+    let c = load_with_env(&with(r#"["env:NEW", "old-literal"]"#), &env);
+    let secrets: Vec<&str> = c.billers["acme"].webhook_secret.iter().map(Secret::expose).collect();
+    assert_eq!(secrets, ["new-secret", "old-literal"]);
+    let one = load_with_env(&with(r#""env:NEW""#), &env);
+    assert_eq!(one.billers["acme"].webhook_secret.len(), 1, "one secret as before");
+
+    let problems = Config::from_toml(&with(r#"["env:NEW", "env:GONE"]"#), &base(), &env).unwrap_err();
+    assert_eq!(
+        keys(&problems),
+        set_of(&["billers.acme.webhook_secret[1]"]),
+        "{problems:#?}"
+    );
+    assert!(problems[0].message.contains("GONE"));
+    assert_eq!(
+        keys(&self::problems(&with("[]"))),
+        set_of(&["billers.acme.webhook_secret"])
+    );
+    assert_eq!(
+        keys(&self::problems(&with("[1]"))),
+        set_of(&["billers.acme.webhook_secret"])
+    );
+}
+
+#[test]
+fn a_biller_may_name_the_amqp_user_it_publishes_as() {
+    let c = load(&minimal_and(
+        "[billers.globex]\ncheckout_url = \"https://pay.example/\"\namqp_user = \"billing-globex\"",
+    ));
+    assert_eq!(c.billers["globex"].amqp_user.as_deref(), Some("billing-globex"));
+    assert_eq!(c.billers["acme"].amqp_user, None, "any publisher unless set");
+    let problems = problems(&minimal_and(
+        "[billers.globex]\ncheckout_url = \"https://pay.example/\"\namqp_user = \" \"",
+    ));
+    assert_eq!(keys(&problems), set_of(&["billers.globex.amqp_user"]));
 }

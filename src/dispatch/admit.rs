@@ -13,7 +13,7 @@ use super::{Dispatcher, Disposition, Incoming, CLAIM_IDLE};
 use crate::domain::InvoiceKey;
 use crate::domain::Status;
 use crate::events::{Correlation, Event};
-use crate::invoice::{Invoice, Rejected};
+use crate::invoice::{Invoice, Message, Rejected};
 use crate::router::{self, Plan};
 use crate::store::{AttemptRecord, Begin, StoreError};
 
@@ -78,6 +78,40 @@ impl Dispatcher {
         Disposition::DeadLetter {
             reason,
             event: Box::new(event),
+        }
+    }
+
+    /// Refuses a message for a biller with `amqp_user` unless it was
+    /// published as that user: otherwise anyone who may publish to the
+    /// queue could close another biller's invoices, which over HTTP needs
+    /// the biller's signature.
+    pub(super) fn check_publisher(&self, message: Message, user_id: Option<&str>) -> Result<Message, Rejected> {
+        let (biller_id, invoice_id, revision) = match &message {
+            Message::PaymentRequest(invoice) => (
+                &invoice.key.biller_id,
+                &invoice.key.invoice_id,
+                Some(invoice.key.revision),
+            ),
+            Message::Paid { biller_id, invoice_id } | Message::Cancelled { biller_id, invoice_id } => {
+                (biller_id, invoice_id, None)
+            }
+        };
+        let required = self.config.billers.get(biller_id).and_then(|b| b.amqp_user.as_deref());
+        match required {
+            Some(user) if user_id != Some(user) => Err(Rejected {
+                problems: vec![format!(
+                    "biller \"{biller_id}\" accepts only messages published as its AMQP user \
+                     ([billers.{biller_id}] amqp_user) with that user in the user_id property; this one {}",
+                    match user_id {
+                        Some(_) => "was published as another user",
+                        None => "has no user_id",
+                    }
+                )],
+                biller_id: Some(biller_id.clone()),
+                invoice_id: Some(invoice_id.clone()),
+                revision,
+            }),
+            _ => Ok(message),
         }
     }
 

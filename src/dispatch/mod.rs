@@ -54,6 +54,9 @@ pub struct Incoming {
     pub body: Vec<u8>,
     pub correlation: Correlation,
     pub redelivered: bool,
+    /// The AMQP `user_id` property: RabbitMQ refuses a publish whose
+    /// `user_id` is not the connection's user, so it names the publisher.
+    pub user_id: Option<String>,
 }
 
 /// What the consumer must do with the delivery.
@@ -128,7 +131,9 @@ impl Dispatcher {
     }
 
     pub async fn handle(&self, incoming: Incoming) -> Disposition {
-        let result = match invoice::parse(&incoming.body, |b| self.config.billers.contains_key(b)) {
+        let parsed = invoice::parse(&incoming.body, |b| self.config.billers.contains_key(b))
+            .and_then(|message| self.check_publisher(message, incoming.user_id.as_deref()));
+        let result = match parsed {
             Err(rejected) => Ok(self.dead_letter(rejected, &incoming.correlation)),
             Ok(Message::PaymentRequest(invoice)) => {
                 let span = tracing::info_span!("invoice", key = %invoice.key);

@@ -234,6 +234,7 @@ impl World {
                 message_id: None,
             },
             redelivered: false,
+            user_id: None,
         };
         self.dispatcher.handle(incoming).await
     }
@@ -491,6 +492,7 @@ async fn a_message_that_is_not_an_invoice_is_dead_lettered_with_its_reason() {
         body: b"not json".to_vec(),
         correlation: Correlation::default(),
         redelivered: false,
+        user_id: None,
     };
     let Disposition::DeadLetter { reason, event } = world.dispatcher.handle(incoming).await else {
         panic!("not dead-lettered");

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 /// A positive amount, exact to the currency's minor unit.
 ///
 /// `text` keeps the biller's own decimal string, because checkout URLs must
-/// carry the amount exactly as the invoice gave it (the `{amount}` checkout placeholder).
+/// carry the amount as the invoice gave it (the `{amount}` checkout
+/// placeholder), but without leading zeros: `007.50` is the same amount,
+/// and a PSP may read a zero-padded number differently or refuse it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Amount {
     pub minor: i64,
@@ -15,10 +17,18 @@ pub struct Amount {
 }
 
 impl Amount {
-    /// Parses `"1234.50"` in `"MXN"`; refuses more decimals than the currency has.
+    /// Parses `"1234.50"` in `"MXN"`; refuses more decimals than the currency
+    /// has, and the codes ISO 4217 reserves for things a customer cannot pay
+    /// in (precious metals, units of account, testing, "no currency").
     pub fn parse(text: &str, currency: &str) -> Result<Amount, String> {
         let cur =
             Currency::from_code(currency).ok_or_else(|| format!("currency \"{currency}\" is not an ISO 4217 code"))?;
+        if cur.is_special() {
+            return Err(format!(
+                "currency \"{currency}\" ({}) is not money a customer can pay in; use the currency of the invoice",
+                cur.name()
+            ));
+        }
         let exponent = cur.exponent().unwrap_or(0) as usize;
         let bad = || format!("amount \"{text}\" is not a positive decimal number like 1234.50");
         let (int, frac) = match text.split_once('.') {
@@ -45,6 +55,9 @@ impl Amount {
         if minor <= 0 {
             return Err(format!("amount \"{text}\" must be more than zero"));
         }
+        // `int` starts `text`: drop its leading zeros, keeping one before the point.
+        let zeros = int.len() - int.trim_start_matches('0').len();
+        let text = &text[zeros.min(int.len() - 1)..];
         Ok(Amount {
             minor,
             currency: cur.code().to_owned(),
@@ -95,6 +108,32 @@ mod tests {
             assert!(Amount::parse(bad, "EUR").is_err(), "{bad} accepted");
         }
         assert!(Amount::parse("1", "XYZ").unwrap_err().contains("ISO 4217"));
+    }
+
+    #[test]
+    fn currencies_that_are_not_money_are_refused() {
+        for code in ["XXX", "XTS", "XAU", "XAG", "XPT", "XPD", "XDR", "XBA", "XSU", "XUA"] {
+            let refused = Amount::parse("1", code).unwrap_err();
+            assert!(refused.contains("not money"), "{code}: {refused}");
+        }
+        for code in ["MXN", "EUR", "CLF", "USN"] {
+            assert!(Amount::parse("1", code).is_ok(), "{code} is money");
+        }
+    }
+
+    #[test]
+    fn leading_zeros_are_dropped_from_the_text() {
+        for (given, text, minor) in [
+            ("007.50", "7.50", 750),
+            ("0000012", "12", 1200),
+            ("00.50", "0.50", 50),
+            ("0.5", "0.5", 50),
+            ("10.00", "10.00", 1000),
+        ] {
+            let amount = Amount::parse(given, "EUR").unwrap();
+            assert_eq!((amount.text.as_str(), amount.minor), (text, minor), "{given}");
+        }
+        assert!(Amount::parse("000", "EUR").is_err(), "still zero");
     }
 
     #[test]

@@ -101,6 +101,8 @@ impl Rejected {
 }
 
 /// The wire shape, lenient so that every problem can be reported at once.
+/// The derived reader refuses a key given twice here; [`Unique`] does so
+/// inside the objects kept whole.
 #[derive(Deserialize)]
 struct RawMessage {
     kind: Option<serde_json::Value>,
@@ -112,9 +114,96 @@ struct RawMessage {
     currency: Option<serde_json::Value>,
     due_date: Option<serde_json::Value>,
     description: Option<serde_json::Value>,
-    customer: Option<serde_json::Value>,
+    customer: Option<Unique>,
     channels: Option<serde_json::Value>,
-    metadata: Option<serde_json::Value>,
+    metadata: Option<Unique>,
+}
+
+/// A JSON value in which no object has a key twice. JSON readers disagree
+/// on which of two values counts (`serde_json` keeps the last, others the
+/// first), so a biller's `"amount": "1.00", ..., "amount": "9999.00"` is
+/// refused rather than guessed at. Built in the same pass as the value,
+/// at no extra cost: a repeat shows when the key is inserted.
+struct Unique(serde_json::Value);
+
+impl<'de> Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        Unique::deserialize(d).map(|u| u.0)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(Unique(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde_json::map::Entry;
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Unique(value) = map.next_value()?;
+            match object.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                Entry::Occupied(slot) => {
+                    return Err(serde::de::Error::custom(format_args!(
+                        "the key \"{}\" appears twice in one object; give each key once",
+                        slot.key()
+                    )))
+                }
+            }
+        }
+        Ok(serde_json::Value::Object(object))
+    }
 }
 
 #[derive(Deserialize)]
@@ -220,7 +309,8 @@ pub fn parse(body: &[u8], known_biller: impl Fn(&str) -> bool) -> Result<Message
     };
     let raw: RawMessage = match direct {
         Some(raw) => raw,
-        None => match serde_json::from_str::<serde_json::Value>(body) {
+        None => match serde_json::from_str::<Unique>(body).map(|u| u.0) {
+            Err(e) if e.is_data() => return Err(Rejected::one(format!("body is ambiguous: {e}"))),
             Err(e) => return Err(Rejected::one(format!("body is not valid JSON: {e}"))),
             Ok(v @ serde_json::Value::Object(_)) => {
                 serde_json::from_value(v).map_err(|e| Rejected::one(format!("body is not an invoice object: {e}")))?
@@ -323,8 +413,8 @@ pub fn parse(body: &[u8], known_biller: impl Fn(&str) -> bool) -> Result<Message
     if matches!(&channels, Some(c) if c.is_empty()) {
         p.push("channels is an empty list; leave it out to let routing decide");
     }
-    let metadata = raw.metadata.filter(|m| !m.is_null());
-    let customer = parse_customer(&mut p, raw.customer);
+    let metadata = raw.metadata.map(|m| m.0).filter(|m| !m.is_null());
+    let customer = parse_customer(&mut p, raw.customer.map(|c| c.0));
 
     match (
         biller_id.clone(),

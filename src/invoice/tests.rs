@@ -706,17 +706,18 @@ fn a_kind_of_the_wrong_type_is_named_and_the_ids_are_kept() {
     assert_eq!(r.invoice_id.as_deref(), Some("INV-2026-000123"));
 }
 
-/// A key given twice counts once, its last value, as it did when every body
-/// was first read as a JSON value (the direct read refuses duplicates and
-/// hands such a body to that path).
+/// A key given twice was once read as its last value; readers disagree on
+/// which one counts, so now it is refused, naming the key.
 #[test]
-fn a_key_given_twice_takes_its_last_value() {
+fn a_key_given_twice_is_refused_with_its_name() {
     let text = contract_example().to_string();
     let body = format!("{{\"invoice_id\": \"EARLIER\", {}", &text[1..]);
-    match parse(body.as_bytes(), known) {
-        Ok(Message::PaymentRequest(invoice)) => assert_eq!(invoice.key.invoice_id, "INV-2026-000123"),
-        other => panic!("expected a payment request, got {other:?}"),
-    }
+    let r = parse(body.as_bytes(), known).expect_err("a repeated invoice_id");
+    assert!(
+        r.problems[0].contains("\"invoice_id\" appears twice"),
+        "{:?}",
+        r.problems
+    );
 }
 
 /// Found by the byte-damage fuzz test: invalid UTF-8 in the value of a key
@@ -731,5 +732,62 @@ fn a_body_that_is_not_utf8_anywhere_is_refused() {
     match parse(&body, known) {
         Err(r) => assert!(r.problems[0].contains("not UTF-8"), "{:?}", r.problems),
         Ok(m) => panic!("expected a rejection, got {m:?}"),
+    }
+}
+
+#[test]
+fn a_key_given_twice_is_refused_at_any_depth() {
+    let example = contract_example().to_string();
+    let cases = [
+        (
+            "amount",
+            example.replacen(r#""amount":"1234.50""#, r#""amount":"1.00","amount":"9999.00""#, 1),
+        ),
+        (
+            "email",
+            example.replacen(
+                r#""email":"maria@example.com""#,
+                r#""email":"maria@example.com","email":"eve@example.com""#,
+                1,
+            ),
+        ),
+        (
+            "erp_doc",
+            example.replacen(r#""erp_doc":"4711""#, r#""erp_doc":"4711","erp_doc":"4712""#, 1),
+        ),
+    ];
+    for (key, body) in cases {
+        assert_ne!(body, example, "the {key} case edits the example");
+        let r = parse(body.as_bytes(), known).expect_err(key);
+        assert_eq!(r.problems.len(), 1, "{key}: {:?}", r.problems);
+        assert!(
+            r.problems[0].contains(&format!("the key \"{key}\" appears twice")),
+            "{key}: {:?}",
+            r.problems
+        );
+    }
+    // The same key in different objects is no repeat.
+    let nested = set(contract_example(), "metadata", Some(json!({"name": {"name": 1}})));
+    assert!(parse_value(&nested).is_ok());
+}
+
+#[test]
+fn leading_zeros_in_the_amount_do_not_reach_the_invoice() {
+    let invoice = parse_invoice(&set(contract_example(), "amount", Some(json!("0001234.50"))));
+    assert_eq!(
+        (invoice.amount.text.as_str(), invoice.amount.minor),
+        ("1234.50", 123450)
+    );
+}
+
+#[test]
+fn a_currency_that_is_not_money_is_refused() {
+    for code in ["XXX", "XTS", "XAU", "XAG", "XPT", "XPD", "XDR"] {
+        let r = rejection(&set(contract_example(), "currency", Some(json!(code))));
+        assert!(
+            r.problems.iter().any(|p| p.contains("not money")),
+            "{code}: {:?}",
+            r.problems
+        );
     }
 }

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use super::{AppError, AppState};
 use crate::domain::Status;
 use crate::events::{rfc3339_ms, Correlation};
+use crate::settings::Secret;
 
 /// A payment confirmation's body. Signed with the biller's webhook secret
 /// (see [`verify_payment_signature`]).
@@ -36,21 +37,71 @@ fn refuse(status: StatusCode, error: &str) -> Response {
     (status, Json(json!({ "error": error }))).into_response()
 }
 
-/// `X-Payrelay-Signature: sha256=<hex HMAC-SHA256 of the raw body>` under the
-/// biller's `webhook_secret`, compared in constant time.
-pub fn verify_payment_signature(secret: &str, body: &[u8], header: &str) -> bool {
-    let Some(hex_digest) = header.trim().strip_prefix("sha256=") else {
-        return false;
+/// How far a confirmation's signing time may be from now, either way: a
+/// captured confirmation can be replayed for this long at most.
+pub const SIGNATURE_TOLERANCE_SECS: i64 = 300;
+
+/// Why a payment confirmation's signature was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("X-Payrelay-Signature must be t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\">")]
+    Malformed,
+    #[error("no v1 signature matches the biller's webhook_secret")]
+    Mismatch,
+    #[error("the signature's t is more than 300 seconds from now: sign each request when sending it, with a synchronised clock")]
+    OutOfTime,
+}
+
+/// `X-Payrelay-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
+/// "<t>.<raw body>">` under one of the biller's secrets, compared in
+/// constant time. Signing the time bounds replays to
+/// [`SIGNATURE_TOLERANCE_SECS`]; several `v1=` and several secrets let a
+/// biller rotate its key without a pause. Other schemes are ignored.
+pub fn verify_payment_signature<'a>(
+    secrets: impl IntoIterator<Item = &'a str>,
+    body: &[u8],
+    header: &str,
+    now_secs: i64,
+) -> Result<(), SignatureError> {
+    let mut timestamp = None;
+    let mut given = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", t)) if timestamp.is_none() && !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
+                timestamp = Some(t)
+            }
+            Some(("t", _)) => return Err(SignatureError::Malformed),
+            Some(("v1", hex_digest)) => match hex::decode(hex_digest) {
+                Ok(digest) => given.push(digest),
+                Err(_) => return Err(SignatureError::Malformed),
+            },
+            _ => {}
+        }
+    }
+    let Some(t) = timestamp.filter(|_| !given.is_empty()) else {
+        return Err(SignatureError::Malformed);
     };
-    let Ok(given) = hex::decode(hex_digest) else {
-        return false;
-    };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
-        return false;
-    };
-    mac.update(body);
-    let expected = mac.finalize().into_bytes();
-    !secret.is_empty() && bool::from(expected.as_slice().ct_eq(&given))
+    let signed_at: i64 = t.parse().map_err(|_| SignatureError::Malformed)?;
+    let matches = secrets.into_iter().filter(|s| !s.is_empty()).any(|secret| {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+            return false;
+        };
+        mac.update(t.as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        let expected = mac.finalize().into_bytes();
+        // Every candidate is compared, so timing tells nothing of which matched.
+        given
+            .iter()
+            .fold(false, |found, g| found | bool::from(expected.as_slice().ct_eq(g)))
+    });
+    if !matches {
+        return Err(SignatureError::Mismatch);
+    }
+    if signed_at.abs_diff(now_secs) > SIGNATURE_TOLERANCE_SECS as u64 {
+        return Err(SignatureError::OutOfTime);
+    }
+    Ok(())
 }
 
 /// Closes the invoice as paid: its links stop offering payment and nothing
@@ -71,15 +122,17 @@ pub(super) async fn payment(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     // An unknown biller and a wrong signature look the same from outside.
-    let secret = state
+    let secrets = state
         .config
         .billers
         .get(&payment.biller_id)
-        .and_then(|b| b.webhook_secret.as_ref());
-    let valid = secret.is_some_and(|s| verify_payment_signature(s.expose(), &body, signature));
-    if !valid {
-        warn!(biller_id = %payment.biller_id, "payment confirmation with a bad signature; refused");
-        return Ok(refuse(StatusCode::UNAUTHORIZED, "bad or missing X-Payrelay-Signature"));
+        .map(|b| b.webhook_secret.as_slice())
+        .unwrap_or_default();
+    let now_secs = state.clock.now_ms().div_euclid(1000);
+    let checked = verify_payment_signature(secrets.iter().map(Secret::expose), &body, signature, now_secs);
+    if let Err(why) = checked {
+        warn!(biller_id = %payment.biller_id, %why, "payment confirmation refused");
+        return Ok(refuse(StatusCode::UNAUTHORIZED, &why.to_string()));
     }
     let correlation = Correlation {
         correlation_id: headers
@@ -149,7 +202,7 @@ pub(super) async fn invoice(
     Ok(Json(json!({
         "biller_id": history.key.biller_id,
         "invoice_id": history.key.invoice_id,
-        "revision": history.key.revision,
+        "revision": history.received.then_some(history.key.revision),
         "status": history.status.as_str(),
         "held_until": history.held_until_ms.map(rfc3339_ms),
         "timeline": timeline,
@@ -159,20 +212,111 @@ pub(super) async fn invoice(
 
 #[cfg(test)]
 mod tests {
-    use super::verify_payment_signature;
+    use super::{verify_payment_signature, SignatureError, SIGNATURE_TOLERANCE_SECS};
+    use hmac::{Hmac, Mac};
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn v1(secret: &str, t: i64, body: &[u8]) -> String {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{t}.").as_bytes());
+        mac.update(body);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    fn check(secrets: &[&str], body: &[u8], header: &str) -> Result<(), SignatureError> {
+        verify_payment_signature(secrets.iter().copied(), body, header, NOW)
+    }
 
     #[test]
     fn payment_signatures_follow_the_documented_algorithm() {
-        // HMAC-SHA256("secret", "test"), the same vector as Meta's.
-        let good = "sha256=0329a06b62cd16b33eb6792be8c60b158d89a2ee3a876fce9a881ebb488c0914";
-        assert!(verify_payment_signature("secret", b"test", good));
-        assert!(!verify_payment_signature("secret", b"test ", good), "tampered body");
-        assert!(!verify_payment_signature("other", b"test", good), "other key");
-        assert!(
-            !verify_payment_signature("secret", b"test", &good[7..]),
-            "no sha256= prefix"
+        // HMAC-SHA256("secret", "1800000000.test"), computed with Python's hmac.
+        let good = "t=1800000000,v1=87ae81535e16c475c56bca6dfa94b6572c22902de4295d68ac0690eda85f6aff";
+        assert_eq!(v1("secret", NOW, b"test"), &good[16..], "the documented payload");
+        assert_eq!(check(&["secret"], b"test", good), Ok(()));
+        assert_eq!(
+            check(&["secret"], b"test ", good),
+            Err(SignatureError::Mismatch),
+            "tampered body"
         );
-        assert!(!verify_payment_signature("secret", b"test", "sha256=zz"), "not hex");
-        assert!(!verify_payment_signature("", b"test", good), "no secret, no trust");
+        assert_eq!(
+            check(&["other"], b"test", good),
+            Err(SignatureError::Mismatch),
+            "other key"
+        );
+        assert_eq!(
+            check(&[], b"test", good),
+            Err(SignatureError::Mismatch),
+            "unknown biller"
+        );
+        assert_eq!(
+            check(&[""], b"test", good),
+            Err(SignatureError::Mismatch),
+            "no secret, no trust"
+        );
+        let body_only = format!("sha256={}", &good[16..]);
+        assert_eq!(
+            check(&["secret"], b"test", &body_only),
+            Err(SignatureError::Malformed),
+            "no t"
+        );
+        for bad in [
+            "",
+            "t=1800000000",
+            "t=1800000000,v1=zz",
+            "t=-5,v1=00",
+            "t=1,t=2,v1=00",
+            "v1=00",
+        ] {
+            assert_eq!(
+                check(&["secret"], b"test", bad),
+                Err(SignatureError::Malformed),
+                "{bad}"
+            );
+        }
+        let other_t = format!("t=1800000001,v1={}", &good[16..]);
+        assert_eq!(
+            check(&["secret"], b"test", &other_t),
+            Err(SignatureError::Mismatch),
+            "t is signed"
+        );
+    }
+
+    #[test]
+    fn an_old_or_future_signature_is_refused_even_when_it_matches() {
+        let body = br#"{"biller_id":"acme","invoice_id":"INV-1"}"#;
+        let at = |t: i64| format!("t={t},v1={}", v1("secret", t, body));
+        let limit = SIGNATURE_TOLERANCE_SECS;
+        assert_eq!(check(&["secret"], body, &at(NOW - limit)), Ok(()));
+        assert_eq!(check(&["secret"], body, &at(NOW + limit)), Ok(()));
+        assert_eq!(
+            check(&["secret"], body, &at(NOW - limit - 1)),
+            Err(SignatureError::OutOfTime),
+            "a replay"
+        );
+        assert_eq!(
+            check(&["secret"], body, &at(NOW + limit + 1)),
+            Err(SignatureError::OutOfTime)
+        );
+        assert_eq!(check(&["secret"], body, &at(0)), Err(SignatureError::OutOfTime));
+    }
+
+    #[test]
+    fn a_rotating_biller_may_sign_with_either_secret() {
+        let body = b"{}";
+        let (old, new) = (v1("old", NOW, body), v1("new", NOW, body));
+        let both = format!("t={NOW}, v1={new}, v1={old}, v0=ignored");
+        assert_eq!(
+            check(&["old"], body, &both),
+            Ok(()),
+            "the receiver still has only the old secret"
+        );
+        assert_eq!(check(&["new", "old"], body, &format!("t={NOW},v1={old}")), Ok(()));
+        assert_eq!(check(&["new", "old"], body, &format!("t={NOW},v1={new}")), Ok(()));
+        assert_eq!(
+            check(&["newer"], body, &both),
+            Err(SignatureError::Mismatch),
+            "neither key is the receiver's"
+        );
     }
 }

@@ -60,7 +60,14 @@ pub struct BillerConfig {
     pub name: String,
     pub checkout_url: String,
     pub default_locale: Option<String>,
-    pub webhook_secret: Option<Secret>,
+    /// The keys that may sign this biller's payment confirmations; more
+    /// than one while the biller rotates its secret. None: all are refused.
+    pub webhook_secret: Vec<Secret>,
+    /// The AMQP user this biller publishes as. When set, a message for the
+    /// biller must carry it as its `user_id` property, which RabbitMQ
+    /// checks against the connection's user, so another publisher on the
+    /// same queue cannot send, close or cancel this biller's invoices.
+    pub amqp_user: Option<String>,
     /// IANA time zone for customers whose invoice gives none (quiet hours).
     pub timezone: Option<String>,
     /// This biller's own email sender, when not the channel's `from`.

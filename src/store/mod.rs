@@ -130,7 +130,11 @@ pub enum Reached {
 /// What the admin API shows about an invoice.
 #[derive(Debug, Clone)]
 pub struct History {
+    /// The latest revision's key; its revision is 0 when none was received.
     pub key: InvoiceKey,
+    /// False when the invoice was closed before any payment request for it
+    /// arrived: the timeline then holds only the closure.
+    pub received: bool,
     /// Status of the latest revision.
     pub status: Status,
     /// Set while the invoice waits for quiet hours to end.
@@ -417,6 +421,12 @@ fn parse_event(json: &str) -> Result<Event, StoreError> {
 ///
 /// `latest` is the latest revision with its `invoice_json`; `clicked` the
 /// channel of the pay link whose first click came last.
+/// Why a closure names no revision: the biller closed the invoice before
+/// its payment request arrived. The closure stays, so a request that comes
+/// later is refused rather than sent.
+const EARLY_CLOSE: &str =
+    "closed before its payment request arrived; a request for this invoice that arrives later is not sent";
+
 fn closing_event(
     event: &Event,
     status: Status,
@@ -424,11 +434,14 @@ fn closing_event(
     clicked: Option<&str>,
 ) -> Result<Event, StoreError> {
     let mut event = event.clone();
-    if let Some((revision, invoice_json)) = latest {
-        event.revision = Some(revision);
-        if event.metadata.is_none() {
-            event.metadata = parse_invoice(invoice_json)?.metadata;
+    match latest {
+        Some((revision, invoice_json)) => {
+            event.revision = Some(revision);
+            if event.metadata.is_none() {
+                event.metadata = parse_invoice(invoice_json)?.metadata;
+            }
         }
+        None => event.detail = Some(EARLY_CLOSE.to_owned()),
     }
     if let (Status::Paid, Some(channel)) = (status, clicked) {
         event.channel = Some(parse_channel(channel)?);
@@ -471,8 +484,8 @@ struct ClickRow {
 }
 
 /// Builds [`History`] from its rows, the same way for every database.
-/// `revisions` is oldest first and not empty; `closure` is (status, closed_ms);
-/// a hold shows at `now`.
+/// `revisions` is oldest first; `closure` is (status, closed_ms); a hold
+/// shows at `now`. None when neither a revision nor a closure is known.
 fn build_history(
     biller_id: &str,
     invoice_id: &str,
@@ -482,16 +495,20 @@ fn build_history(
     closure: Option<(&str, i64)>,
     now: i64,
 ) -> Result<Option<History>, StoreError> {
-    let Some(latest) = revisions.last() else {
+    let latest = revisions.last();
+    if latest.is_none() && closure.is_none() {
         return Ok(None);
-    };
+    }
     let key = InvoiceKey {
         biller_id: biller_id.to_owned(),
         invoice_id: invoice_id.to_owned(),
-        revision: latest.revision,
+        revision: latest.map_or(0, |l| l.revision),
     };
-    let mut status = Status::parse(&latest.status)?;
-    let held_until_ms = latest.held_until_ms;
+    let mut status = match latest {
+        Some(l) => Status::parse(&l.status)?,
+        None => Status::Accepted,
+    };
+    let held_until_ms = latest.and_then(|l| l.held_until_ms);
     let mut timeline = Vec::new();
     let entry = |at_ms: i64, revision: Option<i64>, what, channel, detail| TimelineEntry {
         at_ms,
@@ -546,11 +563,13 @@ fn build_history(
         let closed = Status::parse(closed)?;
         status = closed;
         let what = if closed == Status::Paid { "paid" } else { "cancelled" };
-        timeline.push(entry(closed_ms, None, what, None, None));
+        let detail = latest.is_none().then(|| EARLY_CLOSE.to_owned());
+        timeline.push(entry(closed_ms, None, what, None, detail));
     }
     timeline.sort_by_key(|e| e.at_ms);
     Ok(Some(History {
         key,
+        received: latest.is_some(),
         status,
         held_until_ms,
         timeline,

@@ -722,9 +722,6 @@ impl Store for PostgresStore {
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        if revisions.is_empty() {
-            return Ok(None);
-        }
         let attempts = sqlx::query(sql::HISTORY_ATTEMPTS)
             .bind(biller_id)
             .bind(invoice_id)

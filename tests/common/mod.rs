@@ -48,6 +48,8 @@ pub struct Options {
     pub store_url: Option<String>,
     /// More `[http]` keys.
     pub http: String,
+    /// More `[billers.*]` sections besides acme.
+    pub billers: String,
 }
 
 /// Builds a store around the real one.
@@ -65,6 +67,7 @@ impl Default for Options {
             wrap_store: None,
             store_url: None,
             http: String::new(),
+            billers: String::new(),
         }
     }
 }
@@ -134,6 +137,8 @@ checkout_url = "https://pay.example/c?inv={{invoice_id}}&amt={{amount}}&cur={{cu
 default_locale = "es-MX"
 webhook_secret = "env:ACME_WEBHOOK_SECRET"
 
+{billers}
+
 [channels.email]
 transport = "smtp"
 smtp_url = "{smtp}"
@@ -155,6 +160,7 @@ timeout = "5s"
             http = options.http,
             delivery_limit = options.delivery_limit,
             store_url = options.store_url.as_deref().unwrap_or("sqlite://var/payrelay.db"),
+            billers = options.billers,
         );
         let config = Config::from_toml(&toml, dir.path(), &test_secrets)
             .unwrap_or_else(|problems| panic!("test config is invalid: {problems:#?}"));
@@ -285,6 +291,29 @@ timeout = "5s"
             .await
             .expect("publish");
         assert_eq!(n, bodies.len());
+    }
+
+    /// Publishes one message with the AMQP `user_id` property set to
+    /// `user_id` (RabbitMQ refuses any but the connection's user, guest).
+    pub async fn publish_as(&self, message: &Value, user_id: Option<&str>) {
+        let channel = self.amqp.create_channel().await.expect("channel");
+        let mut properties = lapin::BasicProperties::default().with_delivery_mode(2);
+        if let Some(user) = user_id {
+            properties = properties.with_user_id(user.into());
+        }
+        channel
+            .basic_publish(
+                "".into(),
+                self.config.broker.queue.as_str().into(),
+                lapin::options::BasicPublishOptions::default(),
+                message.to_string().as_bytes(),
+                properties,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("publish sent");
+        channel.close(200, "published".into()).await.expect("close");
     }
 
     pub async fn publish(&self, invoices: &[Value]) {

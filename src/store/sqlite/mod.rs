@@ -387,9 +387,6 @@ fn history(conn: &Connection, biller_id: &str, invoice_id: &str, now: i64) -> Re
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    if revisions.is_empty() {
-        return Ok(None);
-    }
     let attempts = conn
         .prepare_cached(sql::HISTORY_ATTEMPTS)?
         .query_map(params![biller_id, invoice_id], |row| {
