@@ -501,6 +501,40 @@ async fn a_message_that_is_not_an_invoice_is_dead_lettered_with_its_reason() {
 }
 
 #[tokio::test]
+async fn an_oversized_message_is_refused_on_its_length_as_its_body_would_be() {
+    use crate::invoice::MAX_BODY_BYTES;
+    let world = World::new(SMS_THEN_EMAIL, vec![], vec![]).await;
+    let correlation = Correlation {
+        correlation_id: Some("corr-big".into()),
+        message_id: None,
+    };
+    assert_eq!(world.dispatcher.refuse_oversized(MAX_BODY_BYTES, &correlation), None);
+    let Some(Disposition::DeadLetter { reason, event }) =
+        world.dispatcher.refuse_oversized(10 * 1024 * 1024, &correlation)
+    else {
+        panic!("a 10 MB message is refused on its length");
+    };
+    let incoming = Incoming {
+        body: vec![b' '; 10 * 1024 * 1024],
+        correlation: correlation.clone(),
+        redelivered: false,
+    };
+    let Disposition::DeadLetter {
+        reason: read,
+        event: read_event,
+    } = world.dispatcher.handle(incoming).await
+    else {
+        panic!("not dead-lettered");
+    };
+    assert_eq!(reason, read);
+    assert_eq!(reason, "message body is 10485760 bytes, more than the 65536 allowed");
+    assert_eq!(event.event, EventName::Rejected);
+    assert_eq!(event.detail, read_event.detail);
+    assert_eq!(event.correlation_id.as_deref(), Some("corr-big"));
+    assert_eq!(world.sms.load(Ordering::SeqCst) + world.email.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
 async fn a_held_invoice_paid_before_its_window_opens_is_not_sent() {
     let routing = "default = [\"sms\"]\nquiet_hours = \"21:00-08:00\"";
     let world = World::new(routing, vec![], vec![]).await;
