@@ -763,6 +763,18 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn claim_due_holds(&self, now_ms: i64, limit: u32) -> Result<Vec<InvoiceKey>, StoreError> {
+        self.writer
+            .call(move |conn| {
+                let keys = conn
+                    .prepare_cached(sql::CLAIM_DUE_HOLDS)?
+                    .query_map(params![now_ms, limit], |row| key_of(row, 0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(keys)
+            })
+            .await
+    }
+
     async fn next_hold(&self) -> Result<Option<i64>, StoreError> {
         self.writer
             .call(|conn| Ok(conn.prepare_cached(sql::NEXT_HOLD)?.query_row([], |r| r.get(0))?))
