@@ -65,7 +65,7 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(without_template_debug(filter))
         .with_target(false)
         .with_writer(writer);
     match format {
@@ -76,6 +76,16 @@ where
                 .finish(),
         ),
         Format::Json => Box::new(builder.with_ansi(false).json().flatten_event(true).finish()),
+    }
+}
+
+/// handlebars logs every helper call's arguments at debug level, and those
+/// are customers' names, emails and phone numbers: its debug lines are never
+/// written, whatever `PAYRELAY_LOG` asks for.
+fn without_template_debug(filter: EnvFilter) -> EnvFilter {
+    match "handlebars=info".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
     }
 }
 
@@ -127,6 +137,16 @@ fn needs_escape(c: char) -> bool {
     c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// What the current thread logs at `filter`, as `payrelay serve` would
+/// write it, for tests that check a log line.
+#[cfg(test)]
+pub(crate) fn capture(filter: &str) -> (tracing::subscriber::DefaultGuard, impl Fn() -> String) {
+    let buffer = tests::Buffer::default();
+    let subscriber = subscriber(Format::Text, EnvFilter::new(filter), false, buffer.clone());
+    let guard = tracing::subscriber::set_default(subscriber);
+    (guard, move || buffer.text())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,7 +154,13 @@ mod tests {
 
     /// Collects what the subscriber writes.
     #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Buffer {
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
 
     impl std::io::Write for Buffer {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -168,8 +194,20 @@ mod tests {
             tracing::info!(invoice_id, "invoice closed");
             tracing::info!("rejected: {FORGED}");
         });
-        let out = buffer.0.lock().unwrap().clone();
-        String::from_utf8(out).unwrap()
+        buffer.text()
+    }
+
+    #[test]
+    fn template_debug_lines_are_never_written() {
+        let (_guard, logged) = capture("debug");
+        tracing::debug!(
+            target: "handlebars::render",
+            "Rendering helper: \"money\", params: [\"maria@example.com +5215512345678\"]"
+        );
+        tracing::debug!("phone numbering plans loaded");
+        let out = logged();
+        assert!(!out.contains("maria@example.com"), "{out}");
+        assert!(out.contains("phone numbering plans loaded"), "{out}");
     }
 
     #[test]

@@ -356,6 +356,26 @@ async fn a_transient_failure_is_tried_again_on_the_same_channel() {
 }
 
 #[tokio::test]
+async fn the_transient_failure_warning_says_why_without_the_recipient() {
+    let (_guard, logged) = crate::logging::capture("warn");
+    let failure = SendError::Transient {
+        code: Some("30001".into()),
+        reason: "queue overflow for +5215512345678".into(),
+        retry_after: None,
+    };
+    let world = World::new(SMS_THEN_EMAIL, vec![Reply::Fail(failure)], vec![]).await;
+    world.receive("INV-1", 1).await;
+
+    let out = logged();
+    let line = out
+        .lines()
+        .find(|l| l.contains("transient failure; trying again"))
+        .unwrap_or_else(|| panic!("no transient warning in:\n{out}"));
+    assert!(line.contains("queue overflow for +***8"), "{line}");
+    assert!(!out.contains("5215512345678"), "{out}");
+}
+
+#[tokio::test]
 async fn transient_failures_give_up_on_a_channel_after_its_tries() {
     let failures = (0..3).map(|_| Reply::Fail(transient())).collect();
     let world = World::new(SMS_THEN_EMAIL, failures, vec![]).await;
