@@ -1,6 +1,8 @@
 //! The `file` provider: what would have been sent, written as one JSON file
 //! per message under `var/outbox/<channel>/`, so the service does its whole
-//! job on a machine with no provider accounts.
+//! job on a machine with no provider accounts. The files hold customers'
+//! contact details and live pay links: only payrelay's user can read them
+//! (files 0600, folders payrelay creates 0700).
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -30,7 +32,7 @@ struct FileWrite {
 
 impl FileOutbox {
     pub fn new(channel: ChannelName, dir: &Path) -> Result<FileOutbox, BuildError> {
-        std::fs::create_dir_all(dir).map_err(|e| BuildError {
+        create_private_dir(dir).map_err(|e| BuildError {
             channel,
             reason: format!("cannot create the outbox folder {}: {e}", dir.display()),
         })?;
@@ -109,11 +111,30 @@ impl FileOutbox {
 /// [`FileOutbox`] handle is gone.
 fn write_files(queue: mpsc::Receiver<FileWrite>) {
     while let Ok(write) = queue.recv() {
-        let written = std::fs::write(&write.partial, &write.contents)
+        let written = write_private(&write.partial, &write.contents)
             .and_then(|()| std::fs::rename(&write.partial, &write.target));
         // The sender may have gone (its send was cancelled); nothing to do then.
         let _ = write.done.send(written);
     }
+}
+
+/// Creates `dir` and any missing parents, readable by this user only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// `std::fs::write`, but a file it creates is readable by this user only.
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents)
 }
 
 /// 32 hex digits: milliseconds since 1970 (12), then 80 random bits.
@@ -136,5 +157,23 @@ mod tests {
         assert!(first.bytes().all(|b| b.is_ascii_hexdigit()));
         assert!(first < second, "{first} then {second}");
         assert_ne!(time_ordered_id(), time_ordered_id());
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn outbox_files_and_the_folders_made_for_them_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("var/outbox/email");
+        let outbox = FileOutbox::new(ChannelName::Email, &dir).unwrap();
+        let receipt = outbox
+            .write_file("eml", b"To: maria@example.com\r\n".to_vec())
+            .await
+            .unwrap();
+        let id = receipt.provider_message_id.unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.join(format!("{id}.eml"))), 0o600);
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&tmp.path().join("var")), 0o700);
     }
 }

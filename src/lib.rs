@@ -33,7 +33,7 @@
 //! router · channels        decisions (no I/O) · adapters (reach no broker, router, store or server)
 //! render                   templates and the view of an invoice
 //! invoice · events         what billers send and receive (no I/O)
-//! settings · metrics · …   reading settings, secrets; counters; redaction; pay-link tokens
+//! settings · metrics · …   reading settings, secrets; counters; redaction; log lines; pay-link tokens
 //! domain                   names, keys, statuses, ids, the clock, quiet hours, money (uses nothing)
 //! ```
 //!
@@ -49,6 +49,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod events;
 pub mod invoice;
+pub mod logging;
 pub mod metrics;
 pub mod paylink;
 pub mod redact;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use payrelay::channels::{Providers, Registry};
@@ -173,7 +174,7 @@ async fn serve_command(source: &Source) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    init_logging();
+    init_logging()?;
     serve(config).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -370,15 +371,11 @@ fn preview_registry(config: &Config) -> anyhow::Result<Registry> {
     )?)
 }
 
-fn init_logging() {
+fn init_logging() -> anyhow::Result<()> {
+    let format = payrelay::logging::Format::from_env()?;
     let filter = EnvFilter::try_from_env("PAYRELAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only on a terminal: escape codes make a log file or a log
-    // collector's lines unreadable and longer.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+    payrelay::logging::subscriber(format, filter, std::io::stdout().is_terminal(), std::io::stdout).try_init()?;
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -160,6 +160,10 @@ impl Store for Faulty {
         self.check()?;
         self.inner.due_holds(now_ms, limit).await
     }
+    async fn claim_due_holds(&self, now_ms: i64, limit: u32) -> Result<Vec<InvoiceKey>, StoreError> {
+        self.check()?;
+        self.inner.claim_due_holds(now_ms, limit).await
+    }
     async fn next_hold(&self) -> Result<Option<i64>, StoreError> {
         self.check()?;
         self.inner.next_hold().await

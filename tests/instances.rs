@@ -200,3 +200,134 @@ rate_per_second = 10000
         .exchange_delete(exchange.as_str().into(), Default::default())
         .await;
 }
+
+/// Two instances on one queue and one PostgreSQL store, invoices held by
+/// quiet hours: when the window opens, both schedulers wake at the same
+/// hold end, and each held invoice must still be sent once, by one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_send_each_quiet_hours_hold_once_when_the_window_opens() {
+    const N: usize = 30;
+    const QUIET: Duration = Duration::from_secs(3);
+    let id = payrelay::domain::ids::random_id()[..10].to_owned();
+    let schema = PgSchema::create("payrelay_holds").await;
+    let store_url = schema.store_url();
+
+    // Quiet hours (UTC) that hold now and end at a minute boundary 20 to 80 s
+    // away: the window is written in minutes.
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let end_s = (now_s / 60 + if now_s % 60 > 40 { 2 } else { 1 }) * 60;
+    let hhmm = |s: u64| format!("{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60);
+    let window = format!("{}-{}", hhmm(end_s - 3 * 3600), hhmm(end_s));
+
+    let dir = tempfile::tempdir().unwrap();
+    let queue = format!("payrelay.test.{id}.holds");
+    let exchange = format!("payrelay.test.{id}.holds-events");
+    let mut configs = Vec::new();
+    for instance in ["a", "b"] {
+        let port = free_port();
+        let path = dir.path().join(format!("{instance}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+[broker]
+url = "{AMQP_URL}"
+queue = "{queue}"
+events_exchange = "{exchange}"
+[store]
+url = "{store_url}"
+[http]
+listen = "127.0.0.1:{port}"
+[billers.acme]
+checkout_url = "https://pay.example/{{token}}"
+[channels.sms]
+provider = "file"
+outbox_dir = "sms-{instance}"
+rate_per_second = 10000
+[routing]
+default = ["sms"]
+quiet_hours = "{window}"
+"#
+            ),
+        )
+        .unwrap();
+        configs.push(path);
+    }
+    let config = payrelay::config::Config::load(&configs[0]).unwrap();
+    let amqp = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = amqp.create_channel().await.unwrap();
+    let mut events = observe_events(&channel, &config.broker).await;
+
+    let mut services: Vec<Service> = configs.iter().map(|c| Service::spawn(c)).collect();
+    let bodies: Vec<String> = (0..N)
+        .map(|i| {
+            let mut body = invoice(&format!("INV-{i}"), &format!("c{i}@example.com"));
+            body["customer"]["timezone"] = "UTC".into();
+            body.to_string()
+        })
+        .collect();
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    payrelay::broker::publish::publish(&config.broker, &refs).await.unwrap();
+
+    let mut sent: BTreeMap<String, usize> = BTreeMap::new();
+    let mut early = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(end_s - now_s + 60);
+    while sent.len() < N {
+        let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.recv()).await else {
+            panic!(
+                "only {} of {N} held invoices were sent after the window opened",
+                sent.len()
+            );
+        };
+        if event["event"] == "invoice.sent" {
+            let at_s = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            early += usize::from(at_s < end_s);
+            *sent
+                .entry(event["invoice_id"].as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
+        }
+    }
+    // A second send by the other instance would follow within a scheduler
+    // round (at most 1 s).
+    while let Ok(Some(event)) = tokio::time::timeout(QUIET, events.recv()).await {
+        if event["event"] == "invoice.sent" {
+            *sent
+                .entry(event["invoice_id"].as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
+        }
+    }
+    for service in &mut services {
+        service.kill();
+    }
+    let files = |name: &str| {
+        std::fs::read_dir(dir.path().join(name))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let (a, b) = (files("sms-a"), files("sms-b"));
+    println!("window {window}; instance a sent {a}, instance b sent {b}");
+    assert_eq!(early, 0, "nothing is sent before the window opens");
+    assert_eq!(a + b, N, "one SMS per invoice: {a} from a, {b} from b");
+    let twice: Vec<(&String, &usize)> = sent.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "one invoice.sent per invoice; for example {twice:?}");
+
+    for q in [queue.clone(), format!("{queue}.dead")] {
+        let _ = channel.queue_delete(q.as_str().into(), Default::default()).await;
+    }
+    let _ = channel
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await;
+}

@@ -144,6 +144,7 @@ store_suite!(
     history_tells_what_happened_in_order,
     an_invoice_closed_before_its_request_has_a_history_and_says_so,
     holds_come_due_in_order_and_end_when_the_invoice_is_finished,
+    each_due_hold_is_claimed_once_by_one_of_two_stores_asking_together,
     ping_answers,
     a_reopened_store_keeps_its_data,
     concurrent_begins_of_one_key_make_exactly_one_new,
@@ -1216,6 +1217,49 @@ async fn holds_come_due_in_order_and_end_when_the_invoice_is_finished(db: &TestD
     assert_eq!(store.next_hold().await.unwrap(), Some(9_000));
     assert_eq!(store.due_holds(i64::MAX, 10).await.unwrap(), [far]);
     assert_eq!(status(store, &unheld).await, Some(Status::Accepted));
+}
+
+async fn each_due_hold_is_claimed_once_by_one_of_two_stores_asking_together(db: &TestDb) {
+    const N: usize = 40;
+    let store = db.store.as_ref();
+    let other = db.another().await;
+    let now = db.clock.now_ms();
+    let mut due = Vec::new();
+    for i in 0..N {
+        let key = accepted(store, &format!("INV-{i}"), 1).await;
+        store.hold(&key, now + 1_000 + i as i64).await.unwrap();
+        due.push(key);
+    }
+    let far = accepted(store, "INV-far", 1).await;
+    store.hold(&far, now + 9_000).await.unwrap();
+    assert!(store.claim_due_holds(now + 999, 100).await.unwrap().is_empty());
+    assert_eq!(
+        store.claim_due_holds(now + 5_000, 1).await.unwrap(),
+        std::slice::from_ref(&due[0]),
+        "oldest first"
+    );
+
+    let (a, b) = tokio::join!(
+        store.claim_due_holds(now + 5_000, 100),
+        other.claim_due_holds(now + 5_000, 100)
+    );
+    let claimed: Vec<InvoiceKey> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+    let distinct: std::collections::HashSet<&InvoiceKey> = claimed.iter().collect();
+    assert_eq!(claimed.len(), N - 1, "every other due hold, each once: {claimed:?}");
+    assert_eq!(distinct.len(), N - 1);
+    assert!(due[1..].iter().all(|k| distinct.contains(k)));
+
+    // Claimed: no longer held or due, still open for its sender.
+    assert!(store.due_holds(now + 5_000, 100).await.unwrap().is_empty());
+    assert!(store.claim_due_holds(now + 5_000, 100).await.unwrap().is_empty());
+    assert_eq!(store.next_hold().await.unwrap(), Some(now + 9_000));
+    assert_eq!(status(store, &due[0]).await, Some(Status::Accepted));
+    let history = store.history(ACME, "INV-0").await.unwrap().expect("history");
+    assert_eq!(history.held_until_ms, None);
+    // A claimed hold whose sender died is taken over once idle, like any
+    // unfinished invoice.
+    assert!(store.claim_stale(now + 5_000, 60_000, 100).await.unwrap().is_empty());
+    assert_eq!(store.claim_stale(now + 65_000, 60_000, 100).await.unwrap().len(), N);
 }
 
 async fn ping_answers(db: &TestDb) {

@@ -236,13 +236,19 @@ impl Job {
             correlation_id: props.correlation_id().as_ref().map(|s| s.to_string()),
             message_id: props.message_id().as_ref().map(|s| s.to_string()),
         };
-        let incoming = Incoming {
-            body: delivery.data.clone(),
-            correlation,
-            redelivered: delivery.redelivered,
-            user_id: props.user_id().as_ref().map(|s| s.to_string()),
+        let disposition = match self.dispatcher.refuse_oversized(delivery.data.len(), &correlation) {
+            Some(refused) => refused,
+            None => {
+                let incoming = Incoming {
+                    body: delivery.data.clone(),
+                    correlation,
+                    redelivered: delivery.redelivered,
+                    user_id: props.user_id().as_ref().map(|s| s.to_string()),
+                };
+                self.handle(incoming, &delivery).await
+            }
         };
-        match self.handle(incoming, &delivery).await {
+        match disposition {
             Disposition::Ack => return Settle::Ack(delivery.acker),
             Disposition::DeadLetter { reason, event } => match self.dead_letter(&delivery, &reason).await {
                 Ok(()) => {

@@ -67,6 +67,15 @@ enum Admitted {
 }
 
 impl Dispatcher {
+    /// What to do with a message whose body is `body_len` bytes, when that
+    /// alone refuses it: the consumer asks before copying the body, so an
+    /// oversized message costs no more memory than the broker client's own
+    /// buffer. `None`: the body may be handled.
+    pub fn refuse_oversized(&self, body_len: usize, correlation: &Correlation) -> Option<Disposition> {
+        let rejected = crate::invoice::check_size(body_len).err()?;
+        Some(self.dead_letter(rejected, correlation))
+    }
+
     pub(super) fn dead_letter(&self, rejected: Rejected, correlation: &Correlation) -> Disposition {
         let reason = rejected.to_string();
         info!(reason = %crate::redact::text(&reason), "invoice rejected");

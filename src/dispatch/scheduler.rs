@@ -1,10 +1,11 @@
 //! Sends held invoices when their quiet hours end, and takes over invoices
 //! whose handler died without their message coming back.
 //!
-//! Holds live in the store, so a restart loses none: the scheduler asks the
-//! store what is due, resumes each invoice through the dispatcher (which
-//! checks again that it is still open and the window is open), and sleeps
-//! until the next hold ends.
+//! Holds live in the store, so a restart loses none: the scheduler claims
+//! what is due (so that of several instances only one sends each), resumes
+//! each invoice through the dispatcher (which checks again that it is still
+//! open and the window is open), and sleeps until the next hold ends.
+//! Abandoned invoices are claimed the same way before they are resumed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,14 +31,17 @@ pub async fn run(
 ) {
     loop {
         let now = clock.now_ms();
-        match store.due_holds(now, 500).await {
+        match store.claim_due_holds(now, 500).await {
             Ok(keys) => {
                 futures_util::stream::iter(keys)
                     .for_each_concurrent(CONCURRENT_RESUMES, |key| {
-                        let dispatcher = dispatcher.clone();
+                        let (dispatcher, store) = (dispatcher.clone(), store.clone());
                         async move {
                             if let Err(e) = dispatcher.resume(&key).await {
                                 warn!(%key, error = %e, "could not send a held invoice; trying again shortly");
+                                // Due again at once; if even that fails, the
+                                // invoice is taken over once idle.
+                                let _ = store.hold(&key, now).await;
                             }
                         }
                     })

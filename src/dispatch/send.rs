@@ -125,7 +125,7 @@ impl Dispatcher {
             Ok(p) => p,
             Err(reason) => {
                 let detail = format!("cannot render the message: {reason}");
-                warn!(%channel, %detail, "channel failed");
+                warn!(%channel, detail = %crate::redact::text(&detail), "channel failed");
                 return self.record_failed(&attempt, 1, detail).await;
             }
         };
@@ -166,7 +166,14 @@ impl Dispatcher {
                 }
                 Err(err) if err.is_transient() && tries < self.retry.tries_per_channel => {
                     let wait = self.retry.send_wait(&err, backoff.next_pause());
-                    warn!(%channel, tries, code = err.code(), wait_ms = wait.as_millis() as u64, "transient failure; trying again");
+                    warn!(
+                        %channel,
+                        tries,
+                        code = err.code(),
+                        detail = %crate::redact::text(&err.to_string()),
+                        wait_ms = wait.as_millis() as u64,
+                        "transient failure; trying again"
+                    );
                     self.metrics.send(channel, "retried");
                     tokio::time::sleep(wait).await;
                 }

@@ -357,6 +357,26 @@ async fn a_transient_failure_is_tried_again_on_the_same_channel() {
 }
 
 #[tokio::test]
+async fn the_transient_failure_warning_says_why_without_the_recipient() {
+    let (_guard, logged) = crate::logging::capture("warn");
+    let failure = SendError::Transient {
+        code: Some("30001".into()),
+        reason: "queue overflow for +5215512345678".into(),
+        retry_after: None,
+    };
+    let world = World::new(SMS_THEN_EMAIL, vec![Reply::Fail(failure)], vec![]).await;
+    world.receive("INV-1", 1).await;
+
+    let out = logged();
+    let line = out
+        .lines()
+        .find(|l| l.contains("transient failure; trying again"))
+        .unwrap_or_else(|| panic!("no transient warning in:\n{out}"));
+    assert!(line.contains("queue overflow for +***8"), "{line}");
+    assert!(!out.contains("5215512345678"), "{out}");
+}
+
+#[tokio::test]
 async fn transient_failures_give_up_on_a_channel_after_its_tries() {
     let failures = (0..3).map(|_| Reply::Fail(transient())).collect();
     let world = World::new(SMS_THEN_EMAIL, failures, vec![]).await;
@@ -500,6 +520,40 @@ async fn a_message_that_is_not_an_invoice_is_dead_lettered_with_its_reason() {
     assert_eq!(event.event, EventName::Rejected);
     assert_eq!(event.detail.as_deref(), Some(reason.as_str()));
     assert_eq!(event.biller_id, None);
+}
+
+#[tokio::test]
+async fn an_oversized_message_is_refused_on_its_length_as_its_body_would_be() {
+    use crate::invoice::MAX_BODY_BYTES;
+    let world = World::new(SMS_THEN_EMAIL, vec![], vec![]).await;
+    let correlation = Correlation {
+        correlation_id: Some("corr-big".into()),
+        message_id: None,
+    };
+    assert_eq!(world.dispatcher.refuse_oversized(MAX_BODY_BYTES, &correlation), None);
+    let Some(Disposition::DeadLetter { reason, event }) =
+        world.dispatcher.refuse_oversized(10 * 1024 * 1024, &correlation)
+    else {
+        panic!("a 10 MB message is refused on its length");
+    };
+    let incoming = Incoming {
+        body: vec![b' '; 10 * 1024 * 1024],
+        correlation: correlation.clone(),
+        redelivered: false,
+    };
+    let Disposition::DeadLetter {
+        reason: read,
+        event: read_event,
+    } = world.dispatcher.handle(incoming).await
+    else {
+        panic!("not dead-lettered");
+    };
+    assert_eq!(reason, read);
+    assert_eq!(reason, "message body is 10485760 bytes, more than the 65536 allowed");
+    assert_eq!(event.event, EventName::Rejected);
+    assert_eq!(event.detail, read_event.detail);
+    assert_eq!(event.correlation_id.as_deref(), Some("corr-big"));
+    assert_eq!(world.sms.load(Ordering::SeqCst) + world.email.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]

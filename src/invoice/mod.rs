@@ -279,18 +279,23 @@ impl Problems {
     }
 }
 
+/// Refuses a body longer than [`MAX_BODY_BYTES`]; on its length alone, so
+/// the consumer can refuse it before copying it.
+pub fn check_size(len: usize) -> Result<(), Rejected> {
+    if len > MAX_BODY_BYTES {
+        return Err(Rejected::one(format!(
+            "message body is {len} bytes, more than the {MAX_BODY_BYTES} allowed"
+        )));
+    }
+    Ok(())
+}
+
 /// Parses and validates one message body from the queue.
 ///
 /// `known_biller` tells whether a biller id is configured; it is passed in so
 /// that parsing stays independent of the config's shape.
 pub fn parse(body: &[u8], known_biller: impl Fn(&str) -> bool) -> Result<Message, Rejected> {
-    if body.len() > MAX_BODY_BYTES {
-        return Err(Rejected::one(format!(
-            "message body is {} bytes, more than the {} allowed",
-            body.len(),
-            MAX_BODY_BYTES
-        )));
-    }
+    check_size(body.len())?;
     // The whole body must be UTF-8, including the values of keys payrelay
     // ignores (serde skips those without looking at their bytes).
     let body = match std::str::from_utf8(body) {

@@ -372,6 +372,13 @@ pub trait Store: Send + Sync {
     /// they are sent or held again, so a crash cannot lose one.
     async fn due_holds(&self, now_ms: i64, limit: u32) -> Result<Vec<InvoiceKey>, StoreError>;
 
+    /// Takes up to `limit` due holds for this instance to send, oldest
+    /// first: each one's hold ends and its clock is set to `now_ms`, as for
+    /// an invoice being handled, in one statement, so when several
+    /// instances ask at once each hold goes to one of them. If this one
+    /// dies before sending, [`Store::claim_stale`] takes the invoice over.
+    async fn claim_due_holds(&self, now_ms: i64, limit: u32) -> Result<Vec<InvoiceKey>, StoreError>;
+
     /// When the next hold ends, so the scheduler can sleep until then.
     async fn next_hold(&self) -> Result<Option<i64>, StoreError>;
 

@@ -797,6 +797,15 @@ impl Store for PostgresStore {
         rows.iter().map(|row| key_of(row, 0)).collect()
     }
 
+    async fn claim_due_holds(&self, now_ms: i64, limit: u32) -> Result<Vec<InvoiceKey>, StoreError> {
+        let rows = sqlx::query(sql::CLAIM_DUE_HOLDS)
+            .bind(now_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| key_of(row, 0)).collect()
+    }
+
     async fn next_hold(&self) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(sql::NEXT_HOLD).fetch_one(&self.pool).await?)
     }

@@ -97,6 +97,16 @@ statements! {
                  WHERE held_until_ms IS NOT NULL AND held_until_ms <= $1 AND status = 'accepted'
                  ORDER BY held_until_ms LIMIT $2";
 
+    /// The outer conditions are checked again on each row it would update,
+    /// so a hold another instance claimed meanwhile is left alone.
+    CLAIM_DUE_HOLDS = "UPDATE invoices SET held_until_ms = NULL, updated_ms = $1
+                       WHERE status = 'accepted' AND held_until_ms IS NOT NULL AND held_until_ms <= $1
+                         AND (biller_id, invoice_id, revision) IN (
+                             SELECT biller_id, invoice_id, revision FROM invoices
+                             WHERE held_until_ms IS NOT NULL AND held_until_ms <= $1 AND status = 'accepted'
+                             ORDER BY held_until_ms LIMIT $2)
+                       RETURNING biller_id, invoice_id, revision";
+
     NEXT_HOLD = "SELECT MIN(held_until_ms) FROM invoices WHERE held_until_ms IS NOT NULL AND status = 'accepted'";
 
     /// `$5` is the latest `updated_ms` that counts as idle.

@@ -77,6 +77,30 @@ impl SqliteStore {
     }
 }
 
+/// Creates `dir` and any missing parents, readable by this user only: the
+/// database holds customers' contact details.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates an empty database file readable by this user only, unless it
+/// exists (its mode is then the operator's). SQLite gives the WAL and
+/// shared-memory files the database file's mode.
+fn create_private_file(path: &str) -> std::io::Result<()> {
+    if path == ":memory:" || path.starts_with("file:") {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
+}
+
 fn open_connection(path: &str) -> Result<Connection, StoreError> {
     if path.is_empty() {
         return Err(StoreError::Url(
@@ -85,10 +109,12 @@ fn open_connection(path: &str) -> Result<Connection, StoreError> {
     }
     if let Some(dir) = Path::new(path).parent() {
         if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)
+            create_private_dir(dir)
                 .map_err(|e| StoreError::Corrupt(format!("cannot create the folder {}: {e}", dir.display())))?;
         }
     }
+    create_private_file(path)
+        .map_err(|e| StoreError::Corrupt(format!("cannot create the database file {path}: {e}")))?;
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -760,6 +786,18 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn claim_due_holds(&self, now_ms: i64, limit: u32) -> Result<Vec<InvoiceKey>, StoreError> {
+        self.writer
+            .call(move |conn| {
+                let keys = conn
+                    .prepare_cached(sql::CLAIM_DUE_HOLDS)?
+                    .query_map(params![now_ms, limit], |row| key_of(row, 0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(keys)
+            })
+            .await
+    }
+
     async fn next_hold(&self) -> Result<Option<i64>, StoreError> {
         self.writer
             .call(|conn| Ok(conn.prepare_cached(sql::NEXT_HOLD)?.query_row([], |r| r.get(0))?))
@@ -885,6 +923,24 @@ mod tests {
         // The next click counts on from the migrated count.
         let event = Event::bare(crate::events::EventName::Clicked, &Correlation::default());
         assert_eq!(store.record_click("hash-sms", &event).await.unwrap(), 3);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_database_and_the_folders_made_for_it_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("var/db/payrelay.db");
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display()), Arc::new(SystemClock))
+            .await
+            .unwrap();
+        let event = Event::bare(crate::events::EventName::Rejected, &Correlation::default());
+        store.record_event(&event).await.unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&tmp.path().join("var/db/payrelay.db-wal")), 0o600);
+        assert_eq!(mode(&tmp.path().join("var/db")), 0o700);
+        assert_eq!(mode(&tmp.path().join("var")), 0o700);
     }
 
     /// Without checkpoints every new page stays in the `-wal` file and the
