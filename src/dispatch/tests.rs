@@ -540,6 +540,7 @@ async fn an_oversized_message_is_refused_on_its_length_as_its_body_would_be() {
         body: vec![b' '; 10 * 1024 * 1024],
         correlation: correlation.clone(),
         redelivered: false,
+        user_id: None,
     };
     let Disposition::DeadLetter {
         reason: read,
