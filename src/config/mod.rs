@@ -11,12 +11,14 @@
 //! print their contents. Relative paths resolve against the config file's
 //! folder, so the service behaves the same from any working directory.
 
+pub mod journey;
 pub(crate) mod raw;
 
 pub use crate::channels::ratelimit::RateLimitConfig;
 pub use crate::channels::ChannelsConfig;
 pub(crate) use crate::settings::{resolve, Problems};
 pub use crate::settings::{BillerConfig, Problem, Secret};
+pub use journey::{Journey, JourneyChoice, JourneyStep, StepTime};
 pub use raw::{DaysToDue, OneOrMany};
 
 use std::collections::BTreeMap;
@@ -151,6 +153,8 @@ pub struct Config {
     pub channels: ChannelsConfig,
     pub templates: TemplatesConfig,
     pub routing: RoutingConfig,
+    /// `[journeys.<name>]`, by name.
+    pub journeys: BTreeMap<String, Journey>,
     /// The rate limits instances share through Redis; `None` (no
     /// `[rate_limit]` section): each instance paces its channels alone.
     pub rate_limit: Option<RateLimitConfig>,
@@ -244,6 +248,16 @@ pub struct RoutingConfig {
     /// When SMS, WhatsApp and Messenger wait, in the customer's local time.
     pub quiet_hours: Option<crate::domain::quiet::QuietHours>,
     pub rules: Vec<Rule>,
+    /// The journey when neither the deciding rule nor the biller names
+    /// one; `None`: no reminders.
+    pub journey: Option<String>,
+    /// Reminders and escalations one customer receives a day, across all
+    /// their invoices; over it they wait for the next day's `send_at`.
+    /// First requests are never delayed, but count.
+    pub max_messages_per_customer_per_day: Option<std::num::NonZeroU32>,
+    /// How long a transient failure on a step's last channel is tried again
+    /// (at growing intervals) before the channel counts as failed.
+    pub retry_for: Duration,
 }
 
 /// A routing rule (docs/routing.md): all set conditions must hold.
@@ -261,6 +275,9 @@ pub struct Rule {
     pub days_to_due: Option<DaysToDue>,
     pub channels: Vec<ChannelName>,
     pub strategy: Strategy,
+    /// The journey after the first request this rule routes; `None`: the
+    /// biller's, else `[routing] journey`.
+    pub journey: Option<JourneyChoice>,
 }
 
 impl Config {

@@ -216,6 +216,7 @@ pub(crate) fn check(
     let uses = TemplateUses::of(&templates, &billers, &channels, &routing);
     let config = (|| {
         Some(Config {
+            journeys: BTreeMap::new(),
             base_dir,
             broker: broker?,
             store: store?,
@@ -526,6 +527,7 @@ fn check_billers(value: Value, env: EnvLookup<'_>, problems: &mut Problems) -> B
                     known.is_ok()
                 }),
                 email_from,
+                journey: None,
                 whatsapp_template: raw.whatsapp_template.filter(|name| {
                     let checked = crate::channels::whatsapp::check_template_name(name);
                     if let Err(e) = &checked {
@@ -724,6 +726,7 @@ fn check_routing(
             days_to_due: r.days_to_due,
             channels,
             strategy: r.strategy.unwrap_or(Strategy::Fallback),
+            journey: None,
         });
     }
     RoutingConfig {
@@ -732,5 +735,8 @@ fn check_routing(
         respect_preferences: raw.respect_preferences.unwrap_or(true),
         quiet_hours,
         rules,
+        journey: None,
+        max_messages_per_customer_per_day: None,
+        retry_for: std::time::Duration::from_secs(24 * 3600),
     }
 }

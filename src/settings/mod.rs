@@ -77,6 +77,18 @@ pub struct BillerConfig {
     /// Handlebars snippets, one per body parameter of that template, when
     /// not the channel's mapping.
     pub whatsapp_parameters: Option<Vec<String>>,
+    /// The journey after this biller's first requests when the deciding
+    /// rule names none; `None` here: `[routing] journey`.
+    pub journey: Option<JourneyChoice>,
+}
+
+/// A journey named by a rule, a biller or `[routing] journey`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JourneyChoice {
+    /// `"none"`: the first request only, no reminders.
+    None,
+    /// A `[journeys.<name>]` section (`check` makes sure it exists).
+    Named(String),
 }
 
 /// `rate_per_second` and `burst`, shared by every channel's config.
