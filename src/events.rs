@@ -41,6 +41,12 @@ pub enum EventName {
     Paid,
     #[serde(rename = "invoice.cancelled")]
     Cancelled,
+    // A message no person opened in time goes out on the next channel.
+    #[serde(rename = "invoice.escalated")]
+    Escalated,
+    // The last step of the journey is done and the invoice is still open.
+    #[serde(rename = "invoice.journey_completed")]
+    JourneyCompleted,
 }
 
 impl EventName {
@@ -57,6 +63,8 @@ impl EventName {
             EventName::Clicked => "invoice.clicked",
             EventName::Paid => "invoice.paid",
             EventName::Cancelled => "invoice.cancelled",
+            EventName::Escalated => "invoice.escalated",
+            EventName::JourneyCompleted => "invoice.journey_completed",
         }
     }
 }
@@ -166,6 +174,11 @@ impl Event {
         Event::about(EventName::ChannelFailed, key, correlation)
             .channel(channel, attempt)
             .detail(detail)
+    }
+
+    /// The journey's last step is done and the invoice is still open.
+    pub fn journey_completed(key: &InvoiceKey, correlation: &Correlation, detail: impl Into<String>) -> Event {
+        Event::about(EventName::JourneyCompleted, key, correlation).detail(detail)
     }
 
     /// Every routed channel failed.
@@ -284,6 +297,12 @@ impl Event {
 
     pub fn provider_message_id(mut self, id: Option<String>) -> Event {
         self.provider_message_id = id;
+        self
+    }
+
+    /// Names the journey step the event is about (`None`: the first request).
+    pub fn step(mut self, step: Option<&str>) -> Event {
+        self.step = step.map(str::to_owned);
         self
     }
 }

@@ -10,6 +10,7 @@
 //! - [`dispatch`]: handling one invoice, stage by stage: admit, route and
 //!   deliver, send with retries, record.
 //! - [`router`]: which channels, in which order, and why.
+//! - [`journey`]: which reminders follow the first request, and when.
 //! - [`render`]: handlebars templates (built in from `templates/`, overridable).
 //! - [`channels`] (top-level `channels/` folder): one folder per channel
 //!   adapter behind the one `Channel` trait, each rate-limited.
@@ -30,7 +31,7 @@
 //! dispatch                 one invoice's handling, stage by stage
 //! store                    durable state and the event outbox
 //! config                   the whole checked configuration
-//! router · channels        decisions (no I/O) · adapters (reach no broker, router, store or server)
+//! router · journey · channels  decisions (no I/O) · adapters (reach no broker, router, store or server)
 //! render                   templates and the view of an invoice
 //! invoice · events         what billers send and receive (no I/O)
 //! settings · metrics · …   reading settings, secrets; counters; redaction; log lines; pay-link tokens
@@ -49,6 +50,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod events;
 pub mod invoice;
+pub mod journey;
 pub mod logging;
 pub mod metrics;
 pub mod paylink;

@@ -24,6 +24,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SendLabels {
     channel: String,
     outcome: String,
@@ -48,6 +53,8 @@ pub struct Metrics {
     process: Registry,
     invoices: Family<OutcomeLabels, Counter>,
     sends: Family<SendLabels, Counter>,
+    /// Journey steps by how they ended (sent, failed, skipped, cancelled).
+    steps: Family<StatusLabels, Counter>,
     send_seconds: Family<ChannelLabels, Histogram>,
     clicks: Counter,
     events_published: Counter,
@@ -75,6 +82,8 @@ impl Metrics {
         );
         let sends = Family::<SendLabels, Counter>::default();
         registry.register("sends", "Provider sends by channel and outcome", sends.clone());
+        let steps = Family::<StatusLabels, Counter>::default();
+        registry.register("journey_steps", "Journey steps by how they ended", steps.clone());
         let send_seconds = Family::<ChannelLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.001, 2.0, 16))
         });
@@ -111,6 +120,7 @@ impl Metrics {
             process,
             invoices,
             sends,
+            steps,
             send_seconds,
             clicks,
             events_published,
@@ -143,6 +153,14 @@ impl Metrics {
             .get_or_create(&SendLabels {
                 channel: channel.as_str().to_owned(),
                 outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn step(&self, status: &str) {
+        self.steps
+            .get_or_create(&StatusLabels {
+                status: status.to_owned(),
             })
             .inc();
     }

@@ -21,8 +21,8 @@ use payrelay::domain::Status;
 use payrelay::events::{Correlation, Event};
 use payrelay::invoice::Invoice;
 use payrelay::store::{
-    AttemptOutcome, AttemptRef, Begin, History, NewPaylink, OutboxEntry, PaylinkRecord, Reached, Store, StoreError,
-    StoredInvoice,
+    AttemptOutcome, AttemptRef, Begin, DueStep, History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached,
+    StepRecord, StepStatus, Store, StoreError, StoredInvoice,
 };
 
 /// The real store, with a crash for one invoice, an on/off outage, and
@@ -64,12 +64,18 @@ impl Faulty {
 
 #[async_trait]
 impl Store for Faulty {
-    async fn begin(&self, invoice: &Invoice, correlation: &Correlation, accepted: &Event) -> Result<Begin, StoreError> {
+    async fn begin(
+        &self,
+        invoice: &Invoice,
+        correlation: &Correlation,
+        accepted: &Event,
+        steps: &[PlannedStep],
+    ) -> Result<Begin, StoreError> {
         if invoice.key.invoice_id == self.crash_on {
             panic!("injected crash while storing {}", self.crash_on);
         }
         self.check()?;
-        self.inner.begin(invoice, correlation, accepted).await
+        self.inner.begin(invoice, correlation, accepted, steps).await
     }
     async fn start_attempt(
         &self,
@@ -77,12 +83,13 @@ impl Store for Faulty {
         channel: ChannelName,
         attempt: u32,
         paylink: &NewPaylink,
+        step: Option<&str>,
     ) -> Result<Option<i64>, StoreError> {
         self.check()?;
         if fails(&self.fail_next.start_attempt) {
             return Err(unavailable());
         }
-        self.inner.start_attempt(key, channel, attempt, paylink).await
+        self.inner.start_attempt(key, channel, attempt, paylink, step).await
     }
     async fn finish_sent(
         &self,
@@ -179,6 +186,33 @@ impl Store for Faulty {
     async fn fail_after_send(&self, id: i64, detail: &str, event: &Event) -> Result<bool, StoreError> {
         self.check()?;
         self.inner.fail_after_send(id, detail, event).await
+    }
+    async fn claim_due_steps(&self, now_ms: i64, idle_ms: i64, limit: u32) -> Result<Vec<DueStep>, StoreError> {
+        self.check()?;
+        self.inner.claim_due_steps(now_ms, idle_ms, limit).await
+    }
+    async fn reschedule_step(&self, key: &InvoiceKey, seq: u32, due_ms: i64, detail: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.reschedule_step(key, seq, due_ms, detail).await
+    }
+    async fn finish_step(
+        &self,
+        key: &InvoiceKey,
+        seq: u32,
+        status: StepStatus,
+        detail: Option<&str>,
+        events: &[Event],
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.finish_step(key, seq, status, detail, events).await
+    }
+    async fn steps(&self, b: &str, i: &str) -> Result<Vec<StepRecord>, StoreError> {
+        self.check()?;
+        self.inner.steps(b, i).await
+    }
+    async fn next_step(&self) -> Result<Option<i64>, StoreError> {
+        self.check()?;
+        self.inner.next_step().await
     }
 }
 

@@ -32,7 +32,10 @@ use payrelay::domain::InvoiceKey;
 use payrelay::domain::Status;
 use payrelay::events::{Correlation, Event, EventName};
 use payrelay::invoice::{Invoice, Message};
-use payrelay::store::{AttemptOutcome, AttemptRecord, AttemptState, Begin, NewPaylink, Reached, Store, StoreError};
+use payrelay::store::{
+    AttemptOutcome, AttemptRecord, AttemptState, Begin, DueStep, NewPaylink, PlannedStep, Reached, StepStatus, Store,
+    StoreError,
+};
 
 // ---------------------------------------------------------------------------
 // Fresh databases
@@ -145,6 +148,10 @@ store_suite!(
     an_invoice_closed_before_its_request_has_a_history_and_says_so,
     holds_come_due_in_order_and_end_when_the_invoice_is_finished,
     each_due_hold_is_claimed_once_by_one_of_two_stores_asking_together,
+    journey_steps_are_stored_with_their_invoice_and_come_due_in_order,
+    each_due_step_is_claimed_once_by_one_of_two_stores_asking_together,
+    a_step_ends_once_and_a_close_or_a_new_revision_cancels_the_rest,
+    sends_of_a_step_are_recorded_with_its_name,
     ping_answers,
     a_reopened_store_keeps_its_data,
     concurrent_begins_of_one_key_make_exactly_one_new,
@@ -229,7 +236,12 @@ async fn accepted(store: &dyn Store, invoice_id: &str, revision: i64) -> Invoice
     let invoice = invoice(invoice_id, revision);
     let key = invoice.key.clone();
     let begin = store
-        .begin(&invoice, &correlation(invoice_id), &event(EventName::Accepted, &key))
+        .begin(
+            &invoice,
+            &correlation(invoice_id),
+            &event(EventName::Accepted, &key),
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(begin, Begin::New, "{key}");
@@ -239,10 +251,29 @@ async fn accepted(store: &dyn Store, invoice_id: &str, revision: i64) -> Invoice
 async fn begin(store: &dyn Store, invoice_id: &str, revision: i64) -> Begin {
     let invoice = invoice(invoice_id, revision);
     let key = invoice.key.clone();
-    store
-        .begin(&invoice, &correlation(invoice_id), &event(EventName::Accepted, &key))
+    let begun = store
+        .begin(
+            &invoice,
+            &correlation(invoice_id),
+            &event(EventName::Accepted, &key),
+            &[],
+        )
         .await
-        .unwrap()
+        .unwrap();
+    match begun {
+        Begin::Resume { attempts } => Begin::Resume {
+            attempts: untimed(attempts),
+        },
+        other => other,
+    }
+}
+
+/// Attempts without their end times, which come from the clock.
+fn untimed(attempts: Vec<AttemptRecord>) -> Vec<AttemptRecord> {
+    attempts
+        .into_iter()
+        .map(|a| AttemptRecord { finished_ms: None, ..a })
+        .collect()
 }
 
 fn paylink(token: &str) -> NewPaylink {
@@ -255,7 +286,7 @@ fn paylink(token: &str) -> NewPaylink {
 /// Starts an attempt carrying the pay link `hash-<token>`.
 async fn started(store: &dyn Store, key: &InvoiceKey, channel: ChannelName, attempt: u32, token: &str) -> i64 {
     store
-        .start_attempt(key, channel, attempt, &paylink(token))
+        .start_attempt(key, channel, attempt, &paylink(token), None)
         .await
         .unwrap()
         .expect("the invoice is open, so the attempt starts")
@@ -405,6 +436,8 @@ async fn begin_again_resumes_an_unfinished_invoice_after_its_attempts(db: &TestD
                 channel: ChannelName::Email,
                 attempt: 1,
                 state: AttemptState::Sending,
+                step: None,
+                finished_ms: None,
             }]
         }
     );
@@ -422,11 +455,15 @@ async fn begin_again_resumes_an_unfinished_invoice_after_its_attempts(db: &TestD
             channel: ChannelName::Email,
             attempt: 1,
             state: AttemptState::Failed,
+            step: None,
+            finished_ms: None,
         },
         AttemptRecord {
             channel: ChannelName::Sms,
             attempt: 1,
             state: AttemptState::Sent,
+            step: None,
+            finished_ms: None,
         },
     ];
     assert_eq!(
@@ -435,7 +472,10 @@ async fn begin_again_resumes_an_unfinished_invoice_after_its_attempts(db: &TestD
             attempts: expected.clone()
         }
     );
-    assert_eq!(store.invoice(&key).await.unwrap().expect("stored").attempts, expected);
+    assert_eq!(
+        untimed(store.invoice(&key).await.unwrap().expect("stored").attempts),
+        expected
+    );
     assert_eq!(count(store, EventName::Accepted).await, 1, "a resume queues nothing");
 }
 
@@ -633,7 +673,7 @@ async fn no_attempt_starts_on_a_paid_cancelled_or_superseded_invoice(db: &TestDb
 
     for (key, token) in [(&paid, "p"), (&cancelled, "c"), (&superseded, "s")] {
         let started = store
-            .start_attempt(key, ChannelName::Email, 1, &paylink(token))
+            .start_attempt(key, ChannelName::Email, 1, &paylink(token), None)
             .await
             .unwrap();
         assert_eq!(started, None, "{key} is closed: no attempt");
@@ -645,7 +685,7 @@ async fn no_attempt_starts_on_a_paid_cancelled_or_superseded_invoice(db: &TestDb
     }
     // An open one, sent before or not, still takes attempts.
     assert!(store
-        .start_attempt(&newer, ChannelName::Email, 1, &paylink("n"))
+        .start_attempt(&newer, ChannelName::Email, 1, &paylink("n"), None)
         .await
         .unwrap()
         .is_some());
@@ -704,6 +744,7 @@ async fn a_new_invoice_is_stored_with_its_first_attempt_and_nothing_else_is(db: 
             &invoice,
             &correlation("INV-1"),
             &accepted,
+            &[],
             ChannelName::Sms,
             &paylink("a"),
         )
@@ -718,7 +759,9 @@ async fn a_new_invoice_is_stored_with_its_first_attempt_and_nothing_else_is(db: 
         vec![AttemptRecord {
             channel: ChannelName::Sms,
             attempt: 1,
-            state: AttemptState::Sending
+            state: AttemptState::Sending,
+            step: None,
+            finished_ms: None,
         }]
     );
     let link = store.paylink("hash-a").await.unwrap().expect("the pay link is stored");
@@ -733,6 +776,7 @@ async fn a_new_invoice_is_stored_with_its_first_attempt_and_nothing_else_is(db: 
             &invoice,
             &correlation("INV-1"),
             &accepted,
+            &[],
             ChannelName::Sms,
             &paylink("b"),
         )
@@ -756,6 +800,7 @@ async fn a_new_invoice_is_stored_with_its_first_attempt_and_nothing_else_is(db: 
             &invoice,
             &correlation("INV-1"),
             &accepted,
+            &[],
             ChannelName::Sms,
             &paylink("c"),
         )
@@ -827,7 +872,7 @@ async fn attempts_are_recorded_from_start_to_finish(db: &TestDb) {
 
     // A pay link's hash is unique: a repeated one is refused.
     assert!(store
-        .start_attempt(&key, ChannelName::Sms, 2, &paylink("a"))
+        .start_attempt(&key, ChannelName::Sms, 2, &paylink("a"), None)
         .await
         .is_err());
 }
@@ -1262,6 +1307,212 @@ async fn each_due_hold_is_claimed_once_by_one_of_two_stores_asking_together(db: 
     assert_eq!(store.claim_stale(now + 65_000, 60_000, 100).await.unwrap().len(), N);
 }
 
+/// Four steps of journey "standard" for `key`, due at `base` + 1..4 s;
+/// the first skipped at intake when `skip_first`.
+fn steps_at(base: i64, skip_first: bool) -> Vec<PlannedStep> {
+    (1..=4u32)
+        .map(|seq| PlannedStep {
+            seq,
+            journey: "standard".into(),
+            name: format!("step-{seq}"),
+            due_ms: base + i64::from(seq) * 1_000,
+            after_ms: (seq == 4).then_some(1_000),
+            skipped: (skip_first && seq == 1).then(|| "its time had passed".to_owned()),
+        })
+        .collect()
+}
+
+async fn with_steps(store: &dyn Store, invoice_id: &str, revision: i64, steps: &[PlannedStep]) -> InvoiceKey {
+    let invoice = invoice(invoice_id, revision);
+    let key = invoice.key.clone();
+    let begun = store
+        .begin(
+            &invoice,
+            &correlation(invoice_id),
+            &event(EventName::Accepted, &key),
+            steps,
+        )
+        .await
+        .unwrap();
+    assert_eq!(begun, Begin::New, "{key}");
+    key
+}
+
+async fn journey_steps_are_stored_with_their_invoice_and_come_due_in_order(db: &TestDb) {
+    let store = db.store.as_ref();
+    let now = db.clock.now_ms();
+    let key = with_steps(store, "INV-1", 1, &steps_at(now, true)).await;
+    let steps = store.steps(ACME, "INV-1").await.unwrap();
+    let shape: Vec<(u32, &str, StepStatus, i64)> = steps
+        .iter()
+        .map(|s| (s.seq, s.name.as_str(), s.status, s.due_ms))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (1, "step-1", StepStatus::Skipped, now + 1_000),
+            (2, "step-2", StepStatus::Planned, now + 2_000),
+            (3, "step-3", StepStatus::Planned, now + 3_000),
+            (4, "step-4", StepStatus::Planned, now + 4_000),
+        ]
+    );
+    assert_eq!(steps[0].detail.as_deref(), Some("its time had passed"));
+    assert!(steps[0].done_ms.is_some() && steps[1].done_ms.is_none());
+    assert!(steps.iter().all(|s| s.journey == "standard" && s.revision == 1));
+
+    // A skipped step never comes due; the planned ones come in order.
+    assert_eq!(store.next_step().await.unwrap(), Some(now + 2_000));
+    assert!(store.claim_due_steps(now + 1_999, 60_000, 10).await.unwrap().is_empty());
+    let due = store.claim_due_steps(now + 3_500, 60_000, 10).await.unwrap();
+    let claimed: Vec<(u32, &str, i64)> = due.iter().map(|d| (d.seq, d.name.as_str(), d.due_ms)).collect();
+    assert_eq!(claimed, [(2, "step-2", now + 2_000), (3, "step-3", now + 3_000)]);
+    assert!(due.iter().all(|d| d.key == key && d.journey == "standard"));
+    // Claimed: not claimed again until the claim is stale.
+    assert!(store.claim_due_steps(now + 3_500, 60_000, 10).await.unwrap().is_empty());
+    let again = store.claim_due_steps(now + 70_000, 60_000, 10).await.unwrap();
+    assert_eq!(again.iter().map(|d| d.seq).collect::<Vec<_>>(), [2, 3, 4]);
+
+    // Put back for later: free for any instance then, with why.
+    store
+        .reschedule_step(&key, 2, now + 100_000, "quiet hours")
+        .await
+        .unwrap();
+    assert!(store
+        .claim_due_steps(now + 99_999, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|d| d.seq != 2));
+    let later = store.claim_due_steps(now + 100_000, 1_000_000, 10).await.unwrap();
+    assert_eq!(later.iter().map(|d| d.seq).collect::<Vec<_>>(), [2]);
+    let steps = store.steps(ACME, "INV-1").await.unwrap();
+    assert_eq!(steps[1].due_ms, now + 100_000);
+    assert_eq!(steps[1].detail.as_deref(), Some("quiet hours"));
+
+    // An invoice stored again (a redelivery) plans nothing twice.
+    assert!(matches!(begin(store, "INV-1", 1).await, Begin::Resume { .. }));
+    assert_eq!(store.steps(ACME, "INV-1").await.unwrap().len(), 4);
+}
+
+async fn each_due_step_is_claimed_once_by_one_of_two_stores_asking_together(db: &TestDb) {
+    const N: usize = 30;
+    let store = db.store.as_ref();
+    let other = db.another().await;
+    let now = db.clock.now_ms();
+    for i in 0..N {
+        with_steps(store, &format!("INV-{i}"), 1, &steps_at(now, false)).await;
+    }
+    let (a, b) = tokio::join!(
+        store.claim_due_steps(now + 2_500, 60_000, 1_000),
+        other.claim_due_steps(now + 2_500, 60_000, 1_000)
+    );
+    let claimed: Vec<DueStep> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+    let distinct: std::collections::HashSet<(InvoiceKey, u32)> =
+        claimed.iter().map(|d| (d.key.clone(), d.seq)).collect();
+    assert_eq!(claimed.len(), 2 * N, "steps 1 and 2 of every invoice, each once");
+    assert_eq!(distinct.len(), 2 * N);
+}
+
+async fn a_step_ends_once_and_a_close_or_a_new_revision_cancels_the_rest(db: &TestDb) {
+    let store = db.store.as_ref();
+    let now = db.clock.now_ms();
+    let key = with_steps(store, "INV-1", 1, &steps_at(now, false)).await;
+    let completed = event(EventName::JourneyCompleted, &key);
+    assert!(store
+        .finish_step(
+            &key,
+            1,
+            StepStatus::Sent,
+            Some("template reminder"),
+            std::slice::from_ref(&completed)
+        )
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .finish_step(&key, 1, StepStatus::Failed, None, std::slice::from_ref(&completed))
+            .await
+            .unwrap(),
+        "a step ends once"
+    );
+    assert_eq!(
+        count(store, EventName::JourneyCompleted).await,
+        1,
+        "with its events, once"
+    );
+
+    // A new revision cancels the old one's planned steps and plans its own.
+    let newer = with_steps(store, "INV-1", 2, &steps_at(now, false)[2..]).await;
+    let steps = store.steps(ACME, "INV-1").await.unwrap();
+    let shape: Vec<(i64, u32, StepStatus)> = steps.iter().map(|s| (s.revision, s.seq, s.status)).collect();
+    assert_eq!(
+        shape,
+        [
+            (1, 1, StepStatus::Sent),
+            (1, 2, StepStatus::Cancelled),
+            (1, 3, StepStatus::Cancelled),
+            (1, 4, StepStatus::Cancelled),
+            (2, 3, StepStatus::Planned),
+            (2, 4, StepStatus::Planned),
+        ]
+    );
+    assert!(steps[1].detail.as_deref().is_some_and(|d| d.contains("newer revision")));
+    let due = store.claim_due_steps(now + 10_000, 60_000, 10).await.unwrap();
+    assert!(
+        due.iter().all(|d| d.key == newer),
+        "only the newest revision's steps come due"
+    );
+    for d in &due {
+        store
+            .reschedule_step(&d.key, d.seq, now + 1_000, "later")
+            .await
+            .unwrap();
+    }
+
+    // Paying the invoice cancels every planned step.
+    store
+        .close(ACME, "INV-1", Status::Paid, &event(EventName::Paid, &newer))
+        .await
+        .unwrap();
+    let steps = store.steps(ACME, "INV-1").await.unwrap();
+    assert!(steps[4..]
+        .iter()
+        .all(|s| s.status == StepStatus::Cancelled && s.detail.as_deref() == Some("paid")));
+    assert_eq!(store.next_step().await.unwrap(), None);
+    assert!(store.claim_due_steps(i64::MAX / 2, 0, 10).await.unwrap().is_empty());
+}
+
+async fn sends_of_a_step_are_recorded_with_its_name(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+    let first = started(store, &key, ChannelName::Email, 1, "a").await;
+    let outcome = AttemptOutcome::Sent {
+        provider_message_id: None,
+    };
+    store
+        .finish_sent(first, None, &event(EventName::Sent, &key), &key)
+        .await
+        .unwrap();
+    let reminder = store
+        .start_attempt(&key, ChannelName::Sms, 1, &paylink("b"), Some("due"))
+        .await
+        .unwrap()
+        .expect("a sent invoice is still open for its reminders");
+    store
+        .finish_attempt(reminder, &outcome, &event(EventName::Sent, &key))
+        .await
+        .unwrap();
+    let attempts = store.invoice(&key).await.unwrap().expect("stored").attempts;
+    let steps: Vec<(ChannelName, Option<&str>)> = attempts.iter().map(|a| (a.channel, a.step.as_deref())).collect();
+    assert_eq!(steps, [(ChannelName::Email, None), (ChannelName::Sms, Some("due"))]);
+    assert!(attempts.iter().all(|a| a.finished_ms.is_some()));
+    assert_eq!(
+        status(store, &key).await,
+        Some(Status::Sent),
+        "a reminder leaves the status as it was"
+    );
+}
+
 async fn ping_answers(db: &TestDb) {
     db.store.ping().await.unwrap();
     db.another().await.ping().await.unwrap();
@@ -1280,7 +1531,9 @@ async fn a_reopened_store_keeps_its_data(db: &TestDb) {
             attempts: vec![AttemptRecord {
                 channel: ChannelName::Email,
                 attempt: 1,
-                state: AttemptState::Sent
+                state: AttemptState::Sent,
+                step: None,
+                finished_ms: None,
             }]
         }
     );
@@ -1299,7 +1552,7 @@ async fn concurrent_begins_of_one_key_make_exactly_one_new(db: &TestDb) {
             async move {
                 let accepted = event(EventName::Accepted, &invoice.key);
                 store
-                    .begin(&invoice, &correlation(&invoice.key.invoice_id), &accepted)
+                    .begin(&invoice, &correlation(&invoice.key.invoice_id), &accepted, &[])
                     .await
                     .unwrap()
             }
@@ -1325,7 +1578,10 @@ async fn concurrent_revisions_leave_only_the_highest_accepted(db: &TestDb) {
         let invoice = invoice("INV-1", (i % REVISIONS) as i64 + 1);
         async move {
             let accepted = event(EventName::Accepted, &invoice.key);
-            let answer = store.begin(&invoice, &correlation("INV-1"), &accepted).await.unwrap();
+            let answer = store
+                .begin(&invoice, &correlation("INV-1"), &accepted, &[])
+                .await
+                .unwrap();
             (invoice.key.revision, answer)
         }
     })

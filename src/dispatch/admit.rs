@@ -193,18 +193,25 @@ impl Dispatcher {
         correlation: &Correlation,
     ) -> Result<(Begin, Option<Started>), StoreError> {
         let accepted = Event::accepted(&invoice.key, correlation, routed_by(plan)).metadata(invoice.metadata.clone());
+        let steps = match crate::journey::chosen(&self.config, invoice, &plan.decision) {
+            Some(journey) => {
+                let tz = crate::journey::time_zone(&self.config, invoice);
+                crate::journey::plan(journey, invoice, &tz, self.clock.now_ms())
+            }
+            None => Vec::new(),
+        };
         let first = plan.channels[0];
         let slot = match self.quiet_until(invoice, first) {
             None => self.channels.try_pace(first).await,
             Some(_) => None,
         };
         let Some(slot) = slot else {
-            return Ok((self.store.begin(invoice, correlation, &accepted).await?, None));
+            return Ok((self.store.begin(invoice, correlation, &accepted, &steps).await?, None));
         };
-        let outgoing = self.prepare_send(invoice, first);
+        let outgoing = self.prepare_send(invoice, first, None);
         let (begun, attempt) = self
             .store
-            .begin_with_attempt(invoice, correlation, &accepted, first, &outgoing.paylink)
+            .begin_with_attempt(invoice, correlation, &accepted, &steps, first, &outgoing.paylink)
             .await?;
         let started = attempt.map(|attempt_id| Started {
             attempt_id,

@@ -53,6 +53,7 @@ impl Dispatcher {
                         // over; the last one waits for the pause to end.
                         wait_if_paused: plan.strategy == Strategy::All || i + 1 == plan.channels.len(),
                         ends_invoice: plan.strategy == Strategy::Fallback && held_until.is_none(),
+                        step: None,
                     };
                     match self
                         .on_channel(invoice, *channel, send, pre_started, correlation)
@@ -84,7 +85,7 @@ impl Dispatcher {
         &self,
         invoice: &Invoice,
         channel: ChannelName,
-        send: SendPlan,
+        send: SendPlan<'_>,
         pre_started: Option<Started>,
         correlation: &Correlation,
     ) -> Result<Step, StoreError> {

@@ -15,6 +15,7 @@
 
 mod admit;
 mod deliver;
+mod journey;
 mod record;
 pub mod retry;
 pub mod scheduler;

@@ -21,6 +21,8 @@ pub(super) struct Attempt<'a> {
     pub invoice: &'a Invoice,
     pub correlation: &'a Correlation,
     pub channel: ChannelName,
+    /// The journey step it was sent for; `None` for the first request.
+    pub step: Option<&'a str>,
 }
 
 impl Dispatcher {
@@ -31,7 +33,7 @@ impl Dispatcher {
         attempt: &Attempt<'_>,
         tries: u32,
         receipt: Receipt,
-        plan: SendPlan,
+        plan: SendPlan<'_>,
     ) -> Result<Sent, StoreError> {
         let channel = attempt.channel;
         let key = &attempt.invoice.key;
@@ -44,6 +46,7 @@ impl Dispatcher {
             tries,
             receipt.provider_message_id.clone(),
         )
+        .step(attempt.step)
         .metadata(attempt.invoice.metadata.clone());
         if plan.possibly_twice {
             event = event.detail("possibly sent twice: an earlier send on this channel was interrupted");
@@ -71,6 +74,7 @@ impl Dispatcher {
             tries,
             detail.clone(),
         )
+        .step(attempt.step)
         .metadata(attempt.invoice.metadata.clone());
         self.store
             .finish_attempt(attempt.id, &AttemptOutcome::Failed { detail }, &event)

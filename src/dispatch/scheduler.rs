@@ -1,11 +1,14 @@
-//! Sends held invoices when their quiet hours end, and takes over invoices
-//! whose handler died without their message coming back.
+//! Sends held invoices when their quiet hours end and journey steps when
+//! they come due, and takes over invoices whose handler died without their
+//! message coming back.
 //!
 //! Holds live in the store, so a restart loses none: the scheduler claims
 //! what is due (so that of several instances only one sends each), resumes
 //! each invoice through the dispatcher (which checks again that it is still
 //! open and the window is open), and sleeps until the next hold ends.
-//! Abandoned invoices are claimed the same way before they are resumed.
+//! Journey steps are claimed the same way and sent through the dispatcher,
+//! which checks the invoice again right before each send. Abandoned
+//! invoices are claimed the same way before they are resumed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +52,29 @@ pub async fn run(
             }
             Err(e) => warn!(error = %e, "cannot read quiet-hour holds; trying again shortly"),
         }
+        match store
+            .claim_due_steps(now, super::CLAIM_IDLE.as_millis() as i64, 500)
+            .await
+        {
+            Ok(steps) => {
+                futures_util::stream::iter(steps)
+                    .for_each_concurrent(CONCURRENT_RESUMES, |step| {
+                        let (dispatcher, store) = (dispatcher.clone(), store.clone());
+                        async move {
+                            if let Err(e) = dispatcher.run_step(&step).await {
+                                warn!(key = %step.key, step = %step.name, error = %e, "could not send a journey step; trying again shortly");
+                                // Due again soon; if even that fails, the
+                                // claim goes stale and the step is taken again.
+                                let _ = store
+                                    .reschedule_step(&step.key, step.seq, now + 1_000, "the store failed; trying again")
+                                    .await;
+                            }
+                        }
+                    })
+                    .await;
+            }
+            Err(e) => warn!(error = %e, "cannot read due journey steps; trying again shortly"),
+        }
         match store.claim_stale(now, super::CLAIM_IDLE.as_millis() as i64, 100).await {
             Ok(keys) => {
                 for key in keys {
@@ -60,8 +86,10 @@ pub async fn run(
             }
             Err(e) => warn!(error = %e, "cannot look for abandoned invoices; trying again shortly"),
         }
-        let wait = match store.next_hold().await {
-            Ok(Some(next)) if next > now => Duration::from_millis((next - now) as u64).min(LONGEST_SLEEP),
+        let next_hold = store.next_hold().await.ok().flatten();
+        let next_step = store.next_step().await.ok().flatten();
+        let wait = match next_hold.into_iter().chain(next_step).min() {
+            Some(next) if next > now => Duration::from_millis((next - now) as u64).min(LONGEST_SLEEP),
             _ => LONGEST_SLEEP,
         };
         tokio::select! {

@@ -19,13 +19,15 @@ use crate::store::{NewPaylink, StoreError};
 
 /// How one channel's send should behave.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct SendPlan {
+pub(super) struct SendPlan<'a> {
     /// An earlier send on this channel was interrupted: say so if this one succeeds.
     pub possibly_twice: bool,
     /// Wait out a paused channel instead of failing it at once.
     pub wait_if_paused: bool,
     /// A success ends the invoice (`fallback`): store both in one go.
     pub ends_invoice: bool,
+    /// The journey step this send is for; `None` for the first request.
+    pub step: Option<StepSend<'a>>,
 }
 
 /// How a send on one channel ended.
@@ -37,6 +39,14 @@ pub(super) enum Sent {
     Failed,
     /// The invoice was paid, cancelled or superseded meanwhile: nothing was sent.
     Closed,
+}
+
+/// A journey step's send: its name (in the attempt and the events) and
+/// the template it renders.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StepSend<'a> {
+    pub name: &'a str,
+    pub template: &'a str,
 }
 
 /// One channel's message before its attempt is recorded.
@@ -68,9 +78,9 @@ impl Dispatcher {
         invoice: &Invoice,
         channel: ChannelName,
         correlation: &Correlation,
-        plan: SendPlan,
+        plan: SendPlan<'_>,
     ) -> Result<Sent, StoreError> {
-        let outgoing = self.prepare_send(invoice, channel);
+        let outgoing = self.prepare_send(invoice, channel, plan.step);
         // Its turn under the rate limits comes before the send is recorded
         // as started, so a process stopped while the message waited for its
         // turn does not count it as possibly sent. A paused or missing
@@ -82,7 +92,7 @@ impl Dispatcher {
         };
         let started = self
             .store
-            .start_attempt(&invoice.key, channel, 1, &outgoing.paylink)
+            .start_attempt(&invoice.key, channel, 1, &outgoing.paylink, plan.step.map(|s| s.name))
             .await?;
         let Some(attempt_id) = started else {
             return Ok(Sent::Closed);
@@ -92,7 +102,8 @@ impl Dispatcher {
     }
 
     /// [`prepare`] with this dispatcher's config, channels and templates.
-    pub(super) fn prepare_send(&self, invoice: &Invoice, channel: ChannelName) -> Outgoing {
+    pub(super) fn prepare_send(&self, invoice: &Invoice, channel: ChannelName, step: Option<StepSend<'_>>) -> Outgoing {
+        let _ = step.map(|s| s.template);
         prepare(
             &self.config,
             &self.channels,
@@ -109,7 +120,7 @@ impl Dispatcher {
         &self,
         invoice: &Invoice,
         correlation: &Correlation,
-        plan: SendPlan,
+        plan: SendPlan<'_>,
         outgoing: Outgoing,
         attempt_id: i64,
         slot: Option<Slot>,
@@ -120,6 +131,7 @@ impl Dispatcher {
             invoice,
             correlation,
             channel,
+            step: plan.step.map(|s| s.name),
         };
         let prepared = match outgoing.message {
             Ok(p) => p,
@@ -141,7 +153,7 @@ impl Dispatcher {
 
     /// Sends, waiting out channel pauses and retrying transient failures as
     /// the retry policy says.
-    async fn send_with_retries(&self, prepared: &Prepared, plan: SendPlan, mut slot: Option<Slot>) -> Tried {
+    async fn send_with_retries(&self, prepared: &Prepared, plan: SendPlan<'_>, mut slot: Option<Slot>) -> Tried {
         let channel = prepared.channel;
         let mut tries = 0;
         let mut pauses_waited = 0;

@@ -66,6 +66,13 @@ pub struct Plan {
 
 /// Routes `invoice` as of `today` (for `days_to_due`).
 pub fn route(invoice: &Invoice, config: &Config, today: Date) -> Plan {
+    route_step(invoice, config, today, None)
+}
+
+/// Routes a journey step: the same decision as [`route`] (it names the
+/// rule), with the step's own channels and strategy when it has them, and
+/// the same preferences, opt-outs and contacts applied to them.
+pub fn route_step(invoice: &Invoice, config: &Config, today: Date, step: Option<(&[ChannelName], Strategy)>) -> Plan {
     let routing = &config.routing;
     let mut not_matched = Vec::new();
     let (decision, list, strategy) = if let Some(explicit) = &invoice.channels {
@@ -83,6 +90,10 @@ pub fn route(invoice: &Invoice, config: &Config, today: Date) -> Plan {
             }
         }
         decided.unwrap_or_else(|| (Decision::Default, routing.default.clone(), routing.default_strategy))
+    };
+    let (list, strategy) = match step {
+        Some((channels, strategy)) => (channels.to_vec(), strategy),
+        None => (list, strategy),
     };
     let decided_by = match &decision {
         Decision::Rule { name, .. } => name.clone(),

@@ -33,6 +33,7 @@ use crate::domain::InvoiceKey;
 use crate::domain::Status;
 use crate::events::{Correlation, Event, EventName};
 use crate::invoice::Invoice;
+pub use crate::journey::PlannedStep;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -89,6 +90,98 @@ pub struct AttemptRecord {
     pub channel: ChannelName,
     pub attempt: u32,
     pub state: AttemptState,
+    /// The journey step it was sent for; `None` for the first request.
+    pub step: Option<String>,
+    /// When it ended, if it did.
+    pub finished_ms: Option<i64>,
+}
+
+/// A planned step whose time has come, claimed by this instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueStep {
+    pub key: InvoiceKey,
+    pub seq: u32,
+    pub journey: String,
+    pub name: String,
+    pub due_ms: i64,
+}
+
+/// Where a journey step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepStatus {
+    Planned,
+    Sent,
+    /// Every channel of the step failed.
+    Failed,
+    /// Not sent, for a reason in its detail (its time had passed at intake,
+    /// the journey changed).
+    Skipped,
+    /// The invoice was paid, cancelled or replaced first.
+    Cancelled,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Planned => "planned",
+            StepStatus::Sent => "sent",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(s: &str) -> Result<StepStatus, StoreError> {
+        Ok(match s {
+            "planned" => StepStatus::Planned,
+            "sent" => StepStatus::Sent,
+            "failed" => StepStatus::Failed,
+            "skipped" => StepStatus::Skipped,
+            "cancelled" => StepStatus::Cancelled,
+            other => return Err(StoreError::Corrupt(format!("unknown step status {other}"))),
+        })
+    }
+}
+
+/// One journey step as stored, for the status API and the dispatcher.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    pub revision: i64,
+    pub seq: u32,
+    pub journey: String,
+    pub name: String,
+    pub status: StepStatus,
+    /// When it goes, went, or would have gone.
+    pub due_ms: i64,
+    pub done_ms: Option<i64>,
+    pub detail: Option<String>,
+}
+
+/// Why the steps of an invoice's revisions below a new one stop.
+const REPLACED: &str = "replaced by a newer revision, which has its own journey";
+
+/// [`StepRecord`] from a `STEPS_OF` row's values.
+#[allow(clippy::too_many_arguments)]
+fn step_record(
+    revision: i64,
+    seq: i64,
+    journey: String,
+    name: String,
+    status: &str,
+    due_ms: i64,
+    done_ms: Option<i64>,
+    detail: Option<String>,
+) -> Result<StepRecord, StoreError> {
+    Ok(StepRecord {
+        revision,
+        seq: u32::try_from(seq).map_err(|_| StoreError::Corrupt(format!("step number {seq} is out of range")))?,
+        journey,
+        name,
+        status: StepStatus::parse(status)?,
+        due_ms,
+        done_ms,
+        detail,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,19 +339,30 @@ impl EventHead {
 
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// Checks the key and, when new, stores the invoice and `accepted` in one transaction.
-    async fn begin(&self, invoice: &Invoice, correlation: &Correlation, accepted: &Event) -> Result<Begin, StoreError>;
+    /// Checks the key and, when new, stores the invoice, `accepted` and its
+    /// journey's `steps` in one transaction (a newer revision cancels the
+    /// older ones' planned steps).
+    async fn begin(
+        &self,
+        invoice: &Invoice,
+        correlation: &Correlation,
+        accepted: &Event,
+        steps: &[PlannedStep],
+    ) -> Result<Begin, StoreError>;
 
     /// Records that a send is starting, with the pay link the message
     /// carries, and returns the attempt's id; `None` (nothing recorded) when
     /// the invoice was paid, cancelled or superseded meanwhile. This is the
     /// check right before each send, in the same transaction as the record.
+    /// `step` names the journey step it is sent for (`None`: the first
+    /// request), whose claim it renews.
     async fn start_attempt(
         &self,
         key: &InvoiceKey,
         channel: ChannelName,
         attempt: u32,
         paylink: &NewPaylink,
+        step: Option<&str>,
     ) -> Result<Option<i64>, StoreError>;
 
     /// `begin`, and when the invoice is new, `start_attempt` for its first
@@ -272,10 +376,11 @@ pub trait Store: Send + Sync {
         invoice: &Invoice,
         correlation: &Correlation,
         accepted: &Event,
+        steps: &[PlannedStep],
         channel: ChannelName,
         paylink: &NewPaylink,
     ) -> Result<(Begin, Option<i64>), StoreError> {
-        let begun = self.begin(invoice, correlation, accepted).await?;
+        let begun = self.begin(invoice, correlation, accepted, steps).await?;
         if begun != Begin::New {
             return Ok((begun, None));
         }
@@ -284,7 +389,7 @@ pub trait Store: Send + Sync {
         // attempt, and the caller records one the ordinary way (where a
         // store that is still failing fails it again).
         let attempt = self
-            .start_attempt(&invoice.key, channel, 1, paylink)
+            .start_attempt(&invoice.key, channel, 1, paylink, None)
             .await
             .ok()
             .flatten();
@@ -391,6 +496,34 @@ pub trait Store: Send + Sync {
     /// Claims up to `limit` unfinished, unheld invoices idle for `idle_ms`:
     /// the ones whose handler died without its message coming back.
     async fn claim_stale(&self, now_ms: i64, idle_ms: i64, limit: u32) -> Result<Vec<InvoiceKey>, StoreError>;
+
+    /// Takes up to `limit` planned steps due by `now_ms` for this instance
+    /// to send, earliest first, in one statement, so that of several
+    /// instances asking at once each step goes to one of them. A step
+    /// claimed more than `idle_ms` ago and still planned (its instance
+    /// died) is taken again.
+    async fn claim_due_steps(&self, now_ms: i64, idle_ms: i64, limit: u32) -> Result<Vec<DueStep>, StoreError>;
+
+    /// Puts a claimed step back, due at `due_ms` (quiet hours, the daily
+    /// cap, a previous message sent later than planned), with why.
+    async fn reschedule_step(&self, key: &InvoiceKey, seq: u32, due_ms: i64, detail: &str) -> Result<(), StoreError>;
+
+    /// Ends a planned step (sent, failed, skipped or cancelled) with its
+    /// events, once: false if it was no longer planned.
+    async fn finish_step(
+        &self,
+        key: &InvoiceKey,
+        seq: u32,
+        status: StepStatus,
+        detail: Option<&str>,
+        events: &[Event],
+    ) -> Result<bool, StoreError>;
+
+    /// Every step of every revision of an invoice, in order.
+    async fn steps(&self, biller_id: &str, invoice_id: &str) -> Result<Vec<StepRecord>, StoreError>;
+
+    /// When the next planned step is due, so the scheduler can sleep until then.
+    async fn next_step(&self) -> Result<Option<i64>, StoreError>;
 
     /// Turns a sent attempt into a failed one after the provider reported a
     /// delivery failure, reopening its invoice for the next channel. True

@@ -59,9 +59,10 @@ use sqlx::{Executor, PgPool, Postgres, Row, Transaction};
 use tracing::{info, warn};
 
 use super::{
-    build_history, closing_event, event_json, parse_channel, parse_invoice, parse_state, sql, AttemptOutcome,
-    AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, History, NewPaylink, OutboxEntry, PaylinkRecord, Reached,
-    RevisionRow, Store, StoreError, StoredInvoice,
+    build_history, closing_event, event_json, parse_channel, parse_invoice, parse_state, sql, step_record,
+    AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, DueStep, History, NewPaylink, OutboxEntry,
+    PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus, Store, StoreError, StoredInvoice,
+    REPLACED,
 };
 use crate::domain::clock::Clock;
 use crate::domain::ChannelName;
@@ -329,14 +330,70 @@ async fn attempts_of<'e, E: sqlx::Executor<'e, Database = Postgres>>(
                 channel: parse_channel(row.try_get(0)?)?,
                 attempt: attempt_number(row.try_get(1)?)?,
                 state: parse_state(row.try_get(2)?),
+                step: row.try_get(3)?,
+                finished_ms: row.try_get(4)?,
             })
         })
         .collect()
 }
 
+async fn insert_steps(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    key: &InvoiceKey,
+    steps: &[PlannedStep],
+    now: i64,
+) -> Result<(), StoreError> {
+    for step in steps {
+        let status = match step.skipped {
+            Some(_) => StepStatus::Skipped,
+            None => StepStatus::Planned,
+        };
+        sqlx::query(sql::INSERT_STEP)
+            .bind(&key.biller_id)
+            .bind(&key.invoice_id)
+            .bind(key.revision)
+            .bind(i64::from(step.seq))
+            .bind(&step.journey)
+            .bind(&step.name)
+            .bind(status.as_str())
+            .bind(step.due_ms)
+            .bind(step.after_ms)
+            .bind(step.skipped.as_ref().map(|_| now))
+            .bind(&step.skipped)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn cancel_steps(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    biller_id: &str,
+    invoice_id: &str,
+    below_revision: i64,
+    why: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(sql::CANCEL_STEPS)
+        .bind(now)
+        .bind(why)
+        .bind(biller_id)
+        .bind(invoice_id)
+        .bind(below_revision)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for PostgresStore {
-    async fn begin(&self, invoice: &Invoice, correlation: &Correlation, accepted: &Event) -> Result<Begin, StoreError> {
+    async fn begin(
+        &self,
+        invoice: &Invoice,
+        correlation: &Correlation,
+        accepted: &Event,
+        steps: &[PlannedStep],
+    ) -> Result<Begin, StoreError> {
         let key = &invoice.key;
         let mut tx = self.pool.begin().await?;
         // Every begin and close of this invoice, in any instance, waits here
@@ -386,6 +443,7 @@ impl Store for PostgresStore {
             .bind(key.revision)
             .execute(&mut *tx)
             .await?;
+        cancel_steps(&mut tx, &key.biller_id, &key.invoice_id, key.revision, REPLACED, now).await?;
         sqlx::query(sql::INSERT_INVOICE)
             .bind(&key.biller_id)
             .bind(&key.invoice_id)
@@ -397,6 +455,7 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         self.insert_event(&mut *tx, accepted).await?;
+        insert_steps(&mut tx, key, steps, now).await?;
         tx.commit().await?;
         Ok(Begin::New)
     }
@@ -407,6 +466,7 @@ impl Store for PostgresStore {
         channel: ChannelName,
         attempt: u32,
         paylink: &NewPaylink,
+        step: Option<&str>,
     ) -> Result<Option<i64>, StoreError> {
         let now = self.clock.now_ms();
         let mut tx = self.pool.begin().await?;
@@ -423,9 +483,19 @@ impl Store for PostgresStore {
         if open == 0 {
             return Ok(None);
         }
+        if let Some(step) = step {
+            sqlx::query(sql::TOUCH_STEP)
+                .bind(now)
+                .bind(&key.biller_id)
+                .bind(&key.invoice_id)
+                .bind(key.revision)
+                .bind(step)
+                .execute(&mut *tx)
+                .await?;
+        }
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms)
-             VALUES ($1, $2, $3, $4, $5, 'sending', $6) RETURNING id",
+            "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms, step)
+             VALUES ($1, $2, $3, $4, $5, 'sending', $6, $7) RETURNING id",
         )
         .bind(&key.biller_id)
         .bind(&key.invoice_id)
@@ -433,6 +503,7 @@ impl Store for PostgresStore {
         .bind(channel.as_str())
         .bind(i64::from(attempt))
         .bind(now)
+        .bind(step)
         .fetch_one(&mut *tx)
         .await?;
         sqlx::query(
@@ -515,6 +586,7 @@ impl Store for PostgresStore {
             .bind(invoice_id)
             .execute(&mut *tx)
             .await?;
+        cancel_steps(&mut tx, biller_id, invoice_id, i64::MAX, status.as_str(), now).await?;
         let latest: Option<(i64, String)> = sqlx::query_as(sql::LATEST_REVISION)
             .bind(biller_id)
             .bind(invoice_id)
@@ -804,6 +876,95 @@ impl Store for PostgresStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|row| key_of(row, 0)).collect()
+    }
+
+    async fn claim_due_steps(&self, now_ms: i64, idle_ms: i64, limit: u32) -> Result<Vec<DueStep>, StoreError> {
+        let rows = sqlx::query(sql::CLAIM_DUE_STEPS)
+            .bind(now_ms)
+            .bind(now_ms - idle_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DueStep {
+                    key: key_of(row, 0)?,
+                    seq: attempt_number(row.try_get(3)?)?,
+                    journey: row.try_get(4)?,
+                    name: row.try_get(5)?,
+                    due_ms: row.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn reschedule_step(&self, key: &InvoiceKey, seq: u32, due_ms: i64, detail: &str) -> Result<(), StoreError> {
+        sqlx::query(sql::RESCHEDULE_STEP)
+            .bind(due_ms)
+            .bind(detail)
+            .bind(&key.biller_id)
+            .bind(&key.invoice_id)
+            .bind(key.revision)
+            .bind(i64::from(seq))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_step(
+        &self,
+        key: &InvoiceKey,
+        seq: u32,
+        status: StepStatus,
+        detail: Option<&str>,
+        events: &[Event],
+    ) -> Result<bool, StoreError> {
+        let now = self.clock.now_ms();
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(sql::FINISH_STEP)
+            .bind(status.as_str())
+            .bind(now)
+            .bind(detail)
+            .bind(&key.biller_id)
+            .bind(&key.invoice_id)
+            .bind(key.revision)
+            .bind(i64::from(seq))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if changed == 1 {
+            for event in events {
+                self.insert_event(&mut *tx, event).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    async fn steps(&self, biller_id: &str, invoice_id: &str) -> Result<Vec<StepRecord>, StoreError> {
+        let rows = sqlx::query(sql::STEPS_OF)
+            .bind(biller_id)
+            .bind(invoice_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                step_record(
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                    row.try_get(4)?,
+                    row.try_get(5)?,
+                    row.try_get(6)?,
+                    row.try_get(7)?,
+                )
+            })
+            .collect()
+    }
+
+    async fn next_step(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(sql::NEXT_STEP).fetch_one(&self.pool).await?)
     }
 
     async fn next_hold(&self) -> Result<Option<i64>, StoreError> {

@@ -63,7 +63,7 @@ statements! {
     INVOICE = "SELECT status, invoice_json, correlation_id, message_id FROM invoices
                WHERE biller_id = $1 AND invoice_id = $2 AND revision = $3";
 
-    ATTEMPTS_OF = "SELECT channel, attempt, state FROM attempts
+    ATTEMPTS_OF = "SELECT channel, attempt, state, step, finished_ms FROM attempts
                    WHERE biller_id = $1 AND invoice_id = $2 AND revision = $3 ORDER BY id";
 
     /// Provider ids are unique per channel in practice; should one repeat,
@@ -130,10 +130,53 @@ statements! {
                          WHERE id = $3 AND state = 'sent'";
 
     /// The attempt's invoice, open again for the next channel unless it was
-    /// closed or superseded meanwhile.
+    /// closed or superseded meanwhile. Only for the first request: a
+    /// reminder that failed later is reported, and the next step follows.
     REOPEN_INVOICE_OF_ATTEMPT = "UPDATE invoices SET status = 'accepted', updated_ms = $1
                                  WHERE status IN ('sent', 'exhausted') AND (biller_id, invoice_id, revision) =
-                                       (SELECT biller_id, invoice_id, revision FROM attempts WHERE id = $2)";
+                                       (SELECT biller_id, invoice_id, revision FROM attempts
+                                        WHERE id = $2 AND step IS NULL)";
+
+    /// A planned step, or one skipped at intake (its time had passed).
+    INSERT_STEP = "INSERT INTO steps (biller_id, invoice_id, revision, seq, journey, name, status, due_ms, after_ms,
+                                      done_ms, detail)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                   ON CONFLICT (biller_id, invoice_id, revision, seq) DO NOTHING";
+
+    /// An older revision's steps when a newer one arrives, or every
+    /// revision's when the invoice is closed (`$5`: the revision below which).
+    CANCEL_STEPS = "UPDATE steps SET status = 'cancelled', done_ms = $1, detail = $2, claimed_ms = NULL
+                    WHERE biller_id = $3 AND invoice_id = $4 AND revision < $5 AND status = 'planned'";
+
+    /// `$2` is the latest claim that counts as abandoned. The outer
+    /// conditions are checked again on each row it would update, so a step
+    /// another instance claimed meanwhile is left alone.
+    CLAIM_DUE_STEPS = "UPDATE steps SET claimed_ms = $1
+                       WHERE status = 'planned' AND due_ms <= $1 AND (claimed_ms IS NULL OR claimed_ms <= $2)
+                         AND (biller_id, invoice_id, revision, seq) IN (
+                             SELECT biller_id, invoice_id, revision, seq FROM steps
+                             WHERE status = 'planned' AND due_ms <= $1 AND (claimed_ms IS NULL OR claimed_ms <= $2)
+                             ORDER BY due_ms LIMIT $3)
+                       RETURNING biller_id, invoice_id, revision, seq, journey, name, due_ms";
+
+    /// A claimed step that must wait (quiet hours, the daily cap, its
+    /// previous message): due again later, and free for any instance then.
+    RESCHEDULE_STEP = "UPDATE steps SET due_ms = $1, detail = $2, claimed_ms = NULL
+                       WHERE biller_id = $3 AND invoice_id = $4 AND revision = $5 AND seq = $6
+                         AND status = 'planned'";
+
+    /// Keeps a claim alive while its sends take long (retries, pauses).
+    TOUCH_STEP = "UPDATE steps SET claimed_ms = $1
+                  WHERE biller_id = $2 AND invoice_id = $3 AND revision = $4 AND name = $5 AND status = 'planned'";
+
+    /// Matches only a planned step: done once.
+    FINISH_STEP = "UPDATE steps SET status = $1, done_ms = $2, detail = $3, claimed_ms = NULL
+                   WHERE biller_id = $4 AND invoice_id = $5 AND revision = $6 AND seq = $7 AND status = 'planned'";
+
+    STEPS_OF = "SELECT revision, seq, journey, name, status, due_ms, done_ms, detail FROM steps
+                WHERE biller_id = $1 AND invoice_id = $2 ORDER BY revision, seq";
+
+    NEXT_STEP = "SELECT MIN(due_ms) FROM steps WHERE status = 'planned'";
 
     PING = "SELECT 1";
 }

@@ -19,9 +19,10 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
-    build_history, closing_event, event_json, parse_channel, parse_invoice, parse_state, sql, AttemptOutcome,
-    AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, History, NewPaylink, OutboxEntry, PaylinkRecord, Reached,
-    RevisionRow, Store, StoreError, StoredInvoice,
+    build_history, closing_event, event_json, parse_channel, parse_invoice, parse_state, sql, step_record,
+    AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, DueStep, History, NewPaylink, OutboxEntry,
+    PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus, Store, StoreError, StoredInvoice,
+    REPLACED,
 };
 use crate::domain::clock::Clock;
 use crate::domain::ChannelName;
@@ -37,6 +38,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0003_holds.sql"),
     include_str!("../migrations/sqlite/0004_unfinished.sql"),
     include_str!("../migrations/sqlite/0005_paylinks_on_attempts.sql"),
+    include_str!("../migrations/sqlite/0006_journey_steps.sql"),
 ];
 
 /// How long a call waits for another process's write lock on the file.
@@ -183,15 +185,19 @@ fn attempts_of(conn: &Connection, key: &InvoiceKey) -> Result<Vec<AttemptRecord>
             row.get::<_, String>(0)?,
             row.get::<_, i64>(1)?,
             row.get::<_, String>(2)?,
+            row.get::<_, Option<String>>(3)?,
+            row.get::<_, Option<i64>>(4)?,
         ))
     })?;
     let mut attempts = Vec::new();
     for row in rows {
-        let (channel, attempt, state) = row?;
+        let (channel, attempt, state, step, finished_ms) = row?;
         attempts.push(AttemptRecord {
             channel: parse_channel(&channel)?,
             attempt: attempt_number(attempt)?,
             state: parse_state(&state),
+            step,
+            finished_ms,
         });
     }
     Ok(attempts)
@@ -217,17 +223,60 @@ struct NewInvoice {
     json: String,
     correlation: Correlation,
     accepted: String,
+    steps: Vec<PlannedStep>,
 }
 
 impl NewInvoice {
-    fn new(invoice: &Invoice, correlation: &Correlation, accepted: &Event) -> Result<NewInvoice, StoreError> {
+    fn new(
+        invoice: &Invoice,
+        correlation: &Correlation,
+        accepted: &Event,
+        steps: &[PlannedStep],
+    ) -> Result<NewInvoice, StoreError> {
         Ok(NewInvoice {
             key: invoice.key.clone(),
             json: serde_json::to_string(invoice).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             correlation: correlation.clone(),
             accepted: event_json(accepted)?,
+            steps: steps.to_vec(),
         })
     }
+}
+
+fn insert_steps(conn: &Connection, key: &InvoiceKey, steps: &[PlannedStep], now: i64) -> Result<(), StoreError> {
+    for step in steps {
+        let status = match step.skipped {
+            Some(_) => StepStatus::Skipped,
+            None => StepStatus::Planned,
+        };
+        conn.prepare_cached(sql::INSERT_STEP)?.execute(params![
+            key.biller_id,
+            key.invoice_id,
+            key.revision,
+            step.seq,
+            step.journey,
+            step.name,
+            status.as_str(),
+            step.due_ms,
+            step.after_ms,
+            step.skipped.as_ref().map(|_| now),
+            step.skipped
+        ])?;
+    }
+    Ok(())
+}
+
+fn cancel_steps(
+    conn: &Connection,
+    biller_id: &str,
+    invoice_id: &str,
+    below_revision: i64,
+    why: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(sql::CANCEL_STEPS)?
+        .execute(params![now, why, biller_id, invoice_id, below_revision])?;
+    Ok(())
 }
 
 /// The `begin` decision, on the writer thread.
@@ -263,6 +312,7 @@ fn begin(conn: &Connection, invoice: &NewInvoice, now: i64) -> Result<Begin, Sto
             key.invoice_id,
             key.revision
         ])?;
+        cancel_steps(conn, &key.biller_id, &key.invoice_id, key.revision, REPLACED, now)?;
     }
     conn.prepare_cached(sql::INSERT_INVOICE)?.execute(params![
         key.biller_id,
@@ -274,6 +324,7 @@ fn begin(conn: &Connection, invoice: &NewInvoice, now: i64) -> Result<Begin, Sto
         now
     ])?;
     insert_event(conn, &invoice.accepted)?;
+    insert_steps(conn, key, &invoice.steps, now)?;
     Ok(Begin::New)
 }
 
@@ -283,6 +334,7 @@ fn start_attempt(
     channel: ChannelName,
     attempt: u32,
     paylink: &NewPaylink,
+    step: Option<&str>,
     now: i64,
 ) -> Result<Option<i64>, StoreError> {
     let open = conn.prepare_cached(sql::TOUCH_OPEN_INVOICE)?.execute(params![
@@ -294,7 +346,16 @@ fn start_attempt(
     if open == 0 {
         return Ok(None);
     }
-    insert_attempt(conn, key, channel, attempt, paylink, now).map(Some)
+    if let Some(step) = step {
+        conn.prepare_cached(sql::TOUCH_STEP)?.execute(params![
+            now,
+            key.biller_id,
+            key.invoice_id,
+            key.revision,
+            step
+        ])?;
+    }
+    insert_attempt(conn, key, channel, attempt, paylink, step, now).map(Some)
 }
 
 /// Records an attempt and its pay link, without [`start_attempt`]'s check:
@@ -305,14 +366,15 @@ fn insert_attempt(
     channel: ChannelName,
     attempt: u32,
     paylink: &NewPaylink,
+    step: Option<&str>,
     now: i64,
 ) -> Result<i64, StoreError> {
     // The new row's id from the connection rather than `RETURNING`, which
     // makes SQLite collect the inserted row into a result set first.
     conn.prepare_cached(
         "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms,
-                               token_hash, expires_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'sending', ?6, ?7, ?8)",
+                               token_hash, expires_ms, step)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'sending', ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         key.biller_id,
@@ -322,7 +384,8 @@ fn insert_attempt(
         attempt,
         now,
         paylink.token_hash,
-        paylink.expires_at_ms
+        paylink.expires_at_ms,
+        step
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -377,6 +440,7 @@ fn close(
     }
     conn.prepare_cached(sql::CLOSE_REVISIONS)?
         .execute(params![status.as_str(), now, biller_id, invoice_id])?;
+    cancel_steps(conn, biller_id, invoice_id, i64::MAX, status.as_str(), now)?;
     // Name the latest revision, and the channel whose pay link the
     // customer opened last: the message that earned the payment.
     let latest: Option<(i64, String)> = conn
@@ -460,8 +524,17 @@ fn history(conn: &Connection, biller_id: &str, invoice_id: &str, now: i64) -> Re
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn begin(&self, invoice: &Invoice, correlation: &Correlation, accepted: &Event) -> Result<Begin, StoreError> {
-        let (invoice, now) = (NewInvoice::new(invoice, correlation, accepted)?, self.clock.now_ms());
+    async fn begin(
+        &self,
+        invoice: &Invoice,
+        correlation: &Correlation,
+        accepted: &Event,
+        steps: &[PlannedStep],
+    ) -> Result<Begin, StoreError> {
+        let (invoice, now) = (
+            NewInvoice::new(invoice, correlation, accepted, steps)?,
+            self.clock.now_ms(),
+        );
         self.writer.call(move |conn| begin(conn, &invoice, now)).await
     }
 
@@ -471,10 +544,12 @@ impl Store for SqliteStore {
         channel: ChannelName,
         attempt: u32,
         paylink: &NewPaylink,
+        step: Option<&str>,
     ) -> Result<Option<i64>, StoreError> {
         let (key, paylink, now) = (key.clone(), paylink.clone(), self.clock.now_ms());
+        let step = step.map(str::to_owned);
         self.writer
-            .call(move |conn| start_attempt(conn, &key, channel, attempt, &paylink, now))
+            .call(move |conn| start_attempt(conn, &key, channel, attempt, &paylink, step.as_deref(), now))
             .await
     }
 
@@ -483,10 +558,11 @@ impl Store for SqliteStore {
         invoice: &Invoice,
         correlation: &Correlation,
         accepted: &Event,
+        steps: &[PlannedStep],
         channel: ChannelName,
         paylink: &NewPaylink,
     ) -> Result<(Begin, Option<i64>), StoreError> {
-        let (invoice, paylink) = (NewInvoice::new(invoice, correlation, accepted)?, paylink.clone());
+        let (invoice, paylink) = (NewInvoice::new(invoice, correlation, accepted, steps)?, paylink.clone());
         let now = self.clock.now_ms();
         self.writer
             .call(move |conn| {
@@ -495,7 +571,7 @@ impl Store for SqliteStore {
                     return Ok((begun, None));
                 }
                 // Just inserted, open, and touched now: no check needed.
-                let attempt = insert_attempt(conn, &invoice.key, channel, 1, &paylink, now)?;
+                let attempt = insert_attempt(conn, &invoice.key, channel, 1, &paylink, None, now)?;
                 Ok((begun, Some(attempt)))
             })
             .await
@@ -829,6 +905,118 @@ impl Store for SqliteStore {
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(keys)
             })
+            .await
+    }
+
+    async fn claim_due_steps(&self, now_ms: i64, idle_ms: i64, limit: u32) -> Result<Vec<DueStep>, StoreError> {
+        self.writer
+            .call(move |conn| {
+                let rows = conn
+                    .prepare_cached(sql::CLAIM_DUE_STEPS)?
+                    .query_map(params![now_ms, now_ms - idle_ms, limit], |row| {
+                        Ok((
+                            key_of(row, 0)?,
+                            row.get::<_, i64>(3)?,
+                            row.get::<_, String>(4)?,
+                            row.get::<_, String>(5)?,
+                            row.get::<_, i64>(6)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows.into_iter()
+                    .map(|(key, seq, journey, name, due_ms)| {
+                        Ok(DueStep {
+                            key,
+                            seq: attempt_number(seq)?,
+                            journey,
+                            name,
+                            due_ms,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn reschedule_step(&self, key: &InvoiceKey, seq: u32, due_ms: i64, detail: &str) -> Result<(), StoreError> {
+        let (key, detail) = (key.clone(), detail.to_owned());
+        self.writer
+            .call(move |conn| {
+                conn.prepare_cached(sql::RESCHEDULE_STEP)?.execute(params![
+                    due_ms,
+                    detail,
+                    key.biller_id,
+                    key.invoice_id,
+                    key.revision,
+                    seq
+                ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn finish_step(
+        &self,
+        key: &InvoiceKey,
+        seq: u32,
+        status: StepStatus,
+        detail: Option<&str>,
+        events: &[Event],
+    ) -> Result<bool, StoreError> {
+        let (key, detail, now) = (key.clone(), detail.map(str::to_owned), self.clock.now_ms());
+        let events = events.iter().map(event_json).collect::<Result<Vec<_>, _>>()?;
+        self.writer
+            .call(move |conn| {
+                let changed = conn.prepare_cached(sql::FINISH_STEP)?.execute(params![
+                    status.as_str(),
+                    now,
+                    detail,
+                    key.biller_id,
+                    key.invoice_id,
+                    key.revision,
+                    seq
+                ])?;
+                if changed == 1 {
+                    for event in &events {
+                        insert_event(conn, event)?;
+                    }
+                }
+                Ok(changed == 1)
+            })
+            .await
+    }
+
+    async fn steps(&self, biller_id: &str, invoice_id: &str) -> Result<Vec<StepRecord>, StoreError> {
+        let (biller_id, invoice_id) = (biller_id.to_owned(), invoice_id.to_owned());
+        self.writer
+            .call(move |conn| {
+                let rows = conn
+                    .prepare_cached(sql::STEPS_OF)?
+                    .query_map(params![biller_id, invoice_id], |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, String>(3)?,
+                            row.get::<_, String>(4)?,
+                            row.get::<_, i64>(5)?,
+                            row.get::<_, Option<i64>>(6)?,
+                            row.get::<_, Option<String>>(7)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows.into_iter()
+                    .map(|(revision, seq, journey, name, status, due_ms, done_ms, detail)| {
+                        step_record(revision, seq, journey, name, &status, due_ms, done_ms, detail)
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn next_step(&self) -> Result<Option<i64>, StoreError> {
+        self.writer
+            .call(|conn| Ok(conn.prepare_cached(sql::NEXT_STEP)?.query_row([], |r| r.get(0))?))
             .await
     }
 
