@@ -1609,3 +1609,44 @@ fn journey_keys_can_be_set_from_the_environment() {
         "{problems:#?}"
     );
 }
+
+/// The shipped example is the journey a collections team starts from.
+#[test]
+fn the_example_config_follows_each_request_with_the_standard_journey() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+    for config in [
+        Config::load(&path).unwrap_or_else(|e| panic!("{e}")),
+        Config::load_from(&Source::BuiltIn).unwrap_or_else(|e| panic!("{e}")),
+    ] {
+        assert_eq!(config.routing.journey.as_deref(), Some("standard"));
+        assert_eq!(config.routing.max_messages_per_customer_per_day, None, "lands later");
+        let standard = &config.journeys["standard"];
+        assert_eq!(standard.send_at, jiff::civil::time(10, 0, 0, 0));
+        assert_eq!(standard.escalate_after, None, "lands later");
+        let ladder: Vec<(&str, StepTime, Strategy, Option<&str>)> = standard
+            .steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.when, s.strategy, s.template.as_deref()))
+            .collect();
+        assert_eq!(
+            ladder,
+            [
+                ("upcoming", StepTime::Due { days: -3 }, Strategy::Fallback, None),
+                ("due", StepTime::Due { days: 0 }, Strategy::Fallback, None),
+                ("overdue", StepTime::Due { days: 3 }, Strategy::Fallback, None),
+                ("final", StepTime::Due { days: 10 }, Strategy::All, Some("final_notice")),
+            ]
+        );
+        assert_eq!(standard.steps[0].channels, Some(vec![ChannelName::Email]));
+    }
+}
+
+/// configuration.md shows the built-in configuration; it must be the real one.
+#[test]
+fn the_configuration_page_shows_the_built_in_configuration_as_it_is() {
+    let page = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md")).unwrap();
+    assert!(
+        page.contains(&format!("```toml\n{BUILT_IN}```")),
+        "docs/configuration.md's built-in configuration block differs from config.toml"
+    );
+}
