@@ -10,8 +10,9 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::{
-    resolve, BillerConfig, BrokerConfig, ChannelsConfig, Config, HttpConfig, PaylinkConfig, Problems, RateLimitConfig,
-    RoutingConfig, Rule, Secret, StoreConfig, Strategy, TemplateUses, TemplatesConfig,
+    resolve, BillerConfig, BrokerConfig, ChannelsConfig, Config, HttpConfig, Journey, JourneyChoice, JourneyStep,
+    PaylinkConfig, Problems, RateLimitConfig, RoutingConfig, Rule, Secret, StepTime, StoreConfig, Strategy,
+    TemplateUses, TemplatesConfig,
 };
 use crate::channels::email::EmailConfig;
 use crate::channels::messenger::MessengerConfig;
@@ -101,6 +102,7 @@ struct RawBiller {
     email_from: Option<String>,
     whatsapp_template: Option<String>,
     whatsapp_parameters: Option<Vec<String>>,
+    journey: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -125,6 +127,9 @@ struct RawRouting {
     respect_preferences: Option<bool>,
     quiet_hours: Option<String>,
     rules: Vec<Value>,
+    journey: Option<String>,
+    max_messages_per_customer_per_day: Option<u32>,
+    retry_for: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -141,9 +146,30 @@ struct RawRule {
     days_to_due: Option<DaysToDue>,
     channels: Vec<String>,
     strategy: Option<Strategy>,
+    journey: Option<String>,
 }
 
-const SECTIONS: [&str; 9] = [
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawJourney {
+    send_at: Option<String>,
+    escalate_after: Option<String>,
+    steps: Option<Vec<Value>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawStep {
+    name: Option<String>,
+    /// Any value, so a bare number is refused with the spelling to use.
+    due: Option<Value>,
+    after: Option<String>,
+    channels: Option<Vec<String>>,
+    strategy: Option<Strategy>,
+    template: Option<String>,
+}
+
+const SECTIONS: [&str; 10] = [
     "broker",
     "store",
     "http",
@@ -152,6 +178,7 @@ const SECTIONS: [&str; 9] = [
     "channels",
     "templates",
     "routing",
+    "journeys",
     "rate_limit",
 ];
 
@@ -195,13 +222,27 @@ pub(crate) fn check(
         read(take(&mut root, "paylink"), "paylink", problems).unwrap_or_default(),
         problems,
     );
-    let billers = check_billers(take(&mut root, "billers"), env, problems);
+    // Every `[journeys.<name>]` section counts as declared, even one with
+    // problems, so the rules and billers naming it are not also reported.
+    let journey_names: Vec<String> = root
+        .get("journeys")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let billers = check_billers(take(&mut root, "billers"), &journey_names, env, problems);
     let (channels, declared) = check_channels(take(&mut root, "channels"), &base_dir, env, problems);
     let templates_raw: RawTemplates = read(take(&mut root, "templates"), "templates", problems).unwrap_or_default();
     let templates = TemplatesConfig {
         dir: templates_raw.dir.map(|d| resolve(&base_dir, Path::new(&d))),
     };
-    let routing = check_routing(take(&mut root, "routing"), &declared, &billers, problems);
+    let routing = check_routing(
+        take(&mut root, "routing"),
+        &declared,
+        &billers,
+        &journey_names,
+        problems,
+    );
+    let journeys = check_journeys(take(&mut root, "journeys"), &declared, problems);
     // Absent and empty differ here: no section keeps the per-instance limits.
     let rate_limit = root.remove("rate_limit").and_then(|v| {
         let raw = read(v, "rate_limit", problems)?;
@@ -216,7 +257,7 @@ pub(crate) fn check(
     let uses = TemplateUses::of(&templates, &billers, &channels, &routing);
     let config = (|| {
         Some(Config {
-            journeys: BTreeMap::new(),
+            journeys,
             base_dir,
             broker: broker?,
             store: store?,
@@ -457,7 +498,12 @@ fn check_paylink(raw: RawPaylink, problems: &mut Problems) -> Option<PaylinkConf
 /// The checkout placeholders a biller may use (docs/configuration.md).
 pub const CHECKOUT_PLACEHOLDERS: [&str; 6] = ["invoice_id", "biller_id", "amount", "amount_minor", "currency", "token"];
 
-fn check_billers(value: Value, env: EnvLookup<'_>, problems: &mut Problems) -> BTreeMap<String, BillerConfig> {
+fn check_billers(
+    value: Value,
+    journeys: &[String],
+    env: EnvLookup<'_>,
+    problems: &mut Problems,
+) -> BTreeMap<String, BillerConfig> {
     let mut billers = BTreeMap::new();
     let Value::Object(map) = value else {
         problems.push("billers", "must be a table of [billers.<id>] sections");
@@ -527,7 +573,9 @@ fn check_billers(value: Value, env: EnvLookup<'_>, problems: &mut Problems) -> B
                     known.is_ok()
                 }),
                 email_from,
-                journey: None,
+                journey: raw
+                    .journey
+                    .map(|name| journey_choice(&format!("{prefix}.journey"), name, journeys, problems)),
                 whatsapp_template: raw.whatsapp_template.filter(|name| {
                     let checked = crate::channels::whatsapp::check_template_name(name);
                     if let Err(e) = &checked {
@@ -653,6 +701,7 @@ fn check_routing(
     value: Value,
     channels: &[ChannelName],
     billers: &BTreeMap<String, BillerConfig>,
+    journeys: &[String],
     problems: &mut Problems,
 ) -> RoutingConfig {
     let raw: RawRouting = read(value, "routing", problems).unwrap_or_default();
@@ -726,17 +775,309 @@ fn check_routing(
             days_to_due: r.days_to_due,
             channels,
             strategy: r.strategy.unwrap_or(Strategy::Fallback),
-            journey: None,
+            journey: r
+                .journey
+                .map(|name| journey_choice(&format!("{prefix}.journey"), name, journeys, problems)),
         });
     }
+    // Here "none" and no key mean the same: no reminders.
+    let journey = match raw
+        .journey
+        .map(|name| journey_choice("routing.journey", name, journeys, problems))
+    {
+        Some(JourneyChoice::Named(name)) => Some(name),
+        Some(JourneyChoice::None) | None => None,
+    };
+    let max_messages_per_customer_per_day = raw.max_messages_per_customer_per_day.and_then(|n| {
+        let n = std::num::NonZeroU32::new(n);
+        if n.is_none() {
+            problems.push(
+                "routing.max_messages_per_customer_per_day",
+                "must be at least 1; leave the key out for no daily cap",
+            );
+        }
+        n
+    });
+    let retry_for = duration("routing.retry_for", raw.retry_for.as_deref().unwrap_or("24h"), problems)
+        .unwrap_or(std::time::Duration::from_secs(24 * 3600));
     RoutingConfig {
         default,
         default_strategy: raw.default_strategy.unwrap_or(Strategy::Fallback),
         respect_preferences: raw.respect_preferences.unwrap_or(true),
         quiet_hours,
         rules,
-        journey: None,
-        max_messages_per_customer_per_day: None,
-        retry_for: std::time::Duration::from_secs(24 * 3600),
+        journey,
+        max_messages_per_customer_per_day,
+        retry_for,
     }
+}
+
+/// The journey a rule, a biller or `[routing]` names: `"none"`, or a
+/// `[journeys.<name>]` section that must exist.
+fn journey_choice(key: &str, name: String, journeys: &[String], problems: &mut Problems) -> JourneyChoice {
+    if name == NO_JOURNEY {
+        return JourneyChoice::None;
+    }
+    if !journeys.contains(&name) {
+        let known = if journeys.is_empty() {
+            "none is configured".to_owned()
+        } else {
+            format!("configured: {}", journeys.join(", "))
+        };
+        problems.push(
+            key,
+            format!(
+                "journey \"{name}\" does not exist ({known}): add a [journeys.{name}] section, or write \"none\" for no reminders"
+            ),
+        );
+    }
+    JourneyChoice::Named(name)
+}
+
+/// The journey name that means "no reminders", so no section may take it.
+const NO_JOURNEY: &str = "none";
+
+/// How far from the due date a step may be placed, either way: ten years
+/// is past any collection process, so more is a typo, and dates computed
+/// from it stay far inside the calendar's range.
+const MAX_STEP_DAYS: i32 = 3650;
+
+/// Reads `[journeys.<name>]` sections. A journey with problems is still
+/// read to its end, so one pass lists all of them.
+fn check_journeys(value: Value, channels: &[ChannelName], problems: &mut Problems) -> BTreeMap<String, Journey> {
+    let mut journeys = BTreeMap::new();
+    let Value::Object(map) = value else {
+        problems.push("journeys", "must be a table of [journeys.<name>] sections");
+        return journeys;
+    };
+    for (name, v) in map {
+        let prefix = format!("journeys.{name}");
+        if name == NO_JOURNEY {
+            problems.push(
+                prefix.clone(),
+                "\"none\" is reserved: a rule, biller or [routing] writes journey = \"none\" for no reminders; give this journey another name",
+            );
+        } else if !crate::domain::ids::is_valid_biller_id(&name) {
+            problems.push(
+                prefix.clone(),
+                "a journey name is 1 to 64 of a-z, 0-9, '_' and '-', like \"standard\"",
+            );
+        }
+        // A `steps` of the wrong type is reported by `read`; not again as missing.
+        let has_steps = v.get("steps").is_some();
+        let Some(raw) = read::<RawJourney>(v, &prefix, problems) else {
+            continue;
+        };
+        let send_at = local_time(
+            &format!("{prefix}.send_at"),
+            raw.send_at.as_deref().unwrap_or("10:00"),
+            problems,
+        );
+        let escalate_after = raw
+            .escalate_after
+            .and_then(|text| duration(&format!("{prefix}.escalate_after"), &text, problems));
+        let steps = match raw.steps {
+            Some(steps) if !steps.is_empty() => check_steps(&prefix, steps, channels, problems),
+            None if has_steps => Vec::new(),
+            _ => {
+                problems.push(
+                    format!("{prefix}.steps"),
+                    "must list at least one step, like steps = [{ name = \"due\", due = \"0d\" }]",
+                );
+                Vec::new()
+            }
+        };
+        if let Some(send_at) = send_at {
+            journeys.insert(
+                name.clone(),
+                Journey {
+                    name,
+                    send_at,
+                    escalate_after,
+                    steps,
+                },
+            );
+        }
+    }
+    journeys
+}
+
+/// Reads a journey's steps: each placed by exactly one of `due` and
+/// `after`, named uniquely, and the `due` ones in date order.
+fn check_steps(prefix: &str, raws: Vec<Value>, channels: &[ChannelName], problems: &mut Problems) -> Vec<JourneyStep> {
+    let mut steps = Vec::new();
+    let mut names: Vec<(String, usize)> = Vec::new();
+    // The latest `due` so far, with its step's index: a later `due` must
+    // come after it (an `after` step is relative, hence always in order).
+    let mut latest_due: Option<(i32, usize)> = None;
+    for (i, v) in raws.into_iter().enumerate() {
+        let key = format!("{prefix}.steps[{i}]");
+        // Presence, not value: a `due` of the wrong type is reported once.
+        let has_due = v.get("due").is_some();
+        let has_after = v.get("after").is_some();
+        let Some(r) = read::<RawStep>(v, &key, problems) else {
+            continue;
+        };
+        let name = match r.name {
+            None => {
+                problems.push(
+                    format!("{key}.name"),
+                    "is required: events and the status API name the step by it",
+                );
+                None
+            }
+            Some(n) if n.trim().is_empty() || n.chars().count() > 64 || n.chars().any(char::is_control) => {
+                problems.push(format!("{key}.name"), "must be 1 to 64 characters, not blank");
+                None
+            }
+            Some(n) => match names.iter().find(|(seen, _)| *seen == n) {
+                Some((_, j)) => {
+                    problems.push(
+                        format!("{key}.name"),
+                        format!("\"{n}\" is also the name of steps[{j}]: step names must differ within a journey"),
+                    );
+                    None
+                }
+                None => {
+                    names.push((n.clone(), i));
+                    Some(n)
+                }
+            },
+        };
+        let due = r.due.and_then(|d| due_days(&format!("{key}.due"), d, problems));
+        let after = r
+            .after
+            .and_then(|text| duration(&format!("{key}.after"), &text, problems));
+        let when = match (has_due, has_after) {
+            (true, true) => {
+                problems.push(
+                    key.clone(),
+                    "has both due and after: a step is placed by the due date or after the previous message, not both",
+                );
+                None
+            }
+            (false, false) => {
+                problems.push(
+                    key.clone(),
+                    "needs due (days from the due date, like \"-3d\") or after (a duration after the previous message, like \"2d\")",
+                );
+                None
+            }
+            (true, false) => due.map(|days| StepTime::Due { days }),
+            (false, true) => after.map(StepTime::After),
+        };
+        if let Some(StepTime::Due { days }) = when {
+            match latest_due {
+                Some((before, j)) if days <= before => problems.push(
+                    format!("{key}.due"),
+                    format!(
+                        "{} is not later than steps[{j}]'s {}: steps placed by due date must be in date order",
+                        show_days(days),
+                        show_days(before)
+                    ),
+                ),
+                _ => latest_due = Some((days, i)),
+            }
+        }
+        let channels = r
+            .channels
+            .map(|names| channel_list(&format!("{key}.channels"), &names, channels, problems));
+        let template = r.template.filter(|t| {
+            let ok = (1..=64).contains(&t.len())
+                && t.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !ok {
+                problems.push(
+                    format!("{key}.template"),
+                    format!("\"{t}\" is not a template name (1 to 64 of lowercase letters, digits and _, like \"final_notice\")"),
+                );
+            }
+            ok
+        });
+        if let (Some(name), Some(when)) = (name, when) {
+            steps.push(JourneyStep {
+                name,
+                when,
+                channels,
+                strategy: r.strategy.unwrap_or(Strategy::Fallback),
+                template,
+            });
+        }
+    }
+    steps
+}
+
+/// `"-3d"`, `"0d"`, `"+10d"` or `"3d"`: whole days from the due date.
+fn due_days(key: &str, days: Value, problems: &mut Problems) -> Option<i32> {
+    let text = match days {
+        Value::String(text) => text,
+        Value::Number(n) => {
+            let like = n
+                .as_i64()
+                .map(|d| show_days(d.clamp(-99, 99) as i32))
+                .unwrap_or_else(|| "-3d".into());
+            problems.push(key, format!("write days as text with a d, like \"{like}\""));
+            return None;
+        }
+        _ => {
+            problems.push(
+                key,
+                "must be days from the due date as text, like \"-3d\", \"0d\" or \"+10d\"",
+            );
+            return None;
+        }
+    };
+    let bad = || {
+        format!(
+            "\"{text}\" is not a number of days from the due date, like \"-3d\" (before), \"0d\" or \"+10d\" (after)"
+        )
+    };
+    let Some(number) = text.strip_suffix('d') else {
+        problems.push(key, bad());
+        return None;
+    };
+    let (sign, digits) = match number.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, number.strip_prefix('+').unwrap_or(number)),
+    };
+    if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        problems.push(key, bad());
+        return None;
+    }
+    let days = digits.parse::<i32>().ok().map(|d| sign * d);
+    match days {
+        Some(d) if d.abs() <= MAX_STEP_DAYS => Some(d),
+        _ => {
+            problems.push(
+                key,
+                format!("\"{text}\" is more than {MAX_STEP_DAYS} days from the due date"),
+            );
+            None
+        }
+    }
+}
+
+/// Days as a step's `due` is written: `-3d`, `0d`, `+10d`.
+fn show_days(days: i32) -> String {
+    if days > 0 {
+        format!("+{days}d")
+    } else {
+        format!("{days}d")
+    }
+}
+
+/// `"HH:MM"`, 24-hour (`"9:30"` too).
+fn local_time(key: &str, text: &str, problems: &mut Problems) -> Option<jiff::civil::Time> {
+    let parsed = text.split_once(':').and_then(|(h, m)| {
+        let digits = |s: &str, lengths: std::ops::RangeInclusive<usize>| {
+            (lengths.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse::<i8>().ok())
+                .flatten()
+        };
+        jiff::civil::Time::new(digits(h, 1..=2)?, digits(m, 2..=2)?, 0, 0).ok()
+    });
+    if parsed.is_none() {
+        problems.push(key, format!("\"{text}\" is not a 24-hour local time like \"10:00\""));
+    }
+    parsed
 }

@@ -1065,3 +1065,588 @@ fn a_biller_may_name_the_amqp_user_it_publishes_as() {
     ));
     assert_eq!(keys(&problems), set_of(&["billers.globex.amqp_user"]));
 }
+
+// --- journeys ------------------------------------------------------------
+
+/// MINIMAL with SMS, so steps can name a second channel.
+const WITH_SMS: &str = r#"
+[billers.acme]
+checkout_url = "https://pay.example/c?inv={invoice_id}"
+
+[channels.email]
+transport = "file"
+
+[channels.sms]
+provider = "file"
+"#;
+
+/// WITH_SMS and `[journeys.j]` with `journey` as its body.
+fn journey_and(journey: &str) -> String {
+    format!("{WITH_SMS}\n[journeys.j]\n{journey}\n")
+}
+
+fn step(c: &Config, journey: &str, i: usize) -> JourneyStep {
+    c.journeys[journey].steps[i].clone()
+}
+
+#[test]
+fn without_journeys_nothing_follows_the_first_request() {
+    let c = load(MINIMAL);
+    assert!(c.journeys.is_empty());
+    assert_eq!(c.routing.journey, None);
+    assert_eq!(c.routing.max_messages_per_customer_per_day, None);
+    assert_eq!(c.routing.retry_for, Duration::from_secs(24 * 60 * 60));
+    assert_eq!(c.billers["acme"].journey, None);
+}
+
+#[test]
+fn a_journey_is_read_with_its_steps_and_defaults() {
+    let c = load(&format!(
+        r#"{WITH_SMS}
+[journeys.standard]
+send_at = "09:30"
+escalate_after = "36h"
+steps = [
+  {{ name = "upcoming", due = "-3d", channels = ["email"] }},
+  {{ name = "due", due = "0d", channels = ["sms", "email"], strategy = "all" }},
+  {{ name = "nudge", after = "30s" }},
+  {{ name = "overdue", due = "3d" }},
+  {{ name = "later", after = "2d" }},
+  {{ name = "final", due = "+10d", template = "final_notice" }},
+]
+
+[journeys.quick]
+steps = [{{ name = "again", after = "36h" }}]
+"#
+    ));
+    let standard = &c.journeys["standard"];
+    assert_eq!(standard.name, "standard");
+    assert_eq!(standard.send_at, jiff::civil::time(9, 30, 0, 0));
+    assert_eq!(standard.escalate_after, Some(Duration::from_secs(36 * 3600)));
+    let when: Vec<StepTime> = standard.steps.iter().map(|s| s.when).collect();
+    assert_eq!(
+        when,
+        [
+            StepTime::Due { days: -3 },
+            StepTime::Due { days: 0 },
+            StepTime::After(Duration::from_secs(30)),
+            StepTime::Due { days: 3 },
+            StepTime::After(Duration::from_secs(2 * 24 * 3600)),
+            StepTime::Due { days: 10 },
+        ]
+    );
+    let names: Vec<&str> = standard.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["upcoming", "due", "nudge", "overdue", "later", "final"]);
+    assert_eq!(
+        step(&c, "standard", 1),
+        JourneyStep {
+            name: "due".into(),
+            when: StepTime::Due { days: 0 },
+            channels: Some(vec![ChannelName::Sms, ChannelName::Email]),
+            strategy: Strategy::All,
+            template: None,
+        }
+    );
+    assert_eq!(step(&c, "standard", 5).template.as_deref(), Some("final_notice"));
+
+    let quick = &c.journeys["quick"];
+    assert_eq!(
+        quick.send_at,
+        jiff::civil::time(10, 0, 0, 0),
+        "send_at defaults to 10:00"
+    );
+    assert_eq!(quick.escalate_after, None, "no escalation unless asked");
+    assert_eq!(
+        quick.steps,
+        [JourneyStep {
+            name: "again".into(),
+            when: StepTime::After(Duration::from_secs(36 * 3600)),
+            channels: None,
+            strategy: Strategy::Fallback,
+            template: None,
+        }],
+        "channels default to the route's, strategy to fallback, template to reminder/overdue"
+    );
+}
+
+#[test]
+fn due_takes_days_with_or_without_a_sign_and_send_at_any_24_hour_time() {
+    for (due, days) in [
+        ("-3d", -3),
+        ("0d", 0),
+        ("-0d", 0),
+        ("+10d", 10),
+        ("3d", 3),
+        ("-3650d", -3650),
+    ] {
+        let c = load(&journey_and(&format!("steps = [{{ name = \"s\", due = \"{due}\" }}]")));
+        assert_eq!(step(&c, "j", 0).when, StepTime::Due { days }, "{due}");
+    }
+    for (text, (h, m)) in [("00:00", (0, 0)), ("9:05", (9, 5)), ("23:59", (23, 59))] {
+        let c = load(&journey_and(&format!(
+            "send_at = \"{text}\"\nsteps = [{{ name = \"s\", due = \"0d\" }}]"
+        )));
+        assert_eq!(c.journeys["j"].send_at, jiff::civil::time(h, m, 0, 0), "{text}");
+    }
+}
+
+#[test]
+fn rules_billers_and_routing_name_a_journey_or_none() {
+    let c = load(&format!(
+        r#"{WITH_SMS}
+[billers.globex]
+checkout_url = "https://pay.example/g"
+journey = "none"
+
+[billers.initech]
+checkout_url = "https://pay.example/i"
+journey = "soft"
+
+[journeys.standard]
+steps = [{{ name = "due", due = "0d" }}]
+
+[journeys.soft]
+steps = [{{ name = "later", after = "7d" }}]
+
+[routing]
+journey = "standard"
+max_messages_per_customer_per_day = 3
+retry_for = "6h"
+
+[[routing.rules]]
+name = "credit"
+source = "credit"
+channels = ["sms", "email"]
+journey = "soft"
+
+[[routing.rules]]
+name = "one-off"
+source = "pos"
+channels = ["email"]
+journey = "none"
+
+[[routing.rules]]
+channels = ["email"]
+"#
+    ));
+    assert_eq!(c.routing.journey.as_deref(), Some("standard"));
+    assert_eq!(c.routing.max_messages_per_customer_per_day.map(|n| n.get()), Some(3));
+    assert_eq!(c.routing.retry_for, Duration::from_secs(6 * 3600));
+    let rules: Vec<Option<JourneyChoice>> = c.routing.rules.iter().map(|r| r.journey.clone()).collect();
+    assert_eq!(
+        rules,
+        [
+            Some(JourneyChoice::Named("soft".into())),
+            Some(JourneyChoice::None),
+            None
+        ]
+    );
+    assert_eq!(c.billers["acme"].journey, None);
+    assert_eq!(c.billers["globex"].journey, Some(JourneyChoice::None));
+    assert_eq!(c.billers["initech"].journey, Some(JourneyChoice::Named("soft".into())));
+
+    for routing in ["journey = \"none\"", ""] {
+        let c = load(&format!(
+            "{WITH_SMS}\n[journeys.standard]\nsteps = [{{ name = \"due\", due = \"0d\" }}]\n[routing]\n{routing}\n"
+        ));
+        assert_eq!(c.routing.journey, None, "[routing] {routing:?}: no reminders");
+    }
+}
+
+/// Single journey mistakes: (what, extra TOML on WITH_SMS, the keys reported).
+#[test]
+fn each_journey_mistake_is_reported_under_its_key() {
+    let ok = "[journeys.j]\nsteps = [{ name = \"due\", due = \"0d\" }]\n";
+    let cases: &[(&str, String, &[&str])] = &[
+        (
+            "a rule names a journey that does not exist",
+            format!("{ok}[[routing.rules]]\nchannels = [\"email\"]\njourney = \"standard\""),
+            &["routing.rules[0].journey"],
+        ),
+        (
+            "a biller names a journey that does not exist",
+            format!("{ok}[billers.globex]\ncheckout_url = \"https://pay.example/\"\njourney = \"gentle\""),
+            &["billers.globex.journey"],
+        ),
+        (
+            "[routing] names a journey that does not exist",
+            format!("{ok}[routing]\njourney = \"standrad\""),
+            &["routing.journey"],
+        ),
+        (
+            "a journey named without any configured",
+            "[routing]\njourney = \"standard\"".into(),
+            &["routing.journey"],
+        ),
+        (
+            "a step with both due and after",
+            "[journeys.j]\nsteps = [{ name = \"s\", due = \"0d\", after = \"2d\" }]".into(),
+            &["journeys.j.steps[0]"],
+        ),
+        (
+            "a step with neither due nor after",
+            "[journeys.j]\nsteps = [{ name = \"a\", due = \"0d\" }, { name = \"s\", channels = [\"email\"] }]".into(),
+            &["journeys.j.steps[1]"],
+        ),
+        (
+            "two steps with one name",
+            "[journeys.j]\nsteps = [{ name = \"s\", due = \"0d\" }, { name = \"t\", after = \"1d\" }, { name = \"s\", due = \"+3d\" }]"
+                .into(),
+            &["journeys.j.steps[2].name"],
+        ),
+        (
+            "a step dated before an earlier one",
+            "[journeys.j]\nsteps = [{ name = \"a\", due = \"+3d\" }, { name = \"b\", due = \"-3d\" }]".into(),
+            &["journeys.j.steps[1].due"],
+        ),
+        (
+            "a step on the same day as an earlier one",
+            "[journeys.j]\nsteps = [{ name = \"a\", due = \"0d\" }, { name = \"b\", due = \"0d\" }]".into(),
+            &["journeys.j.steps[1].due"],
+        ),
+        (
+            "an after step between does not excuse a date going back",
+            "[journeys.j]\nsteps = [{ name = \"a\", due = \"+3d\" }, { name = \"b\", after = \"1d\" }, { name = \"c\", due = \"+1d\" }]"
+                .into(),
+            &["journeys.j.steps[2].due"],
+        ),
+        (
+            "a step dated before the latest, not only the previous, due step",
+            "[journeys.j]\nsteps = [{ name = \"a\", due = \"+5d\" }, { name = \"b\", due = \"+1d\" }, { name = \"c\", due = \"+3d\" }]"
+                .into(),
+            &["journeys.j.steps[1].due", "journeys.j.steps[2].due"],
+        ),
+        (
+            "an after of zero",
+            "[journeys.j]\nsteps = [{ name = \"s\", after = \"0s\" }]".into(),
+            &["journeys.j.steps[0].after"],
+        ),
+        (
+            "an after that is no duration",
+            "[journeys.j]\nsteps = [{ name = \"s\", after = \"soon\" }]".into(),
+            &["journeys.j.steps[0].after"],
+        ),
+        (
+            "an empty steps list",
+            "[journeys.j]\nsteps = []".into(),
+            &["journeys.j.steps"],
+        ),
+        (
+            "no steps at all",
+            "[journeys.j]\nsend_at = \"10:00\"".into(),
+            &["journeys.j.steps"],
+        ),
+        (
+            "steps that are not a list, reported once",
+            "[journeys.j]\nsteps = \"due\"".into(),
+            &["journeys.j.steps"],
+        ),
+        (
+            "an unknown key in a step",
+            "[journeys.j]\nsteps = [{ name = \"s\", due = \"0d\", chanels = [\"email\"] }]".into(),
+            &["journeys.j.steps[0].chanels"],
+        ),
+        (
+            "an unknown key in a journey",
+            format!("{ok}escalate = \"24h\""),
+            &["journeys.j.escalate"],
+        ),
+        (
+            "send_at past midnight",
+            format!("{ok}send_at = \"24:00\""),
+            &["journeys.j.send_at"],
+        ),
+        (
+            "send_at in 12-hour form",
+            format!("{ok}send_at = \"10am\""),
+            &["journeys.j.send_at"],
+        ),
+        (
+            "send_at with one minute digit",
+            format!("{ok}send_at = \"10:0\""),
+            &["journeys.j.send_at"],
+        ),
+        (
+            "escalate_after of zero",
+            format!("{ok}escalate_after = \"0s\""),
+            &["journeys.j.escalate_after"],
+        ),
+        (
+            "due without a d",
+            "[journeys.j]\nsteps = [{ name = \"s\", due = \"-3\" }]".into(),
+            &["journeys.j.steps[0].due"],
+        ),
+        (
+            "due in words",
+            "[journeys.j]\nsteps = [{ name = \"s\", due = \"3 days\" }]".into(),
+            &["journeys.j.steps[0].due"],
+        ),
+        (
+            "due with two signs",
+            "[journeys.j]\nsteps = [{ name = \"s\", due = \"+-3d\" }]".into(),
+            &["journeys.j.steps[0].due"],
+        ),
+        (
+            "due as a bare number",
+            "[journeys.j]\nsteps = [{ name = \"s\", due = -3 }]".into(),
+            &["journeys.j.steps[0].due"],
+        ),
+        (
+            "due years away",
+            "[journeys.j]\nsteps = [{ name = \"s\", due = \"+3651d\" }]".into(),
+            &["journeys.j.steps[0].due"],
+        ),
+        (
+            "a step without a name",
+            "[journeys.j]\nsteps = [{ due = \"0d\" }]".into(),
+            &["journeys.j.steps[0].name"],
+        ),
+        (
+            "a blank step name",
+            "[journeys.j]\nsteps = [{ name = \" \", due = \"0d\" }]".into(),
+            &["journeys.j.steps[0].name"],
+        ),
+        (
+            "a step on a channel that is not configured",
+            "[journeys.j]\nsteps = [{ name = \"s\", due = \"0d\", channels = [\"whatsapp\"] }]".into(),
+            &["journeys.j.steps[0].channels"],
+        ),
+        (
+            "a step with an empty channel list",
+            "[journeys.j]\nsteps = [{ name = \"s\", due = \"0d\", channels = [] }]".into(),
+            &["journeys.j.steps[0].channels"],
+        ),
+        (
+            "a step with a bad strategy",
+            "[journeys.j]\nsteps = [{ name = \"s\", due = \"0d\", strategy = \"any\" }]".into(),
+            &["journeys.j.steps[0].strategy"],
+        ),
+        (
+            "a step with a template name that is not one",
+            "[journeys.j]\nsteps = [{ name = \"s\", due = \"0d\", template = \"Final Notice\" }]".into(),
+            &["journeys.j.steps[0].template"],
+        ),
+        (
+            "a journey name that is not one word",
+            "[journeys.Standard]\nsteps = [{ name = \"s\", due = \"0d\" }]".into(),
+            &["journeys.Standard"],
+        ),
+        (
+            "the reserved name none",
+            "[journeys.none]\nsteps = [{ name = \"s\", due = \"0d\" }]".into(),
+            &["journeys.none"],
+        ),
+        (
+            "a daily cap of zero",
+            "[routing]\nmax_messages_per_customer_per_day = 0".into(),
+            &["routing.max_messages_per_customer_per_day"],
+        ),
+        (
+            "a negative daily cap",
+            "[routing]\nmax_messages_per_customer_per_day = -1".into(),
+            &["routing.max_messages_per_customer_per_day"],
+        ),
+        (
+            "retry_for of zero",
+            "[routing]\nretry_for = \"0s\"".into(),
+            &["routing.retry_for"],
+        ),
+        (
+            "retry_for that is no duration",
+            "[routing]\nretry_for = \"a while\"".into(),
+            &["routing.retry_for"],
+        ),
+    ];
+    for (what, extra, expected) in cases {
+        let problems = problems(&format!("{WITH_SMS}\n{extra}\n"));
+        assert_eq!(keys(&problems), set_of(expected), "{what}: {problems:#?}");
+        assert_eq!(
+            problems.len(),
+            expected.len(),
+            "{what}: one problem each: {problems:#?}"
+        );
+    }
+    // A key of the root table must come before the first section.
+    let problems = problems(&format!("journeys = 3\n{WITH_SMS}"));
+    assert_eq!(keys(&problems), set_of(&["journeys"]), "{problems:#?}");
+}
+
+#[test]
+fn journey_problems_say_what_to_write_instead() {
+    let text = format!(
+        r#"{WITH_SMS}
+[journeys.standard]
+steps = [
+  {{ name = "due", due = "+3d" }},
+  {{ name = "early", due = "-3d" }},
+  {{ name = "both", due = "5d", after = "1d" }},
+  {{ name = "due", after = "1d" }},
+  {{ name = "typed", due = 7 }},
+]
+
+[[routing.rules]]
+channels = ["email"]
+journey = "gentle"
+"#
+    );
+    let problems = problems(&text);
+    let message = |key: &str| {
+        problems
+            .iter()
+            .find(|p| p.key == key)
+            .map(|p| p.message.clone())
+            .unwrap_or_else(|| panic!("no problem at {key}: {problems:#?}"))
+    };
+    assert!(message("journeys.standard.steps[1].due").contains("-3d is not later than steps[0]'s +3d"));
+    assert!(message("journeys.standard.steps[2]").contains("both due and after"));
+    assert!(message("journeys.standard.steps[3].name").contains("steps[0]"));
+    assert!(message("journeys.standard.steps[4].due").contains("\"+7d\""));
+    let missing = message("routing.rules[0].journey");
+    assert!(
+        missing.contains("\"gentle\"") && missing.contains("standard") && missing.contains("\"none\""),
+        "{missing}"
+    );
+}
+
+/// Every journey problem of one file comes out of one `check`, beside the
+/// problems of the other sections.
+#[test]
+fn all_journey_problems_are_listed_in_one_pass() {
+    let text = r#"
+[broker]
+prefetch = 0
+
+[billers.acme]
+checkout_url = "https://pay.example/c?inv={invoice_id}"
+journey = "missing"
+
+[channels.email]
+transport = "file"
+
+[journeys.standard]
+send_at = "10h"
+steps = [
+  { name = "due", due = "0d", after = "1d" },
+  { name = "due", due = "+3d" },
+  { name = "back", due = "-1d" },
+  { name = "void" },
+  { name = "zero", after = "0s", chanels = ["email"] },
+]
+
+[journeys.empty]
+steps = []
+
+[routing]
+journey = "nope"
+max_messages_per_customer_per_day = 0
+retry_for = "never"
+
+[[routing.rules]]
+channels = ["email"]
+journey = "absent"
+"#;
+    let problems = problems(text);
+    let expected = set_of(&[
+        "broker.prefetch",
+        "billers.acme.journey",
+        "journeys.standard.send_at",
+        "journeys.standard.steps[0]",
+        "journeys.standard.steps[1].name",
+        "journeys.standard.steps[2].due",
+        "journeys.standard.steps[3]",
+        "journeys.standard.steps[4].after",
+        "journeys.standard.steps[4].chanels",
+        "journeys.empty.steps",
+        "routing.journey",
+        "routing.max_messages_per_customer_per_day",
+        "routing.retry_for",
+        "routing.rules[0].journey",
+    ]);
+    assert_eq!(keys(&problems), expected, "{problems:#?}");
+    assert_eq!(problems.len(), expected.len(), "one problem per mistake: {problems:#?}");
+}
+
+/// A journey whose section has problems exists all the same: naming it is
+/// not a second mistake.
+#[test]
+fn a_broken_journey_is_not_also_reported_as_missing() {
+    let text = format!(
+        "{WITH_SMS}\n[journeys.standard]\nsend_at = \"noon\"\nsteps = []\n\
+         [routing]\njourney = \"standard\"\n[[routing.rules]]\nchannels = [\"email\"]\njourney = \"standard\"\n"
+    );
+    let problems = problems(&text);
+    assert_eq!(
+        keys(&problems),
+        set_of(&["journeys.standard.send_at", "journeys.standard.steps"]),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn journey_keys_can_be_set_from_the_environment() {
+    let text = journey_and("steps = [{ name = \"due\", due = \"0d\" }]");
+    let vars = [
+        ("PAYRELAY__JOURNEYS__J__SEND_AT", "08:15"),
+        ("PAYRELAY__JOURNEYS__J__ESCALATE_AFTER", "2d"),
+        ("PAYRELAY__ROUTING__JOURNEY", "j"),
+        ("PAYRELAY__ROUTING__MAX_MESSAGES_PER_CUSTOMER_PER_DAY", "2"),
+        ("PAYRELAY__ROUTING__RETRY_FOR", "12h"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let c = Config::from_layers(&text, vars, &base(), &no_env).unwrap_or_else(|p| panic!("{p:#?}"));
+    let j = &c.journeys["j"];
+    assert_eq!(j.send_at, jiff::civil::time(8, 15, 0, 0));
+    assert_eq!(j.escalate_after, Some(Duration::from_secs(2 * 24 * 3600)));
+    assert_eq!(c.routing.journey.as_deref(), Some("j"));
+    assert_eq!(c.routing.max_messages_per_customer_per_day.map(|n| n.get()), Some(2));
+    assert_eq!(c.routing.retry_for, Duration::from_secs(12 * 3600));
+
+    let vars = [("PAYRELAY__ROUTING__JOURNEY".to_owned(), "gone".to_owned())];
+    let problems = Config::from_layers(&text, vars, &base(), &no_env).unwrap_err();
+    assert_eq!(keys(&problems), set_of(&["routing.journey"]));
+    assert!(
+        problems[0].message.contains("PAYRELAY__ROUTING__JOURNEY"),
+        "{problems:#?}"
+    );
+}
+
+/// The shipped example is the journey a collections team starts from.
+#[test]
+fn the_example_config_follows_each_request_with_the_standard_journey() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+    for config in [
+        Config::load(&path).unwrap_or_else(|e| panic!("{e}")),
+        Config::load_from(&Source::BuiltIn).unwrap_or_else(|e| panic!("{e}")),
+    ] {
+        assert_eq!(config.routing.journey.as_deref(), Some("standard"));
+        assert_eq!(config.routing.max_messages_per_customer_per_day, None, "lands later");
+        let standard = &config.journeys["standard"];
+        assert_eq!(standard.send_at, jiff::civil::time(10, 0, 0, 0));
+        assert_eq!(standard.escalate_after, None, "lands later");
+        let ladder: Vec<(&str, StepTime, Strategy, Option<&str>)> = standard
+            .steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.when, s.strategy, s.template.as_deref()))
+            .collect();
+        assert_eq!(
+            ladder,
+            [
+                ("upcoming", StepTime::Due { days: -3 }, Strategy::Fallback, None),
+                ("due", StepTime::Due { days: 0 }, Strategy::Fallback, None),
+                ("overdue", StepTime::Due { days: 3 }, Strategy::Fallback, None),
+                ("final", StepTime::Due { days: 10 }, Strategy::All, Some("final_notice")),
+            ]
+        );
+        assert_eq!(standard.steps[0].channels, Some(vec![ChannelName::Email]));
+    }
+}
+
+/// configuration.md shows the built-in configuration; it must be the real one.
+#[test]
+fn the_configuration_page_shows_the_built_in_configuration_as_it_is() {
+    let page = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md")).unwrap();
+    assert!(
+        page.contains(&format!("```toml\n{BUILT_IN}```")),
+        "docs/configuration.md's built-in configuration block differs from config.toml"
+    );
+}
