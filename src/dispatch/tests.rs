@@ -645,3 +645,271 @@ fn an_invoice_is_taken_over_only_after_its_handler_could_have_bumped_it() {
         policy.max_retry_after * (policy.tries_per_channel - 1) + policy.max_pause_wait * policy.pauses_waited;
     assert!(longest_send < super::CLAIM_IDLE, "{longest_send:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Journeys: weeks of reminders on the manual clock
+
+const DAY: i64 = 24 * HOUR;
+/// 2026-12-01T10:00:00Z: the test invoice's due day at the journey's send_at
+/// (its customer's time zone is UTC).
+const DUE_DAY_10: i64 = NOON + 11 * DAY - 2 * HOUR;
+
+/// SMS first, and a ladder by the due date: 3 days before, on the day, 3
+/// days after.
+const LADDER: &str = r#"default = ["sms", "email"]
+journey = "ladder"
+
+[journeys.ladder]
+send_at = "10:00"
+steps = [
+  { name = "upcoming", due = "-3d", channels = ["email"] },
+  { name = "due", due = "0d" },
+  { name = "overdue", due = "+3d", channels = ["email", "sms"], strategy = "all" },
+]"#;
+
+impl World {
+    /// Sets the clock and sends every step due then, as the scheduler would.
+    async fn at(&self, ms: i64) -> usize {
+        self.clock.set_ms(ms);
+        let due = self
+            .store
+            .claim_due_steps(ms, super::CLAIM_IDLE.as_millis() as i64, 100)
+            .await
+            .unwrap();
+        for step in &due {
+            self.dispatcher.run_step(step).await.unwrap();
+        }
+        due.len()
+    }
+
+    /// (event, channel, step) of the invoice's events after `accepted`.
+    async fn journey(&self, invoice_id: &str) -> Vec<(EventName, Option<ChannelName>, Option<String>)> {
+        let events = self.events(invoice_id).await;
+        events
+            .into_iter()
+            .filter(|e| e.event != EventName::Accepted)
+            .map(|e| (e.event, e.channel, e.step))
+            .collect()
+    }
+
+    async fn step_statuses(&self, invoice_id: &str) -> Vec<(String, crate::store::StepStatus)> {
+        let steps = self.store.steps("acme", invoice_id).await.unwrap();
+        steps.into_iter().map(|s| (s.name, s.status)).collect()
+    }
+}
+
+fn sent(channel: ChannelName, step: Option<&str>) -> (EventName, Option<ChannelName>, Option<String>) {
+    (EventName::Sent, Some(channel), step.map(str::to_owned))
+}
+
+#[tokio::test]
+async fn a_journey_sends_each_step_at_its_local_time_then_reports_itself_completed() {
+    use crate::store::StepStatus::{Planned, Sent};
+    let world = World::new(LADDER, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    assert_eq!(world.journey("INV-1").await, [sent(ChannelName::Sms, None)]);
+    assert_eq!(world.store.next_step().await.unwrap(), Some(DUE_DAY_10 - 3 * DAY));
+
+    assert_eq!(world.at(DUE_DAY_10 - 3 * DAY - 1).await, 0, "not a millisecond early");
+    assert_eq!(world.at(DUE_DAY_10 - 3 * DAY).await, 1);
+    assert_eq!(world.at(DUE_DAY_10).await, 1);
+    assert_eq!(
+        world.step_statuses("INV-1").await,
+        [
+            ("upcoming".into(), Sent),
+            ("due".into(), Sent),
+            ("overdue".into(), Planned)
+        ]
+    );
+    assert_eq!(world.at(DUE_DAY_10 + 3 * DAY).await, 1);
+    assert_eq!(
+        world.journey("INV-1").await,
+        [
+            sent(ChannelName::Sms, None),
+            sent(ChannelName::Email, Some("upcoming")),
+            // No channels of its own: the route's, SMS first.
+            sent(ChannelName::Sms, Some("due")),
+            // `all`: both.
+            sent(ChannelName::Email, Some("overdue")),
+            sent(ChannelName::Sms, Some("overdue")),
+            (EventName::JourneyCompleted, None, Some("overdue".into())),
+        ]
+    );
+    assert_eq!(world.status("INV-1").await, Status::Sent);
+    assert_eq!(world.store.next_step().await.unwrap(), None);
+    assert_eq!(world.at(DUE_DAY_10 + 30 * DAY).await, 0, "nothing more, ever");
+}
+
+#[tokio::test]
+async fn a_payment_between_two_steps_stops_the_rest() {
+    use crate::store::StepStatus::{Cancelled, Sent};
+    let world = World::new(LADDER, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    world.at(DUE_DAY_10 - 3 * DAY).await;
+    world
+        .dispatcher
+        .close_invoice("acme", "INV-1", Status::Paid, &Correlation::default())
+        .await
+        .unwrap();
+    assert_eq!(world.at(DUE_DAY_10).await, 0);
+    assert_eq!(world.at(DUE_DAY_10 + 3 * DAY).await, 0);
+    assert_eq!(
+        world.step_statuses("INV-1").await,
+        [
+            ("upcoming".into(), Sent),
+            ("due".into(), Cancelled),
+            ("overdue".into(), Cancelled)
+        ]
+    );
+    let names: Vec<EventName> = world.journey("INV-1").await.into_iter().map(|e| e.0).collect();
+    assert_eq!(
+        names,
+        [EventName::Sent, EventName::Sent, EventName::Paid],
+        "no journey_completed"
+    );
+}
+
+/// Paid in a way the store's cancellation did not see (the step was
+/// already claimed): the check right before the send still stops it.
+#[tokio::test]
+async fn a_step_claimed_before_the_payment_sends_nothing() {
+    let world = World::new(LADDER, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    world.clock.set_ms(DUE_DAY_10 - 3 * DAY);
+    let due = world
+        .store
+        .claim_due_steps(world.clock.now_ms(), 60_000, 10)
+        .await
+        .unwrap();
+    world
+        .dispatcher
+        .close_invoice("acme", "INV-1", Status::Paid, &Correlation::default())
+        .await
+        .unwrap();
+    world.dispatcher.run_step(&due[0]).await.unwrap();
+    assert_eq!(world.email.load(Ordering::SeqCst), 0);
+    let steps = world.store.steps("acme", "INV-1").await.unwrap();
+    assert_eq!(steps[0].status, crate::store::StepStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn a_new_revision_replaces_the_ladder_with_its_own() {
+    let world = World::new(LADDER, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    world.at(DUE_DAY_10 - 3 * DAY).await;
+    world.receive("INV-1", 2).await;
+    world.at(DUE_DAY_10).await;
+    let steps = world.store.steps("acme", "INV-1").await.unwrap();
+    let shape: Vec<(i64, &str, crate::store::StepStatus)> =
+        steps.iter().map(|s| (s.revision, s.name.as_str(), s.status)).collect();
+    use crate::store::StepStatus::{Cancelled, Planned, Sent, Skipped};
+    assert_eq!(
+        shape,
+        [
+            (1, "upcoming", Sent),
+            (1, "due", Cancelled),
+            (1, "overdue", Cancelled),
+            // Revision 2 arrived after its -3d time: skipped, the rest its own.
+            (2, "upcoming", Skipped),
+            (2, "due", Sent),
+            (2, "overdue", Planned),
+        ]
+    );
+    let due_step = world.events("INV-1").await;
+    let last = due_step.last().unwrap();
+    assert_eq!(
+        (last.event, last.revision, last.step.as_deref()),
+        (EventName::Sent, Some(2), Some("due"))
+    );
+}
+
+#[tokio::test]
+async fn an_invoice_that_arrives_late_skips_the_steps_already_past() {
+    let world = World::new(LADDER, vec![], vec![]).await;
+    world.clock.set_ms(DUE_DAY_10 + HOUR);
+    world.receive("INV-1", 1).await;
+    let steps = world.store.steps("acme", "INV-1").await.unwrap();
+    use crate::store::StepStatus::{Planned, Skipped};
+    assert_eq!(
+        steps.iter().map(|s| s.status).collect::<Vec<_>>(),
+        [Skipped, Skipped, Planned]
+    );
+    assert_eq!(steps[0].detail.as_deref(), Some(crate::journey::PAST_AT_INTAKE));
+}
+
+/// Down for a week: of the steps that came due meanwhile only the latest
+/// goes out, not three reminders at once.
+#[tokio::test]
+async fn after_an_outage_only_the_latest_due_step_goes_out() {
+    let world = World::new(LADDER, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    world.at(DUE_DAY_10 + 3 * DAY + HOUR).await;
+    let steps: Vec<_> = world.step_statuses("INV-1").await.into_iter().map(|s| s.1).collect();
+    use crate::store::StepStatus::{Sent, Skipped};
+    assert_eq!(steps, [Skipped, Skipped, Sent]);
+    let names: Vec<Option<String>> = world.journey("INV-1").await.into_iter().map(|e| e.2).collect();
+    assert_eq!(
+        names,
+        [
+            None,
+            Some("overdue".into()),
+            Some("overdue".into()),
+            Some("overdue".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn quiet_hours_hold_a_step_until_the_window_opens() {
+    let routing = r#"default = ["sms"]
+quiet_hours = "21:00-08:00"
+journey = "late"
+
+[journeys.late]
+send_at = "22:00"
+steps = [{ name = "due", due = "0d" }]"#;
+    let world = World::new(routing, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    let due_day_22 = DUE_DAY_10 + 12 * HOUR;
+    assert_eq!(world.at(due_day_22).await, 1);
+    assert_eq!(
+        world.sms.load(Ordering::SeqCst),
+        1,
+        "only the first request: the step waits"
+    );
+    let next_morning = due_day_22 + 10 * HOUR;
+    assert_eq!(world.store.next_step().await.unwrap(), Some(next_morning));
+    assert_eq!(world.at(next_morning - 1).await, 0);
+    assert_eq!(world.at(next_morning).await, 1);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_step_placed_after_the_previous_message_counts_from_when_it_went_out() {
+    let routing = r#"default = ["sms"]
+quiet_hours = "21:00-08:00"
+journey = "nudges"
+
+[journeys.nudges]
+steps = [{ name = "nudge", after = "2h" }, { name = "again", after = "1d" }]"#;
+    let world = World::new(routing, vec![], vec![]).await;
+    // Received at 20:00: the first request goes out now, the nudge at 22:00
+    // is held by quiet hours until 08:00, and "again" counts from then.
+    world.clock.set_ms(NOON + 8 * HOUR);
+    world.receive("INV-1", 1).await;
+    assert_eq!(world.at(NOON + 10 * HOUR).await, 1);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 1);
+    let eight = NOON + 20 * HOUR;
+    assert_eq!(world.at(eight).await, 1);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 2);
+    // Planned at intake for 22:00 + 1 day; the nudge went out at 08:00.
+    assert_eq!(
+        world.at(NOON + 10 * HOUR + DAY).await,
+        1,
+        "claimed, found early, put back"
+    );
+    assert_eq!(world.sms.load(Ordering::SeqCst), 2);
+    assert_eq!(world.store.next_step().await.unwrap(), Some(eight + DAY));
+    assert_eq!(world.at(eight + DAY).await, 1);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 3);
+}
