@@ -40,6 +40,12 @@ struct ChannelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PreviewLabels {
+    channel: String,
+    previewer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -57,6 +63,7 @@ pub struct Metrics {
     steps: Family<StatusLabels, Counter>,
     send_seconds: Family<ChannelLabels, Histogram>,
     clicks: Counter,
+    previews: Family<PreviewLabels, Counter>,
     events_published: Counter,
     rate_limit_fallback: Family<ChannelLabels, Counter>,
     /// Set when the store refused an invoice's write, cleared by the next
@@ -94,6 +101,12 @@ impl Metrics {
         );
         let clicks = Counter::default();
         registry.register("paylink_clicks", "Pay page opens", clicks.clone());
+        let previews = Family::<PreviewLabels, Counter>::default();
+        registry.register(
+            "paylink_previews",
+            "Pay page fetches by link previewers and mail scanners (and HEAD requests), not counted as clicks",
+            previews.clone(),
+        );
         let events_published = Counter::default();
         registry.register(
             "events_published",
@@ -123,6 +136,7 @@ impl Metrics {
             steps,
             send_seconds,
             clicks,
+            previews,
             events_published,
             rate_limit_fallback,
             store_write_failed: AtomicBool::new(false),
@@ -175,6 +189,17 @@ impl Metrics {
 
     pub fn click(&self) {
         self.clicks.inc();
+    }
+
+    /// A pay page fetched by software, not a person: `previewer` is the
+    /// name `server::people` knows it by (`head` for a HEAD request).
+    pub fn preview(&self, channel: ChannelName, previewer: &str) {
+        self.previews
+            .get_or_create(&PreviewLabels {
+                channel: channel.as_str().to_owned(),
+                previewer: previewer.to_owned(),
+            })
+            .inc();
     }
 
     pub fn events_published(&self, n: u64) {
@@ -308,9 +333,16 @@ mod tests {
     fn the_exposition_has_process_and_build_metrics_and_one_end() {
         let metrics = Metrics::new();
         metrics.send(ChannelName::Email, "sent");
+        metrics.preview(ChannelName::Whatsapp, "whatsapp");
+        metrics.preview(ChannelName::Whatsapp, "whatsapp");
         let text = metrics.render();
         assert!(
             text.contains("payrelay_sends_total{channel=\"email\",outcome=\"sent\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE payrelay_paylink_previews counter")
+                && text.contains("payrelay_paylink_previews_total{channel=\"whatsapp\",previewer=\"whatsapp\"} 2"),
             "{text}"
         );
         assert!(

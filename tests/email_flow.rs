@@ -290,9 +290,10 @@ async fn pay_links_follow_the_invoice_life_paid_cancelled_superseded_and_stale()
 
     assert_eq!(env.get(&cancelled).await.status(), 410);
     assert_eq!(env.get(&format!("{cancelled}/pay")).await.status(), 410);
+    // An older revision's link leads to the newest revision's page.
     let superseded = env.get(&old_revision).await;
-    assert_eq!(superseded.status(), 410);
-    assert!(superseded.text().await.unwrap().contains("replaced by a newer request"));
+    assert_eq!(superseded.status(), 200);
+    assert!(superseded.text().await.unwrap().contains("se actualizó"));
 
     // A stale revision is acked, not sent, and reported.
     env.publish(&[invoice("INV-REV", "rev@example.com")]).await;

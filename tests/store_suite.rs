@@ -139,6 +139,7 @@ store_suite!(
     attempts_are_recorded_from_start_to_finish,
     the_outbox_is_oldest_first_and_forgets_confirmed_events,
     a_paylink_is_found_by_its_hash_with_its_invoice,
+    an_older_revisions_paylink_comes_with_the_newest_revision,
     the_first_click_queues_clicked_and_every_click_counts,
     attempts_are_found_by_provider_id_on_their_own_channel,
     delivered_and_read_are_recorded_once_each,
@@ -940,6 +941,77 @@ async fn a_paylink_is_found_by_its_hash_with_its_invoice(db: &TestDb) {
     assert_eq!(link.status, Status::Paid, "the link shows the invoice's status now");
 
     assert!(store.paylink("hash-unknown").await.unwrap().is_none());
+}
+
+/// The pay page of an older message shows what the biller asks for now:
+/// the link's own revision and channel, and the invoice's highest revision
+/// with its status, read together; a click still counts on the link's own.
+async fn an_older_revisions_paylink_comes_with_the_newest_revision(db: &TestDb) {
+    let store = db.store.as_ref();
+    let first = accepted(store, "INV-1", 1).await;
+    started(store, &first, ChannelName::Sms, 1, "old").await;
+    let link = store.paylink("hash-old").await.unwrap().expect("found");
+    assert!(link.newest.is_none(), "no higher revision yet");
+
+    let third = accepted(store, "INV-1", 3).await;
+    started(store, &third, ChannelName::Email, 1, "mid").await;
+    // Another invoice's higher revisions are not this one's.
+    accepted(store, "INV-2", 7).await;
+    let link = store.paylink("hash-old").await.unwrap().expect("found");
+    assert_eq!((&link.key, link.channel), (&first, ChannelName::Sms), "the link's own");
+    assert_eq!(link.status, Status::Superseded);
+    assert_eq!(link.invoice.key, first);
+    let newest = link.newest.expect("the newer revision comes with it");
+    assert_eq!(newest.invoice.key, third);
+    assert_eq!(newest.status, Status::Accepted);
+    assert_eq!(
+        newest.invoice.metadata,
+        Some(serde_json::json!({"erp_doc": "doc-INV-1-3"}))
+    );
+    assert!(
+        store
+            .paylink("hash-mid")
+            .await
+            .unwrap()
+            .expect("found")
+            .newest
+            .is_none(),
+        "the newest revision's own link"
+    );
+
+    // Revisions skip numbers: the highest one comes, not the next one.
+    assert_eq!(begin(store, "INV-1", 2).await, Begin::Stale { latest: 3 });
+    let fifth = accepted(store, "INV-1", 5).await;
+    for token in ["old", "mid"] {
+        let link = store.paylink(&format!("hash-{token}")).await.unwrap().expect("found");
+        assert_eq!(link.newest.expect("newer").invoice.key, fifth, "{token}");
+    }
+
+    // A click on the old link is the old message's.
+    store
+        .record_click("hash-old", &event(EventName::Clicked, &first))
+        .await
+        .unwrap();
+    let history = store.history(ACME, "INV-1").await.unwrap().expect("history");
+    let clicked: Vec<_> = history
+        .timeline
+        .iter()
+        .filter(|e| e.what == "clicked")
+        .map(|e| (e.revision, e.channel))
+        .collect();
+    assert_eq!(clicked, [(Some(1), Some(ChannelName::Sms))]);
+
+    store
+        .close(ACME, "INV-1", Status::Paid, &event(EventName::Paid, &fifth))
+        .await
+        .unwrap();
+    let link = store.paylink("hash-old").await.unwrap().expect("found");
+    assert_eq!(link.status, Status::Superseded, "a close spares superseded revisions");
+    assert_eq!(
+        link.newest.expect("newer").status,
+        Status::Paid,
+        "the newest shows the close"
+    );
 }
 
 async fn the_first_click_queues_clicked_and_every_click_counts(db: &TestDb) {

@@ -7,6 +7,7 @@
 pub(crate) mod api;
 mod listen;
 mod paypage;
+mod people;
 pub mod throttle;
 mod webhooks;
 

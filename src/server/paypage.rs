@@ -1,13 +1,21 @@
 //! `GET /p/{token}` and `GET /p/{token}/pay`.
+//!
+//! A link whose invoice has a newer revision is not a dead end: its page
+//! shows the newest revision (amount, due date, status) with a notice that
+//! the request was updated, and its checkout is the newest revision's. The
+//! click is still the link's own, so it counts for the channel that sent it.
+//! Whether a request is a person's click or a preview is [`people`]'s call.
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use tracing::info;
 
+use super::people::{self, Visitor};
 use super::{message_page, AppError, AppState};
 use crate::domain::Status;
 use crate::events::Event;
+use crate::invoice::Invoice;
 use crate::paylink;
 use crate::render;
 use crate::store::PaylinkRecord;
@@ -28,15 +36,48 @@ async fn lookup(state: &AppState, token: &str) -> Result<LinkState, AppError> {
     let Some(record) = state.store.paylink(&paylink::token_hash(token)).await? else {
         return Ok(LinkState::Unknown);
     };
-    // Expiry before payment: paying an invoice must not bring its expired
-    // links back to life.
-    Ok(match record.status {
+    // The newest revision's status decides, except that the link's own
+    // expiry still ends it. Expiry before payment: paying an invoice must
+    // not bring its expired links back to life.
+    let status = record.newest.as_ref().map_or(record.status, |newest| newest.status);
+    Ok(match status {
         Status::Cancelled => LinkState::Gone("This payment request was cancelled by the sender."),
         Status::Superseded => LinkState::Gone("This payment request was replaced by a newer request."),
         _ if record.expires_at_ms <= state.clock.now_ms() => LinkState::Gone("This payment link has expired."),
         Status::Paid => LinkState::Paid(Box::new(record)),
         Status::Accepted | Status::Sent | Status::Exhausted => LinkState::Open(Box::new(record)),
     })
+}
+
+/// The revision a link's page shows and its checkout charges: the newest.
+fn shown(record: &PaylinkRecord) -> &Invoice {
+    record.newest.as_ref().map_or(&record.invoice, |newest| &newest.invoice)
+}
+
+/// Counts a person's open of the link, on the link's own attempt: its
+/// channel earned it, whichever revision the page shows. A preview is
+/// only counted in the metrics.
+async fn count(state: &AppState, token: &str, record: &PaylinkRecord, visitor: Visitor) -> Result<(), AppError> {
+    if let Visitor::Preview(previewer) = visitor {
+        state.metrics.preview(record.channel, previewer);
+        info!(key = %record.key, channel = %record.channel, previewer, "pay page previewed");
+        return Ok(());
+    }
+    let mut click =
+        Event::clicked(&record.key, &record.correlation, record.channel).metadata(record.invoice.metadata.clone());
+    if let Some(newest) = &record.newest {
+        click = click.detail(format!(
+            "first open of the pay link; it showed revision {}, which replaced this one",
+            newest.invoice.key.revision
+        ));
+    }
+    let clicks = state.store.record_click(&paylink::token_hash(token), &click).await?;
+    state.metrics.click();
+    if clicks == 1 {
+        state.outbox_signal.notify_one();
+    }
+    info!(key = %record.key, channel = %record.channel, clicks, "pay page opened");
+    Ok(())
 }
 
 fn not_found() -> Response {
@@ -51,48 +92,65 @@ fn gone(text: &str) -> Response {
     message_page(StatusCode::GONE, "This link is no longer valid", text)
 }
 
-pub(super) async fn show(State(state): State<AppState>, Path(token): Path<String>) -> Result<Response, AppError> {
+/// The page. `HEAD` (which axum answers with this handler, without the
+/// body) and link previewers get it too, and count as previews.
+pub(super) async fn show(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     let (record, status) = match lookup(&state, &token).await? {
         LinkState::Unknown => return Ok(not_found()),
         LinkState::Gone(text) => return Ok(gone(text)),
         LinkState::Open(r) => (r, "open"),
         LinkState::Paid(r) => (r, "paid"),
     };
-    let click =
-        Event::clicked(&record.key, &record.correlation, record.channel).metadata(record.invoice.metadata.clone());
-    let clicks = state.store.record_click(&paylink::token_hash(&token), &click).await?;
-    state.metrics.click();
-    if clicks == 1 {
-        state.outbox_signal.notify_one();
-    }
-    info!(key = %record.key, channel = %record.channel, clicks, "pay page opened");
+    count(&state, &token, &record, people::visitor(&method, &headers)).await?;
 
     let Some(biller) = state.config.billers.get(&record.key.biller_id) else {
         return Ok(gone("This payment request is no longer handled here."));
     };
     let pay_url = crate::dispatch::pay_url(&state.config, &token);
-    let mut view = render::view(&record.invoice, &record.key.biller_id, biller, &pay_url);
+    let mut view = render::view(shown(&record), &record.key.biller_id, biller, &pay_url);
     view["status"] = status.into();
+    view["updated"] = record.newest.is_some().into();
     view["checkout_path"] = format!("/p/{token}/pay").into();
     let html = state.templates.render("paypage.html", &view)?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response())
 }
 
-pub(super) async fn pay(State(state): State<AppState>, Path(token): Path<String>) -> Result<Response, AppError> {
+/// The pay button: to the biller's checkout for the newest revision, with
+/// the clicked link's token. A `GET` here is a person pressing it, whatever
+/// the `User-Agent` says (previewers fetch the link they were given, not
+/// the page's button); a `HEAD` counts nothing.
+pub(super) async fn pay(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    method: Method,
+) -> Result<Response, AppError> {
     let record = match lookup(&state, &token).await? {
         LinkState::Unknown => return Ok(not_found()),
         LinkState::Gone(text) => return Ok(gone(text)),
-        // Never send a consumer to checkout for a closed invoice.
+        // Never send a consumer to checkout for a closed invoice; the page
+        // it goes back to counts the open by its own rules.
         LinkState::Paid(_) => return Ok(see_other(&format!("/p/{token}"))),
         LinkState::Open(r) => r,
     };
+    let visitor = if method == Method::HEAD {
+        Visitor::Preview("head")
+    } else {
+        Visitor::Person
+    };
+    count(&state, &token, &record, visitor).await?;
     let Some(biller) = state.config.billers.get(&record.key.biller_id) else {
         return Ok(gone("This payment request is no longer handled here."));
     };
-    let amount = &record.invoice.amount;
+    let invoice = shown(&record);
+    let amount = &invoice.amount;
     let url = paylink::checkout_url(
         &biller.checkout_url,
-        &record.key,
+        &invoice.key,
         &amount.text,
         amount.minor,
         &amount.currency,
@@ -128,4 +186,60 @@ pub(super) async fn security_headers(mut response: Response) -> Response {
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::config::BillerConfig;
+    use crate::render::{view, Templates};
+
+    /// The built-in page of a sample invoice for a customer with `locale`.
+    fn page(templates: &Templates, locale: &str, updated: Option<bool>, status: &str) -> String {
+        let body = json!({"kind": "payment_request", "invoice_id": "INV-7", "biller_id": "acme", "revision": 2,
+            "amount": "1234.50", "currency": "EUR", "due_date": "2026-12-01",
+            "customer": {"name": "C", "email": "c@example.com", "locale": locale}});
+        let Ok(crate::invoice::Message::PaymentRequest(invoice)) =
+            crate::invoice::parse(body.to_string().as_bytes(), |_| true)
+        else {
+            panic!("the test invoice parses");
+        };
+        let biller = BillerConfig {
+            name: "ACME".into(),
+            ..BillerConfig::default()
+        };
+        let mut v = view(&invoice, "acme", &biller, "https://pay.example/p/T");
+        v["status"] = json!(status);
+        v["checkout_path"] = json!("/p/T/pay");
+        if let Some(updated) = updated {
+            v["updated"] = json!(updated);
+        }
+        templates.render("paypage.html", &v).unwrap()
+    }
+
+    #[test]
+    fn an_older_links_page_says_in_its_language_that_the_request_was_updated() {
+        let templates = Templates::load(None).unwrap();
+        let cases = [
+            ("en", "This payment request was updated"),
+            ("es-MX", "Esta solicitud de pago se actualizó"),
+            ("pt-BR", "Esta solicitação de pagamento foi atualizada"),
+            ("de-DE", "Diese Zahlungsaufforderung wurde aktualisiert"),
+        ];
+        for (locale, notice) in cases {
+            for status in ["open", "paid"] {
+                let updated = page(&templates, locale, Some(true), status);
+                assert!(updated.contains(notice), "{locale} {status}: {updated}");
+                assert_eq!(updated.matches("class=\"updated\"").count(), 1, "{updated}");
+            }
+            for flag in [Some(false), None] {
+                let current = page(&templates, locale, flag, "open");
+                assert!(
+                    !current.contains(notice) && !current.contains("class=\"updated\""),
+                    "{locale}: {current}"
+                );
+            }
+        }
+    }
 }

@@ -257,6 +257,16 @@ pub struct PaylinkRecord {
     pub status: Status,
     pub invoice: Invoice,
     pub correlation: Correlation,
+    /// The invoice's newest revision, when it is higher than the link's:
+    /// an older message's link leads to what the biller asks for now.
+    pub newest: Option<NewestRevision>,
+}
+
+/// The newest revision of a pay link's invoice (its key is `invoice.key`).
+#[derive(Debug, Clone)]
+pub struct NewestRevision {
+    pub status: Status,
+    pub invoice: Invoice,
 }
 
 /// A new pay link, written with the attempt that carries it.
@@ -421,7 +431,8 @@ pub trait Store: Send + Sync {
     /// Queues an event that reports no state change (rejected, duplicate).
     async fn record_event(&self, event: &Event) -> Result<(), StoreError>;
 
-    /// Finds a pay link by its token's hash.
+    /// Finds a pay link by its token's hash, with its invoice's newest
+    /// revision when that is a higher one, in one read.
     async fn paylink(&self, token_hash: &str) -> Result<Option<PaylinkRecord>, StoreError>;
 
     /// Counts a click; the first one also queues `event`. Returns the count.
@@ -545,6 +556,18 @@ fn parse_state(s: &str) -> AttemptState {
 
 fn parse_invoice(json: &str) -> Result<Invoice, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// [`PaylinkRecord::newest`] from the newer revision's `status` and
+/// `invoice_json`, as both stores read them.
+fn newest_revision(row: Option<(String, String)>) -> Result<Option<NewestRevision>, StoreError> {
+    row.map(|(status, invoice)| {
+        Ok(NewestRevision {
+            status: Status::parse(&status)?,
+            invoice: parse_invoice(&invoice)?,
+        })
+    })
+    .transpose()
 }
 
 fn event_json(event: &Event) -> Result<String, StoreError> {

@@ -59,10 +59,10 @@ use sqlx::{Executor, PgPool, Postgres, Row, Transaction};
 use tracing::{info, warn};
 
 use super::{
-    build_history, closing_event, event_json, parse_channel, parse_invoice, parse_state, sql, step_record,
-    AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, DueStep, History, NewPaylink, OutboxEntry,
-    PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus, Store, StoreError, StoredInvoice,
-    REPLACED,
+    build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_state, sql,
+    step_record, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, DueStep, History, NewPaylink,
+    OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus, Store, StoreError,
+    StoredInvoice, REPLACED,
 };
 use crate::domain::clock::Clock;
 use crate::domain::ChannelName;
@@ -616,17 +616,23 @@ impl Store for PostgresStore {
     }
 
     async fn paylink(&self, token_hash: &str) -> Result<Option<PaylinkRecord>, StoreError> {
+        // The link's revision, and the highest revision above it if any
+        // (one row of NULLs when there is none).
         let row = sqlx::query(
             "SELECT p.biller_id, p.invoice_id, p.revision, p.channel, p.expires_ms, i.status, i.invoice_json,
-                    i.correlation_id, i.message_id
+                    i.correlation_id, i.message_id, n.status, n.invoice_json
              FROM paylinks p JOIN invoices i
                ON i.biller_id = p.biller_id AND i.invoice_id = p.invoice_id AND i.revision = p.revision
-             WHERE p.token_hash = $1",
+             LEFT JOIN invoices n
+               ON n.biller_id = p.biller_id AND n.invoice_id = p.invoice_id AND n.revision > p.revision
+             WHERE p.token_hash = $1
+             ORDER BY n.revision DESC NULLS LAST LIMIT 1",
         )
         .bind(token_hash)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
+        let newest: Option<(String, String)> = row.try_get::<Option<String>, _>(9)?.zip(row.try_get(10)?);
         Ok(Some(PaylinkRecord {
             key: key_of(&row, 0)?,
             channel: parse_channel(row.try_get(3)?)?,
@@ -637,6 +643,7 @@ impl Store for PostgresStore {
                 correlation_id: row.try_get(7)?,
                 message_id: row.try_get(8)?,
             },
+            newest: newest_revision(newest)?,
         }))
     }
 

@@ -19,10 +19,10 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
-    build_history, closing_event, event_json, parse_channel, parse_invoice, parse_state, sql, step_record,
-    AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, DueStep, History, NewPaylink, OutboxEntry,
-    PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus, Store, StoreError, StoredInvoice,
-    REPLACED,
+    build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_state, sql,
+    step_record, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, DueStep, History, NewPaylink,
+    OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus, Store, StoreError,
+    StoredInvoice, REPLACED,
 };
 use crate::domain::clock::Clock;
 use crate::domain::ChannelName;
@@ -635,13 +635,18 @@ impl Store for SqliteStore {
         let token_hash = token_hash.to_owned();
         self.writer
             .call(move |conn| {
+                // The link's revision, and the highest revision above it if
+                // any (one row of NULLs when there is none).
                 let row = conn
                     .prepare_cached(
                         "SELECT a.biller_id, a.invoice_id, a.revision, a.channel, a.expires_ms, i.status,
-                                i.invoice_json, i.correlation_id, i.message_id
+                                i.invoice_json, i.correlation_id, i.message_id, n.status, n.invoice_json
                          FROM attempts a JOIN invoices i
                            ON i.biller_id = a.biller_id AND i.invoice_id = a.invoice_id AND i.revision = a.revision
-                         WHERE a.token_hash = ?1",
+                         LEFT JOIN invoices n
+                           ON n.biller_id = a.biller_id AND n.invoice_id = a.invoice_id AND n.revision > a.revision
+                         WHERE a.token_hash = ?1
+                         ORDER BY n.revision DESC LIMIT 1",
                     )?
                     .query_row([&token_hash], |row| {
                         Ok((
@@ -654,10 +659,11 @@ impl Store for SqliteStore {
                                 correlation_id: row.get(7)?,
                                 message_id: row.get(8)?,
                             },
+                            row.get::<_, Option<String>>(9)?.zip(row.get::<_, Option<String>>(10)?),
                         ))
                     })
                     .optional()?;
-                let Some((key, channel, expires_at_ms, status, invoice, correlation)) = row else {
+                let Some((key, channel, expires_at_ms, status, invoice, correlation, newest)) = row else {
                     return Ok(None);
                 };
                 Ok(Some(PaylinkRecord {
@@ -667,6 +673,7 @@ impl Store for SqliteStore {
                     status: Status::parse(&status)?,
                     invoice: parse_invoice(&invoice)?,
                     correlation,
+                    newest: newest_revision(newest)?,
                 }))
             })
             .await
