@@ -439,6 +439,7 @@ async fn begin_again_resumes_an_unfinished_invoice_after_its_attempts(db: &TestD
                 state: AttemptState::Sending,
                 step: None,
                 finished_ms: None,
+                opened: false,
             }]
         }
     );
@@ -458,6 +459,7 @@ async fn begin_again_resumes_an_unfinished_invoice_after_its_attempts(db: &TestD
             state: AttemptState::Failed,
             step: None,
             finished_ms: None,
+            opened: false,
         },
         AttemptRecord {
             channel: ChannelName::Sms,
@@ -465,6 +467,7 @@ async fn begin_again_resumes_an_unfinished_invoice_after_its_attempts(db: &TestD
             state: AttemptState::Sent,
             step: None,
             finished_ms: None,
+            opened: false,
         },
     ];
     assert_eq!(
@@ -763,6 +766,7 @@ async fn a_new_invoice_is_stored_with_its_first_attempt_and_nothing_else_is(db: 
             state: AttemptState::Sending,
             step: None,
             finished_ms: None,
+            opened: false,
         }]
     );
     let link = store.paylink("hash-a").await.unwrap().expect("the pay link is stored");
@@ -1133,7 +1137,7 @@ async fn fail_after_send_fails_a_sent_attempt_once_and_reopens_the_invoice(db: &
         Some(Status::Accepted),
         "reopened for the next channel"
     );
-    let attempts = store.invoice(&key).await.unwrap().expect("stored").attempts;
+    let attempts = untimed(store.invoice(&key).await.unwrap().expect("stored").attempts);
     assert_eq!(attempts[1].state, AttemptState::Failed);
     assert_eq!(begin(store, "INV-1", 1).await, Begin::Resume { attempts });
 
@@ -1606,6 +1610,7 @@ async fn a_reopened_store_keeps_its_data(db: &TestDb) {
                 state: AttemptState::Sent,
                 step: None,
                 finished_ms: None,
+                opened: false,
             }]
         }
     );

@@ -41,11 +41,14 @@ pub(super) enum Sent {
     Closed,
 }
 
-/// A journey step's send: its name (in the attempt and the events) and
-/// the template it renders.
+/// A send the scheduler makes: a journey step's, or the first request's
+/// again on another channel (an escalation).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct StepSend<'a> {
-    pub name: &'a str,
+    /// The step's name, in the attempt and the events; `None` for the
+    /// first request.
+    pub name: Option<&'a str>,
+    /// The template it renders.
     pub template: &'a str,
 }
 
@@ -92,7 +95,13 @@ impl Dispatcher {
         };
         let started = self
             .store
-            .start_attempt(&invoice.key, channel, 1, &outgoing.paylink, plan.step.map(|s| s.name))
+            .start_attempt(
+                &invoice.key,
+                channel,
+                1,
+                &outgoing.paylink,
+                plan.step.and_then(|s| s.name),
+            )
             .await?;
         let Some(attempt_id) = started else {
             return Ok(Sent::Closed);
@@ -131,7 +140,7 @@ impl Dispatcher {
             invoice,
             correlation,
             channel,
-            step: plan.step.map(|s| s.name),
+            step: plan.step.and_then(|s| s.name),
         };
         let prepared = match outgoing.message {
             Ok(p) => p,

@@ -48,6 +48,8 @@ struct Stub {
     replies: Mutex<VecDeque<Reply>>,
     sends: Arc<AtomicU32>,
     store: Arc<dyn Store>,
+    /// The pay-link tokens of the messages it prepared, in order.
+    tokens: Arc<Mutex<Vec<String>>>,
 }
 
 #[derive(Debug)]
@@ -66,6 +68,7 @@ impl Channel for Stub {
     }
 
     fn prepare(&self, request: &Request<'_>, _: &Templates) -> Result<Prepared, RenderError> {
+        self.tokens.lock().unwrap().push(request.token.to_owned());
         Ok(Prepared::new(
             self.name,
             request.to,
@@ -120,6 +123,8 @@ struct World {
     clock: Arc<ManualClock>,
     sms: Arc<AtomicU32>,
     email: Arc<AtomicU32>,
+    /// The SMS messages' pay-link tokens, in order.
+    sms_tokens: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -175,17 +180,19 @@ impl World {
         });
         let mut stub = |name, replies: Vec<Reply>| {
             let sends = Arc::new(AtomicU32::new(0));
+            let tokens = Arc::new(Mutex::new(Vec::new()));
             let channel = Stub {
                 name,
                 replies: Mutex::new(replies.into()),
                 sends: sends.clone(),
                 store: store.clone(),
+                tokens: tokens.clone(),
             };
             registry.insert(Box::new(channel), Quota::per_second(NonZeroU32::new(1000).unwrap()));
-            sends
+            (sends, tokens)
         };
-        let sms = stub(ChannelName::Sms, sms);
-        let email = stub(ChannelName::Email, email);
+        let (sms, sms_tokens) = stub(ChannelName::Sms, sms);
+        let (email, _) = stub(ChannelName::Email, email);
         let dispatcher = Dispatcher::new(
             Arc::new(config(routing, dir.path())),
             store.clone(),
@@ -205,6 +212,7 @@ impl World {
             clock,
             sms,
             email,
+            sms_tokens,
             _dir: dir,
         }
     }
@@ -912,4 +920,88 @@ steps = [{ name = "nudge", after = "2h" }, { name = "again", after = "1d" }]"#;
     assert_eq!(world.store.next_step().await.unwrap(), Some(eight + DAY));
     assert_eq!(world.at(eight + DAY).await, 1);
     assert_eq!(world.sms.load(Ordering::SeqCst), 3);
+}
+
+const ESCALATING: &str = r#"default = ["sms", "email"]
+journey = "chase"
+
+[journeys.chase]
+escalate_after = "24h"
+steps = [{ name = "nudge", due = "+5d", channels = ["sms", "email"] }]"#;
+
+impl World {
+    /// A person opens the pay link of the `n`th SMS message.
+    async fn open_sms_link(&self, n: usize) {
+        let token = self.sms_tokens.lock().unwrap()[n].clone();
+        let hash = crate::paylink::token_hash(&token);
+        let record = self.store.paylink(&hash).await.unwrap().expect("the link exists");
+        let clicked = Event::clicked(&record.key, &record.correlation, record.channel);
+        self.store.record_click(&hash, &clicked).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_request_nobody_opened_in_time_goes_out_on_the_next_channel() {
+    let world = World::new(ESCALATING, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    assert_eq!(world.at(NOON + 24 * HOUR - 1).await, 0);
+    assert_eq!(world.at(NOON + 24 * HOUR).await, 1);
+    let journey = world.journey("INV-1").await;
+    assert_eq!(
+        journey,
+        [
+            sent(ChannelName::Sms, None),
+            (EventName::Escalated, Some(ChannelName::Email), None),
+            sent(ChannelName::Email, None),
+        ]
+    );
+    let escalated = &world.events("INV-1").await[2];
+    assert_eq!(
+        escalated.detail.as_deref(),
+        Some("the sms payment request was not opened within 1day; sending it by email")
+    );
+    // Email was the last channel: nothing further to escalate to.
+    let steps = world.store.steps("acme", "INV-1").await.unwrap();
+    assert_eq!(
+        (steps[0].name.as_str(), steps[0].status),
+        ("request", crate::store::StepStatus::Sent)
+    );
+}
+
+#[tokio::test]
+async fn a_request_a_person_opened_is_not_escalated() {
+    let world = World::new(ESCALATING, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    world.clock.set_ms(NOON + HOUR);
+    world.open_sms_link(0).await;
+    assert_eq!(world.at(NOON + 24 * HOUR).await, 1);
+    assert_eq!(world.email.load(Ordering::SeqCst), 0, "opened: no escalation");
+    let names: Vec<EventName> = world.journey("INV-1").await.into_iter().map(|e| e.0).collect();
+    assert_eq!(names, [EventName::Sent, EventName::Clicked]);
+}
+
+#[tokio::test]
+async fn a_reminder_nobody_opened_escalates_with_its_step_and_then_the_journey_completes() {
+    let world = World::new(ESCALATING, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    world.clock.set_ms(NOON + HOUR);
+    world.open_sms_link(0).await;
+    world.at(NOON + 24 * HOUR).await;
+    let nudge = NOON + 10 * DAY - 2 * HOUR; // 2026-11-30T10:00Z: +5d from 2026-11-25? no: due 12-01 + 5d
+    let _ = nudge;
+    let nudge = DUE_DAY_10 + 5 * DAY;
+    assert_eq!(world.at(nudge).await, 1);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 2);
+    assert_eq!(world.at(nudge + 24 * HOUR).await, 1);
+    let journey = world.journey("INV-1").await;
+    let nudge_step = Some("nudge".to_owned());
+    assert_eq!(
+        journey[2..],
+        [
+            (EventName::Sent, Some(ChannelName::Sms), nudge_step.clone()),
+            (EventName::Escalated, Some(ChannelName::Email), nudge_step.clone()),
+            (EventName::Sent, Some(ChannelName::Email), nudge_step.clone()),
+            (EventName::JourneyCompleted, None, nudge_step),
+        ]
+    );
 }

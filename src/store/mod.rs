@@ -94,6 +94,9 @@ pub struct AttemptRecord {
     pub step: Option<String>,
     /// When it ended, if it did.
     pub finished_ms: Option<i64>,
+    /// A person opened its pay link (previews do not count): no reason to
+    /// escalate it to the next channel.
+    pub opened: bool,
 }
 
 /// A planned step whose time has come, claimed by this instance.

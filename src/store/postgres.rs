@@ -318,12 +318,16 @@ async fn attempts_of<'e, E: sqlx::Executor<'e, Database = Postgres>>(
     executor: E,
     key: &InvoiceKey,
 ) -> Result<Vec<AttemptRecord>, StoreError> {
-    let rows = sqlx::query(sql::ATTEMPTS_OF)
-        .bind(&key.biller_id)
-        .bind(&key.invoice_id)
-        .bind(key.revision)
-        .fetch_all(executor)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT a.channel, a.attempt, a.state, a.step, a.finished_ms, COALESCE(p.clicks, 0) > 0
+         FROM attempts a LEFT JOIN paylinks p ON p.attempt_id = a.id
+         WHERE a.biller_id = $1 AND a.invoice_id = $2 AND a.revision = $3 ORDER BY a.id",
+    )
+    .bind(&key.biller_id)
+    .bind(&key.invoice_id)
+    .bind(key.revision)
+    .fetch_all(executor)
+    .await?;
     rows.iter()
         .map(|row| {
             Ok(AttemptRecord {
@@ -332,6 +336,7 @@ async fn attempts_of<'e, E: sqlx::Executor<'e, Database = Postgres>>(
                 state: parse_state(row.try_get(2)?),
                 step: row.try_get(3)?,
                 finished_ms: row.try_get(4)?,
+                opened: row.try_get(5)?,
             })
         })
         .collect()

@@ -8,7 +8,8 @@
 //!
 //! What the databases do differently stays with each store: the outbox and
 //! its owners, pay links (their own table in PostgreSQL, columns of the
-//! attempt in SQLite), new attempts' ids, and locks and leases.
+//! attempt in SQLite, so an attempt's clicks are read differently), new
+//! attempts' ids, and locks and leases.
 
 /// Declares the statements, and for the tests the list of them all.
 macro_rules! statements {
@@ -62,9 +63,6 @@ statements! {
 
     INVOICE = "SELECT status, invoice_json, correlation_id, message_id FROM invoices
                WHERE biller_id = $1 AND invoice_id = $2 AND revision = $3";
-
-    ATTEMPTS_OF = "SELECT channel, attempt, state, step, finished_ms FROM attempts
-                   WHERE biller_id = $1 AND invoice_id = $2 AND revision = $3 ORDER BY id";
 
     /// Provider ids are unique per channel in practice; should one repeat,
     /// the first attempt that carried it answers.

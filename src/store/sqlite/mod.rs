@@ -179,7 +179,10 @@ fn insert_event(conn: &Connection, event_json: &str) -> Result<(), StoreError> {
 }
 
 fn attempts_of(conn: &Connection, key: &InvoiceKey) -> Result<Vec<AttemptRecord>, StoreError> {
-    let mut stmt = conn.prepare_cached(sql::ATTEMPTS_OF)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT channel, attempt, state, step, finished_ms, clicks > 0 FROM attempts
+         WHERE biller_id = ?1 AND invoice_id = ?2 AND revision = ?3 ORDER BY id",
+    )?;
     let rows = stmt.query_map(params![key.biller_id, key.invoice_id, key.revision], |row| {
         Ok((
             row.get::<_, String>(0)?,
@@ -187,17 +190,19 @@ fn attempts_of(conn: &Connection, key: &InvoiceKey) -> Result<Vec<AttemptRecord>
             row.get::<_, String>(2)?,
             row.get::<_, Option<String>>(3)?,
             row.get::<_, Option<i64>>(4)?,
+            row.get::<_, bool>(5)?,
         ))
     })?;
     let mut attempts = Vec::new();
     for row in rows {
-        let (channel, attempt, state, step, finished_ms) = row?;
+        let (channel, attempt, state, step, finished_ms, opened) = row?;
         attempts.push(AttemptRecord {
             channel: parse_channel(&channel)?,
             attempt: attempt_number(attempt)?,
             state: parse_state(&state),
             step,
             finished_ms,
+            opened,
         });
     }
     Ok(attempts)
