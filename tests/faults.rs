@@ -214,6 +214,10 @@ impl Store for Faulty {
         self.check()?;
         self.inner.next_step().await
     }
+    async fn messages_to_customer(&self, customer: &str, since_ms: i64) -> Result<u32, StoreError> {
+        self.check()?;
+        self.inner.messages_to_customer(customer, since_ms).await
+    }
 }
 
 fn faulty(down: &Arc<AtomicBool>, delivery_limit: u32) -> Options {

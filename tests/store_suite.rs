@@ -153,6 +153,7 @@ store_suite!(
     each_due_step_is_claimed_once_by_one_of_two_stores_asking_together,
     a_step_ends_once_and_a_close_or_a_new_revision_cancels_the_rest,
     sends_of_a_step_are_recorded_with_its_name,
+    messages_to_one_customer_are_counted_across_their_invoices,
     ping_answers,
     a_reopened_store_keeps_its_data,
     concurrent_begins_of_one_key_make_exactly_one_new,
@@ -1586,6 +1587,41 @@ async fn sends_of_a_step_are_recorded_with_its_name(db: &TestDb) {
         status(store, &key).await,
         Some(Status::Sent),
         "a reminder leaves the status as it was"
+    );
+}
+
+async fn messages_to_one_customer_are_counted_across_their_invoices(db: &TestDb) {
+    let store = db.store.as_ref();
+    let now = db.clock.now_ms();
+    let first = accepted(store, "INV-1", 1).await;
+    let second = accepted(store, "INV-2", 1).await;
+    let customer = invoice("INV-1", 1).customer_key();
+    assert_eq!(customer, invoice("INV-2", 1).customer_key(), "one customer");
+    assert_eq!(store.messages_to_customer(&customer, now - 1).await.unwrap(), 0);
+    sent(store, &first, ChannelName::Email, "a", "E1").await;
+    started(store, &second, ChannelName::Sms, 1, "b").await;
+    let failed = started(store, &second, ChannelName::Email, 1, "c").await;
+    let outcome = AttemptOutcome::Failed { detail: "no".into() };
+    store
+        .finish_attempt(failed, &outcome, &event(EventName::ChannelFailed, &second))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.messages_to_customer(&customer, now - 1).await.unwrap(),
+        2,
+        "sent and being sent count, failed does not"
+    );
+    assert_eq!(
+        store.messages_to_customer(&customer, now + 3_600_000).await.unwrap(),
+        0,
+        "only since"
+    );
+    assert_eq!(
+        store
+            .messages_to_customer("acme/id/someone-else", now - 1)
+            .await
+            .unwrap(),
+        0
     );
 }
 

@@ -119,6 +119,16 @@ impl Dispatcher {
                 return self.store.reschedule_step(key, due.seq, at, &why).await;
             }
         }
+        if let Some(cap) = self.config.routing.max_messages_per_customer_per_day {
+            let tz = crate::journey::time_zone(&self.config, &stored.invoice);
+            let (today, tomorrow) = crate::journey::day_window(now, &tz, journey.send_at);
+            let customer = stored.invoice.customer_key();
+            if self.store.messages_to_customer(&customer, today).await? >= cap.get() {
+                let why = format!("the customer had {cap} messages today, the daily cap: waits for tomorrow");
+                self.metrics.step("capped");
+                return self.store.reschedule_step(key, due.seq, tomorrow, &why).await;
+            }
+        }
         let span = tracing::info_span!("step", %key, step = %due.name);
         self.send_step(due, journey, step, &stored, later.is_empty())
             .instrument(span)

@@ -1005,3 +1005,43 @@ async fn a_reminder_nobody_opened_escalates_with_its_step_and_then_the_journey_c
         ]
     );
 }
+
+#[tokio::test]
+async fn the_daily_cap_delays_reminders_to_the_next_day_and_never_first_requests() {
+    let routing = r#"default = ["sms"]
+max_messages_per_customer_per_day = 1
+journey = "one"
+
+[journeys.one]
+send_at = "10:00"
+steps = [{ name = "upcoming", due = "-3d" }]"#;
+    let world = World::new(routing, vec![], vec![]).await;
+    // Three invoices of one customer on one day: every first request goes.
+    for invoice in ["INV-1", "INV-2", "INV-3"] {
+        world.receive(invoice, 1).await;
+    }
+    assert_eq!(world.sms.load(Ordering::SeqCst), 3, "first requests are never delayed");
+
+    // Their reminders all fall due at 10:00 on 11-28: one a day goes.
+    let day = DUE_DAY_10 - 3 * DAY;
+    assert_eq!(world.at(day).await, 3);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 4);
+    assert_eq!(world.store.next_step().await.unwrap(), Some(day + DAY));
+    let waiting = world.store.steps("acme", "INV-2").await.unwrap();
+    assert!(
+        waiting[0].detail.as_deref().is_some_and(|d| d.contains("daily cap")),
+        "{waiting:?}"
+    );
+    assert_eq!(world.at(day + DAY).await, 2);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 5);
+    assert_eq!(world.at(day + 2 * DAY).await, 1);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 6, "waiting, never dropped");
+    let sent: usize = {
+        let mut n = 0;
+        for invoice in ["INV-1", "INV-2", "INV-3"] {
+            n += world.journey(invoice).await.iter().filter(|e| e.2.is_some()).count();
+        }
+        n
+    };
+    assert_eq!(sent, 3 + 3, "each reminder sent once, each completing its journey");
+}

@@ -159,3 +159,11 @@ pub fn local_date(now_ms: i64, tz: &TimeZone) -> time::Date {
     )
     .unwrap_or(time::Date::MIN)
 }
+
+/// The start of the customer's day at `now_ms` in `tz` (the daily cap's
+/// window), and `send_at` on the next day: when a step over the cap goes.
+pub fn day_window(now_ms: i64, tz: &TimeZone, send_at: jiff::civil::Time) -> (i64, i64) {
+    let today = local_date(now_ms, tz);
+    let start = due_day_at(today, 0, jiff::civil::Time::midnight(), tz);
+    (start, due_day_at(today, 1, send_at, tz))
+}

@@ -539,6 +539,10 @@ pub trait Store: Send + Sync {
     /// When the next planned step is due, so the scheduler can sleep until then.
     async fn next_step(&self) -> Result<Option<i64>, StoreError>;
 
+    /// How many messages went (or are going) to the customer with this
+    /// [`Invoice::customer_key`] since `since_ms`, across all their invoices.
+    async fn messages_to_customer(&self, customer: &str, since_ms: i64) -> Result<u32, StoreError>;
+
     /// Turns a sent attempt into a failed one after the provider reported a
     /// delivery failure, reopening its invoice for the next channel. True
     /// only for the first such report, so a fallback happens exactly once.

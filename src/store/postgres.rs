@@ -457,6 +457,7 @@ impl Store for PostgresStore {
             .bind(&correlation.correlation_id)
             .bind(&correlation.message_id)
             .bind(now)
+            .bind(invoice.customer_key())
             .execute(&mut *tx)
             .await?;
         self.insert_event(&mut *tx, accepted).await?;
@@ -977,6 +978,15 @@ impl Store for PostgresStore {
 
     async fn next_step(&self) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(sql::NEXT_STEP).fetch_one(&self.pool).await?)
+    }
+
+    async fn messages_to_customer(&self, customer: &str, since_ms: i64) -> Result<u32, StoreError> {
+        let n: i64 = sqlx::query_scalar(sql::MESSAGES_TO_CUSTOMER)
+            .bind(customer)
+            .bind(since_ms)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     async fn next_hold(&self) -> Result<Option<i64>, StoreError> {

@@ -34,8 +34,8 @@ statements! {
 
     /// `received_ms` and `updated_ms` are both `$7`.
     INSERT_INVOICE = "INSERT INTO invoices (biller_id, invoice_id, revision, status, invoice_json, correlation_id,
-                                            message_id, received_ms, updated_ms)
-                      VALUES ($1, $2, $3, 'accepted', $4, $5, $6, $7, $7)";
+                                            message_id, received_ms, updated_ms, customer)
+                      VALUES ($1, $2, $3, 'accepted', $4, $5, $6, $7, $7, $8)";
 
     /// The check right before a send, and a heartbeat (see `claim`): matches
     /// nothing once the invoice is paid, cancelled or superseded.
@@ -175,6 +175,13 @@ statements! {
                 WHERE biller_id = $1 AND invoice_id = $2 ORDER BY revision, seq";
 
     NEXT_STEP = "SELECT MIN(due_ms) FROM steps WHERE status = 'planned'";
+
+    /// Messages started for one customer since `$2`, sent or being sent,
+    /// across all their invoices (the daily cap).
+    MESSAGES_TO_CUSTOMER = "SELECT COUNT(*) FROM invoices i JOIN attempts a
+                              ON a.biller_id = i.biller_id AND a.invoice_id = i.invoice_id
+                                 AND a.revision = i.revision
+                            WHERE i.customer = $1 AND a.started_ms >= $2 AND a.state IN ('sent', 'sending')";
 
     PING = "SELECT 1";
 }

@@ -225,6 +225,7 @@ fn key_of(row: &Row<'_>, first: usize) -> rusqlite::Result<InvoiceKey> {
 /// allocations, freed on another thread).
 struct NewInvoice {
     key: InvoiceKey,
+    customer: String,
     json: String,
     correlation: Correlation,
     accepted: String,
@@ -240,6 +241,7 @@ impl NewInvoice {
     ) -> Result<NewInvoice, StoreError> {
         Ok(NewInvoice {
             key: invoice.key.clone(),
+            customer: invoice.customer_key(),
             json: serde_json::to_string(invoice).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             correlation: correlation.clone(),
             accepted: event_json(accepted)?,
@@ -326,7 +328,8 @@ fn begin(conn: &Connection, invoice: &NewInvoice, now: i64) -> Result<Begin, Sto
         invoice.json,
         correlation.correlation_id,
         correlation.message_id,
-        now
+        now,
+        invoice.customer
     ])?;
     insert_event(conn, &invoice.accepted)?;
     insert_steps(conn, key, &invoice.steps, now)?;
@@ -1029,6 +1032,18 @@ impl Store for SqliteStore {
     async fn next_step(&self) -> Result<Option<i64>, StoreError> {
         self.writer
             .call(|conn| Ok(conn.prepare_cached(sql::NEXT_STEP)?.query_row([], |r| r.get(0))?))
+            .await
+    }
+
+    async fn messages_to_customer(&self, customer: &str, since_ms: i64) -> Result<u32, StoreError> {
+        let customer = customer.to_owned();
+        self.writer
+            .call(move |conn| {
+                let n: i64 = conn
+                    .prepare_cached(sql::MESSAGES_TO_CUSTOMER)?
+                    .query_row(params![customer, since_ms], |r| r.get(0))?;
+                Ok(u32::try_from(n).unwrap_or(u32::MAX))
+            })
             .await
     }
 

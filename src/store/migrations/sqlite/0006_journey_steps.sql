@@ -25,3 +25,10 @@ CREATE INDEX steps_due ON steps (due_ms) WHERE status = 'planned';
 
 -- The journey step a send belongs to; NULL for the first request.
 ALTER TABLE attempts ADD COLUMN step TEXT;
+
+-- Who each invoice is for (`Invoice::customer_key`: the biller and the
+-- customer's id, else a hash of the first contact), so the daily cap on
+-- reminders counts one customer's messages across all their invoices.
+-- NULL for invoices stored before.
+ALTER TABLE invoices ADD COLUMN customer TEXT;
+CREATE INDEX invoices_by_customer ON invoices (customer) WHERE customer IS NOT NULL;
