@@ -104,6 +104,10 @@ impl Store for Faulty {
         }
         self.inner.finish_sent(id, provider_message_id, event, key).await
     }
+    async fn retry_attempt_later(&self, id: i64, detail: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.retry_attempt_later(id, detail).await
+    }
     async fn finish_attempt(&self, id: i64, outcome: &AttemptOutcome, event: &Event) -> Result<(), StoreError> {
         self.check()?;
         self.inner.finish_attempt(id, outcome, event).await

@@ -49,6 +49,8 @@ enum Walk {
     Held(i64),
     /// Sent; the step's next channel follows then unless a person opens it.
     Watch(i64),
+    /// A channel failed for now: tried again then (`[routing] retry_for`).
+    Retry(i64),
     /// The invoice was closed or replaced meanwhile: nothing more to send.
     Closed,
 }
@@ -183,6 +185,13 @@ impl Dispatcher {
                 let why = format!("quiet hours: held until {}", crate::events::rfc3339_ms(until));
                 return self.store.reschedule_step(key, due.seq, until, &why).await;
             }
+            Walk::Retry(at) => {
+                let why = format!(
+                    "a channel failed for now; tried again at {}",
+                    crate::events::rfc3339_ms(at)
+                );
+                return self.store.reschedule_step(key, due.seq, at, &why).await;
+            }
             Walk::Watch(at) => {
                 let why = format!(
                     "sent; escalates to the next channel at {} unless it is opened",
@@ -231,6 +240,7 @@ impl Dispatcher {
         let mut any_sent = false;
         let mut tried = false;
         let mut held_until: Option<i64> = None;
+        let mut retry_at: Option<i64> = None;
         // The channel whose unopened message this walk escalates.
         let mut escalating: Option<ChannelName> = None;
         for (i, channel) in plan.channels.iter().enumerate() {
@@ -256,7 +266,7 @@ impl Dispatcher {
                     continue;
                 }
                 Some((AttemptState::Failed, _)) => continue,
-                Some((AttemptState::Sending, _)) | None => {}
+                Some((AttemptState::Sending | AttemptState::Retrying, _)) | None => {}
             }
             if let Some(until) = self.quiet_until(invoice, *channel) {
                 held_until = Some(held_until.map_or(until, |h| h.min(until)));
@@ -269,17 +279,39 @@ impl Dispatcher {
                 let event = self.escalated(work, stored, from, *channel);
                 self.store.record_event(&event).await?;
             }
+            // A step's last channel (every channel, with `all`) is tried
+            // again later on a transient failure, until `retry_for` after
+            // its first one.
+            let retries: Vec<i64> = stored
+                .attempts
+                .iter()
+                .filter(|a| a.channel == *channel && a.step.as_deref() == work.send.name)
+                .filter(|a| a.state == AttemptState::Retrying)
+                .map(|a| a.finished_ms.unwrap_or(now))
+                .collect();
+            let retry_for = self.config.routing.retry_for.as_millis() as i64;
+            let retry_until = (plan.strategy == Strategy::All || !has_next)
+                .then(|| retries.iter().min().copied().unwrap_or(now).saturating_add(retry_for));
             let send = SendPlan {
-                possibly_twice: previous.is_some(),
+                possibly_twice: previous.is_some_and(|a| a.state == AttemptState::Sending),
                 wait_if_paused: plan.strategy == Strategy::All || !has_next,
                 ends_invoice: false,
                 step: Some(work.send),
+                retry_until,
             };
             tried = true;
             let sent = match self.send_on(invoice, *channel, &stored.correlation, send).await? {
                 Sent::Closed => return Ok(Walk::Closed),
                 Sent::Accepted => true,
                 Sent::Failed => false,
+                Sent::Retrying => {
+                    let at = self.clock.now_ms().saturating_add(retry_pause(retries.len()));
+                    retry_at = Some(retry_at.map_or(at, |r: i64| r.min(at)));
+                    if plan.strategy == Strategy::Fallback {
+                        break;
+                    }
+                    continue;
+                }
             };
             any_sent |= sent;
             if sent && plan.strategy == Strategy::Fallback {
@@ -289,9 +321,10 @@ impl Dispatcher {
                 break;
             }
         }
-        Ok(match held_until {
-            Some(until) => Walk::Held(until),
-            None => Walk::Done { any_sent, tried },
+        Ok(match (held_until, retry_at) {
+            (_, Some(at)) => Walk::Retry(held_until.map_or(at, |h| h.min(at))),
+            (Some(until), None) => Walk::Held(until),
+            (None, None) => Walk::Done { any_sent, tried },
         })
     }
 
@@ -338,6 +371,13 @@ impl Dispatcher {
         self.outbox_signal.notify_one();
         Ok(())
     }
+}
+
+/// How long a step waits before trying a channel again after its `n`th
+/// transient failure (from 0): a minute, doubling, at most an hour.
+fn retry_pause(n: usize) -> i64 {
+    const MINUTE: i64 = 60_000;
+    (MINUTE << n.min(6)).min(60 * MINUTE)
 }
 
 /// When a step placed `wait` after the previous message may go: that long

@@ -28,6 +28,9 @@ pub(super) struct SendPlan<'a> {
     pub ends_invoice: bool,
     /// The journey step this send is for; `None` for the first request.
     pub step: Option<StepSend<'a>>,
+    /// Until when a transient failure is left for the step to try again
+    /// later instead of failing the channel (`[routing] retry_for`).
+    pub retry_until: Option<i64>,
 }
 
 /// How a send on one channel ended.
@@ -37,6 +40,8 @@ pub(super) enum Sent {
     Accepted,
     /// The channel gave up; its failure is stored.
     Failed,
+    /// A transient failure, stored as such: the step tries again later.
+    Retrying,
     /// The invoice was paid, cancelled or superseded meanwhile: nothing was sent.
     Closed,
 }
@@ -152,6 +157,13 @@ impl Dispatcher {
         };
         match self.send_with_retries(&prepared, plan, slot).await {
             Ok((receipt, tries)) => self.record_accepted(&attempt, tries, receipt, plan).await,
+            Err((err, tries)) if err.is_transient() && plan.retry_until.is_some_and(|t| self.clock.now_ms() < t) => {
+                let detail = format!("transient failure, tried again later: {err}");
+                warn!(%channel, tries, code = err.code(), detail = %crate::redact::text(&detail), "channel failed for now");
+                self.metrics.send(channel, "retry_later");
+                self.store.retry_attempt_later(attempt.id, &detail).await?;
+                Ok(Sent::Retrying)
+            }
             Err((err, tries)) => {
                 let detail = err.to_string();
                 warn!(%channel, tries, code = err.code(), detail = %crate::redact::text(&detail), "channel failed");

@@ -1045,3 +1045,95 @@ steps = [{ name = "upcoming", due = "-3d" }]"#;
     };
     assert_eq!(sent, 3 + 3, "each reminder sent once, each completing its journey");
 }
+
+const ONE_SMS_STEP: &str = r#"default = ["sms"]
+retry_for = "10m"
+journey = "one"
+
+[journeys.one]
+send_at = "10:00"
+steps = [{ name = "upcoming", due = "-3d" }]"#;
+
+fn transient_failures(n: usize) -> Vec<Reply> {
+    (0..n).map(|_| Reply::Fail(transient())).collect()
+}
+
+#[tokio::test]
+async fn a_steps_last_channel_failing_for_now_is_tried_again_later_then_sent() {
+    let tries = RetryPolicy::STANDARD.tries_per_channel as usize;
+    // The first request goes; the step's first two runs fail every try.
+    let mut replies = vec![Reply::Accept];
+    replies.extend(transient_failures(2 * tries));
+    let world = World::new(ONE_SMS_STEP, replies, vec![]).await;
+    world.receive("INV-1", 1).await;
+    let day = DUE_DAY_10 - 3 * DAY;
+    assert_eq!(world.at(day).await, 1);
+    assert_eq!(
+        world.store.next_step().await.unwrap(),
+        Some(day + 60_000),
+        "a minute later"
+    );
+    assert_eq!(world.at(day + 60_000).await, 1);
+    assert_eq!(
+        world.store.next_step().await.unwrap(),
+        Some(day + 3 * 60_000),
+        "then two"
+    );
+    assert_eq!(world.at(day + 3 * 60_000).await, 1);
+    let names: Vec<EventName> = world.journey("INV-1").await.into_iter().map(|e| e.0).collect();
+    assert_eq!(
+        names,
+        [EventName::Sent, EventName::Sent, EventName::JourneyCompleted],
+        "no channel_failed for failures tried again"
+    );
+    let attempts: Vec<AttemptState> = world.attempts("INV-1").await.into_iter().map(|a| a.1).collect();
+    assert_eq!(
+        attempts,
+        [
+            AttemptState::Sent,
+            AttemptState::Retrying,
+            AttemptState::Retrying,
+            AttemptState::Sent
+        ]
+    );
+    let sent = world.events("INV-1").await;
+    assert_eq!(
+        sent.iter()
+            .filter(|e| e.detail.as_deref().is_some_and(|d| d.contains("twice")))
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_step_whose_channel_keeps_failing_gives_up_after_retry_for() {
+    let tries = RetryPolicy::STANDARD.tries_per_channel as usize;
+    let mut replies = vec![Reply::Accept];
+    replies.extend(transient_failures(100 * tries));
+    let world = World::new(ONE_SMS_STEP, replies, vec![]).await;
+    world.receive("INV-1", 1).await;
+    let mut at = DUE_DAY_10 - 3 * DAY;
+    let mut runs = 0;
+    while world.at(at).await == 1 {
+        runs += 1;
+        match world.store.next_step().await.unwrap() {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    // Runs at 0, 1, 3, 7 and 15 minutes after the first failure: the one
+    // at 15 is past the 10 minutes of retry_for, and its failure is final.
+    assert_eq!(runs, 5, "tried again at growing pauses until retry_for ran out");
+    let names: Vec<EventName> = world.journey("INV-1").await.into_iter().map(|e| e.0).collect();
+    assert_eq!(
+        names,
+        [
+            EventName::Sent,
+            EventName::ChannelFailed,
+            EventName::Exhausted,
+            EventName::JourneyCompleted
+        ]
+    );
+    let steps = world.store.steps("acme", "INV-1").await.unwrap();
+    assert_eq!(steps[0].status, crate::store::StepStatus::Failed);
+}

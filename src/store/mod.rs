@@ -193,6 +193,9 @@ pub enum AttemptState {
     Sending,
     Sent,
     Failed,
+    /// Failed for now (a transient error): its journey step tries the
+    /// channel again later, within `[routing] retry_for`.
+    Retrying,
 }
 
 /// A stored invoice with what is needed to go on sending it.
@@ -409,6 +412,10 @@ pub trait Store: Send + Sync {
         Ok((begun, attempt))
     }
 
+    /// Records a transient failure that a journey step tries again later
+    /// (no event: the channel has not given up).
+    async fn retry_attempt_later(&self, attempt_id: i64, detail: &str) -> Result<(), StoreError>;
+
     /// Records how an attempt ended, with its event.
     async fn finish_attempt(&self, attempt_id: i64, outcome: &AttemptOutcome, event: &Event) -> Result<(), StoreError>;
 
@@ -557,6 +564,7 @@ fn parse_state(s: &str) -> AttemptState {
     match s {
         "sent" => AttemptState::Sent,
         "failed" => AttemptState::Failed,
+        "retrying" => AttemptState::Retrying,
         _ => AttemptState::Sending,
     }
 }
@@ -705,7 +713,7 @@ fn build_history(
         timeline.push(entry(row.started_ms, revision, "send_started", channel, None));
         if let Some(finished) = row.finished_ms {
             let (what, detail) = match parse_state(&row.state) {
-                AttemptState::Failed => ("send_failed", row.detail.clone()),
+                AttemptState::Failed | AttemptState::Retrying => ("send_failed", row.detail.clone()),
                 _ => (
                     "sent",
                     row.provider_message_id.as_ref().map(|id| format!("provider id {id}")),

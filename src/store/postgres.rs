@@ -530,6 +530,16 @@ impl Store for PostgresStore {
         Ok(Some(id))
     }
 
+    async fn retry_attempt_later(&self, attempt_id: i64, detail: &str) -> Result<(), StoreError> {
+        sqlx::query(sql::RETRY_ATTEMPT)
+            .bind(detail)
+            .bind(self.clock.now_ms())
+            .bind(attempt_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn finish_attempt(&self, attempt_id: i64, outcome: &AttemptOutcome, event: &Event) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         self.end_attempt(&mut tx, attempt_id, outcome, event).await?;

@@ -123,6 +123,10 @@ statements! {
                          ORDER BY updated_ms LIMIT $3)
                    RETURNING biller_id, invoice_id, revision";
 
+    /// A transient failure a journey step tries again later: not final, so
+    /// no `channel_failed` yet.
+    RETRY_ATTEMPT = "UPDATE attempts SET state = 'retrying', detail = $1, finished_ms = $2 WHERE id = $3";
+
     /// Matches only while the attempt is `sent`: one report fails it.
     FAIL_SENT_ATTEMPT = "UPDATE attempts SET state = 'failed', detail = $1, finished_ms = $2
                          WHERE id = $3 AND state = 'sent'";

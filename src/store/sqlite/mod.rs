@@ -585,6 +585,17 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn retry_attempt_later(&self, attempt_id: i64, detail: &str) -> Result<(), StoreError> {
+        let (detail, now) = (detail.to_owned(), self.clock.now_ms());
+        self.writer
+            .call(move |conn| {
+                conn.prepare_cached(sql::RETRY_ATTEMPT)?
+                    .execute(params![detail, now, attempt_id])?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn finish_attempt(&self, attempt_id: i64, outcome: &AttemptOutcome, event: &Event) -> Result<(), StoreError> {
         let (outcome, event, now) = (outcome.clone(), event_json(event)?, self.clock.now_ms());
         self.writer

@@ -23,7 +23,9 @@ CREATE TABLE steps (
 -- What the scheduler looks for every second: planned steps by due time.
 CREATE INDEX steps_due ON steps (due_ms) WHERE status = 'planned';
 
--- The journey step a send belongs to; NULL for the first request.
+-- The journey step a send belongs to; NULL for the first request. An
+-- attempt's `state` may now also be `retrying`: a transient failure its
+-- journey step tries again later.
 ALTER TABLE attempts ADD COLUMN step TEXT;
 
 -- Who each invoice is for (`Invoice::customer_key`: the biller and the
