@@ -1137,3 +1137,15 @@ async fn a_step_whose_channel_keeps_failing_gives_up_after_retry_for() {
     let steps = world.store.steps("acme", "INV-1").await.unwrap();
     assert_eq!(steps[0].status, crate::store::StepStatus::Failed);
 }
+
+#[tokio::test]
+async fn the_accepted_event_names_the_journey_and_its_reminders() {
+    let world = World::new(LADDER, vec![], vec![]).await;
+    world.clock.set_ms(DUE_DAY_10 - 3 * DAY + HOUR);
+    world.receive("INV-1", 1).await;
+    let accepted = &world.events("INV-1").await[0];
+    assert_eq!(
+        accepted.detail.as_deref(),
+        Some("routed by default: sms, email (fallback); journey ladder: 2 reminder(s) planned, 1 skipped (their time had passed)")
+    );
+}
