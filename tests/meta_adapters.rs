@@ -115,6 +115,18 @@ struct Sent {
 }
 
 fn prepare(config: &Config, registry: &Registry, channel: ChannelName, biller_id: &str) -> Sent {
+    let first = payrelay::render::Message::first_request();
+    prepare_message(config, registry, channel, biller_id, &first).expect("prepared")
+}
+
+/// [`prepare`] of `message`, five days after the due date.
+fn prepare_message(
+    config: &Config,
+    registry: &Registry,
+    channel: ChannelName,
+    biller_id: &str,
+    message: &payrelay::render::Message,
+) -> Result<Sent, payrelay::render::RenderError> {
     let body = invoice_json(biller_id).to_string();
     let Ok(Message::PaymentRequest(invoice)) =
         payrelay::invoice::parse(body.as_bytes(), |b| config.billers.contains_key(b))
@@ -124,7 +136,8 @@ fn prepare(config: &Config, registry: &Registry, channel: ChannelName, biller_id
     let biller = &config.billers[biller_id];
     let token = payrelay::paylink::new_token();
     let pay_url = format!("{PUBLIC_BASE_URL}/p/{token}");
-    let view = payrelay::render::View::new(&invoice, biller_id, biller, &pay_url);
+    let today = time::Date::from_calendar_date(2026, time::Month::December, 6).expect("a date");
+    let view = payrelay::render::View::new(&invoice, biller_id, biller, &pay_url, message, today);
     let templates = Templates::load(None).expect("built-in templates");
     let to = invoice.customer.contacts.address(channel).expect("a contact");
     let request = Request {
@@ -134,12 +147,12 @@ fn prepare(config: &Config, registry: &Registry, channel: ChannelName, biller_id
         biller,
     };
     let adapter = registry.get(channel).expect("channel configured");
-    let prepared = adapter.prepare(&request, &templates).expect("prepared");
-    Sent {
+    let prepared = adapter.prepare(&request, &templates)?;
+    Ok(Sent {
         prepared,
         token,
         pay_url,
-    }
+    })
 }
 
 fn registry(config: &Config) -> Registry {

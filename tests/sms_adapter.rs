@@ -94,6 +94,25 @@ fn prepare_with(
     description: &str,
     templates: &Templates,
 ) -> (Prepared, String) {
+    let first = render::Message::first_request();
+    prepare_message(channel, config, description, templates, &first, day(2026, 11, 28))
+}
+
+fn day(year: i32, month: u8, day: u8) -> time::Date {
+    let month = time::Month::try_from(month).expect("a month");
+    time::Date::from_calendar_date(year, month, day).expect("a date")
+}
+
+/// [`prepare_with`] for `message` as of `today` (the invoice is due on
+/// 2026-12-01).
+fn prepare_message(
+    channel: &dyn Channel,
+    config: &Config,
+    description: &str,
+    templates: &Templates,
+    message: &render::Message,
+    today: time::Date,
+) -> (Prepared, String) {
     let body = json!({
         "invoice_id": "INV-2026-000123",
         "biller_id": "acme",
@@ -110,7 +129,7 @@ fn prepare_with(
     let biller = &config.billers["acme"];
     let token = payrelay::paylink::new_token();
     let pay_url = format!("https://relay.example/payrelay/p/{token}");
-    let view = render::View::new(&invoice, "acme", biller, &pay_url);
+    let view = render::View::new(&invoice, "acme", biller, &pay_url, message, today);
     let request = Request {
         to: TO,
         token: &token,
