@@ -495,3 +495,44 @@ async fn the_file_provider_writes_the_message_as_json_under_the_outbox_dir() {
         .count();
     assert_eq!(files, 1, "one file, no leftover partial file");
 }
+
+/// Every message a journey sends by SMS, in every built-in language and on
+/// every side of the due date, with a real pay link (39-character token on
+/// a 33-character base): GSM-7, so no accent doubles its cost, and at most
+/// two segments.
+#[test]
+fn journey_messages_stay_within_two_gsm7_segments_with_a_real_link() {
+    use payrelay::channels::sms::{Encoding, Segments};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), "provider = \"file\"");
+    let channel = channel(&config);
+    let templates = Templates::load(None).expect("the built-in templates load");
+    for locale in ["en", "es-MX", "es-ES", "pt-BR", "de-DE"] {
+        let mut biller_config = config.clone();
+        if let Some(acme) = biller_config.billers.get_mut("acme") {
+            acme.default_locale = Some(locale.to_owned());
+        }
+        for template in render::BUILT_IN_MESSAGES {
+            let message = render::Message::step("a_step", template);
+            for days in [12, 3, 1, 0, -1, -5, -30] {
+                let today = day(2026, 12, 1) - time::Duration::days(days);
+                let (sms, pay_url) =
+                    prepare_message(&channel, &biller_config, "Electricity", &templates, &message, today);
+                assert_eq!(pay_url.len(), 72, "a real-length link");
+                let text = sms.part("text").expect("a text part").into_owned();
+                assert!(text.contains(&pay_url), "{text}");
+                let word = match locale {
+                    "en" => "nvoice",
+                    "de-DE" => "Rechnung",
+                    "pt-BR" => "fatura",
+                    _ => "factura",
+                };
+                assert!(text.contains(word), "in its language: {text}");
+                let segments = Segments::of(&text);
+                let at = format!("{template} in {locale}, {days} days to due: {text}");
+                assert_eq!(segments.encoding, Encoding::Gsm7, "{at}");
+                assert!(segments.count <= 2, "{} segments: {at}", segments.count);
+            }
+        }
+    }
+}
