@@ -190,7 +190,7 @@ impl Dispatcher {
 /// as an attempt and sent. `payrelay preview` shows what this makes, so what
 /// it shows is what goes out, pay link length included. `message` says
 /// which template (and journey step) to render; its `days_to_due` count
-/// from the customer's date ([`local_today`]).
+/// from the customer's date (their time zone, else the biller's, else UTC).
 pub fn prepare(
     config: &Config,
     channels: &Registry,
