@@ -709,12 +709,13 @@ fn holds_parts(dir: &Path) -> bool {
 
 /// Template data for a made-up invoice, built by [`view`] like a real one,
 /// so `payrelay check` can render each template and config snippet once:
-/// the first request, three days before its due date.
+/// the first request, three days before its due date. It has no
+/// `metadata`, as many invoices do not, so a template must guard what it
+/// reads there (`{{#if metadata.contract}}`).
 pub fn sample_view() -> serde_json::Value {
     const SAMPLE: &str = r#"{"invoice_id": "INV-SAMPLE", "biller_id": "sample", "amount": "1234.50",
         "currency": "EUR", "due_date": "2026-12-01", "description": "Sample", "source": "erp",
-        "customer": {"id": "C-1", "name": "Sample Customer", "email": "sample@example.com", "locale": "en"},
-        "metadata": {"contract": "K-1"}}"#;
+        "customer": {"id": "C-1", "name": "Sample Customer", "email": "sample@example.com", "locale": "en"}}"#;
     let biller = BillerConfig {
         name: "Sample Biller".into(),
         ..BillerConfig::default()

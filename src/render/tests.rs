@@ -797,3 +797,22 @@ fn the_sample_check_tries_each_branch_on_the_days() {
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].reason.contains("en/overdue/sms/body"), "{problems:?}");
 }
+
+#[test]
+fn the_sample_check_wants_metadata_guarded_since_invoices_may_have_none() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "en/reminder/sms/body.hbs",
+        "{{metadata.contract}} {{pay_url}}",
+    );
+    write(
+        dir.path(),
+        "en/overdue/sms/body.hbs",
+        "{{#if metadata.contract}}({{metadata.contract}}) {{/if}}{{pay_url}}",
+    );
+    let t = Templates::load(Some(dir.path())).unwrap();
+    let problems = t.check_with_sample();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].reason.contains("en/reminder/sms/body"), "{problems:?}");
+}
