@@ -475,3 +475,42 @@ fn an_error_prints_each_cause_once() {
     assert_eq!(error.matches("in use").count(), 1, "{error}");
     drop(taken);
 }
+
+/// Every message a journey step can send must exist on the channels it
+/// can use, and be mapped to an approved template on WhatsApp.
+#[test]
+fn check_finds_journey_steps_whose_message_cannot_be_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "journeys.toml",
+        r#"
+[billers.acme]
+checkout_url = "https://pay.example/{invoice_id}"
+[channels.email]
+transport = "file"
+[channels.whatsapp]
+provider = "file"
+templates = { reminder = "payment_reminder" }
+[routing]
+journey = "chase"
+[journeys.chase]
+steps = [
+  { name = "upcoming", due = "-3d", channels = ["whatsapp", "email"] },
+  { name = "late", due = "+3d", channels = ["whatsapp"] },
+  { name = "last", due = "+9d", channels = ["email"], template = "second_notice" },
+]
+"#,
+    );
+    let (code, out) = payrelay(&config, &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("journeys.chase.steps[1]: no approved WhatsApp template is mapped to the overdue message"),
+        "{out}"
+    );
+    assert!(
+        out.contains("journeys.chase.steps[2]: the second_notice message has no template for email"),
+        "{out}"
+    );
+    assert!(!out.contains("steps[0]"), "reminder is built in and mapped: {out}");
+}
