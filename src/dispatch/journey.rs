@@ -37,7 +37,7 @@ use crate::store::{AttemptState, DueStep, StepRecord, StepStatus, StoreError, St
 const BUSY_RETRY_MS: i64 = 1_000;
 /// How long a step waits for a first request that has not gone out yet
 /// (held for quiet hours, or still being tried).
-const FIRST_REQUEST_WAIT_MS: i64 = 60_000;
+const FIRST_REQUEST_WAIT_MS: i64 = 5_000;
 
 /// How walking a step's channels ended.
 enum Walk {
@@ -107,19 +107,54 @@ impl Dispatcher {
             },
         };
         let steps = self.store.steps(&key.biller_id, &key.invoice_id).await?;
-        let later: Vec<&StepRecord> = steps
+        let mine: Vec<&StepRecord> = steps.iter().filter(|s| s.revision == key.revision).collect();
+        let sent_by = |name: &str| {
+            stored
+                .attempts
+                .iter()
+                .any(|a| a.state == AttemptState::Sent && a.step.as_deref() == Some(name))
+        };
+        let planned = |s: &&&StepRecord| s.status == StepStatus::Planned;
+        // Steps go in order: one before this that has sent nothing yet (held
+        // for quiet hours or the cap, failing for now, claimed elsewhere)
+        // goes first. One that went out and only waits to escalate does not
+        // hold this one back: this step supersedes its escalation.
+        let before: Vec<&&StepRecord> = mine.iter().filter(|s| s.seq < due.seq).filter(planned).collect();
+        let waiting = before
             .iter()
-            .filter(|s| s.revision == key.revision && s.seq > due.seq && s.status == StepStatus::Planned)
-            .collect();
-        if later.iter().any(|s| s.due_ms <= now) {
+            .filter(|s| s.seq > 0 && !sent_by(&s.name))
+            .map(|s| s.due_ms)
+            .max();
+        if let Some(at) = waiting {
+            let why = "waits for the step before it to go out first";
+            return self
+                .store
+                .reschedule_step(key, due.seq, at.max(now).saturating_add(BUSY_RETRY_MS), why)
+                .await;
+        }
+        let later: Vec<&&StepRecord> = mine.iter().filter(|s| s.seq > due.seq).filter(planned).collect();
+        // Only a step placed by date is really due when its time has come;
+        // one placed after the previous message waits for this one.
+        if later.iter().any(|s| s.after_ms.is_none() && s.due_ms <= now) {
             let why = "a later step is due too (payrelay was not running when this one was): only the latest goes out";
             return self.end_step(due, StepStatus::Skipped, why, Vec::new()).await;
         }
         if let Some(StepTime::After(wait)) = step.map(|s| s.when) {
-            if let Some(at) = after_previous(&stored, wait.as_millis() as i64).filter(|at| *at > now) {
+            let earlier: Vec<&str> = mine
+                .iter()
+                .filter(|s| s.seq < due.seq)
+                .map(|s| s.name.as_str())
+                .collect();
+            let previous = after_previous(&stored, &earlier, wait.as_millis() as i64);
+            if let Some(at) = previous.filter(|at| *at > now) {
                 let why = format!("placed {} after the previous message", humantime::format_duration(wait));
                 return self.store.reschedule_step(key, due.seq, at, &why).await;
             }
+        }
+        for watching in &before {
+            let why = format!("step {} went out before anyone opened this one", due.name);
+            self.end_step(&due_of(key, watching), StepStatus::Sent, &why, Vec::new())
+                .await?;
         }
         if let Some(cap) = self.config.routing.max_messages_per_customer_per_day {
             let tz = crate::journey::time_zone(&self.config, &stored.invoice);
@@ -381,14 +416,27 @@ fn retry_pause(n: usize) -> i64 {
 }
 
 /// When a step placed `wait` after the previous message may go: that long
-/// after the last message of this revision went out (`None`: nothing went
-/// out yet, so the wait counts from now, as planned).
-fn after_previous(stored: &StoredInvoice, wait: i64) -> Option<i64> {
+/// after the last message the steps before it (`earlier`, by name) or the
+/// first request sent (`None`: nothing went out yet, so the wait counts
+/// from now, as planned).
+fn after_previous(stored: &StoredInvoice, earlier: &[&str], wait: i64) -> Option<i64> {
     stored
         .attempts
         .iter()
         .filter(|a| a.state == AttemptState::Sent)
+        .filter(|a| a.step.as_deref().is_none_or(|step| earlier.contains(&step)))
         .filter_map(|a| a.finished_ms)
         .max()
         .map(|last| last.saturating_add(wait))
+}
+
+/// The [`DueStep`] a stored step would be, to end it.
+fn due_of(key: &crate::domain::InvoiceKey, step: &StepRecord) -> DueStep {
+    DueStep {
+        key: key.clone(),
+        seq: step.seq,
+        journey: step.journey.clone(),
+        name: step.name.clone(),
+        due_ms: step.due_ms,
+    }
 }

@@ -158,6 +158,9 @@ pub struct StepRecord {
     pub due_ms: i64,
     pub done_ms: Option<i64>,
     pub detail: Option<String>,
+    /// Placed this long after the previous message: `due_ms` is only an
+    /// estimate until that message went out.
+    pub after_ms: Option<i64>,
 }
 
 /// Why the steps of an invoice's revisions below a new one stop.
@@ -174,6 +177,7 @@ fn step_record(
     due_ms: i64,
     done_ms: Option<i64>,
     detail: Option<String>,
+    after_ms: Option<i64>,
 ) -> Result<StepRecord, StoreError> {
     Ok(StepRecord {
         revision,
@@ -184,6 +188,7 @@ fn step_record(
         due_ms,
         done_ms,
         detail,
+        after_ms,
     })
 }
 

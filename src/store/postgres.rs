@@ -981,6 +981,7 @@ impl Store for PostgresStore {
                     row.try_get(5)?,
                     row.try_get(6)?,
                     row.try_get(7)?,
+                    row.try_get(8)?,
                 )
             })
             .collect()

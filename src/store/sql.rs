@@ -175,7 +175,7 @@ statements! {
     FINISH_STEP = "UPDATE steps SET status = $1, done_ms = $2, detail = $3, claimed_ms = NULL
                    WHERE biller_id = $4 AND invoice_id = $5 AND revision = $6 AND seq = $7 AND status = 'planned'";
 
-    STEPS_OF = "SELECT revision, seq, journey, name, status, due_ms, done_ms, detail FROM steps
+    STEPS_OF = "SELECT revision, seq, journey, name, status, due_ms, done_ms, detail, after_ms FROM steps
                 WHERE biller_id = $1 AND invoice_id = $2 ORDER BY revision, seq";
 
     NEXT_STEP = "SELECT MIN(due_ms) FROM steps WHERE status = 'planned'";

@@ -1028,13 +1028,16 @@ impl Store for SqliteStore {
                             row.get::<_, i64>(5)?,
                             row.get::<_, Option<i64>>(6)?,
                             row.get::<_, Option<String>>(7)?,
+                            row.get::<_, Option<i64>>(8)?,
                         ))
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
                 rows.into_iter()
-                    .map(|(revision, seq, journey, name, status, due_ms, done_ms, detail)| {
-                        step_record(revision, seq, journey, name, &status, due_ms, done_ms, detail)
-                    })
+                    .map(
+                        |(revision, seq, journey, name, status, due_ms, done_ms, detail, after_ms)| {
+                            step_record(revision, seq, journey, name, &status, due_ms, done_ms, detail, after_ms)
+                        },
+                    )
                     .collect()
             })
             .await
