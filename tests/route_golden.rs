@@ -129,6 +129,35 @@ fn an_invoice_no_channel_can_reach_would_be_dead_lettered() {
     route_golden("no_channel");
 }
 
+/// `payrelay --config journeys.toml route invoices/<invoice>.json --today
+/// <day>` must succeed and print `<name>.out`.
+fn journey_golden(name: &str, invoice: &str, today: &str) {
+    let file = format!("invoices/{invoice}.json");
+    let (code, stdout, stderr) = payrelay(&["--config", "journeys.toml", "route", &file, "--today", today]);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_golden(name, &stdout);
+}
+
+/// A step past as of --today is skipped; the others at 10:00 in the
+/// biller's zone, on the step's channels or routing's, with preferences
+/// and opt-outs applied, and the template for their day.
+#[test]
+fn the_journey_follows_the_routing_with_each_step_at_its_local_time() {
+    journey_golden("route_journey_standard", "rule_match", "2026-11-29");
+}
+
+/// The biller names the journey; a step placed `after` the first request
+/// is estimated from the start of --today's day, in UTC when no zone is set.
+#[test]
+fn a_billers_journey_with_a_step_after_the_previous_message() {
+    journey_golden("route_journey_biller", "default", "2026-11-20");
+}
+
+#[test]
+fn a_rule_that_says_no_journey_wins_over_routing() {
+    journey_golden("route_journey_none", "pos_sale", "2026-11-20");
+}
+
 #[test]
 fn a_replay_summarises_what_the_new_config_would_change() {
     let (code, stdout, stderr) = payrelay(&[
