@@ -278,3 +278,61 @@ fn the_diff_shows_what_changed() {
     assert_eq!(diff("a\n", "a\nb\n"), "  a\n+ b");
     assert_eq!(diff("a\n", "a"), "  a\n(the files differ in the final newline)");
 }
+
+/// The fenced blocks of a Markdown file, with their info strings.
+fn fenced(text: &str) -> Vec<(String, String)> {
+    let mut blocks = Vec::new();
+    let mut open: Option<(String, String)> = None;
+    for line in text.lines() {
+        match (&mut open, line.strip_prefix("```")) {
+            (None, Some(info)) => open = Some((info.trim().to_owned(), String::new())),
+            (Some(_), Some(_)) => blocks.extend(open.take()),
+            (Some((_, body)), None) => {
+                body.push_str(line);
+                body.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    blocks
+}
+
+/// docs/journeys.md shows `payrelay route` on its example config and
+/// invoice: the output shown must be the binary's.
+#[test]
+fn the_route_output_in_the_journeys_guide_is_the_binarys() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/journeys.md")).unwrap();
+    let blocks = fenced(&doc);
+    let block = |info: &str| {
+        blocks
+            .iter()
+            .find(|(i, _)| i == info)
+            .map(|(_, body)| body.clone())
+            .unwrap_or_else(|| panic!("docs/journeys.md has no ```{info} block"))
+    };
+    let console = block("console");
+    let (command, shown) = console.split_once('\n').unwrap();
+    assert_eq!(
+        command,
+        "$ payrelay --config journeys.toml route invoice.json --today 2026-11-29"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("journeys.toml"), block("toml")).unwrap();
+    std::fs::write(dir.path().join("invoice.json"), block("json")).unwrap();
+    let config = dir.path().join("journeys.toml");
+    let invoice = dir.path().join("invoice.json");
+    let (code, stdout, stderr) = payrelay(&[
+        "--config",
+        config.to_str().unwrap(),
+        "route",
+        invoice.to_str().unwrap(),
+        "--today",
+        "2026-11-29",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout == shown,
+        "docs/journeys.md shows another output (- shown, + actual):\n{}",
+        diff(shown, &stdout)
+    );
+}
