@@ -15,7 +15,8 @@
 //! [`meta`] (the Graph API shape WhatsApp and Messenger share).
 //!
 //! # Messages
-//! `prepare` renders a payment request into the channel's own message type
+//! `prepare` renders a message (the view's template: the first request or
+//! a journey's reminder) into the channel's own message type
 //! (an email's subject, text and HTML; an SMS body with its segment count;
 //! a WhatsApp template with its parameters; a Messenger button template),
 //! private to its folder. [`Prepared`] carries it to `send` without knowing
@@ -262,14 +263,15 @@ impl SendError {
     }
 }
 
-/// Everything a channel needs to render one payment request.
+/// Everything a channel needs to render one message.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     /// The customer's address on this channel (personal data: never logged).
     pub to: &'a str,
     /// This message's pay-link token (WhatsApp's URL button takes it as suffix).
     pub token: &'a str,
-    /// The template data, `pay_url` included.
+    /// The template data, `pay_url` included, and which message it is
+    /// ([`View::template`]).
     pub view: &'a View<'a>,
     pub biller: &'a BillerConfig,
 }
@@ -306,7 +308,7 @@ impl ChannelsConfig {
 pub trait Channel: Send + Sync {
     fn name(&self) -> ChannelName;
 
-    /// Renders the payment request from the channel's templates into its
+    /// Renders the view's message from the channel's templates into its
     /// own message type, exactly as it will be sent.
     fn prepare(&self, request: &Request<'_>, templates: &Templates) -> Result<Prepared, RenderError>;
 

@@ -73,6 +73,70 @@ fn snippet_problems(uses: &TemplateUses, templates: &Templates) -> Vec<String> {
         .collect()
 }
 
+/// Every message a journey step can send must exist on every channel it
+/// can use: in English at least (else it cannot be sent), and in each
+/// declared language (else it goes out in English); on WhatsApp, mapped to
+/// an approved template.
+fn journey_problems(config: &Config, uses: &TemplateUses, templates: &Templates) -> Vec<String> {
+    use crate::config::StepTime;
+    use crate::domain::ChannelName;
+    let mut problems = Vec::new();
+    for (name, journey) in &config.journeys {
+        for (i, step) in journey.steps.iter().enumerate() {
+            let key = format!("journeys.{name}.steps[{i}]");
+            let messages: Vec<&str> = match (&step.template, step.when) {
+                (Some(own), _) => vec![own.as_str()],
+                (None, StepTime::Due { days }) if days > 0 => vec!["overdue"],
+                (None, StepTime::Due { .. }) => vec!["reminder"],
+                (None, StepTime::After(_)) => vec!["reminder", "overdue"],
+            };
+            let channels: Vec<ChannelName> = match &step.channels {
+                Some(own) => own.clone(),
+                None => ChannelName::ALL
+                    .into_iter()
+                    .filter(|c| config.channels.is_configured(*c))
+                    .collect(),
+            };
+            for message in messages {
+                for channel in &channels {
+                    if *channel == ChannelName::Whatsapp {
+                        let mapped = config.channels.whatsapp.as_ref().and_then(|w| w.approved(message));
+                        if mapped.is_none() {
+                            problems.push(format!(
+                                "{key}: no approved WhatsApp template is mapped to the {message} message \
+                                 (add it to [channels.whatsapp] templates)"
+                            ));
+                        }
+                        continue;
+                    }
+                    let missing = templates.missing_message_on(message, "en", *channel);
+                    if !missing.is_empty() {
+                        problems.push(format!(
+                            "{key}: the {message} message has no template for {channel}: {}",
+                            missing.join(", ")
+                        ));
+                        continue;
+                    }
+                    // The built-in messages' languages are checked with the
+                    // rest of the templates (`locale_problems`).
+                    let built_in = crate::render::BUILT_IN_MESSAGES.contains(&message);
+                    for (declared, locale, _) in uses.locales.iter().filter(|_| !built_in) {
+                        let missing = templates.missing_message_on(message, locale, *channel);
+                        if !missing.is_empty() {
+                            problems.push(format!(
+                                "{key}: the {message} message has no {locale} template for {channel} \
+                                 ({declared} declares that language; it would be sent in English): {}",
+                                missing.join(", ")
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
 /// `payrelay check`: config and templates checked together, every problem
 /// in one report, even when the config has problems of its own; `serve`
 /// runs it first and refuses to start on a problem.
@@ -102,6 +166,9 @@ pub fn check(source: &Source) -> Result<(Config, Templates), String> {
             if let Some(uses) = &uses {
                 problems.extend(snippet_problems(uses, &t));
                 problems.extend(locale_problems(uses, &t));
+                if let Some(config) = &config {
+                    problems.extend(journey_problems(config, uses, &t));
+                }
             }
             if problems.is_empty() {
                 Some(t)

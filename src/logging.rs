@@ -144,6 +144,9 @@ pub(crate) fn capture(filter: &str) -> (tracing::subscriber::DefaultGuard, impl 
     let buffer = tests::Buffer::default();
     let subscriber = subscriber(Format::Text, EnvFilter::new(filter), false, buffer.clone());
     let guard = tracing::subscriber::set_default(subscriber);
+    // Tests on other threads, with no subscriber, may have cached a
+    // callsite as never wanted meanwhile: ask every callsite again.
+    tracing::callsite::rebuild_interest_cache();
     (guard, move || buffer.text())
 }
 

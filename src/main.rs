@@ -80,6 +80,14 @@ enum Command {
         /// channels routing picks].
         #[arg(long, value_name = "CHANNEL")]
         channel: Option<ChannelName>,
+        /// The message template to render (payment_request, reminder,
+        /// overdue, final_notice, or one the templates dir adds).
+        #[arg(long, value_name = "NAME", default_value = "payment_request", value_parser = parse_template)]
+        template: String,
+        /// The journey step sending it, as templates see it in `step`
+        /// [default: none, the first request].
+        #[arg(long, value_name = "NAME")]
+        step: Option<String>,
     },
     /// Publish invoices to the queue with publisher confirms. Every message
     /// is checked first: a bad one stops the run before anything is sent.
@@ -150,7 +158,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => bail!("give an invoice FILE, or --replay FILE --against NEW.toml"),
             }
         }
-        Command::Preview { file, channel } => preview(&source, &file, channel),
+        Command::Preview {
+            file,
+            channel,
+            template,
+            step,
+        } => {
+            let message = payrelay::render::Message { template, step };
+            preview(&source, &file, channel, &message)
+        }
         Command::Publish { file, raw } => publish(&source, &file, raw).await,
     }
 }
@@ -226,7 +242,12 @@ fn replay_command(
 
 /// `payrelay preview`: each message through the dispatcher's own
 /// preparation, with a real pay link (never stored, so it opens nothing).
-fn preview(source: &Source, file: &Path, channel: Option<ChannelName>) -> anyhow::Result<ExitCode> {
+fn preview(
+    source: &Source,
+    file: &Path,
+    channel: Option<ChannelName>,
+    message: &payrelay::render::Message,
+) -> anyhow::Result<ExitCode> {
     let (config, templates) = payrelay::app::check(source).map_err(|p| anyhow::anyhow!("{p}"))?;
     let invoice = read_invoice(file, &config)?;
     let plan = payrelay::router::route(&invoice, &config, time::OffsetDateTime::now_utc().date());
@@ -248,7 +269,7 @@ fn preview(source: &Source, file: &Path, channel: Option<ChannelName>) -> anyhow
             println!("== {c}: the invoice has no {}", c.contact_field());
             continue;
         }
-        let outgoing = payrelay::dispatch::prepare(&config, &registry, &templates, &clock, &invoice, c);
+        let outgoing = payrelay::dispatch::prepare(&config, &registry, &templates, &clock, &invoice, c, message);
         let prepared = outgoing.message.map_err(|e| anyhow::anyhow!("{c}: {e}"))?;
         println!("== {c} to {}", prepared.to);
         for (name, content) in prepared.parts() {
@@ -310,6 +331,11 @@ Nothing is sent or stored.";
 fn parse_day(text: &str) -> Result<time::Date, String> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
     time::Date::parse(text, format).map_err(|_| format!("\"{text}\" is not a date in the form YYYY-MM-DD"))
+}
+
+/// `--template NAME`: a message template's name.
+fn parse_template(text: &str) -> Result<String, String> {
+    payrelay::render::check_message_name(text).map(|()| text.to_owned())
 }
 
 /// `--limit N` or `--limit all`.

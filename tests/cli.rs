@@ -270,6 +270,68 @@ provider = "file"
     assert!(!dir.path().join("var").exists(), "preview sends nothing");
 }
 
+/// Any message of a journey can be previewed; one WhatsApp has no
+/// approved template for is refused with what to configure.
+#[test]
+fn preview_renders_the_message_template_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "config.toml",
+        r#"
+[billers.acme]
+name = "ACME Energy"
+checkout_url = "https://pay.example/{token}"
+[channels.email]
+transport = "file"
+[channels.sms]
+provider = "file"
+[channels.whatsapp]
+provider = "file"
+templates = { final_notice = "payment_final" }
+"#,
+    );
+    let invoice = write(dir.path(), "invoice.json", INVOICE);
+    let file = invoice.to_str().unwrap();
+    let (code, out) = payrelay(
+        &config,
+        &[
+            "preview",
+            file,
+            "--channel",
+            "sms",
+            "--template",
+            "final_notice",
+            "--step",
+            "final",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ACME Energy: final reminder. Invoice INV-1"), "{out}");
+    assert!(out.contains("-- segments\n2 (GSM-7)"), "{out}");
+
+    let (code, out) = payrelay(
+        &config,
+        &["preview", file, "--channel", "whatsapp", "--template", "final_notice"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("-- template\npayment_final"), "{out}");
+    let (code, out) = payrelay(
+        &config,
+        &["preview", file, "--channel", "whatsapp", "--template", "overdue"],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("no approved WhatsApp template is mapped to the overdue message"),
+        "{out}"
+    );
+
+    let (code, out) = payrelay(&config, &["preview", file, "--template", "Final-Notice"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("not a message template name"), "{out}");
+    assert!(!dir.path().join("var").exists(), "preview sends nothing");
+}
+
 #[test]
 fn route_says_why_an_invoice_would_be_rejected() {
     let dir = tempfile::tempdir().unwrap();
@@ -457,4 +519,43 @@ fn an_error_prints_each_cause_once() {
     // The OS's reason appears once, not again after the message quoting it.
     assert_eq!(error.matches("in use").count(), 1, "{error}");
     drop(taken);
+}
+
+/// Every message a journey step can send must exist on the channels it
+/// can use, and be mapped to an approved template on WhatsApp.
+#[test]
+fn check_finds_journey_steps_whose_message_cannot_be_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "journeys.toml",
+        r#"
+[billers.acme]
+checkout_url = "https://pay.example/{invoice_id}"
+[channels.email]
+transport = "file"
+[channels.whatsapp]
+provider = "file"
+templates = { reminder = "payment_reminder" }
+[routing]
+journey = "chase"
+[journeys.chase]
+steps = [
+  { name = "upcoming", due = "-3d", channels = ["whatsapp", "email"] },
+  { name = "late", due = "+3d", channels = ["whatsapp"] },
+  { name = "last", due = "+9d", channels = ["email"], template = "second_notice" },
+]
+"#,
+    );
+    let (code, out) = payrelay(&config, &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("journeys.chase.steps[1]: no approved WhatsApp template is mapped to the overdue message"),
+        "{out}"
+    );
+    assert!(
+        out.contains("journeys.chase.steps[2]: the second_notice message has no template for email"),
+        "{out}"
+    );
+    assert!(!out.contains("steps[0]"), "reminder is built in and mapped: {out}");
 }

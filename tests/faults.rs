@@ -104,6 +104,10 @@ impl Store for Faulty {
         }
         self.inner.finish_sent(id, provider_message_id, event, key).await
     }
+    async fn retry_attempt_later(&self, id: i64, detail: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.retry_attempt_later(id, detail).await
+    }
     async fn finish_attempt(&self, id: i64, outcome: &AttemptOutcome, event: &Event) -> Result<(), StoreError> {
         self.check()?;
         self.inner.finish_attempt(id, outcome, event).await
@@ -213,6 +217,10 @@ impl Store for Faulty {
     async fn next_step(&self) -> Result<Option<i64>, StoreError> {
         self.check()?;
         self.inner.next_step().await
+    }
+    async fn messages_to_customer(&self, customer: &str, since_ms: i64) -> Result<u32, StoreError> {
+        self.check()?;
+        self.inner.messages_to_customer(customer, since_ms).await
     }
 }
 

@@ -51,6 +51,7 @@ base_url = "{graph_url}/v21.0"
 phone_number_id = "{PHONE_NUMBER_ID}"
 access_token = "env:WHATSAPP_TOKEN"
 timeout = "500ms"
+templates = {{ reminder = "payment_reminder", final_notice = "payment_final" }}
 
 [channels.messenger]
 provider = "meta"
@@ -115,6 +116,18 @@ struct Sent {
 }
 
 fn prepare(config: &Config, registry: &Registry, channel: ChannelName, biller_id: &str) -> Sent {
+    let first = payrelay::render::Message::first_request();
+    prepare_message(config, registry, channel, biller_id, &first).expect("prepared")
+}
+
+/// [`prepare`] of `message`, five days after the due date.
+fn prepare_message(
+    config: &Config,
+    registry: &Registry,
+    channel: ChannelName,
+    biller_id: &str,
+    message: &payrelay::render::Message,
+) -> Result<Sent, payrelay::render::RenderError> {
     let body = invoice_json(biller_id).to_string();
     let Ok(Message::PaymentRequest(invoice)) =
         payrelay::invoice::parse(body.as_bytes(), |b| config.billers.contains_key(b))
@@ -124,7 +137,8 @@ fn prepare(config: &Config, registry: &Registry, channel: ChannelName, biller_id
     let biller = &config.billers[biller_id];
     let token = payrelay::paylink::new_token();
     let pay_url = format!("{PUBLIC_BASE_URL}/p/{token}");
-    let view = payrelay::render::View::new(&invoice, biller_id, biller, &pay_url);
+    let today = time::Date::from_calendar_date(2026, time::Month::December, 6).expect("a date");
+    let view = payrelay::render::View::new(&invoice, biller_id, biller, &pay_url, message, today);
     let templates = Templates::load(None).expect("built-in templates");
     let to = invoice.customer.contacts.address(channel).expect("a contact");
     let request = Request {
@@ -134,12 +148,12 @@ fn prepare(config: &Config, registry: &Registry, channel: ChannelName, biller_id
         biller,
     };
     let adapter = registry.get(channel).expect("channel configured");
-    let prepared = adapter.prepare(&request, &templates).expect("prepared");
-    Sent {
+    let prepared = adapter.prepare(&request, &templates)?;
+    Ok(Sent {
         prepared,
         token,
         pay_url,
-    }
+    })
 }
 
 fn registry(config: &Config) -> Registry {
@@ -511,4 +525,101 @@ async fn the_file_provider_writes_what_would_be_sent_under_its_outbox() {
             }
         }
     }
+}
+
+/// Journey messages go out as the approved template mapped to each, with
+/// the channel's parameters: a biller's own template and parameters are
+/// its first request's only.
+#[tokio::test]
+async fn whatsapp_sends_the_approved_template_mapped_to_each_message() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(WHATSAPP_PATH))
+        .respond_with(whatsapp_ok())
+        .expect(2)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = meta_config(&server.uri(), dir.path());
+    let registry = registry(&config);
+    let cases = [
+        ("acme", "reminder", "payment_reminder"),
+        ("globex", "final_notice", "payment_final"),
+    ];
+    let mut tokens = Vec::new();
+    for (biller, template, approved) in cases {
+        let message = payrelay::render::Message::step("a_step", template);
+        let sent = prepare_message(&config, &registry, ChannelName::Whatsapp, biller, &message).expect("mapped");
+        assert_eq!(sent.prepared.part("template").as_deref(), Some(approved));
+        registry.send(&sent.prepared).await.expect("accepted");
+        tokens.push(sent.token);
+    }
+    let requests = server.received_requests().await.expect("recording on");
+    let bodies: Vec<Value> = requests.iter().map(|r| r.body_json().expect("JSON body")).collect();
+    for ((body, (_, _, approved)), token) in bodies.iter().zip(cases).zip(&tokens) {
+        assert_eq!(body["template"]["name"], approved);
+        assert_eq!(body["template"]["language"]["code"], "es_MX");
+        assert_eq!(
+            body["template"]["components"][0]["parameters"],
+            json!([
+                {"type": "text", "text": "María López"},
+                {"type": "text", "text": "$1,234.50"},
+                {"type": "text", "text": "1 de diciembre de 2026"}
+            ]),
+            "the channel's parameters, for Globex too"
+        );
+        assert_eq!(
+            body["template"]["components"][1]["parameters"][0]["text"],
+            token.as_str()
+        );
+    }
+    server.verify().await;
+}
+
+/// A message with no approved template mapped fails its channel with a
+/// reason that says what to configure, and nothing reaches WhatsApp: it is
+/// never sent as `payment_request` instead.
+#[tokio::test]
+async fn whatsapp_refuses_a_message_with_no_approved_template() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(whatsapp_ok())
+        .expect(0)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = meta_config(&server.uri(), dir.path());
+    let registry = registry(&config);
+    let overdue = payrelay::render::Message::step("late", "overdue");
+    for biller in ["acme", "globex"] {
+        let refused = prepare_message(&config, &registry, ChannelName::Whatsapp, biller, &overdue)
+            .err()
+            .expect("refused");
+        let reason = refused.to_string();
+        assert!(
+            reason.contains("no approved WhatsApp template is mapped to the overdue message")
+                && reason.contains("[channels.whatsapp] templates"),
+            "{reason}"
+        );
+    }
+    // The dispatcher's own preparation records the same reason as the
+    // channel's failure.
+    let body = invoice_json("acme").to_string();
+    let Ok(Message::PaymentRequest(invoice)) = payrelay::invoice::parse(body.as_bytes(), |b| b == "acme") else {
+        panic!("the test invoice does not parse");
+    };
+    let templates = Templates::load(None).expect("built-in templates");
+    let clock = payrelay::domain::clock::SystemClock;
+    let outgoing = payrelay::dispatch::prepare(
+        &config,
+        &registry,
+        &templates,
+        &clock,
+        &invoice,
+        ChannelName::Whatsapp,
+        &overdue,
+    );
+    let reason = outgoing.message.expect_err("refused");
+    assert!(reason.contains("overdue"), "{reason}");
+    assert!(server.received_requests().await.expect("recording on").is_empty());
 }

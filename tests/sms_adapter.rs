@@ -94,6 +94,25 @@ fn prepare_with(
     description: &str,
     templates: &Templates,
 ) -> (Prepared, String) {
+    let first = render::Message::first_request();
+    prepare_message(channel, config, description, templates, &first, day(2026, 11, 28))
+}
+
+fn day(year: i32, month: u8, day: u8) -> time::Date {
+    let month = time::Month::try_from(month).expect("a month");
+    time::Date::from_calendar_date(year, month, day).expect("a date")
+}
+
+/// [`prepare_with`] for `message` as of `today` (the invoice is due on
+/// 2026-12-01).
+fn prepare_message(
+    channel: &dyn Channel,
+    config: &Config,
+    description: &str,
+    templates: &Templates,
+    message: &render::Message,
+    today: time::Date,
+) -> (Prepared, String) {
     let body = json!({
         "invoice_id": "INV-2026-000123",
         "biller_id": "acme",
@@ -110,7 +129,7 @@ fn prepare_with(
     let biller = &config.billers["acme"];
     let token = payrelay::paylink::new_token();
     let pay_url = format!("https://relay.example/payrelay/p/{token}");
-    let view = render::View::new(&invoice, "acme", biller, &pay_url);
+    let view = render::View::new(&invoice, "acme", biller, &pay_url, message, today);
     let request = Request {
         to: TO,
         token: &token,
@@ -475,4 +494,45 @@ async fn the_file_provider_writes_the_message_as_json_under_the_outbox_dir() {
         .expect("the outbox folder")
         .count();
     assert_eq!(files, 1, "one file, no leftover partial file");
+}
+
+/// Every message a journey sends by SMS, in every built-in language and on
+/// every side of the due date, with a real pay link (39-character token on
+/// a 33-character base): GSM-7, so no accent doubles its cost, and at most
+/// two segments.
+#[test]
+fn journey_messages_stay_within_two_gsm7_segments_with_a_real_link() {
+    use payrelay::channels::sms::{Encoding, Segments};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), "provider = \"file\"");
+    let channel = channel(&config);
+    let templates = Templates::load(None).expect("the built-in templates load");
+    for locale in ["en", "es-MX", "es-ES", "pt-BR", "de-DE"] {
+        let mut biller_config = config.clone();
+        if let Some(acme) = biller_config.billers.get_mut("acme") {
+            acme.default_locale = Some(locale.to_owned());
+        }
+        for template in render::BUILT_IN_MESSAGES {
+            let message = render::Message::step("a_step", template);
+            for days in [12, 3, 1, 0, -1, -5, -30] {
+                let today = day(2026, 12, 1) - time::Duration::days(days);
+                let (sms, pay_url) =
+                    prepare_message(&channel, &biller_config, "Electricity", &templates, &message, today);
+                assert_eq!(pay_url.len(), 72, "a real-length link");
+                let text = sms.part("text").expect("a text part").into_owned();
+                assert!(text.contains(&pay_url), "{text}");
+                let word = match locale {
+                    "en" => "nvoice",
+                    "de-DE" => "Rechnung",
+                    "pt-BR" => "fatura",
+                    _ => "factura",
+                };
+                assert!(text.contains(word), "in its language: {text}");
+                let segments = Segments::of(&text);
+                let at = format!("{template} in {locale}, {days} days to due: {text}");
+                assert_eq!(segments.encoding, Encoding::Gsm7, "{at}");
+                assert!(segments.count <= 2, "{} segments: {at}", segments.count);
+            }
+        }
+    }
 }

@@ -153,6 +153,7 @@ store_suite!(
     each_due_step_is_claimed_once_by_one_of_two_stores_asking_together,
     a_step_ends_once_and_a_close_or_a_new_revision_cancels_the_rest,
     sends_of_a_step_are_recorded_with_its_name,
+    messages_to_one_customer_are_counted_across_their_invoices,
     ping_answers,
     a_reopened_store_keeps_its_data,
     concurrent_begins_of_one_key_make_exactly_one_new,
@@ -439,6 +440,7 @@ async fn begin_again_resumes_an_unfinished_invoice_after_its_attempts(db: &TestD
                 state: AttemptState::Sending,
                 step: None,
                 finished_ms: None,
+                opened: false,
             }]
         }
     );
@@ -458,6 +460,7 @@ async fn begin_again_resumes_an_unfinished_invoice_after_its_attempts(db: &TestD
             state: AttemptState::Failed,
             step: None,
             finished_ms: None,
+            opened: false,
         },
         AttemptRecord {
             channel: ChannelName::Sms,
@@ -465,6 +468,7 @@ async fn begin_again_resumes_an_unfinished_invoice_after_its_attempts(db: &TestD
             state: AttemptState::Sent,
             step: None,
             finished_ms: None,
+            opened: false,
         },
     ];
     assert_eq!(
@@ -763,6 +767,7 @@ async fn a_new_invoice_is_stored_with_its_first_attempt_and_nothing_else_is(db: 
             state: AttemptState::Sending,
             step: None,
             finished_ms: None,
+            opened: false,
         }]
     );
     let link = store.paylink("hash-a").await.unwrap().expect("the pay link is stored");
@@ -1133,7 +1138,7 @@ async fn fail_after_send_fails_a_sent_attempt_once_and_reopens_the_invoice(db: &
         Some(Status::Accepted),
         "reopened for the next channel"
     );
-    let attempts = store.invoice(&key).await.unwrap().expect("stored").attempts;
+    let attempts = untimed(store.invoice(&key).await.unwrap().expect("stored").attempts);
     assert_eq!(attempts[1].state, AttemptState::Failed);
     assert_eq!(begin(store, "INV-1", 1).await, Begin::Resume { attempts });
 
@@ -1585,6 +1590,41 @@ async fn sends_of_a_step_are_recorded_with_its_name(db: &TestDb) {
     );
 }
 
+async fn messages_to_one_customer_are_counted_across_their_invoices(db: &TestDb) {
+    let store = db.store.as_ref();
+    let now = db.clock.now_ms();
+    let first = accepted(store, "INV-1", 1).await;
+    let second = accepted(store, "INV-2", 1).await;
+    let customer = invoice("INV-1", 1).customer_key();
+    assert_eq!(customer, invoice("INV-2", 1).customer_key(), "one customer");
+    assert_eq!(store.messages_to_customer(&customer, now - 1).await.unwrap(), 0);
+    sent(store, &first, ChannelName::Email, "a", "E1").await;
+    started(store, &second, ChannelName::Sms, 1, "b").await;
+    let failed = started(store, &second, ChannelName::Email, 1, "c").await;
+    let outcome = AttemptOutcome::Failed { detail: "no".into() };
+    store
+        .finish_attempt(failed, &outcome, &event(EventName::ChannelFailed, &second))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.messages_to_customer(&customer, now - 1).await.unwrap(),
+        2,
+        "sent and being sent count, failed does not"
+    );
+    assert_eq!(
+        store.messages_to_customer(&customer, now + 3_600_000).await.unwrap(),
+        0,
+        "only since"
+    );
+    assert_eq!(
+        store
+            .messages_to_customer("acme/id/someone-else", now - 1)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
 async fn ping_answers(db: &TestDb) {
     db.store.ping().await.unwrap();
     db.another().await.ping().await.unwrap();
@@ -1606,6 +1646,7 @@ async fn a_reopened_store_keeps_its_data(db: &TestDb) {
                 state: AttemptState::Sent,
                 step: None,
                 finished_ms: None,
+                opened: false,
             }]
         }
     );

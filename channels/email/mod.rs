@@ -1,8 +1,9 @@
 //! Email through lettre: pooled SMTP, or `.eml` files for running without an
-//! account. A payment request is `multipart/alternative` with a plain-text
-//! and an HTML part, rendered from `email/subject`, `email/body.txt` and
-//! `email/body.html` into an [`EmailMessage`], which `send` encodes once
-//! (quoted-printable, in one pass) and hands to lettre with its envelope.
+//! account. A message is `multipart/alternative` with a plain-text and an
+//! HTML part, rendered from the view's message template's `email/subject`,
+//! `email/body.txt` and `email/body.html` into an [`EmailMessage`], which
+//! `send` encodes once (quoted-printable, in one pass) and hands to lettre
+//! with its envelope.
 
 mod config;
 mod qp;
@@ -24,7 +25,7 @@ use super::{
 };
 use crate::channels::ChannelsConfig;
 use crate::domain::ChannelName;
-use crate::render::{RenderError, Templates};
+use crate::render::{self, RenderError, Templates};
 
 pub(super) const ADAPTER: Adapter = Adapter {
     name: ChannelName::Email,
@@ -44,7 +45,7 @@ fn build(config: &ChannelsConfig, _: &BuildContext, providers: Providers<'_>) ->
     Some(channel.map(|c| Built::new(c, &email.limits)))
 }
 
-/// A payment request by email, rendered, before MIME encoding.
+/// A message by email, rendered, before MIME encoding.
 #[derive(Debug, Clone, Default)]
 pub struct EmailMessage {
     /// The biller's own `From`; the channel's when `None`.
@@ -142,10 +143,7 @@ impl Channel for EmailChannel {
     }
 
     fn prepare(&self, request: &Request<'_>, templates: &Templates) -> Result<Prepared, RenderError> {
-        let [subject, text, html] = templates.render_each(
-            ["email/subject", "email/body.txt", "email/body.html"],
-            &request.view.data,
-        )?;
+        let [subject, text, html] = templates.render_message(request.view, render::EMAIL_PARTS)?;
         let message = EmailMessage {
             from: request.biller.email_from.clone(),
             subject: trimmed(subject),

@@ -1,8 +1,8 @@
 //! Messenger through the Send API (or JSON files with `provider = "file"`).
 //!
-//! A payment request is a button template: the text rendered from
-//! `messenger/text` (at most 640 characters) and one `web_url` button to the
-//! pay link. A bill is usually sent outside the 24-hour window that follows
+//! A message is a button template: the text rendered from the view's
+//! message template's `messenger/text` (at most 640 characters) and one
+//! `web_url` button to the pay link. A bill is usually sent outside the 24-hour window that follows
 //! the customer's last message, so it goes as `MESSAGE_TAG` with the
 //! configured tag (`POST_PURCHASE_UPDATE` by default); tagged messages must
 //! not promote anything. The page token travels in the `Authorization`
@@ -28,7 +28,7 @@ use super::{
 };
 use crate::channels::ChannelsConfig;
 use crate::domain::ChannelName;
-use crate::render::{RenderError, Templates};
+use crate::render::{self, RenderError, Templates};
 
 /// The Send API's limit on a button template's text.
 pub const MAX_TEXT_CHARS: usize = 640;
@@ -125,10 +125,8 @@ impl Channel for MessengerChannel {
     }
 
     fn prepare(&self, request: &Request<'_>, templates: &Templates) -> Result<Prepared, RenderError> {
-        let text = truncate(
-            templates.render("messenger/text", &request.view.data)?.trim(),
-            MAX_TEXT_CHARS,
-        );
+        let [text] = templates.render_message(request.view, render::MESSENGER_PARTS)?;
+        let text = truncate(text.trim(), MAX_TEXT_CHARS);
         let url = request.view.pay_url;
         if url.is_empty() {
             return Err(RenderError::Failed {
@@ -205,6 +203,10 @@ mod tests {
         View {
             pay_url: "https://pay.example/p/tok",
             locale: "es-MX",
+            template: "payment_request",
+            step: None,
+            days_to_due: 3,
+            days_overdue: 0,
             data,
         }
     }

@@ -5,9 +5,9 @@
 //! Files: `config.rs` (`[channels.sms]`), `segments.rs` (what a body costs),
 //! one file per provider behind the private `SmsProvider` seam (`twilio.rs`,
 //! `file.rs`; Vonage or MessageBird would be one more), and here the
-//! [`Channel`] that renders `sms/body` into an `SmsMessage` (the body and
-//! its segment count, counted once) and refuses bodies over `max_segments`
-//! before any provider is asked. `twilio.rs` also holds Twilio's status
+//! [`Channel`] that renders the view's message template's `sms/body` into
+//! an `SmsMessage` (the body and its segment count, counted once) and
+//! refuses bodies over `max_segments` before any provider is asked. `twilio.rs` also holds Twilio's status
 //! callback ([`Webhook`](crate::channels::webhook::Webhook)) and its
 //! signature helpers, re-exported below.
 
@@ -30,7 +30,7 @@ use super::{
 };
 use crate::channels::ChannelsConfig;
 use crate::domain::ChannelName;
-use crate::render::{RenderError, Templates};
+use crate::render::{self, RenderError, Templates};
 
 pub(super) const ADAPTER: Adapter = Adapter {
     name: ChannelName::Sms,
@@ -62,6 +62,8 @@ fn build(
 struct SmsMessage {
     text: String,
     segments: Segments,
+    /// The template file it was rendered from, for the operator to fix.
+    source: String,
 }
 
 impl ChannelMessage for SmsMessage {
@@ -108,12 +110,17 @@ impl Channel for SmsChannel {
     }
 
     fn prepare(&self, request: &Request<'_>, templates: &Templates) -> Result<Prepared, RenderError> {
-        let text = trimmed(templates.render("sms/body", &request.view.data)?);
+        let [text] = templates.render_message(request.view, render::SMS_PARTS)?;
+        let text = trimmed(text);
         let segments = Segments::of(&text);
+        let source = format!(
+            "templates/<locale>/{}.hbs",
+            render::part_name(request.view.template, "sms/body")
+        );
         Ok(Prepared::new(
             ChannelName::Sms,
             request.to,
-            SmsMessage { text, segments },
+            SmsMessage { text, segments, source },
         ))
     }
 
@@ -122,7 +129,7 @@ impl Channel for SmsChannel {
         if sms.text.trim().is_empty() {
             return Err(SendError::Permanent {
                 code: None,
-                reason: "the SMS body is empty (check templates/sms/body.hbs)".into(),
+                reason: format!("the SMS body is empty (check {})", sms.source),
             });
         }
         if sms.segments.count > self.max_segments as usize {
@@ -130,11 +137,12 @@ impl Channel for SmsChannel {
                 code: None,
                 reason: format!(
                     "the SMS needs {} segments ({}, {} characters), more than max_segments = {}; \
-                     shorten templates/sms/body.hbs",
+                     shorten {}",
                     sms.segments.count,
                     sms.segments.encoding,
                     sms.text.chars().count(),
-                    self.max_segments
+                    self.max_segments,
+                    sms.source
                 ),
             });
         }

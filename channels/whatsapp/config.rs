@@ -1,7 +1,8 @@
 //! `[channels.whatsapp]`: the WhatsApp Cloud API (`provider = "meta"`) or
-//! JSON files (`provider = "file"`, the default), the approved template and
-//! how invoice fields fill its body parameters.
+//! JSON files (`provider = "file"`, the default), the approved template of
+//! each message and how invoice fields fill their body parameters.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -10,6 +11,7 @@ use serde_json::Value;
 use crate::channels::meta::{self, GraphConfig};
 use crate::channels::Limits;
 use crate::domain::ChannelName;
+use crate::render::{check_message_name, FIRST_TEMPLATE};
 use crate::settings::{limits, read, secret, EnvLookup};
 use crate::settings::{Problems, Secret};
 
@@ -37,8 +39,14 @@ pub enum WhatsappProvider {
 #[derive(Debug, Clone)]
 pub struct WhatsappConfig {
     pub provider: WhatsappProvider,
-    /// The approved template's name; a biller's `whatsapp_template` wins.
+    /// The approved template of the first request (`payment_request`); a
+    /// biller's `whatsapp_template` wins.
     pub template: String,
+    /// The approved templates of the other messages (`templates`), by
+    /// message template name. A message with none is not sent on WhatsApp:
+    /// only an approved template can reach a customer there, and sending
+    /// `payment_request`'s instead would say the wrong thing.
+    pub templates: BTreeMap<String, String>,
     /// A fixed template language (`es_MX`); `None` derives it from the
     /// customer's locale, since a template is approved per language.
     pub language: Option<String>,
@@ -60,6 +68,7 @@ struct Raw {
     phone_number_id: Option<GraphId>,
     access_token: Option<String>,
     template: Option<String>,
+    templates: Option<BTreeMap<String, String>>,
     language: Option<String>,
     parameters: Option<Vec<String>>,
     app_secret: Option<String>,
@@ -90,7 +99,28 @@ impl WhatsappConfig {
         let key = |k: &str| format!("{prefix}.{k}");
         let limits = limits(prefix, raw.rate_per_second, raw.burst, 80.0, problems);
 
-        let template = raw.template.unwrap_or_else(|| "payment_request".to_owned());
+        let mut templates = raw.templates.unwrap_or_default();
+        for (message, approved) in &templates {
+            let at = key(&format!("templates.{message}"));
+            if let Err(e) = check_message_name(message) {
+                problems.push(at, e);
+            } else if let Err(e) = check_template_name(approved) {
+                problems.push(at, e);
+            }
+        }
+        // `template` stays payment_request's; the map may name it too, once.
+        let first = templates.remove(FIRST_TEMPLATE);
+        let template = match (raw.template, first) {
+            (Some(t), Some(m)) if t != m => {
+                problems.push(
+                    key(&format!("templates.{FIRST_TEMPLATE}")),
+                    format!("\"{m}\" differs from template = \"{t}\"; give {FIRST_TEMPLATE}'s approved template once"),
+                );
+                t
+            }
+            (Some(t), _) | (None, Some(t)) => t,
+            (None, None) => FIRST_TEMPLATE.to_owned(),
+        };
         if let Err(e) = check_template_name(&template) {
             problems.push(key("template"), e);
         }
@@ -152,12 +182,27 @@ impl WhatsappConfig {
         Some(WhatsappConfig {
             provider,
             template,
+            templates,
             language: raw.language,
             parameters,
             limits,
             webhook_secret,
             verify_token,
         })
+    }
+}
+
+impl WhatsappConfig {
+    /// The approved WhatsApp template that carries message `template`
+    /// (`payment_request`, `reminder`, ...); `None` when none is mapped, and
+    /// the message cannot go out on WhatsApp. A biller's
+    /// `whatsapp_template` replaces `payment_request`'s only.
+    pub fn approved(&self, template: &str) -> Option<&str> {
+        if template == FIRST_TEMPLATE {
+            Some(&self.template)
+        } else {
+            self.templates.get(template).map(String::as_str)
+        }
     }
 }
 
@@ -388,6 +433,63 @@ timeout = "3s"
         assert_eq!(problem_keys(bad_id), keys(&["phone_number_id"]));
         let empty_token = "provider = \"meta\"\nphone_number_id = \"1\"\naccess_token = \"\"";
         assert_eq!(problem_keys(empty_token), keys(&["access_token"]));
+    }
+
+    #[test]
+    fn templates_map_each_message_to_an_approved_template() {
+        let c = whatsapp(
+            "templates = { reminder = \"payment_reminder\", overdue = \"payment_overdue\", final_notice = \"payment_final\" }",
+        );
+        assert_eq!(c.approved("payment_request"), Some("payment_request"));
+        assert_eq!(c.approved("reminder"), Some("payment_reminder"));
+        assert_eq!(c.approved("overdue"), Some("payment_overdue"));
+        assert_eq!(c.approved("final_notice"), Some("payment_final"));
+        assert_eq!(c.approved("second_reminder"), None);
+
+        let c = whatsapp("template = \"factura\"");
+        assert_eq!(c.approved("payment_request"), Some("factura"));
+        assert_eq!(c.approved("reminder"), None, "no default for the others");
+        let c = whatsapp("templates = { payment_request = \"factura\" }");
+        assert_eq!(
+            (c.template.as_str(), c.approved("payment_request")),
+            ("factura", Some("factura"))
+        );
+        assert!(c.templates.is_empty(), "payment_request's lives in `template`");
+        let same = whatsapp("template = \"factura\"\ntemplates = { payment_request = \"factura\" }");
+        assert_eq!(same.approved("payment_request"), Some("factura"));
+
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "approved name with capitals",
+                "templates = { reminder = \"Payment Reminder\" }",
+                &["templates.reminder"],
+            ),
+            (
+                "empty approved name",
+                "templates = { reminder = \"\" }",
+                &["templates.reminder"],
+            ),
+            (
+                "message name not one",
+                "templates = { Final-Notice = \"payment_final\" }",
+                &["templates.Final-Notice"],
+            ),
+            (
+                "message name a channel",
+                "templates = { sms = \"payment_sms\" }",
+                &["templates.sms"],
+            ),
+            ("not a table", "templates = \"payment_reminder\"", &["templates"]),
+            ("not a string", "templates = { reminder = 3 }", &["templates.reminder"]),
+            (
+                "payment_request given twice, differently",
+                "template = \"factura\"\ntemplates = { payment_request = \"otra\" }",
+                &["templates.payment_request"],
+            ),
+        ];
+        for (what, section, expected) in cases {
+            assert_eq!(problem_keys(section), keys(expected), "{what}");
+        }
     }
 
     #[test]

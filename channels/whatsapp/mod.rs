@@ -1,8 +1,11 @@
 //! WhatsApp through the Cloud API (or JSON files with `provider = "file"`).
 //!
 //! Outside the 24-hour customer-service window a business may only send
-//! approved templates, so a payment request is always a template message:
-//! body parameters rendered from handlebars snippets (the channel's, or the
+//! approved templates, so every message is a template message: the
+//! approved template mapped to the view's message template (`template` for
+//! `payment_request`, `templates` for the others; a message with none
+//! mapped is refused, never sent as another), body parameters rendered
+//! from handlebars snippets (the channel's, or for `payment_request` the
 //! biller's own mapping), and a URL button whose suffix is the pay token
 //! (the template's button URL is `{public_base_url}/p/`). The template's
 //! language comes from `language` or from the customer's locale. `prepare`
@@ -16,6 +19,7 @@ mod wire;
 pub use config::{check_parameter_snippet, check_template_name, WhatsappConfig, WhatsappProvider, DEFAULT_PARAMETERS};
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
@@ -27,7 +31,7 @@ use super::{
 };
 use crate::channels::ChannelsConfig;
 use crate::domain::ChannelName;
-use crate::render::{RenderError, Templates};
+use crate::render::{RenderError, Templates, FIRST_TEMPLATE};
 
 /// The `object` Meta names WhatsApp Business Account webhooks with.
 const WEBHOOK_OBJECT: &str = "whatsapp_business_account";
@@ -67,7 +71,7 @@ fn webhook(config: &ChannelsConfig, _: &BuildContext) -> Box<dyn Webhook> {
     })
 }
 
-/// A payment request as a template message, rendered.
+/// A message as a template message, rendered.
 #[derive(Debug, Clone)]
 struct TemplateMessage {
     template: String,
@@ -102,7 +106,9 @@ enum Sender {
 }
 
 pub struct WhatsappChannel {
-    template: String,
+    /// Approved template by message template, `payment_request`'s included
+    /// (see [`WhatsappConfig::approved`]).
+    templates: BTreeMap<String, String>,
     language: Option<String>,
     parameters: Vec<String>,
     sender: Sender,
@@ -117,8 +123,10 @@ impl WhatsappChannel {
             },
             WhatsappProvider::File { dir } => Sender::File(FileOutbox::new(ChannelName::Whatsapp, dir)?),
         };
+        let mut templates = config.templates.clone();
+        templates.insert(FIRST_TEMPLATE.to_owned(), config.template.clone());
         Ok(WhatsappChannel {
-            template: config.template.clone(),
+            templates,
             language: config.language.clone(),
             parameters: config.parameters.clone(),
             sender,
@@ -134,8 +142,21 @@ impl Channel for WhatsappChannel {
 
     fn prepare(&self, request: &Request<'_>, templates: &Templates) -> Result<Prepared, RenderError> {
         let biller = request.biller;
-        let template = biller.whatsapp_template.as_deref().unwrap_or(&self.template);
-        let snippets = biller.whatsapp_parameters.as_deref().unwrap_or(&self.parameters);
+        let message = request.view.template;
+        // A biller's own template and parameters are its payment_request's.
+        let first = message == FIRST_TEMPLATE;
+        let own_template = biller.whatsapp_template.as_deref().filter(|_| first);
+        let Some(template) = own_template.or_else(|| self.templates.get(message).map(String::as_str)) else {
+            return Err(RenderError::Failed {
+                name: format!("{message} on whatsapp"),
+                reason: format!(
+                    "no approved WhatsApp template is mapped to the {message} message; \
+                     add one to [channels.whatsapp] templates ({message} = \"<approved name>\")"
+                ),
+            });
+        };
+        let own_parameters = biller.whatsapp_parameters.as_deref().filter(|_| first);
+        let snippets = own_parameters.unwrap_or(&self.parameters);
         let language = match &self.language {
             Some(fixed) => fixed.clone(),
             None => language_code(Some(request.view.locale)),
@@ -218,7 +239,10 @@ mod tests {
 
     fn channel_in(dir: &std::path::Path, language: Option<&str>) -> WhatsappChannel {
         WhatsappChannel {
-            template: "payment_request".into(),
+            templates: BTreeMap::from([
+                ("payment_request".to_owned(), "payment_request".to_owned()),
+                ("reminder".to_owned(), "payment_reminder".to_owned()),
+            ]),
             language: language.map(str::to_owned),
             parameters: DEFAULT_PARAMETERS.map(str::to_owned).to_vec(),
             sender: Sender::File(FileOutbox::new(ChannelName::Whatsapp, dir).unwrap()),
@@ -226,6 +250,11 @@ mod tests {
     }
 
     fn view(locale: &str) -> View<'_> {
+        view_of(locale, "payment_request")
+    }
+
+    /// The view of message `template`, five days after the due date.
+    fn view_of<'a>(locale: &'a str, template: &'a str) -> View<'a> {
         let data = json!({
             "customer": {"name": "María\n López", "id": "C-1"},
             "biller": {"id": "acme", "name": "ACME"},
@@ -238,6 +267,10 @@ mod tests {
         View {
             pay_url: "https://pay.example/p/tok",
             locale,
+            template,
+            step: (template != "payment_request").then_some("overdue"),
+            days_to_due: -5,
+            days_overdue: 5,
             data,
         }
     }
@@ -298,6 +331,50 @@ mod tests {
         let p = prepare(&channel(None), &biller, &view("en"));
         assert_eq!(p.part("template").as_deref(), Some("acme_invoice"));
         assert_eq!(p.part("parameters").as_deref(), Some(r#"["INV-1","ACME: 1234.50"]"#));
+    }
+
+    #[test]
+    fn each_message_goes_out_as_its_mapped_approved_template() {
+        let p = prepare(&channel(None), &BillerConfig::default(), &view_of("en", "reminder"));
+        assert_eq!(p.part("template").as_deref(), Some("payment_reminder"));
+        assert_eq!(
+            p.part("parameters").as_deref(),
+            Some(r#"["María López","MXN 1,234.50","2026-12-01"]"#)
+        );
+        // A biller's own template and parameters are its first request's only.
+        let biller = BillerConfig {
+            whatsapp_template: Some("acme_invoice".into()),
+            whatsapp_parameters: Some(vec!["{{invoice.id}}".into()]),
+            ..BillerConfig::default()
+        };
+        let p = prepare(&channel(None), &biller, &view_of("en", "reminder"));
+        assert_eq!(p.part("template").as_deref(), Some("payment_reminder"));
+        assert_eq!(
+            p.part("parameters").as_deref(),
+            Some(r#"["María López","MXN 1,234.50","2026-12-01"]"#)
+        );
+    }
+
+    #[test]
+    fn a_message_with_no_approved_template_is_refused_not_sent_as_another() {
+        let templates = Templates::load(None).unwrap();
+        let v = view_of("en", "overdue");
+        let biller = BillerConfig {
+            whatsapp_template: Some("acme_invoice".into()),
+            ..BillerConfig::default()
+        };
+        let request = Request {
+            to: "+5215512345678",
+            token: "tok",
+            view: &v,
+            biller: &biller,
+        };
+        let refused = channel(None).prepare(&request, &templates).unwrap_err().to_string();
+        assert!(
+            refused.contains("no approved WhatsApp template is mapped to the overdue message")
+                && refused.contains("[channels.whatsapp] templates"),
+            "{refused}"
+        );
     }
 
     #[test]

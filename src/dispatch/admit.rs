@@ -192,14 +192,28 @@ impl Dispatcher {
         plan: &Plan,
         correlation: &Correlation,
     ) -> Result<(Begin, Option<Started>), StoreError> {
-        let accepted = Event::accepted(&invoice.key, correlation, routed_by(plan)).metadata(invoice.metadata.clone());
-        let steps = match crate::journey::chosen(&self.config, invoice, &plan.decision) {
+        let journey = crate::journey::chosen(&self.config, invoice, &plan.decision);
+        let steps = match journey {
             Some(journey) => {
                 let tz = crate::journey::time_zone(&self.config, invoice);
                 crate::journey::plan(journey, invoice, &tz, self.clock.now_ms())
             }
             None => Vec::new(),
         };
+        let mut detail = routed_by(plan);
+        if let Some(journey) = journey {
+            let reminders = steps.iter().filter(|s| s.seq > 0);
+            let skipped = reminders.clone().filter(|s| s.skipped.is_some()).count();
+            detail.push_str(&format!(
+                "; journey {}: {} reminder(s) planned",
+                journey.name,
+                reminders.count() - skipped
+            ));
+            if skipped > 0 {
+                detail.push_str(&format!(", {skipped} skipped (their time had passed)"));
+            }
+        }
+        let accepted = Event::accepted(&invoice.key, correlation, detail).metadata(invoice.metadata.clone());
         let first = plan.channels[0];
         let slot = match self.quiet_until(invoice, first) {
             None => self.channels.try_pace(first).await,

@@ -44,7 +44,7 @@ impl Dispatcher {
             let previous = done.iter().rev().find(|a| a.channel == *channel);
             let sent = match previous.map(|a| a.state) {
                 Some(AttemptState::Sent) => true,
-                Some(AttemptState::Failed) => false,
+                Some(AttemptState::Failed | AttemptState::Retrying) => false,
                 Some(AttemptState::Sending) | None => {
                     let pre_started = started.take_if(|s| s.outgoing.channel == *channel);
                     let send = SendPlan {
@@ -54,6 +54,7 @@ impl Dispatcher {
                         wait_if_paused: plan.strategy == Strategy::All || i + 1 == plan.channels.len(),
                         ends_invoice: plan.strategy == Strategy::Fallback && held_until.is_none(),
                         step: None,
+                        retry_until: None,
                     };
                     match self
                         .on_channel(invoice, *channel, send, pre_started, correlation)
@@ -112,7 +113,7 @@ impl Dispatcher {
                 Step::Finished
             }
             Sent::Accepted => Step::Tried(true),
-            Sent::Failed => Step::Tried(false),
+            Sent::Failed | Sent::Retrying => Step::Tried(false),
         })
     }
 

@@ -11,6 +11,14 @@
 //! name, and quiet hours put the step back until the window opens. A step
 //! interrupted by a crash is claimed again once its claim is stale; the
 //! channels it already sent on are not sent again.
+//!
+//! Escalation: with the journey's `escalate_after`, a `fallback` step that
+//! went out on a channel stays planned, due again that long after the send.
+//! Then, unless a person opened that message's pay link (previews do not
+//! count) or the invoice was closed, the same message goes out on the
+//! step's next channel with `invoice.escalated`, and is watched in turn.
+//! Step 0 ([`crate::journey::REQUEST_STEP`]) watches the first request the
+//! same way.
 
 use tracing::{info, warn, Instrument};
 
@@ -18,9 +26,9 @@ use super::admit::InFlight;
 use super::send::{SendPlan, Sent, StepSend};
 use super::{join_names, Dispatcher};
 use crate::config::{Journey, JourneyStep, StepTime, Strategy};
+use crate::domain::ChannelName;
 use crate::domain::Status;
-use crate::events::{Correlation, Event};
-use crate::invoice::Invoice;
+use crate::events::{Event, EventName};
 use crate::router;
 use crate::store::{AttemptState, DueStep, StepRecord, StepStatus, StoreError, StoredInvoice};
 
@@ -33,12 +41,26 @@ const FIRST_REQUEST_WAIT_MS: i64 = 60_000;
 
 /// How walking a step's channels ended.
 enum Walk {
-    /// Every channel it was to use has an outcome: whether any took it.
-    Done { any_sent: bool },
+    /// Every channel it was to use has an outcome: whether any took it,
+    /// and whether this walk tried any (a walk that only found earlier
+    /// outcomes reports no failure again).
+    Done { any_sent: bool, tried: bool },
     /// Quiet hours hold a channel until then.
     Held(i64),
+    /// Sent; the step's next channel follows then unless a person opens it.
+    Watch(i64),
+    /// A channel failed for now: tried again then (`[routing] retry_for`).
+    Retry(i64),
     /// The invoice was closed or replaced meanwhile: nothing more to send.
     Closed,
+}
+
+/// What one step's send is: which attempts are its own, what it renders,
+/// how its channels are walked.
+struct StepWork<'a> {
+    journey: &'a Journey,
+    send: StepSend<'a>,
+    plan: router::Plan,
 }
 
 impl Dispatcher {
@@ -70,9 +92,19 @@ impl Dispatcher {
             }
             Status::Sent | Status::Exhausted => {}
         }
-        let Some((journey, step)) = self.step_config(due) else {
-            let why = format!("journey {} has no step {} any more", due.journey, due.name);
+        let Some(journey) = self.config.journeys.get(&due.journey) else {
+            let why = format!("journey {} is no longer configured", due.journey);
             return self.end_step(due, StepStatus::Skipped, &why, Vec::new()).await;
+        };
+        let step = match due.seq {
+            0 => None,
+            _ => match journey.steps.iter().find(|s| s.name == due.name) {
+                Some(step) => Some(step),
+                None => {
+                    let why = format!("journey {} has no step {} any more", due.journey, due.name);
+                    return self.end_step(due, StepStatus::Skipped, &why, Vec::new()).await;
+                }
+            },
         };
         let steps = self.store.steps(&key.biller_id, &key.invoice_id).await?;
         let later: Vec<&StepRecord> = steps
@@ -83,10 +115,20 @@ impl Dispatcher {
             let why = "a later step is due too (payrelay was not running when this one was): only the latest goes out";
             return self.end_step(due, StepStatus::Skipped, why, Vec::new()).await;
         }
-        if let StepTime::After(wait) = step.when {
+        if let Some(StepTime::After(wait)) = step.map(|s| s.when) {
             if let Some(at) = after_previous(&stored, wait.as_millis() as i64).filter(|at| *at > now) {
                 let why = format!("placed {} after the previous message", humantime::format_duration(wait));
                 return self.store.reschedule_step(key, due.seq, at, &why).await;
+            }
+        }
+        if let Some(cap) = self.config.routing.max_messages_per_customer_per_day {
+            let tz = crate::journey::time_zone(&self.config, &stored.invoice);
+            let (today, tomorrow) = crate::journey::day_window(now, &tz, journey.send_at);
+            let customer = stored.invoice.customer_key();
+            if self.store.messages_to_customer(&customer, today).await? >= cap.get() {
+                let why = format!("the customer had {cap} messages today, the daily cap: waits for tomorrow");
+                self.metrics.step("capped");
+                return self.store.reschedule_step(key, due.seq, tomorrow, &why).await;
             }
         }
         let span = tracing::info_span!("step", %key, step = %due.name);
@@ -95,20 +137,13 @@ impl Dispatcher {
             .await
     }
 
-    /// The journey and step a stored step names, if the config still has them.
-    fn step_config(&self, due: &DueStep) -> Option<(&Journey, &JourneyStep)> {
-        let journey = self.config.journeys.get(&due.journey)?;
-        let step = journey.steps.iter().find(|s| s.name == due.name)?;
-        Some((journey, step))
-    }
-
     /// Walks the step's channels and records how the step ended; the last
     /// step of the journey reports the journey completed.
     async fn send_step(
         &self,
         due: &DueStep,
         journey: &Journey,
-        step: &JourneyStep,
+        step: Option<&JourneyStep>,
         stored: &StoredInvoice,
         last: bool,
     ) -> Result<(), StoreError> {
@@ -116,22 +151,30 @@ impl Dispatcher {
         let key = &invoice.key;
         let tz = crate::journey::time_zone(&self.config, invoice);
         let today = crate::journey::local_date(self.clock.now_ms(), &tz);
-        let template = crate::journey::template(step, invoice.due_date, today);
-        let own = step.channels.as_deref().map(|c| (c, step.strategy));
-        let plan = router::route_step(invoice, &self.config, today, own);
+        let (send, plan) = match step {
+            Some(step) => {
+                let own = step.channels.as_deref().map(|c| (c, step.strategy));
+                let send = StepSend {
+                    name: Some(&due.name),
+                    template: crate::journey::template(step, invoice.due_date, today),
+                };
+                (send, router::route_step(invoice, &self.config, today, own))
+            }
+            None => {
+                let send = StepSend {
+                    name: None,
+                    template: crate::config::journey::FIRST_TEMPLATE,
+                };
+                (send, router::route(invoice, &self.config, today))
+            }
+        };
         if plan.channels.is_empty() {
             let why = "no channel of the step can reach the customer";
             return self.end_step(due, StepStatus::Skipped, why, Vec::new()).await;
         }
-        let send = StepSend {
-            name: &due.name,
-            template,
-        };
-        let walk = self
-            .walk_step(invoice, &plan, stored, &send, &stored.correlation)
-            .await?;
+        let work = StepWork { journey, send, plan };
         let mut events = Vec::new();
-        let (status, detail) = match walk {
+        let (status, detail) = match self.walk_step(&work, stored).await? {
             Walk::Closed => {
                 return self
                     .end_step(due, StepStatus::Cancelled, "the invoice was closed", Vec::new())
@@ -142,18 +185,34 @@ impl Dispatcher {
                 let why = format!("quiet hours: held until {}", crate::events::rfc3339_ms(until));
                 return self.store.reschedule_step(key, due.seq, until, &why).await;
             }
-            Walk::Done { any_sent: true } => (StepStatus::Sent, format!("template {template}")),
-            Walk::Done { any_sent: false } => {
-                let why = format!("every channel of the step failed: {}", join_names(&plan.channels));
-                events.push(
-                    Event::exhausted(key, &stored.correlation, why.clone())
-                        .step(Some(&due.name))
-                        .metadata(invoice.metadata.clone()),
+            Walk::Retry(at) => {
+                let why = format!(
+                    "a channel failed for now; tried again at {}",
+                    crate::events::rfc3339_ms(at)
                 );
+                return self.store.reschedule_step(key, due.seq, at, &why).await;
+            }
+            Walk::Watch(at) => {
+                let why = format!(
+                    "sent; escalates to the next channel at {} unless it is opened",
+                    crate::events::rfc3339_ms(at)
+                );
+                return self.store.reschedule_step(key, due.seq, at, &why).await;
+            }
+            Walk::Done { any_sent: true, .. } => (StepStatus::Sent, format!("template {}", work.send.template)),
+            Walk::Done { any_sent: false, tried } => {
+                let why = format!("every channel of the step failed: {}", join_names(&work.plan.channels));
+                if tried {
+                    events.push(
+                        Event::exhausted(key, &stored.correlation, why.clone())
+                            .step(work.send.name)
+                            .metadata(invoice.metadata.clone()),
+                    );
+                }
                 (StepStatus::Failed, why)
             }
         };
-        if last {
+        if last && step.is_some() {
             let why = format!(
                 "the last step of journey {} is done and the invoice is still open",
                 journey.name
@@ -168,56 +227,126 @@ impl Dispatcher {
     }
 
     /// Sends on the plan's channels in order, skipping those this step has
-    /// an outcome on (from before a crash).
-    async fn walk_step(
-        &self,
-        invoice: &Invoice,
-        plan: &router::Plan,
-        stored: &StoredInvoice,
-        step: &StepSend<'_>,
-        correlation: &Correlation,
-    ) -> Result<Walk, StoreError> {
+    /// an outcome on (from before a crash, or an earlier channel of an
+    /// escalation), and escalating past a sent message nobody opened.
+    async fn walk_step(&self, work: &StepWork<'_>, stored: &StoredInvoice) -> Result<Walk, StoreError> {
+        let invoice = &stored.invoice;
+        let plan = &work.plan;
+        let now = self.clock.now_ms();
+        let watch = match plan.strategy {
+            Strategy::Fallback => work.journey.escalate_after.map(|d| d.as_millis() as i64),
+            Strategy::All => None,
+        };
         let mut any_sent = false;
+        let mut tried = false;
         let mut held_until: Option<i64> = None;
+        let mut retry_at: Option<i64> = None;
+        // The channel whose unopened message this walk escalates.
+        let mut escalating: Option<ChannelName> = None;
         for (i, channel) in plan.channels.iter().enumerate() {
+            let has_next = i + 1 < plan.channels.len();
             let previous = stored
                 .attempts
                 .iter()
                 .rev()
-                .find(|a| a.channel == *channel && a.step.as_deref() == Some(step.name));
-            let sent = match previous.map(|a| a.state) {
-                Some(AttemptState::Sent) => true,
-                Some(AttemptState::Failed) => false,
-                Some(AttemptState::Sending) | None => {
-                    if let Some(until) = self.quiet_until(invoice, *channel) {
-                        held_until = Some(held_until.map_or(until, |h| h.min(until)));
-                        if plan.strategy == Strategy::Fallback {
+                .find(|a| a.channel == *channel && a.step.as_deref() == work.send.name);
+            match previous.map(|a| (a.state, a)) {
+                Some((AttemptState::Sent, sent)) => {
+                    any_sent = true;
+                    if plan.strategy == Strategy::Fallback {
+                        let Some(wait) = watch.filter(|_| has_next && !sent.opened) else {
                             break;
+                        };
+                        let at = sent.finished_ms.unwrap_or(now).saturating_add(wait);
+                        if at > now {
+                            return Ok(Walk::Watch(at));
                         }
-                        continue;
+                        escalating = Some(*channel);
                     }
-                    let send = SendPlan {
-                        possibly_twice: previous.is_some(),
-                        wait_if_paused: plan.strategy == Strategy::All || i + 1 == plan.channels.len(),
-                        ends_invoice: false,
-                        step: Some(*step),
-                    };
-                    match self.send_on(invoice, *channel, correlation, send).await? {
-                        Sent::Closed => return Ok(Walk::Closed),
-                        Sent::Accepted => true,
-                        Sent::Failed => false,
+                    continue;
+                }
+                Some((AttemptState::Failed, _)) => continue,
+                Some((AttemptState::Sending | AttemptState::Retrying, _)) | None => {}
+            }
+            if let Some(until) = self.quiet_until(invoice, *channel) {
+                held_until = Some(held_until.map_or(until, |h| h.min(until)));
+                if plan.strategy == Strategy::Fallback {
+                    break;
+                }
+                continue;
+            }
+            if let (Some(from), None) = (escalating, previous) {
+                let event = self.escalated(work, stored, from, *channel);
+                self.store.record_event(&event).await?;
+            }
+            // A step's last channel (every channel, with `all`) is tried
+            // again later on a transient failure, until `retry_for` after
+            // its first one.
+            let retries: Vec<i64> = stored
+                .attempts
+                .iter()
+                .filter(|a| a.channel == *channel && a.step.as_deref() == work.send.name)
+                .filter(|a| a.state == AttemptState::Retrying)
+                .map(|a| a.finished_ms.unwrap_or(now))
+                .collect();
+            let retry_for = self.config.routing.retry_for.as_millis() as i64;
+            let retry_until = (plan.strategy == Strategy::All || !has_next)
+                .then(|| retries.iter().min().copied().unwrap_or(now).saturating_add(retry_for));
+            let send = SendPlan {
+                possibly_twice: previous.is_some_and(|a| a.state == AttemptState::Sending),
+                wait_if_paused: plan.strategy == Strategy::All || !has_next,
+                ends_invoice: false,
+                step: Some(work.send),
+                retry_until,
+            };
+            tried = true;
+            let sent = match self.send_on(invoice, *channel, &stored.correlation, send).await? {
+                Sent::Closed => return Ok(Walk::Closed),
+                Sent::Accepted => true,
+                Sent::Failed => false,
+                Sent::Retrying => {
+                    let at = self.clock.now_ms().saturating_add(retry_pause(retries.len()));
+                    retry_at = Some(retry_at.map_or(at, |r: i64| r.min(at)));
+                    if plan.strategy == Strategy::Fallback {
+                        break;
                     }
+                    continue;
                 }
             };
             any_sent |= sent;
             if sent && plan.strategy == Strategy::Fallback {
+                if let Some(wait) = watch.filter(|_| has_next) {
+                    return Ok(Walk::Watch(self.clock.now_ms().saturating_add(wait)));
+                }
                 break;
             }
         }
-        Ok(match held_until {
-            Some(until) => Walk::Held(until),
-            None => Walk::Done { any_sent },
+        Ok(match (held_until, retry_at) {
+            (_, Some(at)) => Walk::Retry(held_until.map_or(at, |h| h.min(at))),
+            (Some(until), None) => Walk::Held(until),
+            (None, None) => Walk::Done { any_sent, tried },
         })
+    }
+
+    /// `invoice.escalated`: the message on `from` was not opened in time
+    /// and goes out on `to`.
+    fn escalated(&self, work: &StepWork<'_>, stored: &StoredInvoice, from: ChannelName, to: ChannelName) -> Event {
+        let wait = work
+            .journey
+            .escalate_after
+            .map(|d| humantime::format_duration(d).to_string())
+            .unwrap_or_default();
+        let what = match work.send.name {
+            Some(step) => format!("the {from} message of step {step}"),
+            None => format!("the {from} payment request"),
+        };
+        info!(%from, %to, "not opened in time: escalating to the next channel");
+        self.metrics.step("escalated");
+        Event::about(EventName::Escalated, &stored.invoice.key, &stored.correlation)
+            .channel(to, 1)
+            .step(work.send.name)
+            .detail(format!("{what} was not opened within {wait}; sending it by {to}"))
+            .metadata(stored.invoice.metadata.clone())
     }
 
     /// Records how a step ended, with its events.
@@ -242,6 +371,13 @@ impl Dispatcher {
         self.outbox_signal.notify_one();
         Ok(())
     }
+}
+
+/// How long a step waits before trying a channel again after its `n`th
+/// transient failure (from 0): a minute, doubling, at most an hour.
+fn retry_pause(n: usize) -> i64 {
+    const MINUTE: i64 = 60_000;
+    (MINUTE << n.min(6)).min(60 * MINUTE)
 }
 
 /// When a step placed `wait` after the previous message may go: that long

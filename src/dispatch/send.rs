@@ -10,11 +10,12 @@ use super::Dispatcher;
 use crate::channels::{Prepared, Receipt, Registry, Request, SendError, Slot};
 use crate::config::Config;
 use crate::domain::clock::Clock;
-use crate::domain::ChannelName;
+use crate::domain::{quiet, ChannelName};
 use crate::events::Correlation;
 use crate::invoice::Invoice;
 use crate::paylink;
 use crate::render::{self, Templates};
+use crate::settings::BillerConfig;
 use crate::store::{NewPaylink, StoreError};
 
 /// How one channel's send should behave.
@@ -28,6 +29,9 @@ pub(super) struct SendPlan<'a> {
     pub ends_invoice: bool,
     /// The journey step this send is for; `None` for the first request.
     pub step: Option<StepSend<'a>>,
+    /// Until when a transient failure is left for the step to try again
+    /// later instead of failing the channel (`[routing] retry_for`).
+    pub retry_until: Option<i64>,
 }
 
 /// How a send on one channel ended.
@@ -37,15 +41,20 @@ pub(super) enum Sent {
     Accepted,
     /// The channel gave up; its failure is stored.
     Failed,
+    /// A transient failure, stored as such: the step tries again later.
+    Retrying,
     /// The invoice was paid, cancelled or superseded meanwhile: nothing was sent.
     Closed,
 }
 
-/// A journey step's send: its name (in the attempt and the events) and
-/// the template it renders.
+/// A send the scheduler makes: a journey step's, or the first request's
+/// again on another channel (an escalation).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct StepSend<'a> {
-    pub name: &'a str,
+    /// The step's name, in the attempt and the events; `None` for the
+    /// first request.
+    pub name: Option<&'a str>,
+    /// The template it renders.
     pub template: &'a str,
 }
 
@@ -92,7 +101,13 @@ impl Dispatcher {
         };
         let started = self
             .store
-            .start_attempt(&invoice.key, channel, 1, &outgoing.paylink, plan.step.map(|s| s.name))
+            .start_attempt(
+                &invoice.key,
+                channel,
+                1,
+                &outgoing.paylink,
+                plan.step.and_then(|s| s.name),
+            )
             .await?;
         let Some(attempt_id) = started else {
             return Ok(Sent::Closed);
@@ -101,9 +116,16 @@ impl Dispatcher {
             .await
     }
 
-    /// [`prepare`] with this dispatcher's config, channels and templates.
+    /// [`prepare`] with this dispatcher's config, channels and templates:
+    /// the first request's message, or a journey step's (`step`).
     pub(super) fn prepare_send(&self, invoice: &Invoice, channel: ChannelName, step: Option<StepSend<'_>>) -> Outgoing {
-        let _ = step.map(|s| s.template);
+        let message = match step {
+            None => render::Message::first_request(),
+            Some(s) => render::Message {
+                template: s.template.to_owned(),
+                step: s.name.map(str::to_owned),
+            },
+        };
         prepare(
             &self.config,
             &self.channels,
@@ -111,6 +133,7 @@ impl Dispatcher {
             self.clock.as_ref(),
             invoice,
             channel,
+            &message,
         )
     }
 
@@ -131,7 +154,7 @@ impl Dispatcher {
             invoice,
             correlation,
             channel,
-            step: plan.step.map(|s| s.name),
+            step: plan.step.and_then(|s| s.name),
         };
         let prepared = match outgoing.message {
             Ok(p) => p,
@@ -143,6 +166,13 @@ impl Dispatcher {
         };
         match self.send_with_retries(&prepared, plan, slot).await {
             Ok((receipt, tries)) => self.record_accepted(&attempt, tries, receipt, plan).await,
+            Err((err, tries)) if err.is_transient() && plan.retry_until.is_some_and(|t| self.clock.now_ms() < t) => {
+                let detail = format!("transient failure, tried again later: {err}");
+                warn!(%channel, tries, code = err.code(), detail = %crate::redact::text(&detail), "channel failed for now");
+                self.metrics.send(channel, "retry_later");
+                self.store.retry_attempt_later(attempt.id, &detail).await?;
+                Ok(Sent::Retrying)
+            }
             Err((err, tries)) => {
                 let detail = err.to_string();
                 warn!(%channel, tries, code = err.code(), detail = %crate::redact::text(&detail), "channel failed");
@@ -197,7 +227,9 @@ impl Dispatcher {
 
 /// The message for one channel, with a fresh pay link, ready to be recorded
 /// as an attempt and sent. `payrelay preview` shows what this makes, so what
-/// it shows is what goes out, pay link length included.
+/// it shows is what goes out, pay link length included. `message` says
+/// which template (and journey step) to render; its `days_to_due` count
+/// from the customer's date (their time zone, else the biller's, else UTC).
 pub fn prepare(
     config: &Config,
     channels: &Registry,
@@ -205,6 +237,7 @@ pub fn prepare(
     clock: &dyn Clock,
     invoice: &Invoice,
     channel: ChannelName,
+    message: &render::Message,
 ) -> Outgoing {
     let key = &invoice.key;
     let token = paylink::new_token();
@@ -216,7 +249,8 @@ pub fn prepare(
     let message = match config.billers.get(&key.biller_id) {
         None => Err(format!("biller {} is not configured", key.biller_id)),
         Some(biller) => {
-            let view = render::View::new(invoice, &key.biller_id, biller, &pay_url);
+            let today = local_today(clock, invoice, biller);
+            let view = render::View::new(invoice, &key.biller_id, biller, &pay_url, message, today);
             let to = invoice.customer.contacts.address(channel).unwrap_or_default();
             channels
                 .get(channel)
@@ -237,6 +271,28 @@ pub fn prepare(
         paylink,
         message,
     }
+}
+
+/// Today's date where the customer is: in their time zone, else the
+/// biller's, else UTC (as quiet hours read it), so "due today" is said on
+/// the customer's due date and not on UTC's.
+pub(crate) fn local_today(clock: &dyn Clock, invoice: &Invoice, biller: &BillerConfig) -> time::Date {
+    let zone = invoice
+        .customer
+        .timezone
+        .as_deref()
+        .or(biller.timezone.as_deref())
+        .and_then(|name| quiet::time_zone(name).ok());
+    let local = zone.and_then(|zone| {
+        let date = jiff::Timestamp::from_millisecond(clock.now_ms())
+            .ok()?
+            .to_zoned(zone)
+            .date();
+        let month = time::Month::try_from(u8::try_from(date.month()).ok()?).ok()?;
+        let day = u8::try_from(date.day()).ok()?;
+        time::Date::from_calendar_date(i32::from(date.year()), month, day).ok()
+    });
+    local.unwrap_or_else(|| clock.today())
 }
 
 /// `public_base_url` + `/p/{token}`.

@@ -48,6 +48,8 @@ struct Stub {
     replies: Mutex<VecDeque<Reply>>,
     sends: Arc<AtomicU32>,
     store: Arc<dyn Store>,
+    /// The pay-link tokens of the messages it prepared, in order.
+    tokens: Arc<Mutex<Vec<String>>>,
 }
 
 #[derive(Debug)]
@@ -66,6 +68,7 @@ impl Channel for Stub {
     }
 
     fn prepare(&self, request: &Request<'_>, _: &Templates) -> Result<Prepared, RenderError> {
+        self.tokens.lock().unwrap().push(request.token.to_owned());
         Ok(Prepared::new(
             self.name,
             request.to,
@@ -120,6 +123,8 @@ struct World {
     clock: Arc<ManualClock>,
     sms: Arc<AtomicU32>,
     email: Arc<AtomicU32>,
+    /// The SMS messages' pay-link tokens, in order.
+    sms_tokens: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -175,17 +180,19 @@ impl World {
         });
         let mut stub = |name, replies: Vec<Reply>| {
             let sends = Arc::new(AtomicU32::new(0));
+            let tokens = Arc::new(Mutex::new(Vec::new()));
             let channel = Stub {
                 name,
                 replies: Mutex::new(replies.into()),
                 sends: sends.clone(),
                 store: store.clone(),
+                tokens: tokens.clone(),
             };
             registry.insert(Box::new(channel), Quota::per_second(NonZeroU32::new(1000).unwrap()));
-            sends
+            (sends, tokens)
         };
-        let sms = stub(ChannelName::Sms, sms);
-        let email = stub(ChannelName::Email, email);
+        let (sms, sms_tokens) = stub(ChannelName::Sms, sms);
+        let (email, _) = stub(ChannelName::Email, email);
         let dispatcher = Dispatcher::new(
             Arc::new(config(routing, dir.path())),
             store.clone(),
@@ -205,6 +212,7 @@ impl World {
             clock,
             sms,
             email,
+            sms_tokens,
             _dir: dir,
         }
     }
@@ -912,4 +920,232 @@ steps = [{ name = "nudge", after = "2h" }, { name = "again", after = "1d" }]"#;
     assert_eq!(world.store.next_step().await.unwrap(), Some(eight + DAY));
     assert_eq!(world.at(eight + DAY).await, 1);
     assert_eq!(world.sms.load(Ordering::SeqCst), 3);
+}
+
+const ESCALATING: &str = r#"default = ["sms", "email"]
+journey = "chase"
+
+[journeys.chase]
+escalate_after = "24h"
+steps = [{ name = "nudge", due = "+5d", channels = ["sms", "email"] }]"#;
+
+impl World {
+    /// A person opens the pay link of the `n`th SMS message.
+    async fn open_sms_link(&self, n: usize) {
+        let token = self.sms_tokens.lock().unwrap()[n].clone();
+        let hash = crate::paylink::token_hash(&token);
+        let record = self.store.paylink(&hash).await.unwrap().expect("the link exists");
+        let clicked = Event::clicked(&record.key, &record.correlation, record.channel);
+        self.store.record_click(&hash, &clicked).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_request_nobody_opened_in_time_goes_out_on_the_next_channel() {
+    let world = World::new(ESCALATING, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    assert_eq!(world.at(NOON + 24 * HOUR - 1).await, 0);
+    assert_eq!(world.at(NOON + 24 * HOUR).await, 1);
+    let journey = world.journey("INV-1").await;
+    assert_eq!(
+        journey,
+        [
+            sent(ChannelName::Sms, None),
+            (EventName::Escalated, Some(ChannelName::Email), None),
+            sent(ChannelName::Email, None),
+        ]
+    );
+    let escalated = &world.events("INV-1").await[2];
+    assert_eq!(
+        escalated.detail.as_deref(),
+        Some("the sms payment request was not opened within 1day; sending it by email")
+    );
+    // Email was the last channel: nothing further to escalate to.
+    let steps = world.store.steps("acme", "INV-1").await.unwrap();
+    assert_eq!(
+        (steps[0].name.as_str(), steps[0].status),
+        ("request", crate::store::StepStatus::Sent)
+    );
+}
+
+#[tokio::test]
+async fn a_request_a_person_opened_is_not_escalated() {
+    let world = World::new(ESCALATING, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    world.clock.set_ms(NOON + HOUR);
+    world.open_sms_link(0).await;
+    assert_eq!(world.at(NOON + 24 * HOUR).await, 1);
+    assert_eq!(world.email.load(Ordering::SeqCst), 0, "opened: no escalation");
+    let names: Vec<EventName> = world.journey("INV-1").await.into_iter().map(|e| e.0).collect();
+    assert_eq!(names, [EventName::Sent, EventName::Clicked]);
+}
+
+#[tokio::test]
+async fn a_reminder_nobody_opened_escalates_with_its_step_and_then_the_journey_completes() {
+    let world = World::new(ESCALATING, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    world.clock.set_ms(NOON + HOUR);
+    world.open_sms_link(0).await;
+    world.at(NOON + 24 * HOUR).await;
+    let nudge = NOON + 10 * DAY - 2 * HOUR; // 2026-11-30T10:00Z: +5d from 2026-11-25? no: due 12-01 + 5d
+    let _ = nudge;
+    let nudge = DUE_DAY_10 + 5 * DAY;
+    assert_eq!(world.at(nudge).await, 1);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 2);
+    assert_eq!(world.at(nudge + 24 * HOUR).await, 1);
+    let journey = world.journey("INV-1").await;
+    let nudge_step = Some("nudge".to_owned());
+    assert_eq!(
+        journey[2..],
+        [
+            (EventName::Sent, Some(ChannelName::Sms), nudge_step.clone()),
+            (EventName::Escalated, Some(ChannelName::Email), nudge_step.clone()),
+            (EventName::Sent, Some(ChannelName::Email), nudge_step.clone()),
+            (EventName::JourneyCompleted, None, nudge_step),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_daily_cap_delays_reminders_to_the_next_day_and_never_first_requests() {
+    let routing = r#"default = ["sms"]
+max_messages_per_customer_per_day = 1
+journey = "one"
+
+[journeys.one]
+send_at = "10:00"
+steps = [{ name = "upcoming", due = "-3d" }]"#;
+    let world = World::new(routing, vec![], vec![]).await;
+    // Three invoices of one customer on one day: every first request goes.
+    for invoice in ["INV-1", "INV-2", "INV-3"] {
+        world.receive(invoice, 1).await;
+    }
+    assert_eq!(world.sms.load(Ordering::SeqCst), 3, "first requests are never delayed");
+
+    // Their reminders all fall due at 10:00 on 11-28: one a day goes.
+    let day = DUE_DAY_10 - 3 * DAY;
+    assert_eq!(world.at(day).await, 3);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 4);
+    assert_eq!(world.store.next_step().await.unwrap(), Some(day + DAY));
+    let waiting = world.store.steps("acme", "INV-2").await.unwrap();
+    assert!(
+        waiting[0].detail.as_deref().is_some_and(|d| d.contains("daily cap")),
+        "{waiting:?}"
+    );
+    assert_eq!(world.at(day + DAY).await, 2);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 5);
+    assert_eq!(world.at(day + 2 * DAY).await, 1);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 6, "waiting, never dropped");
+    let sent: usize = {
+        let mut n = 0;
+        for invoice in ["INV-1", "INV-2", "INV-3"] {
+            n += world.journey(invoice).await.iter().filter(|e| e.2.is_some()).count();
+        }
+        n
+    };
+    assert_eq!(sent, 3 + 3, "each reminder sent once, each completing its journey");
+}
+
+const ONE_SMS_STEP: &str = r#"default = ["sms"]
+retry_for = "10m"
+journey = "one"
+
+[journeys.one]
+send_at = "10:00"
+steps = [{ name = "upcoming", due = "-3d" }]"#;
+
+fn transient_failures(n: usize) -> Vec<Reply> {
+    (0..n).map(|_| Reply::Fail(transient())).collect()
+}
+
+#[tokio::test]
+async fn a_steps_last_channel_failing_for_now_is_tried_again_later_then_sent() {
+    let tries = RetryPolicy::STANDARD.tries_per_channel as usize;
+    // The first request goes; the step's first two runs fail every try.
+    let mut replies = vec![Reply::Accept];
+    replies.extend(transient_failures(2 * tries));
+    let world = World::new(ONE_SMS_STEP, replies, vec![]).await;
+    world.receive("INV-1", 1).await;
+    let day = DUE_DAY_10 - 3 * DAY;
+    assert_eq!(world.at(day).await, 1);
+    assert_eq!(
+        world.store.next_step().await.unwrap(),
+        Some(day + 60_000),
+        "a minute later"
+    );
+    assert_eq!(world.at(day + 60_000).await, 1);
+    assert_eq!(
+        world.store.next_step().await.unwrap(),
+        Some(day + 3 * 60_000),
+        "then two"
+    );
+    assert_eq!(world.at(day + 3 * 60_000).await, 1);
+    let names: Vec<EventName> = world.journey("INV-1").await.into_iter().map(|e| e.0).collect();
+    assert_eq!(
+        names,
+        [EventName::Sent, EventName::Sent, EventName::JourneyCompleted],
+        "no channel_failed for failures tried again"
+    );
+    let attempts: Vec<AttemptState> = world.attempts("INV-1").await.into_iter().map(|a| a.1).collect();
+    assert_eq!(
+        attempts,
+        [
+            AttemptState::Sent,
+            AttemptState::Retrying,
+            AttemptState::Retrying,
+            AttemptState::Sent
+        ]
+    );
+    let sent = world.events("INV-1").await;
+    assert_eq!(
+        sent.iter()
+            .filter(|e| e.detail.as_deref().is_some_and(|d| d.contains("twice")))
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_step_whose_channel_keeps_failing_gives_up_after_retry_for() {
+    let tries = RetryPolicy::STANDARD.tries_per_channel as usize;
+    let mut replies = vec![Reply::Accept];
+    replies.extend(transient_failures(100 * tries));
+    let world = World::new(ONE_SMS_STEP, replies, vec![]).await;
+    world.receive("INV-1", 1).await;
+    let mut at = DUE_DAY_10 - 3 * DAY;
+    let mut runs = 0;
+    while world.at(at).await == 1 {
+        runs += 1;
+        match world.store.next_step().await.unwrap() {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    // Runs at 0, 1, 3, 7 and 15 minutes after the first failure: the one
+    // at 15 is past the 10 minutes of retry_for, and its failure is final.
+    assert_eq!(runs, 5, "tried again at growing pauses until retry_for ran out");
+    let names: Vec<EventName> = world.journey("INV-1").await.into_iter().map(|e| e.0).collect();
+    assert_eq!(
+        names,
+        [
+            EventName::Sent,
+            EventName::ChannelFailed,
+            EventName::Exhausted,
+            EventName::JourneyCompleted
+        ]
+    );
+    let steps = world.store.steps("acme", "INV-1").await.unwrap();
+    assert_eq!(steps[0].status, crate::store::StepStatus::Failed);
+}
+
+#[tokio::test]
+async fn the_accepted_event_names_the_journey_and_its_reminders() {
+    let world = World::new(LADDER, vec![], vec![]).await;
+    world.clock.set_ms(DUE_DAY_10 - 3 * DAY + HOUR);
+    world.receive("INV-1", 1).await;
+    let accepted = &world.events("INV-1").await[0];
+    assert_eq!(
+        accepted.detail.as_deref(),
+        Some("routed by default: sms, email (fallback); journey ladder: 2 reminder(s) planned, 1 skipped (their time had passed)")
+    );
 }

@@ -52,6 +52,32 @@ pub struct Invoice {
     pub metadata: Option<serde_json::Value>,
 }
 
+impl Invoice {
+    /// Who the invoice is for, as a key the store indexes: the biller and
+    /// the customer's `id`, else the biller and the invoice's first contact
+    /// (email, phone, WhatsApp, Messenger), which then stands for the
+    /// customer. The contact is kept as its SHA-256, never in clear.
+    pub fn customer_key(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let biller = &self.key.biller_id;
+        if let Some(id) = &self.customer.id {
+            return format!("{biller}/id/{id}");
+        }
+        let contacts = &self.customer.contacts;
+        let contact = [
+            ChannelName::Email,
+            ChannelName::Sms,
+            ChannelName::Whatsapp,
+            ChannelName::Messenger,
+        ]
+        .into_iter()
+        .find_map(|channel| contacts.address(channel))
+        .unwrap_or_default()
+        .to_lowercase();
+        format!("{biller}/contact/{}", hex::encode(Sha256::digest(contact.as_bytes())))
+    }
+}
+
 /// The person the request is for. `Debug` hides the name: it is personal data.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Customer {

@@ -19,6 +19,10 @@ use crate::config::{Config, Journey, JourneyChoice, JourneyStep, StepTime};
 use crate::invoice::Invoice;
 use crate::router::Decision;
 
+/// The name of step 0: not a reminder but the first request's watch for
+/// escalation, planned when the journey has `escalate_after`.
+pub const REQUEST_STEP: &str = "request";
+
 /// Why a step is not sent when its time had passed at intake.
 pub const PAST_AT_INTAKE: &str = "its time had passed when the invoice arrived";
 
@@ -82,10 +86,22 @@ pub fn time_zone(config: &Config, invoice: &Invoice) -> TimeZone {
 /// by the due date at the journey's `send_at` in `tz`, steps placed `after`
 /// the previous message estimated from the previous step (or from now,
 /// when the first request goes out). A step whose time is already past is
-/// planned as skipped, so the status API can say why it never came.
+/// planned as skipped, so the status API can say why it never came. With
+/// `escalate_after`, step 0 ([`REQUEST_STEP`]) watches the first request.
 pub fn plan(journey: &Journey, invoice: &Invoice, tz: &TimeZone, now_ms: i64) -> Vec<PlannedStep> {
     let mut previous = now_ms;
-    let mut planned = Vec::with_capacity(journey.steps.len());
+    let mut planned = Vec::with_capacity(journey.steps.len() + 1);
+    if let Some(wait) = journey.escalate_after {
+        // Checked against the request's real send time when it comes due.
+        planned.push(PlannedStep {
+            seq: 0,
+            journey: journey.name.clone(),
+            name: REQUEST_STEP.to_owned(),
+            due_ms: now_ms.saturating_add(wait.as_millis() as i64),
+            after_ms: None,
+            skipped: None,
+        });
+    }
     for (i, step) in journey.steps.iter().enumerate() {
         let (due_ms, after_ms) = match step.when {
             StepTime::Due { days } => (due_day_at(invoice.due_date, days, journey.send_at, tz), None),
@@ -145,4 +161,12 @@ pub fn local_date(now_ms: i64, tz: &TimeZone) -> time::Date {
         date.day() as u8,
     )
     .unwrap_or(time::Date::MIN)
+}
+
+/// The start of the customer's day at `now_ms` in `tz` (the daily cap's
+/// window), and `send_at` on the next day: when a step over the cap goes.
+pub fn day_window(now_ms: i64, tz: &TimeZone, send_at: jiff::civil::Time) -> (i64, i64) {
+    let today = local_date(now_ms, tz);
+    let start = due_day_at(today, 0, jiff::civil::Time::midnight(), tz);
+    (start, due_day_at(today, 1, send_at, tz))
 }

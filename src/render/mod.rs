@@ -5,18 +5,35 @@
 //! Each template exists once per language, in a folder named by the
 //! locale's BCP 47 tag: `templates/<locale>/<name>.hbs`, e.g.
 //! `templates/es/email/subject.hbs` or, for a regional variant,
-//! `templates/es-MX/sms/body.hbs`. The names are [`NAMES`]; the built-in
-//! languages are [`BUILT_IN_LOCALES`] (English, Spanish, Portuguese as
-//! written in Brazil, German). The built-ins are compiled into the binary,
-//! so payrelay runs anywhere.
+//! `templates/es-MX/sms/body.hbs`. The built-in languages are
+//! [`BUILT_IN_LOCALES`] (English, Spanish, Portuguese as written in Brazil,
+//! German). The built-ins are compiled into the binary, so payrelay runs
+//! anywhere.
 //!
+//! # Messages
+//! A message is a named template ([`Message`]) rendered in parts, one set
+//! per channel ([`MESSAGE_PARTS`]: an email's subject, text and HTML, an
+//! SMS body, a Messenger text; WhatsApp sends approved templates instead).
+//! The first request is `payment_request`, whose parts sit directly in the
+//! locale folder (`es/sms/body.hbs`, the layout before journeys, so older
+//! overrides keep working) and are named as before ([`NAMES`], with the
+//! pay page). Every other message has a folder named by the template:
+//! `es/reminder/sms/body.hbs`, registered as `reminder/sms/body`
+//! ([`part_name`]). [`BUILT_IN_MESSAGES`] exist in every built-in language;
+//! an operator adds any other name ([`check_message_name`]) in the
+//! templates dir. Channels render the view's template with
+//! [`Templates::render_message`].
+//!
+//! # Overrides
 //! A file under `[templates] dir` with the same relative path overrides
-//! that one template in that one language (`<dir>/es/email/subject.hbs`);
-//! a folder for another locale adds that language (`<dir>/fr/...`), one
-//! template at a time. A file directly under the dir, without a locale
-//! folder (`<dir>/email/subject.hbs`, the layout before languages), still
-//! overrides the English template. Folder names may use any case and `_`
-//! (`es_mx` is `es-MX`).
+//! that one template in that one language (`<dir>/es/email/subject.hbs`,
+//! `<dir>/es/reminder/email/subject.hbs`); a folder for another locale adds
+//! that language (`<dir>/fr/...`), one template at a time, and a folder
+//! with a new name inside a locale folder adds a message
+//! (`<dir>/en/second_reminder/sms/body.hbs`). A file directly under the
+//! dir, without a locale folder (`<dir>/email/subject.hbs`, the layout
+//! before languages), still overrides the English `payment_request`.
+//! Folder names may use any case and `_` (`es_mx` is `es-MX`).
 //!
 //! # Which language
 //! [`view`] puts `locale_chain` in the template data: the customer's locale
@@ -27,7 +44,18 @@
 //! nothing known -> `en`. A view without `locale_chain` is read from its
 //! `locale`. While rendering, `lang` holds the locale of the template
 //! picked (the pay page's `<html lang>`). `payrelay check` lists the
-//! templates a declared locale lacks with [`Templates::missing_for_locale`].
+//! templates a declared locale lacks with [`Templates::missing_for_locale`]
+//! (every built-in message), and those of one message with
+//! [`Templates::missing_message`].
+//!
+//! # Which message
+//! Besides the invoice, the data holds `template` (the message's name),
+//! `step` (the journey step's name; null for the first request),
+//! `days_to_due` (the due date minus today, negative once it has passed),
+//! `days_overdue` (today minus the due date when positive, else 0) and the
+//! invoice's `metadata` (null when it has none). "Today" is the customer's
+//! date, given by the caller. Templates branch on them with handlebars'
+//! built-in helpers: `{{#if (eq days_to_due 0)}}due today{{else}}...{{/if}}`.
 //!
 //! # Money and dates
 //! `amount.display` and `invoice.due_date_display` hold the amount and the
@@ -46,18 +74,21 @@
 pub mod format;
 pub mod locale;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use handlebars::Handlebars;
 use serde_json::json;
 
 pub use format::{date, money, money_minor};
 
+use crate::domain::ChannelName;
 use crate::invoice::Invoice;
 use crate::settings::BillerConfig;
 
-/// Every template a channel or the pay page renders, by name.
+/// The `payment_request` message's parts and the pay page, by name: the
+/// templates as they were before journeys added messages.
 pub const NAMES: [&str; 6] = [
     "email/subject",
     "email/body.txt",
@@ -67,8 +98,38 @@ pub const NAMES: [&str; 6] = [
     "messenger/text",
 ];
 
+/// The first request's message template. The same as the journey config's
+/// `FIRST_TEMPLATE` (a test keeps them equal), kept here so rendering does
+/// not depend on the config, which depends on the channels.
+pub const FIRST_TEMPLATE: &str = "payment_request";
+
+/// Messages with built-in templates on every channel in every built-in
+/// language: the first request and the three a journey sends by default.
+pub const BUILT_IN_MESSAGES: [&str; 4] = [FIRST_TEMPLATE, "reminder", "overdue", "final_notice"];
+
+/// What the email channel renders of a message.
+pub const EMAIL_PARTS: [&str; 3] = ["email/subject", "email/body.txt", "email/body.html"];
+/// What the SMS channel renders of a message.
+pub const SMS_PARTS: [&str; 1] = ["sms/body"];
+/// What the Messenger channel renders of a message.
+pub const MESSENGER_PARTS: [&str; 1] = ["messenger/text"];
+/// Every part of a message, on every channel that renders templates.
+pub const MESSAGE_PARTS: [&str; 5] = [
+    EMAIL_PARTS[0],
+    EMAIL_PARTS[1],
+    EMAIL_PARTS[2],
+    SMS_PARTS[0],
+    MESSENGER_PARTS[0],
+];
+
+/// The folders of a message's parts: never a locale, never a message name.
+const CHANNEL_FOLDERS: [&str; 4] = ["email", "sms", "messenger", "whatsapp"];
+
 /// Languages with a complete set of built-in templates.
 pub const BUILT_IN_LOCALES: [&str; 4] = ["en", "es", "pt", "de"];
+
+/// A built-in template: (locale, name, source).
+type BuiltIn = (&'static str, &'static str, &'static str);
 
 macro_rules! built_in {
     ($($locale:literal),*) => {
@@ -83,8 +144,114 @@ macro_rules! built_in {
     };
 }
 
-/// Built-in templates: (locale, name, source).
-const BUILT_IN: [(&str, &str, &str); 24] = built_in!("en", "es", "pt", "de");
+/// The parts of one message other than `payment_request`, from its folder
+/// in each locale.
+macro_rules! built_in_message {
+    ($message:literal: $($locale:literal),*) => {
+        [$(
+            ($locale, concat!($message, "/email/subject"), include_str!(concat!("../../templates/", $locale, "/", $message, "/email/subject.hbs"))),
+            ($locale, concat!($message, "/email/body.txt"), include_str!(concat!("../../templates/", $locale, "/", $message, "/email/body.txt.hbs"))),
+            ($locale, concat!($message, "/email/body.html"), include_str!(concat!("../../templates/", $locale, "/", $message, "/email/body.html.hbs"))),
+            ($locale, concat!($message, "/sms/body"), include_str!(concat!("../../templates/", $locale, "/", $message, "/sms/body.hbs"))),
+            ($locale, concat!($message, "/messenger/text"), include_str!(concat!("../../templates/", $locale, "/", $message, "/messenger/text.hbs"))),
+        )*]
+    };
+}
+
+/// Built-in templates of `payment_request` and the pay page.
+const BUILT_IN: [BuiltIn; 24] = built_in!("en", "es", "pt", "de");
+const REMINDER: [BuiltIn; 20] = built_in_message!("reminder": "en", "es", "pt", "de");
+const OVERDUE: [BuiltIn; 20] = built_in_message!("overdue": "en", "es", "pt", "de");
+const FINAL_NOTICE: [BuiltIn; 20] = built_in_message!("final_notice": "en", "es", "pt", "de");
+/// Every built-in template.
+const BUILT_IN_SETS: [&[BuiltIn]; 4] = [&BUILT_IN, &REMINDER, &OVERDUE, &FINAL_NOTICE];
+
+/// The name `part` of message `template` is registered and overridden
+/// under: the part itself for `payment_request` (`email/subject`, as
+/// before journeys), else under the template's folder
+/// (`reminder/email/subject`).
+pub fn part_name(template: &str, part: &str) -> String {
+    registered_name(template, part).into_owned()
+}
+
+/// [`part_name`] without a copy for `payment_request`, the most sent.
+fn registered_name<'a>(template: &str, part: &'a str) -> Cow<'a, str> {
+    if template == FIRST_TEMPLATE {
+        Cow::Borrowed(part)
+    } else {
+        Cow::Owned(format!("{template}/{part}"))
+    }
+}
+
+/// The message a registered template name belongs to; `None` for the pay
+/// page.
+fn message_of(name: &str) -> Option<&str> {
+    let (folder, _) = name.split_once('/')?;
+    Some(if CHANNEL_FOLDERS.contains(&folder) {
+        FIRST_TEMPLATE
+    } else {
+        folder
+    })
+}
+
+/// The parts of a message `channel` renders from templates; none for
+/// WhatsApp, which sends approved templates (see its `templates` config).
+pub fn parts_on(channel: ChannelName) -> &'static [&'static str] {
+    match channel {
+        ChannelName::Email => &EMAIL_PARTS,
+        ChannelName::Sms => &SMS_PARTS,
+        ChannelName::Messenger => &MESSENGER_PARTS,
+        ChannelName::Whatsapp => &[],
+    }
+}
+
+/// A message template's name, as a journey step, a templates dir folder
+/// and the WhatsApp mapping give it: lowercase letters, digits and `_`,
+/// starting with a letter, at most 64, and not a channel's folder name.
+pub fn check_message_name(name: &str) -> Result<(), String> {
+    let shaped = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !shaped {
+        Err(format!(
+            "\"{name}\" is not a message template name (lowercase letters, digits and _, starting with a letter)"
+        ))
+    } else if CHANNEL_FOLDERS.contains(&name) {
+        Err(format!("\"{name}\" is a channel's folder, not a message template name"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Which message to render: its template and the journey step sending it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The message template's name (`payment_request`, `reminder`, ...).
+    pub template: String,
+    /// The journey step's name; `None` for the first request.
+    pub step: Option<String>,
+}
+
+impl Message {
+    /// The first request of an invoice: `payment_request`, no step.
+    pub fn first_request() -> Message {
+        Message {
+            template: FIRST_TEMPLATE.to_owned(),
+            step: None,
+        }
+    }
+
+    /// Journey step `step`'s message, rendered from `template`.
+    pub fn step(step: impl Into<String>, template: impl Into<String>) -> Message {
+        Message {
+            template: template.into(),
+            step: Some(step.into()),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -129,8 +296,9 @@ impl Templates {
     /// Compiles the built-in templates and the overrides in `dir`, listing
     /// every template that fails to compile or cannot be read.
     pub fn load(dir: Option<&Path>) -> Result<Templates, Vec<TemplateProblem>> {
-        let mut sources: BTreeMap<(String, String), Source> = BUILT_IN
+        let mut sources: BTreeMap<(String, String), Source> = BUILT_IN_SETS
             .iter()
+            .flat_map(|set| set.iter())
             .map(|&(locale, name, text)| {
                 let source = Source {
                     text: text.to_owned(),
@@ -182,8 +350,9 @@ impl Templates {
         }
     }
 
-    /// Renders template `name` (one of [`NAMES`]) in the first locale of
-    /// the data's `locale_chain` that has it (see the module doc).
+    /// Renders template `name` (one of [`NAMES`], or a [`part_name`]) in
+    /// the first locale of the data's `locale_chain` that has it (see the
+    /// module doc).
     pub fn render(&self, name: &str, data: &serde_json::Value) -> Result<String, RenderError> {
         let [rendered] = self.render_each([name], data)?;
         Ok(rendered)
@@ -218,6 +387,19 @@ impl Templates {
         Ok(rendered)
     }
 
+    /// Renders `parts` (of [`MESSAGE_PARTS`]) of the view's message
+    /// template, each in the first locale of the chain that has it. A
+    /// message with no such part in any locale of the chain is
+    /// [`RenderError::Missing`]: it never falls back to another message.
+    pub fn render_message<const N: usize>(
+        &self,
+        view: &View<'_>,
+        parts: [&str; N],
+    ) -> Result<[String; N], RenderError> {
+        let names = parts.map(|part| registered_name(view.template, part));
+        self.render_each(names.each_ref().map(|name| name.as_ref()), &view.data)
+    }
+
     /// Renders a one-off snippet from the config (such as a WhatsApp
     /// parameter mapping) as plain text; the `money` and `date` helpers work.
     pub fn render_inline(&self, source: &str, data: &serde_json::Value) -> Result<String, RenderError> {
@@ -231,15 +413,48 @@ impl Templates {
 
     /// The templates that a customer or biller with `locale` would get in
     /// another language, because neither the locale nor its shorter forms
-    /// (`es` for `es-MX`) have them. All of [`NAMES`] for a tag that is not
-    /// a locale.
+    /// (`es` for `es-MX`) have them: [`NAMES`], then the parts of the other
+    /// [`BUILT_IN_MESSAGES`]. All of them for a tag that is not a locale.
     pub fn missing_for_locale(&self, locale: &str) -> Vec<String> {
         let own = locale::lookup(locale);
+        let messages = BUILT_IN_MESSAGES.iter().filter(|m| **m != FIRST_TEMPLATE);
         NAMES
             .iter()
-            .filter(|name| !own.iter().any(|l| self.has(l, name)))
             .map(|name| (*name).to_owned())
+            .chain(messages.flat_map(|m| MESSAGE_PARTS.iter().map(move |part| part_name(m, part))))
+            .filter(|name| !own.iter().any(|l| self.has(l, name)))
             .collect()
+    }
+
+    /// The parts of message `template` that a customer or biller with
+    /// `locale` would get in another language (or not at all), as
+    /// registered names ([`part_name`]): empty when the message is
+    /// complete in that language. For `payrelay check`'s "a template
+    /// missing for a language" of each journey step.
+    pub fn missing_message(&self, template: &str, locale: &str) -> Vec<String> {
+        self.missing_parts(template, locale, &MESSAGE_PARTS)
+    }
+
+    /// [`Templates::missing_message`] for the parts `channel` renders
+    /// ([`parts_on`]); always empty for WhatsApp.
+    pub fn missing_message_on(&self, template: &str, locale: &str, channel: ChannelName) -> Vec<String> {
+        self.missing_parts(template, locale, parts_on(channel))
+    }
+
+    fn missing_parts(&self, template: &str, locale: &str, parts: &[&str]) -> Vec<String> {
+        let own = locale::lookup(locale);
+        parts
+            .iter()
+            .map(|part| part_name(template, part))
+            .filter(|name| !own.iter().any(|l| self.has(l, name)))
+            .collect()
+    }
+
+    /// Every message template with at least one part in some language,
+    /// sorted: the built-in ones and those the templates dir adds.
+    pub fn messages(&self) -> Vec<String> {
+        let set: BTreeSet<&str> = self.variants.iter().filter_map(|(_, name)| message_of(name)).collect();
+        set.into_iter().map(str::to_owned).collect()
     }
 
     /// Every locale with at least one template, sorted.
@@ -250,12 +465,19 @@ impl Templates {
 
     /// Renders every template in every language with a sample invoice, so
     /// `payrelay check` catches a template that names a field that does
-    /// not exist.
+    /// not exist. A message's parts are rendered as the first request and
+    /// as journey steps before, on and after the due date, so each branch
+    /// on `days_to_due` is tried; the first failure of each is reported.
     pub fn check_with_sample(&self) -> Vec<TemplateProblem> {
         let sample = sample_view();
         self.variants
             .iter()
-            .filter_map(|(locale, name)| self.render_variant(locale, name, &sample).err())
+            .filter_map(|(locale, name)| {
+                let template = message_of(name).unwrap_or(FIRST_TEMPLATE);
+                sample_steps(&sample, template)
+                    .iter()
+                    .find_map(|data| self.render_variant(locale, name, data).err())
+            })
             .map(|e| TemplateProblem {
                 location: "templates".into(),
                 reason: e.to_string(),
@@ -352,22 +574,31 @@ fn chain_of(data: &serde_json::Value) -> Vec<String> {
 }
 
 /// Reads the override files in `dir` into `sources`: `<dir>/<locale>/<name>.hbs`
-/// for any locale, and `<dir>/<name>.hbs` for English.
+/// for any locale and name, with each message other than `payment_request`
+/// in its folder (`<dir>/<locale>/<template>/<part>.hbs`), and
+/// `<dir>/<name>.hbs` for English `payment_request` and the pay page.
 fn read_overrides(dir: &Path, sources: &mut BTreeMap<(String, String), Source>, problems: &mut Vec<TemplateProblem>) {
-    let mut found: Vec<(String, std::path::PathBuf)> = Vec::new();
+    let mut found: Vec<(String, PathBuf)> = Vec::new();
     match std::fs::read_dir(dir) {
         Ok(entries) => {
-            // The first folder of a template name ("email") is no locale.
-            let template_folders: BTreeSet<&str> =
-                NAMES.iter().filter_map(|n| n.split_once('/')).map(|(f, _)| f).collect();
             for entry in entries.flatten() {
                 let path = entry.path();
                 let folder = entry.file_name().to_string_lossy().into_owned();
-                if !path.is_dir() || template_folders.contains(folder.as_str()) {
+                // A part's first folder ("email") is no locale.
+                if !path.is_dir() || CHANNEL_FOLDERS.contains(&folder.as_str()) {
                     continue;
                 }
                 if let Some(tag) = locale::canonical(&folder) {
                     found.push((tag, path));
+                } else if holds_parts(&path) {
+                    // Read as nothing, it would be a silent no-op.
+                    problems.push(TemplateProblem {
+                        location: path.display().to_string(),
+                        reason: format!(
+                            "a message's folder goes inside a language folder ({}/en/{folder}/sms/body.hbs)",
+                            dir.display()
+                        ),
+                    });
                 }
             }
         }
@@ -377,49 +608,110 @@ fn read_overrides(dir: &Path, sources: &mut BTreeMap<(String, String), Source>, 
         }),
     }
     found.sort();
-    found.push((locale::FALLBACK.to_owned(), dir.to_path_buf()));
-    for (tag, folder) in found {
+    // (locale, registered name, file), in the order they are read.
+    let mut files: Vec<(String, String, PathBuf)> = Vec::new();
+    for (tag, folder) in &found {
         for name in NAMES {
-            let path = folder.join(format!("{name}.hbs"));
-            if !path.is_file() {
-                continue;
+            files.push((tag.clone(), name.to_owned(), folder.join(format!("{name}.hbs"))));
+        }
+        for (template, template_dir) in message_folders(folder, problems) {
+            for part in MESSAGE_PARTS {
+                let file = template_dir.join(format!("{part}.hbs"));
+                files.push((tag.clone(), part_name(&template, part), file));
             }
-            let location = path.display().to_string();
-            let text = match std::fs::read_to_string(&path) {
-                Ok(text) => text,
-                Err(e) => {
-                    problems.push(TemplateProblem {
-                        location,
-                        reason: format!("cannot read: {e}"),
-                    });
-                    continue;
-                }
-            };
-            let slot = (tag.clone(), name.to_owned());
-            if let Some(earlier) = sources.get(&slot).filter(|s| s.from_dir) {
+        }
+    }
+    for name in NAMES {
+        files.push((
+            locale::FALLBACK.to_owned(),
+            name.to_owned(),
+            dir.join(format!("{name}.hbs")),
+        ));
+    }
+    for (tag, name, path) in files {
+        if !path.is_file() {
+            continue;
+        }
+        let location = path.display().to_string();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) => {
                 problems.push(TemplateProblem {
                     location,
-                    reason: format!(
-                        "{} already overrides {tag}/{name}; keep one of the two",
-                        earlier.location
-                    ),
+                    reason: format!("cannot read: {e}"),
                 });
                 continue;
             }
-            sources.insert(
-                slot,
-                Source {
-                    text,
-                    location,
-                    from_dir: true,
-                },
-            );
+        };
+        let slot = (tag.clone(), name.clone());
+        if let Some(earlier) = sources.get(&slot).filter(|s| s.from_dir) {
+            problems.push(TemplateProblem {
+                location,
+                reason: format!(
+                    "{} already overrides {tag}/{name}; keep one of the two",
+                    earlier.location
+                ),
+            });
+            continue;
         }
+        sources.insert(
+            slot,
+            Source {
+                text,
+                location,
+                from_dir: true,
+            },
+        );
     }
 }
 
+/// The message folders in a locale folder, sorted: every folder but the
+/// channels' whose name is a message template's. A folder holding parts
+/// under a name that cannot be one is reported, not skipped silently.
+fn message_folders(locale_dir: &Path, problems: &mut Vec<TemplateProblem>) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(locale_dir) else {
+        return Vec::new();
+    };
+    let mut folders = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !path.is_dir() || CHANNEL_FOLDERS.contains(&name.as_str()) {
+            continue;
+        }
+        let problem = if name == FIRST_TEMPLATE {
+            format!(
+                "{FIRST_TEMPLATE}'s parts sit directly in the language folder (email/subject.hbs, sms/body.hbs, ...)"
+            )
+        } else {
+            match check_message_name(&name) {
+                Ok(()) => {
+                    folders.push((name, path));
+                    continue;
+                }
+                Err(e) if holds_parts(&path) => e,
+                Err(_) => continue,
+            }
+        };
+        problems.push(TemplateProblem {
+            location: path.display().to_string(),
+            reason: problem,
+        });
+    }
+    folders.sort();
+    folders
+}
+
+/// Whether a folder has a channel's folder of message parts in it.
+fn holds_parts(dir: &Path) -> bool {
+    CHANNEL_FOLDERS.iter().any(|channel| dir.join(channel).is_dir())
+}
+
 /// Template data for a made-up invoice, built by [`view`] like a real one,
-/// so `payrelay check` can render each template and config snippet once.
+/// so `payrelay check` can render each template and config snippet once:
+/// the first request, three days before its due date. It has no
+/// `metadata`, as many invoices do not, so a template must guard what it
+/// reads there (`{{#if metadata.contract}}`).
 pub fn sample_view() -> serde_json::Value {
     const SAMPLE: &str = r#"{"invoice_id": "INV-SAMPLE", "biller_id": "sample", "amount": "1234.50",
         "currency": "EUR", "due_date": "2026-12-01", "description": "Sample", "source": "erp",
@@ -430,7 +722,17 @@ pub fn sample_view() -> serde_json::Value {
     };
     match crate::invoice::parse(SAMPLE.as_bytes(), |_| true) {
         Ok(crate::invoice::Message::PaymentRequest(invoice)) => {
-            let mut data = view(&invoice, "sample", &biller, "https://pay.example/p/SAMPLE-TOKEN");
+            let today = invoice.due_date - time::Duration::days(3);
+            let first = Message::first_request();
+            let view = View::new(
+                &invoice,
+                "sample",
+                &biller,
+                "https://pay.example/p/SAMPLE-TOKEN",
+                &first,
+                today,
+            );
+            let mut data = view.data;
             data["status"] = json!("open");
             data["checkout_path"] = json!("/p/SAMPLE-TOKEN/pay");
             data
@@ -441,9 +743,36 @@ pub fn sample_view() -> serde_json::Value {
     }
 }
 
-/// The data every template sees for one invoice.
+/// The sample as message `template` at the first request and at journey
+/// steps from three days before the due date to five days after it: every
+/// branch the built-in templates take on the days.
+fn sample_steps(sample: &serde_json::Value, template: &str) -> Vec<serde_json::Value> {
+    [
+        (None, 3),
+        (Some("sample_step"), 1),
+        (Some("sample_step"), 0),
+        (Some("sample_step"), -1),
+        (Some("sample_step"), -5),
+    ]
+    .into_iter()
+    .map(|(step, days_to_due): (Option<&str>, i64)| {
+        let mut data = sample.clone();
+        data["template"] = json!(template);
+        data["step"] = json!(step);
+        data["days_to_due"] = json!(days_to_due);
+        data["days_overdue"] = json!((-days_to_due).max(0));
+        data
+    })
+    .collect()
+}
+
+/// The data every template sees for an invoice's first request, as of
+/// today in UTC: the pay page's. Messages use [`View::new`], with the
+/// customer's date.
 pub fn view(invoice: &Invoice, biller_id: &str, biller: &BillerConfig, pay_url: &str) -> serde_json::Value {
-    View::new(invoice, biller_id, biller, pay_url).data
+    let first = Message::first_request();
+    let today = time::OffsetDateTime::now_utc().date();
+    View::new(invoice, biller_id, biller, pay_url, &first, today).data
 }
 
 /// One message's template data, with the values channels read themselves
@@ -455,19 +784,52 @@ pub struct View<'a> {
     /// The locale money and dates are formatted for: the customer's, else
     /// the biller's default, else `en` (WhatsApp's template language).
     pub locale: &'a str,
+    /// The message template the parts are rendered from (WhatsApp maps it
+    /// to an approved template).
+    pub template: &'a str,
+    /// The journey step sending it; `None` for the first request.
+    pub step: Option<&'a str>,
+    /// The due date minus today: negative once it has passed.
+    pub days_to_due: i64,
+    /// Today minus the due date when positive, else 0.
+    pub days_overdue: i64,
     /// What templates render from: the same data as [`view`].
     pub data: serde_json::Value,
 }
 
 impl<'a> View<'a> {
-    pub fn new(invoice: &'a Invoice, biller_id: &str, biller: &'a BillerConfig, pay_url: &'a str) -> View<'a> {
+    /// The view of `message` for `invoice`, as of `today`: the customer's
+    /// date (in their time zone, else the biller's), which the caller
+    /// knows and this does not.
+    pub fn new(
+        invoice: &'a Invoice,
+        biller_id: &str,
+        biller: &'a BillerConfig,
+        pay_url: &'a str,
+        message: &'a Message,
+        today: time::Date,
+    ) -> View<'a> {
         let customer_locale = invoice.customer.locale.as_deref();
         let biller_locale = biller.default_locale.as_deref();
         let locale = customer_locale.or(biller_locale).unwrap_or(locale::FALLBACK);
+        let days_to_due = (invoice.due_date - today).whole_days();
+        let days_overdue = (-days_to_due).max(0);
+        let mut data = data(invoice, biller_id, biller, pay_url, locale);
+        if let Some(fields) = data.as_object_mut() {
+            fields.insert("template".into(), json!(message.template));
+            fields.insert("step".into(), json!(message.step));
+            fields.insert("days_to_due".into(), json!(days_to_due));
+            fields.insert("days_overdue".into(), json!(days_overdue));
+            fields.insert("metadata".into(), invoice.metadata.clone().unwrap_or_default());
+        }
         View {
             pay_url,
             locale,
-            data: data(invoice, biller_id, biller, pay_url, locale),
+            template: &message.template,
+            step: message.step.as_deref(),
+            days_to_due,
+            days_overdue,
+            data,
         }
     }
 }

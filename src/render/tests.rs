@@ -258,8 +258,18 @@ fn missing_for_locale_lists_what_would_fall_back_to_another_language() {
     for complete in ["en", "es-MX", "es", "pt-BR", "pt-PT", "de-AT", "DE_de"] {
         assert!(t.missing_for_locale(complete).is_empty(), "{complete}");
     }
-    assert_eq!(t.missing_for_locale("fr-FR"), NAMES);
-    assert_eq!(t.missing_for_locale("not a locale"), NAMES);
+    let everything: Vec<String> = NAMES
+        .iter()
+        .map(|n| (*n).to_owned())
+        .chain(
+            ["reminder", "overdue", "final_notice"]
+                .iter()
+                .flat_map(|m| MESSAGE_PARTS.map(|p| format!("{m}/{p}"))),
+        )
+        .collect();
+    assert_eq!(everything.len(), 21);
+    assert_eq!(t.missing_for_locale("fr-FR"), everything);
+    assert_eq!(t.missing_for_locale("not a locale"), everything);
 
     let dir = tempfile::tempdir().unwrap();
     write(
@@ -272,11 +282,20 @@ fn missing_for_locale_lists_what_would_fall_back_to_another_language() {
         "fr/email/subject.hbs",
         "{{biller.name}} : facture {{invoice.id}}",
     );
+    write(
+        dir.path(),
+        "fr/reminder/sms/body.hbs",
+        "{{biller.name}} : rappel {{pay_url}}",
+    );
     let t = Templates::load(Some(dir.path())).unwrap();
+    let missing = t.missing_for_locale("fr-CA");
     assert_eq!(
-        t.missing_for_locale("fr-CA"),
+        missing[..4],
         ["email/body.txt", "email/body.html", "paypage.html", "messenger/text"]
     );
+    assert_eq!(missing.len(), 4 + 14, "{missing:?}");
+    assert!(!missing.contains(&"reminder/sms/body".to_owned()), "{missing:?}");
+    assert!(missing.contains(&"final_notice/sms/body".to_owned()), "{missing:?}");
     assert_eq!(t.locales(), ["de", "en", "es", "fr", "pt"]);
 }
 
@@ -448,4 +467,352 @@ fn html_escape_turns_every_special_character_into_its_entity() {
     );
     assert_eq!(escape_html("nothing to do é"), "nothing to do é");
     assert_eq!(escape_html(""), "");
+}
+
+/// The parsed sample invoice of [`view_for`], for views of other messages.
+fn invoice_for(locale: &str, metadata: Option<serde_json::Value>) -> Invoice {
+    let mut body = json!({"invoice_id": "INV-7", "biller_id": "acme", "amount": "1234.50", "currency": "EUR",
+        "due_date": "2026-12-01", "customer": {"name": "C", "email": "c@example.com", "locale": locale}});
+    if let Some(m) = metadata {
+        body["metadata"] = m;
+    }
+    match crate::invoice::parse(body.to_string().as_bytes(), |_| true) {
+        Ok(crate::invoice::Message::PaymentRequest(invoice)) => *invoice,
+        other => panic!("the test invoice parses: {other:?}"),
+    }
+}
+
+fn acme() -> BillerConfig {
+    BillerConfig {
+        name: "ACME".into(),
+        ..BillerConfig::default()
+    }
+}
+
+#[test]
+fn the_view_says_which_message_which_step_and_how_many_days() {
+    let invoice = invoice_for("en", Some(json!({"contract": "K-9"})));
+    let biller = acme();
+    let step = Message::step("upcoming", "reminder");
+    let v = View::new(
+        &invoice,
+        "acme",
+        &biller,
+        "https://pay.example/p/T",
+        &step,
+        day("2026-11-28"),
+    );
+    assert_eq!(
+        (v.template, v.step, v.days_to_due, v.days_overdue),
+        ("reminder", Some("upcoming"), 3, 0)
+    );
+    assert_eq!(v.data["template"], "reminder");
+    assert_eq!(v.data["step"], "upcoming");
+    assert_eq!(v.data["days_to_due"], 3);
+    assert_eq!(v.data["days_overdue"], 0);
+    assert_eq!(v.data["metadata"], json!({"contract": "K-9"}));
+
+    let step = Message::step("late", "overdue");
+    let v = View::new(
+        &invoice,
+        "acme",
+        &biller,
+        "https://pay.example/p/T",
+        &step,
+        day("2026-12-06"),
+    );
+    assert_eq!((v.days_to_due, v.days_overdue), (-5, 5));
+    assert_eq!(
+        (v.data["days_to_due"].clone(), v.data["days_overdue"].clone()),
+        (json!(-5), json!(5))
+    );
+
+    let first = Message::first_request();
+    let no_metadata = invoice_for("en", None);
+    let v = View::new(
+        &no_metadata,
+        "acme",
+        &biller,
+        "https://pay.example/p/T",
+        &first,
+        day("2026-12-01"),
+    );
+    assert_eq!(
+        (v.template, v.step, v.days_to_due, v.days_overdue),
+        ("payment_request", None, 0, 0)
+    );
+    assert_eq!(v.data["step"], serde_json::Value::Null);
+    assert_eq!(v.data["metadata"], serde_json::Value::Null);
+    assert_eq!(v.data["template"], "payment_request");
+}
+
+#[test]
+fn the_first_requests_template_is_the_journeys_first() {
+    assert_eq!(FIRST_TEMPLATE, crate::config::journey::FIRST_TEMPLATE);
+    assert_eq!(BUILT_IN_MESSAGES[0], FIRST_TEMPLATE);
+}
+
+#[test]
+fn message_names_are_lowercase_words_and_never_a_channel_folder() {
+    for ok in ["reminder", "final_notice", "second_reminder2", "x"] {
+        assert!(check_message_name(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "",
+        "Reminder",
+        "2nd",
+        "_x",
+        "final-notice",
+        "a/b",
+        "email",
+        "sms",
+        "messenger",
+        "whatsapp",
+    ] {
+        assert!(check_message_name(bad).is_err(), "{bad}");
+    }
+    assert!(check_message_name(&"a".repeat(65)).is_err());
+    assert_eq!(part_name("payment_request", "sms/body"), "sms/body");
+    assert_eq!(part_name("reminder", "sms/body"), "reminder/sms/body");
+}
+
+/// Renders `parts` of message `template` for a customer in `locale`,
+/// `days_to_due` days before the due date.
+fn render_message<const N: usize>(
+    t: &Templates,
+    template: &str,
+    locale: &str,
+    days_to_due: i64,
+    parts: [&str; N],
+) -> Result<[String; N], RenderError> {
+    let invoice = invoice_for(locale, None);
+    let biller = acme();
+    let message = Message::step("step", template);
+    let today = invoice.due_date - time::Duration::days(days_to_due);
+    let v = View::new(&invoice, "acme", &biller, "https://pay.example/p/T", &message, today);
+    t.render_message(&v, parts)
+}
+
+#[test]
+fn every_built_in_message_is_complete_in_every_built_in_language() {
+    let t = Templates::load(None).unwrap();
+    assert_eq!(t.messages(), ["final_notice", "overdue", "payment_request", "reminder"]);
+    for message in BUILT_IN_MESSAGES {
+        for locale in ["en", "es-MX", "pt-BR", "de-AT"] {
+            assert!(t.missing_message(message, locale).is_empty(), "{message} {locale}");
+            for channel in ChannelName::ALL {
+                assert!(t.missing_message_on(message, locale, channel).is_empty());
+            }
+        }
+        assert_eq!(t.missing_message(message, "fr").len(), MESSAGE_PARTS.len(), "{message}");
+    }
+    assert_eq!(
+        t.missing_message("reminder", "fr"),
+        MESSAGE_PARTS.map(|p| format!("reminder/{p}"))
+    );
+    assert_eq!(t.missing_message("payment_request", "fr"), MESSAGE_PARTS);
+    assert_eq!(
+        t.missing_message_on("reminder", "fr", ChannelName::Sms),
+        ["reminder/sms/body"]
+    );
+    assert_eq!(t.missing_message_on("reminder", "fr", ChannelName::Email).len(), 3);
+    assert!(t.missing_message_on("reminder", "fr", ChannelName::Whatsapp).is_empty());
+    assert_eq!(t.missing_message("no_such", "en").len(), MESSAGE_PARTS.len());
+}
+
+#[test]
+fn a_reminder_says_when_it_is_due_in_each_language() {
+    let t = Templates::load(None).unwrap();
+    let subject = |locale: &str, days: i64| {
+        let [s] = render_message(&t, "reminder", locale, days, ["email/subject"]).unwrap();
+        s.trim().to_owned()
+    };
+    let cases = [
+        (
+            "en",
+            [
+                "ACME: friendly reminder, invoice INV-7 for €1,234.50 is due in 3 days",
+                "ACME: friendly reminder, invoice INV-7 for €1,234.50 is due tomorrow",
+                "ACME: friendly reminder, invoice INV-7 for €1,234.50 is due today",
+                "ACME: friendly reminder, invoice INV-7 for €1,234.50 was due on December 1, 2026",
+            ],
+        ),
+        (
+            "es-ES",
+            [
+                "ACME: recordatorio, la factura INV-7 por 1234,50 € vence en 3 días",
+                "ACME: recordatorio, la factura INV-7 por 1234,50 € vence mañana",
+                "ACME: recordatorio, la factura INV-7 por 1234,50 € vence hoy",
+                "ACME: recordatorio, la factura INV-7 por 1234,50 € venció el 1 de diciembre de 2026",
+            ],
+        ),
+        (
+            "pt-BR",
+            [
+                "ACME: lembrete, a fatura INV-7 de € 1.234,50 vence em 3 dias",
+                "ACME: lembrete, a fatura INV-7 de € 1.234,50 vence amanhã",
+                "ACME: lembrete, a fatura INV-7 de € 1.234,50 vence hoje",
+                "ACME: lembrete, a fatura INV-7 de € 1.234,50 venceu em 1 de dezembro de 2026",
+            ],
+        ),
+        (
+            "de-DE",
+            [
+                "ACME: Erinnerung an Rechnung INV-7 über 1.234,50 €, fällig in 3 Tagen",
+                "ACME: Erinnerung an Rechnung INV-7 über 1.234,50 €, fällig morgen",
+                "ACME: Erinnerung an Rechnung INV-7 über 1.234,50 €, fällig heute",
+                "ACME: Erinnerung an Rechnung INV-7 über 1.234,50 €, fällig seit dem 1. Dezember 2026",
+            ],
+        ),
+    ];
+    for (locale, expected) in cases {
+        for (days, want) in [3, 1, 0, -2].into_iter().zip(expected) {
+            assert_eq!(subject(locale, days), want, "{locale} {days}");
+        }
+    }
+}
+
+#[test]
+fn overdue_and_final_notices_count_the_days_since_the_due_date() {
+    let t = Templates::load(None).unwrap();
+    let text = |template: &str, locale: &str, days: i64| {
+        let [text] = render_message(&t, template, locale, days, ["email/body.txt"]).unwrap();
+        text
+    };
+    let cases = [
+        ("en", "was due on December 1, 2026 (5 days ago)", "(yesterday)"),
+        ("es-MX", "venció el 1 de diciembre de 2026 (hace 5 días)", "(ayer)"),
+        ("pt-BR", "vencida em 1 de dezembro de 2026 (há 5 dias)", "(ontem)"),
+        ("de-DE", "war am 1. Dezember 2026 fällig (vor 5 Tagen)", "(gestern)"),
+    ];
+    for (locale, five_days, one_day) in cases {
+        for template in ["overdue", "final_notice"] {
+            assert!(text(template, locale, -5).contains(five_days), "{template} {locale}");
+            assert!(text(template, locale, -1).contains(one_day), "{template} {locale}");
+        }
+    }
+    // Sent on the due date by a journey that asks for it: no "0 days ago".
+    let today = text("overdue", "en", 0);
+    assert!(today.contains("It is due today.") && !today.contains("ago"), "{today}");
+}
+
+#[test]
+fn a_reminder_override_in_the_templates_dir_wins_in_its_language_only() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "es/reminder/sms/body.hbs",
+        "{{biller.name}}: recuerde {{amount.display}} ({{step}}, {{days_to_due}}): {{pay_url}}",
+    );
+    let t = Templates::load(Some(dir.path())).unwrap();
+    let [sms] = render_message(&t, "reminder", "es-MX", 3, ["sms/body"]).unwrap();
+    assert_eq!(sms, "ACME: recuerde €1,234.50 (step, 3): https://pay.example/p/T");
+    let [sms] = render_message(&t, "reminder", "en", 3, ["sms/body"]).unwrap();
+    assert!(sms.starts_with("ACME reminder: invoice INV-7"), "{sms}");
+    let [subject] = render_message(&t, "reminder", "es-MX", 3, ["email/subject"]).unwrap();
+    assert!(subject.contains("recordatorio"), "{subject}");
+    // payment_request's own sms/body is untouched.
+    let [first] = t
+        .render_each(["sms/body"], &view_for(Some("es-MX"), None, "C"))
+        .unwrap();
+    assert!(first.starts_with("ACME: la factura INV-7"), "{first}");
+}
+
+#[test]
+fn a_message_the_templates_dir_adds_renders_and_falls_back_by_language() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "en/second_reminder/sms/body.hbs",
+        "{{biller.name}} ({{template}}): {{amount.display}} {{pay_url}}",
+    );
+    write(
+        dir.path(),
+        "en/second_reminder/email/subject.hbs",
+        "Still open: {{invoice.id}}",
+    );
+    write(
+        dir.path(),
+        "de/second_reminder/email/subject.hbs",
+        "Noch offen: {{invoice.id}}",
+    );
+    let t = Templates::load(Some(dir.path())).unwrap();
+    assert!(t.messages().contains(&"second_reminder".to_owned()));
+    let [sms] = render_message(&t, "second_reminder", "es-MX", 2, ["sms/body"]).unwrap();
+    assert_eq!(sms, "ACME (second_reminder): €1,234.50 https://pay.example/p/T");
+    let [subject] = render_message(&t, "second_reminder", "de-DE", 2, ["email/subject"]).unwrap();
+    assert_eq!(subject, "Noch offen: INV-7");
+    assert_eq!(
+        t.missing_message_on("second_reminder", "en", ChannelName::Email),
+        ["second_reminder/email/body.txt", "second_reminder/email/body.html"]
+    );
+    assert!(t
+        .missing_message_on("second_reminder", "en", ChannelName::Sms)
+        .is_empty());
+    assert_eq!(
+        t.missing_message_on("second_reminder", "de", ChannelName::Sms),
+        ["second_reminder/sms/body"]
+    );
+    // A part the message lacks everywhere is an error, never another message's.
+    let missing = render_message(&t, "second_reminder", "en", 2, ["messenger/text"]).unwrap_err();
+    assert!(
+        matches!(&missing, RenderError::Missing { name } if name == "second_reminder/messenger/text"),
+        "{missing}"
+    );
+    assert!(render_message(&t, "no_such", "en", 2, ["sms/body"]).is_err());
+    assert!(t.check_with_sample().is_empty(), "{:?}", t.check_with_sample());
+}
+
+#[test]
+fn misplaced_message_folders_are_reported_not_ignored() {
+    for (file, says) in [
+        ("reminder/sms/body.hbs", "inside a language folder"),
+        ("en/Second-Reminder/sms/body.hbs", "not a message template name"),
+        ("en/payment_request/sms/body.hbs", "directly in the language folder"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), file, "{{pay_url}}");
+        let problems = Templates::load(Some(dir.path())).unwrap_err();
+        assert_eq!(problems.len(), 1, "{file}: {problems:?}");
+        assert!(problems[0].reason.contains(says), "{file}: {problems:?}");
+    }
+    // Other folders without message parts (notes, drafts) are left alone.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "en/Drafts/notes.txt", "x");
+    write(dir.path(), "README/notes.txt", "x");
+    assert!(Templates::load(Some(dir.path())).is_ok());
+}
+
+#[test]
+fn the_sample_check_tries_each_branch_on_the_days() {
+    let dir = tempfile::tempdir().unwrap();
+    // The typo sits in the branch taken only after the due date.
+    write(
+        dir.path(),
+        "en/overdue/sms/body.hbs",
+        "{{#if (gt days_overdue 0)}}{{invoice.nmae}}{{else}}{{invoice.id}}{{/if}} {{pay_url}}",
+    );
+    let t = Templates::load(Some(dir.path())).unwrap();
+    let problems = t.check_with_sample();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].reason.contains("en/overdue/sms/body"), "{problems:?}");
+}
+
+#[test]
+fn the_sample_check_wants_metadata_guarded_since_invoices_may_have_none() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "en/reminder/sms/body.hbs",
+        "{{metadata.contract}} {{pay_url}}",
+    );
+    write(
+        dir.path(),
+        "en/overdue/sms/body.hbs",
+        "{{#if metadata.contract}}({{metadata.contract}}) {{/if}}{{pay_url}}",
+    );
+    let t = Templates::load(Some(dir.path())).unwrap();
+    let problems = t.check_with_sample();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].reason.contains("en/reminder/sms/body"), "{problems:?}");
 }

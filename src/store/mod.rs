@@ -94,6 +94,9 @@ pub struct AttemptRecord {
     pub step: Option<String>,
     /// When it ended, if it did.
     pub finished_ms: Option<i64>,
+    /// A person opened its pay link (previews do not count): no reason to
+    /// escalate it to the next channel.
+    pub opened: bool,
 }
 
 /// A planned step whose time has come, claimed by this instance.
@@ -190,6 +193,9 @@ pub enum AttemptState {
     Sending,
     Sent,
     Failed,
+    /// Failed for now (a transient error): its journey step tries the
+    /// channel again later, within `[routing] retry_for`.
+    Retrying,
 }
 
 /// A stored invoice with what is needed to go on sending it.
@@ -406,6 +412,10 @@ pub trait Store: Send + Sync {
         Ok((begun, attempt))
     }
 
+    /// Records a transient failure that a journey step tries again later
+    /// (no event: the channel has not given up).
+    async fn retry_attempt_later(&self, attempt_id: i64, detail: &str) -> Result<(), StoreError>;
+
     /// Records how an attempt ended, with its event.
     async fn finish_attempt(&self, attempt_id: i64, outcome: &AttemptOutcome, event: &Event) -> Result<(), StoreError>;
 
@@ -536,6 +546,10 @@ pub trait Store: Send + Sync {
     /// When the next planned step is due, so the scheduler can sleep until then.
     async fn next_step(&self) -> Result<Option<i64>, StoreError>;
 
+    /// How many messages went (or are going) to the customer with this
+    /// [`Invoice::customer_key`] since `since_ms`, across all their invoices.
+    async fn messages_to_customer(&self, customer: &str, since_ms: i64) -> Result<u32, StoreError>;
+
     /// Turns a sent attempt into a failed one after the provider reported a
     /// delivery failure, reopening its invoice for the next channel. True
     /// only for the first such report, so a fallback happens exactly once.
@@ -550,6 +564,7 @@ fn parse_state(s: &str) -> AttemptState {
     match s {
         "sent" => AttemptState::Sent,
         "failed" => AttemptState::Failed,
+        "retrying" => AttemptState::Retrying,
         _ => AttemptState::Sending,
     }
 }
@@ -698,7 +713,7 @@ fn build_history(
         timeline.push(entry(row.started_ms, revision, "send_started", channel, None));
         if let Some(finished) = row.finished_ms {
             let (what, detail) = match parse_state(&row.state) {
-                AttemptState::Failed => ("send_failed", row.detail.clone()),
+                AttemptState::Failed | AttemptState::Retrying => ("send_failed", row.detail.clone()),
                 _ => (
                     "sent",
                     row.provider_message_id.as_ref().map(|id| format!("provider id {id}")),

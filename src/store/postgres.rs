@@ -318,12 +318,16 @@ async fn attempts_of<'e, E: sqlx::Executor<'e, Database = Postgres>>(
     executor: E,
     key: &InvoiceKey,
 ) -> Result<Vec<AttemptRecord>, StoreError> {
-    let rows = sqlx::query(sql::ATTEMPTS_OF)
-        .bind(&key.biller_id)
-        .bind(&key.invoice_id)
-        .bind(key.revision)
-        .fetch_all(executor)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT a.channel, a.attempt, a.state, a.step, a.finished_ms, COALESCE(p.clicks, 0) > 0
+         FROM attempts a LEFT JOIN paylinks p ON p.attempt_id = a.id
+         WHERE a.biller_id = $1 AND a.invoice_id = $2 AND a.revision = $3 ORDER BY a.id",
+    )
+    .bind(&key.biller_id)
+    .bind(&key.invoice_id)
+    .bind(key.revision)
+    .fetch_all(executor)
+    .await?;
     rows.iter()
         .map(|row| {
             Ok(AttemptRecord {
@@ -332,6 +336,7 @@ async fn attempts_of<'e, E: sqlx::Executor<'e, Database = Postgres>>(
                 state: parse_state(row.try_get(2)?),
                 step: row.try_get(3)?,
                 finished_ms: row.try_get(4)?,
+                opened: row.try_get(5)?,
             })
         })
         .collect()
@@ -452,6 +457,7 @@ impl Store for PostgresStore {
             .bind(&correlation.correlation_id)
             .bind(&correlation.message_id)
             .bind(now)
+            .bind(invoice.customer_key())
             .execute(&mut *tx)
             .await?;
         self.insert_event(&mut *tx, accepted).await?;
@@ -522,6 +528,16 @@ impl Store for PostgresStore {
         .await?;
         tx.commit().await?;
         Ok(Some(id))
+    }
+
+    async fn retry_attempt_later(&self, attempt_id: i64, detail: &str) -> Result<(), StoreError> {
+        sqlx::query(sql::RETRY_ATTEMPT)
+            .bind(detail)
+            .bind(self.clock.now_ms())
+            .bind(attempt_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn finish_attempt(&self, attempt_id: i64, outcome: &AttemptOutcome, event: &Event) -> Result<(), StoreError> {
@@ -972,6 +988,15 @@ impl Store for PostgresStore {
 
     async fn next_step(&self) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(sql::NEXT_STEP).fetch_one(&self.pool).await?)
+    }
+
+    async fn messages_to_customer(&self, customer: &str, since_ms: i64) -> Result<u32, StoreError> {
+        let n: i64 = sqlx::query_scalar(sql::MESSAGES_TO_CUSTOMER)
+            .bind(customer)
+            .bind(since_ms)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     async fn next_hold(&self) -> Result<Option<i64>, StoreError> {

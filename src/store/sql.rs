@@ -8,7 +8,8 @@
 //!
 //! What the databases do differently stays with each store: the outbox and
 //! its owners, pay links (their own table in PostgreSQL, columns of the
-//! attempt in SQLite), new attempts' ids, and locks and leases.
+//! attempt in SQLite, so an attempt's clicks are read differently), new
+//! attempts' ids, and locks and leases.
 
 /// Declares the statements, and for the tests the list of them all.
 macro_rules! statements {
@@ -33,8 +34,8 @@ statements! {
 
     /// `received_ms` and `updated_ms` are both `$7`.
     INSERT_INVOICE = "INSERT INTO invoices (biller_id, invoice_id, revision, status, invoice_json, correlation_id,
-                                            message_id, received_ms, updated_ms)
-                      VALUES ($1, $2, $3, 'accepted', $4, $5, $6, $7, $7)";
+                                            message_id, received_ms, updated_ms, customer)
+                      VALUES ($1, $2, $3, 'accepted', $4, $5, $6, $7, $7, $8)";
 
     /// The check right before a send, and a heartbeat (see `claim`): matches
     /// nothing once the invoice is paid, cancelled or superseded.
@@ -62,9 +63,6 @@ statements! {
 
     INVOICE = "SELECT status, invoice_json, correlation_id, message_id FROM invoices
                WHERE biller_id = $1 AND invoice_id = $2 AND revision = $3";
-
-    ATTEMPTS_OF = "SELECT channel, attempt, state, step, finished_ms FROM attempts
-                   WHERE biller_id = $1 AND invoice_id = $2 AND revision = $3 ORDER BY id";
 
     /// Provider ids are unique per channel in practice; should one repeat,
     /// the first attempt that carried it answers.
@@ -125,6 +123,10 @@ statements! {
                          ORDER BY updated_ms LIMIT $3)
                    RETURNING biller_id, invoice_id, revision";
 
+    /// A transient failure a journey step tries again later: not final, so
+    /// no `channel_failed` yet.
+    RETRY_ATTEMPT = "UPDATE attempts SET state = 'retrying', detail = $1, finished_ms = $2 WHERE id = $3";
+
     /// Matches only while the attempt is `sent`: one report fails it.
     FAIL_SENT_ATTEMPT = "UPDATE attempts SET state = 'failed', detail = $1, finished_ms = $2
                          WHERE id = $3 AND state = 'sent'";
@@ -177,6 +179,13 @@ statements! {
                 WHERE biller_id = $1 AND invoice_id = $2 ORDER BY revision, seq";
 
     NEXT_STEP = "SELECT MIN(due_ms) FROM steps WHERE status = 'planned'";
+
+    /// Messages started for one customer since `$2`, sent or being sent,
+    /// across all their invoices (the daily cap).
+    MESSAGES_TO_CUSTOMER = "SELECT COUNT(*) FROM invoices i JOIN attempts a
+                              ON a.biller_id = i.biller_id AND a.invoice_id = i.invoice_id
+                                 AND a.revision = i.revision
+                            WHERE i.customer = $1 AND a.started_ms >= $2 AND a.state IN ('sent', 'sending')";
 
     PING = "SELECT 1";
 }

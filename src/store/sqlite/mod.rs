@@ -179,7 +179,10 @@ fn insert_event(conn: &Connection, event_json: &str) -> Result<(), StoreError> {
 }
 
 fn attempts_of(conn: &Connection, key: &InvoiceKey) -> Result<Vec<AttemptRecord>, StoreError> {
-    let mut stmt = conn.prepare_cached(sql::ATTEMPTS_OF)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT channel, attempt, state, step, finished_ms, clicks > 0 FROM attempts
+         WHERE biller_id = ?1 AND invoice_id = ?2 AND revision = ?3 ORDER BY id",
+    )?;
     let rows = stmt.query_map(params![key.biller_id, key.invoice_id, key.revision], |row| {
         Ok((
             row.get::<_, String>(0)?,
@@ -187,17 +190,19 @@ fn attempts_of(conn: &Connection, key: &InvoiceKey) -> Result<Vec<AttemptRecord>
             row.get::<_, String>(2)?,
             row.get::<_, Option<String>>(3)?,
             row.get::<_, Option<i64>>(4)?,
+            row.get::<_, bool>(5)?,
         ))
     })?;
     let mut attempts = Vec::new();
     for row in rows {
-        let (channel, attempt, state, step, finished_ms) = row?;
+        let (channel, attempt, state, step, finished_ms, opened) = row?;
         attempts.push(AttemptRecord {
             channel: parse_channel(&channel)?,
             attempt: attempt_number(attempt)?,
             state: parse_state(&state),
             step,
             finished_ms,
+            opened,
         });
     }
     Ok(attempts)
@@ -220,6 +225,7 @@ fn key_of(row: &Row<'_>, first: usize) -> rusqlite::Result<InvoiceKey> {
 /// allocations, freed on another thread).
 struct NewInvoice {
     key: InvoiceKey,
+    customer: String,
     json: String,
     correlation: Correlation,
     accepted: String,
@@ -235,6 +241,7 @@ impl NewInvoice {
     ) -> Result<NewInvoice, StoreError> {
         Ok(NewInvoice {
             key: invoice.key.clone(),
+            customer: invoice.customer_key(),
             json: serde_json::to_string(invoice).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             correlation: correlation.clone(),
             accepted: event_json(accepted)?,
@@ -321,7 +328,8 @@ fn begin(conn: &Connection, invoice: &NewInvoice, now: i64) -> Result<Begin, Sto
         invoice.json,
         correlation.correlation_id,
         correlation.message_id,
-        now
+        now,
+        invoice.customer
     ])?;
     insert_event(conn, &invoice.accepted)?;
     insert_steps(conn, key, &invoice.steps, now)?;
@@ -573,6 +581,17 @@ impl Store for SqliteStore {
                 // Just inserted, open, and touched now: no check needed.
                 let attempt = insert_attempt(conn, &invoice.key, channel, 1, &paylink, None, now)?;
                 Ok((begun, Some(attempt)))
+            })
+            .await
+    }
+
+    async fn retry_attempt_later(&self, attempt_id: i64, detail: &str) -> Result<(), StoreError> {
+        let (detail, now) = (detail.to_owned(), self.clock.now_ms());
+        self.writer
+            .call(move |conn| {
+                conn.prepare_cached(sql::RETRY_ATTEMPT)?
+                    .execute(params![detail, now, attempt_id])?;
+                Ok(())
             })
             .await
     }
@@ -1024,6 +1043,18 @@ impl Store for SqliteStore {
     async fn next_step(&self) -> Result<Option<i64>, StoreError> {
         self.writer
             .call(|conn| Ok(conn.prepare_cached(sql::NEXT_STEP)?.query_row([], |r| r.get(0))?))
+            .await
+    }
+
+    async fn messages_to_customer(&self, customer: &str, since_ms: i64) -> Result<u32, StoreError> {
+        let customer = customer.to_owned();
+        self.writer
+            .call(move |conn| {
+                let n: i64 = conn
+                    .prepare_cached(sql::MESSAGES_TO_CUSTOMER)?
+                    .query_row(params![customer, since_ms], |r| r.get(0))?;
+                Ok(u32::try_from(n).unwrap_or(u32::MAX))
+            })
             .await
     }
 

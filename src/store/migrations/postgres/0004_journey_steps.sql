@@ -25,3 +25,14 @@ CREATE INDEX steps_due ON steps (due_ms) WHERE status = 'planned';
 
 -- The journey step a send belongs to; NULL for the first request.
 ALTER TABLE attempts ADD COLUMN step TEXT;
+-- `retrying`: a transient failure its journey step tries again later.
+ALTER TABLE attempts DROP CONSTRAINT attempts_state_check;
+ALTER TABLE attempts ADD CONSTRAINT attempts_state_check
+    CHECK (state IN ('sending', 'sent', 'failed', 'retrying'));
+
+-- Who each invoice is for (`Invoice::customer_key`: the biller and the
+-- customer's id, else a hash of the first contact), so the daily cap on
+-- reminders counts one customer's messages across all their invoices.
+-- NULL for invoices stored before.
+ALTER TABLE invoices ADD COLUMN customer TEXT;
+CREATE INDEX invoices_by_customer ON invoices (customer) WHERE customer IS NOT NULL;

@@ -23,5 +23,14 @@ CREATE TABLE steps (
 -- What the scheduler looks for every second: planned steps by due time.
 CREATE INDEX steps_due ON steps (due_ms) WHERE status = 'planned';
 
--- The journey step a send belongs to; NULL for the first request.
+-- The journey step a send belongs to; NULL for the first request. An
+-- attempt's `state` may now also be `retrying`: a transient failure its
+-- journey step tries again later.
 ALTER TABLE attempts ADD COLUMN step TEXT;
+
+-- Who each invoice is for (`Invoice::customer_key`: the biller and the
+-- customer's id, else a hash of the first contact), so the daily cap on
+-- reminders counts one customer's messages across all their invoices.
+-- NULL for invoices stored before.
+ALTER TABLE invoices ADD COLUMN customer TEXT;
+CREATE INDEX invoices_by_customer ON invoices (customer) WHERE customer IS NOT NULL;
