@@ -138,6 +138,14 @@ fn journey_golden(name: &str, invoice: &str, today: &str) {
     assert_golden(name, &stdout);
 }
 
+/// The journeys' golden config is one `check` accepts, so what the goldens
+/// show could run.
+#[test]
+fn the_journeys_golden_config_passes_check() {
+    let (code, stdout, stderr) = payrelay(&["--config", "journeys.toml", "check"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}
+
 /// A step past as of --today is skipped; the others at 10:00 in the
 /// biller's zone, on the step's channels or routing's, with preferences
 /// and opt-outs applied, and the template for their day.
@@ -298,7 +306,8 @@ fn fenced(text: &str) -> Vec<(String, String)> {
 }
 
 /// docs/journeys.md shows `payrelay route` on its example config and
-/// invoice: the output shown must be the binary's.
+/// invoice: the output shown must be the binary's, and `check` must accept
+/// the config, as the guide says.
 #[test]
 fn the_route_output_in_the_journeys_guide_is_the_binarys() {
     let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/journeys.md")).unwrap();
@@ -321,6 +330,8 @@ fn the_route_output_in_the_journeys_guide_is_the_binarys() {
     std::fs::write(dir.path().join("invoice.json"), block("json")).unwrap();
     let config = dir.path().join("journeys.toml");
     let invoice = dir.path().join("invoice.json");
+    let (code, stdout, stderr) = payrelay(&["--config", config.to_str().unwrap(), "check"]);
+    assert_eq!(code, 0, "the guide says check accepts its config: {stdout}{stderr}");
     let (code, stdout, stderr) = payrelay(&[
         "--config",
         config.to_str().unwrap(),

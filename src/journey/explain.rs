@@ -1,6 +1,7 @@
 //! The journey part of `payrelay route`: which journey would follow the
-//! invoice and why, and each step with its local time, its channels after
-//! routing, its strategy and template, or why it would be skipped. Planned
+//! invoice and why, its escalation and the daily cap when set, and each
+//! step with its local time, its channels after routing, its strategy and
+//! template, or why it would be skipped. Planned
 //! with [`plan`] and routed with [`route_step`], as the dispatcher does,
 //! so what it prints is what would happen.
 
@@ -47,6 +48,20 @@ pub fn explain(invoice: &Invoice, config: &Config, today: Date, now_ms: i64) -> 
         zone_source(config, invoice),
         local_time(now_ms, &tz)
     );
+    if let Some(wait) = journey.escalate_after {
+        let _ = writeln!(
+            out,
+            "  escalate_after {}: a message of the first request or of a fallback step that no person opens in that long goes out on the next channel",
+            duration_words(wait)
+        );
+    }
+    if let Some(cap) = config.routing.max_messages_per_customer_per_day {
+        let _ = writeln!(
+            out,
+            "  max_messages_per_customer_per_day {cap}: a step over it waits for the next day's send_at"
+        );
+    }
+    // Step 0, the first request's escalation watch, has no line of its own.
     let planned = plan(journey, invoice, &tz, now_ms);
     for (i, step) in journey.steps.iter().enumerate() {
         if let Some(p) = planned.iter().find(|p| p.name == step.name) {
@@ -360,6 +375,33 @@ step 2 \"texted\": 2026-12-02 10:00 America/Mexico_City, 1 day after the due dat
         assert_eq!(
             explain(&invoice("2026-12-01", "erp", None), &missing, today, now),
             "journey: none ([routing] journey names journey \"gone\", which has no [journeys.gone] section)\n"
+        );
+    }
+
+    #[test]
+    fn escalation_and_the_daily_cap_are_named_when_set() {
+        let mut config = config("");
+        let inv = invoice("2026-12-01", "erp", None);
+        let today = date!(2026 - 11 - 20);
+        let now = start_of_day(&config, &inv, today);
+        let text = explain(&inv, &config, today, now);
+        assert!(
+            !text.contains("escalate_after") && !text.contains("max_messages"),
+            "{text}"
+        );
+
+        if let Some(journey) = config.journeys.get_mut("standard") {
+            journey.escalate_after = Some(Duration::from_secs(24 * 3_600));
+        }
+        config.routing.max_messages_per_customer_per_day = std::num::NonZeroU32::new(3);
+        let text = explain(&inv, &config, today, now);
+        assert!(
+            text.contains(
+                "\n  escalate_after 1 day: a message of the first request or of a fallback step that no person \
+                 opens in that long goes out on the next channel\n  max_messages_per_customer_per_day 3: a step over \
+                 it waits for the next day's send_at\nstep 1 "
+            ),
+            "{text}"
         );
     }
 

@@ -254,7 +254,9 @@ struct StepView {
     /// The revision whose journey the step belongs to: a new revision has
     /// its own steps, and the older one's stop.
     revision: i64,
-    /// The step's name in the journey's config and in events.
+    /// The step's name in the journey's config and in events; `request`
+    /// for the watch over the first request that a journey with
+    /// `escalate_after` plans before its steps.
     name: String,
     journey: String,
     /// When it goes (`planned`), went (`sent`, `failed`) or would have gone
@@ -262,7 +264,8 @@ struct StepView {
     /// shows an estimate until that message is out.
     #[schemars(extend("format" = "date-time"))]
     at: String,
-    /// `planned`: still to go; `sent`: a channel took it; `failed`: every
+    /// `planned`: still to go (or sent and watched for escalation, as its
+    /// `detail` says); `sent`: a channel took it; `failed`: every
     /// channel failed; `skipped`: not sent, see `detail` (its time had
     /// passed at intake, a later step was due too, no channel could reach
     /// the customer); `cancelled`: the invoice was paid, cancelled or
@@ -270,7 +273,8 @@ struct StepView {
     #[schemars(extend("enum" = ["planned", "sent", "failed", "skipped", "cancelled"]))]
     status: &'static str,
     /// Why, when there is something to say: the skip's or cancellation's
-    /// reason, a quiet-hours hold, the template sent.
+    /// reason, why a planned step waits (quiet hours, the daily cap, a
+    /// retry, an escalation watch), the template sent.
     detail: Option<String>,
     /// When it ended; null while planned.
     #[schemars(extend("format" = "date-time"))]
