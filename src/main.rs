@@ -43,8 +43,9 @@ enum Command {
     /// Print the built-in configuration (what `serve` runs on when there is
     /// no config file); save it as config.toml to start your own.
     Config,
-    /// Show which rule and channels an invoice would get, and why; with
-    /// --replay, compare many past invoices under this config and a new one.
+    /// Show which rule and channels an invoice would get, and why, and the
+    /// journey that would follow it; with --replay, compare many past
+    /// invoices under this config and a new one.
     #[command(after_help = ROUTE_HELP)]
     Route {
         /// The invoice: one JSON object as billers publish it.
@@ -57,7 +58,9 @@ enum Command {
         /// The new config to compare with the current one; with --replay.
         #[arg(long, value_name = "NEW.toml", requires = "replay", conflicts_with = "file")]
         against: Option<PathBuf>,
-        /// Route as of this day, for days_to_due rules [default: today, UTC].
+        /// Route as of this day, for days_to_due rules, and plan the journey
+        /// from its start in the customer's time zone [default: today, UTC,
+        /// and now].
         #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_day)]
         today: Option<time::Date>,
         /// With --replay: how many changed invoices and skipped lines to list
@@ -133,6 +136,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             limit,
             fail_on_change,
         } => {
+            let given = today;
             let today = today.unwrap_or_else(|| time::OffsetDateTime::now_utc().date());
             let config = Config::load_from(&source)?;
             match (file, replay, against) {
@@ -141,7 +145,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 (Some(file), _, _) => {
                     let invoice = read_invoice(&file, &config)?;
+                    // The journey as if the invoice arrived at the start of
+                    // that day in its time zone, or now.
+                    let now_ms = match given {
+                        Some(day) => payrelay::journey::start_of_day(&config, &invoice, day),
+                        None => payrelay::domain::clock::now_ms(),
+                    };
                     print!("{}", payrelay::router::explain(&invoice, &config, today));
+                    print!("{}", payrelay::journey::explain(&invoice, &config, today, now_ms));
                     Ok(ExitCode::SUCCESS)
                 }
                 _ => bail!("give an invoice FILE, or --replay FILE --against NEW.toml"),
@@ -300,6 +311,12 @@ const ROUTE_HELP: &str = "\
 Examples:
   payrelay route invoice.json --today 2026-11-20
   payrelay --config current.toml route --replay past.jsonl --against new.toml
+
+For one invoice, after the routing decision comes its journey: which one
+and why (the deciding rule's, the biller's or [routing] journey), the time
+zone its steps are placed in, and each step with its local send time, its
+strategy, template and channels after routing (opt-outs and contacts
+applied), or why it would be skipped (its time had passed as of --today).
 
 A replay routes every invoice in the file under the current config (--config)
 and the new one (--against), as of --today, and reports: totals (compared,

@@ -1,8 +1,9 @@
 //! The JSON Schemas (2020-12) of what billers send and receive, published
 //! in `docs/schemas/`.
 //!
-//! Events and payment confirmations are generated from the very types that
-//! are serialized and parsed ([`Event`], the payments API's body). The
+//! Events, payment confirmations and the status API's answer are generated
+//! from the very types that are serialized and parsed ([`Event`], the
+//! payments API's body, the invoice status view). The
 //! invoice message is read by a lenient parser that reports every problem
 //! at once, so its schema is written here, from the same constants the
 //! parser uses; `tests/docs.rs` checks that every message the parser
@@ -26,19 +27,34 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("invoice.schema.json", invoice()),
         ("event.schema.json", event()),
         ("payment-confirmation.schema.json", payment_confirmation()),
+        ("invoice-status.schema.json", invoice_status()),
     ]
 }
 
 /// An event body as published on the events exchange.
 pub fn event() -> Value {
     let mut schema = generate::<Event>();
-    // Every key is serialized, null when it does not apply: all required.
-    let keys: Vec<Value> = schema["properties"]
-        .as_object()
-        .map(|p| p.keys().map(|k| Value::String(k.clone())).collect())
-        .unwrap_or_default();
-    schema["required"] = Value::Array(keys);
+    require_every_key(&mut schema);
     schema
+}
+
+/// The body of `GET /v1/invoices/{biller_id}/{invoice_id}`.
+pub fn invoice_status() -> Value {
+    let mut schema = generate::<crate::server::api::InvoiceView>();
+    require_every_key(&mut schema);
+    if let Some(defs) = schema.get_mut("$defs").and_then(Value::as_object_mut) {
+        defs.values_mut().for_each(require_every_key);
+    }
+    schema
+}
+
+/// Every key is serialized, null when it does not apply: all required.
+fn require_every_key(schema: &mut Value) {
+    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
+        return;
+    };
+    let keys: Vec<Value> = properties.keys().map(|k| Value::String(k.clone())).collect();
+    schema["required"] = Value::Array(keys);
 }
 
 /// The body of `POST /v1/payments`.

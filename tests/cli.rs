@@ -176,6 +176,51 @@ channels = ["email"]
     assert!(!dir.path().join("var").exists(), "no outbox was even created");
 }
 
+/// Without --today the journey is planned from now: a step of an invoice
+/// due long ago is past, one of an invoice due far ahead is not.
+#[test]
+fn route_plans_the_journey_from_now_without_today() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "config.toml",
+        r#"
+[billers.acme]
+checkout_url = "https://pay.example/{token}"
+[channels.email]
+transport = "file"
+[journeys.standard]
+steps = [{ name = "due", due = "0d" }]
+[routing]
+journey = "standard"
+"#,
+    );
+    let invoice = |due: &str| {
+        let text = format!(
+            r#"{{"invoice_id": "INV-1", "biller_id": "acme", "amount": "10.00", "currency": "EUR",
+              "due_date": "{due}", "customer": {{"name": "Ana", "email": "ana@example.com"}}}}"#
+        );
+        write(dir.path(), &format!("{due}.json"), &text)
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let (code, out) = payrelay(&config, &["route", invoice("2020-01-15").to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("journey \"standard\" (named by [routing] journey)\n  local times in UTC (neither the customer nor the biller sets a time zone), as of {}", now.date())),
+        "{out}"
+    );
+    assert!(
+        out.contains("step 1 \"due\": 2020-01-15 10:00 UTC, on the due date\n  skipped: its time had passed"),
+        "{out}"
+    );
+    let (code, out) = payrelay(&config, &["route", invoice("2099-01-15").to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("step 1 \"due\": 2099-01-15 10:00 UTC, on the due date\n  strategy: fallback, template: reminder\n  1. email\n"),
+        "{out}"
+    );
+}
+
 /// The body is 175 characters with a real pay link, 2 segments; with the
 /// 13-character placeholder preview once used, it was 149 and showed 1.
 #[test]

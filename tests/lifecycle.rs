@@ -1,6 +1,6 @@
 //! The invoice's whole life on the real broker and store: payment
-//! confirmations, the admin timeline, quiet-hour holds that survive a
-//! restart, and a paid invoice that stops every pending send.
+//! confirmations, the admin timeline and journey steps, quiet-hour holds
+//! that survive a restart, and a paid invoice that stops every pending send.
 
 mod common;
 
@@ -57,7 +57,11 @@ async fn admin(env: &TestEnv, path: &str, token: Option<&str>) -> (u16, Value) {
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let body = response.json().await.unwrap_or(Value::Null);
+    if status == 200 {
+        common::schemas::check_invoice_status(&body);
+    }
+    (status, body)
 }
 
 /// Publishes an email-only invoice and waits until it is sent: everything
@@ -301,6 +305,110 @@ async fn the_admin_api_shows_status_and_timeline_only_to_the_admin_token() {
         !text.contains("timeline@example.com"),
         "no personal data in the timeline"
     );
+    env.finish().await;
+}
+
+/// 2026-11-20 09:00 in Mexico City (15:00 UTC); the test invoice is due on
+/// 2026-12-01.
+const INTAKE_MS: i64 = 1_795_186_800_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_api_shows_the_journey_planned_then_cancelled_by_the_payment() {
+    let clock = Arc::new(ManualClock::at_ms(INTAKE_MS));
+    let env = TestEnv::start_with(Options {
+        routing: r#"default = ["email"]
+journey = "ladder"
+
+[journeys.ladder]
+send_at = "10:00"
+steps = [
+  { name = "early", due = "-15d" },
+  { name = "upcoming", due = "-3d" },
+  { name = "due", due = "0d" },
+  { name = "final", due = "+10d", template = "final_notice" },
+]
+"#
+        .into(),
+        clock: Some(clock.clone()),
+        ..Options::default()
+    })
+    .await;
+    env.publish(&[invoice("INV-JOURNEY", "journey@example.com")]).await;
+    env.wait_for("invoice.sent", 1).await;
+    let token = test_secrets("PAYRELAY_ADMIN_TOKEN").unwrap();
+    let path = "/v1/invoices/acme/INV-JOURNEY";
+
+    let (status, view) = admin(&env, path, Some(&token)).await;
+    assert_eq!(status, 200, "{view}");
+    let steps = |view: &Value| -> Vec<(String, String, String, Value)> {
+        view["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                assert_eq!((&s["revision"], &s["journey"]), (&json!(1), &json!("ladder")), "{s}");
+                let text = |k: &str| s[k].as_str().unwrap().to_owned();
+                (text("name"), text("at"), text("status"), s["detail"].clone())
+            })
+            .collect()
+    };
+    let intake = "2026-11-20T15:00:00Z";
+    let past = json!(payrelay::journey::PAST_AT_INTAKE);
+    // 10:00 in Mexico City (UTC-6) on each step's day.
+    let planned = [
+        ("early", "2026-11-16T16:00:00Z", "skipped", past.clone()),
+        ("upcoming", "2026-11-28T16:00:00Z", "planned", Value::Null),
+        ("due", "2026-12-01T16:00:00Z", "planned", Value::Null),
+        ("final", "2026-12-11T16:00:00Z", "planned", Value::Null),
+    ]
+    .map(|(n, at, st, d)| (n.to_owned(), at.to_owned(), st.to_owned(), d));
+    assert_eq!(steps(&view), planned, "{view:#}");
+    assert_eq!(view["steps"][0]["done_at"], intake, "skipped when it arrived");
+    assert!(view["steps"][1]["done_at"].is_null(), "{view:#}");
+    let skipped: Vec<&Value> = view["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"].as_str().unwrap().starts_with("step_"))
+        .collect();
+    assert_eq!(skipped.len(), 1, "only the skip has happened: {view:#}");
+    assert_eq!(skipped[0]["event"], "step_skipped");
+    assert_eq!(skipped[0]["at"], intake);
+    assert_eq!(
+        skipped[0]["detail"],
+        format!("step early (journey ladder): {}", payrelay::journey::PAST_AT_INTAKE)
+    );
+
+    clock.set_ms(INTAKE_MS + 60 * 60 * 1000);
+    env.publish(&[json!({"kind": "invoice_paid", "biller_id": "acme", "invoice_id": "INV-JOURNEY"})])
+        .await;
+    env.wait_for("invoice.paid", 1).await;
+    let (_, view) = admin(&env, path, Some(&token)).await;
+    assert_eq!(view["status"], "paid");
+    let mut after = planned.clone();
+    for step in &mut after[1..] {
+        step.2 = "cancelled".to_owned();
+        step.3 = json!("paid");
+    }
+    assert_eq!(steps(&view), after, "the times stay, the steps stop: {view:#}");
+    assert_eq!(view["steps"][1]["done_at"], "2026-11-20T16:00:00Z", "{view:#}");
+    let events: Vec<&str> = view["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    let paid_at = events.iter().position(|e| *e == "paid").unwrap();
+    assert_eq!(
+        events[paid_at + 1..],
+        ["step_cancelled"; 3],
+        "each stopped step follows the payment: {view:#}"
+    );
+    assert_eq!(
+        view["timeline"][paid_at + 1]["detail"],
+        "step upcoming (journey ladder): paid"
+    );
+    assert!(!view.to_string().contains("journey@example.com"));
     env.finish().await;
 }
 

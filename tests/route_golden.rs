@@ -129,6 +129,43 @@ fn an_invoice_no_channel_can_reach_would_be_dead_lettered() {
     route_golden("no_channel");
 }
 
+/// `payrelay --config journeys.toml route invoices/<invoice>.json --today
+/// <day>` must succeed and print `<name>.out`.
+fn journey_golden(name: &str, invoice: &str, today: &str) {
+    let file = format!("invoices/{invoice}.json");
+    let (code, stdout, stderr) = payrelay(&["--config", "journeys.toml", "route", &file, "--today", today]);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_golden(name, &stdout);
+}
+
+/// The journeys' golden config is one `check` accepts, so what the goldens
+/// show could run.
+#[test]
+fn the_journeys_golden_config_passes_check() {
+    let (code, stdout, stderr) = payrelay(&["--config", "journeys.toml", "check"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}
+
+/// A step past as of --today is skipped; the others at 10:00 in the
+/// biller's zone, on the step's channels or routing's, with preferences
+/// and opt-outs applied, and the template for their day.
+#[test]
+fn the_journey_follows_the_routing_with_each_step_at_its_local_time() {
+    journey_golden("route_journey_standard", "rule_match", "2026-11-29");
+}
+
+/// The biller names the journey; a step placed `after` the first request
+/// is estimated from the start of --today's day, in UTC when no zone is set.
+#[test]
+fn a_billers_journey_with_a_step_after_the_previous_message() {
+    journey_golden("route_journey_biller", "default", "2026-11-20");
+}
+
+#[test]
+fn a_rule_that_says_no_journey_wins_over_routing() {
+    journey_golden("route_journey_none", "pos_sale", "2026-11-20");
+}
+
 #[test]
 fn a_replay_summarises_what_the_new_config_would_change() {
     let (code, stdout, stderr) = payrelay(&[
@@ -248,4 +285,65 @@ fn the_diff_shows_what_changed() {
     assert_eq!(diff("a\nb\nc\n", "a\nx\nc\n"), "  a\n- b\n+ x\n  c");
     assert_eq!(diff("a\n", "a\nb\n"), "  a\n+ b");
     assert_eq!(diff("a\n", "a"), "  a\n(the files differ in the final newline)");
+}
+
+/// The fenced blocks of a Markdown file, with their info strings.
+fn fenced(text: &str) -> Vec<(String, String)> {
+    let mut blocks = Vec::new();
+    let mut open: Option<(String, String)> = None;
+    for line in text.lines() {
+        match (&mut open, line.strip_prefix("```")) {
+            (None, Some(info)) => open = Some((info.trim().to_owned(), String::new())),
+            (Some(_), Some(_)) => blocks.extend(open.take()),
+            (Some((_, body)), None) => {
+                body.push_str(line);
+                body.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    blocks
+}
+
+/// docs/journeys.md shows `payrelay route` on its example config and
+/// invoice: the output shown must be the binary's, and `check` must accept
+/// the config, as the guide says.
+#[test]
+fn the_route_output_in_the_journeys_guide_is_the_binarys() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/journeys.md")).unwrap();
+    let blocks = fenced(&doc);
+    let block = |info: &str| {
+        blocks
+            .iter()
+            .find(|(i, _)| i == info)
+            .map(|(_, body)| body.clone())
+            .unwrap_or_else(|| panic!("docs/journeys.md has no ```{info} block"))
+    };
+    let console = block("console");
+    let (command, shown) = console.split_once('\n').unwrap();
+    assert_eq!(
+        command,
+        "$ payrelay --config journeys.toml route invoice.json --today 2026-11-29"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("journeys.toml"), block("toml")).unwrap();
+    std::fs::write(dir.path().join("invoice.json"), block("json")).unwrap();
+    let config = dir.path().join("journeys.toml");
+    let invoice = dir.path().join("invoice.json");
+    let (code, stdout, stderr) = payrelay(&["--config", config.to_str().unwrap(), "check"]);
+    assert_eq!(code, 0, "the guide says check accepts its config: {stdout}{stderr}");
+    let (code, stdout, stderr) = payrelay(&[
+        "--config",
+        config.to_str().unwrap(),
+        "route",
+        invoice.to_str().unwrap(),
+        "--today",
+        "2026-11-29",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout == shown,
+        "docs/journeys.md shows another output (- shown, + actual):\n{}",
+        diff(shown, &stdout)
+    );
 }

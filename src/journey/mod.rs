@@ -7,8 +7,11 @@
 //! plan weeks of reminders from a fixed instant. Sending the steps is the
 //! dispatcher's (`dispatch::journey`); storing them, the store's.
 
+mod explain;
 #[cfg(test)]
 mod tests;
+
+pub use explain::{explain, start_of_day};
 
 use jiff::tz::TimeZone;
 

@@ -1,6 +1,6 @@
 //! The billers' and operators' API: `POST /v1/payments` (a biller or its
 //! PSP confirms a payment) and `GET /v1/invoices/{biller_id}/{invoice_id}`
-//! (status and timeline, for the admin token).
+//! (status, timeline and journey steps, for the admin token).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -8,16 +8,17 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
 use super::{AppError, AppState};
-use crate::domain::Status;
+use crate::domain::{ChannelName, Status};
 use crate::events::{rfc3339_ms, Correlation};
 use crate::settings::Secret;
+use crate::store::{History, StepRecord, StepStatus};
 
 /// A payment confirmation's body. Signed with the biller's webhook secret
 /// (see [`verify_payment_signature`]).
@@ -186,28 +187,162 @@ pub(super) async fn invoice(
     let Some(history) = state.store.history(&biller_id, &invoice_id).await? else {
         return Ok(refuse(StatusCode::NOT_FOUND, "no such invoice"));
     };
-    let timeline: Vec<_> = history
-        .timeline
-        .iter()
-        .map(|e| {
-            json!({
-                "at": rfc3339_ms(e.at_ms),
-                "revision": e.revision,
-                "event": e.what,
-                "channel": e.channel,
-                "detail": e.detail,
-            })
-        })
-        .collect();
-    Ok(Json(json!({
-        "biller_id": history.key.biller_id,
-        "invoice_id": history.key.invoice_id,
-        "revision": history.received.then_some(history.key.revision),
-        "status": history.status.as_str(),
-        "held_until": history.held_until_ms.map(rfc3339_ms),
-        "timeline": timeline,
-    }))
-    .into_response())
+    let steps = state.store.steps(&biller_id, &invoice_id).await?;
+    Ok(Json(InvoiceView::new(&history, &steps)).into_response())
+}
+
+/// The body of `GET /v1/invoices/{biller_id}/{invoice_id}`; its schema is
+/// published (`docs/schemas/invoice-status.schema.json`), so it is a type.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[schemars(
+    title = "payrelay invoice status",
+    description = "The body of GET /v1/invoices/{biller_id}/{invoice_id}: the latest revision's status, any quiet-hour hold, everything that happened to every revision, and every journey step. Every key is always present; what does not apply is null. No contact details are in it.",
+    extend("additionalProperties" = false)
+)]
+pub(crate) struct InvoiceView {
+    biller_id: String,
+    invoice_id: String,
+    /// The latest revision received; null when the invoice was paid or
+    /// cancelled before any payment request for it arrived (the timeline
+    /// then holds only that).
+    revision: Option<i64>,
+    /// `accepted`: stored, sends under way or held; `sent`: a provider
+    /// accepted it; `exhausted`: every routed channel failed; `paid` /
+    /// `cancelled`: closed; `superseded`: a higher revision replaced it.
+    #[schemars(extend("enum" = ["accepted", "sent", "exhausted", "paid", "cancelled", "superseded"]))]
+    status: &'static str,
+    /// When a send held by quiet hours may go; null when nothing is held.
+    #[schemars(extend("format" = "date-time"))]
+    held_until: Option<String>,
+    /// What happened, oldest first: journey steps that ended are in it too
+    /// (`step_sent`, `step_failed`, `step_skipped`, `step_cancelled`).
+    timeline: Vec<TimelineView>,
+    /// Every journey step of every revision, by revision and then in
+    /// journey order, whatever became of it; empty when no journey
+    /// follows the invoice.
+    steps: Vec<StepView>,
+}
+
+/// One thing that happened to an invoice.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[serde(rename = "TimelineEntry")]
+#[schemars(extend("additionalProperties" = false))]
+struct TimelineView {
+    #[schemars(extend("format" = "date-time"))]
+    at: String,
+    /// Null for `paid` and `cancelled`, which close every revision.
+    revision: Option<i64>,
+    #[schemars(extend("enum" = [
+        "received", "held", "send_started", "sent", "send_failed", "delivered", "read", "clicked",
+        "paid", "cancelled", "step_sent", "step_failed", "step_skipped", "step_cancelled"
+    ]))]
+    event: &'static str,
+    channel: Option<ChannelName>,
+    /// `sent`: the provider's id; `send_failed`: the provider's reason;
+    /// `clicked`: how many times a person opened the link; `held`: until
+    /// when; `paid` / `cancelled` before any request arrived: says so;
+    /// `step_*`: the step, its journey and why (`step overdue (journey
+    /// standard): the invoice is paid`).
+    detail: Option<String>,
+}
+
+/// One journey step: planned, or how it ended.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[serde(rename = "JourneyStep")]
+#[schemars(extend("additionalProperties" = false))]
+struct StepView {
+    /// The revision whose journey the step belongs to: a new revision has
+    /// its own steps, and the older one's stop.
+    revision: i64,
+    /// The step's name in the journey's config and in events; `request`
+    /// for the watch over the first request that a journey with
+    /// `escalate_after` plans before its steps.
+    name: String,
+    journey: String,
+    /// When it goes (`planned`), went (`sent`, `failed`) or would have gone
+    /// (`skipped`, `cancelled`). A step placed `after` the previous message
+    /// shows an estimate until that message is out.
+    #[schemars(extend("format" = "date-time"))]
+    at: String,
+    /// `planned`: still to go (or sent and watched for escalation, as its
+    /// `detail` says); `sent`: a channel took it; `failed`: every
+    /// channel failed; `skipped`: not sent, see `detail` (its time had
+    /// passed at intake, a later step was due too, no channel could reach
+    /// the customer); `cancelled`: the invoice was paid, cancelled or
+    /// replaced first.
+    #[schemars(extend("enum" = ["planned", "sent", "failed", "skipped", "cancelled"]))]
+    status: &'static str,
+    /// Why, when there is something to say: the skip's or cancellation's
+    /// reason, why a planned step waits (quiet hours, the daily cap, a
+    /// retry, an escalation watch), the template sent.
+    detail: Option<String>,
+    /// When it ended; null while planned.
+    #[schemars(extend("format" = "date-time"))]
+    done_at: Option<String>,
+}
+
+impl InvoiceView {
+    fn new(history: &History, steps: &[StepRecord]) -> InvoiceView {
+        let happened = history.timeline.iter().map(|e| {
+            let view = TimelineView {
+                at: rfc3339_ms(e.at_ms),
+                revision: e.revision,
+                event: e.what,
+                channel: e.channel,
+                detail: e.detail.clone(),
+            };
+            (e.at_ms, view)
+        });
+        let mut timeline: Vec<(i64, TimelineView)> = happened.chain(steps.iter().filter_map(step_ended)).collect();
+        // Stable: a step stays after what happened in the same millisecond
+        // (the payment that cancelled it).
+        timeline.sort_by_key(|(at, _)| *at);
+        InvoiceView {
+            biller_id: history.key.biller_id.clone(),
+            invoice_id: history.key.invoice_id.clone(),
+            revision: history.received.then_some(history.key.revision),
+            status: history.status.as_str(),
+            held_until: history.held_until_ms.map(rfc3339_ms),
+            timeline: timeline.into_iter().map(|(_, view)| view).collect(),
+            steps: steps
+                .iter()
+                .map(|s| StepView {
+                    revision: s.revision,
+                    name: s.name.clone(),
+                    journey: s.journey.clone(),
+                    at: rfc3339_ms(s.due_ms),
+                    status: s.status.as_str(),
+                    detail: s.detail.clone(),
+                    done_at: s.done_ms.map(rfc3339_ms),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A step that ended, as a timeline entry at the time it ended.
+fn step_ended(step: &StepRecord) -> Option<(i64, TimelineView)> {
+    let event = match step.status {
+        StepStatus::Planned => return None,
+        StepStatus::Sent => "step_sent",
+        StepStatus::Failed => "step_failed",
+        StepStatus::Skipped => "step_skipped",
+        StepStatus::Cancelled => "step_cancelled",
+    };
+    let at = step.done_ms?;
+    let about = format!("step {} (journey {})", step.name, step.journey);
+    let detail = match &step.detail {
+        Some(why) => format!("{about}: {why}"),
+        None => about,
+    };
+    let view = TimelineView {
+        at: rfc3339_ms(at),
+        revision: Some(step.revision),
+        event,
+        channel: None,
+        detail: Some(detail),
+    };
+    Some((at, view))
 }
 
 #[cfg(test)]
@@ -318,5 +453,71 @@ mod tests {
             Err(SignatureError::Mismatch),
             "neither key is the receiver's"
         );
+    }
+
+    /// Steps that ended join the timeline when they ended, after what
+    /// happened in the same millisecond; planned ones are only in `steps`.
+    #[test]
+    fn ended_steps_join_the_timeline_and_every_step_is_listed() {
+        use super::InvoiceView;
+        use crate::domain::{InvoiceKey, Status};
+        use crate::store::{History, StepRecord, StepStatus, TimelineEntry};
+
+        let entry = |at_ms, revision, what| TimelineEntry {
+            at_ms,
+            revision,
+            what,
+            channel: None,
+            detail: None,
+        };
+        let history = History {
+            key: InvoiceKey {
+                biller_id: "acme".into(),
+                invoice_id: "INV-1".into(),
+                revision: 1,
+            },
+            received: true,
+            status: Status::Paid,
+            held_until_ms: None,
+            timeline: vec![entry(1_000, Some(1), "received"), entry(5_000, None, "paid")],
+        };
+        let step = |seq, name: &str, status, due_ms, done_ms, detail: Option<&str>| StepRecord {
+            revision: 1,
+            seq,
+            journey: "standard".into(),
+            name: name.into(),
+            status,
+            due_ms,
+            done_ms,
+            detail: detail.map(str::to_owned),
+        };
+        let steps = [
+            step(1, "upcoming", StepStatus::Skipped, 500, Some(1_000), Some("too late")),
+            step(2, "due", StepStatus::Sent, 3_000, Some(3_001), None),
+            step(3, "overdue", StepStatus::Cancelled, 9_000, Some(5_000), Some("paid")),
+            step(4, "final", StepStatus::Planned, 20_000, None, None),
+        ];
+        let view = serde_json::to_value(InvoiceView::new(&history, &steps)).unwrap();
+        let timeline: Vec<(&str, &str)> = view["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["event"].as_str().unwrap(), e["detail"].as_str().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            timeline,
+            [
+                ("received", ""),
+                ("step_skipped", "step upcoming (journey standard): too late"),
+                ("step_sent", "step due (journey standard)"),
+                ("paid", ""),
+                ("step_cancelled", "step overdue (journey standard): paid"),
+            ]
+        );
+        assert_eq!(view["steps"].as_array().unwrap().len(), 4);
+        assert_eq!(view["steps"][3]["status"], "planned");
+        assert_eq!(view["steps"][3]["at"], "1970-01-01T00:00:20Z");
+        assert_eq!(view["steps"][3]["done_at"], serde_json::Value::Null);
+        assert_eq!(view["steps"][2]["done_at"], "1970-01-01T00:00:05Z");
     }
 }

@@ -23,6 +23,7 @@ pub struct Schemas {
     pub invoice: Validator,
     pub event: Validator,
     pub payment_confirmation: Validator,
+    pub invoice_status: Validator,
 }
 
 pub fn schemas() -> &'static Schemas {
@@ -35,6 +36,7 @@ pub fn schemas() -> &'static Schemas {
             invoice: compile("invoice.schema.json"),
             event: compile("event.schema.json"),
             payment_confirmation: compile("payment-confirmation.schema.json"),
+            invoice_status: compile("invoice-status.schema.json"),
         }
     })
 }
@@ -60,6 +62,16 @@ pub fn check_published_invoice(body: &[u8], is_biller: impl Fn(&str) -> bool) {
     assert!(
         broken.is_empty(),
         "payrelay accepts this invoice but docs/schemas/invoice.schema.json refuses it: {broken:?}\n{value}"
+    );
+}
+
+/// Checks an answer of the status API (`GET /v1/invoices/...`) against
+/// the schema operators are given.
+pub fn check_invoice_status(view: &Value) {
+    let broken = violations(&schemas().invoice_status, view);
+    assert!(
+        broken.is_empty(),
+        "the status API answered what docs/schemas/invoice-status.schema.json refuses: {broken:?}\n{view:#}"
     );
 }
 
