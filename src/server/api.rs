@@ -490,6 +490,7 @@ mod tests {
             due_ms,
             done_ms,
             detail: detail.map(str::to_owned),
+            after_ms: None,
         };
         let steps = [
             step(1, "upcoming", StepStatus::Skipped, 500, Some(1_000), Some("too late")),
