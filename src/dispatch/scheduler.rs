@@ -10,6 +10,7 @@
 //! which checks the invoice again right before each send. Abandoned
 //! invoices are claimed the same way before they are resumed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +24,12 @@ use crate::store::Store;
 
 /// Invoices resumed at once when many holds end together (08:00).
 const CONCURRENT_RESUMES: usize = 32;
+/// Holds, and steps, claimed per look at the store.
+const CLAIM_BATCH: u32 = 500;
 /// Longest sleep between looks at the store: new holds appear all the time.
 const LONGEST_SLEEP: Duration = Duration::from_secs(1);
+/// Shortest sleep between looks when nothing more is due.
+const SHORTEST_SLEEP: Duration = Duration::from_millis(20);
 
 pub async fn run(
     dispatcher: Arc<Dispatcher>,
@@ -34,13 +39,20 @@ pub async fn run(
 ) {
     loop {
         let now = clock.now_ms();
-        match store.claim_due_holds(now, 500).await {
+        // A full batch of holds or steps: more are likely due (a wave at the
+        // same minute), so the next look comes at once, unless a send failed
+        // (then what failed is due again soon, and the store may be down).
+        let mut full = false;
+        let failed = AtomicBool::new(false);
+        match store.claim_due_holds(now, CLAIM_BATCH).await {
             Ok(keys) => {
+                full |= keys.len() >= CLAIM_BATCH as usize;
                 futures_util::stream::iter(keys)
                     .for_each_concurrent(CONCURRENT_RESUMES, |key| {
-                        let (dispatcher, store) = (dispatcher.clone(), store.clone());
+                        let (dispatcher, store, failed) = (dispatcher.clone(), store.clone(), &failed);
                         async move {
                             if let Err(e) = dispatcher.resume(&key).await {
+                                failed.store(true, Ordering::Relaxed);
                                 warn!(%key, error = %e, "could not send a held invoice; trying again shortly");
                                 // Due again at once; if even that fails, the
                                 // invoice is taken over once idle.
@@ -53,15 +65,17 @@ pub async fn run(
             Err(e) => warn!(error = %e, "cannot read quiet-hour holds; trying again shortly"),
         }
         match store
-            .claim_due_steps(now, super::CLAIM_IDLE.as_millis() as i64, 500)
+            .claim_due_steps(now, super::CLAIM_IDLE.as_millis() as i64, CLAIM_BATCH)
             .await
         {
             Ok(steps) => {
+                full |= steps.len() >= CLAIM_BATCH as usize;
                 futures_util::stream::iter(steps)
                     .for_each_concurrent(CONCURRENT_RESUMES, |step| {
-                        let (dispatcher, store) = (dispatcher.clone(), store.clone());
+                        let (dispatcher, store, failed) = (dispatcher.clone(), store.clone(), &failed);
                         async move {
                             if let Err(e) = dispatcher.run_step(&step).await {
+                                failed.store(true, Ordering::Relaxed);
                                 warn!(key = %step.key, step = %step.name, error = %e, "could not send a journey step; trying again shortly");
                                 // Due again soon; if even that fails, the
                                 // claim goes stale and the step is taken again.
@@ -86,15 +100,56 @@ pub async fn run(
             }
             Err(e) => warn!(error = %e, "cannot look for abandoned invoices; trying again shortly"),
         }
-        let next_hold = store.next_hold().await.ok().flatten();
-        let next_step = store.next_step().await.ok().flatten();
-        let wait = match next_hold.into_iter().chain(next_step).min() {
-            Some(next) if next > now => Duration::from_millis((next - now) as u64).min(LONGEST_SLEEP),
-            _ => LONGEST_SLEEP,
+        let more_due = full && !failed.load(Ordering::Relaxed);
+        let next = match more_due {
+            true => None,
+            false => {
+                let next_hold = store.next_hold().await.ok().flatten();
+                let next_step = store.next_step().await.ok().flatten();
+                next_hold.into_iter().chain(next_step).min()
+            }
         };
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(wait.max(Duration::from_millis(20))) => {}
+            _ = tokio::time::sleep(pause(now, more_due, next)) => {}
         }
+    }
+}
+
+/// How long to sleep after a look at the store: not at all when it claimed
+/// a full batch that went out (`more_due`: a wave of reminders at the same
+/// minute drains batch after batch, not one batch a second); else until
+/// the next hold ends or step is due, within [`SHORTEST_SLEEP`] and
+/// [`LONGEST_SLEEP`]. One already due but not claimed (another instance
+/// has it, or it failed just now) is looked at again after the longest.
+fn pause(now: i64, more_due: bool, next: Option<i64>) -> Duration {
+    match next {
+        _ if more_due => Duration::ZERO,
+        Some(next) if next > now => Duration::from_millis((next - now) as u64).clamp(SHORTEST_SLEEP, LONGEST_SLEEP),
+        _ => LONGEST_SLEEP,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_batch_is_followed_by_the_next_at_once() {
+        assert_eq!(pause(1_000, true, None), Duration::ZERO);
+        assert_eq!(pause(1_000, true, Some(900)), Duration::ZERO);
+    }
+
+    #[test]
+    fn otherwise_sleeps_until_the_next_due_time_within_bounds() {
+        assert_eq!(pause(1_000, false, Some(1_300)), Duration::from_millis(300));
+        assert_eq!(pause(1_000, false, Some(1_005)), SHORTEST_SLEEP);
+        assert_eq!(pause(1_000, false, Some(60_000)), LONGEST_SLEEP);
+        assert_eq!(pause(1_000, false, None), LONGEST_SLEEP);
+        assert_eq!(
+            pause(1_000, false, Some(900)),
+            LONGEST_SLEEP,
+            "due already but not claimed: another instance has it"
+        );
     }
 }
