@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -22,7 +22,7 @@ use super::Dispatcher;
 use crate::domain::clock::Clock;
 use crate::store::Store;
 
-/// Invoices resumed at once when many holds end together (08:00).
+/// Sends at once (held invoices and steps) when many come due together (08:00).
 const CONCURRENT_RESUMES: usize = 32;
 /// Holds, and steps, claimed per look at the store.
 const CLAIM_BATCH: u32 = 500;
@@ -30,6 +30,8 @@ const CLAIM_BATCH: u32 = 500;
 const LONGEST_SLEEP: Duration = Duration::from_secs(1);
 /// Shortest sleep between looks when nothing more is due.
 const SHORTEST_SLEEP: Duration = Duration::from_millis(20);
+/// How long shutdown waits for the sends under way.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 
 pub async fn run(
     dispatcher: Arc<Dispatcher>,
@@ -37,20 +39,28 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) {
+    // Sends run as tasks of their own, at most this many at once: one slow
+    // send (a provider taking seconds, a paused channel) must not hold back
+    // every other invoice's steps until it is done.
+    let slots = Arc::new(Semaphore::new(CONCURRENT_RESUMES));
+    let failed = Arc::new(AtomicBool::new(false));
     loop {
         let now = clock.now_ms();
         // A full batch of holds or steps: more are likely due (a wave at the
         // same minute), so the next look comes at once, unless a send failed
         // (then what failed is due again soon, and the store may be down).
         let mut full = false;
-        let failed = AtomicBool::new(false);
-        match store.claim_due_holds(now, CLAIM_BATCH).await {
-            Ok(keys) => {
-                full |= keys.len() >= CLAIM_BATCH as usize;
-                futures_util::stream::iter(keys)
-                    .for_each_concurrent(CONCURRENT_RESUMES, |key| {
-                        let (dispatcher, store, failed) = (dispatcher.clone(), store.clone(), &failed);
-                        async move {
+        let free = (slots.available_permits() as u32).min(CLAIM_BATCH);
+        if free > 0 {
+            match store.claim_due_holds(now, free).await {
+                Ok(keys) => {
+                    full |= keys.len() >= free as usize;
+                    for key in keys {
+                        let Ok(slot) = slots.clone().try_acquire_owned() else {
+                            break;
+                        };
+                        let (dispatcher, store, failed) = (dispatcher.clone(), store.clone(), failed.clone());
+                        tokio::spawn(async move {
                             if let Err(e) = dispatcher.resume(&key).await {
                                 failed.store(true, Ordering::Relaxed);
                                 warn!(%key, error = %e, "could not send a held invoice; trying again shortly");
@@ -58,22 +68,27 @@ pub async fn run(
                                 // invoice is taken over once idle.
                                 let _ = store.hold(&key, now).await;
                             }
-                        }
-                    })
-                    .await;
+                            drop(slot);
+                        });
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot read quiet-hour holds; trying again shortly"),
             }
-            Err(e) => warn!(error = %e, "cannot read quiet-hour holds; trying again shortly"),
         }
-        match store
-            .claim_due_steps(now, super::CLAIM_IDLE.as_millis() as i64, CLAIM_BATCH)
-            .await
-        {
-            Ok(steps) => {
-                full |= steps.len() >= CLAIM_BATCH as usize;
-                futures_util::stream::iter(steps)
-                    .for_each_concurrent(CONCURRENT_RESUMES, |step| {
-                        let (dispatcher, store, failed) = (dispatcher.clone(), store.clone(), &failed);
-                        async move {
+        let free = (slots.available_permits() as u32).min(CLAIM_BATCH);
+        if free > 0 {
+            match store
+                .claim_due_steps(now, super::CLAIM_IDLE.as_millis() as i64, free)
+                .await
+            {
+                Ok(steps) => {
+                    full |= steps.len() >= free as usize;
+                    for step in steps {
+                        let Ok(slot) = slots.clone().try_acquire_owned() else {
+                            break;
+                        };
+                        let (dispatcher, store, failed) = (dispatcher.clone(), store.clone(), failed.clone());
+                        tokio::spawn(async move {
                             if let Err(e) = dispatcher.run_step(&step).await {
                                 failed.store(true, Ordering::Relaxed);
                                 warn!(key = %step.key, step = %step.name, error = %e, "could not send a journey step; trying again shortly");
@@ -83,11 +98,12 @@ pub async fn run(
                                     .reschedule_step(&step.key, step.seq, now + 1_000, "the store failed; trying again")
                                     .await;
                             }
-                        }
-                    })
-                    .await;
+                            drop(slot);
+                        });
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot read due journey steps; trying again shortly"),
             }
-            Err(e) => warn!(error = %e, "cannot read due journey steps; trying again shortly"),
         }
         match store.claim_stale(now, super::CLAIM_IDLE.as_millis() as i64, 100).await {
             Ok(keys) => {
@@ -100,7 +116,8 @@ pub async fn run(
             }
             Err(e) => warn!(error = %e, "cannot look for abandoned invoices; trying again shortly"),
         }
-        let more_due = full && !failed.load(Ordering::Relaxed);
+        let busy = slots.available_permits() == 0;
+        let more_due = full && !failed.swap(false, Ordering::Relaxed);
         let next = match more_due {
             true => None,
             false => {
@@ -109,10 +126,24 @@ pub async fn run(
                 next_hold.into_iter().chain(next_step).min()
             }
         };
+        // Every slot taken: look again as soon as one frees.
+        let wait = match busy {
+            true => SHORTEST_SLEEP,
+            false => pause(now, more_due, next),
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(pause(now, more_due, next)) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
+    }
+    // Let the sends under way finish (each has its own timeouts); what is
+    // still running after that is claimed again once its claim is stale.
+    let all = CONCURRENT_RESUMES as u32;
+    if tokio::time::timeout(SHUTDOWN_WAIT, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        warn!("journey steps or held invoices still sending at shutdown; they are taken over once idle");
     }
 }
 
