@@ -394,7 +394,7 @@ async fn a_provider_slower_than_the_timeout_is_transient() {
             ChannelName::Whatsapp => whatsapp_ok(),
             _ => messenger_ok(),
         }
-        .set_delay(Duration::from_secs(3));
+        .set_delay(Duration::from_secs(10));
         let started = std::time::Instant::now();
         let (outcome, _, _) = exchange(channel, "acme", slow).await;
         let error = outcome.expect_err("timed out");
@@ -403,7 +403,8 @@ async fn a_provider_slower_than_the_timeout_is_transient() {
             error.to_string().contains("did not answer in time"),
             "{channel}: {error}"
         );
-        assert!(started.elapsed() < Duration::from_secs(3), "the 500ms timeout applied");
+        // Far below the provider's 10 s, with room for a loaded machine.
+        assert!(started.elapsed() < Duration::from_secs(6), "the 500ms timeout applied");
     }
 }
 

@@ -141,6 +141,7 @@ impl Dispatcher {
                     attempt.attempt,
                     provider_id,
                 )
+                .step(attempt.step.as_deref())
                 .metadata(attempt.metadata.clone());
                 self.store
                     .record_reached(attempt.attempt_id, Reached::Delivered, &event)
@@ -154,6 +155,7 @@ impl Dispatcher {
                     attempt.attempt,
                     provider_id,
                 )
+                .step(attempt.step.as_deref())
                 .metadata(attempt.metadata.clone());
                 self.store
                     .record_reached(attempt.attempt_id, Reached::Read, &event)
@@ -186,6 +188,7 @@ impl Dispatcher {
             detail.clone(),
         )
         .provider_message_id(provider_id)
+        .step(attempt.step.as_deref())
         .metadata(attempt.metadata.clone());
         if !self.store.fail_after_send(attempt.attempt_id, &detail, &failed).await? {
             return Ok(());

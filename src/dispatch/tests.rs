@@ -1202,3 +1202,19 @@ steps = [{ name = "one", after = "1h", channels = ["sms"] }, { name = "two", aft
     assert_eq!(one, eight, "one goes when the window opens");
     assert!(two >= one + HOUR, "two counts its hour from one: {}", two - one);
 }
+
+#[tokio::test]
+async fn a_reminders_delivery_report_names_its_step() {
+    let world = World::new(LADDER, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    world.at(DUE_DAY_10).await;
+    // The request was sms-1; the due-day reminder went by SMS too.
+    let report = StatusReport {
+        provider_message_id: "sms-2".into(),
+        status: DeliveryStatus::Delivered,
+    };
+    world.dispatcher.handle_report(ChannelName::Sms, report).await.unwrap();
+    let delivered = world.events("INV-1").await.pop().unwrap();
+    assert_eq!(delivered.event, EventName::Delivered);
+    assert_eq!(delivered.step.as_deref(), Some("due"));
+}

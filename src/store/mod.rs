@@ -222,6 +222,8 @@ pub struct AttemptRef {
     pub state: AttemptState,
     pub correlation: Correlation,
     pub metadata: Option<serde_json::Value>,
+    /// The journey step it was sent for; `None` for the first request.
+    pub step: Option<String>,
 }
 
 /// Delivery reports that are recorded once per attempt.

@@ -776,6 +776,7 @@ impl Store for PostgresStore {
                 message_id: row.try_get(7)?,
             },
             metadata: parse_invoice(row.try_get(8)?)?.metadata,
+            step: row.try_get(9)?,
         }))
     }
 

@@ -67,7 +67,7 @@ statements! {
     /// Provider ids are unique per channel in practice; should one repeat,
     /// the first attempt that carried it answers.
     ATTEMPT_BY_PROVIDER_ID = "SELECT a.id, a.biller_id, a.invoice_id, a.revision, a.attempt, a.state,
-                                     i.correlation_id, i.message_id, i.invoice_json
+                                     i.correlation_id, i.message_id, i.invoice_json, a.step
                               FROM attempts a JOIN invoices i
                                 ON i.biller_id = a.biller_id AND i.invoice_id = a.invoice_id
                                    AND i.revision = a.revision

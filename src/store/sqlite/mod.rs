@@ -817,10 +817,11 @@ impl Store for SqliteStore {
                                 message_id: row.get(7)?,
                             },
                             row.get::<_, String>(8)?,
+                            row.get::<_, Option<String>>(9)?,
                         ))
                     })
                     .optional()?;
-                let Some((attempt_id, key, attempt, state, correlation, invoice)) = row else {
+                let Some((attempt_id, key, attempt, state, correlation, invoice, step)) = row else {
                     return Ok(None);
                 };
                 Ok(Some(AttemptRef {
@@ -831,6 +832,7 @@ impl Store for SqliteStore {
                     state: parse_state(&state),
                     correlation,
                     metadata: parse_invoice(&invoice)?.metadata,
+                    step,
                 }))
             })
             .await
