@@ -4,7 +4,7 @@
 //! cargo run --release --example bench -- --invoices 100000
 //! ```
 //!
-//! One run, one broker, four phases (see bench/README.md):
+//! One run, one broker, six phases (see bench/README.md):
 //!
 //! 1. `ceiling`: a bare lapin client doing payrelay's AMQP work and nothing
 //!    else: consume N persistent invoice-sized messages from a quorum queue
@@ -13,10 +13,15 @@
 //!    `invoice.sent`) to a topic exchange with a bound quorum queue.
 //! 2. `file`: the release `payrelay serve` as a child process on the same
 //!    backlog, email `transport = "file"`, rate limits lifted.
+//!    `journey` (2j): the same with a three-step journey planned for every
+//!    invoice (none due during the phase), and the store's bytes per step.
 //! 3. `http`: the same with SMS through Twilio pointed at a local mock
 //!    provider in this process (201 with a sid).
 //! 4. `latency`: invoices published at a paced rate while payrelay consumes;
 //!    p50/p99 from publish to provider accept (the `invoice.sent` event's `at`).
+//! 5. `wave`: N invoices whose one reminder falls due at the same minute;
+//!    the wave's drain rate, and the latency of new invoices published at
+//!    a paced rate while it drains.
 //!
 //! Every phase uses fresh, uniquely named queues and exchanges, deleted at
 //! the end. The events of every phase (the ceiling's too) are read by the
@@ -26,7 +31,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -57,18 +62,45 @@ const EVENTS_PER_INVOICE: [EventName; 2] = [EventName::Accepted, EventName::Sent
 /// Target size of one invoice body, as in the issue ("about 600 bytes").
 const INVOICE_BYTES: usize = 600;
 
+/// The customer's time zone in every invoice: the wave's time is read in it.
+const CUSTOMER_TZ: &str = "America/Mexico_City";
+
+/// Days from today to the due date of every invoice but the wave's: far
+/// enough that no step of [`BENCH_JOURNEY`] (-3d, 0d, +3d) falls due during
+/// a run. The same in every phase, so `file` and `journey` render alike.
+const DUE_IN_DAYS: i64 = 30;
+
+/// The journey phase's ladder, planned for every invoice at intake.
+const BENCH_JOURNEY: &str = r#"
+[journeys.bench]
+send_at = "10:00"
+steps = [
+  { name = "upcoming", due = "-3d" },
+  { name = "due", due = "0d" },
+  { name = "overdue", due = "+3d" },
+]
+"#;
+
+/// Steps in [`BENCH_JOURNEY`].
+const BENCH_JOURNEY_STEPS: usize = 3;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "bench",
     about = "payrelay end to end against the broker's ceiling for the same AMQP work",
-    after_help = "Phases: ceiling, file, http, latency (all by default). See bench/README.md."
+    after_help = "Phases: ceiling, file, journey, http, latency, wave (all by default). See bench/README.md."
 )]
 struct Args {
-    /// Backlog size for the ceiling, file and http phases.
+    /// Backlog size for the ceiling, file, journey and http phases, and the
+    /// wave phase's number of reminders falling due together.
     #[arg(long, default_value_t = 20_000)]
     invoices: usize,
-    /// Which phases to run, comma-separated: ceiling,file,http,latency.
-    #[arg(long, value_delimiter = ',', default_value = "ceiling,file,http,latency")]
+    /// Which phases to run, comma-separated: ceiling,file,journey,http,latency,wave.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ceiling,file,journey,http,latency,wave"
+    )]
     phases: Vec<Phase>,
     /// Paced publish rate for the latency phase, invoices/s [default: half
     /// the file phase's throughput, at most --rate-cap].
@@ -124,14 +156,36 @@ struct Args {
     /// temporary folder either way.
     #[arg(long)]
     outbox_root: Option<PathBuf>,
+    /// `rate_per_second` and `burst` of every channel the service gets: the
+    /// channels' combined rate, which a journey's wave drains at most at.
+    /// The default lifts the limits, so payrelay itself sets the pace.
+    #[arg(long, default_value_t = 1_000_000)]
+    channel_rate: u64,
+    /// Paced rate of the new invoices the wave phase publishes while its
+    /// reminders drain, invoices/s.
+    #[arg(long, default_value_t = 200.0)]
+    wave_rate: f64,
+    /// How long after the wave phase starts its reminders fall due, rounded
+    /// up to a whole minute (`send_at` has minutes) [default: an estimate of
+    /// the time to publish and send the first requests, plus 15 s].
+    #[arg(long)]
+    wave_lead_secs: Option<u64>,
+    /// The wave phase's paced publishing starts this long before the wave,
+    /// so the report has the same service's latency without it.
+    #[arg(long, default_value_t = 5)]
+    wave_baseline_secs: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Phase {
     Ceiling,
     File,
+    /// The file backlog with a three-step journey on every invoice.
+    Journey,
     Http,
     Latency,
+    /// Reminders falling due together while new invoices arrive.
+    Wave,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -170,6 +224,8 @@ struct Cleanup {
 /// One row of the report.
 #[derive(Debug, Default, Clone)]
 struct Row {
+    /// Which phase made it, for comparisons between rows ("file", "journey").
+    id: &'static str,
     phase: String,
     invoices: usize,
     /// Invoices per second by the issue's definition for the phase.
@@ -190,6 +246,10 @@ struct Row {
     broker_cpu_us: Option<f64>,
     load_before: String,
     load_after: String,
+    /// The bytes the SQLite database uses at the end of the phase.
+    db_bytes: Option<u64>,
+    /// Journey steps in the store at the end of the phase.
+    steps: Option<u64>,
 }
 
 #[tokio::main]
@@ -282,14 +342,21 @@ async fn run_phases(
         rows.extend(ceiling(args, names, cleanup, None).await.context("ceiling phase")?);
     }
     let bin = || bin.ok_or_else(|| anyhow!("no payrelay binary was built"));
-    for (phase, transport) in [(Phase::File, Transport::File), (Phase::Http, Transport::Http)] {
+    let backlogs = [
+        (Phase::File, Transport::File, false),
+        (Phase::Journey, Transport::File, true),
+        (Phase::Http, Transport::Http, false),
+    ];
+    for (phase, transport, journey) in backlogs {
         if args.phases.contains(&phase) {
             eprintln!(
-                "== payrelay, {}: {} invoices backlog",
+                "== payrelay, {}{}: {} invoices backlog",
                 transport.describe(),
+                if journey { ", a 3-step journey each" } else { "" },
                 args.invoices
             );
-            let row = service_phase(args, names, bin()?, dirs, cleanup, transport, None)
+            let kind = ServiceKind::Backlog { transport, journey };
+            let row = service_phase(args, names, bin()?, dirs, cleanup, kind)
                 .await
                 .with_context(|| format!("{phase:?} phase"))?;
             if phase == Phase::File {
@@ -321,9 +388,26 @@ async fn run_phases(
             args.latency_transport.describe(),
             args.latency_secs
         );
-        let row = service_phase(args, names, bin()?, dirs, cleanup, args.latency_transport, Some(rate))
+        let kind = ServiceKind::Paced {
+            transport: args.latency_transport,
+            rate,
+        };
+        let row = service_phase(args, names, bin()?, dirs, cleanup, kind)
             .await
             .context("latency phase")?;
+        rows.push(row);
+    }
+    if args.phases.contains(&Phase::Wave) {
+        if !(args.wave_rate.is_finite() && args.wave_rate > 0.0) {
+            bail!("--wave-rate must be above 0 (got {})", args.wave_rate);
+        }
+        eprintln!(
+            "== wave: {} reminders due at once, new invoices paced at {:.0}/s meanwhile",
+            args.invoices, args.wave_rate
+        );
+        let row = wave_phase(args, names, bin()?, dirs, cleanup, file_rate)
+            .await
+            .context("wave phase")?;
         rows.push(row);
     }
     Ok(())
@@ -398,10 +482,11 @@ fn unix_ns() -> i64 {
 
 /// One invoice of about [`INVOICE_BYTES`], valid for payrelay, carrying its
 /// publish time and sequence number in `metadata` (events echo metadata).
-fn invoice_body(run: &str, seq: usize) -> Vec<u8> {
+fn invoice_body(run: &str, seq: usize, due: time::Date) -> Vec<u8> {
     let mut body = format!(
-        r#"{{"kind":"payment_request","invoice_id":"BENCH-{run}-{seq:07}","biller_id":"acme","revision":1,"source":"erp","amount":"1234.50","currency":"MXN","due_date":"2026-12-01","customer":{{"id":"C-{seq:07}","name":"María López","email":"customer{seq:07}@example.com","phone":"+5215512345678","locale":"es-MX","timezone":"America/Mexico_City"}},"metadata":{{"bench_t":{},"seq":{seq}}},"description":"Electricity, November 2026"#,
-        unix_ns()
+        r#"{{"kind":"payment_request","invoice_id":"BENCH-{run}-{seq:07}","biller_id":"acme","revision":1,"source":"erp","amount":"1234.50","currency":"MXN","due_date":"{due}","customer":{{"id":"C-{seq:07}","name":"María López","email":"customer{seq:07}@example.com","phone":"+5215512345678","locale":"es-MX","timezone":"{CUSTOMER_TZ}"}},"metadata":{{"bench_t":{},"seq":{seq}}},"description":"Electricity, November 2026"#,
+        unix_ns(),
+        due = iso_date(due),
     );
     // Pad the description so every body is the same size.
     while body.len() + 2 < INVOICE_BYTES {
@@ -409,6 +494,15 @@ fn invoice_body(run: &str, seq: usize) -> Vec<u8> {
     }
     body.push_str("\"}");
     body.into_bytes()
+}
+
+fn iso_date(date: time::Date) -> String {
+    format!("{:04}-{:02}-{:02}", date.year(), u8::from(date.month()), date.day())
+}
+
+/// The due date of every invoice but the wave's: [`DUE_IN_DAYS`] from today.
+fn backlog_due() -> time::Date {
+    time::OffsetDateTime::now_utc().date() + time::Duration::days(DUE_IN_DAYS)
 }
 
 fn invoice_properties(seq: usize) -> BasicProperties {
@@ -574,36 +668,66 @@ impl Publisher {
     }
 }
 
-/// Publishes invoices `0..n` to `queue`, all at once (`rate` None, within the
-/// confirm window) or paced at `rate` per second; each is stamped as it goes.
+/// Which invoices a publisher sends: `first..first + n` of `run`, due on `due`.
+struct Batch<'a> {
+    run: &'a str,
+    queue: &'a str,
+    first: usize,
+    n: usize,
+    due: time::Date,
+}
+
+impl<'a> Batch<'a> {
+    /// `0..n` of `run`, due on [`backlog_due`].
+    fn backlog(run: &'a str, queue: &'a str, n: usize) -> Batch<'a> {
+        Batch {
+            run,
+            queue,
+            first: 0,
+            n,
+            due: backlog_due(),
+        }
+    }
+}
+
+/// Publishes the batch to its queue, all at once (`rate` None, within the
+/// confirm window) or paced at `rate` per second; each is stamped as it
+/// goes. With `stop`, publishing ends early once it is set. Returns how many
+/// were published (and confirmed) and how long that took.
 async fn publish_invoices(
     connection: &Connection,
     window: usize,
-    run: &str,
-    queue: &str,
-    n: usize,
+    batch: &Batch<'_>,
     rate: Option<f64>,
-) -> Result<Duration> {
+    stop: Option<&AtomicBool>,
+) -> Result<(usize, Duration)> {
     let publisher = Publisher::new(connection, window).await?;
     let started = Instant::now();
-    let mut seq = 0;
+    let n = batch.n;
+    let mut i = 0;
     let mut failed = None;
-    'outer: while seq < n {
+    'outer: while i < n && !stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
         let due = match rate {
             None => n,
             Some(rate) => ((started.elapsed().as_secs_f64() * rate) as usize + 1).min(n),
         };
-        while seq < due {
+        while i < due {
+            let seq = batch.first + i;
             if let Err(e) = publisher
-                .publish("", queue, &invoice_body(run, seq), invoice_properties(seq))
+                .publish(
+                    "",
+                    batch.queue,
+                    &invoice_body(batch.run, seq, batch.due),
+                    invoice_properties(seq),
+                )
                 .await
             {
                 failed = Some(e);
                 break 'outer;
             }
-            seq += 1;
+            i += 1;
         }
-        if seq < n {
+        if i < n {
             tokio::time::sleep(Duration::from_micros(500)).await;
         }
     }
@@ -613,10 +737,10 @@ async fn publish_invoices(
         return Err(confirmed.err().unwrap_or(e));
     }
     let confirmed = confirmed?;
-    if confirmed != n as u64 {
-        bail!("only {confirmed} of {n} invoices were confirmed");
+    if confirmed != i as u64 {
+        bail!("only {confirmed} of {i} invoices were confirmed");
     }
-    Ok(started.elapsed())
+    Ok((i, started.elapsed()))
 }
 
 async fn clean_up(url: &str, cleanup: &Mutex<Cleanup>) -> Result<()> {
@@ -693,6 +817,17 @@ struct Observed {
     /// accept times go to `warmup_accept_us` instead.
     warmup: usize,
     warmup_accept_us: Vec<i64>,
+    /// Past the warm-up, per invoice by its publish time (Unix ns): publish
+    /// -> the `at` of its `invoice.accepted` (payrelay's intake), in µs.
+    intake: Vec<(i64, i64)>,
+    /// Past the warm-up, per first request by its publish time: publish ->
+    /// the `at` of its `invoice.sent`, and -> that event seen here, in µs.
+    timed_sent: Vec<(i64, i64, i64)>,
+    /// `invoice.sent` of journey steps (a `step` set): how many, and the
+    /// first and last `at` (Unix ns).
+    steps_sent: usize,
+    first_step_at: Option<i64>,
+    last_step_at: Option<i64>,
     unparsable: usize,
 }
 
@@ -701,8 +836,18 @@ struct SeenEvent {
     event: String,
     at: Option<String>,
     detail: Option<String>,
+    /// The journey step; absent or null for the first request.
+    #[serde(default)]
+    step: Option<String>,
     metadata: Option<SeenMetadata>,
 }
+
+/// Events of a working journey that are not problems.
+const JOURNEY_EVENTS: [&str; 1] = ["invoice.journey_completed"];
+
+/// Invoices the observer tells apart (its duplicate check); any more are
+/// counted without it.
+const MAX_TRACKED: usize = 10_000_000;
 
 #[derive(Deserialize)]
 struct SeenMetadata {
@@ -748,14 +893,34 @@ impl Observer {
                     continue;
                 };
                 *s.events.entry(event.event.clone()).or_default() += 1;
+                let at = event.at.as_deref().and_then(parse_rfc3339_ns);
+                let stamp = event.metadata.as_ref().and_then(|m| m.seq.zip(m.bench_t));
+                let measured = stamp.filter(|(seq, _)| *seq >= s.warmup);
+                if event.event == "invoice.accepted" {
+                    if let (Some((_, published)), Some(at)) = (measured, at) {
+                        s.intake.push((published, (at - published) / 1_000));
+                    }
+                    continue;
+                }
                 if event.event != "invoice.sent" {
-                    if event.event != "invoice.accepted" && s.first_problem.is_none() {
+                    if !JOURNEY_EVENTS.contains(&event.event.as_str()) && s.first_problem.is_none() {
                         s.first_problem = Some(format!("{}: {}", event.event, event.detail.unwrap_or_default()));
                     }
                     continue;
                 }
+                if event.step.is_some() {
+                    s.steps_sent += 1;
+                    if let Some(at) = at {
+                        s.first_step_at = Some(s.first_step_at.map_or(at, |f| f.min(at)));
+                        s.last_step_at = Some(s.last_step_at.map_or(at, |l| l.max(at)));
+                    }
+                    continue;
+                }
                 let Some(meta) = event.metadata else { continue };
-                if let Some(seq) = meta.seq.filter(|seq| *seq < s.sent_seen.len()) {
+                if let Some(seq) = meta.seq.filter(|seq| *seq < MAX_TRACKED) {
+                    if seq >= s.sent_seen.len() {
+                        s.sent_seen.resize(seq + 1, false);
+                    }
                     if std::mem::replace(&mut s.sent_seen[seq], true) {
                         s.duplicates += 1;
                         continue;
@@ -765,16 +930,16 @@ impl Observer {
                 s.first_sent.get_or_insert(now);
                 s.last_sent = Some(now);
                 if let Some(published) = meta.bench_t {
-                    let accept_us = event
-                        .at
-                        .as_deref()
-                        .and_then(parse_rfc3339_ns)
-                        .map(|at| (at - published) / 1_000);
+                    let accept_us = at.map(|at| (at - published) / 1_000);
+                    let seen_us = (now_ns - published) / 1_000;
                     if meta.seq.is_some_and(|seq| seq < s.warmup) {
                         s.warmup_accept_us.extend(accept_us);
                     } else {
-                        s.to_seen_us.push((now_ns - published) / 1_000);
+                        s.to_seen_us.push(seen_us);
                         s.to_accept_us.extend(accept_us);
+                        if let Some(accept_us) = accept_us {
+                            s.timed_sent.push((published, accept_us, seen_us));
+                        }
                     }
                 }
             }
@@ -851,7 +1016,8 @@ async fn ceiling(args: &Args, names: &Names, cleanup: &Arc<Mutex<Cleanup>>, pace
     let load_before = loadavg();
     let mut publish_rate = None;
     if paced.is_none() {
-        let took = publish_invoices(&connection, args.window, label, &queue, n, None).await?;
+        let (_, took) =
+            publish_invoices(&connection, args.window, &Batch::backlog(label, &queue, n), None, None).await?;
         let rate = n as f64 / took.as_secs_f64();
         eprintln!("   published {n} in {:.2} s ({rate:.0}/s)", took.as_secs_f64());
         publish_rate = Some(rate);
@@ -890,7 +1056,8 @@ async fn ceiling(args: &Args, names: &Names, cleanup: &Arc<Mutex<Cleanup>>, pace
         let (url, queue, window) = (args.amqp_url.clone(), queue.clone(), args.window);
         tokio::spawn(async move {
             let connection = connect(&url, "payrelay-bench paced publisher").await?;
-            let took = publish_invoices(&connection, window, "ceiling-paced", &queue, n, Some(rate)).await;
+            let batch = Batch::backlog("ceiling-paced", &queue, n);
+            let took = publish_invoices(&connection, window, &batch, Some(rate), None).await;
             let _ = connection.close(200, "bench paced publisher done".into()).await;
             took
         })
@@ -1087,16 +1254,21 @@ fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-fn service_config(
-    dir: &Path,
-    outbox: &Path,
-    args: &Args,
-    prefix: &str,
+/// A generated service config. `journey`: a `[journeys.bench]` section,
+/// made every invoice's journey by `[routing] journey`.
+struct ServiceConfig<'a> {
+    dir: &'a Path,
+    outbox: &'a Path,
+    prefix: &'a str,
     port: u16,
-    mock: Option<&MockProvider>,
-) -> String {
-    let mut text = format!(
-        r#"# Generated by bench/main.rs.
+    mock: Option<&'a MockProvider>,
+    journey: Option<&'a str>,
+}
+
+impl ServiceConfig<'_> {
+    fn text(&self, args: &Args) -> String {
+        let mut text = format!(
+            r#"# Generated by bench/main.rs.
 [broker]
 url = "{url}"
 queue = "{prefix}.invoices"
@@ -1120,38 +1292,48 @@ default_locale = "es-MX"
 transport = "file"
 outbox_dir = "{outbox}"
 from = "ACME Billing <billing@acme.example>"
-rate_per_second = 1000000
-burst = 1000000
+rate_per_second = {rate}
+burst = {rate}
 "#,
-        url = args.amqp_url,
-        prefetch = args.prefetch,
-        db = dir.join("payrelay.db").display(),
-        outbox = outbox.display(),
-    );
-    match mock {
-        None => text.push_str("\n[routing]\ndefault = [\"email\"]\ndefault_strategy = \"fallback\"\n"),
-        Some(mock) => {
-            let _ = write!(
-                text,
-                r#"
+            url = args.amqp_url,
+            prefix = self.prefix,
+            port = self.port,
+            prefetch = args.prefetch,
+            db = self.dir.join("payrelay.db").display(),
+            outbox = self.outbox.display(),
+            rate = args.channel_rate,
+        );
+        match self.mock {
+            None => text.push_str("\n[routing]\ndefault = [\"email\"]\ndefault_strategy = \"fallback\"\n"),
+            Some(mock) => {
+                let _ = write!(
+                    text,
+                    r#"
 [channels.sms]
 provider = "twilio"
 base_url = "http://{addr}"
 account_sid = "ACbench0000000000000000000000000"
 auth_token = "bench-token"
 from = "+15005550006"
-rate_per_second = 1000000
-burst = 1000000
+rate_per_second = {rate}
+burst = {rate}
 
 [routing]
 default = ["sms"]
 default_strategy = "fallback"
 "#,
-                addr = mock.addr
-            );
+                    addr = mock.addr,
+                    rate = args.channel_rate,
+                );
+            }
         }
+        // Without the key, no invoice has a journey.
+        if let Some(journey) = self.journey {
+            text.push_str("journey = \"bench\"\n");
+            text.push_str(journey);
+        }
+        text
     }
-    text
 }
 
 /// Peak RSS (VmHWM) and CPU seconds of a process, from /proc.
@@ -1312,40 +1494,56 @@ async fn wait_ready(port: u16, service: &mut Service) -> Result<()> {
     }
 }
 
-async fn service_phase(
+/// What a service phase runs.
+#[derive(Clone, Copy)]
+enum ServiceKind {
+    /// A backlog published before the service starts, each invoice with a
+    /// three-step journey or none.
+    Backlog { transport: Transport, journey: bool },
+    /// Invoices published at `rate` once the service is ready (4b).
+    Paced { transport: Transport, rate: f64 },
+}
+
+/// A phase's service, ready to start: its files, config, queues, and the
+/// observer on its events.
+struct Prepared {
+    dir: PathBuf,
+    outbox: PathBuf,
+    port: u16,
+    config_path: PathBuf,
+    config: Config,
+    /// The bench's publishing connection.
+    connection: Connection,
+    observer: Observer,
+}
+
+/// Writes the phase's config (checked as `payrelay serve` checks it),
+/// declares payrelay's topology and the observer's queue, starts observing.
+async fn prepare(
     args: &Args,
     names: &Names,
-    bin: &Path,
     dirs: &Dirs<'_>,
     cleanup: &Arc<Mutex<Cleanup>>,
-    transport: Transport,
-    paced: Option<f64>,
-) -> Result<Row> {
-    let label = match (paced, transport) {
-        (None, Transport::File) => "file",
-        (None, Transport::Http) => "http",
-        (Some(_), Transport::File) => "latency-file",
-        (Some(_), Transport::Http) => "latency-http",
-    };
-    let n = match paced {
-        None => args.invoices,
-        Some(rate) => ((rate * args.latency_secs as f64) as usize).max(1),
-    };
+    label: &str,
+    mock: Option<&MockProvider>,
+    journey: Option<&str>,
+) -> Result<Prepared> {
     let dir = dirs.temp.join(label);
     let outbox = dirs.outboxes.join(label).join("email");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let prefix = names.prefix(label);
     let port = free_port()?;
-    let mock = match transport {
-        Transport::Http => Some(MockProvider::start().await?),
-        Transport::File => None,
-    };
     let config_path = dir.join("payrelay.toml");
-    std::fs::write(
-        &config_path,
-        service_config(&dir, &outbox, args, &prefix, port, mock.as_ref()),
-    )
-    .with_context(|| format!("cannot write {}", config_path.display()))?;
+    let text = ServiceConfig {
+        dir: &dir,
+        outbox: &outbox,
+        prefix: &prefix,
+        port,
+        mock,
+        journey,
+    }
+    .text(args);
+    std::fs::write(&config_path, text).with_context(|| format!("cannot write {}", config_path.display()))?;
     // The same check `payrelay serve` runs, here so a problem reads clearly.
     let config = Config::load(&config_path).map_err(|e| anyhow!("the generated config is refused:\n{e}"))?;
 
@@ -1362,13 +1560,71 @@ async fn service_phase(
     }
     let events_queue = format!("{prefix}.events.observer");
     declare_events(&setup, &config.broker.events_exchange, &events_queue, cleanup).await?;
-    let observer = Observer::start(&args.amqp_url, &events_queue, n).await?;
+    let _ = setup.close(200, "bench setup done".into()).await;
+    let observer = Observer::start(&args.amqp_url, &events_queue, args.invoices).await?;
+    Ok(Prepared {
+        dir,
+        outbox,
+        port,
+        config_path,
+        config,
+        connection,
+        observer,
+    })
+}
+
+async fn service_phase(
+    args: &Args,
+    names: &Names,
+    bin: &Path,
+    dirs: &Dirs<'_>,
+    cleanup: &Arc<Mutex<Cleanup>>,
+    kind: ServiceKind,
+) -> Result<Row> {
+    let (transport, paced, journey) = match kind {
+        ServiceKind::Backlog { transport, journey } => (transport, None, journey),
+        ServiceKind::Paced { transport, rate } => (transport, Some(rate), false),
+    };
+    let label = match (paced, transport, journey) {
+        (None, Transport::File, false) => "file",
+        (None, Transport::File, true) => "journey",
+        (None, Transport::Http, _) => "http",
+        (Some(_), Transport::File, _) => "latency-file",
+        (Some(_), Transport::Http, _) => "latency-http",
+    };
+    let n = match paced {
+        None => args.invoices,
+        Some(rate) => ((rate * args.latency_secs as f64) as usize).max(1),
+    };
+    let mock = match transport {
+        Transport::Http => Some(MockProvider::start().await?),
+        Transport::File => None,
+    };
+    let Prepared {
+        dir,
+        outbox,
+        port,
+        config_path,
+        config,
+        connection,
+        observer,
+    } = prepare(
+        args,
+        names,
+        dirs,
+        cleanup,
+        label,
+        mock.as_ref(),
+        journey.then_some(BENCH_JOURNEY),
+    )
+    .await?;
     let warmup = paced.map_or(0, |rate| ((rate * args.warmup_secs as f64) as usize).min(n / 2));
     observer.with(|s| s.warmup = warmup);
 
     let load_before = loadavg();
     if paced.is_none() {
-        let took = publish_invoices(&connection, args.window, label, &config.broker.queue, n, None).await?;
+        let batch = Batch::backlog(label, &config.broker.queue, n);
+        let (_, took) = publish_invoices(&connection, args.window, &batch, None, None).await?;
         eprintln!(
             "   published {n} in {:.2} s ({:.0}/s)",
             took.as_secs_f64(),
@@ -1391,6 +1647,13 @@ async fn service_phase(
     }
     clean_up(&args.amqp_url, cleanup).await?;
     let finished = outcome?;
+    // After the stop: the service checkpointed its WAL into the file.
+    let db = dir.join("payrelay.db");
+    let db_bytes = sqlite_bytes(&db);
+    let storage = match journey {
+        true => Some(step_storage(&db).context("cannot read the journey phase's store")?),
+        false => None,
+    };
 
     let mut seen: Observed = lock_observed(&observed, std::mem::take);
     let last = seen.last_sent.unwrap_or(finished);
@@ -1431,16 +1694,24 @@ async fn service_phase(
             ms(percentile_ms(&mut all, 99.0))
         ));
     }
+    if let Some(storage) = &storage {
+        notes.push(storage.describe(n));
+    }
     let rate = n as f64 / elapsed;
     let (peak_kb, cpu_total) = stats.map(|(k, c)| (Some(k), Some(c))).unwrap_or((None, None));
     let row = Row {
-        phase: match paced {
-            None => format!(
+        id: label,
+        phase: match (paced, journey) {
+            (None, false) => format!(
                 "{}. payrelay, {} (backlog)",
                 if transport == Transport::File { 2 } else { 3 },
                 transport.describe()
             ),
-            Some(r) => format!("4b. payrelay, {}, paced at {r:.0}/s", transport.describe()),
+            (None, true) => format!(
+                "2j. payrelay, {}, {BENCH_JOURNEY_STEPS}-step journey each (backlog)",
+                transport.describe()
+            ),
+            (Some(r), _) => format!("4b. payrelay, {}, paced at {r:.0}/s", transport.describe()),
         },
         invoices: n,
         rate,
@@ -1456,6 +1727,8 @@ async fn service_phase(
         broker_cpu_us,
         load_before,
         load_after,
+        db_bytes,
+        steps: storage.map(|s| s.steps),
     };
     eprintln!(
         "   {n} invoices in {elapsed:.2} s: {rate:.0}/s; peak RSS {}; {}",
@@ -1463,6 +1736,72 @@ async fn service_phase(
         row.note
     );
     Ok(row)
+}
+
+/// The bytes a SQLite database uses: its pages but the free ones, once
+/// its WAL is checkpointed into the file (the file's size alone moves with
+/// checkpoint timing and pages freed by the outbox).
+fn sqlite_bytes(db: &Path) -> Option<u64> {
+    let conn = rusqlite::Connection::open(db).ok()?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).ok()?;
+    let pragma = |name: &str| {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+            .ok()
+    };
+    let used = pragma("page_count")? - pragma("freelist_count")?;
+    u64::try_from(used * pragma("page_size")?).ok()
+}
+
+/// The journey steps a phase's store holds, and what they take.
+#[derive(Clone, Copy)]
+struct StepStorage {
+    steps: u64,
+    planned: u64,
+    /// Pages of the `steps` table and its two indexes (primary key,
+    /// `steps_due`), from SQLite's `dbstat`; `None` without it.
+    bytes: Option<u64>,
+}
+
+impl StepStorage {
+    fn describe(&self, invoices: usize) -> String {
+        let per_step = match self.bytes {
+            Some(bytes) if self.steps > 0 => format!(
+                "{:.0} B per step in the store (steps table + 2 indexes, dbstat: {:.1} MB)",
+                bytes as f64 / self.steps as f64,
+                bytes as f64 / 1e6
+            ),
+            _ => "no dbstat in this SQLite".into(),
+        };
+        format!(
+            "{} steps stored for {invoices} invoices, {} still planned; {per_step}",
+            self.steps, self.planned
+        )
+    }
+}
+
+/// Reads what the journey phase left in its SQLite file, after the
+/// service stopped.
+fn step_storage(db: &Path) -> Result<StepStorage> {
+    let conn = rusqlite::Connection::open(db).with_context(|| format!("cannot open {}", db.display()))?;
+    let (steps, planned) = conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(status = 'planned'), 0) FROM steps",
+        [],
+        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+    )?;
+    let bytes = conn
+        .query_row(
+            "SELECT SUM(pgsize) FROM dbstat WHERE name IN ('steps', 'sqlite_autoindex_steps_1', 'steps_due')",
+            [],
+            |row| row.get::<_, Option<i64>>(0),
+        )
+        .ok()
+        .flatten();
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(StepStorage {
+        steps: count(steps),
+        planned: count(planned),
+        bytes: bytes.map(count),
+    })
 }
 
 /// Runs one service phase until every invoice's `invoice.sent` was seen;
@@ -1490,7 +1829,8 @@ async fn drive(
             );
             Some(tokio::spawn(async move {
                 let connection = connect(&url, "payrelay-bench paced publisher").await?;
-                let took = publish_invoices(&connection, window, &run, &queue, n, Some(rate)).await;
+                let batch = Batch::backlog(&run, &queue, n);
+                let took = publish_invoices(&connection, window, &batch, Some(rate), None).await;
                 let _ = connection.close(200, "bench paced publisher done".into()).await;
                 took
             }))
@@ -1519,7 +1859,7 @@ async fn drive(
         }
         if let Some(task) = publishing.take_if(|t| t.is_finished()) {
             // A publishing error ends the phase at once rather than as a stall.
-            let took = task.await.context("the paced publisher panicked")??;
+            let (_, took) = task.await.context("the paced publisher panicked")??;
             eprintln!(
                 "   published {n} in {:.2} s ({:.0}/s)",
                 took.as_secs_f64(),
@@ -1536,6 +1876,362 @@ async fn drive(
         task.await.context("the paced publisher panicked")??;
     }
     Ok(observer.with(|o| o.last_sent).unwrap_or_else(Instant::now))
+}
+
+// ---------------------------------------------------------------- phase 5
+
+/// When the wave's reminders fall due: on a whole minute (`send_at` has
+/// minutes) at least `lead` from now. `due` and `send_at` place the one
+/// step `due = "0d"` there, read in the customer's time zone.
+struct WaveTime {
+    at_ms: i64,
+    due: time::Date,
+    send_at: String,
+}
+
+fn wave_time(lead: Duration) -> Result<WaveTime> {
+    let tz = payrelay::domain::quiet::time_zone(CUSTOMER_TZ).map_err(|e| anyhow!(e))?;
+    let earliest = unix_ns() / 1_000_000 + lead.as_millis() as i64;
+    let at_ms = (earliest + 59_999) / 60_000 * 60_000;
+    let zoned = jiff::Timestamp::from_millisecond(at_ms)?.to_zoned(tz.clone());
+    let date = zoned.date();
+    let due = time::Date::from_calendar_date(
+        i32::from(date.year()),
+        time::Month::try_from(date.month() as u8)?,
+        date.day() as u8,
+    )?;
+    let send_at = jiff::civil::time(zoned.hour(), zoned.minute(), 0, 0);
+    // The service places the step the same way; a zone whose offset is not
+    // whole minutes would put it elsewhere.
+    let planned = payrelay::journey::due_day_at(due, 0, send_at, &tz);
+    if planned != at_ms {
+        bail!("the wave's time {at_ms} would be planned at {planned} in {CUSTOMER_TZ}");
+    }
+    Ok(WaveTime {
+        at_ms,
+        due,
+        send_at: format!("{:02}:{:02}", zoned.hour(), zoned.minute()),
+    })
+}
+
+/// What the wave phase measured on the way, besides the observer.
+struct WaveRun {
+    /// The first requests of the load were all seen.
+    loaded: Instant,
+    /// Wall clock at the wave's time, and payrelay's and the broker's CPU
+    /// seconds then; the same when its last reminder was seen.
+    wave: (Instant, Option<f64>, Option<f64>),
+    drained: (Instant, Option<f64>, Option<f64>),
+    /// New invoices published while it ran (from `--wave-baseline-secs`
+    /// before the wave until it drained).
+    paced: usize,
+}
+
+/// Phase 5: `--invoices` invoices whose one reminder falls due at the same
+/// minute, sent their first requests well before it; then, from a few
+/// seconds before that minute until the last reminder went out, new
+/// invoices at `--wave-rate`, whose latency says whether the intake keeps
+/// answering while the scheduler drains the wave.
+async fn wave_phase(
+    args: &Args,
+    names: &Names,
+    bin: &Path,
+    dirs: &Dirs<'_>,
+    cleanup: &Arc<Mutex<Cleanup>>,
+    file_rate: Option<f64>,
+) -> Result<Row> {
+    let label = "wave";
+    let n = args.invoices;
+    let lead = match args.wave_lead_secs {
+        Some(secs) => Duration::from_secs(secs),
+        None => {
+            // Publishing the load (10,000/s and more here), then its first
+            // requests at well under the file phase's rate (else 800/s).
+            let send_rate = file_rate.map_or(800.0, |r| r * 0.6).max(100.0);
+            Duration::from_secs_f64(15.0 + n as f64 / 5_000.0 + n as f64 / send_rate)
+        }
+    };
+    let wave = wave_time(lead)?;
+    let journey = format!(
+        "\n[journeys.bench]\nsend_at = \"{}\"\nsteps = [{{ name = \"wave\", due = \"0d\" }}]\n",
+        wave.send_at
+    );
+    let prepared = prepare(args, names, dirs, cleanup, label, None, Some(&journey)).await?;
+    // The load's invoices are not the ones whose latency is measured.
+    prepared.observer.with(|s| s.warmup = n);
+    eprintln!(
+        "   reminders due at {} {CUSTOMER_TZ} ({}), {:.0} s from now",
+        wave.send_at,
+        payrelay::events::rfc3339_ms(wave.at_ms),
+        (wave.at_ms - unix_ns() / 1_000_000) as f64 / 1_000.0
+    );
+
+    let load_before = loadavg();
+    let batch = Batch {
+        run: label,
+        queue: &prepared.config.broker.queue,
+        first: 0,
+        n,
+        due: wave.due,
+    };
+    let (_, took) = publish_invoices(&prepared.connection, args.window, &batch, None, None).await?;
+    eprintln!(
+        "   published {n} in {:.2} s ({:.0}/s)",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64()
+    );
+    let started = Instant::now();
+    let mut service = Service::spawn(
+        bin,
+        &prepared.config_path,
+        prepared.dir.join("payrelay.log"),
+        &args.payrelay_log,
+    )?;
+    let outcome = wave_drive(args, &mut service, &prepared, &wave, n).await;
+    let stats = proc_stats(service.pid);
+    let load_after = loadavg();
+    service.stop().await;
+    let Prepared {
+        observer,
+        connection,
+        outbox,
+        ..
+    } = prepared;
+    let observed = observer.stop().await;
+    let _ = connection.close(200, "bench phase done".into()).await;
+    clean_up(&args.amqp_url, cleanup).await?;
+    let run = outcome?;
+    let seen: Observed = lock_observed(&observed, std::mem::take);
+
+    let at_ns = wave.at_ms * 1_000_000;
+    let (first_ns, last_ns) = match (seen.first_step_at, seen.last_step_at) {
+        (Some(f), Some(l)) => (f, l),
+        _ => bail!("no reminder carried its time"),
+    };
+    let drain_secs = (last_ns - first_ns) as f64 / 1e9;
+    let rate = if drain_secs > 0.0 {
+        (n - 1) as f64 / drain_secs
+    } else {
+        n as f64
+    };
+    // New invoices by when they were published: during the wave (its due
+    // time to its last reminder), and the baseline before it.
+    let baseline_ns = at_ns - args.wave_baseline_secs as i64 * 1_000_000_000;
+    let during = |t: i64| (at_ns..=last_ns).contains(&t);
+    let before = |t: i64| (baseline_ns..at_ns).contains(&t);
+    let pick = |samples: &[(i64, i64)], keep: &dyn Fn(i64) -> bool| -> Vec<i64> {
+        samples.iter().filter(|(t, _)| keep(*t)).map(|(_, us)| *us).collect()
+    };
+    let sent_accept: Vec<(i64, i64)> = seen.timed_sent.iter().map(|(t, a, _)| (*t, *a)).collect();
+    let sent_seen: Vec<(i64, i64)> = seen.timed_sent.iter().map(|(t, _, s)| (*t, *s)).collect();
+    let mut accept_during = pick(&sent_accept, &during);
+    let mut seen_during = pick(&sent_seen, &during);
+    let mut intake_during = pick(&seen.intake, &during);
+    let mut accept_before = pick(&sent_accept, &before);
+    let mut intake_before = pick(&seen.intake, &before);
+
+    let (wave_at, cpu_at, broker_at) = run.wave;
+    let (drained_at, cpu_drained, broker_drained) = run.drained;
+    let wall = drained_at.duration_since(wave_at).as_secs_f64();
+    let cpu = cpu_at.zip(cpu_drained).map(|(a, b)| b - a);
+    let mut notes = vec![
+        format!(
+            "due at {} {CUSTOMER_TZ}; first reminder sent {:.0} ms after, the last {:.1} s after; {:.0}/s first to last ({} reminders, {} .eml files)",
+            wave.send_at,
+            (first_ns - at_ns) as f64 / 1e6,
+            (last_ns - at_ns) as f64 / 1e9,
+            rate,
+            seen.steps_sent,
+            count_files(&outbox),
+        ),
+        format!(
+            "channels' combined rate {}/s (email rate_per_second{})",
+            args.channel_rate,
+            if args.channel_rate >= 1_000_000 { ", lifted" } else { "" }
+        ),
+        format!(
+            "{} new invoices during the wave: intake (publish -> invoice.accepted) p50/p99 {} / {} ms",
+            accept_during.len(),
+            ms(percentile_ms(&mut intake_during, 50.0)),
+            ms(percentile_ms(&mut intake_during, 99.0)),
+        ),
+        format!(
+            "{} in the {} s before it: publish -> accept p50/p99 {} / {} ms, intake {} / {} ms",
+            accept_before.len(),
+            args.wave_baseline_secs,
+            ms(percentile_ms(&mut accept_before, 50.0)),
+            ms(percentile_ms(&mut accept_before, 99.0)),
+            ms(percentile_ms(&mut intake_before, 50.0)),
+            ms(percentile_ms(&mut intake_before, 99.0)),
+        ),
+        format!(
+            "load: {n} first requests in {:.1} s, due {:.0} s after the last; {} new invoices in all",
+            run.loaded.duration_since(started).as_secs_f64(),
+            wave_at.duration_since(run.loaded).as_secs_f64(),
+            run.paced,
+        ),
+        "CPU figures: payrelay from the wave's time to its last reminder seen, the paced intake included".into(),
+    ];
+    let other: Vec<String> = seen
+        .events
+        .iter()
+        .filter(|(name, _)| !["invoice.sent", "invoice.accepted", "invoice.journey_completed"].contains(&name.as_str()))
+        .map(|(name, count)| format!("{count} {name}"))
+        .collect();
+    if !other.is_empty() || seen.duplicates > 0 {
+        notes.push(format!("also: {} {} duplicate sent", other.join(", "), seen.duplicates));
+        if let Some(p) = &seen.first_problem {
+            notes.push(format!("first: {p}"));
+        }
+    }
+    let row = Row {
+        id: label,
+        phase: format!(
+            "5. wave: reminders due at once, new invoices paced at {:.0}/s meanwhile",
+            args.wave_rate
+        ),
+        invoices: n,
+        rate,
+        compare: false,
+        note: notes.join("; "),
+        p50_ms: percentile_ms(&mut accept_during, 50.0),
+        p99_ms: percentile_ms(&mut accept_during, 99.0),
+        seen_p50_ms: percentile_ms(&mut seen_during, 50.0),
+        seen_p99_ms: percentile_ms(&mut seen_during, 99.0),
+        peak_rss_mb: stats.map(|(k, _)| k as f64 / 1024.0),
+        cpu: cpu.filter(|_| wall > 0.0).map(|c| c / wall),
+        cpu_us: cpu.map(|c| c * 1e6 / n as f64),
+        broker_cpu_us: per_invoice_us(broker_at, broker_drained, n),
+        load_before,
+        load_after,
+        db_bytes: None,
+        steps: None,
+    };
+    eprintln!(
+        "   {n} reminders drained at {rate:.0}/s; p50/p99 publish -> accept during the wave {} / {} ms; {}",
+        ms(row.p50_ms),
+        ms(row.p99_ms),
+        row.note
+    );
+    Ok(row)
+}
+
+/// Waits for the load's first requests, publishes new invoices from
+/// `--wave-baseline-secs` before the wave until its last reminder was
+/// seen, then waits for those new invoices' first requests.
+async fn wave_drive(
+    args: &Args,
+    service: &mut Service,
+    prepared: &Prepared,
+    wave: &WaveTime,
+    n: usize,
+) -> Result<WaveRun> {
+    let observer = &prepared.observer;
+    let stall = Duration::from_secs(args.stall_secs);
+    let now_ms = || unix_ns() / 1_000_000;
+    let until = |ms: i64| Duration::from_millis(u64::try_from(ms - now_ms()).unwrap_or(0));
+
+    wait_for(service, stall, "first requests of the load", n, || {
+        observer.with(|o| o.sent)
+    })
+    .await?;
+    let loaded = Instant::now();
+    if now_ms() > wave.at_ms - 1_000 {
+        bail!(
+            "the load's first requests went out only {:.1} s before the wave's time (or after it): \
+             pass a larger --wave-lead-secs",
+            (wave.at_ms - now_ms()) as f64 / 1_000.0
+        );
+    }
+    tokio::time::sleep(until(wave.at_ms - args.wave_baseline_secs as i64 * 1_000)).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishing = {
+        let (url, queue, window, rate) = (
+            args.amqp_url.clone(),
+            prepared.config.broker.queue.clone(),
+            args.window,
+            args.wave_rate,
+        );
+        // Their own journey step falls due a month later: planned, not sent.
+        let due = wave.due + time::Duration::days(DUE_IN_DAYS);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let connection = connect(&url, "payrelay-bench paced publisher").await?;
+            let batch = Batch {
+                run: "wave",
+                queue: &queue,
+                first: n,
+                n: usize::MAX - n,
+                due,
+            };
+            let published = publish_invoices(&connection, window, &batch, Some(rate), Some(&stop)).await;
+            let _ = connection.close(200, "bench paced publisher done".into()).await;
+            published
+        })
+    };
+    tokio::time::sleep(until(wave.at_ms)).await;
+    let wave_at = (Instant::now(), cpu_secs(service.pid), broker_cpu_secs());
+
+    let drained = wait_for(service, stall, "reminders of the wave", n, || {
+        if publishing.is_finished() {
+            // It only ends early on an error, which the join below reports.
+            return usize::MAX;
+        }
+        observer.with(|o| o.steps_sent)
+    })
+    .await;
+    let drained_at = (Instant::now(), cpu_secs(service.pid), broker_cpu_secs());
+    stop.store(true, Ordering::Relaxed);
+    let (paced, _) = publishing.await.context("the paced publisher panicked")??;
+    drained?;
+    wait_for(service, stall, "first requests of the new invoices", n + paced, || {
+        observer.with(|o| o.sent)
+    })
+    .await?;
+    Ok(WaveRun {
+        loaded,
+        wave: wave_at,
+        drained: drained_at,
+        paced,
+    })
+}
+
+/// Waits until `count` reaches `n`, failing when the service exits or
+/// nothing moves for `stall`.
+async fn wait_for(
+    service: &mut Service,
+    stall: Duration,
+    what: &str,
+    n: usize,
+    count: impl Fn() -> usize,
+) -> Result<()> {
+    let mut progress = (0, Instant::now());
+    let mut last_report = Instant::now();
+    loop {
+        let done = count();
+        if done >= n {
+            return Ok(());
+        }
+        if done != progress.0 {
+            progress = (done, Instant::now());
+        } else if progress.1.elapsed() > stall {
+            bail!(
+                "stalled: no progress for {} s ({done} of {n} {what}); payrelay log: {}\n{}",
+                stall.as_secs(),
+                service.log.display(),
+                log_tail(&service.log, 20)
+            );
+        }
+        if let Some(why) = service.exited() {
+            bail!(why);
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            eprintln!("   ... {done} of {n} {what}");
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 // ---------------------------------------------------------------- report
@@ -1592,8 +2288,15 @@ async fn report(args: &Args, rows: &[Row], took: Duration) -> String {
     );
     let _ = writeln!(
         out,
-        "prefetch {}, confirm window {}, invoice body {} bytes, SQLite store, rate limits lifted\n",
-        args.prefetch, args.window, INVOICE_BYTES
+        "prefetch {}, confirm window {}, invoice body {} bytes, SQLite store, channel rate limits {}\n",
+        args.prefetch,
+        args.window,
+        INVOICE_BYTES,
+        if args.channel_rate >= 1_000_000 {
+            "lifted".to_owned()
+        } else {
+            format!("{}/s", args.channel_rate)
+        }
     );
     let _ = writeln!(
         out,
@@ -1629,5 +2332,35 @@ async fn report(args: &Args, rows: &[Row], took: Duration) -> String {
         out,
         "\nTargets (issue 5): payrelay >= 50% of the ceiling and >= 5,000 invoices/s; p99 < 50 ms at half load; peak RSS < 150 MB with a 100,000-invoice backlog."
     );
+    let by_id = |id: &str| rows.iter().find(|r| r.id == id);
+    if let (Some(file), Some(journey)) = (by_id("file"), by_id("journey")) {
+        let change = |with: f64, without: f64| format!("{:+.1}%", 100.0 * (with / without - 1.0));
+        let cpu = match (journey.cpu_us, file.cpu_us) {
+            (Some(with), Some(without)) => change(with, without),
+            _ => "?".into(),
+        };
+        let mut line = format!(
+            "\nJourney against file (issue 15: within 10%): invoices/s {}, payrelay CPU per invoice {cpu}",
+            change(journey.rate, file.rate)
+        );
+        if let (Some(with), Some(without), Some(steps)) = (journey.db_bytes, file.db_bytes, journey.steps) {
+            if steps > 0 {
+                let _ = write!(
+                    line,
+                    "; SQLite pages in use {:.1} MB against {:.1} MB, {:.0} B more per step",
+                    with as f64 / 1e6,
+                    without as f64 / 1e6,
+                    (with as f64 - without as f64) / steps as f64
+                );
+            }
+        }
+        let _ = writeln!(out, "{line}.");
+    }
+    if by_id("wave").is_some() {
+        let _ = writeln!(
+            out,
+            "\nTarget (issue 15): reminders falling due together drain at the channels' combined rate (`--channel-rate`) with p99 publish->accept of new invoices during the wave < 100 ms."
+        );
+    }
     out
 }

@@ -20,6 +20,8 @@
 //! compared on the database's clock, the one clock every instance shares.)
 
 pub mod postgres;
+#[cfg(test)]
+mod query_plans;
 mod sql;
 pub mod sqlite;
 
