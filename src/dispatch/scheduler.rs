@@ -30,6 +30,8 @@ const CLAIM_BATCH: u32 = 500;
 const LONGEST_SLEEP: Duration = Duration::from_secs(1);
 /// Shortest sleep between looks when nothing more is due.
 const SHORTEST_SLEEP: Duration = Duration::from_millis(20);
+/// Free slots a busy scheduler waits for before it claims more.
+const REFILL: u32 = CONCURRENT_RESUMES as u32 / 2;
 /// How long shutdown waits for the sends under way.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 
@@ -126,14 +128,18 @@ pub async fn run(
                 next_hold.into_iter().chain(next_step).min()
             }
         };
-        // Every slot taken: look again as soon as one frees.
-        let wait = match busy {
-            true => SHORTEST_SLEEP,
-            false => pause(now, more_due, next),
-        };
+        if busy {
+            // Every slot taken: look again once half of them are free, so
+            // that a wave is claimed in batches, not one step at a time.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = slots.acquire_many(REFILL) => {}
+            }
+            continue;
+        }
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(pause(now, more_due, next)) => {}
         }
     }
     // Let the sends under way finish (each has its own timeouts); what is
