@@ -430,14 +430,15 @@ fn the_repository_examples_are_valid_invoices() {
     }
 }
 
-/// What a file would name if it pointed at documents outside the repository.
+/// What a file would name if it pointed at documents outside the
+/// repository, each written in two halves so this file does not name them.
 const OUTSIDE: [&str; 6] = [
-    "../shared",
-    "CONTRACT.md",
-    "contract §",
-    "PROVIDERS.md",
-    "BROKER.md",
-    "STYLE.md",
+    concat!("..", "/shared"),
+    concat!("CONTRACT", ".md"),
+    concat!("contract", " §"),
+    concat!("PROVIDERS", ".md"),
+    concat!("BROKER", ".md"),
+    concat!("STYLE", ".md"),
 ];
 
 #[test]
@@ -455,8 +456,7 @@ fn no_file_points_outside_the_repository() {
     ] {
         walk(&repo().join(dir), &mut |path, text| {
             for needle in OUTSIDE {
-                // This test names what it looks for.
-                if text.contains(needle) && !path.ends_with("tests/docs.rs") {
+                if text.contains(needle) {
                     offenders.push(format!("{} mentions {needle}", path.display()));
                 }
             }
