@@ -47,6 +47,18 @@ pub enum EventName {
     // The last step of the journey is done and the invoice is still open.
     #[serde(rename = "invoice.journey_completed")]
     JourneyCompleted,
+    // The customer chose channels or stopped one on the pay page.
+    #[serde(rename = "customer.preferences_changed")]
+    PreferencesChanged,
+    // A STOP reply, an unsubscribe or a provider's "unsubscribed" error.
+    #[serde(rename = "customer.suppressed")]
+    Suppressed,
+    // A START reply lifted a suppression.
+    #[serde(rename = "customer.unsuppressed")]
+    Unsuppressed,
+    // The customer's personal data was erased (on request or by retention).
+    #[serde(rename = "customer.erased")]
+    Erased,
 }
 
 impl EventName {
@@ -65,6 +77,10 @@ impl EventName {
             EventName::Cancelled => "invoice.cancelled",
             EventName::Escalated => "invoice.escalated",
             EventName::JourneyCompleted => "invoice.journey_completed",
+            EventName::PreferencesChanged => "customer.preferences_changed",
+            EventName::Suppressed => "customer.suppressed",
+            EventName::Unsuppressed => "customer.unsuppressed",
+            EventName::Erased => "customer.erased",
         }
     }
 }
@@ -108,6 +124,11 @@ pub struct Event {
     pub invoice_id: Option<String>,
     /// The invoice's revision, when known.
     pub revision: Option<i64>,
+    /// The biller's `customer.id` of the debtor the event is about, when the
+    /// invoice named one (`customer.*` events, mostly). Never a name or a
+    /// contact: those are personal data and stay out of events.
+    #[serde(default)]
+    pub customer_id: Option<String>,
     /// The channel the event is about (sends, deliveries, clicks, fallbacks).
     pub channel: Option<ChannelName>,
     /// Which try on `channel` this is, from 1.
@@ -253,6 +274,7 @@ impl Event {
             biller_id: None,
             invoice_id: None,
             revision: None,
+            customer_id: None,
             channel: None,
             attempt: None,
             step: None,
@@ -276,6 +298,12 @@ impl Event {
     fn for_ids(mut self, biller_id: &str, invoice_id: &str) -> Event {
         self.biller_id = Some(biller_id.to_owned());
         self.invoice_id = Some(invoice_id.to_owned());
+        self
+    }
+
+    /// Names the debtor (`customer.id`) the event is about.
+    pub fn customer_id(mut self, customer_id: Option<String>) -> Event {
+        self.customer_id = customer_id;
         self
     }
 
