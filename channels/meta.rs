@@ -24,8 +24,9 @@ use serde_json::Value;
 use sha2::Sha256;
 use url::Url;
 
-use super::webhook::{constant_time_eq, Handshake, Refused, Webhook, WebhookRequest};
+use super::webhook::{constant_time_eq, Handshake, InboundReply, Refused, Webhook, WebhookRequest};
 use super::{http, BuildError, DeliveryStatus, SendError, StatusReport};
+use crate::domain::debtor::{reply_word, Reply};
 use crate::domain::ChannelName;
 use crate::settings::{duration, secret, EnvLookup};
 use crate::settings::{Problems, Secret};
@@ -426,6 +427,15 @@ impl Webhook for GraphWebhook {
         parse_webhook(request.body).map(|webhook| webhook.reports)
     }
 
+    /// WhatsApp customers' stop and start words (text or quick-reply
+    /// button); Messenger has none.
+    fn replies(&self, request: &WebhookRequest<'_>) -> Vec<InboundReply> {
+        match self.channel {
+            ChannelName::Whatsapp => whatsapp_replies(request.body),
+            _ => Vec::new(),
+        }
+    }
+
     /// Echoes the challenge of a subscription offering this channel's token.
     fn handshake(&self, query: &HashMap<String, String>) -> Handshake {
         let field = |name: &str| query.get(name).map(String::as_str);
@@ -530,6 +540,50 @@ pub fn parse_webhook(body: &[u8]) -> Result<MetaWebhook, String> {
         object: parsed.object,
         reports,
     })
+}
+
+/// The stop and start words in a WhatsApp webhook's incoming messages
+/// (`entry[].changes[].value.messages[]`): a `text` message's body or a
+/// quick-reply `button`'s text (else its payload), the word alone. `from`
+/// is the customer's number without its `+`.
+pub fn whatsapp_replies(body: &[u8]) -> Vec<InboundReply> {
+    let Ok(parsed) = serde_json::from_slice::<WebhookBody>(body) else {
+        return Vec::new();
+    };
+    let list = |v: &Value, key: &str| v.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
+    let text = |v: &Value, path: &[&str]| {
+        path.iter()
+            .try_fold(v, |v, key| v.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let mut replies = Vec::new();
+    for entry in &parsed.entry {
+        for change in list(entry, "changes") {
+            let messages = change.get("value").map(|v| list(v, "messages")).unwrap_or_default();
+            for message in messages {
+                let Some(from) = text(&message, &["from"]).filter(|f| !f.trim().is_empty()) else {
+                    continue;
+                };
+                let said = match text(&message, &["type"]).as_deref() {
+                    Some("text") => text(&message, &["text", "body"]),
+                    Some("button") => text(&message, &["button", "text"])
+                        .filter(|t| reply_word(t).is_some())
+                        .or_else(|| text(&message, &["button", "payload"])),
+                    _ => None,
+                };
+                let Some(reply) = said.as_deref().and_then(reply_word) else {
+                    continue;
+                };
+                let how = match reply {
+                    Reply::Stop => "the customer replied a stop word on WhatsApp",
+                    Reply::Start => "the customer replied a start word on WhatsApp",
+                };
+                replies.push(InboundReply { from, reply, how });
+            }
+        }
+    }
+    replies
 }
 
 fn whatsapp_report(value: Value) -> Option<StatusReport> {

@@ -7,8 +7,9 @@
 //! (Meta posts both WhatsApp and Messenger to one path; its `object` says
 //! which). The adapter checks the
 //! signature, failing closed, before anything reads the content, then turns
-//! the body into [`StatusReport`]s. Incoming customer messages and other
-//! notifications are acknowledged and left alone.
+//! the body into [`StatusReport`]s, and a customer's STOP or START reply
+//! into an [`InboundReply`] (docs/debtors.md). Other incoming customer
+//! messages and notifications are acknowledged and left alone.
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
@@ -17,7 +18,29 @@ use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 
 use super::StatusReport;
+use crate::domain::debtor::Reply;
 use crate::domain::ChannelName;
+
+/// A customer's reply that stops or restarts messages to their address.
+/// `Debug` hides the address: it is personal data.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InboundReply {
+    /// The customer's address as the provider gave it (E.164, with or
+    /// without its `+`): hashed before it is kept.
+    pub from: String,
+    pub reply: Reply,
+    /// How it came, in words, for the events (no address in it).
+    pub how: &'static str,
+}
+
+impl std::fmt::Debug for InboundReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundReply")
+            .field("reply", &self.reply)
+            .field("how", &self.how)
+            .finish_non_exhaustive()
+    }
+}
 
 /// One provider request, as it arrived.
 pub struct WebhookRequest<'a> {
@@ -96,6 +119,11 @@ pub trait Webhook: Send + Sync {
     /// The delivery reports in a verified request; anything else in it is
     /// skipped. An error when the body is not the provider's shape at all.
     fn parse(&self, request: &WebhookRequest<'_>) -> Result<Vec<StatusReport>, String>;
+
+    /// The STOP and START replies in a verified request (none by default).
+    fn replies(&self, _request: &WebhookRequest<'_>) -> Vec<InboundReply> {
+        Vec::new()
+    }
 
     /// What a handled request is answered with.
     fn answer(&self) -> StatusCode {

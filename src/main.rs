@@ -151,7 +151,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         Some(day) => payrelay::journey::start_of_day(&config, &invoice, day),
                         None => payrelay::domain::clock::now_ms(),
                     };
-                    print!("{}", payrelay::router::explain(&invoice, &config, today));
+                    let profile = stored_profile(&config, &invoice).await;
+                    print!("{}", payrelay::router::explain_for(&invoice, &config, today, &profile));
                     print!("{}", payrelay::journey::explain(&invoice, &config, today, now_ms));
                     Ok(ExitCode::SUCCESS)
                 }
@@ -457,4 +458,37 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = terminate => {}
     }
+}
+
+/// What the configured store knows of the invoice's customer (preferences,
+/// stopped addresses), for `payrelay route`. When the store cannot be
+/// opened (a SQLite file that does not exist yet is not created), says so
+/// in one line and routes without it.
+async fn stored_profile(config: &Config, invoice: &payrelay::invoice::Invoice) -> payrelay::domain::debtor::Profile {
+    let url = config.store.url.expose();
+    let missing_file = url
+        .strip_prefix("sqlite://")
+        .map(|path| path.split_once('?').map_or(path, |(p, _)| p))
+        .is_some_and(|path| !std::path::Path::new(path).exists());
+    let opened = if missing_file {
+        Err("its SQLite file does not exist yet".to_owned())
+    } else {
+        let clock: std::sync::Arc<dyn payrelay::domain::clock::Clock> =
+            std::sync::Arc::new(payrelay::domain::clock::SystemClock);
+        match tokio::time::timeout(std::time::Duration::from_secs(5), payrelay::store::open(url, clock)).await {
+            Ok(Ok(store)) => {
+                let addresses = payrelay::store::hashed_contacts(invoice);
+                store
+                    .debtor(&invoice.key.biller_id, &invoice.customer_key(), &addresses)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("it did not answer within 5 s".to_owned()),
+        }
+    };
+    opened.unwrap_or_else(|why| {
+        eprintln!("note: the store could not be read ({why}); routed without stopped channels and preferences");
+        payrelay::domain::debtor::Profile::default()
+    })
 }

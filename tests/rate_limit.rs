@@ -44,6 +44,7 @@ burst = {BURST}
             subject: "s".into(),
             text: "t".into(),
             html: "<p>h</p>".into(),
+            unsubscribe: None,
         },
     );
 

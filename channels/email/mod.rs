@@ -53,6 +53,9 @@ pub struct EmailMessage {
     pub subject: String,
     pub text: String,
     pub html: String,
+    /// The one-click unsubscribe URL (`List-Unsubscribe`, RFC 8058): the
+    /// message's own pay-link token under `/u/`.
+    pub unsubscribe: Option<String>,
 }
 
 impl ChannelMessage for EmailMessage {
@@ -121,13 +124,27 @@ impl EmailChannel {
         // Given, so lettre does not parse it back out of the headers.
         let envelope = Envelope::new(Some(from.email.clone()), vec![to.clone()])
             .map_err(|e| permanent(format!("cannot build the envelope: {e}")))?;
-        Message::builder()
+        let mut builder = Message::builder()
             .envelope(envelope)
             .from(from)
             .to(Mailbox::new(None, to))
             .subject(message.subject.as_str())
             .message_id(Some(message_id))
-            .header(header::MIME_VERSION_1_0)
+            .header(header::MIME_VERSION_1_0);
+        if let Some(url) = &message.unsubscribe {
+            // RFC 8058: a mailbox provider POSTs `List-Unsubscribe=One-Click`
+            // to the URL; the address stays out of it (the token names it).
+            builder = builder
+                .raw_header(header::HeaderValue::new(
+                    header::HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                    format!("<{url}>"),
+                ))
+                .raw_header(header::HeaderValue::new(
+                    header::HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                    "List-Unsubscribe=One-Click".to_owned(),
+                ));
+        }
+        builder
             .multipart(MultiPart::alternative_plain_html(
                 qp::body(&message.text),
                 qp::body(&message.html),
@@ -149,6 +166,7 @@ impl Channel for EmailChannel {
             subject: trimmed(subject),
             text,
             html,
+            unsubscribe: unsubscribe_url(request.view.pay_url, request.token),
         };
         Ok(Prepared::new(ChannelName::Email, request.to, message))
     }
@@ -169,6 +187,14 @@ impl Channel for EmailChannel {
             Sender::File(outbox) => outbox.write_file("eml", email.formatted()).await,
         }
     }
+}
+
+/// `{public_base_url}/u/{token}` from the message's pay link
+/// `{public_base_url}/p/{token}`; `None` for a link of another shape (a
+/// preview's).
+fn unsubscribe_url(pay_url: &str, token: &str) -> Option<String> {
+    let base = pay_url.strip_suffix(token)?.strip_suffix("/p/")?;
+    (!token.is_empty()).then(|| format!("{base}/u/{token}"))
 }
 
 /// SMTP 5xx replies are permanent; 4xx replies, timeouts and connection

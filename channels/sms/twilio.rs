@@ -20,9 +20,10 @@ use subtle::ConstantTimeEq;
 
 use super::config::{TwilioConfig, TwilioSender};
 use super::{SmsMessage, SmsProvider};
-use crate::channels::webhook::{Refused, Webhook, WebhookRequest};
+use crate::channels::webhook::{InboundReply, Refused, Webhook, WebhookRequest};
 use crate::channels::ChannelsConfig;
 use crate::channels::{http, BuildContext, BuildError, DeliveryStatus, Receipt, SendError, StatusReport};
+use crate::domain::debtor::{reply_word, Reply};
 use crate::domain::ChannelName;
 use crate::settings::Secret;
 
@@ -253,6 +254,12 @@ impl Webhook for StatusCallback {
         Ok(parse_status(request.form()).into_iter().collect())
     }
 
+    /// An inbound message (it has a `Body` or an `OptOutType` and no
+    /// `MessageStatus`) that is a stop or start word.
+    fn replies(&self, request: &WebhookRequest<'_>) -> Vec<InboundReply> {
+        parse_reply(request.form()).into_iter().collect()
+    }
+
     /// No TwiML to give back.
     fn answer(&self) -> StatusCode {
         StatusCode::NO_CONTENT
@@ -329,6 +336,38 @@ pub fn parse_status(params: &[(String, String)]) -> Option<StatusReport> {
     Some(StatusReport {
         provider_message_id: sid.to_owned(),
         status,
+    })
+}
+
+/// A STOP or START from Twilio's inbound-message fields: `OptOutType`
+/// (Advanced Opt-Out, more reliable) else the stop and start words of
+/// [`reply_word`] alone in `Body`. `None` for a status callback, another
+/// text, or HELP.
+pub fn parse_reply(params: &[(String, String)]) -> Option<InboundReply> {
+    let field = |name: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.is_empty())
+    };
+    if field("MessageStatus").is_some() {
+        return None;
+    }
+    let from = field("From")?;
+    let (reply, how) = match field("OptOutType").map(str::to_ascii_uppercase).as_deref() {
+        Some("STOP") => (Reply::Stop, "the customer replied STOP by SMS"),
+        Some("START") => (Reply::Start, "the customer replied START by SMS"),
+        Some(_) => return None,
+        None => match reply_word(field("Body")?)? {
+            Reply::Stop => (Reply::Stop, "the customer replied a stop word by SMS"),
+            Reply::Start => (Reply::Start, "the customer replied a start word by SMS"),
+        },
+    };
+    Some(InboundReply {
+        from: from.to_owned(),
+        reply,
+        how,
     })
 }
 

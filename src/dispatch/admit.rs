@@ -177,6 +177,20 @@ impl Dispatcher {
             Admitted::Done(disposition) => return Ok(disposition),
         };
         ownership.owned = true;
+        // The store recorded the first send only when nothing it knows of
+        // the customer routes it otherwise; else route again knowing it.
+        let plan = match started {
+            Some(_) => plan,
+            None => {
+                let profile = self.profile(&invoice).await?;
+                router::route_for(&invoice, &self.config, self.clock.today(), None, &profile)
+            }
+        };
+        if plan.channels.is_empty() {
+            self.every_channel_suppressed(&invoice, &plan, correlation).await?;
+            ownership.finished = true;
+            return Ok(Disposition::Ack);
+        }
         self.deliver(&invoice, &plan, &done, started, correlation).await?;
         ownership.finished = true;
         Ok(Disposition::Ack)
@@ -276,6 +290,25 @@ impl Dispatcher {
             .metadata(invoice.metadata.clone());
         self.store.record_event(&event).await?;
         Ok(Admitted::Done(Disposition::Ack))
+    }
+
+    /// Ends an invoice the customer stopped every channel of: not a bad
+    /// message (nothing for the dead-letter queue), but nothing is sent.
+    pub(super) async fn every_channel_suppressed(
+        &self,
+        invoice: &Invoice,
+        plan: &Plan,
+        correlation: &Correlation,
+    ) -> Result<(), StoreError> {
+        let reasons: Vec<String> = plan.skipped.iter().map(|(c, why)| format!("{c}: {why}")).collect();
+        info!(skipped = %reasons.join("; "), "every channel suppressed; nothing sent");
+        self.metrics.invoice("suppressed");
+        let event = Event::rejected(correlation, super::EVERY_CHANNEL_SUPPRESSED)
+            .for_invoice(&invoice.key)
+            .metadata(invoice.metadata.clone());
+        self.store
+            .finish_invoice(&invoice.key, Status::Exhausted, &[event])
+            .await
     }
 
     /// Claims an unfinished invoice. A redelivered message lost its handler

@@ -158,10 +158,15 @@ impl Dispatcher {
         if stored.status != Status::Accepted {
             return Ok(());
         }
-        let plan = router::route(&stored.invoice, &self.config, self.clock.today());
-        let result = self
-            .deliver(&stored.invoice, &plan, &stored.attempts, None, &stored.correlation)
-            .await;
+        let profile = self.profile(&stored.invoice).await?;
+        let plan = router::route_for(&stored.invoice, &self.config, self.clock.today(), None, &profile);
+        let result = if plan.channels.is_empty() && plan.all_suppressed() {
+            self.every_channel_suppressed(&stored.invoice, &plan, &stored.correlation)
+                .await
+        } else {
+            self.deliver(&stored.invoice, &plan, &stored.attempts, None, &stored.correlation)
+                .await
+        };
         self.outbox_signal.notify_one();
         result
     }

@@ -186,6 +186,7 @@ impl Dispatcher {
         let key = &invoice.key;
         let tz = crate::journey::time_zone(&self.config, invoice);
         let today = crate::journey::local_date(self.clock.now_ms(), &tz);
+        let profile = self.profile(invoice).await?;
         let (send, plan) = match step {
             Some(step) => {
                 let own = step.channels.as_deref().map(|c| (c, step.strategy));
@@ -193,16 +194,20 @@ impl Dispatcher {
                     name: Some(&due.name),
                     template: crate::journey::template(step, invoice.due_date, today),
                 };
-                (send, router::route_step(invoice, &self.config, today, own))
+                (send, router::route_for(invoice, &self.config, today, own, &profile))
             }
             None => {
                 let send = StepSend {
                     name: None,
                     template: crate::config::journey::FIRST_TEMPLATE,
                 };
-                (send, router::route(invoice, &self.config, today))
+                (send, router::route_for(invoice, &self.config, today, None, &profile))
             }
         };
+        if plan.all_suppressed() {
+            let why = super::EVERY_CHANNEL_SUPPRESSED;
+            return self.end_step(due, StepStatus::Skipped, why, Vec::new()).await;
+        }
         if plan.channels.is_empty() {
             let why = "no channel of the step can reach the customer";
             return self.end_step(due, StepStatus::Skipped, why, Vec::new()).await;

@@ -14,6 +14,7 @@
 //! tested by moving one.
 
 mod admit;
+mod debtor;
 mod deliver;
 mod journey;
 mod record;
@@ -160,6 +161,21 @@ impl Dispatcher {
         }
     }
 }
+
+impl Dispatcher {
+    /// What the store knows of the invoice's customer that changes where
+    /// their messages go (preferences, stopped addresses).
+    pub(crate) async fn profile(&self, invoice: &invoice::Invoice) -> Result<crate::domain::debtor::Profile, crate::store::StoreError> {
+        let addresses = crate::store::hashed_contacts(invoice);
+        self.store
+            .debtor(&invoice.key.biller_id, &invoice.customer_key(), &addresses)
+            .await
+    }
+}
+
+/// The detail of `invoice.rejected` (and of a skipped journey step) when
+/// every channel that could reach the customer was stopped by them.
+pub const EVERY_CHANNEL_SUPPRESSED: &str = "every channel suppressed";
 
 /// The channels' names, comma-separated, for event details.
 fn join_names(channels: &[crate::domain::ChannelName]) -> String {

@@ -16,7 +16,7 @@ use crate::invoice::Invoice;
 use crate::paylink;
 use crate::render::{self, Templates};
 use crate::settings::BillerConfig;
-use crate::store::{NewPaylink, StoreError};
+use crate::store::{AttemptStart, NewPaylink, StoreError};
 
 /// How one channel's send should behave.
 #[derive(Debug, Clone, Copy)]
@@ -109,8 +109,14 @@ impl Dispatcher {
                 plan.step.and_then(|s| s.name),
             )
             .await?;
-        let Some(attempt_id) = started else {
-            return Ok(Sent::Closed);
+        let attempt_id = match started {
+            AttemptStart::Started(id) => id,
+            AttemptStart::Closed => return Ok(Sent::Closed),
+            AttemptStart::Suppressed => {
+                info!(%channel, "the address asked to stop: not sent; the next channel is tried");
+                self.metrics.send(channel, "suppressed");
+                return Ok(Sent::Failed);
+            }
         };
         self.complete_send(invoice, correlation, plan, outgoing, attempt_id, slot)
             .await
@@ -174,6 +180,7 @@ impl Dispatcher {
                 Ok(Sent::Retrying)
             }
             Err((err, tries)) => {
+                self.suppress_if_unsubscribed(invoice, channel, &err).await?;
                 let detail = err.to_string();
                 warn!(%channel, tries, code = err.code(), detail = %crate::redact::text(&detail), "channel failed");
                 self.record_failed(&attempt, tries, detail).await
@@ -245,6 +252,11 @@ pub fn prepare(
     let paylink = NewPaylink {
         token_hash: paylink::token_hash(&token),
         expires_at_ms: clock.now_ms() + config.paylink.ttl.as_millis() as i64,
+        address_hash: invoice
+            .customer
+            .contacts
+            .address(channel)
+            .map(|address| crate::domain::debtor::address_hash(channel, address)),
     };
     let message = match config.billers.get(&key.biller_id) {
         None => Err(format!("biller {} is not configured", key.biller_id)),

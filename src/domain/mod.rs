@@ -8,6 +8,7 @@
 
 mod channel;
 pub mod clock;
+pub mod debtor;
 pub mod ids;
 mod invoice;
 pub mod money;

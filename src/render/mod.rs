@@ -89,13 +89,14 @@ use crate::settings::BillerConfig;
 
 /// The `payment_request` message's parts and the pay page, by name: the
 /// templates as they were before journeys added messages.
-pub const NAMES: [&str; 6] = [
+pub const NAMES: [&str; 7] = [
     "email/subject",
     "email/body.txt",
     "email/body.html",
     "paypage.html",
     "sms/body",
     "messenger/text",
+    "unsubscribe.html",
 ];
 
 /// The first request's message template. The same as the journey config's
@@ -140,6 +141,7 @@ macro_rules! built_in {
             ($locale, "paypage.html", include_str!(concat!("../../templates/", $locale, "/paypage.html.hbs"))),
             ($locale, "sms/body", include_str!(concat!("../../templates/", $locale, "/sms/body.hbs"))),
             ($locale, "messenger/text", include_str!(concat!("../../templates/", $locale, "/messenger/text.hbs"))),
+            ($locale, "unsubscribe.html", include_str!(concat!("../../templates/", $locale, "/unsubscribe.html.hbs"))),
         )*]
     };
 }
@@ -159,7 +161,7 @@ macro_rules! built_in_message {
 }
 
 /// Built-in templates of `payment_request` and the pay page.
-const BUILT_IN: [BuiltIn; 24] = built_in!("en", "es", "pt", "de");
+const BUILT_IN: [BuiltIn; 28] = built_in!("en", "es", "pt", "de");
 const REMINDER: [BuiltIn; 20] = built_in_message!("reminder": "en", "es", "pt", "de");
 const OVERDUE: [BuiltIn; 20] = built_in_message!("overdue": "en", "es", "pt", "de");
 const FINAL_NOTICE: [BuiltIn; 20] = built_in_message!("final_notice": "en", "es", "pt", "de");

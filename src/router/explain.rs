@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 
 use time::Date;
 
-use super::{country, days_to_due, locale, route, Decision, Plan};
+use super::{country, days_to_due, locale, Decision, Plan};
 use crate::config::Config;
+use crate::domain::debtor::Profile;
 use crate::domain::ChannelName;
 use crate::invoice::Invoice;
 
@@ -44,7 +45,14 @@ pub fn facts(invoice: &Invoice, config: &Config, today: Date) -> Facts {
 /// The text is stable (the golden tests compare it) and holds no contact
 /// addresses or names: only what routing used.
 pub fn explain(invoice: &Invoice, config: &Config, today: Date) -> String {
-    let plan = route(invoice, config, today);
+    explain_for(invoice, config, today, &Profile::default())
+}
+
+/// [`explain`] for a customer the store knows: their stored channel choice
+/// and the channels they stopped or whose address asked to stop
+/// (`suppressed` in the skipped list).
+pub fn explain_for(invoice: &Invoice, config: &Config, today: Date, profile: &Profile) -> String {
+    let plan = super::route_for(invoice, config, today, None, profile);
     let facts = facts(invoice, config, today);
     let mut out = String::new();
     let _ = writeln!(out, "invoice {} as the rules see it on {today}:", invoice.key);
@@ -89,6 +97,9 @@ pub fn explain(invoice: &Invoice, config: &Config, today: Date) -> String {
     if !customer.opted_out.is_empty() {
         let _ = writeln!(out, "  opted out of {}", names(&customer.opted_out));
     }
+    if let Some(chosen) = &profile.preferred {
+        let _ = writeln!(out, "  chose {} on a pay page", names(chosen));
+    }
     write_plan(&mut out, &plan);
     out
 }
@@ -115,7 +126,12 @@ fn write_plan(out: &mut String, plan: &Plan) {
     for (c, why) in &plan.skipped {
         let _ = writeln!(out, "  skipped {c}: {why}");
     }
-    if plan.channels.is_empty() {
+    if plan.all_suppressed() {
+        let _ = writeln!(
+            out,
+            "every channel suppressed: the invoice would be acked and reported as invoice.rejected"
+        );
+    } else if plan.channels.is_empty() {
         let _ = writeln!(
             out,
             "no channel can reach this customer: the invoice would be dead-lettered"

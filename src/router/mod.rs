@@ -15,7 +15,7 @@ mod explain;
 pub mod replay;
 mod unreachable;
 
-pub use explain::{explain, facts, Facts};
+pub use explain::{explain, explain_for, facts, Facts};
 pub use replay::{replay, Replay};
 pub use unreachable::unreachable_rules;
 
@@ -24,6 +24,7 @@ use std::fmt;
 use time::Date;
 
 use crate::config::{Config, Rule, Strategy};
+use crate::domain::debtor::Profile;
 use crate::domain::ChannelName;
 use crate::invoice::Invoice;
 
@@ -73,6 +74,26 @@ pub fn route(invoice: &Invoice, config: &Config, today: Date) -> Plan {
 /// rule), with the step's own channels and strategy when it has them, and
 /// the same preferences, opt-outs and contacts applied to them.
 pub fn route_step(invoice: &Invoice, config: &Config, today: Date, step: Option<(&[ChannelName], Strategy)>) -> Plan {
+    route_for(invoice, config, today, step, &Profile::default())
+}
+
+/// Why a channel is left out when the customer's address on it asked to stop.
+pub const SUPPRESSED: &str = "suppressed: this address asked to receive no more messages";
+/// Why a channel is left out when the customer stopped it on a pay page.
+pub const STOPPED: &str = "suppressed: the customer stopped reminders on this channel";
+
+/// [`route_step`] for a customer the store knows (docs/debtors.md): the
+/// channels they chose on a pay page replace the invoice's
+/// `preferred_channels` (with `[routing] respect_preferences`, and unless
+/// the invoice names its `channels`), and the channels they stopped or
+/// whose address asked to stop are skipped whatever the invoice says.
+pub fn route_for(
+    invoice: &Invoice,
+    config: &Config,
+    today: Date,
+    step: Option<(&[ChannelName], Strategy)>,
+    profile: &Profile,
+) -> Plan {
     let routing = &config.routing;
     let mut not_matched = Vec::new();
     let (decision, list, strategy) = if let Some(explicit) = &invoice.channels {
@@ -102,7 +123,11 @@ pub fn route_step(invoice: &Invoice, config: &Config, today: Date, step: Option<
 
     // An explicit list from the biller is an order, not a suggestion.
     let ordered = if routing.respect_preferences && invoice.channels.is_none() {
-        prefer(&list, &invoice.customer.preferred_channels)
+        let preferred = profile
+            .preferred
+            .as_deref()
+            .unwrap_or(&invoice.customer.preferred_channels);
+        prefer(&list, preferred)
     } else {
         list
     };
@@ -112,6 +137,10 @@ pub fn route_step(invoice: &Invoice, config: &Config, today: Date, step: Option<
     for channel in ordered {
         if invoice.customer.opted_out.contains(&channel) {
             skipped.push((channel, "the customer opted out of this channel".to_owned()));
+        } else if profile.stopped.contains(&channel) {
+            skipped.push((channel, STOPPED.to_owned()));
+        } else if profile.suppressed.contains(&channel) {
+            skipped.push((channel, SUPPRESSED.to_owned()));
         } else if !config.channels.is_configured(channel) {
             skipped.push((channel, format!("channel {channel} is not configured")));
         } else if invoice.customer.contacts.address(channel).is_none() {
@@ -127,6 +156,15 @@ pub fn route_step(invoice: &Invoice, config: &Config, today: Date, step: Option<
         channels,
         skipped,
         not_matched,
+    }
+}
+
+impl Plan {
+    /// True when channels were left only because the customer stopped them
+    /// (and others for no contact or configuration): with none left, the
+    /// invoice is reported as rejected rather than dead-lettered.
+    pub fn all_suppressed(&self) -> bool {
+        self.channels.is_empty() && self.skipped.iter().any(|(_, why)| why == SUPPRESSED || why == STOPPED)
     }
 }
 

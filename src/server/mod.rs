@@ -5,6 +5,7 @@
 //! link's answer never reveals anything personal about another invoice.
 
 pub(crate) mod api;
+mod debtors;
 mod listen;
 mod paypage;
 mod people;
@@ -58,6 +59,8 @@ pub fn router(state: AppState) -> Router {
     let pages = Router::new()
         .route("/p/{token}", get(paypage::show))
         .route("/p/{token}/pay", get(paypage::pay))
+        .route("/p/{token}/preferences", post(debtors::preferences))
+        .route("/u/{token}", get(debtors::unsubscribe_page).post(debtors::unsubscribe))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             throttle::unknown_links,

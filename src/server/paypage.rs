@@ -1,4 +1,5 @@
-//! `GET /p/{token}` and `GET /p/{token}/pay`.
+//! `GET /p/{token}` and `GET /p/{token}/pay`. The page also carries the
+//! customer's "remind me by" form, which [`super::debtors`] receives.
 //!
 //! A link whose invoice has a newer revision is not a dead end: its page
 //! shows the newest revision (amount, due date, status) with a notice that
@@ -6,7 +7,7 @@
 //! click is still the link's own, so it counts for the channel that sent it.
 //! Whether a request is a person's click or a preview is [`people`]'s call.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use tracing::info;
@@ -21,7 +22,7 @@ use crate::render;
 use crate::store::PaylinkRecord;
 
 /// What a link may still do.
-enum LinkState {
+pub(super) enum LinkState {
     Open(Box<PaylinkRecord>),
     Paid(Box<PaylinkRecord>),
     /// 410, with the words to show.
@@ -29,7 +30,7 @@ enum LinkState {
     Unknown,
 }
 
-async fn lookup(state: &AppState, token: &str) -> Result<LinkState, AppError> {
+pub(super) async fn lookup(state: &AppState, token: &str) -> Result<LinkState, AppError> {
     if !paylink::is_well_formed(token) {
         return Ok(LinkState::Unknown);
     }
@@ -50,7 +51,7 @@ async fn lookup(state: &AppState, token: &str) -> Result<LinkState, AppError> {
 }
 
 /// The revision a link's page shows and its checkout charges: the newest.
-fn shown(record: &PaylinkRecord) -> &Invoice {
+pub(super) fn shown(record: &PaylinkRecord) -> &Invoice {
     record.newest.as_ref().map_or(&record.invoice, |newest| &newest.invoice)
 }
 
@@ -80,7 +81,7 @@ async fn count(state: &AppState, token: &str, record: &PaylinkRecord, visitor: V
     Ok(())
 }
 
-fn not_found() -> Response {
+pub(super) fn not_found() -> Response {
     message_page(
         StatusCode::NOT_FOUND,
         "Link not found",
@@ -88,7 +89,7 @@ fn not_found() -> Response {
     )
 }
 
-fn gone(text: &str) -> Response {
+pub(super) fn gone(text: &str) -> Response {
     message_page(StatusCode::GONE, "This link is no longer valid", text)
 }
 
@@ -97,6 +98,7 @@ fn gone(text: &str) -> Response {
 pub(super) async fn show(
     State(state): State<AppState>,
     Path(token): Path<String>,
+    RawQuery(query): RawQuery,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
@@ -116,6 +118,18 @@ pub(super) async fn show(
     view["status"] = status.into();
     view["updated"] = record.newest.is_some().into();
     view["checkout_path"] = format!("/p/{token}/pay").into();
+    let invoice = shown(&record);
+    let profile = state
+        .store
+        .debtor(
+            &invoice.key.biller_id,
+            &invoice.customer_key(),
+            &crate::store::hashed_contacts(invoice),
+        )
+        .await?;
+    let offered = super::debtors::offered(&state, invoice, &profile);
+    view["preferences"] = super::debtors::form_view(&token, &offered, &profile.stopped);
+    view["saved"] = query.is_some_and(|q| q.split('&').any(|pair| pair == "saved=1")).into();
     let html = state.templates.render("paypage.html", &view)?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response())
 }
@@ -159,7 +173,7 @@ pub(super) async fn pay(
     Ok(see_other(&url))
 }
 
-fn see_other(location: &str) -> Response {
+pub(super) fn see_other(location: &str) -> Response {
     (
         StatusCode::SEE_OTHER,
         [(header::LOCATION, location), (header::CACHE_CONTROL, "no-store")],

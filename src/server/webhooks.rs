@@ -59,7 +59,7 @@ pub(super) async fn receive(
     let Some(provider) = hooks.on(&path).next().map(|w| w.provider()) else {
         return Ok(StatusCode::NOT_FOUND.into_response());
     };
-    let (webhook, reports) = {
+    let (webhook, reports, replies) = {
         let request = WebhookRequest::new(uri.query(), &headers, &body);
         let Some(webhook) = hooks.on(&path).find(|w| w.claims(&request)) else {
             warn!("{provider} webhook for an unknown object; refused");
@@ -77,8 +77,9 @@ pub(super) async fn receive(
                 return Ok(StatusCode::UNAUTHORIZED.into_response());
             }
         }
+        let replies = webhook.replies(&request);
         match webhook.parse(&request) {
-            Ok(reports) => (webhook, reports),
+            Ok(reports) => (webhook, reports, replies),
             Err(e) => {
                 warn!(error = %e, "{provider} webhook body not understood; acknowledged and dropped");
                 return Ok(webhook.answer().into_response());
@@ -87,6 +88,9 @@ pub(super) async fn receive(
     };
     for report in reports {
         apply(&hooks.state, webhook, report).await?;
+    }
+    for reply in &replies {
+        hooks.state.dispatcher.handle_reply(webhook.channel(), reply).await?;
     }
     Ok(webhook.answer().into_response())
 }

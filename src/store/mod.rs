@@ -19,6 +19,7 @@
 //! (PostgreSQL's outbox leases are the exception: they are set and
 //! compared on the database's clock, the one clock every instance shares.)
 
+mod debtors;
 pub mod postgres;
 #[cfg(test)]
 mod query_plans;
@@ -36,6 +37,8 @@ use crate::domain::Status;
 use crate::events::{Correlation, Event, EventName};
 use crate::invoice::Invoice;
 pub use crate::journey::PlannedStep;
+pub use debtors::{hashed_contacts, SuppressionChange};
+use crate::domain::debtor::Profile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -289,7 +292,27 @@ pub struct NewestRevision {
 pub struct NewPaylink {
     pub token_hash: String,
     pub expires_at_ms: i64,
+    /// The hash of the address the message goes to
+    /// ([`crate::domain::debtor::address_hash`]): the store refuses to
+    /// record a send to an address that asked to stop. `None` when the
+    /// invoice has none on the channel (its send fails anyway).
+    pub address_hash: Option<String>,
 }
+
+/// What [`Store::start_attempt`] recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptStart {
+    /// The attempt's id: send now.
+    Started(i64),
+    /// Nothing recorded: the invoice was paid, cancelled or superseded meanwhile.
+    Closed,
+    /// The address asked to stop: recorded as a failed attempt whose detail
+    /// says so, without a pay link; the next channel is tried.
+    Suppressed,
+}
+
+/// The detail of an attempt refused because its address asked to stop.
+pub const SUPPRESSED_DETAIL: &str = "suppressed: this address asked to receive no more messages";
 
 /// How one attempt ended.
 #[derive(Debug, Clone)]
@@ -380,7 +403,9 @@ pub trait Store: Send + Sync {
     /// the invoice was paid, cancelled or superseded meanwhile. This is the
     /// check right before each send, in the same transaction as the record.
     /// `step` names the journey step it is sent for (`None`: the first
-    /// request), whose claim it renews.
+    /// request), whose claim it renews. The same transaction refuses an
+    /// address that asked to stop ([`AttemptStart::Suppressed`]): every
+    /// send passes here, so no path can bypass a suppression.
     async fn start_attempt(
         &self,
         key: &InvoiceKey,
@@ -388,14 +413,16 @@ pub trait Store: Send + Sync {
         attempt: u32,
         paylink: &NewPaylink,
         step: Option<&str>,
-    ) -> Result<Option<i64>, StoreError>;
+    ) -> Result<AttemptStart, StoreError>;
 
     /// `begin`, and when the invoice is new, `start_attempt` for its first
     /// send: the attempt's id comes with [`Begin::New`]. Stores that can
     /// (SQLite) do both in one transaction, which saves a round trip per
     /// invoice; the default runs them one after the other, which is as safe
     /// (a crash in between leaves an accepted invoice with no attempt, which
-    /// is resumed like any other).
+    /// is resumed like any other). No attempt either when the customer has
+    /// a stored preference or the channel's address asked to stop: the
+    /// caller then routes again with [`Store::debtor`].
     async fn begin_with_attempt(
         &self,
         invoice: &Invoice,
@@ -409,15 +436,21 @@ pub trait Store: Send + Sync {
         if begun != Begin::New {
             return Ok((begun, None));
         }
+        let address = paylink.address_hash.clone().unwrap_or_default();
+        let profile = self
+            .debtor(&invoice.key.biller_id, &invoice.customer_key(), &[(channel, address)])
+            .await;
+        if !profile.is_ok_and(|p| p.is_empty()) {
+            return Ok((begun, None));
+        }
         // The invoice is stored and the caller owns it now, so a failure to
         // record the attempt must not hide that: it answers New without an
         // attempt, and the caller records one the ordinary way (where a
         // store that is still failing fails it again).
-        let attempt = self
-            .start_attempt(&invoice.key, channel, 1, paylink, None)
-            .await
-            .ok()
-            .flatten();
+        let attempt = match self.start_attempt(&invoice.key, channel, 1, paylink, None).await {
+            Ok(AttemptStart::Started(id)) => Some(id),
+            _ => None,
+        };
         Ok((begun, attempt))
     }
 
@@ -563,6 +596,35 @@ pub trait Store: Send + Sync {
     /// delivery failure, reopening its invoice for the next channel. True
     /// only for the first such report, so a fallback happens exactly once.
     async fn fail_after_send(&self, attempt_id: i64, detail: &str, event: &Event) -> Result<bool, StoreError>;
+
+    /// What changes where a customer's messages go: their stored
+    /// preference at the biller (by [`Invoice::customer_key`]) and which of
+    /// `addresses` (channel, [`crate::domain::debtor::address_hash`])
+    /// asked to stop.
+    async fn debtor(
+        &self,
+        biller_id: &str,
+        customer_key: &str,
+        addresses: &[(ChannelName, String)],
+    ) -> Result<Profile, StoreError>;
+
+    /// Stores a customer's channel choice at a biller, with its
+    /// `customer.preferences_changed` event, in one transaction.
+    async fn set_preferences(
+        &self,
+        biller_id: &str,
+        customer_key: &str,
+        channels: &[ChannelName],
+        stopped: &[ChannelName],
+        event: &Event,
+    ) -> Result<(), StoreError>;
+
+    /// Stops (or restarts) messages to an address, and queues
+    /// `customer.suppressed` (`customer.unsuppressed`) for each customer
+    /// of each biller in its scope the address belongs to, in one
+    /// transaction. False, and no event, when nothing changed (a second
+    /// STOP, a START for an address never stopped).
+    async fn suppress(&self, change: &SuppressionChange) -> Result<bool, StoreError>;
 }
 
 fn parse_channel(s: &str) -> Result<ChannelName, StoreError> {

@@ -58,13 +58,15 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Executor, PgPool, Postgres, Row, Transaction};
 use tracing::{info, warn};
 
+use super::debtors::{self, SuppressionChange};
 use super::{
     build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_state, sql,
-    step_record, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, DueStep, History, NewPaylink,
+    step_record, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart, Begin, ClickRow, DueStep, History, NewPaylink,
     OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus, Store, StoreError,
     StoredInvoice, REPLACED,
 };
 use crate::domain::clock::Clock;
+use crate::domain::debtor::{join_channels, split_channels, suppression_scope, Profile, Reply};
 use crate::domain::ChannelName;
 use crate::domain::InvoiceKey;
 use crate::events::{Correlation, Event};
@@ -462,6 +464,19 @@ impl Store for PostgresStore {
             .await?;
         self.insert_event(&mut *tx, accepted).await?;
         insert_steps(&mut tx, key, steps, now).await?;
+        let customer_key = invoice.customer_key();
+        for (channel, hash) in debtors::hashed_contacts(invoice) {
+            sqlx::query(debtors::UPSERT_CONTACT)
+                .bind(channel.as_str())
+                .bind(hash)
+                .bind(&key.biller_id)
+                .bind(&customer_key)
+                .bind(&invoice.customer.id)
+                .bind(&key.invoice_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(Begin::New)
     }
@@ -473,7 +488,7 @@ impl Store for PostgresStore {
         attempt: u32,
         paylink: &NewPaylink,
         step: Option<&str>,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<AttemptStart, StoreError> {
         let now = self.clock.now_ms();
         let mut tx = self.pool.begin().await?;
         // The row stays locked until commit, so a close waits for this
@@ -487,7 +502,7 @@ impl Store for PostgresStore {
             .await?
             .rows_affected();
         if open == 0 {
-            return Ok(None);
+            return Ok(AttemptStart::Closed);
         }
         if let Some(step) = step {
             sqlx::query(sql::TOUCH_STEP)
@@ -498,6 +513,33 @@ impl Store for PostgresStore {
                 .bind(step)
                 .execute(&mut *tx)
                 .await?;
+        }
+        if let Some(hash) = &paylink.address_hash {
+            let suppressed: bool = sqlx::query_scalar(debtors::IS_SUPPRESSED)
+                .bind(suppression_scope(channel, &key.biller_id))
+                .bind(channel.as_str())
+                .bind(hash)
+                .fetch_one(&mut *tx)
+                .await?;
+            if suppressed {
+                sqlx::query(
+                    "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms,
+                                           finished_ms, detail, step)
+                     VALUES ($1, $2, $3, $4, $5, 'failed', $6, $6, $7, $8)",
+                )
+                .bind(&key.biller_id)
+                .bind(&key.invoice_id)
+                .bind(key.revision)
+                .bind(channel.as_str())
+                .bind(i64::from(attempt))
+                .bind(now)
+                .bind(super::SUPPRESSED_DETAIL)
+                .bind(step)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                return Ok(AttemptStart::Suppressed);
+            }
         }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms, step)
@@ -527,7 +569,42 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Some(id))
+        Ok(AttemptStart::Started(id))
+    }
+
+    async fn begin_with_attempt(
+        &self,
+        invoice: &Invoice,
+        correlation: &Correlation,
+        accepted: &Event,
+        steps: &[PlannedStep],
+        channel: ChannelName,
+        paylink: &NewPaylink,
+    ) -> Result<(Begin, Option<i64>), StoreError> {
+        let begun = self.begin(invoice, correlation, accepted, steps).await?;
+        if begun != Begin::New {
+            return Ok((begun, None));
+        }
+        // As the trait's default, with the preference and the stop read in
+        // one statement. A failure here leaves an accepted invoice, resumed
+        // the ordinary way.
+        let key = &invoice.key;
+        let otherwise: Result<bool, sqlx::Error> = sqlx::query_scalar(debtors::ROUTES_OTHERWISE)
+            .bind(&key.biller_id)
+            .bind(invoice.customer_key())
+            .bind(suppression_scope(channel, &key.biller_id))
+            .bind(channel.as_str())
+            .bind(paylink.address_hash.as_deref().unwrap_or_default())
+            .fetch_one(&self.pool)
+            .await;
+        if !matches!(otherwise, Ok(false)) {
+            return Ok((begun, None));
+        }
+        let attempt = match self.start_attempt(key, channel, 1, paylink, None).await {
+            Ok(AttemptStart::Started(id)) => Some(id),
+            _ => None,
+        };
+        Ok((begun, attempt))
     }
 
     async fn retry_attempt_later(&self, attempt_id: i64, detail: &str) -> Result<(), StoreError> {
@@ -1050,6 +1127,97 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         self.insert_event(&mut *tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn debtor(
+        &self,
+        biller_id: &str,
+        customer_key: &str,
+        addresses: &[(ChannelName, String)],
+    ) -> Result<Profile, StoreError> {
+        let preference: Option<(String, String)> = sqlx::query_as(debtors::PREFERENCE)
+            .bind(biller_id)
+            .bind(customer_key)
+            .fetch_optional(&self.pool)
+            .await?;
+        let mut profile = Profile::default();
+        if let Some((channels, stopped)) = preference {
+            profile.preferred = Some(split_channels(&channels));
+            profile.stopped = split_channels(&stopped);
+        }
+        for (channel, hash) in addresses {
+            let suppressed: bool = sqlx::query_scalar(debtors::IS_SUPPRESSED)
+                .bind(suppression_scope(*channel, biller_id))
+                .bind(channel.as_str())
+                .bind(hash)
+                .fetch_one(&self.pool)
+                .await?;
+            if suppressed {
+                profile.suppressed.push(*channel);
+            }
+        }
+        Ok(profile)
+    }
+
+    async fn set_preferences(
+        &self,
+        biller_id: &str,
+        customer_key: &str,
+        channels: &[ChannelName],
+        stopped: &[ChannelName],
+        event: &Event,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(debtors::UPSERT_PREFERENCE)
+            .bind(biller_id)
+            .bind(customer_key)
+            .bind(join_channels(channels))
+            .bind(join_channels(stopped))
+            .bind(self.clock.now_ms())
+            .execute(&mut *tx)
+            .await?;
+        self.insert_event(&mut *tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn suppress(&self, change: &SuppressionChange) -> Result<bool, StoreError> {
+        let scope = change.scope();
+        let mut tx = self.pool.begin().await?;
+        let changed = match change.reply {
+            Reply::Stop => sqlx::query(debtors::INSERT_SUPPRESSION)
+                .bind(scope)
+                .bind(change.channel.as_str())
+                .bind(&change.address_hash)
+                .bind(&change.reason)
+                .bind(self.clock.now_ms())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+            Reply::Start => sqlx::query(debtors::DELETE_SUPPRESSION)
+                .bind(scope)
+                .bind(change.channel.as_str())
+                .bind(&change.address_hash)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+        };
+        if changed == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let owners: Vec<(String, Option<String>, String)> = sqlx::query_as(debtors::OWNERS)
+            .bind(change.channel.as_str())
+            .bind(&change.address_hash)
+            .bind(scope)
+            .fetch_all(&mut *tx)
+            .await?;
+        for (biller_id, customer_id, invoice_id) in owners {
+            let event = change.event(biller_id, customer_id, invoice_id);
+            self.insert_event(&mut *tx, &event).await?;
+        }
         tx.commit().await?;
         Ok(true)
     }

@@ -18,13 +18,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::debtors::{self, SuppressionChange};
 use super::{
     build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_state, sql,
     step_record, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, DueStep, History, NewPaylink,
-    OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus, Store, StoreError,
+    AttemptStart, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus, Store, StoreError,
     StoredInvoice, REPLACED,
 };
 use crate::domain::clock::Clock;
+use crate::domain::debtor::{join_channels, split_channels, Profile, Reply};
 use crate::domain::ChannelName;
 use crate::domain::InvoiceKey;
 use crate::events::{Correlation, Event};
@@ -39,6 +41,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0004_unfinished.sql"),
     include_str!("../migrations/sqlite/0005_paylinks_on_attempts.sql"),
     include_str!("../migrations/sqlite/0006_journey_steps.sql"),
+    include_str!("../migrations/sqlite/0007_debtors.sql"),
 ];
 
 /// How long a call waits for another process's write lock on the file.
@@ -226,6 +229,9 @@ fn key_of(row: &Row<'_>, first: usize) -> rusqlite::Result<InvoiceKey> {
 struct NewInvoice {
     key: InvoiceKey,
     customer: String,
+    customer_id: Option<String>,
+    /// The customer's hashed addresses, kept in `debtor_contacts`.
+    contacts: Vec<(ChannelName, String)>,
     json: String,
     correlation: Correlation,
     accepted: String,
@@ -242,6 +248,8 @@ impl NewInvoice {
         Ok(NewInvoice {
             key: invoice.key.clone(),
             customer: invoice.customer_key(),
+            customer_id: invoice.customer.id.clone(),
+            contacts: debtors::hashed_contacts(invoice),
             json: serde_json::to_string(invoice).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             correlation: correlation.clone(),
             accepted: event_json(accepted)?,
@@ -333,6 +341,17 @@ fn begin(conn: &Connection, invoice: &NewInvoice, now: i64) -> Result<Begin, Sto
     ])?;
     insert_event(conn, &invoice.accepted)?;
     insert_steps(conn, key, &invoice.steps, now)?;
+    for (channel, hash) in &invoice.contacts {
+        conn.prepare_cached(debtors::UPSERT_CONTACT)?.execute(params![
+            channel.as_str(),
+            hash,
+            key.biller_id,
+            invoice.customer,
+            invoice.customer_id,
+            key.invoice_id,
+            now
+        ])?;
+    }
     Ok(Begin::New)
 }
 
@@ -344,7 +363,7 @@ fn start_attempt(
     paylink: &NewPaylink,
     step: Option<&str>,
     now: i64,
-) -> Result<Option<i64>, StoreError> {
+) -> Result<AttemptStart, StoreError> {
     let open = conn.prepare_cached(sql::TOUCH_OPEN_INVOICE)?.execute(params![
         now,
         key.biller_id,
@@ -352,7 +371,7 @@ fn start_attempt(
         key.revision
     ])?;
     if open == 0 {
-        return Ok(None);
+        return Ok(AttemptStart::Closed);
     }
     if let Some(step) = step {
         conn.prepare_cached(sql::TOUCH_STEP)?.execute(params![
@@ -363,7 +382,93 @@ fn start_attempt(
             step
         ])?;
     }
-    insert_attempt(conn, key, channel, attempt, paylink, step, now).map(Some)
+    if let Some(hash) = &paylink.address_hash {
+        let scope = crate::domain::debtor::suppression_scope(channel, &key.biller_id);
+        let suppressed: bool = conn
+            .prepare_cached(debtors::IS_SUPPRESSED)?
+            .query_row(params![scope, channel.as_str(), hash], |r| r.get(0))?;
+        if suppressed {
+            conn.prepare_cached(
+                "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms,
+                                       finished_ms, detail, step)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'failed', ?6, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                key.biller_id,
+                key.invoice_id,
+                key.revision,
+                channel.as_str(),
+                attempt,
+                now,
+                super::SUPPRESSED_DETAIL,
+                step
+            ])?;
+            return Ok(AttemptStart::Suppressed);
+        }
+    }
+    insert_attempt(conn, key, channel, attempt, paylink, step, now).map(AttemptStart::Started)
+}
+
+/// [`Store::debtor`], on the writer thread.
+fn debtor(
+    conn: &Connection,
+    biller_id: &str,
+    customer_key: &str,
+    addresses: &[(ChannelName, String)],
+) -> Result<Profile, StoreError> {
+    let preference: Option<(String, String)> = conn
+        .prepare_cached(debtors::PREFERENCE)?
+        .query_row(params![biller_id, customer_key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let mut profile = Profile::default();
+    if let Some((channels, stopped)) = preference {
+        profile.preferred = Some(split_channels(&channels));
+        profile.stopped = split_channels(&stopped);
+    }
+    for (channel, hash) in addresses {
+        let scope = crate::domain::debtor::suppression_scope(*channel, biller_id);
+        let suppressed: bool = conn
+            .prepare_cached(debtors::IS_SUPPRESSED)?
+            .query_row(params![scope, channel.as_str(), hash], |r| r.get(0))?;
+        if suppressed {
+            profile.suppressed.push(*channel);
+        }
+    }
+    Ok(profile)
+}
+
+/// [`Store::suppress`], on the writer thread: the change and one event per
+/// customer the address belongs to.
+fn suppress(conn: &Connection, change: &SuppressionChange, now: i64) -> Result<bool, StoreError> {
+    let scope = change.scope();
+    let changed = match change.reply {
+        Reply::Stop => conn.prepare_cached(debtors::INSERT_SUPPRESSION)?.execute(params![
+            scope,
+            change.channel.as_str(),
+            change.address_hash,
+            change.reason,
+            now
+        ])?,
+        Reply::Start => conn.prepare_cached(debtors::DELETE_SUPPRESSION)?.execute(params![
+            scope,
+            change.channel.as_str(),
+            change.address_hash
+        ])?,
+    };
+    if changed == 0 {
+        return Ok(false);
+    }
+    let owners = conn
+        .prepare_cached(debtors::OWNERS)?
+        .query_map(params![change.channel.as_str(), change.address_hash, scope], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (biller_id, customer_id, invoice_id) in owners {
+        let event = change.event(biller_id, customer_id, invoice_id);
+        insert_event(conn, &event_json(&event)?)?;
+    }
+    Ok(true)
 }
 
 /// Records an attempt and its pay link, without [`start_attempt`]'s check:
@@ -553,7 +658,7 @@ impl Store for SqliteStore {
         attempt: u32,
         paylink: &NewPaylink,
         step: Option<&str>,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<AttemptStart, StoreError> {
         let (key, paylink, now) = (key.clone(), paylink.clone(), self.clock.now_ms());
         let step = step.map(str::to_owned);
         self.writer
@@ -578,7 +683,23 @@ impl Store for SqliteStore {
                 if begun != Begin::New {
                     return Ok((begun, None));
                 }
-                // Just inserted, open, and touched now: no check needed.
+                // A preference or a stop may route it elsewhere: the
+                // caller reads them and routes again.
+                let scope = crate::domain::debtor::suppression_scope(channel, &invoice.key.biller_id);
+                let otherwise: bool = conn.prepare_cached(debtors::ROUTES_OTHERWISE)?.query_row(
+                    params![
+                        invoice.key.biller_id,
+                        invoice.customer,
+                        scope,
+                        channel.as_str(),
+                        paylink.address_hash.as_deref().unwrap_or_default()
+                    ],
+                    |r| r.get(0),
+                )?;
+                if otherwise {
+                    return Ok((begun, None));
+                }
+                // Just inserted, open, and touched now: no other check needed.
                 let attempt = insert_attempt(conn, &invoice.key, channel, 1, &paylink, None, now)?;
                 Ok((begun, Some(attempt)))
             })
@@ -1078,6 +1199,43 @@ impl Store for SqliteStore {
                 Ok(changed == 1)
             })
             .await
+    }
+
+    async fn debtor(
+        &self,
+        biller_id: &str,
+        customer_key: &str,
+        addresses: &[(ChannelName, String)],
+    ) -> Result<Profile, StoreError> {
+        let (biller_id, customer_key, addresses) = (biller_id.to_owned(), customer_key.to_owned(), addresses.to_vec());
+        self.writer
+            .call(move |conn| debtor(conn, &biller_id, &customer_key, &addresses))
+            .await
+    }
+
+    async fn set_preferences(
+        &self,
+        biller_id: &str,
+        customer_key: &str,
+        channels: &[ChannelName],
+        stopped: &[ChannelName],
+        event: &Event,
+    ) -> Result<(), StoreError> {
+        let (biller_id, customer_key) = (biller_id.to_owned(), customer_key.to_owned());
+        let (channels, stopped) = (join_channels(channels), join_channels(stopped));
+        let (event, now) = (event_json(event)?, self.clock.now_ms());
+        self.writer
+            .call(move |conn| {
+                conn.prepare_cached(debtors::UPSERT_PREFERENCE)?
+                    .execute(params![biller_id, customer_key, channels, stopped, now])?;
+                insert_event(conn, &event)
+            })
+            .await
+    }
+
+    async fn suppress(&self, change: &SuppressionChange) -> Result<bool, StoreError> {
+        let (change, now) = (change.clone(), self.clock.now_ms());
+        self.writer.call(move |conn| suppress(conn, &change, now)).await
     }
 }
 

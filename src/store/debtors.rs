@@ -1,0 +1,96 @@
+//! What both stores keep of debtors (docs/debtors.md): which hashed
+//! addresses belong to which customer of which biller (`debtor_contacts`,
+//! written with each invoice), the channels a customer chose or stopped
+//! (`preferences`), and the addresses that asked to stop (`suppressions`).
+//!
+//! The statements follow `sql`'s rule: `$1`, `$2`, ... introduced in order.
+
+use crate::domain::debtor::{address_hash, suppression_scope, Reply};
+use crate::domain::ChannelName;
+use crate::events::{Correlation, Event, EventName};
+use crate::invoice::Invoice;
+
+/// The customer's hashed address on each channel an invoice has one for.
+pub fn hashed_contacts(invoice: &Invoice) -> Vec<(ChannelName, String)> {
+    ChannelName::ALL
+        .into_iter()
+        .filter_map(|channel| {
+            let address = invoice.customer.contacts.address(channel)?;
+            Some((channel, address_hash(channel, address)))
+        })
+        .collect()
+}
+
+/// A stop or a start for one address, from wherever it came.
+#[derive(Debug, Clone)]
+pub struct SuppressionChange {
+    pub channel: ChannelName,
+    /// See [`address_hash`].
+    pub address_hash: String,
+    /// The biller whose customer asked; for SMS and WhatsApp the stop holds
+    /// for every biller anyway (see [`suppression_scope`]).
+    pub biller_id: String,
+    pub reply: Reply,
+    /// How it came, in words, for the events' detail (no address in it).
+    pub reason: String,
+}
+
+impl SuppressionChange {
+    pub fn scope(&self) -> &str {
+        suppression_scope(self.channel, &self.biller_id)
+    }
+
+    /// The event telling one biller that its customer asked.
+    pub(super) fn event(&self, biller_id: String, customer_id: Option<String>, invoice_id: String) -> Event {
+        let (name, what) = match self.reply {
+            Reply::Stop => (EventName::Suppressed, "no more messages are sent"),
+            Reply::Start => (EventName::Unsuppressed, "messages may be sent again"),
+        };
+        let mut event = Event::bare(name, &Correlation::default())
+            .customer_id(customer_id)
+            .detail(format!("{} on {}: {what}", self.reason, self.channel));
+        event.biller_id = Some(biller_id);
+        event.invoice_id = Some(invoice_id);
+        event.channel = Some(self.channel);
+        event
+    }
+}
+
+/// `begin` keeps each contact of the invoice's customer, with the latest
+/// invoice seen for it.
+pub(super) const UPSERT_CONTACT: &str =
+    "INSERT INTO debtor_contacts (channel, address_hash, biller_id, customer_key, customer_id, invoice_id, seen_ms)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)
+     ON CONFLICT (channel, address_hash, biller_id, customer_key)
+     DO UPDATE SET customer_id = excluded.customer_id, invoice_id = excluded.invoice_id, seen_ms = excluded.seen_ms";
+
+/// Whether the first send as routed without the store may not be the
+/// right one: the customer chose channels, or that address asked to stop.
+pub(super) const ROUTES_OTHERWISE: &str =
+    "SELECT EXISTS (SELECT 1 FROM preferences WHERE biller_id = $1 AND customer_key = $2)
+         OR EXISTS (SELECT 1 FROM suppressions WHERE scope = $3 AND channel = $4 AND address_hash = $5)";
+
+pub(super) const IS_SUPPRESSED: &str =
+    "SELECT EXISTS (SELECT 1 FROM suppressions WHERE scope = $1 AND channel = $2 AND address_hash = $3)";
+
+pub(super) const PREFERENCE: &str =
+    "SELECT channels, stopped FROM preferences WHERE biller_id = $1 AND customer_key = $2";
+
+pub(super) const UPSERT_PREFERENCE: &str =
+    "INSERT INTO preferences (biller_id, customer_key, channels, stopped, updated_ms) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (biller_id, customer_key)
+     DO UPDATE SET channels = excluded.channels, stopped = excluded.stopped, updated_ms = excluded.updated_ms";
+
+/// Changes nothing for an address already stopped: one event per stop.
+pub(super) const INSERT_SUPPRESSION: &str =
+    "INSERT INTO suppressions (scope, channel, address_hash, reason, since_ms) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (scope, channel, address_hash) DO NOTHING";
+
+pub(super) const DELETE_SUPPRESSION: &str =
+    "DELETE FROM suppressions WHERE scope = $1 AND channel = $2 AND address_hash = $3";
+
+/// The customers an address belongs to, within a scope (`*`: every
+/// biller): who is told of a stop.
+pub(super) const OWNERS: &str = "SELECT biller_id, customer_id, invoice_id FROM debtor_contacts
+     WHERE channel = $1 AND address_hash = $2 AND ($3 = '*' OR biller_id = $3)
+     ORDER BY biller_id, customer_key";
