@@ -15,12 +15,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use common::{invoice, Options, TestEnv, WAIT};
+use payrelay::domain::debtor::Profile;
 use payrelay::domain::ChannelName;
 use payrelay::domain::InvoiceKey;
 use payrelay::domain::Status;
 use payrelay::events::{Correlation, Event};
 use payrelay::invoice::Invoice;
 use payrelay::store::{
+    AttemptStart, SuppressionChange,
     AttemptOutcome, AttemptRef, Begin, DueStep, History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached,
     StepRecord, StepStatus, Store, StoreError, StoredInvoice,
 };
@@ -84,7 +86,7 @@ impl Store for Faulty {
         attempt: u32,
         paylink: &NewPaylink,
         step: Option<&str>,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<AttemptStart, StoreError> {
         self.check()?;
         if fails(&self.fail_next.start_attempt) {
             return Err(unavailable());
@@ -190,6 +192,32 @@ impl Store for Faulty {
     async fn fail_after_send(&self, id: i64, detail: &str, event: &Event) -> Result<bool, StoreError> {
         self.check()?;
         self.inner.fail_after_send(id, detail, event).await
+    }
+    async fn debtor(
+        &self,
+        biller_id: &str,
+        customer_key: &str,
+        addresses: &[(ChannelName, String)],
+    ) -> Result<Profile, StoreError> {
+        self.check()?;
+        self.inner.debtor(biller_id, customer_key, addresses).await
+    }
+    async fn set_preferences(
+        &self,
+        biller_id: &str,
+        customer_key: &str,
+        channels: &[ChannelName],
+        stopped: &[ChannelName],
+        event: &Event,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner
+            .set_preferences(biller_id, customer_key, channels, stopped, event)
+            .await
+    }
+    async fn suppress(&self, change: &SuppressionChange) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.suppress(change).await
     }
     async fn claim_due_steps(&self, now_ms: i64, idle_ms: i64, limit: u32) -> Result<Vec<DueStep>, StoreError> {
         self.check()?;

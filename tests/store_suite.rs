@@ -32,8 +32,9 @@ use payrelay::domain::InvoiceKey;
 use payrelay::domain::Status;
 use payrelay::events::{Correlation, Event, EventName};
 use payrelay::invoice::{Invoice, Message};
+use payrelay::domain::debtor::{address_hash, Profile, Reply};
 use payrelay::store::{
-    AttemptOutcome, AttemptRecord, AttemptState, Begin, DueStep, NewPaylink, PlannedStep, Reached, StepStatus, Store,
+    AttemptOutcome, AttemptRecord, AttemptStart, AttemptState, Begin, SuppressionChange, DueStep, NewPaylink, PlannedStep, Reached, StepStatus, Store,
     StoreError,
 };
 
@@ -168,6 +169,10 @@ store_suite!(
     concurrent_claims_of_an_idle_invoice_succeed_exactly_once,
     every_time_the_store_writes_is_its_clock_s,
     an_invoice_goes_idle_by_the_store_s_clock,
+    preferences_round_trip_with_their_event,
+    a_stop_and_a_start_change_once_and_tell_each_customer_once,
+    an_email_stop_holds_for_its_biller_only,
+    no_attempt_is_recorded_to_a_suppressed_address,
 );
 
 #[tokio::test]
@@ -282,6 +287,7 @@ fn paylink(token: &str) -> NewPaylink {
     NewPaylink {
         token_hash: format!("hash-{token}"),
         expires_at_ms: 4_102_444_800_000,
+        address_hash: None,
     }
 }
 
@@ -291,6 +297,7 @@ async fn started(store: &dyn Store, key: &InvoiceKey, channel: ChannelName, atte
         .start_attempt(key, channel, attempt, &paylink(token), None)
         .await
         .unwrap()
+        .id()
         .expect("the invoice is open, so the attempt starts")
 }
 
@@ -681,7 +688,7 @@ async fn no_attempt_starts_on_a_paid_cancelled_or_superseded_invoice(db: &TestDb
             .start_attempt(key, ChannelName::Email, 1, &paylink(token), None)
             .await
             .unwrap();
-        assert_eq!(started, None, "{key} is closed: no attempt");
+        assert_eq!(started, AttemptStart::Closed, "{key} is closed: no attempt");
         assert!(
             store.paylink(&format!("hash-{token}")).await.unwrap().is_none(),
             "{key}: no pay link is recorded for a send that never happens"
@@ -693,6 +700,7 @@ async fn no_attempt_starts_on_a_paid_cancelled_or_superseded_invoice(db: &TestDb
         .start_attempt(&newer, ChannelName::Email, 1, &paylink("n"), None)
         .await
         .unwrap()
+        .id()
         .is_some());
 }
 
@@ -1574,6 +1582,7 @@ async fn sends_of_a_step_are_recorded_with_its_name(db: &TestDb) {
         .start_attempt(&key, ChannelName::Sms, 1, &paylink("b"), Some("due"))
         .await
         .unwrap()
+        .id()
         .expect("a sent invoice is still open for its reminders");
     store
         .finish_attempt(reminder, &outcome, &event(EventName::Sent, &key))
@@ -2340,4 +2349,179 @@ async fn postgres_an_invoice_s_events_wait_for_its_older_events_on_another_insta
         [("INV-1".to_owned(), EventName::Duplicate), rejected],
         "and then it goes, oldest first"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Debtors: preferences and suppressions
+
+const PHONE: &str = "+5215512345678";
+const EMAIL: &str = "maria@example.com";
+
+fn stop(channel: ChannelName, address: &str, biller: &str, reply: Reply) -> SuppressionChange {
+    SuppressionChange {
+        channel,
+        address_hash: address_hash(channel, address),
+        biller_id: biller.to_owned(),
+        reply,
+        reason: "the customer replied STOP by SMS".to_owned(),
+    }
+}
+
+fn contacts() -> Vec<(ChannelName, String)> {
+    vec![
+        (ChannelName::Email, address_hash(ChannelName::Email, EMAIL)),
+        (ChannelName::Sms, address_hash(ChannelName::Sms, PHONE)),
+    ]
+}
+
+async fn preferences_round_trip_with_their_event(db: &TestDb) {
+    let store = db.store.as_ref();
+    let customer = invoice("INV-1", 1).customer_key();
+    let none = store.debtor(ACME, &customer, &contacts()).await.unwrap();
+    assert_eq!(none, Profile::default());
+    let key = key_of("INV-1", 1);
+    let changed = event(EventName::PreferencesChanged, &key).customer_id(Some("C-9981".into()));
+    store
+        .set_preferences(ACME, &customer, &[ChannelName::Sms, ChannelName::Email], &[ChannelName::Whatsapp], &changed)
+        .await
+        .unwrap();
+    let profile = store.debtor(ACME, &customer, &contacts()).await.unwrap();
+    assert_eq!(profile.preferred, Some(vec![ChannelName::Sms, ChannelName::Email]));
+    assert_eq!(profile.stopped, vec![ChannelName::Whatsapp]);
+    assert!(profile.suppressed.is_empty());
+    // Another biller's customer of the same key knows nothing of it.
+    assert_eq!(store.debtor("other", &customer, &contacts()).await.unwrap(), Profile::default());
+    // A second choice replaces the first.
+    store
+        .set_preferences(ACME, &customer, &[ChannelName::Email], &[], &changed)
+        .await
+        .unwrap();
+    let profile = store.debtor(ACME, &customer, &contacts()).await.unwrap();
+    assert_eq!(profile.preferred, Some(vec![ChannelName::Email]));
+    assert!(profile.stopped.is_empty());
+    let queued: Vec<Event> = events(store)
+        .await
+        .into_iter()
+        .filter(|e| e.event == EventName::PreferencesChanged)
+        .collect();
+    assert_eq!(queued.len(), 2);
+    assert_eq!(queued[0].customer_id.as_deref(), Some("C-9981"));
+}
+
+async fn a_stop_and_a_start_change_once_and_tell_each_customer_once(db: &TestDb) {
+    let store = db.store.as_ref();
+    accepted(store, "INV-1", 1).await;
+    accepted(store, "INV-2", 1).await;
+    let customer = invoice("INV-1", 1).customer_key();
+    // A STOP by SMS holds for every biller: its scope is not the biller's.
+    let sms_stop = stop(ChannelName::Sms, "5215512345678", "*", Reply::Stop);
+    assert!(store.suppress(&sms_stop).await.unwrap());
+    assert!(!store.suppress(&sms_stop).await.unwrap(), "a second STOP changes nothing");
+    let told: Vec<Event> = events(store)
+        .await
+        .into_iter()
+        .filter(|e| e.event == EventName::Suppressed)
+        .collect();
+    assert_eq!(told.len(), 1, "one customer, one event: {told:?}");
+    let e = &told[0];
+    assert_eq!(
+        (e.biller_id.as_deref(), e.customer_id.as_deref(), e.invoice_id.as_deref(), e.channel),
+        (Some(ACME), Some("C-9981"), Some("INV-2"), Some(ChannelName::Sms))
+    );
+    let json = serde_json::to_string(e).unwrap();
+    assert!(!json.contains("5512345678") && !json.contains(EMAIL) && !json.contains("María"), "{json}");
+    let profile = store.debtor(ACME, &customer, &contacts()).await.unwrap();
+    assert_eq!(profile.suppressed, vec![ChannelName::Sms]);
+    assert_eq!(store.debtor("other", &customer, &contacts()).await.unwrap().suppressed, vec![ChannelName::Sms]);
+
+    let start = stop(ChannelName::Sms, PHONE, "*", Reply::Start);
+    assert!(store.suppress(&start).await.unwrap());
+    assert!(!store.suppress(&start).await.unwrap(), "a second START changes nothing");
+    assert_eq!(count(store, EventName::Unsuppressed).await, 1);
+    assert_eq!(count(store, EventName::Suppressed).await, 1);
+    assert!(store.debtor(ACME, &customer, &contacts()).await.unwrap().suppressed.is_empty());
+}
+
+async fn an_email_stop_holds_for_its_biller_only(db: &TestDb) {
+    let store = db.store.as_ref();
+    accepted(store, "INV-1", 1).await;
+    let customer = invoice("INV-1", 1).customer_key();
+    assert!(store
+        .suppress(&stop(ChannelName::Email, "Maria@Example.com", "other", Reply::Stop))
+        .await
+        .unwrap());
+    // Nobody at `other` has that address: nobody to tell, and acme still sends.
+    assert_eq!(count(store, EventName::Suppressed).await, 0);
+    assert!(store.debtor(ACME, &customer, &contacts()).await.unwrap().suppressed.is_empty());
+    assert!(store
+        .suppress(&stop(ChannelName::Email, EMAIL, ACME, Reply::Stop))
+        .await
+        .unwrap());
+    assert_eq!(count(store, EventName::Suppressed).await, 1);
+    assert_eq!(
+        store.debtor(ACME, &customer, &contacts()).await.unwrap().suppressed,
+        vec![ChannelName::Email]
+    );
+}
+
+async fn no_attempt_is_recorded_to_a_suppressed_address(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+    assert!(store
+        .suppress(&stop(ChannelName::Sms, PHONE, "*", Reply::Stop))
+        .await
+        .unwrap());
+    let to = |channel: ChannelName, address: &str, token: &str| NewPaylink {
+        address_hash: Some(address_hash(channel, address)),
+        ..paylink(token)
+    };
+    let refused = store
+        .start_attempt(&key, ChannelName::Sms, 1, &to(ChannelName::Sms, PHONE, "s"), None)
+        .await
+        .unwrap();
+    assert_eq!(refused, AttemptStart::Suppressed);
+    assert!(store.paylink("hash-s").await.unwrap().is_none(), "no pay link for a message not sent");
+    let history = store.history(ACME, "INV-1").await.unwrap().unwrap();
+    let failed: Vec<_> = history.timeline.iter().filter(|e| e.what == "send_failed").collect();
+    assert_eq!(failed.len(), 1, "{:?}", history.timeline);
+    assert!(failed[0].detail.as_deref().unwrap_or_default().contains("suppressed"));
+    // Another channel of the same invoice still goes.
+    let email = store
+        .start_attempt(&key, ChannelName::Email, 1, &to(ChannelName::Email, EMAIL, "e"), None)
+        .await
+        .unwrap();
+    assert!(matches!(email, AttemptStart::Started(_)), "{email:?}");
+    // A new invoice of the same customer whose first channel is the stopped
+    // one is stored without its first attempt: the caller routes it again.
+    let next = invoice("INV-2", 1);
+    let (begun, attempt) = store
+        .begin_with_attempt(
+            &next,
+            &correlation("INV-2"),
+            &event(EventName::Accepted, &next.key),
+            &[],
+            ChannelName::Sms,
+            &to(ChannelName::Sms, PHONE, "n"),
+        )
+        .await
+        .unwrap();
+    assert_eq!((begun, attempt), (Begin::New, None));
+    // Once it asks to start again, the first attempt is recorded with the invoice.
+    assert!(store
+        .suppress(&stop(ChannelName::Sms, PHONE, "*", Reply::Start))
+        .await
+        .unwrap());
+    let third = invoice("INV-3", 1);
+    let (_, attempt) = store
+        .begin_with_attempt(
+            &third,
+            &correlation("INV-3"),
+            &event(EventName::Accepted, &third.key),
+            &[],
+            ChannelName::Sms,
+            &to(ChannelName::Sms, PHONE, "t"),
+        )
+        .await
+        .unwrap();
+    assert!(attempt.is_some());
 }

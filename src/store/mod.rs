@@ -311,6 +311,16 @@ pub enum AttemptStart {
     Suppressed,
 }
 
+impl AttemptStart {
+    /// The attempt's id when it started.
+    pub fn id(self) -> Option<i64> {
+        match self {
+            AttemptStart::Started(id) => Some(id),
+            AttemptStart::Closed | AttemptStart::Suppressed => None,
+        }
+    }
+}
+
 /// The detail of an attempt refused because its address asked to stop.
 pub const SUPPRESSED_DETAIL: &str = "suppressed: this address asked to receive no more messages";
 
