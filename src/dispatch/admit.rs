@@ -183,10 +183,19 @@ impl Dispatcher {
             Some(_) => plan,
             None => {
                 let profile = self.profile(&invoice).await?;
-                router::route_for(&invoice, &self.config, self.clock.today(), None, &profile)
+                let (plan, all_suppressed) =
+                    super::debtor_plan(&invoice, &self.config, self.clock.today(), None, &profile);
+                if all_suppressed {
+                    self.every_channel_suppressed(&invoice, &plan, correlation).await?;
+                    ownership.finished = true;
+                    return Ok(Disposition::Ack);
+                }
+                plan
             }
         };
         if plan.channels.is_empty() {
+            // Not reached: routing found channels above, and a customer's
+            // stops and preferences alone leave none only when all are stopped.
             self.every_channel_suppressed(&invoice, &plan, correlation).await?;
             ownership.finished = true;
             return Ok(Disposition::Ack);

@@ -14,7 +14,7 @@ use crate::domain::InvoiceKey;
 use crate::domain::Status;
 use crate::events::{Correlation, Event};
 use crate::invoice::Invoice;
-use crate::router::{self, Plan};
+use crate::router::Plan;
 use crate::store::{AttemptRecord, AttemptState, StoreError};
 
 /// How one channel of the plan went.
@@ -159,8 +159,9 @@ impl Dispatcher {
             return Ok(());
         }
         let profile = self.profile(&stored.invoice).await?;
-        let plan = router::route_for(&stored.invoice, &self.config, self.clock.today(), None, &profile);
-        let result = if plan.channels.is_empty() && plan.all_suppressed() {
+        let (plan, all_suppressed) =
+            super::debtor_plan(&stored.invoice, &self.config, self.clock.today(), None, &profile);
+        let result = if all_suppressed {
             self.every_channel_suppressed(&stored.invoice, &plan, &stored.correlation)
                 .await
         } else {

@@ -194,17 +194,18 @@ impl Dispatcher {
                     name: Some(&due.name),
                     template: crate::journey::template(step, invoice.due_date, today),
                 };
-                (send, router::route_for(invoice, &self.config, today, own, &profile))
+                (send, super::debtor_plan(invoice, &self.config, today, own, &profile))
             }
             None => {
                 let send = StepSend {
                     name: None,
                     template: crate::config::journey::FIRST_TEMPLATE,
                 };
-                (send, router::route_for(invoice, &self.config, today, None, &profile))
+                (send, super::debtor_plan(invoice, &self.config, today, None, &profile))
             }
         };
-        if plan.all_suppressed() {
+        let (plan, all_suppressed) = plan;
+        if all_suppressed {
             let why = super::EVERY_CHANNEL_SUPPRESSED;
             return self.end_step(due, StepStatus::Skipped, why, Vec::new()).await;
         }

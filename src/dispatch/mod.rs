@@ -173,6 +173,30 @@ impl Dispatcher {
     }
 }
 
+/// Routes for a customer the store knows. The plan to walk leaves out the
+/// channels they stopped on a pay page but keeps those whose address asked
+/// to stop: the store refuses each of those at its send, and the refusal
+/// shows in the invoice's timeline. `None` when every channel is stopped
+/// or suppressed: nothing is sent (see [`EVERY_CHANNEL_SUPPRESSED`]).
+pub(crate) fn debtor_plan(
+    invoice: &invoice::Invoice,
+    config: &Config,
+    today: time::Date,
+    step: Option<(&[crate::domain::ChannelName], crate::config::Strategy)>,
+    profile: &crate::domain::debtor::Profile,
+) -> (crate::router::Plan, bool) {
+    let full = crate::router::route_for(invoice, config, today, step, profile);
+    if full.all_suppressed() || profile.suppressed.is_empty() {
+        let all_suppressed = full.all_suppressed();
+        return (full, all_suppressed);
+    }
+    let unchecked = crate::domain::debtor::Profile {
+        suppressed: Vec::new(),
+        ..profile.clone()
+    };
+    (crate::router::route_for(invoice, config, today, step, &unchecked), false)
+}
+
 /// The detail of `invoice.rejected` (and of a skipped journey step) when
 /// every channel that could reach the customer was stopped by them.
 pub const EVERY_CHANNEL_SUPPRESSED: &str = "every channel suppressed";
