@@ -9,6 +9,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::pg::PgSchema;
 use common::{invoice, messages_in_queue, pay_link, parts, test_secrets, Options, TestEnv, WAIT};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -69,9 +70,15 @@ async fn twilio_accepts(twilio: &MockServer) {
 }
 
 async fn start(meta: &MockServer, twilio: &MockServer, routing: &str) -> TestEnv {
+    start_on(meta, twilio, routing, None).await
+}
+
+/// [`start`] on the store at `store_url` (SQLite in the test's folder when None).
+async fn start_on(meta: &MockServer, twilio: &MockServer, routing: &str, store_url: Option<String>) -> TestEnv {
     TestEnv::start_with(Options {
         channels: channels(meta, twilio),
         routing: routing.into(),
+        store_url,
         ..Options::default()
     })
     .await
@@ -202,12 +209,23 @@ fn assert_no_personal_data(events: &[Value]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sms_stop_skips_the_number_until_start_and_a_forged_one_changes_nothing() {
+    sms_stop_and_start(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sms_stop_skips_the_number_until_start_on_postgres() {
+    let schema = PgSchema::create("payrelay_debtors").await;
+    sms_stop_and_start(Some(schema.store_url().to_string())).await;
+}
+
+async fn sms_stop_and_start(store_url: Option<String>) {
     let (meta, twilio) = mocks().await;
     twilio_accepts(&twilio).await;
-    let env = start(
+    let env = start_on(
         &meta,
         &twilio,
         "default = [\"email\"]\ndefault_strategy = \"all\"\nrespect_preferences = false",
+        store_url,
     )
     .await;
     let first = handled(&env, on("INV-1", &["sms", "email"])).await;
@@ -390,12 +408,23 @@ async fn one_click_unsubscribe_stops_email_and_a_get_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_choice_on_the_pay_page_routes_the_next_invoice_and_a_stop_is_honoured() {
+    channel_choice(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_choice_on_the_pay_page_routes_the_next_invoice_on_postgres() {
+    let schema = PgSchema::create("payrelay_debtors").await;
+    channel_choice(Some(schema.store_url().to_string())).await;
+}
+
+async fn channel_choice(store_url: Option<String>) {
     let (meta, twilio) = mocks().await;
     twilio_accepts(&twilio).await;
-    let env = start(
+    let env = start_on(
         &meta,
         &twilio,
         "default = [\"email\", \"sms\"]\ndefault_strategy = \"fallback\"\nrespect_preferences = true",
+        store_url,
     )
     .await;
     let first = handled(&env, invoice("INV-1", "maria@example.com")).await;
