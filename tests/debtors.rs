@@ -512,3 +512,45 @@ async fn channel_choice(store_url: Option<String>) {
     assert_no_personal_data(&env.events());
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_choice_reorders_the_customer_s_next_journey_step() {
+    let (meta, twilio) = mocks().await;
+    twilio_accepts(&twilio).await;
+    let env = start(
+        &meta,
+        &twilio,
+        "default = [\"email\", \"sms\"]\ndefault_strategy = \"fallback\"\nrespect_preferences = true\n\
+         journey = \"quick\"\n[journeys.quick]\nsteps = [{ name = \"nudge\", after = \"3s\" }]",
+    )
+    .await;
+    let first = handled(&env, invoice("INV-1", "maria@example.com")).await;
+    assert_eq!(sent_on(&first), ["email"]);
+    let raw = env.smtp.wait_for(1, WAIT).await[0].data.clone();
+    let (_, text, _) = parts(&raw);
+    let link = pay_link(&text, &env.base_url);
+    let saved = env
+        .http
+        .post(format!("{link}/preferences"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("channels=sms&channels=email")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 303);
+    // The reminder planned before the choice goes by the customer's choice.
+    let nudged = env
+        .wait_events("the nudge", |events| {
+            events.iter().any(|e| e["event"] == "invoice.sent" && e["step"] == "nudge")
+        })
+        .await;
+    let nudge: Vec<&Value> = nudged
+        .iter()
+        .filter(|e| e["event"] == "invoice.sent" && e["step"] == "nudge")
+        .collect();
+    assert_eq!(nudge.len(), 1);
+    assert_eq!(nudge[0]["channel"], "sms", "{nudged:#?}");
+    assert_eq!(twilio_requests(&twilio).await, 1);
+    assert_eq!(env.smtp.received().len(), 1, "no second email");
+    env.finish().await;
+}
