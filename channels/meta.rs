@@ -946,4 +946,28 @@ mod tests {
         assert_eq!(channel_of(b"not json"), None);
         assert!(hook.reports.is_empty());
     }
+
+    #[test]
+    fn whatsapp_stop_and_start_words_come_from_texts_and_buttons_beside_statuses() {
+        let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [
+            {"field": "messages", "value": {"statuses": [{"id": "wamid.OUT", "status": "delivered"}]}},
+            {"field": "messages", "value": {
+                "contacts": [{"profile": {"name": "M"}, "wa_id": "5215512345678"}],
+                "messages": [
+                    {"from": "5215512345678", "id": "wamid.1", "type": "text", "text": {"body": "Baja"}},
+                    {"from": "5215512345679", "id": "wamid.2", "type": "text", "text": {"body": "gracias"}},
+                    {"from": "5215512345670", "id": "wamid.3", "type": "button",
+                     "button": {"payload": "START", "text": "Volver a recibir"}},
+                    {"from": "5215512345671", "id": "wamid.4", "type": "image", "image": {"id": "1"}}
+                ]
+            }}
+        ]}]});
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let replies = whatsapp_replies(&bytes);
+        let got: Vec<(&str, Reply)> = replies.iter().map(|r| (r.from.as_str(), r.reply)).collect();
+        assert_eq!(got, [("5215512345678", Reply::Stop), ("5215512345670", Reply::Start)]);
+        // The statuses in the same POST are still read.
+        assert_eq!(parse_webhook(&bytes).unwrap().reports.len(), 1);
+        assert!(whatsapp_replies(b"not json").is_empty());
+    }
 }

@@ -681,4 +681,27 @@ mod tests {
         assert!(quote(&"x".repeat(1000), "").chars().count() <= QUOTE_LIMIT + 1);
         assert_eq!(quote("fine", ""), "fine", "an empty recipient replaces nothing");
     }
+
+    #[test]
+    fn inbound_stop_and_start_words_and_opt_out_types_are_replies() {
+        let from = ("From", "+5215512345678");
+        let stop = parse_reply(&fields(&[from, ("Body", " stop "), ("SmsStatus", "received")])).unwrap();
+        assert_eq!((stop.from.as_str(), stop.reply), ("+5215512345678", Reply::Stop));
+        assert_eq!(parse_reply(&fields(&[from, ("Body", "PARAR")])).unwrap().reply, Reply::Stop);
+        assert_eq!(parse_reply(&fields(&[from, ("Body", "unstop")])).unwrap().reply, Reply::Start);
+        // Advanced Opt-Out says it outright, whatever the words.
+        let typed = parse_reply(&fields(&[from, ("Body", "no more please"), ("OptOutType", "STOP")])).unwrap();
+        assert_eq!(typed.reply, Reply::Stop);
+        assert_eq!(
+            parse_reply(&fields(&[from, ("Body", "x"), ("OptOutType", "START")])).unwrap().reply,
+            Reply::Start
+        );
+        // HELP, other texts, and status callbacks are no replies.
+        assert!(parse_reply(&fields(&[from, ("Body", "HELP"), ("OptOutType", "HELP")])).is_none());
+        assert!(parse_reply(&fields(&[from, ("Body", "when is it due?")])).is_none());
+        assert!(parse_reply(&fields(&[from, ("Body", "STOP"), ("MessageStatus", "delivered")])).is_none());
+        assert!(parse_reply(&fields(&[("Body", "STOP")])).is_none(), "no From, nobody to stop");
+        // Debug never shows the number.
+        assert!(!format!("{stop:?}").contains("5512345678"));
+    }
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 use time::macros::date;
 
+use crate::domain::debtor::Profile;
 use crate::invoice::{parse, Message};
 
 use ChannelName::{Email, Messenger, Sms, Whatsapp};
@@ -675,4 +676,64 @@ fn an_explicit_invoice_order_is_kept_even_when_preferences_are_respected() {
         [Messenger, Whatsapp],
         "the biller's order, not the customer's"
     );
+}
+
+/// Email, SMS and WhatsApp configured (file providers); `routing` as in
+/// [`config_with`].
+fn config_with_three(routing: &str) -> Config {
+    config_with(&format!(
+        "{routing}\n[channels.sms]\nprovider = \"file\"\n[channels.whatsapp]\nprovider = \"file\"\ntemplate = \"payment_request\""
+    ))
+}
+
+#[test]
+fn a_stored_choice_replaces_the_invoice_s_preferences_and_stops_skip_even_explicit_channels() {
+    let config = config_with_three("default = [\"email\", \"sms\", \"whatsapp\"]\nrespect_preferences = true");
+    let inv = invoice(&example_with(&[("customer.opted_out", None)]));
+    let profile = Profile {
+        preferred: Some(vec![Sms, Email]),
+        ..Profile::default()
+    };
+    let plan = route_for(&inv, &config, TODAY, None, &profile);
+    assert_eq!(plan.channels, vec![Sms, Email, Whatsapp]);
+
+    // Not applied without respect_preferences, nor to explicit channels...
+    let plain = config_with_three("default = [\"email\", \"sms\", \"whatsapp\"]\nrespect_preferences = false");
+    assert_eq!(route_for(&inv, &plain, TODAY, None, &profile).channels, vec![Email, Sms, Whatsapp]);
+    let explicit = invoice(&example_with(&[
+        ("customer.opted_out", None),
+        ("channels", Some(json!(["whatsapp", "email", "sms"]))),
+    ]));
+    assert_eq!(
+        route_for(&explicit, &config, TODAY, None, &profile).channels,
+        vec![Whatsapp, Email, Sms]
+    );
+
+    // ...but a stop and a suppression are honoured whatever the invoice says.
+    let stopped = Profile {
+        stopped: vec![Whatsapp],
+        suppressed: vec![Sms],
+        ..profile
+    };
+    let plan = route_for(&explicit, &config, TODAY, None, &stopped);
+    assert_eq!(plan.channels, vec![Email]);
+    assert_eq!(reason(&plan, Whatsapp), STOPPED);
+    assert_eq!(reason(&plan, Sms), SUPPRESSED);
+    assert!(reason(&plan, Sms).starts_with("suppressed"));
+    assert!(!plan.all_suppressed());
+}
+
+#[test]
+fn a_plan_with_every_channel_stopped_is_all_suppressed_and_one_with_no_contact_is_not() {
+    let config = config_with("default = [\"email\"]");
+    let inv = invoice(&example());
+    let profile = Profile {
+        suppressed: vec![Email],
+        ..Profile::default()
+    };
+    let plan = route_for(&inv, &config, TODAY, None, &profile);
+    assert!(plan.channels.is_empty() && plan.all_suppressed(), "{plan:#?}");
+    let unreachable = invoice(&example_with(&[("customer.email", None)]));
+    let plan = route_for(&unreachable, &config, TODAY, None, &Profile::default());
+    assert!(plan.channels.is_empty() && !plan.all_suppressed(), "{plan:#?}");
 }
