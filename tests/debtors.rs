@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::pg::PgSchema;
-use common::{invoice, messages_in_queue, pay_link, parts, test_secrets, Options, TestEnv, WAIT};
+use common::{invoice, messages_in_queue, parts, pay_link, test_secrets, Options, TestEnv, WAIT};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
@@ -182,7 +182,10 @@ async fn handled(env: &TestEnv, invoice: Value) -> Vec<Value> {
     env.wait_events(&format!("{id} finished"), finished).await;
     // `all` may still be sending on its other channels: let them finish.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    env.events().into_iter().filter(|e| e["invoice_id"] == id.as_str()).collect()
+    env.events()
+        .into_iter()
+        .filter(|e| e["invoice_id"] == id.as_str())
+        .collect()
 }
 
 fn sent_on(events: &[Value]) -> Vec<String> {
@@ -262,7 +265,11 @@ async fn sms_stop_and_start(store_url: Option<String>) {
         .await
         .unwrap();
     assert!(status.to_string().contains("suppressed"), "{status:#}");
-    assert_eq!(env.events_named("customer.suppressed").len(), 1, "a second STOP tells nobody again");
+    assert_eq!(
+        env.events_named("customer.suppressed").len(),
+        1,
+        "a second STOP tells nobody again"
+    );
 
     // START lifts it.
     assert_eq!(inbound_sms(&env, "START", &[("OptOutType", "START")], None).await, 204);
@@ -295,14 +302,19 @@ async fn twilio_error_21610_suppresses_the_number_and_the_next_channel_takes_ove
     assert_eq!(sent_on(&first), ["email"], "{first:#?}");
     assert_eq!(twilio_requests(&twilio).await, 1);
     let told = env.wait_for("customer.suppressed", 1).await;
-    assert_eq!((told[0]["channel"].as_str(), told[0]["invoice_id"].as_str()), (Some("sms"), Some("INV-1")));
+    assert_eq!(
+        (told[0]["channel"].as_str(), told[0]["invoice_id"].as_str()),
+        (Some("sms"), Some("INV-1"))
+    );
     assert!(told[0]["detail"].as_str().unwrap().contains("21610"), "{}", told[0]);
 
     let second = handled(&env, on("INV-2", &["sms", "email"])).await;
     assert_eq!(sent_on(&second), ["email"], "{second:#?}");
     assert_eq!(twilio_requests(&twilio).await, 1, "Twilio is not asked again");
     assert!(
-        !second.iter().any(|e| e["event"] == "invoice.channel_failed" && e["channel"] == "sms"),
+        !second
+            .iter()
+            .any(|e| e["event"] == "invoice.channel_failed" && e["channel"] == "sms"),
         "a suppressed channel is skipped, not failed: {second:#?}"
     );
     env.finish().await;
@@ -345,7 +357,9 @@ async fn a_whatsapp_stop_skips_whatsapp_and_a_start_button_lifts_it() {
 
 /// The raw email with its folded header lines joined.
 fn unfolded(raw: &[u8]) -> String {
-    String::from_utf8_lossy(raw).replace("\r\n ", " ").replace("\r\n\t", " ")
+    String::from_utf8_lossy(raw)
+        .replace("\r\n ", " ")
+        .replace("\r\n\t", " ")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,14 +377,23 @@ async fn one_click_unsubscribe_stops_email_and_a_get_changes_nothing() {
         headers.contains(&format!("List-Unsubscribe: <{unsubscribe}>")),
         "{headers}"
     );
-    assert!(headers.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"), "{headers}");
+    assert!(
+        headers.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+        "{headers}"
+    );
 
     // A scanner's GET shows the page and changes nothing.
     let page = env.get(&unsubscribe).await;
     assert_eq!(page.status(), 200);
-    assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    assert!(page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
     let html = page.text().await.unwrap();
-    assert!(html.contains("<html lang=\"es\"") && html.contains("ACME Energy") && html.contains("Darme de baja"), "{html}");
+    assert!(
+        html.contains("<html lang=\"es\"") && html.contains("ACME Energy") && html.contains("Darme de baja"),
+        "{html}"
+    );
     let second = handled(&env, invoice("INV-2", "maria@example.com")).await;
     assert_eq!(sent_on(&second), ["email"]);
     assert!(env.events_named("customer.suppressed").is_empty());
@@ -388,7 +411,10 @@ async fn one_click_unsubscribe_stops_email_and_a_get_changes_nothing() {
     assert_eq!(done.status(), 200);
     assert!(done.text().await.unwrap().contains("Te diste de baja"));
     let told = env.wait_for("customer.suppressed", 1).await;
-    assert_eq!((told[0]["channel"].as_str(), told[0]["customer_id"].as_str()), (Some("email"), Some("C-9981")));
+    assert_eq!(
+        (told[0]["channel"].as_str(), told[0]["customer_id"].as_str()),
+        (Some("email"), Some("C-9981"))
+    );
 
     // Email was its only channel: acked, rejected, not dead-lettered.
     let third = handled(&env, invoice("INV-3", "Maria@Example.com")).await;
@@ -436,7 +462,10 @@ async fn channel_choice(store_url: Option<String>) {
     // The page offers the channels it has a contact for, in today's order.
     let page = env.get(&link).await.text().await.unwrap();
     assert!(page.contains("Recordarme por"), "{page}");
-    assert!(page.contains("name=\"channels\"") && page.contains("name=\"stop\""), "{page}");
+    assert!(
+        page.contains("name=\"channels\"") && page.contains("name=\"stop\""),
+        "{page}"
+    );
     let action = format!("{link}/preferences");
 
     // Another site's form is refused and stores nothing.
@@ -490,7 +519,11 @@ async fn channel_choice(store_url: Option<String>) {
     assert!(page.contains("Guardamos tu elección"), "{page}");
     let changed = env.wait_for("customer.preferences_changed", 1).await;
     assert_eq!(changed[0]["customer_id"], "C-9981");
-    assert!(changed[0]["detail"].as_str().unwrap().contains("sms, email"), "{}", changed[0]);
+    assert!(
+        changed[0]["detail"].as_str().unwrap().contains("sms, email"),
+        "{}",
+        changed[0]
+    );
     let third = handled(&env, invoice("INV-3", "maria@example.com")).await;
     assert_eq!(sent_on(&third), ["sms"], "{third:#?}");
 
@@ -541,7 +574,9 @@ async fn a_channel_choice_reorders_the_customer_s_next_journey_step() {
     // The reminder planned before the choice goes by the customer's choice.
     let nudged = env
         .wait_events("the nudge", |events| {
-            events.iter().any(|e| e["event"] == "invoice.sent" && e["step"] == "nudge")
+            events
+                .iter()
+                .any(|e| e["event"] == "invoice.sent" && e["step"] == "nudge")
         })
         .await;
     let nudge: Vec<&Value> = nudged

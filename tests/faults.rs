@@ -22,9 +22,8 @@ use payrelay::domain::Status;
 use payrelay::events::{Correlation, Event};
 use payrelay::invoice::Invoice;
 use payrelay::store::{
-    AttemptStart, SuppressionChange,
-    AttemptOutcome, AttemptRef, Begin, DueStep, History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached,
-    StepRecord, StepStatus, Store, StoreError, StoredInvoice,
+    AttemptOutcome, AttemptRef, AttemptStart, Begin, DueStep, History, NewPaylink, OutboxEntry, PaylinkRecord,
+    PlannedStep, Reached, StepRecord, StepStatus, Store, StoreError, StoredInvoice, SuppressionChange,
 };
 
 /// The real store, with a crash for one invoice, an on/off outage, and

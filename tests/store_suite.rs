@@ -27,15 +27,15 @@ use tokio::sync::Barrier;
 use common::pg::PgSchema;
 
 use payrelay::domain::clock::{Clock, ManualClock, SystemClock};
+use payrelay::domain::debtor::{address_hash, Profile, Reply};
 use payrelay::domain::ChannelName;
 use payrelay::domain::InvoiceKey;
 use payrelay::domain::Status;
 use payrelay::events::{Correlation, Event, EventName};
 use payrelay::invoice::{Invoice, Message};
-use payrelay::domain::debtor::{address_hash, Profile, Reply};
 use payrelay::store::{
-    AttemptOutcome, AttemptRecord, AttemptStart, AttemptState, Begin, SuppressionChange, DueStep, NewPaylink, PlannedStep, Reached, StepStatus, Store,
-    StoreError,
+    AttemptOutcome, AttemptRecord, AttemptStart, AttemptState, Begin, DueStep, NewPaylink, PlannedStep, Reached,
+    StepStatus, Store, StoreError, SuppressionChange,
 };
 
 // ---------------------------------------------------------------------------
@@ -2382,7 +2382,13 @@ async fn preferences_round_trip_with_their_event(db: &TestDb) {
     let key = key_of("INV-1", 1);
     let changed = event(EventName::PreferencesChanged, &key).customer_id(Some("C-9981".into()));
     store
-        .set_preferences(ACME, &customer, &[ChannelName::Sms, ChannelName::Email], &[ChannelName::Whatsapp], &changed)
+        .set_preferences(
+            ACME,
+            &customer,
+            &[ChannelName::Sms, ChannelName::Email],
+            &[ChannelName::Whatsapp],
+            &changed,
+        )
         .await
         .unwrap();
     let profile = store.debtor(ACME, &customer, &contacts()).await.unwrap();
@@ -2390,7 +2396,10 @@ async fn preferences_round_trip_with_their_event(db: &TestDb) {
     assert_eq!(profile.stopped, vec![ChannelName::Whatsapp]);
     assert!(profile.suppressed.is_empty());
     // Another biller's customer of the same key knows nothing of it.
-    assert_eq!(store.debtor("other", &customer, &contacts()).await.unwrap(), Profile::default());
+    assert_eq!(
+        store.debtor("other", &customer, &contacts()).await.unwrap(),
+        Profile::default()
+    );
     // A second choice replaces the first.
     store
         .set_preferences(ACME, &customer, &[ChannelName::Email], &[], &changed)
@@ -2416,7 +2425,10 @@ async fn a_stop_and_a_start_change_once_and_tell_each_customer_once(db: &TestDb)
     // A STOP by SMS holds for every biller: its scope is not the biller's.
     let sms_stop = stop(ChannelName::Sms, "5215512345678", "*", Reply::Stop);
     assert!(store.suppress(&sms_stop).await.unwrap());
-    assert!(!store.suppress(&sms_stop).await.unwrap(), "a second STOP changes nothing");
+    assert!(
+        !store.suppress(&sms_stop).await.unwrap(),
+        "a second STOP changes nothing"
+    );
     let told: Vec<Event> = events(store)
         .await
         .into_iter()
@@ -2425,21 +2437,37 @@ async fn a_stop_and_a_start_change_once_and_tell_each_customer_once(db: &TestDb)
     assert_eq!(told.len(), 1, "one customer, one event: {told:?}");
     let e = &told[0];
     assert_eq!(
-        (e.biller_id.as_deref(), e.customer_id.as_deref(), e.invoice_id.as_deref(), e.channel),
+        (
+            e.biller_id.as_deref(),
+            e.customer_id.as_deref(),
+            e.invoice_id.as_deref(),
+            e.channel
+        ),
         (Some(ACME), Some("C-9981"), Some("INV-2"), Some(ChannelName::Sms))
     );
     let json = serde_json::to_string(e).unwrap();
-    assert!(!json.contains("5512345678") && !json.contains(EMAIL) && !json.contains("María"), "{json}");
+    assert!(
+        !json.contains("5512345678") && !json.contains(EMAIL) && !json.contains("María"),
+        "{json}"
+    );
     let profile = store.debtor(ACME, &customer, &contacts()).await.unwrap();
     assert_eq!(profile.suppressed, vec![ChannelName::Sms]);
-    assert_eq!(store.debtor("other", &customer, &contacts()).await.unwrap().suppressed, vec![ChannelName::Sms]);
+    assert_eq!(
+        store.debtor("other", &customer, &contacts()).await.unwrap().suppressed,
+        vec![ChannelName::Sms]
+    );
 
     let start = stop(ChannelName::Sms, PHONE, "*", Reply::Start);
     assert!(store.suppress(&start).await.unwrap());
     assert!(!store.suppress(&start).await.unwrap(), "a second START changes nothing");
     assert_eq!(count(store, EventName::Unsuppressed).await, 1);
     assert_eq!(count(store, EventName::Suppressed).await, 1);
-    assert!(store.debtor(ACME, &customer, &contacts()).await.unwrap().suppressed.is_empty());
+    assert!(store
+        .debtor(ACME, &customer, &contacts())
+        .await
+        .unwrap()
+        .suppressed
+        .is_empty());
 }
 
 async fn an_email_stop_holds_for_its_biller_only(db: &TestDb) {
@@ -2452,7 +2480,12 @@ async fn an_email_stop_holds_for_its_biller_only(db: &TestDb) {
         .unwrap());
     // Nobody at `other` has that address: nobody to tell, and acme still sends.
     assert_eq!(count(store, EventName::Suppressed).await, 0);
-    assert!(store.debtor(ACME, &customer, &contacts()).await.unwrap().suppressed.is_empty());
+    assert!(store
+        .debtor(ACME, &customer, &contacts())
+        .await
+        .unwrap()
+        .suppressed
+        .is_empty());
     assert!(store
         .suppress(&stop(ChannelName::Email, EMAIL, ACME, Reply::Stop))
         .await
@@ -2480,7 +2513,10 @@ async fn no_attempt_is_recorded_to_a_suppressed_address(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(refused, AttemptStart::Suppressed);
-    assert!(store.paylink("hash-s").await.unwrap().is_none(), "no pay link for a message not sent");
+    assert!(
+        store.paylink("hash-s").await.unwrap().is_none(),
+        "no pay link for a message not sent"
+    );
     let history = store.history(ACME, "INV-1").await.unwrap().unwrap();
     let failed: Vec<_> = history.timeline.iter().filter(|e| e.what == "send_failed").collect();
     assert_eq!(failed.len(), 1, "{:?}", history.timeline);

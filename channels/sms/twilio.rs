@@ -687,20 +687,31 @@ mod tests {
         let from = ("From", "+5215512345678");
         let stop = parse_reply(&fields(&[from, ("Body", " stop "), ("SmsStatus", "received")])).unwrap();
         assert_eq!((stop.from.as_str(), stop.reply), ("+5215512345678", Reply::Stop));
-        assert_eq!(parse_reply(&fields(&[from, ("Body", "PARAR")])).unwrap().reply, Reply::Stop);
-        assert_eq!(parse_reply(&fields(&[from, ("Body", "unstop")])).unwrap().reply, Reply::Start);
+        assert_eq!(
+            parse_reply(&fields(&[from, ("Body", "PARAR")])).unwrap().reply,
+            Reply::Stop
+        );
+        assert_eq!(
+            parse_reply(&fields(&[from, ("Body", "unstop")])).unwrap().reply,
+            Reply::Start
+        );
         // Advanced Opt-Out says it outright, whatever the words.
         let typed = parse_reply(&fields(&[from, ("Body", "no more please"), ("OptOutType", "STOP")])).unwrap();
         assert_eq!(typed.reply, Reply::Stop);
         assert_eq!(
-            parse_reply(&fields(&[from, ("Body", "x"), ("OptOutType", "START")])).unwrap().reply,
+            parse_reply(&fields(&[from, ("Body", "x"), ("OptOutType", "START")]))
+                .unwrap()
+                .reply,
             Reply::Start
         );
         // HELP, other texts, and status callbacks are no replies.
         assert!(parse_reply(&fields(&[from, ("Body", "HELP"), ("OptOutType", "HELP")])).is_none());
         assert!(parse_reply(&fields(&[from, ("Body", "when is it due?")])).is_none());
         assert!(parse_reply(&fields(&[from, ("Body", "STOP"), ("MessageStatus", "delivered")])).is_none());
-        assert!(parse_reply(&fields(&[("Body", "STOP")])).is_none(), "no From, nobody to stop");
+        assert!(
+            parse_reply(&fields(&[("Body", "STOP")])).is_none(),
+            "no From, nobody to stop"
+        );
         // Debug never shows the number.
         assert!(!format!("{stop:?}").contains("5512345678"));
     }

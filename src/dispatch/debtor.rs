@@ -67,7 +67,8 @@ impl Dispatcher {
     ) -> Result<(), StoreError> {
         if channel == ChannelName::Sms && err.code() == Some(TWILIO_UNSUBSCRIBED) {
             let why = "Twilio refused the send with error 21610 (the number unsubscribed)";
-            self.suppress_invoice_address(invoice, channel, Reply::Stop, why).await?;
+            self.suppress_invoice_address(invoice, channel, Reply::Stop, why)
+                .await?;
         }
         Ok(())
     }

@@ -165,7 +165,10 @@ impl Dispatcher {
 impl Dispatcher {
     /// What the store knows of the invoice's customer that changes where
     /// their messages go (preferences, stopped addresses).
-    pub(crate) async fn profile(&self, invoice: &invoice::Invoice) -> Result<crate::domain::debtor::Profile, crate::store::StoreError> {
+    pub(crate) async fn profile(
+        &self,
+        invoice: &invoice::Invoice,
+    ) -> Result<crate::domain::debtor::Profile, crate::store::StoreError> {
         let addresses = crate::store::hashed_contacts(invoice);
         self.store
             .debtor(&invoice.key.biller_id, &invoice.customer_key(), &addresses)
@@ -194,7 +197,10 @@ pub(crate) fn debtor_plan(
         suppressed: Vec::new(),
         ..profile.clone()
     };
-    (crate::router::route_for(invoice, config, today, step, &unchecked), false)
+    (
+        crate::router::route_for(invoice, config, today, step, &unchecked),
+        false,
+    )
 }
 
 /// The detail of `invoice.rejected` (and of a skipped journey step) when

@@ -699,7 +699,10 @@ fn a_stored_choice_replaces_the_invoice_s_preferences_and_stops_skip_even_explic
 
     // Not applied without respect_preferences, nor to explicit channels...
     let plain = config_with_three("default = [\"email\", \"sms\", \"whatsapp\"]\nrespect_preferences = false");
-    assert_eq!(route_for(&inv, &plain, TODAY, None, &profile).channels, vec![Email, Sms, Whatsapp]);
+    assert_eq!(
+        route_for(&inv, &plain, TODAY, None, &profile).channels,
+        vec![Email, Sms, Whatsapp]
+    );
     let explicit = invoice(&example_with(&[
         ("customer.opted_out", None),
         ("channels", Some(json!(["whatsapp", "email", "sms"]))),

@@ -34,9 +34,8 @@ use crate::router;
 /// `preferred_channels`, else routing), then the rest; and which they
 /// stopped.
 pub(super) fn offered(state: &AppState, invoice: &Invoice, profile: &Profile) -> Vec<ChannelName> {
-    let reachable = |c: &ChannelName| {
-        invoice.customer.contacts.address(*c).is_some() && state.config.channels.is_configured(*c)
-    };
+    let reachable =
+        |c: &ChannelName| invoice.customer.contacts.address(*c).is_some() && state.config.channels.is_configured(*c);
     let plan = router::route_for(invoice, &state.config, state.clock.today(), None, profile);
     let mut order: Vec<ChannelName> = Vec::new();
     let mut add = |c: ChannelName| {
@@ -74,7 +73,7 @@ pub(super) fn form_view(token: &str, offered: &[ChannelName], stopped: &[Channel
         "action": format!("/p/{token}/preferences"),
         "slots": slots,
         "stops": stops,
-        "show": offered.len() > 0,
+        "show": !offered.is_empty(),
     })
 }
 
@@ -106,7 +105,10 @@ fn read_form(body: &[u8]) -> Result<(Vec<ChannelName>, Vec<ChannelName>), String
             "stop" => &mut stops,
             _ => continue,
         };
-        let channel: ChannelName = value.trim().parse().map_err(|_| value.chars().take(40).collect::<String>())?;
+        let channel: ChannelName = value
+            .trim()
+            .parse()
+            .map_err(|_| value.chars().take(40).collect::<String>())?;
         if !list.contains(&channel) {
             list.push(channel);
         }
@@ -190,7 +192,10 @@ pub(super) async fn unsubscribe_page(
 /// `POST /u/{token}` (one-click `List-Unsubscribe=One-Click`, or the
 /// page's button): no more email to that address from this biller. Works
 /// for any link ever sent, paid or expired: an unsubscribe must always work.
-pub(super) async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String>) -> Result<Response, AppError> {
+pub(super) async fn unsubscribe(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Response, AppError> {
     unsubscribe_answer(&state, &token, true).await
 }
 
@@ -245,7 +250,10 @@ mod tests {
         let view = form_view("T", &[ChannelName::Sms, ChannelName::Email], &[ChannelName::Email]);
         assert_eq!(view["action"], "/p/T/preferences");
         assert_eq!(view["slots"][0]["options"][0], json!({"name": "sms", "selected": true}));
-        assert_eq!(view["slots"][1]["options"][1], json!({"name": "email", "selected": true}));
+        assert_eq!(
+            view["slots"][1]["options"][1],
+            json!({"name": "email", "selected": true})
+        );
         assert_eq!(view["stops"][1], json!({"name": "email", "stopped": true}));
     }
 }

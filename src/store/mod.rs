@@ -31,6 +31,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::domain::clock::Clock;
+use crate::domain::debtor::Profile;
 use crate::domain::ChannelName;
 use crate::domain::InvoiceKey;
 use crate::domain::Status;
@@ -38,7 +39,6 @@ use crate::events::{Correlation, Event, EventName};
 use crate::invoice::Invoice;
 pub use crate::journey::PlannedStep;
 pub use debtors::{hashed_contacts, SuppressionChange};
-use crate::domain::debtor::Profile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

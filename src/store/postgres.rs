@@ -61,9 +61,9 @@ use tracing::{info, warn};
 use super::debtors::{self, SuppressionChange};
 use super::{
     build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_state, sql,
-    step_record, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart, Begin, ClickRow, DueStep, History, NewPaylink,
-    OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus, Store, StoreError,
-    StoredInvoice, REPLACED,
+    step_record, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart, Begin, ClickRow, DueStep,
+    History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus, Store,
+    StoreError, StoredInvoice, REPLACED,
 };
 use crate::domain::clock::Clock;
 use crate::domain::debtor::{join_channels, split_channels, suppression_scope, Profile, Reply};

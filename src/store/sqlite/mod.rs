@@ -21,9 +21,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::debtors::{self, SuppressionChange};
 use super::{
     build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_state, sql,
-    step_record, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, Begin, ClickRow, DueStep, History, NewPaylink,
-    AttemptStart, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus, Store, StoreError,
-    StoredInvoice, REPLACED,
+    step_record, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart, Begin, ClickRow, DueStep,
+    History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus, Store,
+    StoreError, StoredInvoice, REPLACED,
 };
 use crate::domain::clock::Clock;
 use crate::domain::debtor::{join_channels, split_channels, Profile, Reply};
@@ -461,7 +461,11 @@ fn suppress(conn: &Connection, change: &SuppressionChange, now: i64) -> Result<b
     let owners = conn
         .prepare_cached(debtors::OWNERS)?
         .query_map(params![change.channel.as_str(), change.address_hash, scope], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, String>(2)?,
+            ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     for (biller_id, customer_id, invoice_id) in owners {
@@ -1226,8 +1230,13 @@ impl Store for SqliteStore {
         let (event, now) = (event_json(event)?, self.clock.now_ms());
         self.writer
             .call(move |conn| {
-                conn.prepare_cached(debtors::UPSERT_PREFERENCE)?
-                    .execute(params![biller_id, customer_key, channels, stopped, now])?;
+                conn.prepare_cached(debtors::UPSERT_PREFERENCE)?.execute(params![
+                    biller_id,
+                    customer_key,
+                    channels,
+                    stopped,
+                    now
+                ])?;
                 insert_event(conn, &event)
             })
             .await
