@@ -737,6 +737,18 @@ pub fn sample_view() -> serde_json::Value {
             let mut data = view.data;
             data["status"] = json!("open");
             data["checkout_path"] = json!("/p/SAMPLE-TOKEN/pay");
+            // The pay page's "remind me by" form and the unsubscribe page's
+            // fields (see `server::debtors`).
+            data["saved"] = json!(false);
+            let options = json!([{"name": "email", "selected": true}, {"name": "sms", "selected": false}]);
+            data["preferences"] = json!({
+                "action": "/p/SAMPLE-TOKEN/preferences",
+                "show": true,
+                "slots": [{"position": 1, "options": options}, {"position": 2, "options": options}],
+                "stops": [{"name": "email", "stopped": false}, {"name": "sms", "stopped": true}],
+            });
+            data["unsubscribed"] = json!(false);
+            data["unsubscribe_path"] = json!("/u/SAMPLE-TOKEN");
             data
         }
         // The sample is fixed text that parses; an empty view would make

@@ -290,10 +290,16 @@ fn missing_for_locale_lists_what_would_fall_back_to_another_language() {
     let t = Templates::load(Some(dir.path())).unwrap();
     let missing = t.missing_for_locale("fr-CA");
     assert_eq!(
-        missing[..4],
-        ["email/body.txt", "email/body.html", "paypage.html", "messenger/text"]
+        missing[..5],
+        [
+            "email/body.txt",
+            "email/body.html",
+            "paypage.html",
+            "messenger/text",
+            "unsubscribe.html"
+        ]
     );
-    assert_eq!(missing.len(), 4 + 14, "{missing:?}");
+    assert_eq!(missing.len(), 5 + 14, "{missing:?}");
     assert!(!missing.contains(&"reminder/sms/body".to_owned()), "{missing:?}");
     assert!(missing.contains(&"final_notice/sms/body".to_owned()), "{missing:?}");
     assert_eq!(t.locales(), ["de", "en", "es", "fr", "pt"]);

@@ -227,7 +227,7 @@ async fn unsubscribe_answer(state: &AppState, token: &str, act: bool) -> Result<
     let pay_url = crate::dispatch::pay_url(&state.config, token);
     let mut view = render::view(invoice, &record.key.biller_id, biller, &pay_url);
     view["unsubscribed"] = act.into();
-    view["action"] = format!("/u/{token}").into();
+    view["unsubscribe_path"] = format!("/u/{token}").into();
     let html = state.templates.render("unsubscribe.html", &view)?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response())
 }
