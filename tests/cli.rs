@@ -559,3 +559,61 @@ steps = [
     );
     assert!(!out.contains("steps[0]"), "reminder is built in and mapped: {out}");
 }
+
+/// `payrelay route` reads the configured store: a number that replied STOP
+/// shows as suppressed; without a store file it says so and still routes.
+#[test]
+fn route_shows_suppressed_channels_from_the_store_and_says_when_it_cannot_read_it() {
+    use payrelay::domain::debtor::{address_hash, Reply};
+    use payrelay::domain::ChannelName;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "config.toml",
+        r#"
+[store]
+url = "sqlite://var/payrelay.db"
+[billers.acme]
+name = "ACME Energy"
+checkout_url = "https://pay.example/{token}"
+[channels.email]
+transport = "file"
+[channels.sms]
+provider = "file"
+[routing]
+default = ["sms", "email"]
+"#,
+    );
+    let invoice = write(
+        dir.path(),
+        "invoice.json",
+        r#"{"invoice_id": "INV-1", "biller_id": "acme", "amount": "10.00", "currency": "MXN",
+  "due_date": "2026-12-01", "customer": {"id": "C-1", "name": "M", "email": "m@example.com", "phone": "+5215512345678"}}"#,
+    );
+    let (code, out) = payrelay(&config, &["route", invoice.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("the store could not be read (its SQLite file does not exist yet)"), "{out}");
+    assert!(out.contains("  1. sms\n  2. email"), "{out}");
+    assert!(!dir.path().join("var/payrelay.db").exists(), "route creates no store");
+
+    let url = format!("sqlite://{}", dir.path().join("var/payrelay.db").display());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let clock = std::sync::Arc::new(payrelay::domain::clock::SystemClock);
+        let store = payrelay::store::open(&url, clock).await.unwrap();
+        let stop = payrelay::store::SuppressionChange {
+            channel: ChannelName::Sms,
+            address_hash: address_hash(ChannelName::Sms, "+5215512345678"),
+            biller_id: "acme".into(),
+            reply: Reply::Stop,
+            reason: "the customer replied STOP by SMS".into(),
+        };
+        assert!(store.suppress(&stop).await.unwrap());
+    });
+    let (code, out) = payrelay(&config, &["route", invoice.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("could not be read"), "{out}");
+    assert!(
+        out.contains("  1. email\n  skipped sms: suppressed: this address asked to receive no more messages"),
+        "{out}"
+    );
+}
