@@ -592,7 +592,10 @@ default = ["sms", "email"]
     );
     let (code, out) = payrelay(&config, &["route", invoice.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("the store could not be read (its SQLite file does not exist yet)"), "{out}");
+    assert!(
+        out.contains("the store could not be read (its SQLite file does not exist yet)"),
+        "{out}"
+    );
     assert!(out.contains("  1. sms\n  2. email"), "{out}");
     assert!(!dir.path().join("var/payrelay.db").exists(), "route creates no store");
 

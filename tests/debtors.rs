@@ -589,3 +589,34 @@ async fn a_channel_choice_reorders_the_customer_s_next_journey_step() {
     assert_eq!(env.smtp.received().len(), 1, "no second email");
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_a_customer_lands_on_name_the_biller_s_support() {
+    let env = TestEnv::start_with(Options {
+        billers: "[billers.globex]\nname = \"Globex\"\ncheckout_url = \"https://pay.globex.example/{token}\"\n\
+                  support = \"+52 55 1234 5678 or ayuda@globex.example\"\ndefault_locale = \"de\""
+            .into(),
+        ..Options::default()
+    })
+    .await;
+    let mut globex = invoice("G-1", "maria@example.com");
+    globex["biller_id"] = json!("globex");
+    globex["customer"]["locale"] = json!("de-DE");
+    handled(&env, globex).await;
+    let raw = env.smtp.wait_for(1, WAIT).await[0].data.clone();
+    let (_, text, _) = parts(&raw);
+    let link = pay_link(&text, &env.base_url);
+    let page = env.get(&link).await.text().await.unwrap();
+    assert!(
+        page.contains("<html lang=\"de\"") && page.contains("Fragen? +52 55 1234 5678 or ayuda@globex.example"),
+        "{page}"
+    );
+    assert!(page.contains("Erinnern Sie mich per"), "{page}");
+    let token = link.rsplit('/').next().unwrap();
+    let unsubscribe = env.get(&format!("/u/{token}")).await.text().await.unwrap();
+    assert!(
+        unsubscribe.contains("Fragen? +52 55 1234 5678") && unsubscribe.contains("Globex"),
+        "{unsubscribe}"
+    );
+    env.finish().await;
+}

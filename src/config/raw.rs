@@ -103,6 +103,7 @@ struct RawBiller {
     whatsapp_template: Option<String>,
     whatsapp_parameters: Option<Vec<String>>,
     journey: Option<String>,
+    support: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -590,6 +591,7 @@ fn check_billers(
                         }
                     }
                 }),
+                support: raw.support.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()),
             },
         );
     }

@@ -853,7 +853,7 @@ fn data(invoice: &Invoice, biller_id: &str, biller: &BillerConfig, pay_url: &str
     let biller_locale = biller.default_locale.as_deref();
     json!({
         "customer": {"name": invoice.customer.name, "id": invoice.customer.id},
-        "biller": {"id": biller_id, "name": biller.name},
+        "biller": {"id": biller_id, "name": biller.name, "support": biller.support},
         "invoice": {
             "id": invoice.key.invoice_id,
             "revision": invoice.key.revision,

@@ -80,6 +80,9 @@ pub struct BillerConfig {
     /// The journey after this biller's first requests when the deciding
     /// rule names none; `None` here: `[routing] journey`.
     pub journey: Option<JourneyChoice>,
+    /// How customers reach the biller (a phone number, an email address,
+    /// a URL, in words), shown on every page a customer lands on.
+    pub support: Option<String>,
 }
 
 /// A journey named by a rule, a biller or `[routing] journey`.
