@@ -64,6 +64,15 @@ pub(super) const UPSERT_CONTACT: &str =
      ON CONFLICT (channel, address_hash, biller_id, customer_key)
      DO UPDATE SET customer_id = excluded.customer_id, invoice_id = excluded.invoice_id, seen_ms = excluded.seen_ms";
 
+/// [`UPSERT_CONTACT`] for all of an invoice's contacts at once
+/// (PostgreSQL: `$1` the channels, `$2` their hashes, as arrays).
+pub(super) const UPSERT_CONTACTS_PG: &str =
+    "INSERT INTO debtor_contacts (channel, address_hash, biller_id, customer_key, customer_id, invoice_id, seen_ms)
+     SELECT c.channel, c.address_hash, $3, $4, $5, $6, $7
+     FROM UNNEST($1::text[], $2::text[]) AS c (channel, address_hash)
+     ON CONFLICT (channel, address_hash, biller_id, customer_key)
+     DO UPDATE SET customer_id = excluded.customer_id, invoice_id = excluded.invoice_id, seen_ms = excluded.seen_ms";
+
 /// Whether the first send as routed without the store may not be the
 /// right one: the customer chose channels, or that address asked to stop.
 pub(super) const ROUTES_OTHERWISE: &str =
