@@ -398,6 +398,11 @@ async fn one_click_unsubscribe_stops_email_and_a_get_changes_nothing() {
     assert_eq!(sent_on(&second), ["email"]);
     assert!(env.events_named("customer.suppressed").is_empty());
 
+    // INV-1 is paid meanwhile: its link still unsubscribes.
+    env.publish(&[json!({"kind": "invoice_paid", "biller_id": "acme", "invoice_id": "INV-1"})])
+        .await;
+    env.wait_for("invoice.paid", 1).await;
+
     // The mailbox provider's one-click POST: no cookies, no Origin check.
     let done = env
         .http
