@@ -103,3 +103,69 @@ pub(super) const DELETE_SUPPRESSION: &str =
 pub(super) const OWNERS: &str = "SELECT biller_id, customer_id, invoice_id FROM debtor_contacts
      WHERE channel = $1 AND address_hash = $2 AND ($3 = '*' OR biller_id = $3)
      ORDER BY biller_id, customer_key";
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::*;
+
+    /// The look-ups every invoice and every send make go straight to a
+    /// primary key in SQLite: none reads a table through.
+    #[test]
+    fn the_per_send_look_ups_read_primary_keys_only() {
+        let conn = Connection::open_in_memory().unwrap();
+        for step in super::super::sqlite::MIGRATIONS {
+            conn.execute_batch(step).unwrap();
+        }
+        for (name, statement, params) in [
+            ("ROUTES_OTHERWISE", ROUTES_OTHERWISE, 5),
+            ("IS_SUPPRESSED", IS_SUPPRESSED, 3),
+            ("PREFERENCE", PREFERENCE, 2),
+            ("OWNERS", OWNERS, 3),
+        ] {
+            let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {statement}")).unwrap();
+            let values: Vec<String> = (0..params).map(|i| format!("v{i}")).collect();
+            let lines: Vec<String> = plan
+                .query_map(rusqlite::params_from_iter(values.iter()), |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                lines.iter().all(|l| !l.starts_with("SCAN") || l == "SCAN CONSTANT ROW")
+                    && lines.iter().any(|l| l.contains("PRIMARY KEY")),
+                "{name}: {lines:?}"
+            );
+        }
+    }
+
+    /// The statements name their parameters `$1`, `$2`, ... in order of
+    /// first use, which both databases read the same way (see `sql`).
+    /// `UPSERT_CONTACTS_PG` runs on PostgreSQL only, which reads them by
+    /// number.
+    #[test]
+    fn parameters_are_introduced_in_order() {
+        for statement in [
+            UPSERT_CONTACT,
+            ROUTES_OTHERWISE,
+            IS_SUPPRESSED,
+            PREFERENCE,
+            UPSERT_PREFERENCE,
+            INSERT_SUPPRESSION,
+            DELETE_SUPPRESSION,
+            OWNERS,
+        ] {
+            let mut next = 1;
+            let mut rest = statement;
+            while let Some(at) = rest.find('$') {
+                let digits: String = rest[at + 1..].chars().take_while(char::is_ascii_digit).collect();
+                let n: usize = digits.parse().unwrap();
+                assert!(n <= next, "${n} before ${next} in {statement}");
+                if n == next {
+                    next += 1;
+                }
+                rest = &rest[at + 1 + digits.len()..];
+            }
+        }
+    }
+}
