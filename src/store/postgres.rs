@@ -214,6 +214,115 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// [`Store::start_attempt`]; with `first_for` (the customer's key),
+    /// the first attempt of a new invoice, which is recorded only when the
+    /// customer has no stored choice and the address did not ask to stop
+    /// (one statement checks both): `None` otherwise, nothing recorded.
+    async fn record_attempt(
+        &self,
+        key: &InvoiceKey,
+        channel: ChannelName,
+        attempt: u32,
+        paylink: &NewPaylink,
+        step: Option<&str>,
+        first_for: Option<&str>,
+    ) -> Result<Option<AttemptStart>, StoreError> {
+        let now = self.clock.now_ms();
+        let mut tx = self.pool.begin().await?;
+        // The row stays locked until commit, so a close waits for this
+        // attempt to be recorded.
+        let open = sqlx::query(sql::TOUCH_OPEN_INVOICE)
+            .bind(now)
+            .bind(&key.biller_id)
+            .bind(&key.invoice_id)
+            .bind(key.revision)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if open == 0 {
+            return Ok(Some(AttemptStart::Closed));
+        }
+        if let Some(step) = step {
+            sqlx::query(sql::TOUCH_STEP)
+                .bind(now)
+                .bind(&key.biller_id)
+                .bind(&key.invoice_id)
+                .bind(key.revision)
+                .bind(step)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(customer_key) = first_for {
+            let otherwise: bool = sqlx::query_scalar(debtors::ROUTES_OTHERWISE)
+                .bind(&key.biller_id)
+                .bind(customer_key)
+                .bind(suppression_scope(channel, &key.biller_id))
+                .bind(channel.as_str())
+                .bind(paylink.address_hash.as_deref().unwrap_or_default())
+                .fetch_one(&mut *tx)
+                .await?;
+            if otherwise {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+        } else if let Some(hash) = &paylink.address_hash {
+            let suppressed: bool = sqlx::query_scalar(debtors::IS_SUPPRESSED)
+                .bind(suppression_scope(channel, &key.biller_id))
+                .bind(channel.as_str())
+                .bind(hash)
+                .fetch_one(&mut *tx)
+                .await?;
+            if suppressed {
+                sqlx::query(
+                    "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms,
+                                           finished_ms, detail, step)
+                     VALUES ($1, $2, $3, $4, $5, 'failed', $6, $6, $7, $8)",
+                )
+                .bind(&key.biller_id)
+                .bind(&key.invoice_id)
+                .bind(key.revision)
+                .bind(channel.as_str())
+                .bind(i64::from(attempt))
+                .bind(now)
+                .bind(super::SUPPRESSED_DETAIL)
+                .bind(step)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                return Ok(Some(AttemptStart::Suppressed));
+            }
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms, step)
+             VALUES ($1, $2, $3, $4, $5, 'sending', $6, $7) RETURNING id",
+        )
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .bind(channel.as_str())
+        .bind(i64::from(attempt))
+        .bind(now)
+        .bind(step)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO paylinks (token_hash, attempt_id, biller_id, invoice_id, revision, channel, created_ms, expires_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&paylink.token_hash)
+        .bind(id)
+        .bind(&key.biller_id)
+        .bind(&key.invoice_id)
+        .bind(key.revision)
+        .bind(channel.as_str())
+        .bind(now)
+        .bind(paylink.expires_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(AttemptStart::Started(id)))
+    }
+
     fn lease_ms(&self) -> i64 {
         i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX / 2).max(1)
     }
@@ -491,87 +600,9 @@ impl Store for PostgresStore {
         paylink: &NewPaylink,
         step: Option<&str>,
     ) -> Result<AttemptStart, StoreError> {
-        let now = self.clock.now_ms();
-        let mut tx = self.pool.begin().await?;
-        // The row stays locked until commit, so a close waits for this
-        // attempt to be recorded.
-        let open = sqlx::query(sql::TOUCH_OPEN_INVOICE)
-            .bind(now)
-            .bind(&key.biller_id)
-            .bind(&key.invoice_id)
-            .bind(key.revision)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if open == 0 {
-            return Ok(AttemptStart::Closed);
-        }
-        if let Some(step) = step {
-            sqlx::query(sql::TOUCH_STEP)
-                .bind(now)
-                .bind(&key.biller_id)
-                .bind(&key.invoice_id)
-                .bind(key.revision)
-                .bind(step)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(hash) = &paylink.address_hash {
-            let suppressed: bool = sqlx::query_scalar(debtors::IS_SUPPRESSED)
-                .bind(suppression_scope(channel, &key.biller_id))
-                .bind(channel.as_str())
-                .bind(hash)
-                .fetch_one(&mut *tx)
-                .await?;
-            if suppressed {
-                sqlx::query(
-                    "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms,
-                                           finished_ms, detail, step)
-                     VALUES ($1, $2, $3, $4, $5, 'failed', $6, $6, $7, $8)",
-                )
-                .bind(&key.biller_id)
-                .bind(&key.invoice_id)
-                .bind(key.revision)
-                .bind(channel.as_str())
-                .bind(i64::from(attempt))
-                .bind(now)
-                .bind(super::SUPPRESSED_DETAIL)
-                .bind(step)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                return Ok(AttemptStart::Suppressed);
-            }
-        }
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms, step)
-             VALUES ($1, $2, $3, $4, $5, 'sending', $6, $7) RETURNING id",
-        )
-        .bind(&key.biller_id)
-        .bind(&key.invoice_id)
-        .bind(key.revision)
-        .bind(channel.as_str())
-        .bind(i64::from(attempt))
-        .bind(now)
-        .bind(step)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO paylinks (token_hash, attempt_id, biller_id, invoice_id, revision, channel, created_ms, expires_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&paylink.token_hash)
-        .bind(id)
-        .bind(&key.biller_id)
-        .bind(&key.invoice_id)
-        .bind(key.revision)
-        .bind(channel.as_str())
-        .bind(now)
-        .bind(paylink.expires_at_ms)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(AttemptStart::Started(id))
+        let started = self.record_attempt(key, channel, attempt, paylink, step, None).await?;
+        // Without `first_for` the answer is always there.
+        Ok(started.unwrap_or(AttemptStart::Closed))
     }
 
     async fn begin_with_attempt(
@@ -587,23 +618,16 @@ impl Store for PostgresStore {
         if begun != Begin::New {
             return Ok((begun, None));
         }
-        // As the trait's default, with the preference and the stop read in
-        // one statement. A failure here leaves an accepted invoice, resumed
-        // the ordinary way.
-        let key = &invoice.key;
-        let otherwise: Result<bool, sqlx::Error> = sqlx::query_scalar(debtors::ROUTES_OTHERWISE)
-            .bind(&key.biller_id)
-            .bind(invoice.customer_key())
-            .bind(suppression_scope(channel, &key.biller_id))
-            .bind(channel.as_str())
-            .bind(paylink.address_hash.as_deref().unwrap_or_default())
-            .fetch_one(&self.pool)
-            .await;
-        if !matches!(otherwise, Ok(false)) {
-            return Ok((begun, None));
-        }
-        let attempt = match self.start_attempt(key, channel, 1, paylink, None).await {
-            Ok(AttemptStart::Started(id)) => Some(id),
+        // As the trait's default, with the preference and the stop read by
+        // one statement in the attempt's own transaction (as every later
+        // send reads the stop). A failure here leaves an accepted invoice,
+        // resumed the ordinary way.
+        let customer_key = invoice.customer_key();
+        let attempt = match self
+            .record_attempt(&invoice.key, channel, 1, paylink, None, Some(&customer_key))
+            .await
+        {
+            Ok(Some(AttemptStart::Started(id))) => Some(id),
             _ => None,
         };
         Ok((begun, attempt))
