@@ -21,8 +21,8 @@ use payrelay::domain::Status;
 use payrelay::events::{Correlation, Event};
 use payrelay::invoice::Invoice;
 use payrelay::store::{
-    AttemptOutcome, AttemptRef, Begin, DueStep, History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached,
-    StepRecord, StepStatus, Store, StoreError, StoredInvoice,
+    AttemptOutcome, AttemptRef, Begin, DueStep, Erasure, History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep,
+    Reached, StepRecord, StepStatus, Store, StoreError, StoredInvoice,
 };
 
 /// The real store, with a crash for one invoice, an on/off outage, and
@@ -221,6 +221,14 @@ impl Store for Faulty {
     async fn messages_to_customer(&self, customer: &str, since_ms: i64) -> Result<u32, StoreError> {
         self.check()?;
         self.inner.messages_to_customer(customer, since_ms).await
+    }
+    async fn erase_customer(&self, biller_id: &str, customer: &str, erased: &Event) -> Result<Erasure, StoreError> {
+        self.check()?;
+        self.inner.erase_customer(biller_id, customer, erased).await
+    }
+    async fn erase_expired(&self, before_ms: i64, limit: u32) -> Result<Erasure, StoreError> {
+        self.check()?;
+        self.inner.erase_expired(before_ms, limit).await
     }
 }
 

@@ -15,6 +15,7 @@
 
 mod admit;
 mod deliver;
+pub mod erasure;
 mod journey;
 mod record;
 pub mod retry;

@@ -39,6 +39,9 @@ async fn lookup(state: &AppState, token: &str) -> Result<LinkState, AppError> {
     // The newest revision's status decides, except that the link's own
     // expiry still ends it. Expiry before payment: paying an invoice must
     // not bring its expired links back to life.
+    if record.erased {
+        return Ok(LinkState::Gone("This payment link is no longer available."));
+    }
     let status = record.newest.as_ref().map_or(record.status, |newest| newest.status);
     Ok(match status {
         Status::Cancelled => LinkState::Gone("This payment request was cancelled by the sender."),
