@@ -274,6 +274,32 @@ pub const ON_REQUEST: &str = "on request";
 mod tests {
     use super::*;
 
+    /// Every statement prepares on the real SQLite schema, with its
+    /// parameters numbered in order (what both databases bind by).
+    #[test]
+    fn the_statements_prepare_on_sqlite_with_their_parameters_in_order() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        for step in crate::store::sqlite::MIGRATIONS {
+            conn.execute_batch(step).unwrap();
+        }
+        for sql in [
+            CUSTOMER_REVISIONS,
+            ERASE_INVOICE,
+            ATTEMPTS_OF_REVISION,
+            SET_ATTEMPT_DETAIL,
+            CANCEL_STEPS_OF_REVISION,
+            STEP_DETAILS,
+            SET_STEP_DETAIL,
+            OUTBOX_EVENTS,
+            SET_OUTBOX_EVENT,
+        ] {
+            let stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            for n in 1..=stmt.parameter_count() {
+                assert_eq!(stmt.parameter_name(n), Some(format!("${n}").as_str()), "{sql}");
+            }
+        }
+    }
+
     /// A stored invoice as the store keeps it.
     fn stored() -> String {
         let body = serde_json::json!({"kind": "payment_request", "invoice_id": "INV-1", "biller_id": "acme",
