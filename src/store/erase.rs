@@ -331,7 +331,7 @@ mod tests {
             "C-1",
             "es-MX",
             "10.00",
-            "2026-12-01",
+            "[2026,335]",
             "Electricity for [erased]",
             "call [erased]",
         ] {
