@@ -98,7 +98,9 @@ pub(super) fn invoices_among(revisions: &[Revision], indexes: &[usize]) -> u32 {
 /// One `customer.erased` per customer among the revisions at `erased`
 /// (retention), each with how many of their invoices.
 pub(super) fn retention_events(revisions: &[Revision], erased: &[usize]) -> Vec<Event> {
-    let mut by_customer: BTreeMap<(&str, &str), (Option<String>, BTreeSet<&str>)> = BTreeMap::new();
+    // (biller, customer key) -> (their `customer.id`, their invoices)
+    type Invoices<'a> = (Option<String>, BTreeSet<&'a str>);
+    let mut by_customer: BTreeMap<(&str, &str), Invoices<'_>> = BTreeMap::new();
     for &i in erased {
         let r = &revisions[i];
         // An invoice stored before customers were kept stands for its own.
