@@ -29,6 +29,8 @@ const DAY: i64 = 24 * 60 * 60 * 1000;
 struct TestDb {
     store: Arc<dyn Store>,
     clock: Arc<ManualClock>,
+    /// Another instance opens a store here.
+    url: String,
     /// Reads every row of every table.
     dump: Dump,
 }
@@ -97,12 +99,12 @@ async fn sqlite_db() -> TestDb {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("payrelay.db").display().to_string();
     let clock = Arc::new(ManualClock::at_ms(T0));
-    let store = payrelay::store::open(&format!("sqlite://{path}"), clock.clone())
-        .await
-        .unwrap();
+    let url = format!("sqlite://{path}");
+    let store = payrelay::store::open(&url, clock.clone()).await.unwrap();
     TestDb {
         store,
         clock,
+        url,
         dump: Dump::Sqlite(path, dir),
     }
 }
@@ -115,6 +117,7 @@ async fn postgres_db() -> TestDb {
     TestDb {
         store,
         clock,
+        url: url.clone(),
         dump: Dump::Postgres(url, schema),
     }
 }
@@ -144,6 +147,7 @@ store_suite!(
     an_erasure_scrubs_invoices_attempts_steps_and_the_outbox_and_keeps_the_books,
     an_erasure_runs_again_without_changing_anything,
     retention_erases_only_what_was_closed_or_expired_long_enough_ago,
+    two_instances_sweeping_together_erase_each_invoice_once,
 );
 
 // ---------------------------------------------------------------------------
@@ -431,4 +435,40 @@ async fn retention_erases_only_what_was_closed_or_expired_long_enough_ago(db: &T
         everything.contains(EMAIL),
         "the open and the recent invoices keep theirs"
     );
+}
+
+async fn two_instances_sweeping_together_erase_each_invoice_once(db: &TestDb) {
+    let store = db.store.as_ref();
+    const INVOICES: usize = 40;
+    for n in 0..INVOICES {
+        let id = format!("INV-{n}");
+        accepted(store, &invoice(&id, Some(&format!("C-{n}")), EMAIL), &[]).await;
+        let paid = Event::paid("acme", &id, &correlation());
+        assert!(store.close("acme", &id, Status::Paid, &paid).await.unwrap());
+    }
+    db.clock.set_ms(T0 + 200 * DAY);
+    let other = payrelay::store::open(&db.url, db.clock.clone()).await.unwrap();
+    let sweep = |store: Arc<dyn Store>| async move {
+        let mut erased = 0;
+        loop {
+            let batch = store.erase_expired(T0 + 20 * DAY, 3).await.unwrap();
+            if batch.customers == 0 {
+                return erased;
+            }
+            erased += batch.invoices_erased;
+        }
+    };
+    let (a, b) = tokio::join!(
+        tokio::spawn(sweep(db.store.clone())),
+        tokio::spawn(sweep(other.clone()))
+    );
+    assert_eq!(a.unwrap() + b.unwrap(), INVOICES as u32, "each invoice erased once");
+    let events = [outbox(store).await, outbox(other.as_ref()).await].concat();
+    let erased: std::collections::BTreeSet<String> = events
+        .iter()
+        .filter(|e| e.event == EventName::Erased)
+        .map(|e| e.event_id.clone())
+        .collect();
+    assert_eq!(erased.len(), INVOICES, "one customer.erased per customer");
+    assert_nothing_personal(&db.everything().await);
 }

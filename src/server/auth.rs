@@ -71,3 +71,58 @@ pub fn unauthorized() -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn config() -> Config {
+        let toml = r#"
+[http]
+admin_token = "root-token"
+[billers.acme]
+checkout_url = "https://a.example/{token}"
+api_token = "acme-token"
+[billers.beta]
+checkout_url = "https://b.example/{token}"
+[channels.email]
+transport = "file"
+"#;
+        Config::from_toml(toml, Path::new("/srv/payrelay"), &|_| None).unwrap()
+    }
+
+    fn with(authorization: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(authorization).unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_admin_sees_every_biller_and_a_biller_only_itself() {
+        let config = config();
+        let admin = caller(&config, &with("Bearer root-token")).unwrap();
+        assert!(admin.sees("acme") && admin.sees("beta"));
+        let acme = caller(&config, &with("Bearer acme-token")).unwrap();
+        assert_eq!(acme, Caller::Biller("acme".into()));
+        assert!(acme.sees("acme") && !acme.sees("beta"));
+    }
+
+    #[test]
+    fn no_token_a_wrong_one_or_another_scheme_is_nobody() {
+        let config = config();
+        for header in [
+            "Bearer ",
+            "Bearer acme-token2",
+            "Bearer acme",
+            "Basic acme-token",
+            "acme-token",
+        ] {
+            assert_eq!(caller(&config, &with(header)), None, "{header}");
+        }
+        assert_eq!(caller(&config, &HeaderMap::new()), None);
+    }
+}
