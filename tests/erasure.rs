@@ -350,11 +350,23 @@ default = ["sms", "email"]
         "{erased_event}"
     );
 
-    // Links answer 410.
+    // Links answer 410, in the customer's language, naming the biller, with
+    // the pay pages' security headers.
     for link in &links {
         let answer = http.get(link).send().await.unwrap();
         assert_eq!(answer.status(), 410, "{link}");
-        assert_nothing_personal("the 410 page", &answer.text().await.unwrap());
+        assert!(answer.headers().contains_key("content-security-policy"));
+        let page = answer.text().await.unwrap();
+        assert!(
+            page.contains("<html lang=\"es\"") && page.contains("ya no está disponible"),
+            "{page}"
+        );
+        assert!(page.contains("ACME Energy"), "{page}");
+        assert!(
+            !page.contains("1,234.50") && !page.contains("1234.50"),
+            "nothing of the invoice: {page}"
+        );
+        assert_nothing_personal("the 410 page", &page);
     }
     // The status API: the outcomes, without the person; another biller's token sees nothing.
     let status = http
