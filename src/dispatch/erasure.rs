@@ -29,6 +29,10 @@ const RETENTION_BATCH: u32 = 200;
 /// service's clock (a look reads the whole invoices table).
 const RETENTION_EVERY_MS: i64 = 60 * 60 * 1000;
 
+/// How soon a look that failed (the store was away) is tried again, on the
+/// service's clock.
+const RETENTION_RETRY_MS: i64 = 60 * 1000;
+
 /// How often the sweep checks whether a look is due (real time).
 const RETENTION_TICK: Duration = Duration::from_secs(1);
 
@@ -104,7 +108,11 @@ pub async fn run_retention(
             .await
             {
                 Ok(()) => last = Some(now),
-                Err(e) => warn!(error = %e, "retention could not erase old personal data; trying again shortly"),
+                Err(e) => {
+                    warn!(error = %e, "retention could not erase old personal data; trying again in a minute");
+                    // Due again a minute from now, not at every tick.
+                    last = Some(now - RETENTION_EVERY_MS + RETENTION_RETRY_MS);
+                }
             }
         }
         tokio::select! {
