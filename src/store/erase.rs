@@ -142,7 +142,9 @@ pub(super) struct Personal {
 }
 
 impl Personal {
-    fn add(&mut self, value: &str) {
+    /// A value to scrub from kept texts (a contact known from elsewhere
+    /// than the invoice, say); short ones are ignored.
+    pub(super) fn add(&mut self, value: &str) {
         let value = value.trim();
         if value.chars().count() >= SHORTEST_SCRUBBED && !self.values.iter().any(|v| v == value) {
             self.values.push(value.to_owned());

@@ -21,12 +21,14 @@ struct Erased {
 }
 
 /// Every statement of an erasure, table by table, for `revisions`.
+/// `personal` holds values known from elsewhere to scrub as well (none
+/// yet: a table of contacts by customer would add its own here).
 async fn erase_revisions(
     tx: &mut Transaction<'_, Postgres>,
     revisions: &[Revision],
+    mut personal: Personal,
     now: i64,
 ) -> Result<Erased, StoreError> {
-    let mut personal = Personal::default();
     let mut erased_now = Vec::new();
     // invoices
     for (i, r) in revisions.iter().enumerate().filter(|(_, r)| !r.erased) {
@@ -144,7 +146,7 @@ impl PostgresStore {
                 customer: Some(customer.to_owned()),
             })
             .collect();
-        let done = erase_revisions(&mut tx, &revisions, now).await?;
+        let done = erase_revisions(&mut tx, &revisions, Personal::default(), now).await?;
         let invoices_erased = erase::invoices_among(&revisions, &done.now);
         let event = erased
             .clone()
@@ -200,7 +202,7 @@ impl PostgresStore {
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let done = erase_revisions(&mut tx, &revisions, now).await?;
+        let done = erase_revisions(&mut tx, &revisions, Personal::default(), now).await?;
         let events = erase::retention_events(&revisions, &done.now);
         for event in &events {
             self.insert_event(&mut *tx, event).await?;

@@ -17,8 +17,14 @@ struct Erased {
 }
 
 /// Every statement of an erasure, table by table, for `revisions`.
-fn erase_revisions(conn: &Connection, revisions: &[Revision], now: i64) -> Result<Erased, StoreError> {
-    let mut personal = Personal::default();
+/// `personal` holds values known from elsewhere to scrub as well (none
+/// yet: a table of contacts by customer would add its own here).
+fn erase_revisions(
+    conn: &Connection,
+    revisions: &[Revision],
+    mut personal: Personal,
+    now: i64,
+) -> Result<Erased, StoreError> {
     let mut erased_now = Vec::new();
     // invoices
     for (i, r) in revisions.iter().enumerate().filter(|(_, r)| !r.erased) {
@@ -127,7 +133,7 @@ pub(super) fn erase_customer(
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let done = erase_revisions(conn, &revisions, now)?;
+    let done = erase_revisions(conn, &revisions, Personal::default(), now)?;
     let invoices_erased = erase::invoices_among(&revisions, &done.now);
     let event = erased
         .clone()
@@ -175,7 +181,7 @@ pub(super) fn erase_expired(conn: &Connection, before_ms: i64, limit: u32, now: 
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let done = erase_revisions(conn, &revisions, now)?;
+    let done = erase_revisions(conn, &revisions, Personal::default(), now)?;
     let events = erase::retention_events(&revisions, &done.now);
     for event in &events {
         insert_event(conn, &event_json(event)?)?;
