@@ -301,6 +301,29 @@ impl ChannelsConfig {
             ChannelName::Messenger => self.messenger.is_some(),
         }
     }
+
+    /// The folder of `channel`'s `file` provider, when it has one: where
+    /// copies of the messages it "sent" are, which an erasure removes.
+    pub fn file_outbox_dir(&self, name: ChannelName) -> Option<&Path> {
+        match name {
+            ChannelName::Email => match &self.email.as_ref()?.transport {
+                email::Transport::File { dir } => Some(dir),
+                email::Transport::Smtp { .. } => None,
+            },
+            ChannelName::Sms => match &self.sms.as_ref()?.provider {
+                sms::Provider::File { dir } => Some(dir),
+                sms::Provider::Twilio(_) => None,
+            },
+            ChannelName::Whatsapp => match &self.whatsapp.as_ref()?.provider {
+                whatsapp::WhatsappProvider::File { dir } => Some(dir),
+                whatsapp::WhatsappProvider::Meta { .. } => None,
+            },
+            ChannelName::Messenger => match &self.messenger.as_ref()?.provider {
+                messenger::MessengerProvider::File { dir } => Some(dir),
+                messenger::MessengerProvider::Meta(_) => None,
+            },
+        }
+    }
 }
 
 /// One way of reaching a customer.

@@ -107,6 +107,25 @@ impl FileOutbox {
     }
 }
 
+/// Removes the copies (`<id>.json`, `<id>.eml`) of the message `id` from
+/// the outbox folder `dir`, when a customer's personal data is erased;
+/// returns how many there were. An id that cannot be one of this
+/// provider's (it would name a path elsewhere) removes nothing.
+pub fn remove_copies(dir: &Path, id: &str) -> std::io::Result<usize> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Ok(0);
+    }
+    let mut removed = 0;
+    for extension in ["json", "eml"] {
+        match std::fs::remove_file(dir.join(format!("{id}.{extension}"))) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}
+
 /// The outbox thread: writes files in the order asked, until every
 /// [`FileOutbox`] handle is gone.
 fn write_files(queue: mpsc::Receiver<FileWrite>) {
@@ -157,6 +176,26 @@ mod tests {
         assert!(first.bytes().all(|b| b.is_ascii_hexdigit()));
         assert!(first < second, "{first} then {second}");
         assert_ne!(time_ordered_id(), time_ordered_id());
+    }
+
+    #[tokio::test]
+    async fn an_erasure_removes_a_messages_copies_and_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outbox = FileOutbox::new(ChannelName::Email, tmp.path()).unwrap();
+        let gone = outbox.write_file("eml", b"To: a".to_vec()).await.unwrap();
+        let kept = outbox.write_file("eml", b"To: b".to_vec()).await.unwrap();
+        let (gone, kept) = (gone.provider_message_id.unwrap(), kept.provider_message_id.unwrap());
+        assert_eq!(remove_copies(tmp.path(), &gone).unwrap(), 1);
+        assert_eq!(
+            remove_copies(tmp.path(), &gone).unwrap(),
+            0,
+            "removing again is no error"
+        );
+        assert!(!tmp.path().join(format!("{gone}.eml")).exists());
+        assert!(tmp.path().join(format!("{kept}.eml")).exists());
+        std::fs::write(tmp.path().join("x.json"), "{}").unwrap();
+        assert_eq!(remove_copies(tmp.path(), "../x").unwrap(), 0);
+        assert_eq!(remove_copies(tmp.path(), "").unwrap(), 0);
     }
 
     #[cfg(unix)]

@@ -197,6 +197,7 @@ pub struct Running {
     shutdown: CancellationToken,
     broker: JoinHandle<()>,
     scheduler: JoinHandle<()>,
+    retention: JoinHandle<()>,
     http: JoinHandle<std::io::Result<()>>,
 }
 
@@ -207,6 +208,7 @@ impl Running {
         self.shutdown.cancel();
         let _ = self.broker.await;
         let _ = self.scheduler.await;
+        let _ = self.retention.await;
         let _ = self.http.await;
         if let Err(e) = self.state.store.release_outbox().await {
             warn!(error = %e, "could not hand unpublished events to other instances; they take them after this instance's lease");
@@ -285,6 +287,13 @@ pub async fn start_with_store(
         clock.clone(),
         shutdown.clone(),
     ));
+    let retention = tokio::spawn(crate::dispatch::erasure::run_retention(
+        config.clone(),
+        store.clone(),
+        clock.clone(),
+        outbox_signal.clone(),
+        shutdown.clone(),
+    ));
     let state = AppState {
         config: config.clone(),
         store: store.clone(),
@@ -319,6 +328,7 @@ pub async fn start_with_store(
         shutdown,
         broker,
         scheduler,
+        retention,
         http,
     })
 }

@@ -22,7 +22,7 @@ use payrelay::domain::Status;
 use payrelay::events::{Correlation, Event};
 use payrelay::invoice::Invoice;
 use payrelay::store::{
-    AttemptOutcome, AttemptRef, AttemptStart, Begin, DueStep, History, NewPaylink, OutboxEntry, PaylinkRecord,
+    AttemptOutcome, AttemptRef, AttemptStart, Begin, DueStep, Erasure, History, NewPaylink, OutboxEntry, PaylinkRecord,
     PlannedStep, Reached, StepRecord, StepStatus, Store, StoreError, StoredInvoice, SuppressionChange,
 };
 
@@ -248,6 +248,14 @@ impl Store for Faulty {
     async fn messages_to_customer(&self, customer: &str, since_ms: i64) -> Result<u32, StoreError> {
         self.check()?;
         self.inner.messages_to_customer(customer, since_ms).await
+    }
+    async fn erase_customer(&self, biller_id: &str, customer: &str, erased: &Event) -> Result<Erasure, StoreError> {
+        self.check()?;
+        self.inner.erase_customer(biller_id, customer, erased).await
+    }
+    async fn erase_expired(&self, before_ms: i64, limit: u32) -> Result<Erasure, StoreError> {
+        self.check()?;
+        self.inner.erase_expired(before_ms, limit).await
     }
 }
 

@@ -185,6 +185,9 @@ pub struct StoreConfig {
     /// `sqlite://` with its path already resolved against the config folder,
     /// or `postgres://`, whose password makes the whole URL a secret.
     pub url: Secret,
+    /// How long the customer's personal data is kept after an invoice is
+    /// closed or its links expired; `None`: kept until erased on request.
+    pub personal_data_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]

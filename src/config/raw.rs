@@ -68,6 +68,7 @@ struct RawBroker {
 #[serde(default)]
 struct RawStore {
     url: Option<String>,
+    personal_data_ttl: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -97,6 +98,7 @@ struct RawBiller {
     checkout_url: Option<String>,
     default_locale: Option<String>,
     webhook_secret: Option<OneOrMany>,
+    api_token: Option<String>,
     amqp_user: Option<String>,
     timezone: Option<String>,
     email_from: Option<String>,
@@ -255,6 +257,7 @@ pub(crate) fn check(
             format!("unknown section (a typo?); sections are {}", SECTIONS.join(", ")),
         );
     }
+    check_api_tokens(http.as_ref(), &billers, problems);
     let uses = TemplateUses::of(&templates, &billers, &channels, &routing);
     let config = (|| {
         Some(Config {
@@ -328,6 +331,10 @@ fn check_broker(raw: RawBroker, env: EnvLookup<'_>, problems: &mut Problems) -> 
 /// never quote the URL: it may hold a password.
 fn check_store(raw: RawStore, base_dir: &Path, env: EnvLookup<'_>, problems: &mut Problems) -> Option<StoreConfig> {
     const KEY: &str = "store.url";
+    let personal_data_ttl = match raw.personal_data_ttl.as_deref() {
+        None => Some(None),
+        Some(text) => duration("store.personal_data_ttl", text, problems).map(Some),
+    };
     let url = secret(
         KEY,
         Some(raw.url.unwrap_or_else(|| "sqlite://var/payrelay.db".into())),
@@ -343,6 +350,7 @@ fn check_store(raw: RawStore, base_dir: &Path, env: EnvLookup<'_>, problems: &mu
         let path = resolve(base_dir, Path::new(path));
         return Some(StoreConfig {
             url: Secret::new(format!("sqlite://{}", path.display())),
+            personal_data_ttl: personal_data_ttl?,
         });
     }
     if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
@@ -373,6 +381,7 @@ fn check_store(raw: RawStore, base_dir: &Path, env: EnvLookup<'_>, problems: &mu
     }
     Some(StoreConfig {
         url: Secret::new(String::from(parsed)),
+        personal_data_ttl: personal_data_ttl?,
     })
 }
 
@@ -539,6 +548,16 @@ fn check_billers(
             }
         };
         let webhook_secret = webhook_secrets(&format!("{prefix}.webhook_secret"), raw.webhook_secret, env, problems);
+        let api_token = secret(&format!("{prefix}.api_token"), raw.api_token, env, problems).filter(|token| {
+            let blank = token.expose().trim().is_empty();
+            if blank {
+                problems.push(
+                    format!("{prefix}.api_token"),
+                    "is empty: give a long random token, or leave the key out",
+                );
+            }
+            !blank
+        });
         let email_from = raw.email_from.and_then(|f| {
             f.parse()
                 .map_err(|_| {
@@ -556,6 +575,7 @@ fn check_billers(
                 checkout_url,
                 default_locale: raw.default_locale,
                 webhook_secret,
+                api_token,
                 amqp_user: raw.amqp_user.filter(|user| {
                     let blank = user.trim().is_empty();
                     if blank {
@@ -596,6 +616,37 @@ fn check_billers(
         );
     }
     billers
+}
+
+/// A biller's `api_token` sees only that biller's data, so it must differ
+/// from the admin token (which sees every biller's) and from every other
+/// biller's: a shared token would be both at once.
+fn check_api_tokens(http: Option<&HttpConfig>, billers: &BTreeMap<String, BillerConfig>, problems: &mut Problems) {
+    let admin = http.and_then(|h| h.admin_token.as_ref());
+    for (id, biller) in billers {
+        let Some(token) = &biller.api_token else { continue };
+        let key = format!("billers.{id}.api_token");
+        if admin.is_some_and(|a| a == token) {
+            problems.push(
+                key.clone(),
+                "is the same as [http] admin_token: give each its own token",
+            );
+        }
+        let shared = billers
+            .iter()
+            .filter(|(other, b)| *other != id && b.api_token.as_ref() == Some(token))
+            .map(|(other, _)| other.as_str())
+            .collect::<Vec<_>>();
+        if !shared.is_empty() {
+            problems.push(
+                key,
+                format!(
+                    "is the same as the api_token of {}: give each biller its own token",
+                    shared.join(", ")
+                ),
+            );
+        }
+    }
 }
 
 /// `webhook_secret`: one secret or a list of them, each literal or `env:NAME`.

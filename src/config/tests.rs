@@ -1650,3 +1650,61 @@ fn the_configuration_page_shows_the_built_in_configuration_as_it_is() {
         "docs/configuration.md's built-in configuration block differs from config.toml"
     );
 }
+
+/// MINIMAL with `api_token = "<token>"` for acme.
+fn acme_with_token(token: &str) -> String {
+    MINIMAL.replace(
+        "[billers.acme]\n",
+        &format!("[billers.acme]\napi_token = \"{token}\"\n"),
+    )
+}
+
+#[test]
+fn a_billers_api_token_is_a_secret_of_its_own() {
+    let env = |name: &str| (name == "ACME_API_TOKEN").then(|| "acme-tok-0042".to_owned());
+    let c = load_with_env(
+        &(acme_with_token("env:ACME_API_TOKEN")
+            + "[billers.beta]\ncheckout_url = \"https://b.example/{invoice_id}\"\n"),
+        &env,
+    );
+    let token = c.billers["acme"].api_token.as_ref().expect("the token is read");
+    assert_eq!(token.expose(), "acme-tok-0042");
+    assert!(!format!("{c:?}").contains("acme-tok-0042"), "the token never prints");
+    assert!(c.billers["beta"].api_token.is_none());
+    assert!(
+        c.store.personal_data_ttl.is_none(),
+        "personal data is kept unless a TTL is set"
+    );
+}
+
+#[test]
+fn an_empty_shared_or_admin_api_token_is_refused() {
+    let biller = |id: &str, token: &str| {
+        format!("[billers.{id}]\ncheckout_url = \"https://b.example/{{invoice_id}}\"\napi_token = \"{token}\"\n")
+    };
+    let empty = problems(&acme_with_token(" "));
+    assert_eq!(keys(&empty), set_of(&["billers.acme.api_token"]));
+    let shared = problems(&minimal_and(
+        &(biller("beta", "tok-shared-9") + &biller("gamma", "tok-shared-9")),
+    ));
+    assert_eq!(
+        keys(&shared),
+        set_of(&["billers.beta.api_token", "billers.gamma.api_token"])
+    );
+    assert!(shared.iter().all(|p| !p.message.contains("tok-shared-9")), "{shared:?}");
+    let admin = problems(&minimal_and(&format!(
+        "[http]\nadmin_token = \"root\"\n{}",
+        biller("beta", "root")
+    )));
+    assert_eq!(keys(&admin), set_of(&["billers.beta.api_token"]));
+}
+
+#[test]
+fn personal_data_ttl_is_a_duration() {
+    let c = load(&minimal_and("[store]\npersonal_data_ttl = \"180d\""));
+    assert_eq!(c.store.personal_data_ttl, Some(Duration::from_secs(180 * 24 * 3600)));
+    for bad in ["\"soon\"", "\"0s\""] {
+        let found = problems(&minimal_and(&format!("[store]\npersonal_data_ttl = {bad}")));
+        assert_eq!(keys(&found), set_of(&["store.personal_data_ttl"]), "{bad}");
+    }
+}

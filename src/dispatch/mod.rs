@@ -16,6 +16,7 @@
 mod admit;
 mod debtor;
 mod deliver;
+pub mod erasure;
 mod journey;
 mod record;
 pub mod retry;

@@ -61,7 +61,7 @@ impl Invoice {
         use sha2::{Digest, Sha256};
         let biller = &self.key.biller_id;
         if let Some(id) = &self.customer.id {
-            return format!("{biller}/id/{id}");
+            return customer_key_of_id(biller, id);
         }
         let contacts = &self.customer.contacts;
         let contact = [
@@ -76,6 +76,11 @@ impl Invoice {
         .to_lowercase();
         format!("{biller}/contact/{}", hex::encode(Sha256::digest(contact.as_bytes())))
     }
+}
+
+/// [`Invoice::customer_key`] of the customer the biller calls `customer_id`.
+pub fn customer_key_of_id(biller_id: &str, customer_id: &str) -> String {
+    format!("{biller_id}/id/{customer_id}")
 }
 
 /// The person the request is for. `Debug` hides the name: it is personal data.

@@ -165,8 +165,16 @@ const BUILT_IN: [BuiltIn; 28] = built_in!("en", "es", "pt", "de");
 const REMINDER: [BuiltIn; 20] = built_in_message!("reminder": "en", "es", "pt", "de");
 const OVERDUE: [BuiltIn; 20] = built_in_message!("overdue": "en", "es", "pt", "de");
 const FINAL_NOTICE: [BuiltIn; 20] = built_in_message!("final_notice": "en", "es", "pt", "de");
+/// The page an erased customer's pay link answers (410): names the biller,
+/// nothing of the invoice.
+const ERASED_PAGE: [BuiltIn; 4] = [
+    ("en", "erased.html", include_str!("../../templates/en/erased.html.hbs")),
+    ("es", "erased.html", include_str!("../../templates/es/erased.html.hbs")),
+    ("pt", "erased.html", include_str!("../../templates/pt/erased.html.hbs")),
+    ("de", "erased.html", include_str!("../../templates/de/erased.html.hbs")),
+];
 /// Every built-in template.
-const BUILT_IN_SETS: [&[BuiltIn]; 4] = [&BUILT_IN, &REMINDER, &OVERDUE, &FINAL_NOTICE];
+const BUILT_IN_SETS: [&[BuiltIn]; 5] = [&BUILT_IN, &REMINDER, &OVERDUE, &FINAL_NOTICE, &ERASED_PAGE];
 
 /// The name `part` of message `template` is registered and overridden
 /// under: the part itself for `payment_request` (`email/subject`, as

@@ -1,10 +1,12 @@
 //! The billers' and operators' API: `POST /v1/payments` (a biller or its
 //! PSP confirms a payment) and `GET /v1/invoices/{biller_id}/{invoice_id}`
-//! (status, timeline and journey steps, for the admin token).
+//! (status, timeline and journey steps), and
+//! `DELETE /v1/customers/{biller_id}/{customer_id}` (erasure). The last
+//! two take the admin token or the biller's own `api_token` (see [`auth`]).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hmac::{Hmac, Mac};
@@ -14,7 +16,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
-use super::{AppError, AppState};
+use super::{auth, AppError, AppState};
 use crate::domain::{ChannelName, Status};
 use crate::events::{rfc3339_ms, Correlation};
 use crate::settings::Secret;
@@ -159,36 +161,68 @@ pub(super) async fn payment(
         .into_response())
 }
 
-/// Status and timeline of one invoice, for operators with the admin token.
+/// Status and timeline of one invoice, for operators with the admin token
+/// and for its biller with its `api_token`.
 pub(super) async fn invoice(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((biller_id, invoice_id)): Path<(String, String)>,
 ) -> Result<Response, AppError> {
-    let offered = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    let authorized = state
-        .config
-        .http
-        .admin_token
-        .as_ref()
-        .is_some_and(|t| !offered.is_empty() && bool::from(t.expose().as_bytes().ct_eq(offered.as_bytes())));
-    if !authorized {
-        return Ok((
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(json!({"error": "an admin bearer token is required ([http] admin_token)"})),
-        )
-            .into_response());
+    let Some(caller) = auth::caller(&state.config, &headers) else {
+        return Ok(auth::unauthorized());
+    };
+    // Another biller's invoice does not exist, as far as this caller knows.
+    if !caller.sees(&biller_id) {
+        return Ok(refuse(StatusCode::NOT_FOUND, "no such invoice"));
     }
     let Some(history) = state.store.history(&biller_id, &invoice_id).await? else {
         return Ok(refuse(StatusCode::NOT_FOUND, "no such invoice"));
     };
     let steps = state.store.steps(&biller_id, &invoice_id).await?;
     Ok(Json(InvoiceView::new(&history, &steps)).into_response())
+}
+
+/// The longest `customer.id` an invoice may carry.
+const MAX_CUSTOMER_ID: usize = 128;
+
+/// Erases a customer's personal data from every invoice of theirs at the
+/// biller (see `dispatch::erasure`). Answers 200 with how many invoices it
+/// erased (0 when none were left: erasing again is harmless); 404 when the
+/// biller is unknown or not the caller's.
+pub(super) async fn erase_customer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((biller_id, customer_id)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    let Some(caller) = auth::caller(&state.config, &headers) else {
+        return Ok(auth::unauthorized());
+    };
+    if !caller.sees(&biller_id) || !state.config.billers.contains_key(&biller_id) {
+        return Ok(refuse(StatusCode::NOT_FOUND, "no such biller"));
+    }
+    if customer_id.is_empty() || customer_id.chars().count() > MAX_CUSTOMER_ID {
+        return Ok(refuse(
+            StatusCode::BAD_REQUEST,
+            "the customer id is the invoices' customer.id: 1 to 128 characters",
+        ));
+    }
+    let erasure = crate::dispatch::erasure::erase_customer(
+        &state.config,
+        state.store.as_ref(),
+        &state.outbox_signal,
+        &biller_id,
+        &customer_id,
+    )
+    .await?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({
+            "biller_id": biller_id,
+            "customer_id": customer_id,
+            "invoices_erased": erasure.invoices_erased,
+        })),
+    )
+        .into_response())
 }
 
 /// The body of `GET /v1/invoices/{biller_id}/{invoice_id}`; its schema is

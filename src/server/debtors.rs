@@ -18,7 +18,7 @@ use axum::response::{Html, IntoResponse, Response};
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::paypage::{gone, lookup, not_found, see_other, shown, LinkState};
+use super::paypage::{erased, gone, lookup, not_found, see_other, shown, LinkState};
 use super::{message_page, AppError, AppState};
 use crate::domain::debtor::{Profile, Reply};
 use crate::domain::ChannelName;
@@ -136,6 +136,7 @@ pub(super) async fn preferences(
     let record = match lookup(&state, &token).await? {
         LinkState::Unknown => return Ok(not_found()),
         LinkState::Gone(text) => return Ok(gone(text)),
+        LinkState::Erased(r) => return erased(&state, &r),
         LinkState::Open(r) | LinkState::Paid(r) => r,
     };
     let (chosen, stops) = match read_form(&body) {
@@ -206,6 +207,10 @@ async fn unsubscribe_answer(state: &AppState, token: &str, act: bool) -> Result<
     let Some(record) = state.store.paylink(&paylink::token_hash(token)).await? else {
         return Ok(not_found());
     };
+    // An erased customer's address is gone, and nothing more is sent to it.
+    if record.erased {
+        return erased(state, &record);
+    }
     // The address the email went to: the link's own revision's.
     let invoice = &record.invoice;
     if act {

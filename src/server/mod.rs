@@ -5,6 +5,7 @@
 //! link's answer never reveals anything personal about another invoice.
 
 pub(crate) mod api;
+pub mod auth;
 mod debtors;
 mod listen;
 mod paypage;
@@ -20,7 +21,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -69,6 +70,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/payments", post(api::payment))
         .route("/v1/invoices/{biller_id}/{invoice_id}", get(api::invoice))
+        .route("/v1/customers/{biller_id}/{customer_id}", delete(api::erase_customer))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

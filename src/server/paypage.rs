@@ -25,6 +25,9 @@ use crate::store::PaylinkRecord;
 pub(super) enum LinkState {
     Open(Box<PaylinkRecord>),
     Paid(Box<PaylinkRecord>),
+    /// 410: the customer's personal data was erased; the page names the
+    /// biller, in the customer's language, and nothing of the invoice.
+    Erased(Box<PaylinkRecord>),
     /// 410, with the words to show.
     Gone(&'static str),
     Unknown,
@@ -40,6 +43,9 @@ pub(super) async fn lookup(state: &AppState, token: &str) -> Result<LinkState, A
     // The newest revision's status decides, except that the link's own
     // expiry still ends it. Expiry before payment: paying an invoice must
     // not bring its expired links back to life.
+    if record.erased {
+        return Ok(LinkState::Erased(Box::new(record)));
+    }
     let status = record.newest.as_ref().map_or(record.status, |newest| newest.status);
     Ok(match status {
         Status::Cancelled => LinkState::Gone("This payment request was cancelled by the sender."),
@@ -93,6 +99,18 @@ pub(super) fn gone(text: &str) -> Response {
     message_page(StatusCode::GONE, "This link is no longer valid", text)
 }
 
+/// The 410 of an erased customer's link, in their language (the locale
+/// stays with the erased invoice), else the biller's default; no click is
+/// counted and nothing of the invoice is shown.
+pub(super) fn erased(state: &AppState, record: &PaylinkRecord) -> Result<Response, AppError> {
+    let Some(biller) = state.config.billers.get(&record.key.biller_id) else {
+        return Ok(gone("This payment link is no longer available."));
+    };
+    let view = render::view(&record.invoice, &record.key.biller_id, biller, "");
+    let html = state.templates.render("erased.html", &view)?;
+    Ok((StatusCode::GONE, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response())
+}
+
 /// The page. `HEAD` (which axum answers with this handler, without the
 /// body) and link previewers get it too, and count as previews.
 pub(super) async fn show(
@@ -105,6 +123,7 @@ pub(super) async fn show(
     let (record, status) = match lookup(&state, &token).await? {
         LinkState::Unknown => return Ok(not_found()),
         LinkState::Gone(text) => return Ok(gone(text)),
+        LinkState::Erased(r) => return erased(&state, &r),
         LinkState::Open(r) => (r, "open"),
         LinkState::Paid(r) => (r, "paid"),
     };
@@ -146,6 +165,7 @@ pub(super) async fn pay(
     let record = match lookup(&state, &token).await? {
         LinkState::Unknown => return Ok(not_found()),
         LinkState::Gone(text) => return Ok(gone(text)),
+        LinkState::Erased(r) => return erased(&state, &r),
         // Never send a consumer to checkout for a closed invoice; the page
         // it goes back to counts the open by its own rules.
         LinkState::Paid(_) => return Ok(see_other(&format!("/p/{token}"))),

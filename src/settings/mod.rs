@@ -63,6 +63,9 @@ pub struct BillerConfig {
     /// The keys that may sign this biller's payment confirmations; more
     /// than one while the biller rotates its secret. None: all are refused.
     pub webhook_secret: Vec<Secret>,
+    /// The bearer token of this biller's API calls (its invoices' status,
+    /// erasing its customers): it sees only this biller's data.
+    pub api_token: Option<Secret>,
     /// The AMQP user this biller publishes as. When set, a message for the
     /// biller must carry it as its `user_id` property, which RabbitMQ
     /// checks against the connection's user, so another publisher on the

@@ -20,6 +20,7 @@
 //! compared on the database's clock, the one clock every instance shares.)
 
 mod debtors;
+pub mod erase;
 pub mod postgres;
 #[cfg(test)]
 mod query_plans;
@@ -39,6 +40,7 @@ use crate::events::{Correlation, Event, EventName};
 use crate::invoice::Invoice;
 pub use crate::journey::PlannedStep;
 pub use debtors::{hashed_contacts, SuppressionChange};
+pub use erase::Erasure;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -278,6 +280,9 @@ pub struct PaylinkRecord {
     /// The invoice's newest revision, when it is higher than the link's:
     /// an older message's link leads to what the biller asks for now.
     pub newest: Option<NewestRevision>,
+    /// The customer's personal data was erased from the link's revision:
+    /// the link answers 410 (see [`Store::erase_customer`]).
+    pub erased: bool,
 }
 
 /// The newest revision of a pay link's invoice (its key is `invoice.key`).
@@ -601,6 +606,21 @@ pub trait Store: Send + Sync {
     /// How many messages went (or are going) to the customer with this
     /// [`Invoice::customer_key`] since `since_ms`, across all their invoices.
     async fn messages_to_customer(&self, customer: &str, since_ms: i64) -> Result<u32, StoreError>;
+
+    /// Erases the personal data of every invoice of one customer at one
+    /// biller (`customer` is their [`Invoice::customer_key`]) and queues
+    /// `erased` (a `customer.erased` event; its detail is set here, with the
+    /// count) in the same transaction: see [`erase`] for what goes and what
+    /// stays. Idempotent: invoices erased before count no more, but their
+    /// messages are listed again so their copies can be removed.
+    async fn erase_customer(&self, biller_id: &str, customer: &str, erased: &Event) -> Result<Erasure, StoreError>;
+
+    /// Retention: erases, as [`Store::erase_customer`] does, up to `limit`
+    /// invoice revisions closed (paid, cancelled or superseded) at or before
+    /// `before_ms`, or finished (sent or exhausted, no step planned) with
+    /// every pay link expired by then; one `customer.erased` per customer.
+    /// Of several instances sweeping at once each revision goes to one.
+    async fn erase_expired(&self, before_ms: i64, limit: u32) -> Result<Erasure, StoreError>;
 
     /// Turns a sent attempt into a failed one after the provider reported a
     /// delivery failure, reopening its invoice for the next channel. True

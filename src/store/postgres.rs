@@ -48,6 +48,9 @@
 //! (or dies with confirms in flight) may see its events taken over and
 //! published again by another instance.
 
+#[path = "postgres_erase.rs"]
+mod erase;
+
 use crate::domain::Status;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -62,8 +65,8 @@ use super::debtors::{self, SuppressionChange};
 use super::{
     build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_state, sql,
     step_record, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart, Begin, ClickRow, DueStep,
-    History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus, Store,
-    StoreError, StoredInvoice, REPLACED,
+    Erasure, History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord,
+    StepStatus, Store, StoreError, StoredInvoice, REPLACED,
 };
 use crate::domain::clock::Clock;
 use crate::domain::debtor::{join_channels, split_channels, suppression_scope, Profile, Reply};
@@ -739,7 +742,7 @@ impl Store for PostgresStore {
         // (one row of NULLs when there is none).
         let row = sqlx::query(
             "SELECT p.biller_id, p.invoice_id, p.revision, p.channel, p.expires_ms, i.status, i.invoice_json,
-                    i.correlation_id, i.message_id, n.status, n.invoice_json
+                    i.correlation_id, i.message_id, n.status, n.invoice_json, i.erased_ms IS NOT NULL
              FROM paylinks p JOIN invoices i
                ON i.biller_id = p.biller_id AND i.invoice_id = p.invoice_id AND i.revision = p.revision
              LEFT JOIN invoices n
@@ -763,6 +766,7 @@ impl Store for PostgresStore {
                 message_id: row.try_get(8)?,
             },
             newest: newest_revision(newest)?,
+            erased: row.try_get(11)?,
         }))
     }
 
@@ -1129,6 +1133,14 @@ impl Store for PostgresStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|row| key_of(row, 0)).collect()
+    }
+
+    async fn erase_customer(&self, biller_id: &str, customer: &str, erased: &Event) -> Result<Erasure, StoreError> {
+        self.erase_customer_now(biller_id, customer, erased).await
+    }
+
+    async fn erase_expired(&self, before_ms: i64, limit: u32) -> Result<Erasure, StoreError> {
+        self.erase_expired_now(before_ms, limit).await
     }
 
     async fn fail_after_send(&self, attempt_id: i64, detail: &str, event: &Event) -> Result<bool, StoreError> {

@@ -38,10 +38,11 @@ statements! {
                       VALUES ($1, $2, $3, 'accepted', $4, $5, $6, $7, $7, $8)";
 
     /// The check right before a send, and a heartbeat (see `claim`): matches
-    /// nothing once the invoice is paid, cancelled or superseded.
+    /// nothing once the invoice is paid, cancelled or superseded, or its
+    /// customer's personal data was erased.
     TOUCH_OPEN_INVOICE = "UPDATE invoices SET updated_ms = $1
                           WHERE biller_id = $2 AND invoice_id = $3 AND revision = $4
-                            AND status NOT IN ('paid', 'cancelled', 'superseded')";
+                            AND status NOT IN ('paid', 'cancelled', 'superseded') AND erased_ms IS NULL";
 
     /// `$1` to `$3` come from `AttemptOutcome::columns`.
     FINISH_ATTEMPT = "UPDATE attempts SET state = $1, provider_message_id = $2, detail = $3, finished_ms = $4

@@ -8,6 +8,7 @@
 //! `BEGIN IMMEDIATE`, which takes SQLite's one write lock first.
 
 mod checkpoint;
+mod erase;
 mod writer;
 
 use crate::domain::Status;
@@ -22,8 +23,8 @@ use super::debtors::{self, SuppressionChange};
 use super::{
     build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_state, sql,
     step_record, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart, Begin, ClickRow, DueStep,
-    History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus, Store,
-    StoreError, StoredInvoice, REPLACED,
+    Erasure, History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord,
+    StepStatus, Store, StoreError, StoredInvoice, REPLACED,
 };
 use crate::domain::clock::Clock;
 use crate::domain::debtor::{join_channels, split_channels, Profile, Reply};
@@ -42,6 +43,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0005_paylinks_on_attempts.sql"),
     include_str!("../migrations/sqlite/0006_journey_steps.sql"),
     include_str!("../migrations/sqlite/0007_debtors.sql"),
+    include_str!("../migrations/sqlite/0008_erasure.sql"),
 ];
 
 /// How long a call waits for another process's write lock on the file.
@@ -784,7 +786,8 @@ impl Store for SqliteStore {
                 let row = conn
                     .prepare_cached(
                         "SELECT a.biller_id, a.invoice_id, a.revision, a.channel, a.expires_ms, i.status,
-                                i.invoice_json, i.correlation_id, i.message_id, n.status, n.invoice_json
+                                i.invoice_json, i.correlation_id, i.message_id, n.status, n.invoice_json,
+                                i.erased_ms IS NOT NULL
                          FROM attempts a JOIN invoices i
                            ON i.biller_id = a.biller_id AND i.invoice_id = a.invoice_id AND i.revision = a.revision
                          LEFT JOIN invoices n
@@ -804,10 +807,11 @@ impl Store for SqliteStore {
                                 message_id: row.get(8)?,
                             },
                             row.get::<_, Option<String>>(9)?.zip(row.get::<_, Option<String>>(10)?),
+                            row.get::<_, bool>(11)?,
                         ))
                     })
                     .optional()?;
-                let Some((key, channel, expires_at_ms, status, invoice, correlation, newest)) = row else {
+                let Some((key, channel, expires_at_ms, status, invoice, correlation, newest, erased)) = row else {
                     return Ok(None);
                 };
                 Ok(Some(PaylinkRecord {
@@ -818,6 +822,7 @@ impl Store for SqliteStore {
                     invoice: parse_invoice(&invoice)?,
                     correlation,
                     newest: newest_revision(newest)?,
+                    erased,
                 }))
             })
             .await
@@ -1185,6 +1190,25 @@ impl Store for SqliteStore {
                     .query_row(params![customer, since_ms], |r| r.get(0))?;
                 Ok(u32::try_from(n).unwrap_or(u32::MAX))
             })
+            .await
+    }
+
+    async fn erase_customer(&self, biller_id: &str, customer: &str, erased: &Event) -> Result<Erasure, StoreError> {
+        let (biller_id, customer, erased, now) = (
+            biller_id.to_owned(),
+            customer.to_owned(),
+            erased.clone(),
+            self.clock.now_ms(),
+        );
+        self.writer
+            .call(move |conn| erase::erase_customer(conn, &biller_id, &customer, &erased, now))
+            .await
+    }
+
+    async fn erase_expired(&self, before_ms: i64, limit: u32) -> Result<Erasure, StoreError> {
+        let now = self.clock.now_ms();
+        self.writer
+            .call(move |conn| erase::erase_expired(conn, before_ms, limit, now))
             .await
     }
 
