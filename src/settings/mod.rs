@@ -80,6 +80,10 @@ pub struct BillerConfig {
     /// The journey after this biller's first requests when the deciding
     /// rule names none; `None` here: `[routing] journey`.
     pub journey: Option<JourneyChoice>,
+    /// `combine`: how long a first request waits for more invoices of the
+    /// same customer and currency, so they go out as one message. `None`:
+    /// every invoice is sent on its own, at once.
+    pub combine: Option<Duration>,
 }
 
 /// A journey named by a rule, a biller or `[routing] journey`.
