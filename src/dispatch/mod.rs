@@ -14,6 +14,7 @@
 //! tested by moving one.
 
 mod admit;
+mod combine;
 mod deliver;
 mod journey;
 mod record;
@@ -42,6 +43,7 @@ use crate::render::Templates;
 use crate::store::Store;
 use retry::RetryPolicy;
 
+pub use combine::prepare_combined;
 pub use send::{pay_url, prepare, Outgoing};
 
 /// How long an unfinished invoice must sit untouched before another handler

@@ -46,6 +46,9 @@ pub async fn run(
     // every other invoice's steps until it is done.
     let slots = Arc::new(Semaphore::new(CONCURRENT_RESUMES));
     let failed = Arc::new(AtomicBool::new(false));
+    // Combined groups exist only where a biller combines: otherwise the
+    // scheduler asks the store nothing more than before.
+    let combines = dispatcher.combines();
     loop {
         let now = clock.now_ms();
         // A full batch of holds or steps: more are likely due (a wave at the
@@ -107,6 +110,34 @@ pub async fn run(
                 Err(e) => warn!(error = %e, "cannot read due journey steps; trying again shortly"),
             }
         }
+        let free = (slots.available_permits() as u32).min(CLAIM_BATCH);
+        if combines && free > 0 {
+            match store
+                .claim_due_groups(now, super::CLAIM_IDLE.as_millis() as i64, free)
+                .await
+            {
+                Ok(groups) => {
+                    full |= groups.len() >= free as usize;
+                    for group in groups {
+                        let Ok(slot) = slots.clone().try_acquire_owned() else {
+                            break;
+                        };
+                        let (dispatcher, store, failed) = (dispatcher.clone(), store.clone(), failed.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = dispatcher.send_group(&group).await {
+                                failed.store(true, Ordering::Relaxed);
+                                warn!(group = %group.id, error = %e, "could not send a combined message; trying again shortly");
+                                // Due again soon; if even that fails, the
+                                // claim goes stale and the group is taken again.
+                                let _ = store.hold_group(&group.id, now + 1_000).await;
+                            }
+                            drop(slot);
+                        });
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot read due combined messages; trying again shortly"),
+            }
+        }
         match store.claim_stale(now, super::CLAIM_IDLE.as_millis() as i64, 100).await {
             Ok(keys) => {
                 for key in keys {
@@ -125,7 +156,11 @@ pub async fn run(
             false => {
                 let next_hold = store.next_hold().await.ok().flatten();
                 let next_step = store.next_step().await.ok().flatten();
-                next_hold.into_iter().chain(next_step).min()
+                let next_group = match combines {
+                    true => store.next_group().await.ok().flatten(),
+                    false => None,
+                };
+                next_hold.into_iter().chain(next_step).chain(next_group).min()
             }
         };
         if busy {
