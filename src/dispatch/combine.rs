@@ -130,7 +130,11 @@ impl Dispatcher {
         group: &DueGroup,
         mut listed: Vec<StoredInvoice>,
     ) -> Result<Option<i64>, StoreError> {
+        // Routed as the group's first invoice; listed by due date, then id.
         let first = listed[0].invoice.clone();
+        listed.sort_by(|a, b| {
+            (a.invoice.due_date, &a.invoice.key.invoice_id).cmp(&(b.invoice.due_date, &b.invoice.key.invoice_id))
+        });
         let plan = router::route(&first, &self.config, self.clock.today());
         let fallback = plan.strategy == Strategy::Fallback;
         let mut any_sent = false;
