@@ -173,6 +173,7 @@ store_suite!(
     each_due_group_is_claimed_once_by_one_of_two_stores_asking_together,
     concurrent_first_requests_of_one_customer_make_one_group,
     a_combined_link_lists_its_invoices_as_they_stand_now,
+    a_provider_id_shared_by_a_combined_message_finds_every_attempt,
 );
 
 #[tokio::test]
@@ -2573,4 +2574,46 @@ async fn a_combined_link_lists_its_invoices_as_they_stand_now(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(clicks, 1);
+}
+
+async fn a_provider_id_shared_by_a_combined_message_finds_every_attempt(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = sent(
+        store,
+        &accepted(store, "INV-1", 1).await,
+        ChannelName::Email,
+        "t1",
+        "<combined@acme>",
+    )
+    .await;
+    let b = sent(
+        store,
+        &accepted(store, "INV-2", 1).await,
+        ChannelName::Email,
+        "t2",
+        "<combined@acme>",
+    )
+    .await;
+    sent(
+        store,
+        &accepted(store, "INV-3", 1).await,
+        ChannelName::Email,
+        "t3",
+        "<other@acme>",
+    )
+    .await;
+    let found = store
+        .attempts_by_provider_id(ChannelName::Email, "<combined@acme>")
+        .await
+        .unwrap();
+    let found: Vec<(i64, &str)> = found
+        .iter()
+        .map(|r| (r.attempt_id, r.key.invoice_id.as_str()))
+        .collect();
+    assert_eq!(found, [(a, "INV-1"), (b, "INV-2")]);
+    assert!(store
+        .attempts_by_provider_id(ChannelName::Sms, "<combined@acme>")
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -1436,3 +1436,24 @@ async fn a_combined_message_every_channel_refuses_exhausts_each_invoice() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_delivery_report_of_a_combined_message_reaches_every_invoice_in_it() {
+    let world = World::with_biller(SMS_THEN_EMAIL, COMBINE, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    world.receive("INV-2", 1).await;
+    world.clock.set_ms(NOON + 10 * MINUTE);
+    world.send_due_groups().await;
+    let report = StatusReport {
+        provider_message_id: "sms-1".into(),
+        status: DeliveryStatus::Delivered,
+    };
+    world.dispatcher.handle_report(ChannelName::Sms, report).await.unwrap();
+    for id in ["INV-1", "INV-2"] {
+        assert_eq!(
+            world.event_names(id).await,
+            [EventName::Accepted, EventName::Sent, EventName::Delivered],
+            "{id}"
+        );
+    }
+}

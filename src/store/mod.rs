@@ -567,6 +567,22 @@ pub trait Store: Send + Sync {
         provider_message_id: &str,
     ) -> Result<Option<AttemptRef>, StoreError>;
 
+    /// Every attempt a provider message id belongs to: the one of a single
+    /// request, or one per invoice a combined message listed, so its
+    /// delivery reports reach each of them. A store that has no combined
+    /// messages answers [`Store::attempt_by_provider_id`]'s.
+    async fn attempts_by_provider_id(
+        &self,
+        channel: ChannelName,
+        provider_message_id: &str,
+    ) -> Result<Vec<AttemptRef>, StoreError> {
+        Ok(self
+            .attempt_by_provider_id(channel, provider_message_id)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
     /// Records that a sent message was delivered or read, with its event,
     /// once: returns false for a repeated report.
     async fn record_reached(&self, attempt_id: i64, reached: Reached, event: &Event) -> Result<bool, StoreError>;

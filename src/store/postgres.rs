@@ -843,6 +843,35 @@ impl Store for PostgresStore {
         }))
     }
 
+    async fn attempts_by_provider_id(
+        &self,
+        channel: ChannelName,
+        provider_message_id: &str,
+    ) -> Result<Vec<AttemptRef>, StoreError> {
+        let rows = sqlx::query(sql::ATTEMPTS_BY_PROVIDER_ID)
+            .bind(channel.as_str())
+            .bind(provider_message_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AttemptRef {
+                    attempt_id: row.try_get(0)?,
+                    key: key_of(row, 1)?,
+                    channel,
+                    attempt: attempt_number(row.try_get(4)?)?,
+                    state: parse_state(row.try_get(5)?),
+                    correlation: Correlation {
+                        correlation_id: row.try_get(6)?,
+                        message_id: row.try_get(7)?,
+                    },
+                    metadata: parse_invoice(row.try_get(8)?)?.metadata,
+                    step: row.try_get(9)?,
+                })
+            })
+            .collect()
+    }
+
     async fn record_reached(&self, attempt_id: i64, reached: Reached, event: &Event) -> Result<bool, StoreError> {
         let statement = match reached {
             Reached::Delivered => sql::DELIVERED,

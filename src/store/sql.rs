@@ -74,6 +74,16 @@ statements! {
                               WHERE a.channel = $1 AND a.provider_message_id = $2
                               ORDER BY a.id LIMIT 1";
 
+    /// Every attempt a provider id belongs to: one, or each invoice a
+    /// combined message listed.
+    ATTEMPTS_BY_PROVIDER_ID = "SELECT a.id, a.biller_id, a.invoice_id, a.revision, a.attempt, a.state,
+                                      i.correlation_id, i.message_id, i.invoice_json, a.step
+                               FROM attempts a JOIN invoices i
+                                 ON i.biller_id = a.biller_id AND i.invoice_id = a.invoice_id
+                                    AND i.revision = a.revision
+                               WHERE a.channel = $1 AND a.provider_message_id = $2
+                               ORDER BY a.id LIMIT 1000";
+
     /// Matches only the first report: a repeat finds the column set.
     DELIVERED = "UPDATE attempts SET delivered_ms = $1 WHERE id = $2 AND delivered_ms IS NULL";
     READ = "UPDATE attempts SET read_ms = $1 WHERE id = $2 AND read_ms IS NULL";

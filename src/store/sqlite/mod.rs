@@ -898,6 +898,49 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn attempts_by_provider_id(
+        &self,
+        channel: ChannelName,
+        provider_message_id: &str,
+    ) -> Result<Vec<AttemptRef>, StoreError> {
+        let provider_message_id = provider_message_id.to_owned();
+        self.writer
+            .call(move |conn| {
+                let rows = conn
+                    .prepare_cached(sql::ATTEMPTS_BY_PROVIDER_ID)?
+                    .query_map(params![channel.as_str(), provider_message_id], |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            key_of(row, 1)?,
+                            row.get::<_, i64>(4)?,
+                            row.get::<_, String>(5)?,
+                            Correlation {
+                                correlation_id: row.get(6)?,
+                                message_id: row.get(7)?,
+                            },
+                            row.get::<_, String>(8)?,
+                            row.get::<_, Option<String>>(9)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows.into_iter()
+                    .map(|(attempt_id, key, attempt, state, correlation, invoice, step)| {
+                        Ok(AttemptRef {
+                            attempt_id,
+                            key,
+                            channel,
+                            attempt: attempt_number(attempt)?,
+                            state: parse_state(&state),
+                            correlation,
+                            metadata: parse_invoice(&invoice)?.metadata,
+                            step,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
     async fn record_reached(&self, attempt_id: i64, reached: Reached, event: &Event) -> Result<bool, StoreError> {
         let statement = match reached {
             Reached::Delivered => sql::DELIVERED,
