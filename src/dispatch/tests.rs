@@ -1457,3 +1457,98 @@ async fn a_delivery_report_of_a_combined_message_reaches_every_invoice_in_it() {
         );
     }
 }
+
+#[tokio::test]
+async fn quiet_hours_hold_a_combined_message_until_the_window_opens() {
+    let routing = "default = [\"sms\"]\nquiet_hours = \"21:00-08:00\"";
+    let world = World::with_biller(routing, COMBINE, vec![], vec![]).await;
+    let late_evening = NOON + 11 * HOUR;
+    let next_morning = NOON + 20 * HOUR;
+    world.clock.set_ms(late_evening);
+    world.receive("INV-1", 1).await;
+    world.receive("INV-2", 1).await;
+    world.clock.set_ms(late_evening + 10 * MINUTE);
+    assert_eq!(world.send_due_groups().await, 1);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 0, "held by quiet hours");
+    assert_eq!(world.store.next_group().await.unwrap(), Some(next_morning));
+    // A third invoice now opens a group of its own: the held one is closed.
+    world.receive("INV-3", 1).await;
+    // Alone when its window closes: an ordinary request, held as one.
+    world.clock.set_ms(next_morning - 1);
+    assert_eq!(world.send_due_groups().await, 1);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 0);
+    assert_eq!(world.store.next_hold().await.unwrap(), Some(next_morning));
+
+    world.clock.set_ms(next_morning);
+    assert_eq!(world.send_due_groups().await, 1, "the held pair");
+    let held = world.store.claim_due_holds(next_morning, 10).await.unwrap();
+    assert_eq!(held, [key("INV-3")]);
+    world.dispatcher.resume(&held[0]).await.unwrap();
+    assert_eq!(
+        world.sms.load(Ordering::SeqCst),
+        2,
+        "the held pair, and the third alone"
+    );
+    for id in ["INV-1", "INV-2", "INV-3"] {
+        assert_eq!(world.status(id).await, Status::Sent, "{id}");
+    }
+    let sent_with = |events: Vec<Event>| {
+        events
+            .into_iter()
+            .find(|e| e.event == EventName::Sent)
+            .and_then(|e| e.provider_message_id)
+    };
+    assert_eq!(
+        sent_with(world.events("INV-1").await),
+        sent_with(world.events("INV-2").await)
+    );
+    assert_ne!(
+        sent_with(world.events("INV-1").await),
+        sent_with(world.events("INV-3").await)
+    );
+}
+
+#[tokio::test]
+async fn a_combined_message_refused_on_one_channel_falls_back_to_the_next_for_all() {
+    let world = World::with_biller(SMS_THEN_EMAIL, COMBINE, vec![Reply::Fail(permanent())], vec![]).await;
+    world.receive("INV-1", 1).await;
+    world.receive("INV-2", 1).await;
+    world.clock.set_ms(NOON + 10 * MINUTE);
+    world.send_due_groups().await;
+    assert_eq!(
+        (world.sms.load(Ordering::SeqCst), world.email.load(Ordering::SeqCst)),
+        (1, 1)
+    );
+    for id in ["INV-1", "INV-2"] {
+        assert_eq!(world.status(id).await, Status::Sent, "{id}");
+        assert_eq!(
+            world.attempts(id).await,
+            [
+                (ChannelName::Sms, AttemptState::Failed),
+                (ChannelName::Email, AttemptState::Sent)
+            ],
+            "{id}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_redelivered_request_of_a_waiting_invoice_is_acked_and_sent_once_with_its_group() {
+    let world = World::with_biller(SMS_THEN_EMAIL, COMBINE, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    world.receive("INV-2", 1).await;
+    assert_eq!(
+        world.receive("INV-2", 1).await,
+        Disposition::Ack,
+        "a redelivery while it waits"
+    );
+    world.clock.set_ms(NOON + 10 * MINUTE);
+    assert_eq!(world.send_due_groups().await, 1);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 1);
+    assert_eq!(world.receive("INV-2", 1).await, Disposition::Ack);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 1, "a later copy is a duplicate");
+    assert_eq!(
+        world.event_names("INV-2").await,
+        [EventName::Accepted, EventName::Sent, EventName::Duplicate]
+    );
+}
