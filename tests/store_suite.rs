@@ -2482,6 +2482,10 @@ async fn a_claimed_group_takes_no_new_invoice_and_is_taken_over_once_idle(db: &T
     store.finish_group(&first.group_id).await.unwrap();
     assert!(store.claim_due_groups(i64::MAX / 2, 0, 10).await.unwrap().is_empty());
     assert_eq!(store.next_group().await.unwrap(), None);
+    // Its group done, an invoice left unfinished (its sender died after
+    // the group was marked done) is taken over like any other.
+    let taken = store.claim_stale(10_000_000, 1, 100).await.unwrap();
+    assert_eq!(taken, [key_of("INV-1", 1), key_of("INV-2", 1)]);
 }
 
 async fn each_due_group_is_claimed_once_by_one_of_two_stores_asking_together(db: &TestDb) {

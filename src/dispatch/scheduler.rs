@@ -32,6 +32,9 @@ const LONGEST_SLEEP: Duration = Duration::from_secs(1);
 const SHORTEST_SLEEP: Duration = Duration::from_millis(20);
 /// Free slots a busy scheduler waits for before it claims more.
 const REFILL: u32 = CONCURRENT_RESUMES as u32 / 2;
+/// How often a scheduler whose billers no longer combine looks for
+/// combined groups left from before.
+const LEFTOVER_GROUPS_EVERY_MS: i64 = 60_000;
 /// How long shutdown waits for the sends under way.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 
@@ -46,11 +49,17 @@ pub async fn run(
     // every other invoice's steps until it is done.
     let slots = Arc::new(Semaphore::new(CONCURRENT_RESUMES));
     let failed = Arc::new(AtomicBool::new(false));
-    // Combined groups exist only where a biller combines: otherwise the
-    // scheduler asks the store nothing more than before.
+    // Combined groups exist where a biller combines. Without one, groups
+    // left from when one did (the config changed) are still sent, looked
+    // for once a minute rather than at every round.
     let combines = dispatcher.combines();
+    let mut leftovers_at = i64::MIN;
     loop {
         let now = clock.now_ms();
+        let look_for_groups = combines || now >= leftovers_at;
+        if look_for_groups && !combines {
+            leftovers_at = now.saturating_add(LEFTOVER_GROUPS_EVERY_MS);
+        }
         // A full batch of holds or steps: more are likely due (a wave at the
         // same minute), so the next look comes at once, unless a send failed
         // (then what failed is due again soon, and the store may be down).
@@ -111,7 +120,7 @@ pub async fn run(
             }
         }
         let free = (slots.available_permits() as u32).min(CLAIM_BATCH);
-        if combines && free > 0 {
+        if look_for_groups && free > 0 {
             match store
                 .claim_due_groups(now, super::CLAIM_IDLE.as_millis() as i64, free)
                 .await

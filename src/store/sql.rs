@@ -125,14 +125,19 @@ statements! {
     /// `$2` is the latest `updated_ms` that counts as idle. The outer
     /// conditions are checked again on each row it would update, so an
     /// invoice claimed or finished meanwhile is left alone.
-    /// An invoice waiting in a combined group is its group's to send
-    /// (`CLAIM_DUE_GROUPS` takes over a group left unfinished).
+    /// An invoice in a combined group that is not done is its group's to
+    /// send (`CLAIM_DUE_GROUPS` takes over a group left unfinished); once
+    /// the group is done, it is taken over like any other.
     CLAIM_STALE = "UPDATE invoices SET updated_ms = $1
-                   WHERE status = 'accepted' AND held_until_ms IS NULL AND updated_ms <= $2 AND combine_group IS NULL
+                   WHERE status = 'accepted' AND held_until_ms IS NULL AND updated_ms <= $2
+                     AND (invoices.combine_group IS NULL OR NOT EXISTS (
+                         SELECT 1 FROM combine_groups g WHERE g.id = invoices.combine_group AND g.status <> 'done'))
                      AND (biller_id, invoice_id, revision) IN (
                          SELECT biller_id, invoice_id, revision FROM invoices
                          WHERE status = 'accepted' AND held_until_ms IS NULL AND updated_ms <= $2
-                           AND combine_group IS NULL
+                           AND (invoices.combine_group IS NULL OR NOT EXISTS (
+                               SELECT 1 FROM combine_groups g
+                               WHERE g.id = invoices.combine_group AND g.status <> 'done'))
                          ORDER BY updated_ms LIMIT $3)
                    RETURNING biller_id, invoice_id, revision";
 
