@@ -407,6 +407,23 @@ async fn combined_messages_survive_a_sigkill_and_one_link_pays_them(store_url: &
         !page.contains("class=\"pay\""),
         "no pay button once all are paid: {page}"
     );
+
+    // Every invoice of the USD message cancelled: its link is gone.
+    let (_, usd_text, _) = emails
+        .iter()
+        .find(|(_, text, _)| text.contains("U-1"))
+        .expect("the email listing U-1")
+        .clone();
+    let usd_link = pay_link(&usd_text, &format!("http://127.0.0.1:{port}"));
+    assert_eq!(http.get(&usd_link).send().await.unwrap().status(), 200);
+    let cancelled = |id: &str| serde_json::json!({"kind": "invoice_cancelled", "biller_id": "acme", "invoice_id": id});
+    broker.publish(&config, &[cancelled("U-1"), cancelled("U-2")]).await;
+    collect_until(&mut events, &mut seen, deadline, "U-1 and U-2 cancelled", &logs, |s| {
+        count(s, "invoice.cancelled") == 2
+    })
+    .await;
+    assert_eq!(http.get(&usd_link).send().await.unwrap().status(), 410);
+    assert_eq!(http.get(format!("{usd_link}/pay")).send().await.unwrap().status(), 410);
     service.kill();
 }
 

@@ -180,7 +180,11 @@ async fn lookup_combined(state: &AppState, token: &str) -> Result<CombinedState,
     let any_open = record.invoices.iter().any(|i| open(i.status));
     let any_paid = record.invoices.iter().any(|i| i.status == Status::Paid);
     if !any_open && !any_paid {
-        return Ok(CombinedState::Gone("This payment request was cancelled by the sender."));
+        let replaced = record.invoices.iter().all(|i| i.status == Status::Superseded);
+        return Ok(CombinedState::Gone(match replaced {
+            true => "This payment request was replaced by a newer request.",
+            false => "This payment request was cancelled by the sender.",
+        }));
     }
     if record.expires_at_ms <= state.clock.now_ms() {
         return Ok(CombinedState::Gone("This payment link has expired."));
