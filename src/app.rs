@@ -137,6 +137,31 @@ fn journey_problems(config: &Config, uses: &TemplateUses, templates: &Templates)
     problems
 }
 
+/// A biller that combines sends the `combined` message on every channel
+/// its invoices can be routed to: on WhatsApp it must be mapped to an
+/// approved template (the other channels' templates are built in, and
+/// checked with the rest).
+fn combine_problems(config: &Config) -> Vec<String> {
+    let Some(whatsapp) = config.channels.whatsapp.as_ref() else {
+        return Vec::new();
+    };
+    let message = crate::render::COMBINED_TEMPLATE;
+    if whatsapp.approved(message).is_some() {
+        return Vec::new();
+    }
+    config
+        .billers
+        .iter()
+        .filter(|(_, biller)| biller.combine.is_some())
+        .map(|(id, _)| {
+            format!(
+                "billers.{id}.combine: no approved WhatsApp template is mapped to the {message} message \
+                 (add {message} = \"<approved name>\" to [channels.whatsapp] templates)"
+            )
+        })
+        .collect()
+}
+
 /// `payrelay check`: config and templates checked together, every problem
 /// in one report, even when the config has problems of its own; `serve`
 /// runs it first and refuses to start on a problem.
@@ -168,6 +193,7 @@ pub fn check(source: &Source) -> Result<(Config, Templates), String> {
                 problems.extend(locale_problems(uses, &t));
                 if let Some(config) = &config {
                     problems.extend(journey_problems(config, uses, &t));
+                    problems.extend(combine_problems(config));
                 }
             }
             if problems.is_empty() {

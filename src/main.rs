@@ -81,7 +81,9 @@ enum Command {
         #[arg(long, value_name = "CHANNEL")]
         channel: Option<ChannelName>,
         /// The message template to render (payment_request, reminder,
-        /// overdue, final_notice, or one the templates dir adds).
+        /// overdue, final_notice, or one the templates dir adds). With
+        /// `combined`, FILE holds several invoices of one customer and
+        /// currency (JSON lines), shown as the one message listing them.
         #[arg(long, value_name = "NAME", default_value = "payment_request", value_parser = parse_template)]
         template: String,
         /// The journey step sending it, as templates see it in `step`
@@ -250,6 +252,9 @@ fn preview(
     message: &payrelay::render::Message,
 ) -> anyhow::Result<ExitCode> {
     let (config, templates) = payrelay::app::check(source).map_err(|p| anyhow::anyhow!("{p}"))?;
+    if message.template == payrelay::render::COMBINED_TEMPLATE {
+        return preview_combined(&config, &templates, file, channel);
+    }
     let invoice = read_invoice(file, &config)?;
     let plan = payrelay::router::route(&invoice, &config, time::OffsetDateTime::now_utc().date());
     let registry = preview_registry(&config)?;
@@ -272,6 +277,62 @@ fn preview(
         }
         let outgoing = payrelay::dispatch::prepare(&config, &registry, &templates, &clock, &invoice, c, message);
         let prepared = outgoing.message.map_err(|e| anyhow::anyhow!("{c}: {e}"))?;
+        println!("== {c} to {}", prepared.to);
+        for (name, content) in prepared.parts() {
+            println!("-- {name}\n{content}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `payrelay preview --template combined`: the one message that lists the
+/// invoices in `file` (JSON lines), as a combining biller sends it.
+fn preview_combined(
+    config: &Config,
+    templates: &payrelay::render::Templates,
+    file: &Path,
+    channel: Option<ChannelName>,
+) -> anyhow::Result<ExitCode> {
+    let input = read_input(file)?;
+    let mut invoices = Vec::new();
+    for line in payrelay::broker::publish::split_messages(&input) {
+        match invoice::parse(line.body.as_bytes(), |b| config.billers.contains_key(b)) {
+            Ok(Message::PaymentRequest(inv)) => invoices.push(*inv),
+            Ok(_) => bail!("{}:{}: not a payment request", file.display(), line.number),
+            Err(rejected) => bail!("{}:{}: would be rejected: {rejected}", file.display(), line.number),
+        }
+    }
+    let Some(first) = invoices.first() else {
+        bail!("{} holds no invoice", file.display());
+    };
+    let customer = first.customer_key();
+    if invoices.iter().any(|i| i.customer_key() != customer) {
+        bail!(
+            "a combined message lists one customer's invoices: {} names more than one",
+            file.display()
+        );
+    }
+    let plan = payrelay::router::route(first, config, time::OffsetDateTime::now_utc().date());
+    let registry = preview_registry(config)?;
+    let channels: Vec<ChannelName> = match channel {
+        Some(c) => vec![c],
+        None => plan.channels.clone(),
+    };
+    let listed: Vec<&invoice::Invoice> = invoices.iter().collect();
+    let clock = payrelay::domain::clock::SystemClock;
+    for c in channels {
+        if registry.get(c).is_none() {
+            println!("== {c}: not configured");
+            continue;
+        }
+        if first.customer.contacts.address(c).is_none() {
+            println!("== {c}: the invoice has no {}", c.contact_field());
+            continue;
+        }
+        let token = payrelay::paylink::new_token();
+        let prepared =
+            payrelay::dispatch::prepare_combined(config, &registry, templates, &clock, first, &listed, c, &token)
+                .map_err(|e| anyhow::anyhow!("{c}: {e}"))?;
         println!("== {c} to {}", prepared.to);
         for (name, content) in prepared.parts() {
             println!("-- {name}\n{content}");

@@ -620,3 +620,67 @@ default = ["sms", "email"]
         "{out}"
     );
 }
+
+/// `preview --template combined` shows the one message listing the
+/// invoices of a JSON-lines file; `check` wants the combined message
+/// mapped to an approved WhatsApp template when a combining biller can
+/// reach WhatsApp.
+#[test]
+fn preview_shows_a_combined_message_and_check_wants_its_whatsapp_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_text = r#"
+[billers.acme]
+name = "ACME Energy"
+checkout_url = "https://pay.example/{token}"
+combine = "10m"
+[channels.email]
+transport = "file"
+[channels.sms]
+provider = "file"
+[channels.whatsapp]
+provider = "file"
+"#;
+    let config = write(dir.path(), "config.toml", config_text);
+    let (code, out) = payrelay(&config, &["check"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("billers.acme.combine") && out.contains("combined = \"<approved name>\""),
+        "{out}"
+    );
+    let config = write(
+        dir.path(),
+        "config.toml",
+        &format!("{config_text}templates = {{ combined = \"invoices_open\" }}\n"),
+    );
+    let (code, out) = payrelay(&config, &["check"]);
+    assert_eq!(code, 0, "{out}");
+
+    let line = |id: &str, amount: &str| {
+        format!(
+            r#"{{"invoice_id": "{id}", "biller_id": "acme", "amount": "{amount}", "currency": "MXN", "due_date": "2026-12-01", "customer": {{"id": "C-1", "name": "María", "email": "maria@example.com", "locale": "en"}}}}"#
+        )
+    };
+    let invoices = write(
+        dir.path(),
+        "invoices.jsonl",
+        &format!("{}\n{}\n", line("INV-1", "100.00"), line("INV-2", "250.50")),
+    );
+    let file = invoices.to_str().unwrap();
+    let (code, out) = payrelay(
+        &config,
+        &["preview", file, "--template", "combined", "--channel", "email"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ACME Energy: 2 invoices for MX$350.50"), "{out}");
+    for listed in ["INV-1", "INV-2", "MX$100.00", "MX$250.50"] {
+        assert!(out.contains(listed), "{listed}: {out}");
+    }
+    let other = write(
+        dir.path(),
+        "two.jsonl",
+        &format!("{}\n{}\n", line("INV-1", "1"), line("INV-2", "2").replace("C-1", "C-2")),
+    );
+    let (code, out) = payrelay(&config, &["preview", other.to_str().unwrap(), "--template", "combined"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("more than one"), "{out}");
+}

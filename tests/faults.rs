@@ -22,8 +22,9 @@ use payrelay::domain::Status;
 use payrelay::events::{Correlation, Event};
 use payrelay::invoice::Invoice;
 use payrelay::store::{
-    AttemptOutcome, AttemptRef, AttemptStart, Begin, DueStep, Erasure, History, NewPaylink, OutboxEntry, PaylinkRecord,
-    PlannedStep, Reached, StepRecord, StepStatus, Store, StoreError, StoredInvoice, SuppressionChange,
+    AttemptOutcome, AttemptRef, AttemptStart, Begin, CombineJoin, CombinedLinkRecord, DueGroup, DueStep, Erasure,
+    GroupPlace, History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, StepRecord, StepStatus, Store,
+    StoreError, StoredInvoice, SuppressionChange,
 };
 
 /// The real store, with a crash for one invoice, an on/off outage, and
@@ -256,6 +257,49 @@ impl Store for Faulty {
     async fn erase_expired(&self, before_ms: i64, limit: u32) -> Result<Erasure, StoreError> {
         self.check()?;
         self.inner.erase_expired(before_ms, limit).await
+    }
+    async fn begin_combined(
+        &self,
+        invoice: &Invoice,
+        correlation: &Correlation,
+        accepted: &Event,
+        steps: &[PlannedStep],
+        join: &CombineJoin,
+    ) -> Result<(Begin, Option<GroupPlace>), StoreError> {
+        self.check()?;
+        self.inner
+            .begin_combined(invoice, correlation, accepted, steps, join)
+            .await
+    }
+    async fn claim_due_groups(&self, now_ms: i64, idle_ms: i64, limit: u32) -> Result<Vec<DueGroup>, StoreError> {
+        self.check()?;
+        self.inner.claim_due_groups(now_ms, idle_ms, limit).await
+    }
+    async fn hold_group(&self, group_id: &str, until_ms: i64) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.hold_group(group_id, until_ms).await
+    }
+    async fn finish_group(&self, group_id: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.finish_group(group_id).await
+    }
+    async fn next_group(&self) -> Result<Option<i64>, StoreError> {
+        self.check()?;
+        self.inner.next_group().await
+    }
+    async fn add_combined_link(
+        &self,
+        group_id: &str,
+        channel: ChannelName,
+        paylink: &NewPaylink,
+        listed: &[InvoiceKey],
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.add_combined_link(group_id, channel, paylink, listed).await
+    }
+    async fn combined_link(&self, token_hash: &str) -> Result<Option<CombinedLinkRecord>, StoreError> {
+        self.check()?;
+        self.inner.combined_link(token_hash).await
     }
 }
 

@@ -133,7 +133,11 @@ fn every_built_in_message_renders_in_every_language_on_every_channel() {
         let amount = render::money(&invoice.amount, locale);
         let due = render::date(invoice.due_date, locale);
         let lang = locale.split('-').next().unwrap_or_default();
-        for template in render::BUILT_IN_MESSAGES {
+        // The combined message lists several invoices: see the test below.
+        for template in render::BUILT_IN_MESSAGES
+            .into_iter()
+            .filter(|t| *t != render::COMBINED_TEMPLATE)
+        {
             let message = render::Message::step("a_step", template);
             for days in [3, 1, 0, -1, -5] {
                 let clock = clock(days, 12);
@@ -179,6 +183,63 @@ fn every_built_in_message_renders_in_every_language_on_every_channel() {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The combined message, through each channel's own preparation, lists
+/// every invoice with its amount and the total in each built-in language,
+/// with the pay link and `<html lang>`.
+#[test]
+fn the_combined_message_lists_every_invoice_and_the_total_on_every_channel_in_every_language() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), None);
+    let registry = registry(&config, dir.path());
+    let templates = Templates::load(None).expect("built-in templates");
+    let link = format!("{PUBLIC_BASE_URL}/p/TOKEN-");
+    let clock = clock(3, 12);
+    for locale in ["en", "es-MX", "pt-BR", "de-DE"] {
+        let lang = locale.split('-').next().unwrap_or_default();
+        let mut invoices = Vec::new();
+        for (id, amount) in [("INV-A", "100.00"), ("INV-B", "250.25"), ("INV-C", "1000.00")] {
+            let mut invoice = invoice("acme", json!({"locale": locale}));
+            invoice.key.invoice_id = id.to_owned();
+            invoice.amount = payrelay::domain::money::Amount::parse(amount, "MXN").expect("amount");
+            invoices.push(invoice);
+        }
+        let listed: Vec<&Invoice> = invoices.iter().collect();
+        let total = render::money(
+            &payrelay::domain::money::Amount::parse("1350.25", "MXN").unwrap(),
+            locale,
+        );
+        for channel in [ChannelName::Email, ChannelName::Sms, ChannelName::Messenger] {
+            let at = format!("combined in {locale} on {channel}");
+            let prepared = payrelay::dispatch::prepare_combined(
+                &config, &registry, &templates, &clock, listed[0], &listed, channel, "TOKEN-1",
+            )
+            .unwrap_or_else(|e| panic!("{at}: {e}"));
+            let parts: Vec<(String, String)> = prepared
+                .parts()
+                .into_iter()
+                .map(|(name, text)| (name.to_owned(), text.into_owned()))
+                .collect();
+            let text = part(&parts, "text");
+            for invoice in &invoices {
+                assert!(text.contains(&invoice.key.invoice_id), "{at}: {text}");
+                assert!(text.contains(&render::money(&invoice.amount, locale)), "{at}: {text}");
+            }
+            assert!(text.contains(&total), "{at}: no total {total} in {text}");
+            match channel {
+                ChannelName::Email => {
+                    assert!(part(&parts, "subject").contains(&total), "{at}");
+                    assert!(text.contains(&link), "{at}");
+                    let html = part(&parts, "html");
+                    assert!(html.contains(&format!("<html lang=\"{lang}\">")), "{at}: {html}");
+                    assert!(html.contains("INV-C") && html.contains(&total), "{at}: {html}");
+                }
+                ChannelName::Sms => assert!(text.contains(&link), "{at}"),
+                _ => assert!(part(&parts, "url").starts_with(&link), "{at}"),
             }
         }
     }

@@ -34,8 +34,8 @@ use payrelay::domain::Status;
 use payrelay::events::{Correlation, Event, EventName};
 use payrelay::invoice::{Invoice, Message};
 use payrelay::store::{
-    AttemptOutcome, AttemptRecord, AttemptStart, AttemptState, Begin, DueStep, NewPaylink, PlannedStep, Reached,
-    StepStatus, Store, StoreError, SuppressionChange,
+    AttemptOutcome, AttemptRecord, AttemptStart, AttemptState, Begin, CombineJoin, DueGroup, DueStep, GroupPlace,
+    NewPaylink, PlannedStep, Reached, StepStatus, Store, StoreError, SuppressionChange,
 };
 
 // ---------------------------------------------------------------------------
@@ -173,6 +173,12 @@ store_suite!(
     a_stop_and_a_start_change_once_and_tell_each_customer_once,
     an_email_stop_holds_for_its_biller_only,
     no_attempt_is_recorded_to_a_suppressed_address,
+    invoices_of_one_customer_and_currency_wait_in_one_group_from_the_first,
+    a_claimed_group_takes_no_new_invoice_and_is_taken_over_once_idle,
+    each_due_group_is_claimed_once_by_one_of_two_stores_asking_together,
+    concurrent_first_requests_of_one_customer_make_one_group,
+    a_combined_link_lists_its_invoices_as_they_stand_now,
+    a_provider_id_shared_by_a_combined_message_finds_every_attempt,
 );
 
 #[tokio::test]
@@ -2560,4 +2566,279 @@ async fn no_attempt_is_recorded_to_a_suppressed_address(db: &TestDb) {
         .await
         .unwrap();
     assert!(attempt.is_some());
+}
+
+// Combined groups (`[billers.<id>] combine`)
+
+/// An invoice of customer `customer_id` in `currency`.
+fn invoice_of(invoice_id: &str, customer_id: &str, currency: &str) -> Invoice {
+    let mut invoice = invoice(invoice_id, 1);
+    invoice.customer.id = Some(customer_id.to_owned());
+    invoice.amount.currency = currency.to_owned();
+    invoice
+}
+
+fn join(window_ms: i64) -> CombineJoin {
+    CombineJoin {
+        new_group_id: format!("g-{}", payrelay::paylink::new_token()),
+        window_ms,
+    }
+}
+
+/// Stores a new invoice in its customer's group; panics unless it is new.
+async fn combined(store: &dyn Store, invoice: &Invoice, window_ms: i64) -> GroupPlace {
+    let key = invoice.key.clone();
+    let (begun, place) = store
+        .begin_combined(
+            invoice,
+            &correlation(&key.invoice_id),
+            &event(EventName::Accepted, &key),
+            &[],
+            &join(window_ms),
+        )
+        .await
+        .unwrap();
+    assert_eq!(begun, Begin::New, "{key}");
+    place.expect("a new invoice waits in a group")
+}
+
+async fn invoices_of_one_customer_and_currency_wait_in_one_group_from_the_first(db: &TestDb) {
+    let (clock, store) = on_manual_clock(db, 1_000_000).await;
+    let store = store.as_ref();
+    let first = combined(store, &invoice_of("INV-1", "C-1", "MXN"), 60_000).await;
+    assert_eq!(
+        first.due_ms, 1_060_000,
+        "the window counts from the group's first invoice"
+    );
+    clock.set_ms(1_010_000);
+    let second = combined(store, &invoice_of("INV-2", "C-1", "MXN"), 60_000).await;
+    assert_eq!(second, first, "the same customer and currency join the open group");
+    let other_customer = combined(store, &invoice_of("INV-3", "C-2", "MXN"), 60_000).await;
+    let other_currency = combined(store, &invoice_of("INV-4", "C-1", "USD"), 60_000).await;
+    assert_ne!(other_customer.group_id, first.group_id, "two customers never mix");
+    assert_ne!(other_currency.group_id, first.group_id, "two currencies never combine");
+    assert_ne!(other_customer.group_id, other_currency.group_id);
+    assert_eq!(other_customer.due_ms, 1_070_000);
+
+    // Each accepted event says until when its invoice waits.
+    let accepted: Vec<Event> = events(store)
+        .await
+        .into_iter()
+        .filter(|e| e.event == EventName::Accepted)
+        .collect();
+    assert_eq!(accepted.len(), 4);
+    let detail = accepted[1].detail.as_deref().unwrap_or_default();
+    assert!(detail.contains("to be combined"), "{detail}");
+    assert!(detail.contains(&payrelay::events::rfc3339_ms(1_060_000)), "{detail}");
+
+    // Waiting invoices are their group's: not taken over as abandoned.
+    assert!(store.claim_stale(10_000_000, 1, 100).await.unwrap().is_empty());
+    // A redelivered request of a waiting invoice finds its group.
+    let invoice = invoice_of("INV-2", "C-1", "MXN");
+    let (begun, place) = store
+        .begin_combined(
+            &invoice,
+            &correlation("INV-2"),
+            &event(EventName::Accepted, &invoice.key),
+            &[],
+            &join(60_000),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(begun, Begin::Resume { .. }), "{begun:?}");
+    assert_eq!(place, Some(first.clone()));
+
+    assert_eq!(store.next_group().await.unwrap(), Some(1_060_000));
+    assert!(store.claim_due_groups(1_059_999, 60_000, 10).await.unwrap().is_empty());
+    let due = store.claim_due_groups(1_060_000, 60_000, 10).await.unwrap();
+    assert_eq!(
+        due,
+        [DueGroup {
+            id: first.group_id.clone(),
+            biller_id: ACME.into(),
+            due_ms: 1_060_000,
+            members: vec![key_of("INV-1", 1), key_of("INV-2", 1)],
+        }]
+    );
+    assert_eq!(store.next_group().await.unwrap(), Some(1_070_000));
+    let due = store.claim_due_groups(2_000_000, 60_000_000, 10).await.unwrap();
+    let mut members: Vec<Vec<InvoiceKey>> = due.into_iter().map(|g| g.members).collect();
+    members.sort_by_key(|m| m[0].invoice_id.clone());
+    assert_eq!(members, [vec![key_of("INV-3", 1)], vec![key_of("INV-4", 1)]]);
+}
+
+async fn a_claimed_group_takes_no_new_invoice_and_is_taken_over_once_idle(db: &TestDb) {
+    let (clock, store) = on_manual_clock(db, 1_000_000).await;
+    let store = store.as_ref();
+    let first = combined(store, &invoice_of("INV-1", "C-1", "MXN"), 1_000).await;
+    let claimed = store.claim_due_groups(1_001_000, 60_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    clock.set_ms(1_002_000);
+    let later = combined(store, &invoice_of("INV-2", "C-1", "MXN"), 1_000).await;
+    assert_ne!(
+        later.group_id, first.group_id,
+        "a group being sent takes no new invoice"
+    );
+    assert_eq!(later.due_ms, 1_003_000);
+
+    // Still claimed and not idle: nobody else takes it.
+    let again = store.claim_due_groups(1_010_000, 60_000, 10).await.unwrap();
+    assert_eq!(again.iter().map(|g| &g.id).collect::<Vec<_>>(), [&later.group_id]);
+    // Its sender died: taken over once the claim is idle.
+    let taken = store.claim_due_groups(1_070_000, 60_000, 10).await.unwrap();
+    let ids: BTreeSet<&String> = taken.iter().map(|g| &g.id).collect();
+    assert_eq!(ids, BTreeSet::from([&first.group_id, &later.group_id]));
+
+    // Quiet hours put it back until then; done, it never comes again.
+    store.hold_group(&first.group_id, 2_000_000).await.unwrap();
+    store.finish_group(&later.group_id).await.unwrap();
+    assert_eq!(store.next_group().await.unwrap(), Some(2_000_000));
+    assert!(store.claim_due_groups(1_999_999, 0, 10).await.unwrap().is_empty());
+    let held = store.claim_due_groups(2_000_000, 60_000, 10).await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].id, first.group_id);
+    assert_eq!(held[0].due_ms, 2_000_000);
+    store.finish_group(&first.group_id).await.unwrap();
+    assert!(store.claim_due_groups(i64::MAX / 2, 0, 10).await.unwrap().is_empty());
+    assert_eq!(store.next_group().await.unwrap(), None);
+    // Its group done, an invoice left unfinished (its sender died after
+    // the group was marked done) is taken over like any other.
+    let taken = store.claim_stale(10_000_000, 1, 100).await.unwrap();
+    assert_eq!(taken, [key_of("INV-1", 1), key_of("INV-2", 1)]);
+}
+
+async fn each_due_group_is_claimed_once_by_one_of_two_stores_asking_together(db: &TestDb) {
+    const N: usize = 30;
+    let store = db.store.as_ref();
+    let other = db.another().await;
+    for i in 0..N {
+        combined(store, &invoice_of(&format!("INV-{i}"), &format!("C-{i}"), "MXN"), 1).await;
+    }
+    let now = db.clock.now_ms() + 1_000;
+    let (a, b) = tokio::join!(
+        store.claim_due_groups(now, 60_000, 100),
+        other.claim_due_groups(now, 60_000, 100)
+    );
+    let claimed: Vec<DueGroup> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+    let ids: BTreeSet<&String> = claimed.iter().map(|g| &g.id).collect();
+    assert_eq!(claimed.len(), N, "every group, each once");
+    assert_eq!(ids.len(), N);
+    assert!(claimed.iter().all(|g| g.members.len() == 1));
+}
+
+async fn concurrent_first_requests_of_one_customer_make_one_group(db: &TestDb) {
+    let stores = [db.store.clone(), db.another().await];
+    let places = race(&stores, RACERS, |i, store| async move {
+        let invoice = invoice_of(&format!("INV-{i}"), "C-1", "MXN");
+        combined(store.as_ref(), &invoice, 60_000).await
+    })
+    .await;
+    let groups: BTreeSet<&String> = places.iter().map(|p| &p.group_id).collect();
+    assert_eq!(groups.len(), 1, "{places:?}");
+    let due = db.store.claim_due_groups(i64::MAX / 2, 0, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].members.len(), RACERS);
+}
+
+async fn a_combined_link_lists_its_invoices_as_they_stand_now(db: &TestDb) {
+    let store = db.store.as_ref();
+    let place = combined(store, &invoice_of("INV-1", "C-1", "MXN"), 1).await;
+    combined(store, &invoice_of("INV-2", "C-1", "MXN"), 1).await;
+    combined(store, &invoice_of("INV-3", "C-1", "MXN"), 1).await;
+    let link = paylink("combined");
+    // The message listed the first two (the third was paid before it went).
+    let listed = [key_of("INV-2", 1), key_of("INV-1", 1)];
+    for key in &listed {
+        let own = NewPaylink {
+            token_hash: payrelay::store::member_link_hash(&link.token_hash, &key.invoice_id),
+            expires_at_ms: link.expires_at_ms,
+            address_hash: None,
+        };
+        store
+            .start_attempt(key, ChannelName::Email, 1, &own, None)
+            .await
+            .unwrap()
+            .id()
+            .expect("open");
+    }
+    store
+        .add_combined_link(&place.group_id, ChannelName::Email, &link, &listed)
+        .await
+        .unwrap();
+    assert!(
+        store.paylink(&link.token_hash).await.unwrap().is_none(),
+        "not a single invoice's link"
+    );
+    assert!(store.combined_link("hash-unknown").await.unwrap().is_none());
+
+    let found = store.combined_link(&link.token_hash).await.unwrap().expect("found");
+    assert_eq!(found.group_id, place.group_id);
+    assert_eq!(found.channel, ChannelName::Email);
+    assert_eq!(found.expires_at_ms, link.expires_at_ms);
+    let keys: Vec<&InvoiceKey> = found.invoices.iter().map(|i| &i.key).collect();
+    assert_eq!(keys, [&listed[0], &listed[1]], "the message's invoices, in its order");
+    assert!(found.invoices.iter().all(|i| i.status == Status::Accepted));
+    assert_eq!(found.invoices[0].invoice.key, listed[0]);
+    assert_eq!(
+        found.invoices[0].correlation.message_id,
+        correlation("INV-2").message_id
+    );
+
+    store
+        .close(ACME, "INV-1", Status::Paid, &event(EventName::Paid, &listed[1]))
+        .await
+        .unwrap();
+    let found = store.combined_link(&link.token_hash).await.unwrap().expect("found");
+    let statuses: Vec<Status> = found.invoices.iter().map(|i| i.status).collect();
+    assert_eq!(statuses, [Status::Accepted, Status::Paid]);
+
+    // A click on the combined link counts on each listed invoice's own link.
+    let own = payrelay::store::member_link_hash(&link.token_hash, "INV-2");
+    let clicks = store
+        .record_click(&own, &event(EventName::Clicked, &listed[0]))
+        .await
+        .unwrap();
+    assert_eq!(clicks, 1);
+}
+
+async fn a_provider_id_shared_by_a_combined_message_finds_every_attempt(db: &TestDb) {
+    let store = db.store.as_ref();
+    let a = sent(
+        store,
+        &accepted(store, "INV-1", 1).await,
+        ChannelName::Email,
+        "t1",
+        "<combined@acme>",
+    )
+    .await;
+    let b = sent(
+        store,
+        &accepted(store, "INV-2", 1).await,
+        ChannelName::Email,
+        "t2",
+        "<combined@acme>",
+    )
+    .await;
+    sent(
+        store,
+        &accepted(store, "INV-3", 1).await,
+        ChannelName::Email,
+        "t3",
+        "<other@acme>",
+    )
+    .await;
+    let found = store
+        .attempts_by_provider_id(ChannelName::Email, "<combined@acme>")
+        .await
+        .unwrap();
+    let found: Vec<(i64, &str)> = found
+        .iter()
+        .map(|r| (r.attempt_id, r.key.invoice_id.as_str()))
+        .collect();
+    assert_eq!(found, [(a, "INV-1"), (b, "INV-2")]);
+    assert!(store
+        .attempts_by_provider_id(ChannelName::Sms, "<combined@acme>")
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -106,6 +106,7 @@ struct RawBiller {
     whatsapp_parameters: Option<Vec<String>>,
     journey: Option<String>,
     support: Option<String>,
+    combine: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -568,9 +569,13 @@ fn check_billers(
                 })
                 .ok()
         });
+        let combine = raw
+            .combine
+            .and_then(|text| combine_window(&format!("{prefix}.combine"), &text, problems));
         billers.insert(
             id,
             BillerConfig {
+                combine,
                 name,
                 checkout_url,
                 default_locale: raw.default_locale,
@@ -647,6 +652,30 @@ fn check_api_tokens(http: Option<&HttpConfig>, billers: &BTreeMap<String, Biller
             );
         }
     }
+}
+
+/// The longest `[billers.<id>] combine`: a first request held longer than
+/// a day is no longer the prompt request the biller sent.
+pub(crate) const LONGEST_COMBINE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// `[billers.<id>] combine`: a duration above zero and at most a day.
+fn combine_window(key: &str, text: &str, problems: &mut Problems) -> Option<std::time::Duration> {
+    let window = duration(key, text, problems)?;
+    if window.is_zero() {
+        problems.push(
+            key,
+            "must be longer than 0s; leave the key out to send every invoice on its own",
+        );
+        return None;
+    }
+    if window > LONGEST_COMBINE {
+        problems.push(
+            key,
+            "is longer than 24h: a first request would wait more than a day before it goes out; use a shorter window",
+        );
+        return None;
+    }
+    Some(window)
 }
 
 /// `webhook_secret`: one secret or a list of them, each literal or `env:NAME`.

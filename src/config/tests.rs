@@ -1708,3 +1708,17 @@ fn personal_data_ttl_is_a_duration() {
         assert_eq!(keys(&found), set_of(&["store.personal_data_ttl"]), "{bad}");
     }
 }
+
+#[test]
+fn combine_is_a_window_of_at_most_a_day_and_off_when_absent() {
+    let c = load(MINIMAL);
+    assert_eq!(c.billers["acme"].combine, None, "off unless set");
+    let c = load(&MINIMAL.replace("[channels.email]", "combine = \"10m\"\n\n[channels.email]"));
+    assert_eq!(c.billers["acme"].combine, Some(Duration::from_secs(600)));
+    for (value, says) in [("\"25h\"", "longer than 24h"), ("\"0s\"", "zero"), ("\"soon\"", "")] {
+        let text = MINIMAL.replace("[channels.email]", &format!("combine = {value}\n\n[channels.email]"));
+        let found = problems(&text);
+        assert_eq!(keys(&found), set_of(&["billers.acme.combine"]), "{value}: {found:?}");
+        assert!(found[0].message.contains(says), "{value}: {}", found[0].message);
+    }
+}

@@ -171,7 +171,17 @@ impl Dispatcher {
             owned: ours,
             finished: false,
         };
-        let (begun, started) = self.begin(&invoice, &plan, correlation).await?;
+        let (begun, started) = match self.combine_window(&invoice) {
+            None => self.begin(&invoice, &plan, correlation).await?,
+            Some(window) => match self.begin_combined(&invoice, &plan, correlation, window).await? {
+                // Stored in its customer's group, which the scheduler sends.
+                None => {
+                    ownership.finished = true;
+                    return Ok(Disposition::Ack);
+                }
+                Some(begun) => (begun, None),
+            },
+        };
         let done = match self.admit(begun, &invoice, incoming, ours).await? {
             Admitted::Deliver(done) => done,
             Admitted::Done(disposition) => return Ok(disposition),
@@ -215,6 +225,35 @@ impl Dispatcher {
         plan: &Plan,
         correlation: &Correlation,
     ) -> Result<(Begin, Option<Started>), StoreError> {
+        let (accepted, steps) = self.accepted_with_steps(invoice, plan, correlation);
+        let first = plan.channels[0];
+        let slot = match self.quiet_until(invoice, first) {
+            None => self.channels.try_pace(first).await,
+            Some(_) => None,
+        };
+        let Some(slot) = slot else {
+            return Ok((self.store.begin(invoice, correlation, &accepted, &steps).await?, None));
+        };
+        let outgoing = self.prepare_send(invoice, first, None);
+        let (begun, attempt) = self
+            .store
+            .begin_with_attempt(invoice, correlation, &accepted, &steps, first, &outgoing.paylink)
+            .await?;
+        let started = attempt.map(|attempt_id| Started {
+            attempt_id,
+            outgoing,
+            slot,
+        });
+        Ok((begun, started))
+    }
+
+    /// The invoice's `accepted` event and its journey's planned steps.
+    pub(super) fn accepted_with_steps(
+        &self,
+        invoice: &Invoice,
+        plan: &Plan,
+        correlation: &Correlation,
+    ) -> (Event, Vec<crate::store::PlannedStep>) {
         let journey = crate::journey::chosen(&self.config, invoice, &plan.decision);
         let steps = match journey {
             Some(journey) => {
@@ -237,25 +276,7 @@ impl Dispatcher {
             }
         }
         let accepted = Event::accepted(&invoice.key, correlation, detail).metadata(invoice.metadata.clone());
-        let first = plan.channels[0];
-        let slot = match self.quiet_until(invoice, first) {
-            None => self.channels.try_pace(first).await,
-            Some(_) => None,
-        };
-        let Some(slot) = slot else {
-            return Ok((self.store.begin(invoice, correlation, &accepted, &steps).await?, None));
-        };
-        let outgoing = self.prepare_send(invoice, first, None);
-        let (begun, attempt) = self
-            .store
-            .begin_with_attempt(invoice, correlation, &accepted, &steps, first, &outgoing.paylink)
-            .await?;
-        let started = attempt.map(|attempt_id| Started {
-            attempt_id,
-            outgoing,
-            slot,
-        });
-        Ok((begun, started))
+        (accepted, steps)
     }
 
     /// Decides from what the store knew of the invoice whether this handler

@@ -14,6 +14,7 @@
 //! tested by moving one.
 
 mod admit;
+mod combine;
 mod debtor;
 mod deliver;
 pub mod erasure;
@@ -44,6 +45,7 @@ use crate::render::Templates;
 use crate::store::Store;
 use retry::RetryPolicy;
 
+pub use combine::prepare_combined;
 pub use send::{pay_url, prepare, Outgoing};
 
 /// How long an unfinished invoice must sit untouched before another handler

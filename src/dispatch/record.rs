@@ -123,48 +123,52 @@ impl Dispatcher {
     /// events once; a delivery failure fails the channel and, the first time
     /// only, moves the invoice on to its next channel in the background.
     pub async fn handle_report(self: &Arc<Self>, channel: ChannelName, report: StatusReport) -> Result<(), StoreError> {
-        let Some(attempt) = self
+        // One attempt, or one per invoice a combined message listed: the
+        // report reaches each of them.
+        let attempts = self
             .store
-            .attempt_by_provider_id(channel, &report.provider_message_id)
-            .await?
-        else {
+            .attempts_by_provider_id(channel, &report.provider_message_id)
+            .await?;
+        if attempts.is_empty() {
             info!(%channel, "status report for a message this store does not know; ignored");
             return Ok(());
-        };
-        let provider_id = Some(report.provider_message_id);
-        match report.status {
-            DeliveryStatus::Delivered => {
-                let event = Event::delivered(
-                    &attempt.key,
-                    &attempt.correlation,
-                    channel,
-                    attempt.attempt,
-                    provider_id,
-                )
-                .step(attempt.step.as_deref())
-                .metadata(attempt.metadata.clone());
-                self.store
-                    .record_reached(attempt.attempt_id, Reached::Delivered, &event)
-                    .await?;
-            }
-            DeliveryStatus::Read => {
-                let event = Event::read(
-                    &attempt.key,
-                    &attempt.correlation,
-                    channel,
-                    attempt.attempt,
-                    provider_id,
-                )
-                .step(attempt.step.as_deref())
-                .metadata(attempt.metadata.clone());
-                self.store
-                    .record_reached(attempt.attempt_id, Reached::Read, &event)
-                    .await?;
-            }
-            DeliveryStatus::Failed { code, reason } => {
-                let code = code.map(|c| format!(" (code {c})")).unwrap_or_default();
-                let detail = format!("the provider could not deliver the message{code}: {reason}");
-                self.failed_after_send(&attempt, channel, detail, provider_id).await?;
+        }
+        for attempt in &attempts {
+            let provider_id = Some(report.provider_message_id.clone());
+            match &report.status {
+                DeliveryStatus::Delivered => {
+                    let event = Event::delivered(
+                        &attempt.key,
+                        &attempt.correlation,
+                        channel,
+                        attempt.attempt,
+                        provider_id,
+                    )
+                    .step(attempt.step.as_deref())
+                    .metadata(attempt.metadata.clone());
+                    self.store
+                        .record_reached(attempt.attempt_id, Reached::Delivered, &event)
+                        .await?;
+                }
+                DeliveryStatus::Read => {
+                    let event = Event::read(
+                        &attempt.key,
+                        &attempt.correlation,
+                        channel,
+                        attempt.attempt,
+                        provider_id,
+                    )
+                    .step(attempt.step.as_deref())
+                    .metadata(attempt.metadata.clone());
+                    self.store
+                        .record_reached(attempt.attempt_id, Reached::Read, &event)
+                        .await?;
+                }
+                DeliveryStatus::Failed { code, reason } => {
+                    let code = code.as_ref().map(|c| format!(" (code {c})")).unwrap_or_default();
+                    let detail = format!("the provider could not deliver the message{code}: {reason}");
+                    self.failed_after_send(attempt, channel, detail, provider_id).await?;
+                }
             }
         }
         self.outbox_signal.notify_one();

@@ -32,6 +32,9 @@ const LONGEST_SLEEP: Duration = Duration::from_secs(1);
 const SHORTEST_SLEEP: Duration = Duration::from_millis(20);
 /// Free slots a busy scheduler waits for before it claims more.
 const REFILL: u32 = CONCURRENT_RESUMES as u32 / 2;
+/// How often a scheduler whose billers no longer combine looks for
+/// combined groups left from before.
+const LEFTOVER_GROUPS_EVERY_MS: i64 = 60_000;
 /// How long shutdown waits for the sends under way.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 
@@ -46,8 +49,17 @@ pub async fn run(
     // every other invoice's steps until it is done.
     let slots = Arc::new(Semaphore::new(CONCURRENT_RESUMES));
     let failed = Arc::new(AtomicBool::new(false));
+    // Combined groups exist where a biller combines. Without one, groups
+    // left from when one did (the config changed) are still sent, looked
+    // for once a minute rather than at every round.
+    let combines = dispatcher.combines();
+    let mut leftovers_at = i64::MIN;
     loop {
         let now = clock.now_ms();
+        let look_for_groups = combines || now >= leftovers_at;
+        if look_for_groups && !combines {
+            leftovers_at = now.saturating_add(LEFTOVER_GROUPS_EVERY_MS);
+        }
         // A full batch of holds or steps: more are likely due (a wave at the
         // same minute), so the next look comes at once, unless a send failed
         // (then what failed is due again soon, and the store may be down).
@@ -107,6 +119,34 @@ pub async fn run(
                 Err(e) => warn!(error = %e, "cannot read due journey steps; trying again shortly"),
             }
         }
+        let free = (slots.available_permits() as u32).min(CLAIM_BATCH);
+        if look_for_groups && free > 0 {
+            match store
+                .claim_due_groups(now, super::CLAIM_IDLE.as_millis() as i64, free)
+                .await
+            {
+                Ok(groups) => {
+                    full |= groups.len() >= free as usize;
+                    for group in groups {
+                        let Ok(slot) = slots.clone().try_acquire_owned() else {
+                            break;
+                        };
+                        let (dispatcher, store, failed) = (dispatcher.clone(), store.clone(), failed.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = dispatcher.send_group(&group).await {
+                                failed.store(true, Ordering::Relaxed);
+                                warn!(group = %group.id, error = %e, "could not send a combined message; trying again shortly");
+                                // Due again soon; if even that fails, the
+                                // claim goes stale and the group is taken again.
+                                let _ = store.hold_group(&group.id, now + 1_000).await;
+                            }
+                            drop(slot);
+                        });
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot read due combined messages; trying again shortly"),
+            }
+        }
         match store.claim_stale(now, super::CLAIM_IDLE.as_millis() as i64, 100).await {
             Ok(keys) => {
                 for key in keys {
@@ -125,7 +165,11 @@ pub async fn run(
             false => {
                 let next_hold = store.next_hold().await.ok().flatten();
                 let next_step = store.next_step().await.ok().flatten();
-                next_hold.into_iter().chain(next_step).min()
+                let next_group = match combines {
+                    true => store.next_group().await.ok().flatten(),
+                    false => None,
+                };
+                next_hold.into_iter().chain(next_step).chain(next_group).min()
             }
         };
         if busy {

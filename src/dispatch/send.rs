@@ -190,7 +190,12 @@ impl Dispatcher {
 
     /// Sends, waiting out channel pauses and retrying transient failures as
     /// the retry policy says.
-    async fn send_with_retries(&self, prepared: &Prepared, plan: SendPlan<'_>, mut slot: Option<Slot>) -> Tried {
+    pub(super) async fn send_with_retries(
+        &self,
+        prepared: &Prepared,
+        plan: SendPlan<'_>,
+        mut slot: Option<Slot>,
+    ) -> Tried {
         let channel = prepared.channel;
         let mut tries = 0;
         let mut pauses_waited = 0;

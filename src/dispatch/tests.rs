@@ -128,7 +128,9 @@ struct World {
     _dir: tempfile::TempDir,
 }
 
-fn config(routing: &str, dir: &std::path::Path) -> Config {
+/// The test config: `routing` is the body of `[routing]`, `biller` is
+/// added to `[billers.acme]`.
+fn config_with(routing: &str, biller: &str, dir: &std::path::Path) -> Config {
     let toml = format!(
         r#"
 [broker]
@@ -147,6 +149,7 @@ name = "ACME Energy"
 checkout_url = "https://pay.example/c?inv={{invoice_id}}&t={{token}}"
 default_locale = "es-MX"
 webhook_secret = "webhook-secret-for-tests"
+{biller}
 
 [channels.email]
 transport = "smtp"
@@ -170,6 +173,11 @@ respect_preferences = false
 
 impl World {
     async fn new(routing: &str, sms: Vec<Reply>, email: Vec<Reply>) -> World {
+        World::with_biller(routing, "", sms, email).await
+    }
+
+    /// [`World::new`] with `biller` added to `[billers.acme]`.
+    async fn with_biller(routing: &str, biller: &str, sms: Vec<Reply>, email: Vec<Reply>) -> World {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::at_ms(NOON));
         let path = dir.path().join("payrelay.db");
@@ -194,7 +202,7 @@ impl World {
         let (sms, sms_tokens) = stub(ChannelName::Sms, sms);
         let (email, _) = stub(ChannelName::Email, email);
         let dispatcher = Dispatcher::new(
-            Arc::new(config(routing, dir.path())),
+            Arc::new(config_with(routing, biller, dir.path())),
             store.clone(),
             Arc::new(registry),
             Arc::new(Templates::load(None).unwrap()),
@@ -218,7 +226,20 @@ impl World {
     }
 
     async fn receive(&self, invoice_id: &str, revision: i64) -> Disposition {
-        let body = serde_json::json!({
+        self.receive_for(invoice_id, revision, None, "MXN", "1234.50").await
+    }
+
+    /// A request of customer `customer_id` (none: the contacts stand for
+    /// the customer) for `amount` in `currency`.
+    async fn receive_for(
+        &self,
+        invoice_id: &str,
+        revision: i64,
+        customer_id: Option<&str>,
+        currency: &str,
+        amount: &str,
+    ) -> Disposition {
+        let mut body = serde_json::json!({
             "kind": "payment_request",
             "invoice_id": invoice_id,
             "biller_id": "acme",
@@ -235,6 +256,11 @@ impl World {
             },
             "metadata": {"erp_doc": "4711"}
         });
+        body["currency"] = currency.into();
+        body["amount"] = amount.into();
+        if let Some(id) = customer_id {
+            body["customer"]["id"] = id.into();
+        }
         let incoming = Incoming {
             body: serde_json::to_vec(&body).unwrap(),
             correlation: Correlation {
@@ -1217,4 +1243,312 @@ async fn a_reminders_delivery_report_names_its_step() {
     let delivered = world.events("INV-1").await.pop().unwrap();
     assert_eq!(delivered.event, EventName::Delivered);
     assert_eq!(delivered.step.as_deref(), Some("due"));
+}
+
+// ---------------------------------------------------------------------------
+// One message per debtor (`combine`)
+
+const COMBINE: &str = r#"combine = "10m""#;
+const SMS_AND_EMAIL: &str = r#"default = ["sms", "email"]
+default_strategy = "all""#;
+const MINUTE: i64 = 60_000;
+
+impl World {
+    /// Sends the groups due now, as the scheduler does; how many it claimed.
+    async fn send_due_groups(&self) -> usize {
+        let groups = self
+            .store
+            .claim_due_groups(self.clock.now_ms(), super::CLAIM_IDLE.as_millis() as i64, 100)
+            .await
+            .unwrap();
+        for group in &groups {
+            self.dispatcher.send_group(group).await.unwrap();
+        }
+        groups.len()
+    }
+}
+
+#[tokio::test]
+async fn invoices_of_one_customer_within_the_window_go_out_as_one_message_per_channel() {
+    let world = World::with_biller(SMS_AND_EMAIL, COMBINE, vec![], vec![]).await;
+    for i in 1..=5 {
+        world.clock.set_ms(NOON + (i - 1) * MINUTE);
+        assert_eq!(world.receive(&format!("INV-{i}"), 1).await, Disposition::Ack);
+    }
+    // Acked and stored; nothing sent while the window is open.
+    assert_eq!(world.sms.load(Ordering::SeqCst) + world.email.load(Ordering::SeqCst), 0);
+    assert_eq!(world.status("INV-1").await, Status::Accepted);
+    let accepted = &world.events("INV-5").await[0];
+    assert_eq!(accepted.event, EventName::Accepted);
+    let detail = accepted.detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.contains(&format!(
+            "waits until {} to be combined",
+            crate::events::rfc3339_ms(NOON + 10 * MINUTE)
+        )),
+        "the window counts from the group's first invoice: {detail}"
+    );
+    // Paid while it waits: it leaves the list.
+    world
+        .dispatcher
+        .close_invoice("acme", "INV-3", Status::Paid, &Correlation::default())
+        .await
+        .unwrap();
+    assert_eq!(world.send_due_groups().await, 0, "the window is still open");
+
+    world.clock.set_ms(NOON + 10 * MINUTE);
+    assert_eq!(world.send_due_groups().await, 1);
+    assert_eq!(
+        world.sms.load(Ordering::SeqCst),
+        1,
+        "one SMS for the four open invoices"
+    );
+    assert_eq!(world.email.load(Ordering::SeqCst), 1, "one email");
+    for id in ["INV-1", "INV-2", "INV-4", "INV-5"] {
+        assert_eq!(world.status(id).await, Status::Sent, "{id}");
+        let sent: Vec<(Option<ChannelName>, Option<String>)> = world
+            .events(id)
+            .await
+            .into_iter()
+            .filter(|e| e.event == EventName::Sent)
+            .map(|e| (e.channel, e.provider_message_id))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                (Some(ChannelName::Sms), Some("sms-1".to_owned())),
+                (Some(ChannelName::Email), Some("email-1".to_owned()))
+            ],
+            "{id} has its own sent events, with the message's provider id"
+        );
+    }
+    assert_eq!(world.status("INV-3").await, Status::Paid);
+    assert!(!world.event_names("INV-3").await.contains(&EventName::Sent));
+
+    // The one link lists the four; the group is done.
+    let token = world.sms_tokens.lock().unwrap()[0].clone();
+    let link = world
+        .store
+        .combined_link(&crate::paylink::token_hash(&token))
+        .await
+        .unwrap()
+        .expect("the combined link is stored");
+    let listed: Vec<&str> = link.invoices.iter().map(|i| i.key.invoice_id.as_str()).collect();
+    assert_eq!(listed, ["INV-1", "INV-2", "INV-4", "INV-5"]);
+    world.clock.set_ms(NOON + 60 * MINUTE);
+    assert_eq!(world.send_due_groups().await, 0);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_invoice_alone_when_the_window_closes_goes_out_as_an_ordinary_request() {
+    let world = World::with_biller(SMS_THEN_EMAIL, COMBINE, vec![], vec![]).await;
+    assert_eq!(world.receive("INV-1", 1).await, Disposition::Ack);
+    world.clock.set_ms(NOON + 10 * MINUTE);
+    assert_eq!(world.send_due_groups().await, 1);
+    assert_eq!(world.status("INV-1").await, Status::Sent);
+    assert_eq!(world.attempts("INV-1").await, [(ChannelName::Sms, AttemptState::Sent)]);
+    let token = world.sms_tokens.lock().unwrap()[0].clone();
+    let hash = crate::paylink::token_hash(&token);
+    assert!(
+        world.store.paylink(&hash).await.unwrap().is_some(),
+        "its own single link"
+    );
+    assert!(world.store.combined_link(&hash).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn two_customers_never_mix_and_two_currencies_never_combine() {
+    let world = World::with_biller(SMS_THEN_EMAIL, COMBINE, vec![], vec![]).await;
+    let requests = [
+        ("A-1", "C-A", "MXN"),
+        ("A-2", "C-A", "MXN"),
+        ("B-1", "C-B", "MXN"),
+        ("B-2", "C-B", "MXN"),
+        ("U-1", "C-A", "USD"),
+        ("U-2", "C-A", "USD"),
+    ];
+    for (id, customer, currency) in requests {
+        let answer = world.receive_for(id, 1, Some(customer), currency, "10.00").await;
+        assert_eq!(answer, Disposition::Ack);
+    }
+    world.clock.set_ms(NOON + 10 * MINUTE);
+    assert_eq!(world.send_due_groups().await, 3);
+    assert_eq!(
+        world.sms.load(Ordering::SeqCst),
+        3,
+        "one message per customer and currency"
+    );
+    let tokens = world.sms_tokens.lock().unwrap().clone();
+    let mut groups = Vec::new();
+    for token in tokens {
+        let link = world
+            .store
+            .combined_link(&crate::paylink::token_hash(&token))
+            .await
+            .unwrap()
+            .expect("combined");
+        let mut ids: Vec<String> = link.invoices.iter().map(|i| i.key.invoice_id.clone()).collect();
+        ids.sort();
+        groups.push(ids.join(","));
+    }
+    groups.sort();
+    assert_eq!(groups, ["A-1,A-2", "B-1,B-2", "U-1,U-2"]);
+}
+
+#[tokio::test]
+async fn with_combine_off_an_invoice_goes_out_at_once() {
+    let world = World::new(SMS_THEN_EMAIL, vec![], vec![]).await;
+    assert!(!world.dispatcher.combines());
+    world.receive("INV-1", 1).await;
+    world.receive("INV-2", 1).await;
+    assert_eq!(world.sms.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_combined_message_every_channel_refuses_exhausts_each_invoice() {
+    let world = World::with_biller(
+        SMS_THEN_EMAIL,
+        COMBINE,
+        vec![Reply::Fail(permanent())],
+        vec![Reply::Fail(permanent())],
+    )
+    .await;
+    world.receive("INV-1", 1).await;
+    world.receive("INV-2", 1).await;
+    world.clock.set_ms(NOON + 10 * MINUTE);
+    world.send_due_groups().await;
+    assert_eq!(
+        (world.sms.load(Ordering::SeqCst), world.email.load(Ordering::SeqCst)),
+        (1, 1)
+    );
+    for id in ["INV-1", "INV-2"] {
+        assert_eq!(world.status(id).await, Status::Exhausted, "{id}");
+        assert_eq!(
+            world.event_names(id).await,
+            [
+                EventName::Accepted,
+                EventName::ChannelFailed,
+                EventName::ChannelFailed,
+                EventName::Exhausted
+            ],
+            "{id}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_report_of_a_combined_message_reaches_every_invoice_in_it() {
+    let world = World::with_biller(SMS_THEN_EMAIL, COMBINE, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    world.receive("INV-2", 1).await;
+    world.clock.set_ms(NOON + 10 * MINUTE);
+    world.send_due_groups().await;
+    let report = StatusReport {
+        provider_message_id: "sms-1".into(),
+        status: DeliveryStatus::Delivered,
+    };
+    world.dispatcher.handle_report(ChannelName::Sms, report).await.unwrap();
+    for id in ["INV-1", "INV-2"] {
+        assert_eq!(
+            world.event_names(id).await,
+            [EventName::Accepted, EventName::Sent, EventName::Delivered],
+            "{id}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn quiet_hours_hold_a_combined_message_until_the_window_opens() {
+    let routing = "default = [\"sms\"]\nquiet_hours = \"21:00-08:00\"";
+    let world = World::with_biller(routing, COMBINE, vec![], vec![]).await;
+    let late_evening = NOON + 11 * HOUR;
+    let next_morning = NOON + 20 * HOUR;
+    world.clock.set_ms(late_evening);
+    world.receive("INV-1", 1).await;
+    world.receive("INV-2", 1).await;
+    world.clock.set_ms(late_evening + 10 * MINUTE);
+    assert_eq!(world.send_due_groups().await, 1);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 0, "held by quiet hours");
+    assert_eq!(world.store.next_group().await.unwrap(), Some(next_morning));
+    // A third invoice now opens a group of its own: the held one is closed.
+    world.receive("INV-3", 1).await;
+    // Alone when its window closes: an ordinary request, held as one.
+    world.clock.set_ms(next_morning - 1);
+    assert_eq!(world.send_due_groups().await, 1);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 0);
+    assert_eq!(world.store.next_hold().await.unwrap(), Some(next_morning));
+
+    world.clock.set_ms(next_morning);
+    assert_eq!(world.send_due_groups().await, 1, "the held pair");
+    let held = world.store.claim_due_holds(next_morning, 10).await.unwrap();
+    assert_eq!(held, [key("INV-3")]);
+    world.dispatcher.resume(&held[0]).await.unwrap();
+    assert_eq!(
+        world.sms.load(Ordering::SeqCst),
+        2,
+        "the held pair, and the third alone"
+    );
+    for id in ["INV-1", "INV-2", "INV-3"] {
+        assert_eq!(world.status(id).await, Status::Sent, "{id}");
+    }
+    let sent_with = |events: Vec<Event>| {
+        events
+            .into_iter()
+            .find(|e| e.event == EventName::Sent)
+            .and_then(|e| e.provider_message_id)
+    };
+    assert_eq!(
+        sent_with(world.events("INV-1").await),
+        sent_with(world.events("INV-2").await)
+    );
+    assert_ne!(
+        sent_with(world.events("INV-1").await),
+        sent_with(world.events("INV-3").await)
+    );
+}
+
+#[tokio::test]
+async fn a_combined_message_refused_on_one_channel_falls_back_to_the_next_for_all() {
+    let world = World::with_biller(SMS_THEN_EMAIL, COMBINE, vec![Reply::Fail(permanent())], vec![]).await;
+    world.receive("INV-1", 1).await;
+    world.receive("INV-2", 1).await;
+    world.clock.set_ms(NOON + 10 * MINUTE);
+    world.send_due_groups().await;
+    assert_eq!(
+        (world.sms.load(Ordering::SeqCst), world.email.load(Ordering::SeqCst)),
+        (1, 1)
+    );
+    for id in ["INV-1", "INV-2"] {
+        assert_eq!(world.status(id).await, Status::Sent, "{id}");
+        assert_eq!(
+            world.attempts(id).await,
+            [
+                (ChannelName::Sms, AttemptState::Failed),
+                (ChannelName::Email, AttemptState::Sent)
+            ],
+            "{id}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_redelivered_request_of_a_waiting_invoice_is_acked_and_sent_once_with_its_group() {
+    let world = World::with_biller(SMS_THEN_EMAIL, COMBINE, vec![], vec![]).await;
+    world.receive("INV-1", 1).await;
+    world.receive("INV-2", 1).await;
+    assert_eq!(
+        world.receive("INV-2", 1).await,
+        Disposition::Ack,
+        "a redelivery while it waits"
+    );
+    world.clock.set_ms(NOON + 10 * MINUTE);
+    assert_eq!(world.send_due_groups().await, 1);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 1);
+    assert_eq!(world.receive("INV-2", 1).await, Disposition::Ack);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 1, "a later copy is a duplicate");
+    assert_eq!(
+        world.event_names("INV-2").await,
+        [EventName::Accepted, EventName::Sent, EventName::Duplicate]
+    );
 }

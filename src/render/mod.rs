@@ -106,7 +106,14 @@ pub const FIRST_TEMPLATE: &str = "payment_request";
 
 /// Messages with built-in templates on every channel in every built-in
 /// language: the first request and the three a journey sends by default.
-pub const BUILT_IN_MESSAGES: [&str; 4] = [FIRST_TEMPLATE, "reminder", "overdue", "final_notice"];
+pub const BUILT_IN_MESSAGES: [&str; 5] = [FIRST_TEMPLATE, "reminder", "overdue", "final_notice", COMBINED_TEMPLATE];
+
+/// The message that lists a customer's open invoices in one
+/// (`[billers.<id>] combine`). Besides the first invoice's data (whose
+/// `customer` and locale it is in), it has `invoices` (each with `id`,
+/// `description`, `amount`, `due_date` and `due_date_display`), `count`,
+/// and `total`, which is also its `amount` (see [`add_combined`]).
+pub const COMBINED_TEMPLATE: &str = "combined";
 
 /// What the email channel renders of a message.
 pub const EMAIL_PARTS: [&str; 3] = ["email/subject", "email/body.txt", "email/body.html"];
@@ -173,8 +180,9 @@ const ERASED_PAGE: [BuiltIn; 4] = [
     ("pt", "erased.html", include_str!("../../templates/pt/erased.html.hbs")),
     ("de", "erased.html", include_str!("../../templates/de/erased.html.hbs")),
 ];
+const COMBINED: [BuiltIn; 20] = built_in_message!("combined": "en", "es", "pt", "de");
 /// Every built-in template.
-const BUILT_IN_SETS: [&[BuiltIn]; 5] = [&BUILT_IN, &REMINDER, &OVERDUE, &FINAL_NOTICE, &ERASED_PAGE];
+const BUILT_IN_SETS: [&[BuiltIn]; 6] = [&BUILT_IN, &REMINDER, &OVERDUE, &FINAL_NOTICE, &COMBINED, &ERASED_PAGE];
 
 /// The name `part` of message `template` is registered and overridden
 /// under: the part itself for `payment_request` (`email/subject`, as
@@ -757,6 +765,13 @@ pub fn sample_view() -> serde_json::Value {
             });
             data["unsubscribed"] = json!(false);
             data["unsubscribe_path"] = json!("/u/SAMPLE-TOKEN");
+            // Two invoices listed, for the combined message (the others
+            // ignore them).
+            let mut second = (*invoice).clone();
+            second.key.invoice_id = "INV-SAMPLE-2".into();
+            second.description = None;
+            // Same currency, so this cannot fail.
+            let _ = add_list(&mut data, &[&invoice, &second], "en");
             data
         }
         // The sample is fixed text that parses; an empty view would make
@@ -786,6 +801,76 @@ fn sample_steps(sample: &serde_json::Value, template: &str) -> Vec<serde_json::V
         data
     })
     .collect()
+}
+
+/// The sum of invoices of one currency, as an amount of that currency:
+/// what a combined message and its pay page ask for.
+pub fn total_of(invoices: &[&Invoice]) -> Result<crate::domain::money::Amount, String> {
+    let first = invoices.first().ok_or("no invoice to add up")?;
+    let currency = &first.amount.currency;
+    let mut minor: i64 = 0;
+    for invoice in invoices {
+        if invoice.amount.currency != *currency {
+            return Err(format!(
+                "invoices in {currency} and {} cannot be added up",
+                invoice.amount.currency
+            ));
+        }
+        minor = minor
+            .checked_add(invoice.amount.minor)
+            .ok_or("the total is too large")?;
+    }
+    let mut total = crate::domain::money::Amount {
+        minor,
+        currency: currency.clone(),
+        text: String::new(),
+    };
+    total.text = total.to_decimal_string();
+    Ok(total)
+}
+
+/// Adds what a combined message lists to a view's data: `invoices`,
+/// `count` and `total` (also as `amount`, so a template or a WhatsApp
+/// parameter that shows `amount.display` shows the total), formatted for
+/// `locale`.
+pub fn add_combined(data: &mut serde_json::Value, invoices: &[&Invoice], locale: &str) -> Result<(), String> {
+    add_list(data, invoices, locale)?;
+    if let Some(fields) = data.as_object_mut() {
+        fields.insert("amount".into(), fields.get("total").cloned().unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// `invoices`, `count` and `total` of [`add_combined`], `amount` untouched.
+pub fn add_list(data: &mut serde_json::Value, invoices: &[&Invoice], locale: &str) -> Result<(), String> {
+    let total = total_of(invoices)?;
+    let listed: Vec<serde_json::Value> = invoices
+        .iter()
+        .map(|invoice| {
+            json!({
+                "id": invoice.key.invoice_id,
+                "description": invoice.description,
+                "due_date": format::iso_date(invoice.due_date),
+                "due_date_display": date(invoice.due_date, locale),
+                "amount": amount_data(&invoice.amount, locale),
+            })
+        })
+        .collect();
+    if let Some(fields) = data.as_object_mut() {
+        fields.insert("invoices".into(), json!(listed));
+        fields.insert("count".into(), json!(invoices.len()));
+        fields.insert("total".into(), amount_data(&total, locale));
+    }
+    Ok(())
+}
+
+fn amount_data(amount: &crate::domain::money::Amount, locale: &str) -> serde_json::Value {
+    json!({
+        "value": amount.to_decimal_string(),
+        "currency": amount.currency,
+        "display": money(amount, locale),
+        "minor": amount.minor,
+    })
 }
 
 /// The data every template sees for an invoice's first request, as of

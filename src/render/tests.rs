@@ -262,12 +262,12 @@ fn missing_for_locale_lists_what_would_fall_back_to_another_language() {
         .iter()
         .map(|n| (*n).to_owned())
         .chain(
-            ["reminder", "overdue", "final_notice"]
+            ["reminder", "overdue", "final_notice", "combined"]
                 .iter()
                 .flat_map(|m| MESSAGE_PARTS.map(|p| format!("{m}/{p}"))),
         )
         .collect();
-    assert_eq!(everything.len(), 22);
+    assert_eq!(everything.len(), 27);
     assert_eq!(t.missing_for_locale("fr-FR"), everything);
     assert_eq!(t.missing_for_locale("not a locale"), everything);
 
@@ -299,7 +299,7 @@ fn missing_for_locale_lists_what_would_fall_back_to_another_language() {
             "unsubscribe.html"
         ]
     );
-    assert_eq!(missing.len(), 5 + 14, "{missing:?}");
+    assert_eq!(missing.len(), 5 + 19, "{missing:?}");
     assert!(!missing.contains(&"reminder/sms/body".to_owned()), "{missing:?}");
     assert!(missing.contains(&"final_notice/sms/body".to_owned()), "{missing:?}");
     assert_eq!(t.locales(), ["de", "en", "es", "fr", "pt"]);
@@ -602,7 +602,10 @@ fn render_message<const N: usize>(
 #[test]
 fn every_built_in_message_is_complete_in_every_built_in_language() {
     let t = Templates::load(None).unwrap();
-    assert_eq!(t.messages(), ["final_notice", "overdue", "payment_request", "reminder"]);
+    assert_eq!(
+        t.messages(),
+        ["combined", "final_notice", "overdue", "payment_request", "reminder"]
+    );
     for message in BUILT_IN_MESSAGES {
         for locale in ["en", "es-MX", "pt-BR", "de-AT"] {
             assert!(t.missing_message(message, locale).is_empty(), "{message} {locale}");
@@ -821,4 +824,63 @@ fn the_sample_check_wants_metadata_guarded_since_invoices_may_have_none() {
     let problems = t.check_with_sample();
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].reason.contains("en/reminder/sms/body"), "{problems:?}");
+}
+
+/// A combined message lists every invoice with its amount and the total,
+/// in the customer's language and money format, on every channel.
+#[test]
+fn the_combined_message_lists_each_invoice_and_the_total_in_each_language() {
+    let t = Templates::load(None).unwrap();
+    let biller = acme();
+    let cases = [
+        ("en", "3 invoices"),
+        ("es-MX", "3 facturas"),
+        ("pt-BR", "3 faturas"),
+        ("de-DE", "3 Rechnungen"),
+    ];
+    for (locale, count) in cases {
+        let one = &money(&Amount::parse("1234.50", "EUR").unwrap(), locale);
+        let total = &money(&Amount::parse("3703.50", "EUR").unwrap(), locale);
+        if locale == "en" {
+            assert_eq!((one.as_str(), total.as_str()), ("€1,234.50", "€3,703.50"));
+        }
+        let mut invoices = Vec::new();
+        for (id, amount) in [("INV-1", "1234.50"), ("INV-2", "1234.50"), ("INV-3", "1234.50")] {
+            let mut invoice = invoice_for(locale, None);
+            invoice.key.invoice_id = id.into();
+            invoice.amount = Amount::parse(amount, "EUR").unwrap();
+            invoices.push(invoice);
+        }
+        let refs: Vec<&Invoice> = invoices.iter().collect();
+        let message = Message {
+            template: COMBINED_TEMPLATE.into(),
+            step: None,
+        };
+        let today = refs[0].due_date;
+        let mut view = View::new(refs[0], "acme", &biller, "https://pay.example/p/T", &message, today);
+        let locale_of_view = view.locale;
+        add_combined(&mut view.data, &refs, locale_of_view).unwrap();
+        let parts = t.render_message(&view, MESSAGE_PARTS).unwrap();
+        for (part, text) in MESSAGE_PARTS.iter().zip(&parts) {
+            assert!(text.contains(total.as_str()), "{locale} {part}: {text}");
+            if *part != "email/subject" {
+                for id in ["INV-1", "INV-2", "INV-3"] {
+                    assert!(text.contains(id), "{locale} {part} lists {id}: {text}");
+                }
+                assert!(text.contains(one.as_str()), "{locale} {part}: {text}");
+            } else {
+                assert!(text.contains(count), "{locale} {part}: {text}");
+            }
+        }
+    }
+}
+
+#[test]
+fn invoices_of_two_currencies_have_no_total() {
+    let a = invoice_for("en", None);
+    let mut b = invoice_for("en", None);
+    b.amount = Amount::parse("10", "USD").unwrap();
+    assert!(total_of(&[&a, &b]).unwrap_err().contains("cannot be added up"));
+    let total = total_of(&[&a, &a]).unwrap();
+    assert_eq!((total.minor, total.text.as_str()), (2 * a.amount.minor, "2469.00"));
 }

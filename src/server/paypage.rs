@@ -19,7 +19,7 @@ use crate::events::Event;
 use crate::invoice::Invoice;
 use crate::paylink;
 use crate::render;
-use crate::store::PaylinkRecord;
+use crate::store::{CombinedLinkRecord, PaylinkRecord};
 
 /// What a link may still do.
 pub(super) enum LinkState {
@@ -121,7 +121,7 @@ pub(super) async fn show(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let (record, status) = match lookup(&state, &token).await? {
-        LinkState::Unknown => return Ok(not_found()),
+        LinkState::Unknown => return show_combined(&state, &token, &method, &headers).await,
         LinkState::Gone(text) => return Ok(gone(text)),
         LinkState::Erased(r) => return erased(&state, &r),
         LinkState::Open(r) => (r, "open"),
@@ -163,7 +163,7 @@ pub(super) async fn pay(
     method: Method,
 ) -> Result<Response, AppError> {
     let record = match lookup(&state, &token).await? {
-        LinkState::Unknown => return Ok(not_found()),
+        LinkState::Unknown => return pay_combined(&state, &token, &method).await,
         LinkState::Gone(text) => return Ok(gone(text)),
         LinkState::Erased(r) => return erased(&state, &r),
         // Never send a consumer to checkout for a closed invoice; the page
@@ -189,6 +189,160 @@ pub(super) async fn pay(
         amount.minor,
         &amount.currency,
         &token,
+    );
+    Ok(see_other(&url))
+}
+
+/// Where a combined message's link stands: the invoices it listed that
+/// are still open (or, when none is, those paid), by the same rules as a
+/// single link's.
+enum CombinedState {
+    Open(CombinedLinkRecord),
+    Paid(CombinedLinkRecord),
+    Gone(&'static str),
+    Unknown,
+}
+
+async fn lookup_combined(state: &AppState, token: &str) -> Result<CombinedState, AppError> {
+    if !paylink::is_well_formed(token) {
+        return Ok(CombinedState::Unknown);
+    }
+    let Some(mut record) = state.store.combined_link(&paylink::token_hash(token)).await? else {
+        return Ok(CombinedState::Unknown);
+    };
+    let open = |s: Status| matches!(s, Status::Accepted | Status::Sent | Status::Exhausted);
+    let any_open = record.invoices.iter().any(|i| open(i.status));
+    let any_paid = record.invoices.iter().any(|i| i.status == Status::Paid);
+    if !any_open && !any_paid {
+        let replaced = record.invoices.iter().all(|i| i.status == Status::Superseded);
+        return Ok(CombinedState::Gone(match replaced {
+            true => "This payment request was replaced by a newer request.",
+            false => "This payment request was cancelled by the sender.",
+        }));
+    }
+    if record.expires_at_ms <= state.clock.now_ms() {
+        return Ok(CombinedState::Gone("This payment link has expired."));
+    }
+    // An invoice paid, cancelled or replaced since leaves the list.
+    let keep = if any_open { open } else { |s: Status| s == Status::Paid };
+    record.invoices.retain(|i| keep(i.status));
+    Ok(match any_open {
+        true => CombinedState::Open(record),
+        false => CombinedState::Paid(record),
+    })
+}
+
+/// Counts a person's visit as a click on every invoice the page lists (the
+/// first one queues each invoice's `invoice.clicked`), so no listed
+/// invoice escalates to its next channel as if unread.
+async fn count_combined(
+    state: &AppState,
+    token: &str,
+    record: &CombinedLinkRecord,
+    visitor: Visitor,
+) -> Result<(), AppError> {
+    if let Visitor::Preview(previewer) = visitor {
+        state.metrics.preview(record.channel, previewer);
+        info!(group = %record.group_id, channel = %record.channel, previewer, "combined pay page previewed");
+        return Ok(());
+    }
+    let hash = paylink::token_hash(token);
+    let mut first = false;
+    for listed in &record.invoices {
+        let click = Event::clicked(&listed.key, &listed.correlation, record.channel)
+            .metadata(listed.invoice.metadata.clone())
+            .detail("opened the pay link of a message that listed several invoices");
+        let own = crate::store::member_link_hash(&hash, &listed.key.invoice_id);
+        first |= state.store.record_click(&own, &click).await? == 1;
+    }
+    state.metrics.click();
+    if first {
+        state.outbox_signal.notify_one();
+    }
+    info!(group = %record.group_id, channel = %record.channel, invoices = record.invoices.len(), "combined pay page opened");
+    Ok(())
+}
+
+/// `GET /p/{token}` of a combined message: its open invoices and their total.
+async fn show_combined(
+    state: &AppState,
+    token: &str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response, AppError> {
+    let (record, status) = match lookup_combined(state, token).await? {
+        CombinedState::Unknown => return Ok(not_found()),
+        CombinedState::Gone(text) => return Ok(gone(text)),
+        CombinedState::Open(r) => (r, "open"),
+        CombinedState::Paid(r) => (r, "paid"),
+    };
+    count_combined(state, token, &record, people::visitor(method, headers)).await?;
+    let invoices: Vec<&Invoice> = record.invoices.iter().map(|i| &i.invoice).collect();
+    let Some((first, biller)) = invoices
+        .first()
+        .and_then(|first| Some((*first, state.config.billers.get(&first.key.biller_id)?)))
+    else {
+        return Ok(gone("This payment request is no longer handled here."));
+    };
+    let pay_url = crate::dispatch::pay_url(&state.config, token);
+    let mut view = render::view(first, &first.key.biller_id, biller, &pay_url);
+    let locale = view["locale"].as_str().unwrap_or(render::locale::FALLBACK).to_owned();
+    if let Err(e) = render::add_combined(&mut view, &invoices, &locale) {
+        return Err(AppError(format!(
+            "a combined pay link lists invoices that cannot be added up: {e}"
+        )));
+    }
+    view["combined"] = true.into();
+    view["status"] = status.into();
+    view["checkout_path"] = format!("/p/{token}/pay").into();
+    let html = state.templates.render("paypage.html", &view)?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response())
+}
+
+/// `GET /p/{token}/pay` of a combined message: checkout for the open
+/// invoices at once, `{invoice_id}` their ids joined by commas and
+/// `{amount}` / `{amount_minor}` their total.
+async fn pay_combined(state: &AppState, token: &str, method: &Method) -> Result<Response, AppError> {
+    let record = match lookup_combined(state, token).await? {
+        CombinedState::Unknown => return Ok(not_found()),
+        CombinedState::Gone(text) => return Ok(gone(text)),
+        CombinedState::Paid(_) => return Ok(see_other(&format!("/p/{token}"))),
+        CombinedState::Open(r) => r,
+    };
+    let visitor = if *method == Method::HEAD {
+        Visitor::Preview("head")
+    } else {
+        Visitor::Person
+    };
+    count_combined(state, token, &record, visitor).await?;
+    let invoices: Vec<&Invoice> = record.invoices.iter().map(|i| &i.invoice).collect();
+    let Some(biller) = invoices
+        .first()
+        .and_then(|first| state.config.billers.get(&first.key.biller_id))
+    else {
+        return Ok(gone("This payment request is no longer handled here."));
+    };
+    let total = match render::total_of(&invoices) {
+        Ok(total) => total,
+        Err(e) => {
+            return Err(AppError(format!(
+                "a combined pay link lists invoices that cannot be added up: {e}"
+            )))
+        }
+    };
+    let ids: Vec<&str> = invoices.iter().map(|i| i.key.invoice_id.as_str()).collect();
+    let key = crate::domain::InvoiceKey {
+        biller_id: invoices[0].key.biller_id.clone(),
+        invoice_id: ids.join(","),
+        revision: invoices[0].key.revision,
+    };
+    let url = paylink::checkout_url(
+        &biller.checkout_url,
+        &key,
+        &total.text,
+        total.minor,
+        &total.currency,
+        token,
     );
     Ok(see_other(&url))
 }

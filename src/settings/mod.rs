@@ -86,6 +86,10 @@ pub struct BillerConfig {
     /// How customers reach the biller (a phone number, an email address,
     /// a URL, in words), shown on every page a customer lands on.
     pub support: Option<String>,
+    /// `combine`: how long a first request waits for more invoices of the
+    /// same customer and currency, so they go out as one message. `None`:
+    /// every invoice is sent on its own, at once.
+    pub combine: Option<Duration>,
 }
 
 /// A journey named by a rule, a biller or `[routing] journey`.

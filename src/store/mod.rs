@@ -400,6 +400,81 @@ impl EventHead {
     }
 }
 
+/// How a first request joins the customer's combined group
+/// (`[billers.<id>] combine`).
+#[derive(Debug, Clone)]
+pub struct CombineJoin {
+    /// The id a new group gets, when no group of the customer and currency
+    /// is open: made by the caller, so the store needs no randomness.
+    pub new_group_id: String,
+    /// How long a new group waits for more invoices, from now.
+    pub window_ms: i64,
+}
+
+/// The group a stored invoice waits in, and when it closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupPlace {
+    pub group_id: String,
+    pub due_ms: i64,
+}
+
+/// A combined group whose window closed (or whose quiet hours ended),
+/// claimed by this instance to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueGroup {
+    pub id: String,
+    pub biller_id: String,
+    pub due_ms: i64,
+    /// Every invoice that joined it, in the order they arrived, whatever
+    /// their status now: the sender keeps the open ones.
+    pub members: Vec<InvoiceKey>,
+}
+
+/// A combined message's pay link with what its page needs.
+#[derive(Debug, Clone)]
+pub struct CombinedLinkRecord {
+    pub group_id: String,
+    pub channel: ChannelName,
+    pub expires_at_ms: i64,
+    /// The invoices the message listed, in its order, as they stand now.
+    pub invoices: Vec<LinkedInvoice>,
+}
+
+/// One invoice a combined link lists.
+#[derive(Debug, Clone)]
+pub struct LinkedInvoice {
+    pub key: InvoiceKey,
+    pub status: Status,
+    pub invoice: Invoice,
+    pub correlation: Correlation,
+}
+
+/// The pay link each listed invoice's own attempt carries for a combined
+/// link: derived from it, so a click on the combined link counts on every
+/// listed invoice, and no token hashes to it, so it opens nothing itself.
+pub fn member_link_hash(token_hash: &str, invoice_id: &str) -> String {
+    format!("{token_hash}:{invoice_id}")
+}
+
+/// The `accepted` event of an invoice that waits to be combined: says until when.
+fn waiting_event(accepted: &Event, due_ms: i64) -> Event {
+    let mut event = accepted.clone();
+    let waits = format!(
+        "waits until {} to be combined with the customer's other open invoices in one message",
+        crate::events::rfc3339_ms(due_ms)
+    );
+    event.detail = Some(match event.detail.take() {
+        Some(d) => format!("{d}; {waits}"),
+        None => waits,
+    });
+    event
+}
+
+/// `listed` of a combined link, as stored: `[[invoice_id, revision], ...]`.
+fn parse_listed(json: &str) -> Result<Vec<(String, i64)>, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("combined link list: {e}")))
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Checks the key and, when new, stores the invoice, `accepted` and its
@@ -540,6 +615,22 @@ pub trait Store: Send + Sync {
         provider_message_id: &str,
     ) -> Result<Option<AttemptRef>, StoreError>;
 
+    /// Every attempt a provider message id belongs to: the one of a single
+    /// request, or one per invoice a combined message listed, so its
+    /// delivery reports reach each of them. A store that has no combined
+    /// messages answers [`Store::attempt_by_provider_id`]'s.
+    async fn attempts_by_provider_id(
+        &self,
+        channel: ChannelName,
+        provider_message_id: &str,
+    ) -> Result<Vec<AttemptRef>, StoreError> {
+        Ok(self
+            .attempt_by_provider_id(channel, provider_message_id)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
     /// Records that a sent message was delivered or read, with its event,
     /// once: returns false for a repeated report.
     async fn record_reached(&self, attempt_id: i64, reached: Reached, event: &Event) -> Result<bool, StoreError>;
@@ -655,6 +746,48 @@ pub trait Store: Send + Sync {
     /// transaction. False, and no event, when nothing changed (a second
     /// STOP, a START for an address never stopped).
     async fn suppress(&self, change: &SuppressionChange) -> Result<bool, StoreError>;
+    /// `begin` for a biller that combines: a new invoice is stored in the
+    /// open group of its customer and currency (a new one, closing
+    /// `window_ms` from now, when none is open) in the same transaction,
+    /// and its `accepted` event says until when it waits. A resumed invoice
+    /// answers the group it waits in, unless that group is done.
+    async fn begin_combined(
+        &self,
+        invoice: &Invoice,
+        correlation: &Correlation,
+        accepted: &Event,
+        steps: &[PlannedStep],
+        join: &CombineJoin,
+    ) -> Result<(Begin, Option<GroupPlace>), StoreError>;
+
+    /// Takes up to `limit` groups whose window closed (or whose quiet hours
+    /// ended) for this instance to send, earliest first, in one statement:
+    /// of several instances asking at once each group goes to one. A group
+    /// claimed more than `idle_ms` ago and not done (its instance died) is
+    /// taken again. A claimed group takes no new invoices.
+    async fn claim_due_groups(&self, now_ms: i64, idle_ms: i64, limit: u32) -> Result<Vec<DueGroup>, StoreError>;
+
+    /// Puts a claimed group back until `until_ms` (quiet hours).
+    async fn hold_group(&self, group_id: &str, until_ms: i64) -> Result<(), StoreError>;
+
+    /// Marks a group sent (or left with nothing to send).
+    async fn finish_group(&self, group_id: &str) -> Result<(), StoreError>;
+
+    /// When the next group closes, so the scheduler can sleep until then.
+    async fn next_group(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Stores a combined message's pay link with the invoices it lists.
+    async fn add_combined_link(
+        &self,
+        group_id: &str,
+        channel: ChannelName,
+        paylink: &NewPaylink,
+        listed: &[InvoiceKey],
+    ) -> Result<(), StoreError>;
+
+    /// Finds a combined message's pay link by its token's hash, with the
+    /// invoices it lists as they stand now.
+    async fn combined_link(&self, token_hash: &str) -> Result<Option<CombinedLinkRecord>, StoreError>;
 }
 
 fn parse_channel(s: &str) -> Result<ChannelName, StoreError> {

@@ -63,10 +63,11 @@ use tracing::{info, warn};
 
 use super::debtors::{self, SuppressionChange};
 use super::{
-    build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_state, sql,
-    step_record, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart, Begin, ClickRow, DueStep,
-    Erasure, History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord,
-    StepStatus, Store, StoreError, StoredInvoice, REPLACED,
+    build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_listed, parse_state,
+    sql, step_record, waiting_event, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart, Begin,
+    ClickRow, CombineJoin, CombinedLinkRecord, DueGroup, DueStep, Erasure, GroupPlace, History, LinkedInvoice,
+    NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus, Store,
+    StoreError, StoredInvoice, REPLACED,
 };
 use crate::domain::clock::Clock;
 use crate::domain::debtor::{join_channels, split_channels, suppression_scope, Profile, Reply};
@@ -416,6 +417,147 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// `begin`, and with `join` [`Store::begin_combined`], in one transaction.
+    async fn begin_in(
+        &self,
+        invoice: &Invoice,
+        correlation: &Correlation,
+        accepted: &Event,
+        steps: &[PlannedStep],
+        join: Option<&CombineJoin>,
+    ) -> Result<(Begin, Option<GroupPlace>), StoreError> {
+        let key = &invoice.key;
+        let mut tx = self.pool.begin().await?;
+        // Every begin and close of this invoice, in any instance, waits here
+        // for the one before it to commit: what follows reads settled rows.
+        Self::lock_invoice(&mut tx, &key.biller_id, &key.invoice_id).await?;
+        let (closed, latest): (Option<String>, Option<i64>) = sqlx::query_as(sql::CLOSED_AND_LATEST)
+            .bind(&key.biller_id)
+            .bind(&key.invoice_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if let Some(status) = closed {
+            tx.rollback().await?;
+            return Ok((
+                Begin::Closed {
+                    status: Status::parse(&status)?,
+                },
+                None,
+            ));
+        }
+        if let Some(latest) = latest {
+            if latest > key.revision {
+                tx.rollback().await?;
+                return Ok((Begin::Stale { latest }, None));
+            }
+            if latest == key.revision {
+                let status: String = sqlx::query_scalar(sql::REVISION_STATUS)
+                    .bind(&key.biller_id)
+                    .bind(&key.invoice_id)
+                    .bind(key.revision)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let status = Status::parse(&status)?;
+                let answer = if status == Status::Accepted {
+                    let place = match join {
+                        Some(_) => sqlx::query(sql::GROUP_OF)
+                            .bind(&key.biller_id)
+                            .bind(&key.invoice_id)
+                            .bind(key.revision)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .map(|row| -> Result<GroupPlace, StoreError> {
+                                Ok(GroupPlace {
+                                    group_id: row.try_get(0)?,
+                                    due_ms: row.try_get(1)?,
+                                })
+                            })
+                            .transpose()?,
+                        None => None,
+                    };
+                    let attempts = attempts_of(&mut *tx, key).await?;
+                    (Begin::Resume { attempts }, place)
+                } else {
+                    (Begin::Duplicate { status }, None)
+                };
+                tx.rollback().await?;
+                return Ok(answer);
+            }
+        }
+        let now = self.clock.now_ms();
+        let json = serde_json::to_string(invoice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(sql::SUPERSEDE_OLDER)
+            .bind(now)
+            .bind(&key.biller_id)
+            .bind(&key.invoice_id)
+            .bind(key.revision)
+            .execute(&mut *tx)
+            .await?;
+        cancel_steps(&mut tx, &key.biller_id, &key.invoice_id, key.revision, REPLACED, now).await?;
+        sqlx::query(sql::INSERT_INVOICE)
+            .bind(&key.biller_id)
+            .bind(&key.invoice_id)
+            .bind(key.revision)
+            .bind(json)
+            .bind(&correlation.correlation_id)
+            .bind(&correlation.message_id)
+            .bind(now)
+            .bind(invoice.customer_key())
+            .execute(&mut *tx)
+            .await?;
+        let place = match join {
+            None => {
+                self.insert_event(&mut *tx, accepted).await?;
+                None
+            }
+            Some(join) => {
+                let row = sqlx::query(sql::JOIN_GROUP)
+                    .bind(&join.new_group_id)
+                    .bind(&key.biller_id)
+                    .bind(invoice.customer_key())
+                    .bind(&invoice.amount.currency)
+                    .bind(now + join.window_ms)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let place = GroupPlace {
+                    group_id: row.try_get(0)?,
+                    due_ms: row.try_get(1)?,
+                };
+                sqlx::query(sql::SET_GROUP)
+                    .bind(&place.group_id)
+                    .bind(&key.biller_id)
+                    .bind(&key.invoice_id)
+                    .bind(key.revision)
+                    .execute(&mut *tx)
+                    .await?;
+                self.insert_event(&mut *tx, &waiting_event(accepted, place.due_ms))
+                    .await?;
+                Some(place)
+            }
+        };
+        insert_steps(&mut tx, key, steps, now).await?;
+        // Every contact in one statement: one round trip whatever their number.
+        let (channels, hashes): (Vec<&str>, Vec<String>) = debtors::hashed_contacts(invoice)
+            .into_iter()
+            .map(|(channel, hash)| (channel.as_str(), hash))
+            .unzip();
+        sqlx::query(debtors::UPSERT_CONTACTS_PG)
+            .bind(channels)
+            .bind(hashes)
+            .bind(&key.biller_id)
+            .bind(invoice.customer_key())
+            .bind(&invoice.customer.id)
+            .bind(&key.invoice_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((Begin::New, place))
+    }
+}
+
 fn key_of(row: &PgRow, first: usize) -> Result<InvoiceKey, StoreError> {
     Ok(InvoiceKey {
         biller_id: row.try_get(first)?,
@@ -513,86 +655,7 @@ impl Store for PostgresStore {
         accepted: &Event,
         steps: &[PlannedStep],
     ) -> Result<Begin, StoreError> {
-        let key = &invoice.key;
-        let mut tx = self.pool.begin().await?;
-        // Every begin and close of this invoice, in any instance, waits here
-        // for the one before it to commit: what follows reads settled rows.
-        Self::lock_invoice(&mut tx, &key.biller_id, &key.invoice_id).await?;
-        let (closed, latest): (Option<String>, Option<i64>) = sqlx::query_as(sql::CLOSED_AND_LATEST)
-            .bind(&key.biller_id)
-            .bind(&key.invoice_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if let Some(status) = closed {
-            tx.rollback().await?;
-            return Ok(Begin::Closed {
-                status: Status::parse(&status)?,
-            });
-        }
-        if let Some(latest) = latest {
-            if latest > key.revision {
-                tx.rollback().await?;
-                return Ok(Begin::Stale { latest });
-            }
-            if latest == key.revision {
-                let status: String = sqlx::query_scalar(sql::REVISION_STATUS)
-                    .bind(&key.biller_id)
-                    .bind(&key.invoice_id)
-                    .bind(key.revision)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let status = Status::parse(&status)?;
-                let answer = if status == Status::Accepted {
-                    Begin::Resume {
-                        attempts: attempts_of(&mut *tx, key).await?,
-                    }
-                } else {
-                    Begin::Duplicate { status }
-                };
-                tx.rollback().await?;
-                return Ok(answer);
-            }
-        }
-        let now = self.clock.now_ms();
-        let json = serde_json::to_string(invoice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query(sql::SUPERSEDE_OLDER)
-            .bind(now)
-            .bind(&key.biller_id)
-            .bind(&key.invoice_id)
-            .bind(key.revision)
-            .execute(&mut *tx)
-            .await?;
-        cancel_steps(&mut tx, &key.biller_id, &key.invoice_id, key.revision, REPLACED, now).await?;
-        sqlx::query(sql::INSERT_INVOICE)
-            .bind(&key.biller_id)
-            .bind(&key.invoice_id)
-            .bind(key.revision)
-            .bind(json)
-            .bind(&correlation.correlation_id)
-            .bind(&correlation.message_id)
-            .bind(now)
-            .bind(invoice.customer_key())
-            .execute(&mut *tx)
-            .await?;
-        self.insert_event(&mut *tx, accepted).await?;
-        insert_steps(&mut tx, key, steps, now).await?;
-        // Every contact in one statement: one round trip whatever their number.
-        let (channels, hashes): (Vec<&str>, Vec<String>) = debtors::hashed_contacts(invoice)
-            .into_iter()
-            .map(|(channel, hash)| (channel.as_str(), hash))
-            .unzip();
-        sqlx::query(debtors::UPSERT_CONTACTS_PG)
-            .bind(channels)
-            .bind(hashes)
-            .bind(&key.biller_id)
-            .bind(invoice.customer_key())
-            .bind(&invoice.customer.id)
-            .bind(&key.invoice_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Begin::New)
+        Ok(self.begin_in(invoice, correlation, accepted, steps, None).await?.0)
     }
 
     async fn start_attempt(
@@ -887,6 +950,35 @@ impl Store for PostgresStore {
         }))
     }
 
+    async fn attempts_by_provider_id(
+        &self,
+        channel: ChannelName,
+        provider_message_id: &str,
+    ) -> Result<Vec<AttemptRef>, StoreError> {
+        let rows = sqlx::query(sql::ATTEMPTS_BY_PROVIDER_ID)
+            .bind(channel.as_str())
+            .bind(provider_message_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AttemptRef {
+                    attempt_id: row.try_get(0)?,
+                    key: key_of(row, 1)?,
+                    channel,
+                    attempt: attempt_number(row.try_get(4)?)?,
+                    state: parse_state(row.try_get(5)?),
+                    correlation: Correlation {
+                        correlation_id: row.try_get(6)?,
+                        message_id: row.try_get(7)?,
+                    },
+                    metadata: parse_invoice(row.try_get(8)?)?.metadata,
+                    step: row.try_get(9)?,
+                })
+            })
+            .collect()
+    }
+
     async fn record_reached(&self, attempt_id: i64, reached: Reached, event: &Event) -> Result<bool, StoreError> {
         let statement = match reached {
             Reached::Delivered => sql::DELIVERED,
@@ -1141,6 +1233,133 @@ impl Store for PostgresStore {
 
     async fn erase_expired(&self, before_ms: i64, limit: u32) -> Result<Erasure, StoreError> {
         self.erase_expired_now(before_ms, limit).await
+    }
+
+    async fn begin_combined(
+        &self,
+        invoice: &Invoice,
+        correlation: &Correlation,
+        accepted: &Event,
+        steps: &[PlannedStep],
+        join: &CombineJoin,
+    ) -> Result<(Begin, Option<GroupPlace>), StoreError> {
+        self.begin_in(invoice, correlation, accepted, steps, Some(join)).await
+    }
+
+    async fn claim_due_groups(&self, now_ms: i64, idle_ms: i64, limit: u32) -> Result<Vec<DueGroup>, StoreError> {
+        // The claim commits on its own: an invoice joining the group
+        // meanwhile waited for the group's row, and is either in it (its
+        // membership committed before the claim) or in a new group.
+        let rows = sqlx::query(sql::CLAIM_DUE_GROUPS)
+            .bind(now_ms)
+            .bind(now_ms - idle_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut groups = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.try_get(0)?;
+            let members = sqlx::query(sql::GROUP_MEMBERS)
+                .bind(&id)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|row| key_of(row, 0))
+                .collect::<Result<Vec<_>, _>>()?;
+            groups.push(DueGroup {
+                id,
+                biller_id: row.try_get(1)?,
+                due_ms: row.try_get(2)?,
+                members,
+            });
+        }
+        groups.sort_by_key(|g| g.due_ms);
+        Ok(groups)
+    }
+
+    async fn hold_group(&self, group_id: &str, until_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(sql::HOLD_GROUP)
+            .bind(until_ms)
+            .bind(group_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_group(&self, group_id: &str) -> Result<(), StoreError> {
+        sqlx::query(sql::FINISH_GROUP)
+            .bind(group_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn next_group(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(sql::NEXT_GROUP).fetch_one(&self.pool).await?)
+    }
+
+    async fn add_combined_link(
+        &self,
+        group_id: &str,
+        channel: ChannelName,
+        paylink: &NewPaylink,
+        listed: &[InvoiceKey],
+    ) -> Result<(), StoreError> {
+        let listed: Vec<(&str, i64)> = listed.iter().map(|k| (k.invoice_id.as_str(), k.revision)).collect();
+        let listed = serde_json::to_string(&listed).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(sql::INSERT_COMBINED_LINK)
+            .bind(&paylink.token_hash)
+            .bind(group_id)
+            .bind(channel.as_str())
+            .bind(paylink.expires_at_ms)
+            .bind(listed)
+            .bind(self.clock.now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn combined_link(&self, token_hash: &str) -> Result<Option<CombinedLinkRecord>, StoreError> {
+        let Some(link) = sqlx::query(sql::COMBINED_LINK)
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let group_id: String = link.try_get(0)?;
+        let channel: String = link.try_get(1)?;
+        let listed: String = link.try_get(3)?;
+        let rows = sqlx::query(sql::GROUP_INVOICES)
+            .bind(&group_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut invoices = Vec::new();
+        for (invoice_id, revision) in parse_listed(&listed)? {
+            for row in &rows {
+                let key = key_of(row, 0)?;
+                if key.invoice_id != invoice_id || key.revision != revision {
+                    continue;
+                }
+                let status: String = row.try_get(3)?;
+                let json: String = row.try_get(4)?;
+                invoices.push(LinkedInvoice {
+                    key,
+                    status: Status::parse(&status)?,
+                    invoice: parse_invoice(&json)?,
+                    correlation: Correlation {
+                        correlation_id: row.try_get(5)?,
+                        message_id: row.try_get(6)?,
+                    },
+                });
+            }
+        }
+        Ok(Some(CombinedLinkRecord {
+            group_id,
+            channel: parse_channel(&channel)?,
+            expires_at_ms: link.try_get(2)?,
+            invoices,
+        }))
     }
 
     async fn fail_after_send(&self, attempt_id: i64, detail: &str, event: &Event) -> Result<bool, StoreError> {

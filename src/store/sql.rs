@@ -75,6 +75,16 @@ statements! {
                               WHERE a.channel = $1 AND a.provider_message_id = $2
                               ORDER BY a.id LIMIT 1";
 
+    /// Every attempt a provider id belongs to: one, or each invoice a
+    /// combined message listed.
+    ATTEMPTS_BY_PROVIDER_ID = "SELECT a.id, a.biller_id, a.invoice_id, a.revision, a.attempt, a.state,
+                                      i.correlation_id, i.message_id, i.invoice_json, a.step
+                               FROM attempts a JOIN invoices i
+                                 ON i.biller_id = a.biller_id AND i.invoice_id = a.invoice_id
+                                    AND i.revision = a.revision
+                               WHERE a.channel = $1 AND a.provider_message_id = $2
+                               ORDER BY a.id LIMIT 1000";
+
     /// Matches only the first report: a repeat finds the column set.
     DELIVERED = "UPDATE attempts SET delivered_ms = $1 WHERE id = $2 AND delivered_ms IS NULL";
     READ = "UPDATE attempts SET read_ms = $1 WHERE id = $2 AND read_ms IS NULL";
@@ -116,11 +126,19 @@ statements! {
     /// `$2` is the latest `updated_ms` that counts as idle. The outer
     /// conditions are checked again on each row it would update, so an
     /// invoice claimed or finished meanwhile is left alone.
+    /// An invoice in a combined group that is not done is its group's to
+    /// send (`CLAIM_DUE_GROUPS` takes over a group left unfinished); once
+    /// the group is done, it is taken over like any other.
     CLAIM_STALE = "UPDATE invoices SET updated_ms = $1
                    WHERE status = 'accepted' AND held_until_ms IS NULL AND updated_ms <= $2
+                     AND (invoices.combine_group IS NULL OR NOT EXISTS (
+                         SELECT 1 FROM combine_groups g WHERE g.id = invoices.combine_group AND g.status <> 'done'))
                      AND (biller_id, invoice_id, revision) IN (
                          SELECT biller_id, invoice_id, revision FROM invoices
                          WHERE status = 'accepted' AND held_until_ms IS NULL AND updated_ms <= $2
+                           AND (invoices.combine_group IS NULL OR NOT EXISTS (
+                               SELECT 1 FROM combine_groups g
+                               WHERE g.id = invoices.combine_group AND g.status <> 'done'))
                          ORDER BY updated_ms LIMIT $3)
                    RETURNING biller_id, invoice_id, revision";
 
@@ -187,6 +205,53 @@ statements! {
                               ON a.biller_id = i.biller_id AND a.invoice_id = i.invoice_id
                                  AND a.revision = i.revision
                             WHERE i.customer = $1 AND a.started_ms >= $2 AND a.state IN ('sent', 'sending')";
+
+    /// A first request joins the open group of its customer and currency,
+    /// or opens one (`$1` its id, closing at `$5`): one statement, so two
+    /// invoices arriving together end up in one group, and a group being
+    /// claimed meanwhile (no longer open) is not joined.
+    JOIN_GROUP = "INSERT INTO combine_groups (id, biller_id, customer, currency, status, due_ms, created_ms)
+                  VALUES ($1, $2, $3, $4, 'open', $5, $6)
+                  ON CONFLICT (biller_id, customer, currency) WHERE status = 'open'
+                  DO UPDATE SET created_ms = combine_groups.created_ms
+                  RETURNING id, due_ms";
+
+    SET_GROUP = "UPDATE invoices SET combine_group = $1
+                 WHERE biller_id = $2 AND invoice_id = $3 AND revision = $4";
+
+    /// The group an invoice waits in, unless it is done.
+    GROUP_OF = "SELECT g.id, g.due_ms FROM invoices i JOIN combine_groups g ON g.id = i.combine_group
+                WHERE i.biller_id = $1 AND i.invoice_id = $2 AND i.revision = $3 AND g.status <> 'done'";
+
+    /// `$2` is the latest claim that counts as abandoned. The outer
+    /// conditions are checked again on each row it would update, so a group
+    /// another instance claimed meanwhile is left alone.
+    CLAIM_DUE_GROUPS = "UPDATE combine_groups SET status = 'sending', claimed_ms = $1
+                        WHERE due_ms <= $1 AND (status IN ('open', 'held') OR (status = 'sending' AND claimed_ms <= $2))
+                          AND id IN (
+                              SELECT id FROM combine_groups
+                              WHERE due_ms <= $1
+                                AND (status IN ('open', 'held') OR (status = 'sending' AND claimed_ms <= $2))
+                              ORDER BY due_ms LIMIT $3)
+                        RETURNING id, biller_id, due_ms";
+
+    GROUP_MEMBERS = "SELECT biller_id, invoice_id, revision FROM invoices WHERE combine_group = $1
+                     ORDER BY received_ms, invoice_id, revision";
+
+    HOLD_GROUP = "UPDATE combine_groups SET status = 'held', due_ms = $1, claimed_ms = NULL
+                  WHERE id = $2 AND status = 'sending'";
+
+    FINISH_GROUP = "UPDATE combine_groups SET status = 'done', claimed_ms = NULL WHERE id = $1";
+
+    NEXT_GROUP = "SELECT MIN(due_ms) FROM combine_groups WHERE status IN ('open', 'held')";
+
+    INSERT_COMBINED_LINK = "INSERT INTO combined_links (token_hash, group_id, channel, expires_ms, listed, created_ms)
+                            VALUES ($1, $2, $3, $4, $5, $6)";
+
+    COMBINED_LINK = "SELECT group_id, channel, expires_ms, listed FROM combined_links WHERE token_hash = $1";
+
+    GROUP_INVOICES = "SELECT biller_id, invoice_id, revision, status, invoice_json, correlation_id, message_id
+                      FROM invoices WHERE combine_group = $1";
 
     PING = "SELECT 1";
 }

@@ -21,10 +21,11 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::debtors::{self, SuppressionChange};
 use super::{
-    build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_state, sql,
-    step_record, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart, Begin, ClickRow, DueStep,
-    Erasure, History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord,
-    StepStatus, Store, StoreError, StoredInvoice, REPLACED,
+    build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_listed, parse_state,
+    sql, step_record, waiting_event, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart, Begin,
+    ClickRow, CombineJoin, CombinedLinkRecord, DueGroup, DueStep, Erasure, GroupPlace, History, LinkedInvoice,
+    NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus, Store,
+    StoreError, StoredInvoice, REPLACED,
 };
 use crate::domain::clock::Clock;
 use crate::domain::debtor::{join_channels, split_channels, Profile, Reply};
@@ -44,6 +45,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0006_journey_steps.sql"),
     include_str!("../migrations/sqlite/0007_debtors.sql"),
     include_str!("../migrations/sqlite/0008_erasure.sql"),
+    include_str!("../migrations/sqlite/0009_combine.sql"),
 ];
 
 /// How long a call waits for another process's write lock on the file.
@@ -298,6 +300,65 @@ fn cancel_steps(
 
 /// The `begin` decision, on the writer thread.
 fn begin(conn: &Connection, invoice: &NewInvoice, now: i64) -> Result<Begin, StoreError> {
+    let begun = begin_unannounced(conn, invoice, now)?;
+    if begun == Begin::New {
+        insert_event(conn, &invoice.accepted)?;
+    }
+    Ok(begun)
+}
+
+/// `begin` for a biller that combines (see [`Store::begin_combined`]).
+fn begin_combined(
+    conn: &Connection,
+    invoice: &NewInvoice,
+    currency: &str,
+    accepted: &Event,
+    join: &CombineJoin,
+    now: i64,
+) -> Result<(Begin, Option<GroupPlace>), StoreError> {
+    let key = &invoice.key;
+    let begun = begin_unannounced(conn, invoice, now)?;
+    match begun {
+        Begin::New => {
+            let (group_id, due_ms): (String, i64) = conn.prepare_cached(sql::JOIN_GROUP)?.query_row(
+                params![
+                    join.new_group_id,
+                    key.biller_id,
+                    invoice.customer,
+                    currency,
+                    now + join.window_ms,
+                    now
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            conn.prepare_cached(sql::SET_GROUP)?.execute(params![
+                group_id,
+                key.biller_id,
+                key.invoice_id,
+                key.revision
+            ])?;
+            insert_event(conn, &event_json(&waiting_event(accepted, due_ms))?)?;
+            Ok((begun, Some(GroupPlace { group_id, due_ms })))
+        }
+        Begin::Resume { .. } => {
+            let place = conn
+                .prepare_cached(sql::GROUP_OF)?
+                .query_row(params![key.biller_id, key.invoice_id, key.revision], |r| {
+                    Ok(GroupPlace {
+                        group_id: r.get(0)?,
+                        due_ms: r.get(1)?,
+                    })
+                })
+                .optional()?;
+            Ok((begun, place))
+        }
+        other => Ok((other, None)),
+    }
+}
+
+/// The `begin` decision with the invoice and its steps stored when new,
+/// but not yet its `accepted` event.
+fn begin_unannounced(conn: &Connection, invoice: &NewInvoice, now: i64) -> Result<Begin, StoreError> {
     let (key, correlation) = (&invoice.key, &invoice.correlation);
     let (closed, latest): (Option<String>, Option<i64>) = conn
         .prepare_cached(sql::CLOSED_AND_LATEST)?
@@ -341,7 +402,6 @@ fn begin(conn: &Connection, invoice: &NewInvoice, now: i64) -> Result<Begin, Sto
         now,
         invoice.customer
     ])?;
-    insert_event(conn, &invoice.accepted)?;
     insert_steps(conn, key, &invoice.steps, now)?;
     for (channel, hash) in &invoice.contacts {
         conn.prepare_cached(debtors::UPSERT_CONTACT)?.execute(params![
@@ -968,6 +1028,49 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn attempts_by_provider_id(
+        &self,
+        channel: ChannelName,
+        provider_message_id: &str,
+    ) -> Result<Vec<AttemptRef>, StoreError> {
+        let provider_message_id = provider_message_id.to_owned();
+        self.writer
+            .call(move |conn| {
+                let rows = conn
+                    .prepare_cached(sql::ATTEMPTS_BY_PROVIDER_ID)?
+                    .query_map(params![channel.as_str(), provider_message_id], |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            key_of(row, 1)?,
+                            row.get::<_, i64>(4)?,
+                            row.get::<_, String>(5)?,
+                            Correlation {
+                                correlation_id: row.get(6)?,
+                                message_id: row.get(7)?,
+                            },
+                            row.get::<_, String>(8)?,
+                            row.get::<_, Option<String>>(9)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows.into_iter()
+                    .map(|(attempt_id, key, attempt, state, correlation, invoice, step)| {
+                        Ok(AttemptRef {
+                            attempt_id,
+                            key,
+                            channel,
+                            attempt: attempt_number(attempt)?,
+                            state: parse_state(&state),
+                            correlation,
+                            metadata: parse_invoice(&invoice)?.metadata,
+                            step,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
     async fn record_reached(&self, attempt_id: i64, reached: Reached, event: &Event) -> Result<bool, StoreError> {
         let statement = match reached {
             Reached::Delivered => sql::DELIVERED,
@@ -1209,6 +1312,158 @@ impl Store for SqliteStore {
         let now = self.clock.now_ms();
         self.writer
             .call(move |conn| erase::erase_expired(conn, before_ms, limit, now))
+            .await
+    }
+
+    async fn begin_combined(
+        &self,
+        invoice: &Invoice,
+        correlation: &Correlation,
+        accepted: &Event,
+        steps: &[PlannedStep],
+        join: &CombineJoin,
+    ) -> Result<(Begin, Option<GroupPlace>), StoreError> {
+        let new = NewInvoice::new(invoice, correlation, accepted, steps)?;
+        let (currency, accepted, join) = (invoice.amount.currency.clone(), accepted.clone(), join.clone());
+        let now = self.clock.now_ms();
+        self.writer
+            .call(move |conn| begin_combined(conn, &new, &currency, &accepted, &join, now))
+            .await
+    }
+
+    async fn claim_due_groups(&self, now_ms: i64, idle_ms: i64, limit: u32) -> Result<Vec<DueGroup>, StoreError> {
+        self.writer
+            .call(move |conn| {
+                let claimed = conn
+                    .prepare_cached(sql::CLAIM_DUE_GROUPS)?
+                    .query_map(params![now_ms, now_ms - idle_ms, limit], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut groups = Vec::with_capacity(claimed.len());
+                for (id, biller_id, due_ms) in claimed {
+                    let members = conn
+                        .prepare_cached(sql::GROUP_MEMBERS)?
+                        .query_map([&id], |row| key_of(row, 0))?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    groups.push(DueGroup {
+                        id,
+                        biller_id,
+                        due_ms,
+                        members,
+                    });
+                }
+                groups.sort_by_key(|g| g.due_ms);
+                Ok(groups)
+            })
+            .await
+    }
+
+    async fn hold_group(&self, group_id: &str, until_ms: i64) -> Result<(), StoreError> {
+        let group_id = group_id.to_owned();
+        self.writer
+            .call(move |conn| {
+                conn.prepare_cached(sql::HOLD_GROUP)?
+                    .execute(params![until_ms, group_id])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn finish_group(&self, group_id: &str) -> Result<(), StoreError> {
+        let group_id = group_id.to_owned();
+        self.writer
+            .call(move |conn| {
+                conn.prepare_cached(sql::FINISH_GROUP)?.execute([&group_id])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn next_group(&self) -> Result<Option<i64>, StoreError> {
+        self.writer
+            .call(|conn| Ok(conn.prepare_cached(sql::NEXT_GROUP)?.query_row([], |r| r.get(0))?))
+            .await
+    }
+
+    async fn add_combined_link(
+        &self,
+        group_id: &str,
+        channel: ChannelName,
+        paylink: &NewPaylink,
+        listed: &[InvoiceKey],
+    ) -> Result<(), StoreError> {
+        let listed: Vec<(&str, i64)> = listed.iter().map(|k| (k.invoice_id.as_str(), k.revision)).collect();
+        let listed = serde_json::to_string(&listed).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (group_id, paylink, now) = (group_id.to_owned(), paylink.clone(), self.clock.now_ms());
+        self.writer
+            .call(move |conn| {
+                conn.prepare_cached(sql::INSERT_COMBINED_LINK)?.execute(params![
+                    paylink.token_hash,
+                    group_id,
+                    channel.as_str(),
+                    paylink.expires_at_ms,
+                    listed,
+                    now
+                ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn combined_link(&self, token_hash: &str) -> Result<Option<CombinedLinkRecord>, StoreError> {
+        let token_hash = token_hash.to_owned();
+        self.writer
+            .call(move |conn| {
+                let link = conn
+                    .prepare_cached(sql::COMBINED_LINK)?
+                    .query_row([&token_hash], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, String>(3)?,
+                        ))
+                    })
+                    .optional()?;
+                let Some((group_id, channel, expires_at_ms, listed)) = link else {
+                    return Ok(None);
+                };
+                let rows = conn
+                    .prepare_cached(sql::GROUP_INVOICES)?
+                    .query_map([&group_id], |r| {
+                        Ok((
+                            key_of(r, 0)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, String>(4)?,
+                            Correlation {
+                                correlation_id: r.get(5)?,
+                                message_id: r.get(6)?,
+                            },
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut invoices = Vec::new();
+                for (invoice_id, revision) in parse_listed(&listed)? {
+                    let found = rows
+                        .iter()
+                        .find(|(k, ..)| k.invoice_id == invoice_id && k.revision == revision);
+                    if let Some((key, status, json, correlation)) = found {
+                        invoices.push(LinkedInvoice {
+                            key: key.clone(),
+                            status: Status::parse(status)?,
+                            invoice: parse_invoice(json)?,
+                            correlation: correlation.clone(),
+                        });
+                    }
+                }
+                Ok(Some(CombinedLinkRecord {
+                    group_id,
+                    channel: parse_channel(&channel)?,
+                    expires_at_ms,
+                    invoices,
+                }))
+            })
             .await
     }
 
