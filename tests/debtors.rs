@@ -625,3 +625,60 @@ async fn the_pages_a_customer_lands_on_name_the_biller_s_support() {
     );
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journey_step_whose_every_channel_is_suppressed_is_skipped_and_sends_nothing() {
+    let env = TestEnv::start_with(Options {
+        routing: "default = [\"email\"]\njourney = \"quick\"\n[journeys.quick]\nsteps = [{ name = \"nudge\", after = \"2s\" }]"
+            .into(),
+        ..Options::default()
+    })
+    .await;
+    let first = handled(&env, invoice("INV-1", "maria@example.com")).await;
+    assert_eq!(sent_on(&first), ["email"]);
+    let raw = env.smtp.wait_for(1, WAIT).await[0].data.clone();
+    let (_, text, _) = parts(&raw);
+    let token = pay_link(&text, &env.base_url).rsplit('/').next().unwrap().to_owned();
+    let done = env
+        .http
+        .post(format!("{}/u/{token}", env.base_url))
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    env.wait_for("customer.suppressed", 1).await;
+    // The step comes due two seconds after the first message and is skipped.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let step = loop {
+        let status: Value = env
+            .http
+            .get(format!("{}/v1/invoices/acme/INV-1", env.base_url))
+            .bearer_auth(test_secrets("PAYRELAY_ADMIN_TOKEN").unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let nudge = status["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "nudge")
+            .cloned()
+            .expect("the nudge is planned");
+        if nudge["status"] != "planned" {
+            break nudge;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the nudge never came due: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(step["status"], "skipped", "{step}");
+    assert_eq!(step["detail"], "every channel suppressed", "{step}");
+    assert_eq!(env.smtp.received().len(), 1, "no reminder email");
+    env.finish().await;
+}
