@@ -336,8 +336,11 @@ fn new_group_id() -> String {
 }
 
 /// The combined message listing `invoices` (one customer, one currency,
-/// the first one's contact and language) on `channel`, carrying the pay
-/// link of `token`. `payrelay preview --combined` shows what this makes.
+/// the first one's language) on `channel`, to `recipient`'s address (the
+/// one the store checked against the suppression list), carrying the pay
+/// link of `token`. `payrelay preview --template combined` shows what this
+/// makes.
+#[allow(clippy::too_many_arguments)]
 pub fn prepare_combined(
     config: &Config,
     channels: &Registry,
