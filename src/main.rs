@@ -331,7 +331,7 @@ fn preview_combined(
         }
         let token = payrelay::paylink::new_token();
         let prepared =
-            payrelay::dispatch::prepare_combined(config, &registry, templates, &clock, first, &listed, c, &token)
+            payrelay::dispatch::prepare_combined(config, &registry, templates, &clock, first, &listed, c, &token, None)
                 .map_err(|e| anyhow::anyhow!("{c}: {e}"))?;
         println!("== {c} to {}", prepared.to);
         for (name, content) in prepared.parts() {

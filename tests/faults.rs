@@ -22,9 +22,9 @@ use payrelay::domain::Status;
 use payrelay::events::{Correlation, Event};
 use payrelay::invoice::Invoice;
 use payrelay::store::{
-    AttemptOutcome, AttemptRef, AttemptStart, Begin, CombineJoin, CombinedLinkRecord, DueGroup, DueStep, Erasure,
-    GroupPlace, History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, StepRecord, StepStatus, Store,
-    StoreError, StoredInvoice, SuppressionChange,
+    AttemptOutcome, AttemptRef, AttemptStart, Begin, CombineJoin, CombinedLinkRecord, CustomerDay, DueGroup, DueStep,
+    Erasure, GroupPlace, History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, StepRecord, StepStatus,
+    Store, StoreError, StoredInvoice, SuppressionChange,
 };
 
 /// The real store, with a crash for one invoice, an on/off outage, and
@@ -300,6 +300,19 @@ impl Store for Faulty {
     async fn combined_link(&self, token_hash: &str) -> Result<Option<CombinedLinkRecord>, StoreError> {
         self.check()?;
         self.inner.combined_link(token_hash).await
+    }
+    async fn claim_customer_steps(
+        &self,
+        day: &CustomerDay,
+        now_ms: i64,
+        idle_ms: i64,
+    ) -> Result<Vec<DueStep>, StoreError> {
+        self.check()?;
+        self.inner.claim_customer_steps(day, now_ms, idle_ms).await
+    }
+    async fn add_reminder_group(&self, group_id: &str, day: &CustomerDay) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.add_reminder_group(group_id, day).await
     }
 }
 

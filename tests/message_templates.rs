@@ -213,10 +213,21 @@ fn the_combined_message_lists_every_invoice_and_the_total_on_every_channel_in_ev
             &payrelay::domain::money::Amount::parse("1350.25", "MXN").unwrap(),
             locale,
         );
-        for channel in [ChannelName::Email, ChannelName::Sms, ChannelName::Messenger] {
-            let at = format!("combined in {locale} on {channel}");
+        // A combined reminder (a journey step) says it reminds; a first
+        // request does not.
+        let reminds = match lang {
+            "es" => "recordatorio",
+            "pt" => "lembr",
+            "de" => "erinner",
+            _ => "remind",
+        };
+        for (channel, step) in [ChannelName::Email, ChannelName::Sms, ChannelName::Messenger]
+            .into_iter()
+            .flat_map(|c| [(c, None), (c, Some("upcoming"))])
+        {
+            let at = format!("combined in {locale} on {channel} (step {step:?})");
             let prepared = payrelay::dispatch::prepare_combined(
-                &config, &registry, &templates, &clock, listed[0], &listed, channel, "TOKEN-1",
+                &config, &registry, &templates, &clock, listed[0], &listed, channel, "TOKEN-1", step,
             )
             .unwrap_or_else(|e| panic!("{at}: {e}"));
             let parts: Vec<(String, String)> = prepared
@@ -230,9 +241,14 @@ fn the_combined_message_lists_every_invoice_and_the_total_on_every_channel_in_ev
                 assert!(text.contains(&render::money(&invoice.amount, locale)), "{at}: {text}");
             }
             assert!(text.contains(&total), "{at}: no total {total} in {text}");
+            assert_eq!(text.to_lowercase().contains(reminds), step.is_some(), "{at}: {text}");
             match channel {
                 ChannelName::Email => {
                     assert!(part(&parts, "subject").contains(&total), "{at}");
+                    let subject = part(&parts, "subject").to_lowercase();
+                    assert_eq!(subject.contains(reminds), step.is_some(), "{at}: {subject}");
+                    let html = part(&parts, "html").to_lowercase();
+                    assert_eq!(html.contains(reminds), step.is_some(), "{at}");
                     assert!(text.contains(&link), "{at}");
                     let html = part(&parts, "html");
                     assert!(html.contains(&format!("<html lang=\"{lang}\">")), "{at}: {html}");

@@ -34,8 +34,8 @@ use payrelay::domain::Status;
 use payrelay::events::{Correlation, Event, EventName};
 use payrelay::invoice::{Invoice, Message};
 use payrelay::store::{
-    AttemptOutcome, AttemptRecord, AttemptStart, AttemptState, Begin, CombineJoin, DueGroup, DueStep, GroupPlace,
-    NewPaylink, PlannedStep, Reached, StepStatus, Store, StoreError, SuppressionChange,
+    AttemptOutcome, AttemptRecord, AttemptStart, AttemptState, Begin, CombineJoin, CustomerDay, DueGroup, DueStep,
+    GroupPlace, NewPaylink, PlannedStep, Reached, StepStatus, Store, StoreError, SuppressionChange,
 };
 
 // ---------------------------------------------------------------------------
@@ -179,6 +179,8 @@ store_suite!(
     concurrent_first_requests_of_one_customer_make_one_group,
     a_combined_link_lists_its_invoices_as_they_stand_now,
     a_provider_id_shared_by_a_combined_message_finds_every_attempt,
+    a_customers_reminders_of_one_day_are_claimed_once_by_one_of_two_stores_asking_together,
+    a_combined_message_counts_once_toward_the_daily_cap,
 );
 
 #[tokio::test]
@@ -2841,4 +2843,87 @@ async fn a_provider_id_shared_by_a_combined_message_finds_every_attempt(db: &Tes
         .await
         .unwrap()
         .is_empty());
+}
+
+/// The claim behind a combined reminder: one customer's planned reminders
+/// of one day, at one biller, in one currency, of invoices whose first
+/// request went out; each taken by one of two stores asking together, and
+/// by nobody else (the scheduler, another combined reminder) until stale.
+async fn a_customers_reminders_of_one_day_are_claimed_once_by_one_of_two_stores_asking_together(db: &TestDb) {
+    const N: usize = 20;
+    let store = db.store.as_ref();
+    let other = db.another().await;
+    let now = db.clock.now_ms();
+    for i in 0..N {
+        let key = with_steps(store, &format!("INV-{i}"), 1, &steps_at(now, false)).await;
+        store.finish_invoice(&key, Status::Sent, &[]).await.unwrap();
+    }
+    // Its first request has not gone out yet: not a reminder to combine.
+    with_steps(store, "WAITING", 1, &steps_at(now, false)).await;
+    let day = CustomerDay {
+        biller_id: ACME.to_owned(),
+        customer: invoice("INV-0", 1).customer_key(),
+        currency: "MXN".to_owned(),
+        // Steps 2 and 3 (due at now + 2 s and 3 s) fall in it.
+        from_ms: now + 1_500,
+        to_ms: now + 3_500,
+    };
+    let usd = CustomerDay {
+        currency: "USD".to_owned(),
+        ..day.clone()
+    };
+    assert!(store.claim_customer_steps(&usd, now, 60_000).await.unwrap().is_empty());
+    let someone_else = CustomerDay {
+        customer: "acme:someone-else".to_owned(),
+        ..day.clone()
+    };
+    assert!(store
+        .claim_customer_steps(&someone_else, now, 60_000)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let (a, b) = tokio::join!(
+        store.claim_customer_steps(&day, now, 60_000),
+        other.claim_customer_steps(&day, now, 60_000)
+    );
+    let claimed: Vec<DueStep> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+    let distinct: std::collections::HashSet<(InvoiceKey, u32)> =
+        claimed.iter().map(|d| (d.key.clone(), d.seq)).collect();
+    assert_eq!(claimed.len(), 2 * N, "steps 2 and 3 of every sent invoice, each once");
+    assert_eq!(distinct.len(), 2 * N);
+    assert!(claimed
+        .iter()
+        .all(|d| d.key.invoice_id != "WAITING" && (d.seq == 2 || d.seq == 3) && d.journey == "standard"));
+
+    // Claimed: not taken again, neither by a combined reminder nor by the
+    // scheduler, until the claim is stale.
+    assert!(store.claim_customer_steps(&day, now, 60_000).await.unwrap().is_empty());
+    let due = store.claim_due_steps(now + 3_000, 60_000, 1_000).await.unwrap();
+    assert!(
+        due.iter().filter(|d| d.key.invoice_id != "WAITING").all(|d| d.seq == 1),
+        "{due:?}"
+    );
+    let again = store.claim_customer_steps(&day, now + 70_000, 60_000).await.unwrap();
+    assert_eq!(again.len(), 2 * N, "taken over once stale");
+}
+
+/// The daily cap counts messages: one combined message (one provider id
+/// on one channel) listing three invoices counts once.
+async fn a_combined_message_counts_once_toward_the_daily_cap(db: &TestDb) {
+    let store = db.store.as_ref();
+    let now = db.clock.now_ms();
+    let mut keys = Vec::new();
+    for i in 0..3 {
+        keys.push(accepted(store, &format!("INV-{i}"), 1).await);
+    }
+    for (i, key) in keys.iter().enumerate() {
+        sent(store, key, ChannelName::Sms, &format!("tok-sms-{i}"), "SM-combined").await;
+        sent(store, key, ChannelName::Email, &format!("tok-email-{i}"), "EM-combined").await;
+    }
+    let customer = invoice("INV-0", 1).customer_key();
+    assert_eq!(store.messages_to_customer(&customer, now).await.unwrap(), 2);
+    // A message on its own counts on its own.
+    sent(store, &keys[0], ChannelName::Sms, "tok-alone", "SM-alone").await;
+    assert_eq!(store.messages_to_customer(&customer, now).await.unwrap(), 3);
 }

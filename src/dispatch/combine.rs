@@ -32,8 +32,15 @@ use crate::render::{self, Templates};
 use crate::router::Plan;
 use crate::store::{AttemptStart, AttemptState, Begin, CombineJoin, DueGroup, NewPaylink, StoreError, StoredInvoice};
 
+/// One invoice a combined message lists, with the journey step its
+/// attempt belongs to (`None` for a first request).
+pub(super) struct Member<'a> {
+    pub stored: &'a StoredInvoice,
+    pub step: Option<&'a str>,
+}
+
 /// How one combined send went.
-enum Combined {
+pub(super) enum Combined {
     /// The provider took it: these invoices were in it.
     Sent(Vec<InvoiceKey>),
     /// The channel failed for these invoices.
@@ -177,7 +184,8 @@ impl Dispatcher {
                 step: None,
                 retry_until: None,
             };
-            let (sent, keys) = match self.send_combined(group, &listed, channel, send).await? {
+            let members: Vec<Member<'_>> = listed.iter().map(|stored| Member { stored, step: None }).collect();
+            let (sent, keys) = match self.send_combined(&group.id, &members, channel, send).await? {
                 Combined::NoneOpen => return Ok(None),
                 Combined::Sent(keys) => (true, keys),
                 Combined::Failed(keys) => (false, keys),
@@ -210,17 +218,19 @@ impl Dispatcher {
     /// One combined message on one channel: an attempt for each invoice
     /// still open (the check right before the send), the link, the send
     /// with retries, and each invoice's outcome with its own events.
-    async fn send_combined(
+    /// A combined reminder (`plan.step` set) renders the step's name into
+    /// the message, and each attempt carries its own invoice's step.
+    pub(super) async fn send_combined(
         &self,
-        group: &DueGroup,
-        listed: &[StoredInvoice],
+        group_id: &str,
+        listed: &[Member<'_>],
         channel: ChannelName,
         plan: SendPlan<'_>,
     ) -> Result<Combined, StoreError> {
         let token = paylink::new_token();
         // The message goes to the address of the invoice listed first, the
         // one each attempt's suppression check is about.
-        let Some(recipient) = listed.first().map(|s| &s.invoice) else {
+        let Some(recipient) = listed.first().map(|m| &m.stored.invoice) else {
             return Ok(Combined::NoneOpen);
         };
         let address_hash = recipient
@@ -238,15 +248,16 @@ impl Dispatcher {
         let slot = self.channels.pace(channel).await.ok();
         let mut members = Vec::with_capacity(listed.len());
         let mut suppressed = Vec::new();
-        for stored in listed {
+        for member in listed {
+            let (stored, step) = (member.stored, member.step);
             let key = &stored.invoice.key;
             let own = NewPaylink {
                 token_hash: crate::store::member_link_hash(&link.token_hash, &key.invoice_id),
                 expires_at_ms: link.expires_at_ms,
                 address_hash: address_hash.clone(),
             };
-            match self.store.start_attempt(key, channel, 1, &own, None).await? {
-                AttemptStart::Started(id) => members.push((stored, id)),
+            match self.store.start_attempt(key, channel, 1, &own, step).await? {
+                AttemptStart::Started(id) => members.push((stored, step, id)),
                 AttemptStart::Closed => {}
                 // The address asked to stop: the store recorded each refusal
                 // as a failed attempt; the next channel is tried.
@@ -254,15 +265,15 @@ impl Dispatcher {
             }
         }
         if !suppressed.is_empty() {
-            info!(group = %group.id, %channel, "the address asked to stop; trying the next channel");
-            suppressed.extend(members.iter().map(|(s, _)| s.invoice.key.clone()));
-            for (stored, id) in &members {
+            info!(group = %group_id, %channel, "the address asked to stop; trying the next channel");
+            suppressed.extend(members.iter().map(|(s, _, _)| s.invoice.key.clone()));
+            for (stored, step, id) in &members {
                 let attempt = Attempt {
                     id: *id,
                     invoice: &stored.invoice,
                     correlation: &stored.correlation,
                     channel,
-                    step: None,
+                    step: *step,
                 };
                 self.record_failed(&attempt, 1, crate::store::SUPPRESSED_DETAIL.to_owned())
                     .await?;
@@ -270,12 +281,12 @@ impl Dispatcher {
             return Ok(Combined::Failed(suppressed));
         }
         if members.is_empty() {
-            info!(group = %group.id, "every invoice of the group closed meanwhile; nothing is sent");
+            info!(group = %group_id, "every invoice of the group closed meanwhile; nothing is sent");
             return Ok(Combined::NoneOpen);
         }
-        let keys: Vec<InvoiceKey> = members.iter().map(|(s, _)| s.invoice.key.clone()).collect();
-        self.store.add_combined_link(&group.id, channel, &link, &keys).await?;
-        let invoices: Vec<&Invoice> = members.iter().map(|(s, _)| &s.invoice).collect();
+        let keys: Vec<InvoiceKey> = members.iter().map(|(s, _, _)| s.invoice.key.clone()).collect();
+        self.store.add_combined_link(group_id, channel, &link, &keys).await?;
+        let invoices: Vec<&Invoice> = members.iter().map(|(s, _, _)| &s.invoice).collect();
         let message = prepare_combined(
             &self.config,
             &self.channels,
@@ -285,15 +296,16 @@ impl Dispatcher {
             &invoices,
             channel,
             &token,
+            plan.step.and_then(|s| s.name),
         );
         let attempts: Vec<Attempt<'_>> = members
             .iter()
-            .map(|(s, id)| Attempt {
+            .map(|(s, step, id)| Attempt {
                 id: *id,
                 invoice: &s.invoice,
                 correlation: &s.correlation,
                 channel,
-                step: None,
+                step: *step,
             })
             .collect();
         let prepared = match message {
@@ -331,15 +343,16 @@ impl Dispatcher {
 }
 
 /// A new group's id: random, so instances never pick the same one.
-fn new_group_id() -> String {
+pub(super) fn new_group_id() -> String {
     format!("grp-{}", paylink::new_token())
 }
 
 /// The combined message listing `invoices` (one customer, one currency,
 /// the first one's language) on `channel`, to `recipient`'s address (the
 /// one the store checked against the suppression list), carrying the pay
-/// link of `token`. `payrelay preview --template combined` shows what this
-/// makes.
+/// link of `token`; `step` names the journey step of a combined reminder
+/// (the template's `step`, so its text can say it reminds). `payrelay
+/// preview --template combined` shows what this makes.
 #[allow(clippy::too_many_arguments)]
 pub fn prepare_combined(
     config: &Config,
@@ -350,6 +363,7 @@ pub fn prepare_combined(
     invoices: &[&Invoice],
     channel: ChannelName,
     token: &str,
+    step: Option<&str>,
 ) -> Result<Prepared, String> {
     let first = invoices
         .first()
@@ -363,7 +377,7 @@ pub fn prepare_combined(
     let today = local_today(clock, first, biller);
     let message = render::Message {
         template: render::COMBINED_TEMPLATE.to_owned(),
-        step: None,
+        step: step.map(str::to_owned),
     };
     let mut view = render::View::new(first, &key.biller_id, biller, &pay_url, &message, today);
     let locale = view.locale;

@@ -63,38 +63,87 @@ struct StepWork<'a> {
     plan: router::Plan,
 }
 
+/// A claimed step that passed every check before its send (see
+/// [`Dispatcher::check_step`]): what sending it needs. It holds its
+/// invoice in flight until dropped.
+pub(super) struct ReadyStep<'a> {
+    pub due: DueStep,
+    pub stored: StoredInvoice,
+    pub journey: &'a Journey,
+    /// `None` for step 0, the first request watched for escalation.
+    pub step: Option<&'a JourneyStep>,
+    /// No later step of the invoice is planned: this one completes the journey.
+    pub last: bool,
+    _in_flight: InFlight<'a>,
+}
+
 impl Dispatcher {
     /// Sends one claimed step, or puts it back for later, or ends it
-    /// unsent with the reason.
+    /// unsent with the reason. A reminder of a biller that combines goes
+    /// out with the customer's other reminders of the day (see
+    /// [`Dispatcher::run_customer_steps`]).
     pub async fn run_step(&self, due: &DueStep) -> Result<(), StoreError> {
+        if self.combines_reminder(due) {
+            return self.run_customer_steps(vec![due.clone()]).await;
+        }
+        match self.check_step(due).await? {
+            Some(ready) => self.send_ready(&ready).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Sends a step that passed its checks on its own.
+    pub(super) async fn send_ready(&self, ready: &ReadyStep<'_>) -> Result<(), StoreError> {
+        let span = tracing::info_span!("step", key = %ready.due.key, step = %ready.due.name);
+        self.send_step(&ready.due, ready.journey, ready.step, &ready.stored, ready.last)
+            .instrument(span)
+            .await
+    }
+
+    /// Puts a claimed step back until `at`, never before it was planned (a
+    /// step taken early with the customer's other reminders of the day
+    /// keeps its own time when it cannot go with them).
+    async fn put_back(&self, due: &DueStep, at: i64, why: &str) -> Result<(), StoreError> {
+        self.store
+            .reschedule_step(&due.key, due.seq, at.max(due.due_ms), why)
+            .await
+    }
+
+    /// The checks before a claimed step's send: the invoice still open and
+    /// its first request out, its journey and step still configured, the
+    /// steps before it gone first, a later due step superseding it, its
+    /// `after` wait, the daily cap. `None`: the step was put back or ended
+    /// here, with why.
+    pub(super) async fn check_step(&self, due: &DueStep) -> Result<Option<ReadyStep<'_>>, StoreError> {
         let key = &due.key;
         let now = self.clock.now_ms();
-        let Some(_in_flight) = InFlight::enter(&self.in_flight, key) else {
+        let Some(in_flight) = InFlight::enter(&self.in_flight, key) else {
             let why = "waiting for another send of this invoice to finish";
-            return self.store.reschedule_step(key, due.seq, now + BUSY_RETRY_MS, why).await;
+            self.put_back(due, now + BUSY_RETRY_MS, why).await?;
+            return Ok(None);
         };
         let Some(stored) = self.store.invoice(key).await? else {
-            return self
-                .end_step(due, StepStatus::Skipped, "the invoice is not stored", Vec::new())
-                .await;
+            self.end_step(due, StepStatus::Skipped, "the invoice is not stored", Vec::new())
+                .await?;
+            return Ok(None);
         };
         match stored.status {
             Status::Paid | Status::Cancelled | Status::Superseded => {
                 let why = format!("the invoice is {}", stored.status.as_str());
-                return self.end_step(due, StepStatus::Cancelled, &why, Vec::new()).await;
+                self.end_step(due, StepStatus::Cancelled, &why, Vec::new()).await?;
+                return Ok(None);
             }
             Status::Accepted => {
                 let why = "waiting for the first request to go out";
-                return self
-                    .store
-                    .reschedule_step(key, due.seq, now + FIRST_REQUEST_WAIT_MS, why)
-                    .await;
+                self.put_back(due, now + FIRST_REQUEST_WAIT_MS, why).await?;
+                return Ok(None);
             }
             Status::Sent | Status::Exhausted => {}
         }
         let Some(journey) = self.config.journeys.get(&due.journey) else {
             let why = format!("journey {} is no longer configured", due.journey);
-            return self.end_step(due, StepStatus::Skipped, &why, Vec::new()).await;
+            self.end_step(due, StepStatus::Skipped, &why, Vec::new()).await?;
+            return Ok(None);
         };
         let step = match due.seq {
             0 => None,
@@ -102,7 +151,8 @@ impl Dispatcher {
                 Some(step) => Some(step),
                 None => {
                     let why = format!("journey {} has no step {} any more", due.journey, due.name);
-                    return self.end_step(due, StepStatus::Skipped, &why, Vec::new()).await;
+                    self.end_step(due, StepStatus::Skipped, &why, Vec::new()).await?;
+                    return Ok(None);
                 }
             },
         };
@@ -127,17 +177,17 @@ impl Dispatcher {
             .max();
         if let Some(at) = waiting {
             let why = "waits for the step before it to go out first";
-            return self
-                .store
-                .reschedule_step(key, due.seq, at.max(now).saturating_add(BUSY_RETRY_MS), why)
-                .await;
+            self.put_back(due, at.max(now).saturating_add(BUSY_RETRY_MS), why)
+                .await?;
+            return Ok(None);
         }
         let later: Vec<&&StepRecord> = mine.iter().filter(|s| s.seq > due.seq).filter(planned).collect();
         // Only a step placed by date is really due when its time has come;
         // one placed after the previous message waits for this one.
         if later.iter().any(|s| s.after_ms.is_none() && s.due_ms <= now) {
             let why = "a later step is due too (payrelay was not running when this one was): only the latest goes out";
-            return self.end_step(due, StepStatus::Skipped, why, Vec::new()).await;
+            self.end_step(due, StepStatus::Skipped, why, Vec::new()).await?;
+            return Ok(None);
         }
         if let Some(StepTime::After(wait)) = step.map(|s| s.when) {
             let earlier: Vec<&str> = mine
@@ -148,7 +198,8 @@ impl Dispatcher {
             let previous = after_previous(&stored, &earlier, wait.as_millis() as i64);
             if let Some(at) = previous.filter(|at| *at > now) {
                 let why = format!("placed {} after the previous message", humantime::format_duration(wait));
-                return self.store.reschedule_step(key, due.seq, at, &why).await;
+                self.put_back(due, at, &why).await?;
+                return Ok(None);
             }
         }
         for watching in &before {
@@ -163,13 +214,19 @@ impl Dispatcher {
             if self.store.messages_to_customer(&customer, today).await? >= cap.get() {
                 let why = format!("the customer had {cap} messages today, the daily cap: waits for tomorrow");
                 self.metrics.step("capped");
-                return self.store.reschedule_step(key, due.seq, tomorrow, &why).await;
+                self.put_back(due, tomorrow, &why).await?;
+                return Ok(None);
             }
         }
-        let span = tracing::info_span!("step", %key, step = %due.name);
-        self.send_step(due, journey, step, &stored, later.is_empty())
-            .instrument(span)
-            .await
+        let last = later.is_empty();
+        Ok(Some(ReadyStep {
+            due: due.clone(),
+            stored,
+            journey,
+            step,
+            last,
+            _in_flight: in_flight,
+        }))
     }
 
     /// Walks the step's channels and records how the step ended; the last
@@ -391,7 +448,7 @@ impl Dispatcher {
     }
 
     /// Records how a step ended, with its events.
-    async fn end_step(
+    pub(super) async fn end_step(
         &self,
         due: &DueStep,
         status: StepStatus,

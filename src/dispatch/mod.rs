@@ -20,6 +20,7 @@ mod deliver;
 pub mod erasure;
 mod journey;
 mod record;
+mod remind;
 pub mod retry;
 pub mod scheduler;
 mod send;

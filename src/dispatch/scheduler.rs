@@ -7,7 +7,8 @@
 //! each invoice through the dispatcher (which checks again that it is still
 //! open and the window is open), and sleeps until the next hold ends.
 //! Journey steps are claimed the same way and sent through the dispatcher,
-//! which checks the invoice again right before each send. Abandoned
+//! which checks the invoice again right before each send; the reminders of
+//! billers that combine go to it as one batch, to be grouped by customer. Abandoned
 //! invoices are claimed the same way before they are resumed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,6 +98,25 @@ pub async fn run(
             {
                 Ok(steps) => {
                     full |= steps.len() >= free as usize;
+                    // Reminders of billers that combine go by customer: the
+                    // batch's own are grouped before any is sent (this
+                    // instance holds them all), in one task.
+                    let (combining, steps): (Vec<_>, Vec<_>) = match combines {
+                        true => steps.into_iter().partition(|s| dispatcher.combines_reminder(s)),
+                        false => (Vec::new(), steps),
+                    };
+                    if !combining.is_empty() {
+                        if let Ok(slot) = slots.clone().try_acquire_owned() {
+                            let (dispatcher, failed) = (dispatcher.clone(), failed.clone());
+                            tokio::spawn(async move {
+                                if let Err(e) = dispatcher.run_combined_batch(combining).await {
+                                    failed.store(true, Ordering::Relaxed);
+                                    warn!(error = %e, "could not send combined reminders; trying again shortly");
+                                }
+                                drop(slot);
+                            });
+                        }
+                    }
                     for step in steps {
                         let Ok(slot) = slots.clone().try_acquire_owned() else {
                             break;

@@ -239,6 +239,32 @@ impl World {
         currency: &str,
         amount: &str,
     ) -> Disposition {
+        self.receive_full(invoice_id, revision, customer_id, currency, amount, "2026-12-01")
+            .await
+    }
+
+    /// [`World::receive_for`] of revision 1, due on `due_date`.
+    async fn receive_due(
+        &self,
+        invoice_id: &str,
+        customer_id: Option<&str>,
+        currency: &str,
+        amount: &str,
+        due_date: &str,
+    ) -> Disposition {
+        self.receive_full(invoice_id, 1, customer_id, currency, amount, due_date)
+            .await
+    }
+
+    async fn receive_full(
+        &self,
+        invoice_id: &str,
+        revision: i64,
+        customer_id: Option<&str>,
+        currency: &str,
+        amount: &str,
+        due_date: &str,
+    ) -> Disposition {
         let mut body = serde_json::json!({
             "kind": "payment_request",
             "invoice_id": invoice_id,
@@ -258,6 +284,7 @@ impl World {
         });
         body["currency"] = currency.into();
         body["amount"] = amount.into();
+        body["due_date"] = due_date.into();
         if let Some(id) = customer_id {
             body["customer"]["id"] = id.into();
         }
@@ -720,10 +747,9 @@ impl World {
             .claim_due_steps(ms, super::CLAIM_IDLE.as_millis() as i64, 100)
             .await
             .unwrap();
-        for step in &due {
-            self.dispatcher.run_step(step).await.unwrap();
-        }
-        due.len()
+        let n = due.len();
+        self.dispatcher.run_steps(due).await.unwrap();
+        n
     }
 
     /// (event, channel, step) of the invoice's events after `accepted`.
@@ -1551,4 +1577,172 @@ async fn a_redelivered_request_of_a_waiting_invoice_is_acked_and_sent_once_with_
         world.event_names("INV-2").await,
         [EventName::Accepted, EventName::Sent, EventName::Duplicate]
     );
+}
+
+// ---------------------------------------------------------------------------
+// Reminders of one customer due the same day go together
+
+/// One SMS reminder three days before the due date, at 10:00.
+const ONE_REMINDER: &str = r#"default = ["sms"]
+journey = "one"
+
+[journeys.one]
+send_at = "10:00"
+steps = [{ name = "upcoming", due = "-3d" }]"#;
+
+impl World {
+    /// Receives the requests (id, customer, currency, due date) and sends
+    /// their first requests (combined where they can be).
+    async fn first_requests(&self, requests: &[(&str, &str, &str, &str)]) {
+        for (id, customer, currency, due) in requests {
+            let answer = self.receive_due(id, Some(customer), currency, "10.00", due).await;
+            assert_eq!(answer, Disposition::Ack, "{id}");
+        }
+        self.clock.set_ms(NOON + 10 * MINUTE);
+        self.send_due_groups().await;
+        for (id, ..) in requests {
+            assert_eq!(self.status(id).await, Status::Sent, "{id}");
+        }
+    }
+
+    /// The invoices the combined link of the `n`th SMS lists; `None`: an
+    /// ordinary link.
+    async fn sms_lists(&self, n: usize) -> Option<Vec<String>> {
+        let token = self.sms_tokens.lock().unwrap()[n].clone();
+        let link = self
+            .store
+            .combined_link(&crate::paylink::token_hash(&token))
+            .await
+            .unwrap()?;
+        Some(link.invoices.iter().map(|i| i.key.invoice_id.clone()).collect())
+    }
+
+    /// The invoice's `invoice.sent` events of step `step`: provider id each.
+    async fn sent_of_step(&self, invoice_id: &str, step: &str) -> Vec<Option<String>> {
+        self.events(invoice_id)
+            .await
+            .into_iter()
+            .filter(|e| e.event == EventName::Sent && e.step.as_deref() == Some(step))
+            .map(|e| e.provider_message_id)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn reminders_of_one_customer_due_the_same_day_go_out_as_one_message() {
+    use crate::store::StepStatus::{Cancelled, Sent};
+    let world = World::with_biller(ONE_REMINDER, COMBINE, vec![], vec![]).await;
+    world
+        .first_requests(&[
+            ("A-1", "C-A", "MXN", "2026-12-01"),
+            ("A-2", "C-A", "MXN", "2026-12-01"),
+            ("A-3", "C-A", "MXN", "2026-12-01"),
+            ("A-4", "C-A", "MXN", "2026-12-01"),
+        ])
+        .await;
+    assert_eq!(world.sms.load(Ordering::SeqCst), 1, "one combined first request");
+    // Paid before the reminders: it leaves them.
+    world
+        .dispatcher
+        .close_invoice("acme", "A-4", Status::Paid, &Correlation::default())
+        .await
+        .unwrap();
+
+    assert_eq!(world.at(DUE_DAY_10 - 3 * DAY).await, 3);
+    assert_eq!(
+        world.sms.load(Ordering::SeqCst),
+        2,
+        "one reminder for the three open invoices"
+    );
+    assert_eq!(
+        world.sms_lists(1).await.expect("a combined link"),
+        ["A-1", "A-2", "A-3"]
+    );
+    for id in ["A-1", "A-2", "A-3"] {
+        assert_eq!(
+            world.sent_of_step(id, "upcoming").await,
+            [Some("sms-2".to_owned())],
+            "{id} has its own sent event of its step, with the message's provider id"
+        );
+        assert_eq!(world.step_statuses(id).await, [("upcoming".into(), Sent)], "{id}");
+        assert!(
+            world.event_names(id).await.contains(&EventName::JourneyCompleted),
+            "{id} completes its own journey"
+        );
+        let steps = world.store.steps("acme", id).await.unwrap();
+        assert!(
+            steps[0].detail.as_deref().is_some_and(|d| d.contains("combined")),
+            "{steps:?}"
+        );
+    }
+    assert_eq!(world.step_statuses("A-4").await, [("upcoming".into(), Cancelled)]);
+    // One message counts once toward the daily cap.
+    let customer = world
+        .store
+        .invoice(&key("A-1"))
+        .await
+        .unwrap()
+        .unwrap()
+        .invoice
+        .customer_key();
+    assert_eq!(
+        world
+            .store
+            .messages_to_customer(&customer, DUE_DAY_10 - 3 * DAY - HOUR)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(world.at(DUE_DAY_10 + 30 * DAY).await, 0, "nothing more");
+}
+
+#[tokio::test]
+async fn reminders_of_two_customers_or_two_currencies_never_mix() {
+    let world = World::with_biller(ONE_REMINDER, COMBINE, vec![], vec![]).await;
+    world
+        .first_requests(&[
+            ("A-1", "C-A", "MXN", "2026-12-01"),
+            ("A-2", "C-A", "MXN", "2026-12-01"),
+            ("B-1", "C-B", "MXN", "2026-12-01"),
+            ("B-2", "C-B", "MXN", "2026-12-01"),
+            ("U-1", "C-A", "USD", "2026-12-01"),
+        ])
+        .await;
+    let before = world.sms.load(Ordering::SeqCst);
+    assert_eq!(world.at(DUE_DAY_10 - 3 * DAY).await, 5);
+    assert_eq!(
+        world.sms.load(Ordering::SeqCst) - before,
+        3,
+        "one per customer and currency"
+    );
+    let mut lists = Vec::new();
+    for n in before as usize..before as usize + 3 {
+        lists.push(world.sms_lists(n).await.map(|l| l.join(",")));
+    }
+    lists.sort();
+    assert_eq!(
+        lists,
+        [None, Some("A-1,A-2".to_owned()), Some("B-1,B-2".to_owned())],
+        "U-1, alone in its currency, goes as an ordinary reminder"
+    );
+    assert_eq!(world.sent_of_step("U-1", "upcoming").await.len(), 1);
+}
+
+#[tokio::test]
+async fn reminders_due_on_different_days_are_not_combined() {
+    let world = World::with_biller(ONE_REMINDER, COMBINE, vec![], vec![]).await;
+    world
+        .first_requests(&[("A-1", "C-A", "MXN", "2026-12-01"), ("A-2", "C-A", "MXN", "2026-12-02")])
+        .await;
+    let before = world.sms.load(Ordering::SeqCst) as usize;
+    assert_eq!(world.at(DUE_DAY_10 - 3 * DAY).await, 1);
+    assert_eq!(world.sms.load(Ordering::SeqCst) as usize, before + 1);
+    assert_eq!(world.sms_lists(before).await, None, "A-1 alone, an ordinary reminder");
+    assert!(
+        world.sent_of_step("A-2", "upcoming").await.is_empty(),
+        "A-2's is tomorrow"
+    );
+    assert_eq!(world.at(DUE_DAY_10 - 2 * DAY).await, 1);
+    assert_eq!(world.sms.load(Ordering::SeqCst) as usize, before + 2);
+    assert_eq!(world.sent_of_step("A-2", "upcoming").await.len(), 1);
 }

@@ -163,6 +163,15 @@ pub fn local_date(now_ms: i64, tz: &TimeZone) -> time::Date {
     .unwrap_or(time::Date::MIN)
 }
 
+/// The start of the customer's day at `now_ms` in `tz`, and of the next:
+/// the day whose reminders of one customer go out together when the
+/// biller combines.
+pub fn local_day(now_ms: i64, tz: &TimeZone) -> (i64, i64) {
+    let today = local_date(now_ms, tz);
+    let midnight = jiff::civil::Time::midnight();
+    (due_day_at(today, 0, midnight, tz), due_day_at(today, 1, midnight, tz))
+}
+
 /// The start of the customer's day at `now_ms` in `tz` (the daily cap's
 /// window), and `send_at` on the next day: when a step over the cap goes.
 pub fn day_window(now_ms: i64, tz: &TimeZone, send_at: jiff::civil::Time) -> (i64, i64) {

@@ -430,6 +430,19 @@ pub struct DueGroup {
     pub members: Vec<InvoiceKey>,
 }
 
+/// One customer's reminders of one local day, at one biller in one
+/// currency: what a combined reminder lists (`[billers.<id>] combine`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerDay {
+    pub biller_id: String,
+    /// Their [`Invoice::customer_key`].
+    pub customer: String,
+    pub currency: String,
+    /// The start of the customer's day, and of the next one.
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
 /// A combined message's pay link with what its page needs.
 #[derive(Debug, Clone)]
 pub struct CombinedLinkRecord {
@@ -788,6 +801,22 @@ pub trait Store: Send + Sync {
     /// Finds a combined message's pay link by its token's hash, with the
     /// invoices it lists as they stand now.
     async fn combined_link(&self, token_hash: &str) -> Result<Option<CombinedLinkRecord>, StoreError>;
+
+    /// Takes the planned reminders of `day` that no instance holds (none,
+    /// or a claim older than `idle_ms`) for this instance, in one
+    /// statement: only of invoices whose first request went out and that
+    /// are still open. Of several instances asking at once, each step goes
+    /// to one.
+    async fn claim_customer_steps(
+        &self,
+        day: &CustomerDay,
+        now_ms: i64,
+        idle_ms: i64,
+    ) -> Result<Vec<DueStep>, StoreError>;
+
+    /// Stores the group a combined reminder's pay link belongs to (done
+    /// from the start: there is nothing for a scheduler to claim).
+    async fn add_reminder_group(&self, group_id: &str, day: &CustomerDay) -> Result<(), StoreError>;
 }
 
 fn parse_channel(s: &str) -> Result<ChannelName, StoreError> {

@@ -65,9 +65,9 @@ use super::debtors::{self, SuppressionChange};
 use super::{
     build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_listed, parse_state,
     sql, step_record, waiting_event, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart, Begin,
-    ClickRow, CombineJoin, CombinedLinkRecord, DueGroup, DueStep, Erasure, GroupPlace, History, LinkedInvoice,
-    NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus, Store,
-    StoreError, StoredInvoice, REPLACED,
+    ClickRow, CombineJoin, CombinedLinkRecord, CustomerDay, DueGroup, DueStep, Erasure, GroupPlace, History,
+    LinkedInvoice, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus,
+    Store, StoreError, StoredInvoice, REPLACED,
 };
 use crate::domain::clock::Clock;
 use crate::domain::debtor::{join_channels, split_channels, suppression_scope, Profile, Reply};
@@ -75,6 +75,20 @@ use crate::domain::ChannelName;
 use crate::domain::InvoiceKey;
 use crate::events::{Correlation, Event};
 use crate::invoice::Invoice;
+
+/// `sql::CLAIM_CUSTOMER_STEPS` for PostgreSQL, whose `invoice_json` is a
+/// text column: the JSON operators need it cast to `jsonb`.
+const CLAIM_CUSTOMER_STEPS: &str = "UPDATE steps SET claimed_ms = $1
+    WHERE status = 'planned' AND seq > 0 AND (claimed_ms IS NULL OR claimed_ms <= $2)
+      AND (biller_id, invoice_id, revision, seq) IN (
+          SELECT s.biller_id, s.invoice_id, s.revision, s.seq
+          FROM invoices i JOIN steps s ON s.biller_id = i.biller_id
+               AND s.invoice_id = i.invoice_id AND s.revision = i.revision
+          WHERE i.biller_id = $3 AND i.customer = $4 AND i.status IN ('sent', 'exhausted')
+            AND i.erased_ms IS NULL AND (i.invoice_json::jsonb) -> 'amount' ->> 'currency' = $5
+            AND s.status = 'planned' AND s.seq > 0 AND s.due_ms >= $6 AND s.due_ms < $7
+            AND (s.claimed_ms IS NULL OR s.claimed_ms <= $2))
+    RETURNING biller_id, invoice_id, revision, seq, journey, name, due_ms";
 
 /// Connections per instance. Each handler holds one only for a transaction.
 const MAX_CONNECTIONS: u32 = 10;
@@ -1313,6 +1327,50 @@ impl Store for PostgresStore {
             .bind(channel.as_str())
             .bind(paylink.expires_at_ms)
             .bind(listed)
+            .bind(self.clock.now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_customer_steps(
+        &self,
+        day: &CustomerDay,
+        now_ms: i64,
+        idle_ms: i64,
+    ) -> Result<Vec<DueStep>, StoreError> {
+        let rows = sqlx::query(CLAIM_CUSTOMER_STEPS)
+            .bind(now_ms)
+            .bind(now_ms - idle_ms)
+            .bind(&day.biller_id)
+            .bind(&day.customer)
+            .bind(&day.currency)
+            .bind(day.from_ms)
+            .bind(day.to_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut steps = rows
+            .iter()
+            .map(|row| {
+                Ok(DueStep {
+                    key: key_of(row, 0)?,
+                    seq: attempt_number(row.try_get(3)?)?,
+                    journey: row.try_get(4)?,
+                    name: row.try_get(5)?,
+                    due_ms: row.try_get(6)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        steps.sort_by(|a, b| (a.due_ms, &a.key.invoice_id, a.seq).cmp(&(b.due_ms, &b.key.invoice_id, b.seq)));
+        Ok(steps)
+    }
+
+    async fn add_reminder_group(&self, group_id: &str, day: &CustomerDay) -> Result<(), StoreError> {
+        sqlx::query(sql::INSERT_REMINDER_GROUP)
+            .bind(group_id)
+            .bind(&day.biller_id)
+            .bind(&day.customer)
+            .bind(&day.currency)
             .bind(self.clock.now_ms())
             .execute(&self.pool)
             .await?;

@@ -201,7 +201,10 @@ statements! {
 
     /// Messages started for one customer since `$2`, sent or being sent,
     /// across all their invoices (the daily cap).
-    MESSAGES_TO_CUSTOMER = "SELECT COUNT(*) FROM invoices i JOIN attempts a
+    /// One combined message (the same provider message on one channel)
+    /// counts once, however many invoices it listed.
+    MESSAGES_TO_CUSTOMER = "SELECT COUNT(DISTINCT COALESCE(a.channel || ':' || a.provider_message_id, CAST(a.id AS TEXT)))
+                            FROM invoices i JOIN attempts a
                               ON a.biller_id = i.biller_id AND a.invoice_id = i.invoice_id
                                  AND a.revision = i.revision
                             WHERE i.customer = $1 AND a.started_ms >= $2 AND a.state IN ('sent', 'sending')";
@@ -250,8 +253,38 @@ statements! {
 
     COMBINED_LINK = "SELECT group_id, channel, expires_ms, listed FROM combined_links WHERE token_hash = $1";
 
-    GROUP_INVOICES = "SELECT biller_id, invoice_id, revision, status, invoice_json, correlation_id, message_id
-                      FROM invoices WHERE combine_group = $1";
+    /// The invoices of the group's customer at its biller; the caller keeps
+    /// those the link listed. By customer, not by `combine_group`, so that
+    /// a combined reminder's link (its invoices were sent on their own or
+    /// in other groups) lists them too.
+    GROUP_INVOICES = "SELECT i.biller_id, i.invoice_id, i.revision, i.status, i.invoice_json, i.correlation_id,
+                             i.message_id
+                      FROM combine_groups g JOIN invoices i ON i.biller_id = g.biller_id AND i.customer = g.customer
+                      WHERE g.id = $1";
+
+    /// The group a combined reminder's pay link belongs to: done from the
+    /// start, so no scheduler ever claims it; it only anchors the link.
+    INSERT_REMINDER_GROUP = "INSERT INTO combine_groups (id, biller_id, customer, currency, status, due_ms, created_ms)
+                             VALUES ($1, $2, $3, $4, 'done', $5, $5)";
+
+    /// One customer's other reminders (`seq > 0`) at one biller in one
+    /// currency due in [`$6`, `$7`) (their local day), of invoices whose
+    /// first request went out and that are still open, that no instance
+    /// holds (`$2`: the latest claim that counts as abandoned): taken in
+    /// one statement, so of several instances each step goes to one.
+    /// SQLite's JSON operators; PostgreSQL has its own copy of this
+    /// statement (its text column needs a cast to `jsonb`).
+    CLAIM_CUSTOMER_STEPS = "UPDATE steps SET claimed_ms = $1
+                            WHERE status = 'planned' AND seq > 0 AND (claimed_ms IS NULL OR claimed_ms <= $2)
+                              AND (biller_id, invoice_id, revision, seq) IN (
+                                  SELECT s.biller_id, s.invoice_id, s.revision, s.seq
+                                  FROM invoices i JOIN steps s ON s.biller_id = i.biller_id
+                                       AND s.invoice_id = i.invoice_id AND s.revision = i.revision
+                                  WHERE i.biller_id = $3 AND i.customer = $4 AND i.status IN ('sent', 'exhausted')
+                                    AND i.erased_ms IS NULL AND i.invoice_json -> 'amount' ->> 'currency' = $5
+                                    AND s.status = 'planned' AND s.seq > 0 AND s.due_ms >= $6 AND s.due_ms < $7
+                                    AND (s.claimed_ms IS NULL OR s.claimed_ms <= $2))
+                            RETURNING biller_id, invoice_id, revision, seq, journey, name, due_ms";
 
     PING = "SELECT 1";
 }

@@ -23,9 +23,9 @@ use super::debtors::{self, SuppressionChange};
 use super::{
     build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_listed, parse_state,
     sql, step_record, waiting_event, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart, Begin,
-    ClickRow, CombineJoin, CombinedLinkRecord, DueGroup, DueStep, Erasure, GroupPlace, History, LinkedInvoice,
-    NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus, Store,
-    StoreError, StoredInvoice, REPLACED,
+    ClickRow, CombineJoin, CombinedLinkRecord, CustomerDay, DueGroup, DueStep, Erasure, GroupPlace, History,
+    LinkedInvoice, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus,
+    Store, StoreError, StoredInvoice, REPLACED,
 };
 use crate::domain::clock::Clock;
 use crate::domain::debtor::{join_channels, split_channels, Profile, Reply};
@@ -1404,6 +1404,72 @@ impl Store for SqliteStore {
                     channel.as_str(),
                     paylink.expires_at_ms,
                     listed,
+                    now
+                ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn claim_customer_steps(
+        &self,
+        day: &CustomerDay,
+        now_ms: i64,
+        idle_ms: i64,
+    ) -> Result<Vec<DueStep>, StoreError> {
+        let day = day.clone();
+        self.writer
+            .call(move |conn| {
+                let rows = conn
+                    .prepare_cached(sql::CLAIM_CUSTOMER_STEPS)?
+                    .query_map(
+                        params![
+                            now_ms,
+                            now_ms - idle_ms,
+                            day.biller_id,
+                            day.customer,
+                            day.currency,
+                            day.from_ms,
+                            day.to_ms
+                        ],
+                        |row| {
+                            Ok((
+                                key_of(row, 0)?,
+                                row.get::<_, i64>(3)?,
+                                row.get::<_, String>(4)?,
+                                row.get::<_, String>(5)?,
+                                row.get::<_, i64>(6)?,
+                            ))
+                        },
+                    )?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut steps = rows
+                    .into_iter()
+                    .map(|(key, seq, journey, name, due_ms)| {
+                        Ok(DueStep {
+                            key,
+                            seq: attempt_number(seq)?,
+                            journey,
+                            name,
+                            due_ms,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                steps.sort_by(|a, b| (a.due_ms, &a.key.invoice_id, a.seq).cmp(&(b.due_ms, &b.key.invoice_id, b.seq)));
+                Ok(steps)
+            })
+            .await
+    }
+
+    async fn add_reminder_group(&self, group_id: &str, day: &CustomerDay) -> Result<(), StoreError> {
+        let (group_id, day, now) = (group_id.to_owned(), day.clone(), self.clock.now_ms());
+        self.writer
+            .call(move |conn| {
+                conn.prepare_cached(sql::INSERT_REMINDER_GROUP)?.execute(params![
+                    group_id,
+                    day.biller_id,
+                    day.customer,
+                    day.currency,
                     now
                 ])?;
                 Ok(())
