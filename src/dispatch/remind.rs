@@ -197,6 +197,10 @@ impl Dispatcher {
                 }
                 continue;
             }
+            // Every listed reminder failed on it already (before a crash).
+            if listed.iter().all(|r| before(r) == Some(AttemptState::Failed)) {
+                continue;
+            }
             if let Some(until) = self.quiet_until(invoice, channel) {
                 held_until = Some(held_until.map_or(until, |h| h.min(until)));
                 if fallback {
@@ -205,7 +209,9 @@ impl Dispatcher {
                 continue;
             }
             let send = SendPlan {
-                possibly_twice: listed.iter().any(|r| before(r).is_some()),
+                possibly_twice: listed
+                    .iter()
+                    .any(|r| matches!(before(r), Some(AttemptState::Sending | AttemptState::Retrying))),
                 wait_if_paused: !fallback || i + 1 == plan.channels.len(),
                 ends_invoice: false,
                 step: Some(StepSend {

@@ -1746,3 +1746,39 @@ async fn reminders_due_on_different_days_are_not_combined() {
     assert_eq!(world.sms.load(Ordering::SeqCst) as usize, before + 2);
     assert_eq!(world.sent_of_step("A-2", "upcoming").await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_combined_reminder_refused_on_one_channel_falls_back_to_the_next_for_all() {
+    let routing = r#"default = ["sms", "email"]
+journey = "one"
+
+[journeys.one]
+send_at = "10:00"
+steps = [{ name = "upcoming", due = "-3d" }]"#;
+    // The first requests' SMS goes; the reminder's is refused.
+    let replies = vec![Reply::Accept, Reply::Fail(permanent())];
+    let world = World::with_biller(routing, COMBINE, replies, vec![]).await;
+    world
+        .first_requests(&[("A-1", "C-A", "MXN", "2026-12-01"), ("A-2", "C-A", "MXN", "2026-12-01")])
+        .await;
+    assert_eq!(world.at(DUE_DAY_10 - 3 * DAY).await, 2);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 2);
+    assert_eq!(world.email.load(Ordering::SeqCst), 1, "one email for both");
+    for id in ["A-1", "A-2"] {
+        let journey = world.journey(id).await;
+        let reminder: Vec<_> = journey.iter().filter(|e| e.2.is_some()).cloned().collect();
+        assert_eq!(
+            reminder,
+            [
+                (
+                    EventName::ChannelFailed,
+                    Some(ChannelName::Sms),
+                    Some("upcoming".to_owned())
+                ),
+                sent(ChannelName::Email, Some("upcoming")),
+                (EventName::JourneyCompleted, None, Some("upcoming".to_owned())),
+            ],
+            "{id}"
+        );
+    }
+}
