@@ -6,7 +6,8 @@
 //! combine; a SIGKILL while the group waits loses nothing and sends nothing
 //! twice; the combined pay link lists the open invoices and sends checkout
 //! their ids and total; two instances on one PostgreSQL send each combined
-//! message once.
+//! message once; a customer's reminders due the same day go out as one
+//! reminder per channel.
 
 mod common;
 
@@ -486,4 +487,104 @@ async fn two_instances_on_postgres_send_each_combined_message_once() {
         CUSTOMERS,
         "one SMS per customer"
     );
+}
+
+/// A customer's reminders due the same day go out together: invoices of
+/// two customers, combined into one first request per customer, each get
+/// a reminder two seconds later; each customer gets one reminder per
+/// channel listing their invoices, saying it is a reminder, and each
+/// invoice gets its own `invoice.sent` of the step, once per channel.
+async fn reminders_of_one_customer_due_the_same_day_go_out_together(store_url: &str, dir: &Path, broker: &Broker) {
+    let port = free_port();
+    let config = write_config(dir, "payrelay", broker, store_url, port, "2s");
+    let mut toml = std::fs::read_to_string(&config).expect("read the test config");
+    toml.push_str("journey = \"nudge\"\n[journeys.nudge]\nsteps = [{ name = \"nudge\", after = \"2s\" }]\n");
+    std::fs::write(&config, toml).expect("write the test config");
+    let logs = [config.as_path()];
+    let mut events = broker.observe(&config).await;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut service = Service::spawn(&config);
+    let mut invoices: Vec<Value> = (1..=3)
+        .map(|i| invoice_of(&format!("K-{i}"), "C-1", "MXN", "100.00"))
+        .collect();
+    invoices.push(invoice_of("L-1", "C-2", "MXN", "10.00"));
+    invoices.push(invoice_of("L-2", "C-2", "MXN", "20.00"));
+    broker.publish(&config, &invoices).await;
+    let step_sent = |s: &[Value]| {
+        distinct(s)
+            .into_iter()
+            .filter(|e| e["event"] == "invoice.sent" && e["step"] == "nudge")
+            .count()
+    };
+    collect_until(&mut events, &mut seen, deadline, "every reminder", &logs, |s| {
+        step_sent(s) == 10
+    })
+    .await;
+    collect_until_quiet(&mut events, &mut seen).await;
+    assert_eq!(step_sent(&seen), 10, "each invoice's reminder once per channel");
+    assert_eq!(count(&seen, "invoice.sent"), 20, "first requests and reminders");
+
+    // One reminder per customer and channel: the reminders of one
+    // customer share the message's provider id.
+    for channel in ["email", "sms"] {
+        let id_of = |invoice_id: &str| {
+            distinct(&seen)
+                .into_iter()
+                .find(|e| {
+                    e["event"] == "invoice.sent"
+                        && e["step"] == "nudge"
+                        && e["invoice_id"] == invoice_id
+                        && e["channel"] == channel
+                })
+                .map(|e| e["provider_message_id"].as_str().unwrap_or_default().to_owned())
+                .expect("a reminder sent")
+        };
+        assert_eq!(id_of("K-1"), id_of("K-2"), "{channel}");
+        assert_eq!(id_of("K-1"), id_of("K-3"), "{channel}");
+        assert_eq!(id_of("L-1"), id_of("L-2"), "{channel}");
+        assert_ne!(id_of("K-1"), id_of("L-1"), "two customers never mix");
+    }
+    let outbox = dir.join("outbox");
+    assert_eq!(
+        per_recipient(&outbox.join("email")),
+        BTreeMap::from([("c-1@example.com".to_owned(), 2), ("c-2@example.com".to_owned(), 2)]),
+        "one first request and one reminder per customer"
+    );
+    assert_eq!(files(&outbox.join("sms"), "json").len(), 4);
+    let reminder = files(&outbox.join("email"), "eml")
+        .iter()
+        .map(|raw| parts(raw))
+        .find(|(subject, text, _)| subject.starts_with("Recordatorio") && text.contains("K-1"))
+        .expect("the reminder listing K-1 says it reminds");
+    let (_, text, _) = reminder;
+    for id in ["K-1", "K-2", "K-3"] {
+        assert!(text.contains(id), "lists {id}: {text}");
+    }
+    assert!(text.contains("300.00") && !text.contains("L-1"), "{text}");
+    // Its one link lists the three.
+    let link = pay_link(&text, &format!("http://127.0.0.1:{port}"));
+    let page = reqwest::get(&link).await.expect("GET the reminder's link");
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains("K-1") && page.contains("K-3") && page.contains("300.00"),
+        "{page}"
+    );
+    service.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reminders_of_one_customer_due_the_same_day_go_out_together() {
+    let broker = Broker::new("remind-sqlite").await;
+    let dir = tempfile::tempdir().unwrap();
+    reminders_of_one_customer_due_the_same_day_go_out_together("sqlite://var/payrelay.db", dir.path(), &broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reminders_of_one_customer_due_the_same_day_go_out_together() {
+    let broker = Broker::new("remind-pg").await;
+    let schema = PgSchema::create("payrelay_remind").await;
+    let dir = tempfile::tempdir().unwrap();
+    reminders_of_one_customer_due_the_same_day_go_out_together(schema.store_url().as_str(), dir.path(), &broker).await;
 }
