@@ -1782,3 +1782,70 @@ steps = [{ name = "upcoming", due = "-3d" }]"#;
         );
     }
 }
+
+#[tokio::test]
+async fn quiet_hours_hold_a_combined_reminder_until_the_window_opens() {
+    use crate::store::StepStatus::{Planned, Sent};
+    let routing = r#"default = ["sms"]
+quiet_hours = "21:00-08:00"
+journey = "late"
+
+[journeys.late]
+send_at = "22:00"
+steps = [{ name = "due", due = "0d" }]"#;
+    let world = World::with_biller(routing, COMBINE, vec![], vec![]).await;
+    world
+        .first_requests(&[("A-1", "C-A", "MXN", "2026-12-01"), ("A-2", "C-A", "MXN", "2026-12-01")])
+        .await;
+    let due_day_22 = DUE_DAY_10 + 12 * HOUR;
+    assert_eq!(world.at(due_day_22).await, 2);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 1, "only the first request: both wait");
+    for id in ["A-1", "A-2"] {
+        assert_eq!(world.step_statuses(id).await, [("due".into(), Planned)], "{id}");
+    }
+    let next_morning = due_day_22 + 10 * HOUR;
+    assert_eq!(world.store.next_step().await.unwrap(), Some(next_morning));
+    assert_eq!(world.at(next_morning).await, 2);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 2, "then one message for both");
+    assert_eq!(world.sms_lists(1).await.expect("combined"), ["A-1", "A-2"]);
+    for id in ["A-1", "A-2"] {
+        assert_eq!(world.step_statuses(id).await, [("due".into(), Sent)], "{id}");
+    }
+}
+
+#[tokio::test]
+async fn a_combined_reminder_skips_a_channel_whose_address_asked_to_stop() {
+    let routing = r#"default = ["sms", "email"]
+journey = "one"
+
+[journeys.one]
+send_at = "10:00"
+steps = [{ name = "upcoming", due = "-3d" }]"#;
+    let world = World::with_biller(routing, COMBINE, vec![], vec![]).await;
+    world
+        .first_requests(&[("A-1", "C-A", "MXN", "2026-12-01"), ("A-2", "C-A", "MXN", "2026-12-01")])
+        .await;
+    assert_eq!(world.sms.load(Ordering::SeqCst), 1);
+    let stored = world.store.invoice(&key("A-1")).await.unwrap().unwrap();
+    let stopped = world
+        .dispatcher
+        .suppress_invoice_address(
+            &stored.invoice,
+            ChannelName::Sms,
+            crate::domain::debtor::Reply::Stop,
+            "STOP by SMS",
+        )
+        .await
+        .unwrap();
+    assert!(stopped);
+    assert_eq!(world.at(DUE_DAY_10 - 3 * DAY).await, 2);
+    assert_eq!(world.sms.load(Ordering::SeqCst), 1, "no SMS to the stopped number");
+    assert_eq!(world.email.load(Ordering::SeqCst), 1, "one email for both");
+    for id in ["A-1", "A-2"] {
+        assert_eq!(
+            world.sent_of_step(id, "upcoming").await,
+            [Some("email-1".to_owned())],
+            "{id}"
+        );
+    }
+}
