@@ -1849,3 +1849,48 @@ steps = [{ name = "upcoming", due = "-3d" }]"#;
         );
     }
 }
+
+#[tokio::test]
+async fn a_reminder_due_later_the_same_day_goes_now_with_the_earliest() {
+    let world = World::with_biller(ONE_REMINDER, COMBINE, vec![], vec![]).await;
+    // One customer; A-2's contact lives two hours behind: its 10:00 is
+    // 12:00 UTC, later on the same day as A-1's.
+    for (id, timezone) in [("A-1", "UTC"), ("A-2", "Etc/GMT+2")] {
+        let body = serde_json::json!({
+            "kind": "payment_request",
+            "invoice_id": id,
+            "biller_id": "acme",
+            "revision": 1,
+            "amount": "10.00",
+            "currency": "MXN",
+            "due_date": "2026-12-01",
+            "customer": {
+                "id": "C-A",
+                "name": "María López",
+                "email": "maria@example.com",
+                "phone": "+5215512345678",
+                "locale": "es-MX",
+                "timezone": timezone
+            }
+        });
+        let incoming = Incoming {
+            body: serde_json::to_vec(&body).unwrap(),
+            correlation: Correlation::default(),
+            redelivered: false,
+            user_id: None,
+        };
+        assert_eq!(world.dispatcher.handle(incoming).await, Disposition::Ack);
+    }
+    world.clock.set_ms(NOON + 10 * MINUTE);
+    world.send_due_groups().await;
+    assert_eq!(world.sms.load(Ordering::SeqCst), 1);
+    let a2 = world.store.steps("acme", "A-2").await.unwrap();
+    assert_eq!(a2[0].due_ms, DUE_DAY_10 - 3 * DAY + 2 * HOUR);
+
+    assert_eq!(world.at(DUE_DAY_10 - 3 * DAY).await, 1, "only A-1's is due");
+    assert_eq!(world.sms.load(Ordering::SeqCst), 2, "one message");
+    assert_eq!(world.sms_lists(1).await.expect("combined"), ["A-1", "A-2"]);
+    assert_eq!(world.sent_of_step("A-2", "upcoming").await, [Some("sms-2".to_owned())]);
+    assert_eq!(world.at(DUE_DAY_10 - 3 * DAY + 2 * HOUR).await, 0, "A-2's went already");
+    assert_eq!(world.sms.load(Ordering::SeqCst), 2);
+}
