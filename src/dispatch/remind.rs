@@ -30,9 +30,6 @@ use crate::domain::InvoiceKey;
 use crate::events::Event;
 use crate::store::{AttemptState, CustomerDay, DueStep, StepStatus, StoreError};
 
-/// Customers whose reminders one batch sends at once.
-const CONCURRENT_CUSTOMERS: usize = 8;
-
 impl Dispatcher {
     /// Whether a claimed step is a reminder of a biller that combines (the
     /// first request, step 0, is combined by its group instead).
@@ -55,16 +52,17 @@ impl Dispatcher {
             self.run_step(due).await?;
         }
         if !combining.is_empty() {
-            self.run_combined_batch(combining).await?;
+            self.run_combined_batch(combining, 1).await?;
         }
         Ok(())
     }
 
     /// Sends a batch of claimed reminders of billers that combine: grouped
     /// by biller, customer and currency, each group with the customer's
-    /// other reminders of the day. A group whose store failed is due again
+    /// other reminders of the day, up to `at_once` customers at a time (the
+    /// scheduler's slots it took). A group whose store failed is due again
     /// in a second; the first such error is answered after every group ran.
-    pub async fn run_combined_batch(&self, steps: Vec<DueStep>) -> Result<(), StoreError> {
+    pub async fn run_combined_batch(&self, steps: Vec<DueStep>, at_once: usize) -> Result<(), StoreError> {
         let mut groups: Vec<((String, String, String), Vec<DueStep>)> = Vec::new();
         for due in steps {
             let id = match self.store.invoice(&due.key).await? {
@@ -86,7 +84,7 @@ impl Dispatcher {
                 let result = self.run_customer_steps(steps.clone()).await;
                 (steps, result)
             })
-            .buffer_unordered(CONCURRENT_CUSTOMERS)
+            .buffer_unordered(at_once.max(1))
             .collect()
             .await;
         let mut first_error = None;

@@ -106,10 +106,12 @@ pub async fn run(
                         false => (Vec::new(), steps),
                     };
                     if !combining.is_empty() {
-                        if let Ok(slot) = slots.clone().try_acquire_owned() {
+                        // As many sends at once as slots it takes, one a step.
+                        let n = (combining.len() as u32).min(slots.available_permits() as u32).max(1);
+                        if let Ok(slot) = slots.clone().try_acquire_many_owned(n) {
                             let (dispatcher, failed) = (dispatcher.clone(), failed.clone());
                             tokio::spawn(async move {
-                                if let Err(e) = dispatcher.run_combined_batch(combining).await {
+                                if let Err(e) = dispatcher.run_combined_batch(combining, n as usize).await {
                                     failed.store(true, Ordering::Relaxed);
                                     warn!(error = %e, "could not send combined reminders; trying again shortly");
                                 }
