@@ -16,89 +16,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::pg::PgSchema;
-use common::process::{free_port, observe_events, per_recipient, Service};
+use common::process::{free_port, per_recipient, Broker, Service};
 use common::{invoice, parts, pay_link, AMQP_URL};
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-use lapin::{Channel, Connection, ConnectionProperties};
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// How long after the last expected event a late second copy would surely
 /// have shown up (a scheduler round is at most 1 s).
 const QUIET: Duration = Duration::from_secs(3);
-
-/// The test's queue and events exchange on the shared broker, with a
-/// connection that observes every event; deleted when dropped, also when
-/// the test fails.
-struct Broker {
-    queue: String,
-    exchange: String,
-    /// Kept open for `channel`, which observes the events.
-    _amqp: Connection,
-    channel: Channel,
-}
-
-impl Broker {
-    async fn new(name: &str) -> Broker {
-        let id = payrelay::domain::ids::random_id()[..10].to_owned();
-        let amqp = Connection::connect(AMQP_URL, ConnectionProperties::default())
-            .await
-            .expect("RabbitMQ must run on 127.0.0.1:5672");
-        let channel = amqp.create_channel().await.expect("channel");
-        Broker {
-            queue: format!("payrelay.test.{id}.{name}"),
-            exchange: format!("payrelay.test.{id}.{name}-events"),
-            _amqp: amqp,
-            channel,
-        }
-    }
-
-    /// Every event from now on, checked against the published schema.
-    async fn observe(&self, config: &Path) -> UnboundedReceiver<Value> {
-        let config = payrelay::config::Config::load(config).expect("test config loads");
-        observe_events(&self.channel, &config.broker).await
-    }
-
-    async fn publish(&self, config: &Path, invoices: &[Value]) {
-        let config = payrelay::config::Config::load(config).expect("test config loads");
-        let bodies: Vec<String> = invoices.iter().map(Value::to_string).collect();
-        let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
-        let published = payrelay::broker::publish::publish(&config.broker, &refs)
-            .await
-            .expect("publish");
-        assert_eq!(published, invoices.len());
-    }
-}
-
-impl Drop for Broker {
-    /// Deletes the queues and exchange from a thread of its own: the test's
-    /// runtime may be the one unwinding.
-    fn drop(&mut self) {
-        let (queue, exchange) = (self.queue.clone(), self.exchange.clone());
-        let cleanup = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return;
-            };
-            runtime.block_on(async {
-                let Ok(connection) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await else {
-                    return;
-                };
-                if let Ok(channel) = connection.create_channel().await {
-                    for q in [queue.clone(), format!("{queue}.dead")] {
-                        let _ = channel
-                            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                    let _ = channel
-                        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                        .await;
-                }
-                let _ = connection.close(200, "test cleanup".into()).await;
-            });
-        });
-        let _ = cleanup.join();
-    }
-}
 
 /// Writes `<name>.toml` in `dir`: broker, store, HTTP port, the acme biller
 /// combining for `window`, file email and SMS, both sent for each request.

@@ -5,9 +5,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
-use lapin::Channel;
+use lapin::{Channel, Connection, ConnectionProperties};
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -159,4 +162,77 @@ pub async fn observe_events(channel: &Channel, broker: &BrokerConfig) -> Unbound
         }
     });
     received
+}
+
+/// The test's queue and events exchange on the shared broker, with a
+/// connection that observes every event; deleted when dropped, also when
+/// the test fails.
+pub struct Broker {
+    pub queue: String,
+    pub exchange: String,
+    /// Kept open for `channel`, which observes the events.
+    _amqp: Connection,
+    channel: Channel,
+}
+
+impl Broker {
+    pub async fn new(name: &str) -> Broker {
+        let id = payrelay::domain::ids::random_id()[..10].to_owned();
+        let amqp = Connection::connect(super::AMQP_URL, ConnectionProperties::default())
+            .await
+            .expect("RabbitMQ must run on 127.0.0.1:5672");
+        let channel = amqp.create_channel().await.expect("channel");
+        Broker {
+            queue: format!("payrelay.test.{id}.{name}"),
+            exchange: format!("payrelay.test.{id}.{name}-events"),
+            _amqp: amqp,
+            channel,
+        }
+    }
+
+    /// Every event from now on, checked against the published schema.
+    pub async fn observe(&self, config: &Path) -> UnboundedReceiver<Value> {
+        let config = payrelay::config::Config::load(config).expect("test config loads");
+        observe_events(&self.channel, &config.broker).await
+    }
+
+    pub async fn publish(&self, config: &Path, invoices: &[Value]) {
+        let config = payrelay::config::Config::load(config).expect("test config loads");
+        let bodies: Vec<String> = invoices.iter().map(Value::to_string).collect();
+        let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+        let published = payrelay::broker::publish::publish(&config.broker, &refs)
+            .await
+            .expect("publish");
+        assert_eq!(published, invoices.len());
+    }
+}
+
+impl Drop for Broker {
+    /// Deletes the queues and exchange from a thread of its own: the test's
+    /// runtime may be the one unwinding.
+    fn drop(&mut self) {
+        let (queue, exchange) = (self.queue.clone(), self.exchange.clone());
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async {
+                let Ok(connection) = Connection::connect(super::AMQP_URL, ConnectionProperties::default()).await else {
+                    return;
+                };
+                if let Ok(channel) = connection.create_channel().await {
+                    for q in [queue.clone(), format!("{queue}.dead")] {
+                        let _ = channel
+                            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                    let _ = channel
+                        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                        .await;
+                }
+                let _ = connection.close(200, "test cleanup".into()).await;
+            });
+        });
+        let _ = cleanup.join();
+    }
 }
