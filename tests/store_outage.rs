@@ -617,7 +617,22 @@ async fn verify(
         assert_eq!(emails.get(&to).copied(), Some(1), "{id}: emails to {to}");
         let (status, attempts) = statuses.get(id).unwrap_or_else(|| panic!("{id} is not in the store"));
         assert_eq!(status, "sent", "{id}: stored status");
-        assert_eq!(attempts, &["sent"], "{id}: stored attempts");
+        if events_once {
+            assert_eq!(attempts, &["sent"], "{id}: stored attempts");
+        } else {
+            // A connection cut during a commit can lose its answer: an
+            // attempt recorded as starting whose handler never learned it
+            // was, and so never sent it (the one email above says so). It
+            // stays `sending`; the attempt that sent is the last.
+            let (last, earlier) = attempts
+                .split_last()
+                .unwrap_or_else(|| panic!("{id}: no attempt stored"));
+            assert_eq!(last, "sent", "{id}: stored attempts {attempts:?}");
+            assert!(
+                earlier.iter().all(|a| a == "sending"),
+                "{id}: stored attempts {attempts:?}"
+            );
+        }
         // Events are at-least-once (a commit whose answer was lost is
         // written again), but where the store failed only while nothing of
         // these invoices was under way, none may be published twice.
