@@ -609,6 +609,7 @@ default = ["sms", "email"]
             biller_id: "acme".into(),
             reply: Reply::Stop,
             reason: "the customer replied STOP by SMS".into(),
+            owner: None,
         };
         assert!(store.suppress(&stop).await.unwrap());
     });

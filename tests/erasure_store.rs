@@ -214,8 +214,13 @@ async fn sent(store: &dyn Store, key: &InvoiceKey, token: &str, provider: &str, 
 
 /// A failed SMS attempt whose provider error quotes the number.
 async fn failed_quoting_the_number(store: &dyn Store, key: &InvoiceKey, token: &str) {
+    // Sent to the number: the store remembers whose it is.
+    let to_number = NewPaylink {
+        address_hash: Some(payrelay::domain::debtor::address_hash(ChannelName::Sms, PHONE)),
+        ..paylink(token, T0 + 45 * DAY)
+    };
     let id = store
-        .start_attempt(key, ChannelName::Sms, 1, &paylink(token, T0 + 45 * DAY), None)
+        .start_attempt(key, ChannelName::Sms, 1, &to_number, None)
         .await
         .unwrap()
         .id()
@@ -277,7 +282,7 @@ async fn an_erasure_scrubs_invoices_attempts_steps_and_the_outbox_and_keeps_the_
         "the test stores the number first"
     );
     // What payrelay remembers of the customer across invoices: their
-    // contacts (as hashes, with each invoice) and a channel choice.
+    // numbers (as hashes, with each SMS) and a channel choice.
     let chose = Event::about(EventName::PreferencesChanged, &first, &correlation()).customer_id(Some("C-9981".into()));
     store
         .set_preferences(
@@ -296,6 +301,12 @@ async fn an_erasure_scrubs_invoices_attempts_steps_and_the_outbox_and_keeps_the_
             .count()
     };
     assert!(remembered(&db.everything().await, "acme/id/C-9981") >= 2);
+    let other_chose =
+        Event::about(EventName::PreferencesChanged, &other, &correlation()).customer_id(Some("C-1".into()));
+    store
+        .set_preferences("acme", "acme/id/C-1", &[ChannelName::Email], &[], &other_chose)
+        .await
+        .unwrap();
 
     db.clock.set_ms(T0 + DAY);
     let erasure = store

@@ -35,7 +35,7 @@ use payrelay::events::{Correlation, Event, EventName};
 use payrelay::invoice::{Invoice, Message};
 use payrelay::store::{
     AttemptOutcome, AttemptRecord, AttemptStart, AttemptState, Begin, CombineJoin, CustomerDay, DueGroup, DueStep,
-    GroupPlace, NewPaylink, PlannedStep, Reached, StepStatus, Store, StoreError, SuppressionChange,
+    GroupPlace, NewPaylink, Owner, PlannedStep, Reached, StepStatus, Store, StoreError, SuppressionChange,
 };
 
 // ---------------------------------------------------------------------------
@@ -172,6 +172,7 @@ store_suite!(
     preferences_round_trip_with_their_event,
     a_stop_and_a_start_change_once_and_tell_each_customer_once,
     an_email_stop_holds_for_its_biller_only,
+    only_a_send_by_sms_or_whatsapp_remembers_the_address,
     no_attempt_is_recorded_to_a_suppressed_address,
     invoices_of_one_customer_and_currency_wait_in_one_group_from_the_first,
     a_claimed_group_takes_no_new_invoice_and_is_taken_over_once_idle,
@@ -2372,7 +2373,18 @@ fn stop(channel: ChannelName, address: &str, biller: &str, reply: Reply) -> Supp
         biller_id: biller.to_owned(),
         reply,
         reason: "the customer replied STOP by SMS".to_owned(),
+        owner: None,
     }
+}
+
+/// An attempt on `channel` to `address` for `key`, carrying link `token`.
+async fn sent_to(store: &dyn Store, key: &InvoiceKey, channel: ChannelName, address: &str, token: &str) {
+    let link = NewPaylink {
+        address_hash: Some(address_hash(channel, address)),
+        ..paylink(token)
+    };
+    let started = store.start_attempt(key, channel, 1, &link, None).await.unwrap();
+    assert!(matches!(started, AttemptStart::Started(_)), "{started:?}");
 }
 
 fn contacts() -> Vec<(ChannelName, String)> {
@@ -2427,8 +2439,10 @@ async fn preferences_round_trip_with_their_event(db: &TestDb) {
 
 async fn a_stop_and_a_start_change_once_and_tell_each_customer_once(db: &TestDb) {
     let store = db.store.as_ref();
-    accepted(store, "INV-1", 1).await;
-    accepted(store, "INV-2", 1).await;
+    let first = accepted(store, "INV-1", 1).await;
+    let second = accepted(store, "INV-2", 1).await;
+    sent_to(store, &first, ChannelName::Sms, PHONE, "1").await;
+    sent_to(store, &second, ChannelName::Sms, PHONE, "2").await;
     let customer = invoice("INV-1", 1).customer_key();
     // A STOP by SMS holds for every biller: its scope is not the biller's.
     let sms_stop = stop(ChannelName::Sms, "5215512345678", "*", Reply::Stop);
@@ -2494,14 +2508,75 @@ async fn an_email_stop_holds_for_its_biller_only(db: &TestDb) {
         .unwrap()
         .suppressed
         .is_empty());
+    // An unsubscribe link names the invoice, and so its customer: they are
+    // told although no send remembers an email address.
+    let through_link = SuppressionChange {
+        owner: Some(Owner::of(&invoice("INV-1", 1))),
+        ..stop(ChannelName::Email, EMAIL, ACME, Reply::Stop)
+    };
+    assert!(store.suppress(&through_link).await.unwrap());
+    let told: Vec<Event> = events(store)
+        .await
+        .into_iter()
+        .filter(|e| e.event == EventName::Suppressed)
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(
+        (told[0].customer_id.as_deref(), told[0].invoice_id.as_deref()),
+        (Some("C-9981"), Some("INV-1"))
+    );
+    assert_eq!(
+        store.debtor(ACME, &customer, &contacts()).await.unwrap().suppressed,
+        vec![ChannelName::Email]
+    );
+}
+
+/// Only a send by SMS or WhatsApp remembers whose the address is (a reply
+/// there names only the number): an accepted invoice or an email remembers
+/// nothing, and a stop through an invoice's link tells its customer once
+/// even when a send remembered them too.
+async fn only_a_send_by_sms_or_whatsapp_remembers_the_address(db: &TestDb) {
+    let store = db.store.as_ref();
+    let key = accepted(store, "INV-1", 1).await;
+    sent_to(store, &key, ChannelName::Email, EMAIL, "e").await;
+    // Stops naming only the address find nobody to tell.
     assert!(store
         .suppress(&stop(ChannelName::Email, EMAIL, ACME, Reply::Stop))
         .await
         .unwrap());
-    assert_eq!(count(store, EventName::Suppressed).await, 1);
+    assert!(store
+        .suppress(&stop(ChannelName::Sms, PHONE, "*", Reply::Stop))
+        .await
+        .unwrap());
     assert_eq!(
-        store.debtor(ACME, &customer, &contacts()).await.unwrap().suppressed,
-        vec![ChannelName::Email]
+        count(store, EventName::Suppressed).await,
+        0,
+        "nobody was written to by SMS"
+    );
+    assert!(store
+        .suppress(&stop(ChannelName::Sms, PHONE, "*", Reply::Start))
+        .await
+        .unwrap());
+
+    sent_to(store, &key, ChannelName::Whatsapp, PHONE, "w").await;
+    let through_refusal = SuppressionChange {
+        owner: Some(Owner::of(&invoice("INV-1", 1))),
+        ..stop(ChannelName::Whatsapp, PHONE, "*", Reply::Stop)
+    };
+    assert!(store.suppress(&through_refusal).await.unwrap());
+    let told: Vec<Event> = events(store)
+        .await
+        .into_iter()
+        .filter(|e| e.event == EventName::Suppressed)
+        .collect();
+    assert_eq!(told.len(), 1, "one customer, told once: {told:?}");
+    assert_eq!(
+        (
+            told[0].biller_id.as_deref(),
+            told[0].customer_id.as_deref(),
+            told[0].channel
+        ),
+        (Some(ACME), Some("C-9981"), Some(ChannelName::Whatsapp))
     );
 }
 

@@ -12,7 +12,7 @@ use crate::channels::SendError;
 use crate::domain::debtor::{address_hash, Reply};
 use crate::domain::ChannelName;
 use crate::invoice::Invoice;
-use crate::store::{StoreError, SuppressionChange};
+use crate::store::{Owner, StoreError, SuppressionChange};
 
 /// Twilio's "Attempt to send to unsubscribed recipient": the number
 /// replied STOP to the sending number, outside payrelay's sight.
@@ -29,6 +29,7 @@ impl Dispatcher {
             biller_id: crate::domain::debtor::ANY_BILLER.to_owned(),
             reply: reply.reply,
             reason: reply.how.to_owned(),
+            owner: None,
         };
         self.change_suppression(&change).await
     }
@@ -53,6 +54,7 @@ impl Dispatcher {
             biller_id: invoice.key.biller_id.clone(),
             reply,
             reason: reason.to_owned(),
+            owner: Some(Owner::of(invoice)),
         };
         self.change_suppression(&change).await
     }

@@ -40,6 +40,14 @@ pub fn suppression_scope(channel: ChannelName, biller_id: &str) -> &str {
 /// The scope of a suppression that holds for every biller.
 pub const ANY_BILLER: &str = "*";
 
+/// Whether a send on `channel` remembers whose the address is. A STOP or
+/// START replied by SMS or WhatsApp names only the number, and every
+/// biller that wrote to it is told; an email unsubscribe comes through
+/// one invoice's link, which already names its customer.
+pub fn remembers_address(channel: ChannelName) -> bool {
+    suppression_scope(channel, "") == ANY_BILLER
+}
+
 /// What a customer said in a reply, as far as messages go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply {

@@ -1,6 +1,6 @@
 //! What both stores keep of debtors (docs/debtors.md): which hashed
 //! addresses belong to which customer of which biller (`debtor_contacts`,
-//! written with each invoice), the channels a customer chose or stopped
+//! written with each send by SMS or WhatsApp), the channels a customer chose or stopped
 //! (`preferences`), and the addresses that asked to stop (`suppressions`).
 //!
 //! The statements follow `sql`'s rule: `$1`, `$2`, ... introduced in order.
@@ -33,6 +33,32 @@ pub struct SuppressionChange {
     pub reply: Reply,
     /// How it came, in words, for the events' detail (no address in it).
     pub reason: String,
+    /// The customer whose invoice it came through (an unsubscribe link, a
+    /// provider's refusal of a send), told even when no send remembered
+    /// the address. `None` for a reply that names only the address.
+    pub owner: Option<Owner>,
+}
+
+/// A customer an address belongs to: who hears of its stop or start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub biller_id: String,
+    /// [`Invoice::customer_key`].
+    pub customer_key: String,
+    pub customer_id: Option<String>,
+    /// The latest invoice of theirs that went to the address.
+    pub invoice_id: String,
+}
+
+impl Owner {
+    pub fn of(invoice: &Invoice) -> Owner {
+        Owner {
+            biller_id: invoice.key.biller_id.clone(),
+            customer_key: invoice.customer_key(),
+            customer_id: invoice.customer.id.clone(),
+            invoice_id: invoice.key.invoice_id.clone(),
+        }
+    }
 }
 
 impl SuppressionChange {
@@ -40,36 +66,47 @@ impl SuppressionChange {
         suppression_scope(self.channel, &self.biller_id)
     }
 
+    /// Who is told: the change's own owner, then each customer the store
+    /// remembered the address for (`remembered`, from [`OWNERS`]), once each.
+    pub(super) fn told(&self, remembered: Vec<Owner>) -> Vec<Owner> {
+        let mut told: Vec<Owner> = self.owner.iter().cloned().collect();
+        for owner in remembered {
+            if !told
+                .iter()
+                .any(|t| t.biller_id == owner.biller_id && t.customer_key == owner.customer_key)
+            {
+                told.push(owner);
+            }
+        }
+        told
+    }
+
     /// The event telling one biller that its customer asked.
-    pub(super) fn event(&self, biller_id: String, customer_id: Option<String>, invoice_id: String) -> Event {
+    pub(super) fn event(&self, owner: Owner) -> Event {
         let (name, what) = match self.reply {
             Reply::Stop => (EventName::Suppressed, "no more messages are sent"),
             Reply::Start => (EventName::Unsuppressed, "messages may be sent again"),
         };
         let mut event = Event::bare(name, &Correlation::default())
-            .customer_id(customer_id)
+            .customer_id(owner.customer_id)
             .detail(format!("{} on {}: {what}", self.reason, self.channel));
-        event.biller_id = Some(biller_id);
-        event.invoice_id = Some(invoice_id);
+        event.biller_id = Some(owner.biller_id);
+        event.invoice_id = Some(owner.invoice_id);
         event.channel = Some(self.channel);
         event
     }
 }
 
-/// `begin` keeps each contact of the invoice's customer, with the latest
-/// invoice seen for it.
-pub(super) const UPSERT_CONTACT: &str =
+/// A send by SMS or WhatsApp remembers whose the address is, with the
+/// invoice it went for (`$1` channel, `$2` address hash, `$3` now, then the
+/// invoice's key). The customer id is read back from the invoice's
+/// customer key, `{biller}/id/{customer id}` ([`crate::invoice::customer_key_of_id`]).
+pub(super) const REMEMBER_CONTACT: &str =
     "INSERT INTO debtor_contacts (channel, address_hash, biller_id, customer_key, customer_id, invoice_id, seen_ms)
-     VALUES ($1, $2, $3, $4, $5, $6, $7)
-     ON CONFLICT (channel, address_hash, biller_id, customer_key)
-     DO UPDATE SET customer_id = excluded.customer_id, invoice_id = excluded.invoice_id, seen_ms = excluded.seen_ms";
-
-/// [`UPSERT_CONTACT`] for all of an invoice's contacts at once
-/// (PostgreSQL: `$1` the channels, `$2` their hashes, as arrays).
-pub(super) const UPSERT_CONTACTS_PG: &str =
-    "INSERT INTO debtor_contacts (channel, address_hash, biller_id, customer_key, customer_id, invoice_id, seen_ms)
-     SELECT c.channel, c.address_hash, $3, $4, $5, $6, $7
-     FROM UNNEST($1::text[], $2::text[]) AS c (channel, address_hash)
+     SELECT $1, $2, biller_id, customer,
+            CASE WHEN substr(customer, length(biller_id) + 2, 3) = 'id/' THEN substr(customer, length(biller_id) + 5) END,
+            invoice_id, $3
+     FROM invoices WHERE biller_id = $4 AND invoice_id = $5 AND revision = $6 AND customer IS NOT NULL
      ON CONFLICT (channel, address_hash, biller_id, customer_key)
      DO UPDATE SET customer_id = excluded.customer_id, invoice_id = excluded.invoice_id, seen_ms = excluded.seen_ms";
 
@@ -100,7 +137,7 @@ pub(super) const DELETE_SUPPRESSION: &str =
 
 /// The customers an address belongs to, within a scope (`*`: every
 /// biller): who is told of a stop.
-pub(super) const OWNERS: &str = "SELECT biller_id, customer_id, invoice_id FROM debtor_contacts
+pub(super) const OWNERS: &str = "SELECT biller_id, customer_key, customer_id, invoice_id FROM debtor_contacts
      WHERE channel = $1 AND address_hash = $2 AND ($3 = '*' OR biller_id = $3)
      ORDER BY biller_id, customer_key";
 
@@ -141,12 +178,10 @@ mod tests {
 
     /// The statements name their parameters `$1`, `$2`, ... in order of
     /// first use, which both databases read the same way (see `sql`).
-    /// `UPSERT_CONTACTS_PG` runs on PostgreSQL only, which reads them by
-    /// number.
     #[test]
     fn parameters_are_introduced_in_order() {
         for statement in [
-            UPSERT_CONTACT,
+            REMEMBER_CONTACT,
             ROUTES_OTHERWISE,
             IS_SUPPRESSED,
             PREFERENCE,

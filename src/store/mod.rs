@@ -39,7 +39,7 @@ use crate::domain::Status;
 use crate::events::{Correlation, Event, EventName};
 use crate::invoice::Invoice;
 pub use crate::journey::PlannedStep;
-pub use debtors::{hashed_contacts, SuppressionChange};
+pub use debtors::{hashed_contacts, Owner, SuppressionChange};
 pub use erase::Erasure;
 
 #[derive(Debug, thiserror::Error)]

@@ -61,7 +61,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Executor, PgPool, Postgres, Row, Transaction};
 use tracing::{info, warn};
 
-use super::debtors::{self, SuppressionChange};
+use super::debtors::{self, Owner, SuppressionChange};
 use super::{
     build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_listed, parse_state,
     sql, step_record, waiting_event, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart, Begin,
@@ -70,7 +70,7 @@ use super::{
     Store, StoreError, StoredInvoice, REPLACED,
 };
 use crate::domain::clock::Clock;
-use crate::domain::debtor::{join_channels, split_channels, suppression_scope, Profile, Reply};
+use crate::domain::debtor::{join_channels, remembers_address, split_channels, suppression_scope, Profile, Reply};
 use crate::domain::ChannelName;
 use crate::domain::InvoiceKey;
 use crate::events::{Correlation, Event};
@@ -337,6 +337,17 @@ impl PostgresStore {
         .bind(paylink.expires_at_ms)
         .execute(&mut *tx)
         .await?;
+        if let Some(hash) = paylink.address_hash.as_deref().filter(|_| remembers_address(channel)) {
+            sqlx::query(debtors::REMEMBER_CONTACT)
+                .bind(channel.as_str())
+                .bind(hash)
+                .bind(now)
+                .bind(&key.biller_id)
+                .bind(&key.invoice_id)
+                .bind(key.revision)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(Some(AttemptStart::Started(id)))
     }
@@ -552,21 +563,6 @@ impl PostgresStore {
             }
         };
         insert_steps(&mut tx, key, steps, now).await?;
-        // Every contact in one statement: one round trip whatever their number.
-        let (channels, hashes): (Vec<&str>, Vec<String>) = debtors::hashed_contacts(invoice)
-            .into_iter()
-            .map(|(channel, hash)| (channel.as_str(), hash))
-            .unzip();
-        sqlx::query(debtors::UPSERT_CONTACTS_PG)
-            .bind(channels)
-            .bind(hashes)
-            .bind(&key.biller_id)
-            .bind(invoice.customer_key())
-            .bind(&invoice.customer.id)
-            .bind(&key.invoice_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok((Begin::New, place))
     }
@@ -1523,15 +1519,23 @@ impl Store for PostgresStore {
             tx.rollback().await?;
             return Ok(false);
         }
-        let owners: Vec<(String, Option<String>, String)> = sqlx::query_as(debtors::OWNERS)
+        let remembered: Vec<(String, String, Option<String>, String)> = sqlx::query_as(debtors::OWNERS)
             .bind(change.channel.as_str())
             .bind(&change.address_hash)
             .bind(scope)
             .fetch_all(&mut *tx)
             .await?;
-        for (biller_id, customer_id, invoice_id) in owners {
-            let event = change.event(biller_id, customer_id, invoice_id);
-            self.insert_event(&mut *tx, &event).await?;
+        let remembered = remembered
+            .into_iter()
+            .map(|(biller_id, customer_key, customer_id, invoice_id)| Owner {
+                biller_id,
+                customer_key,
+                customer_id,
+                invoice_id,
+            })
+            .collect();
+        for owner in change.told(remembered) {
+            self.insert_event(&mut *tx, &change.event(owner)).await?;
         }
         tx.commit().await?;
         Ok(true)

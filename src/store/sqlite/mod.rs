@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::debtors::{self, SuppressionChange};
+use super::debtors::{self, Owner, SuppressionChange};
 use super::{
     build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_listed, parse_state,
     sql, step_record, waiting_event, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart, Begin,
@@ -28,7 +28,7 @@ use super::{
     Store, StoreError, StoredInvoice, REPLACED,
 };
 use crate::domain::clock::Clock;
-use crate::domain::debtor::{join_channels, split_channels, Profile, Reply};
+use crate::domain::debtor::{join_channels, remembers_address, split_channels, Profile, Reply};
 use crate::domain::ChannelName;
 use crate::domain::InvoiceKey;
 use crate::events::{Correlation, Event};
@@ -233,9 +233,6 @@ fn key_of(row: &Row<'_>, first: usize) -> rusqlite::Result<InvoiceKey> {
 struct NewInvoice {
     key: InvoiceKey,
     customer: String,
-    customer_id: Option<String>,
-    /// The customer's hashed addresses, kept in `debtor_contacts`.
-    contacts: Vec<(ChannelName, String)>,
     json: String,
     correlation: Correlation,
     accepted: String,
@@ -252,8 +249,6 @@ impl NewInvoice {
         Ok(NewInvoice {
             key: invoice.key.clone(),
             customer: invoice.customer_key(),
-            customer_id: invoice.customer.id.clone(),
-            contacts: debtors::hashed_contacts(invoice),
             json: serde_json::to_string(invoice).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             correlation: correlation.clone(),
             accepted: event_json(accepted)?,
@@ -403,17 +398,6 @@ fn begin_unannounced(conn: &Connection, invoice: &NewInvoice, now: i64) -> Resul
         invoice.customer
     ])?;
     insert_steps(conn, key, &invoice.steps, now)?;
-    for (channel, hash) in &invoice.contacts {
-        conn.prepare_cached(debtors::UPSERT_CONTACT)?.execute(params![
-            channel.as_str(),
-            hash,
-            key.biller_id,
-            invoice.customer,
-            invoice.customer_id,
-            key.invoice_id,
-            now
-        ])?;
-    }
     Ok(Begin::New)
 }
 
@@ -520,19 +504,19 @@ fn suppress(conn: &Connection, change: &SuppressionChange, now: i64) -> Result<b
     if changed == 0 {
         return Ok(false);
     }
-    let owners = conn
+    let remembered = conn
         .prepare_cached(debtors::OWNERS)?
         .query_map(params![change.channel.as_str(), change.address_hash, scope], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, String>(2)?,
-            ))
+            Ok(Owner {
+                biller_id: r.get(0)?,
+                customer_key: r.get(1)?,
+                customer_id: r.get(2)?,
+                invoice_id: r.get(3)?,
+            })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    for (biller_id, customer_id, invoice_id) in owners {
-        let event = change.event(biller_id, customer_id, invoice_id);
-        insert_event(conn, &event_json(&event)?)?;
+    for owner in change.told(remembered) {
+        insert_event(conn, &event_json(&change.event(owner))?)?;
     }
     Ok(true)
 }
@@ -566,7 +550,18 @@ fn insert_attempt(
         paylink.expires_at_ms,
         step
     ])?;
-    Ok(conn.last_insert_rowid())
+    let id = conn.last_insert_rowid();
+    if let Some(hash) = paylink.address_hash.as_deref().filter(|_| remembers_address(channel)) {
+        conn.prepare_cached(debtors::REMEMBER_CONTACT)?.execute(params![
+            channel.as_str(),
+            hash,
+            now,
+            key.biller_id,
+            key.invoice_id,
+            key.revision
+        ])?;
+    }
+    Ok(id)
 }
 
 fn finish_attempt(
