@@ -67,6 +67,7 @@ use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::domain::ChannelName;
+use crate::metrics::Metrics;
 use crate::render::{RenderError, Templates, View};
 use crate::settings::BillerConfig;
 pub use crate::settings::Limits;
@@ -408,23 +409,41 @@ impl Breaker {
         (!remaining.is_zero()).then_some(remaining)
     }
 
-    fn record(&self, result: &Result<Receipt, SendError>) {
+    /// Counts a send's result; says when it paused the channel, or was the
+    /// first success after a pause.
+    fn record(&self, result: &Result<Receipt, SendError>) -> Option<BreakerChange> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match result {
-            Ok(_) => *state = BreakerState::default(),
+            Ok(_) => {
+                let was_paused = state.open_until.is_some();
+                *state = BreakerState::default();
+                was_paused.then_some(BreakerChange::Resumed)
+            }
             Err(SendError::Misconfigured { .. }) => {
                 state.failures_in_a_row = self.policy.failures;
                 state.open_until = Some(Instant::now() + self.policy.pause);
+                Some(BreakerChange::Paused("misconfigured"))
             }
             Err(e) if e.is_transient() => {
                 state.failures_in_a_row = state.failures_in_a_row.saturating_add(1);
                 if state.failures_in_a_row >= self.policy.failures {
                     state.open_until = Some(Instant::now() + self.policy.pause);
+                    return Some(BreakerChange::Paused("failures"));
                 }
+                None
             }
-            Err(_) => {}
+            Err(_) => None,
         }
     }
+}
+
+/// What a send's result did to its channel's breaker, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BreakerChange {
+    /// Opened, for this reason (`failures`, `misconfigured`).
+    Paused(&'static str),
+    /// Closed by a success after a pause.
+    Resumed,
 }
 
 /// The configured channels, each behind its own rate limit and breaker.
@@ -432,6 +451,8 @@ pub struct Registry {
     entries: BTreeMap<ChannelName, Entry>,
     breaker: BreakerPolicy,
     shared: Option<Arc<SharedLimiter>>,
+    /// Where pauses are reported (`payrelay_channel_paused`), when given.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Registry {
@@ -462,7 +483,18 @@ impl Registry {
             entries: BTreeMap::new(),
             breaker,
             shared: None,
+            metrics: None,
         }
+    }
+
+    /// Reports every channel's pauses, present and inserted later, in
+    /// `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Registry {
+        for name in self.entries.keys() {
+            metrics.channel_known(*name);
+        }
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Puts every channel, present and inserted later, behind its share of
@@ -478,6 +510,9 @@ impl Registry {
     /// Adds a channel; used by `from_config` and by tests that bring their own.
     pub fn insert(&mut self, channel: Box<dyn Channel>, quota: Quota) {
         let name = channel.name();
+        if let Some(metrics) = &self.metrics {
+            metrics.channel_known(name);
+        }
         self.entries.insert(
             name,
             Entry {
@@ -544,7 +579,13 @@ impl Registry {
             return Err(SendError::Paused { remaining });
         }
         let result = entry.channel.send(message).await;
-        entry.breaker.record(&result);
+        let change = entry.breaker.record(&result);
+        if let (Some(change), Some(metrics)) = (change, &self.metrics) {
+            match change {
+                BreakerChange::Paused(reason) => metrics.channel_paused(message.channel, reason),
+                BreakerChange::Resumed => metrics.channel_resumed(message.channel),
+            }
+        }
         result
     }
 
@@ -767,5 +808,52 @@ mod tests {
         ));
         assert!(matches!(registry.send(&message()).await, Err(SendError::Paused { .. })));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// The sample of `name{labels}` in the exposition, if there is one.
+    fn sample(metrics: &Metrics, series: &str) -> Option<String> {
+        let text = metrics.render();
+        let line = text.lines().find(|l| l.starts_with(&format!("{series} ")))?;
+        line.rsplit(' ').next().map(str::to_owned)
+    }
+
+    #[tokio::test]
+    async fn a_pause_shows_in_the_metrics_from_when_it_starts_until_a_send_succeeds() {
+        let (registry, _) = registry(4, transient);
+        let metrics = Arc::new(Metrics::new());
+        let registry = registry.with_metrics(metrics.clone());
+        let paused = r#"payrelay_channel_paused{channel="sms"}"#;
+        let pauses = r#"payrelay_channel_pauses_total{channel="sms",reason="failures"}"#;
+        assert_eq!(
+            sample(&metrics, paused).as_deref(),
+            Some("0"),
+            "a configured channel shows, not paused"
+        );
+        for _ in 0..3 {
+            assert!(registry.send(&message()).await.is_err());
+        }
+        assert_eq!(sample(&metrics, paused).as_deref(), Some("1"));
+        assert_eq!(sample(&metrics, pauses).as_deref(), Some("1"));
+
+        // A failing probe pauses it again; it stays paused in between.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(sample(&metrics, paused).as_deref(), Some("1"), "not known to work yet");
+        assert!(registry.send(&message()).await.unwrap_err().is_transient());
+        assert_eq!(sample(&metrics, pauses).as_deref(), Some("2"));
+
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(registry.send(&message()).await.is_ok());
+        assert_eq!(sample(&metrics, paused).as_deref(), Some("0"));
+        assert_eq!(sample(&metrics, pauses).as_deref(), Some("2"));
+    }
+
+    #[tokio::test]
+    async fn a_misconfigured_channel_counts_its_pause_as_such() {
+        let (registry, _) = registry(1, misconfigured);
+        let metrics = Arc::new(Metrics::new());
+        let registry = registry.with_metrics(metrics.clone());
+        assert!(registry.send(&message()).await.is_err());
+        let pauses = r#"payrelay_channel_pauses_total{channel="sms",reason="misconfigured"}"#;
+        assert_eq!(sample(&metrics, pauses).as_deref(), Some("1"));
     }
 }

@@ -289,7 +289,7 @@ pub async fn start_with_store(
         public_base_url: config.http.public_base_url.clone(),
     };
     let metrics = Arc::new(Metrics::new());
-    let mut channels = Registry::from_config(&config.channels, &context)?;
+    let mut channels = Registry::from_config(&config.channels, &context)?.with_metrics(metrics.clone());
     if let Some(rate_limit) = &config.rate_limit {
         channels = channels.with_shared_limiter(Arc::new(SharedLimiter::new(rate_limit, metrics.clone())?));
     }

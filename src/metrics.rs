@@ -2,10 +2,17 @@
 //! several services in one process). Served as OpenMetrics text, with the
 //! standard `process_*` metrics and `payrelay_build_info` beside payrelay's
 //! own.
+//!
+//! Counters are counted where things happen. The gauges read from the store
+//! (outbox backlog, held invoices, planned steps) are set from
+//! [`StoreGauges`] by whoever reads them (the `/metrics` handler, at most
+//! every few seconds); readiness is set on each scrape. Labels are bounded:
+//! channel, outcome, status, reason, previewer, part; never an invoice or a
+//! customer. `docs/operations.md` lists every metric.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -40,9 +47,25 @@ struct ChannelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PauseLabels {
+    channel: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PreviewLabels {
     channel: String,
     previewer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartLabels {
+    part: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,6 +75,26 @@ struct BuildLabels {
 
 /// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What the store holds that operators watch, counted by the store
+/// (`Store::gauges`) with queries that use indexes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreGauges {
+    /// Events stored and not yet confirmed by the broker (all instances').
+    pub outbox_backlog: i64,
+    /// Invoices whose first request, or whose combined message, waits for
+    /// the customer's quiet hours to end, plus reminders held for them.
+    pub held_quiet_hours: i64,
+    /// Invoices waiting in a combine group for its window to close.
+    pub held_combining: i64,
+    /// Reminders put off to the next day by the daily cap on messages.
+    pub held_cap: i64,
+    /// Journey steps planned and not yet done (held ones included).
+    pub steps_planned: i64,
+}
+
+/// The reasons [`StoreGauges`] holds invoices for, as `reason` labels.
+pub const HELD_REASONS: [&str; 3] = ["quiet_hours", "combining", "cap"];
 
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -66,6 +109,21 @@ pub struct Metrics {
     previews: Family<PreviewLabels, Counter>,
     events_published: Counter,
     rate_limit_fallback: Family<ChannelLabels, Counter>,
+    /// New payment requests stored: the base of the exhausted rate.
+    received: Counter,
+    /// Messages moved to the dead-letter queue (confirmed by the broker).
+    dead_letters: Counter,
+    /// 1 from a channel's pause until a send on it succeeds again.
+    channel_paused: Family<ChannelLabels, Gauge>,
+    /// Each time a channel's breaker opened, by why.
+    channel_pauses: Family<PauseLabels, Counter>,
+    outbox_backlog: Gauge,
+    held: Family<ReasonLabels, Gauge>,
+    steps_planned: Gauge,
+    ready: Family<PartLabels, Gauge>,
+    /// When the store gauges were last read, so scrapes close together
+    /// share one read.
+    store_gauges_read: Mutex<Option<Instant>>,
     /// Set when the store refused an invoice's write, cleared by the next
     /// invoice it took: `/readyz` reports it, since a store that answers
     /// pings can still fail every write (a full disk).
@@ -119,6 +177,54 @@ impl Metrics {
             "Sends paced by the instance's own limit alone because the shared limit's Redis did not answer",
             rate_limit_fallback.clone(),
         );
+        let received = Counter::default();
+        registry.register(
+            "invoices_received",
+            "New payment requests stored (not duplicates, stale revisions or closed invoices)",
+            received.clone(),
+        );
+        let dead_letters = Counter::default();
+        registry.register(
+            "dead_letters",
+            "Messages moved to the dead-letter queue (invalid, or their handler kept crashing)",
+            dead_letters.clone(),
+        );
+        let channel_paused = Family::<ChannelLabels, Gauge>::default();
+        registry.register(
+            "channel_paused",
+            "1 while a channel is paused after provider failures, until a send on it succeeds again",
+            channel_paused.clone(),
+        );
+        let channel_pauses = Family::<PauseLabels, Counter>::default();
+        registry.register(
+            "channel_pauses",
+            "Times a channel was paused, by reason (failures: transient failures in a row; misconfigured)",
+            channel_pauses.clone(),
+        );
+        let outbox_backlog = Gauge::default();
+        registry.register(
+            "outbox_backlog",
+            "Events stored but not yet confirmed by the broker, of all instances sharing the store",
+            outbox_backlog.clone(),
+        );
+        let held = Family::<ReasonLabels, Gauge>::default();
+        registry.register(
+            "invoices_held",
+            "Invoices waiting before their next message, by reason (quiet_hours, combining, cap)",
+            held.clone(),
+        );
+        let steps_planned = Gauge::default();
+        registry.register(
+            "journey_steps_planned",
+            "Journey steps planned and not yet done",
+            steps_planned.clone(),
+        );
+        let ready = Family::<PartLabels, Gauge>::default();
+        registry.register(
+            "ready",
+            "1 when the part (broker, store) is ready as /readyz checks it, at the last scrape",
+            ready.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -139,8 +245,92 @@ impl Metrics {
             previews,
             events_published,
             rate_limit_fallback,
+            received,
+            dead_letters,
+            channel_paused,
+            channel_pauses,
+            outbox_backlog,
+            held,
+            steps_planned,
+            ready,
+            store_gauges_read: Mutex::new(None),
             store_write_failed: AtomicBool::new(false),
         }
+    }
+
+    /// A new payment request was stored.
+    pub fn received(&self) {
+        self.received.inc();
+    }
+
+    /// The broker confirmed a message moved to the dead-letter queue.
+    pub fn dead_letter(&self) {
+        self.dead_letters.inc();
+    }
+
+    /// A configured channel, shown as not paused until it is.
+    pub fn channel_known(&self, channel: ChannelName) {
+        self.channel_paused
+            .get_or_create(&ChannelLabels {
+                channel: channel.as_str().to_owned(),
+            })
+            .set(0);
+    }
+
+    /// A channel's breaker opened; `reason` is `failures` or `misconfigured`.
+    pub fn channel_paused(&self, channel: ChannelName, reason: &str) {
+        let name = channel.as_str().to_owned();
+        self.channel_paused
+            .get_or_create(&ChannelLabels { channel: name.clone() })
+            .set(1);
+        self.channel_pauses
+            .get_or_create(&PauseLabels {
+                channel: name,
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A send on a paused channel succeeded: it works again.
+    pub fn channel_resumed(&self, channel: ChannelName) {
+        self.channel_paused
+            .get_or_create(&ChannelLabels {
+                channel: channel.as_str().to_owned(),
+            })
+            .set(0);
+    }
+
+    /// Whether the store gauges were read less than `within` ago; if not,
+    /// the caller is to read them now (and the next callers within
+    /// `within` are told they are fresh).
+    pub fn store_gauges_fresh(&self, within: Duration) -> bool {
+        let mut read = self.store_gauges_read.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if read.is_some_and(|at| now.duration_since(at) < within) {
+            return true;
+        }
+        *read = Some(now);
+        false
+    }
+
+    pub fn set_store_gauges(&self, gauges: &StoreGauges) {
+        self.outbox_backlog.set(gauges.outbox_backlog);
+        let held = [gauges.held_quiet_hours, gauges.held_combining, gauges.held_cap];
+        for (reason, count) in HELD_REASONS.into_iter().zip(held) {
+            self.held
+                .get_or_create(&ReasonLabels {
+                    reason: reason.to_owned(),
+                })
+                .set(count);
+        }
+        self.steps_planned.set(gauges.steps_planned);
+    }
+
+    /// Readiness of a part `/readyz` checks (`broker`, `store`) as it found it.
+    pub fn set_ready(&self, part: &str, ready: bool) {
+        self.ready
+            .get_or_create(&PartLabels { part: part.to_owned() })
+            .set(i64::from(ready));
     }
 
     pub fn invoice(&self, outcome: &str) {

@@ -23,8 +23,8 @@ use payrelay::events::{Correlation, Event};
 use payrelay::invoice::Invoice;
 use payrelay::store::{
     AttemptOutcome, AttemptRef, AttemptStart, Begin, CombineJoin, CombinedLinkRecord, CustomerDay, DueGroup, DueStep,
-    Erasure, GroupPlace, History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, StepRecord, StepStatus,
-    Store, StoreError, StoredInvoice, SuppressionChange,
+    Erasure, GroupPlace, HeldStep, History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, StepRecord,
+    StepStatus, Store, StoreError, StoreGauges, StoredInvoice, SuppressionChange,
 };
 
 /// The real store, with a crash for one invoice, an on/off outage, and
@@ -149,6 +149,10 @@ impl Store for Faulty {
         self.check()?;
         self.inner.ping().await
     }
+    async fn gauges(&self) -> Result<StoreGauges, StoreError> {
+        self.check()?;
+        self.inner.gauges().await
+    }
     async fn invoice(&self, key: &InvoiceKey) -> Result<Option<StoredInvoice>, StoreError> {
         self.check()?;
         self.inner.invoice(key).await
@@ -226,6 +230,17 @@ impl Store for Faulty {
     async fn reschedule_step(&self, key: &InvoiceKey, seq: u32, due_ms: i64, detail: &str) -> Result<(), StoreError> {
         self.check()?;
         self.inner.reschedule_step(key, seq, due_ms, detail).await
+    }
+    async fn hold_step(
+        &self,
+        key: &InvoiceKey,
+        seq: u32,
+        until_ms: i64,
+        held: HeldStep,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.hold_step(key, seq, until_ms, held, detail).await
     }
     async fn finish_step(
         &self,

@@ -35,7 +35,8 @@ use payrelay::events::{Correlation, Event, EventName};
 use payrelay::invoice::{Invoice, Message};
 use payrelay::store::{
     AttemptOutcome, AttemptRecord, AttemptStart, AttemptState, Begin, CombineJoin, CustomerDay, DueGroup, DueStep,
-    GroupPlace, NewPaylink, Owner, PlannedStep, Reached, StepStatus, Store, StoreError, SuppressionChange,
+    GroupPlace, HeldStep, NewPaylink, Owner, PlannedStep, Reached, StepStatus, Store, StoreError, StoreGauges,
+    SuppressionChange,
 };
 
 // ---------------------------------------------------------------------------
@@ -182,6 +183,7 @@ store_suite!(
     a_provider_id_shared_by_a_combined_message_finds_every_attempt,
     a_customers_reminders_of_one_day_are_claimed_once_by_one_of_two_stores_asking_together,
     a_combined_message_counts_once_toward_the_daily_cap,
+    the_gauges_count_the_outbox_backlog_held_invoices_and_planned_steps,
 );
 
 #[tokio::test]
@@ -3001,4 +3003,81 @@ async fn a_combined_message_counts_once_toward_the_daily_cap(db: &TestDb) {
     // A message on its own counts on its own.
     sent(store, &keys[0], ChannelName::Sms, "tok-alone", "SM-alone").await;
     assert_eq!(store.messages_to_customer(&customer, now).await.unwrap(), 3);
+}
+
+// ---------------------------------------------------------------------------
+// Gauges (`/metrics`)
+
+async fn the_gauges_count_the_outbox_backlog_held_invoices_and_planned_steps(db: &TestDb) {
+    let (clock, store) = on_manual_clock(db, 1_000_000).await;
+    let store = store.as_ref();
+    assert_eq!(store.gauges().await.unwrap(), StoreGauges::default(), "nothing yet");
+
+    // A first request held for quiet hours, with its accepted event unpublished.
+    let held = accepted(store, "INV-1", 1).await;
+    store.hold(&held, 2_000_000).await.unwrap();
+    // Another with four reminders planned: two of them held, for quiet
+    // hours and for the daily cap.
+    let key = with_steps(store, "INV-2", 1, &steps_at(1_000_000, false)).await;
+    let due = store.claim_due_steps(1_003_000, 60_000, 10).await.unwrap();
+    assert_eq!(due.iter().map(|d| d.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    store
+        .hold_step(&key, 1, 2_000_000, HeldStep::QuietHours, "quiet hours: held")
+        .await
+        .unwrap();
+    store
+        .hold_step(&key, 2, 90_000_000, HeldStep::Cap, "the daily cap")
+        .await
+        .unwrap();
+    store.reschedule_step(&key, 3, 1_010_000, "later").await.unwrap();
+    // Two invoices of one customer waiting to be combined.
+    let group = combined(store, &invoice_of("INV-3", "C-1", "MXN"), 60_000).await;
+    combined(store, &invoice_of("INV-4", "C-1", "MXN"), 60_000).await;
+    assert_eq!(
+        store.gauges().await.unwrap(),
+        StoreGauges {
+            outbox_backlog: 4,
+            held_quiet_hours: 2,
+            held_combining: 2,
+            held_cap: 1,
+            steps_planned: 4,
+        }
+    );
+
+    // A step rescheduled for another reason is no longer held; a step that
+    // went out is no longer planned.
+    store
+        .reschedule_step(&key, 2, 1_020_000, "after the previous message")
+        .await
+        .unwrap();
+    assert!(store.finish_step(&key, 1, StepStatus::Sent, None, &[]).await.unwrap());
+    // The group claimed is still combining; held for quiet hours, its
+    // invoices wait for them instead; sent, for nothing.
+    clock.set_ms(1_060_000);
+    let claimed = store.claim_due_groups(1_060_000, 60_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let gauges = store.gauges().await.unwrap();
+    assert_eq!(
+        (gauges.held_quiet_hours, gauges.held_combining, gauges.held_cap),
+        (1, 2, 0)
+    );
+    assert_eq!(gauges.steps_planned, 3);
+    store.hold_group(&group.group_id, 2_000_000).await.unwrap();
+    let gauges = store.gauges().await.unwrap();
+    assert_eq!((gauges.held_quiet_hours, gauges.held_combining), (3, 0));
+    store.finish_group(&group.group_id).await.unwrap();
+    let gauges = store.gauges().await.unwrap();
+    assert_eq!((gauges.held_quiet_hours, gauges.held_combining), (1, 0));
+
+    // The held invoice sent, and every event published: nothing is waiting
+    // but the planned steps.
+    store.finish_invoice(&held, Status::Sent, &[]).await.unwrap();
+    drain(&[store]).await;
+    assert_eq!(
+        store.gauges().await.unwrap(),
+        StoreGauges {
+            steps_planned: 3,
+            ..StoreGauges::default()
+        }
+    );
 }

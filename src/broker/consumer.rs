@@ -72,6 +72,7 @@ pub(super) async fn consume(
                         outbox_signal: parts.outbox_signal.clone(),
                         dead_letters: dead_letters.clone(),
                         dead_letter_queue: parts.config.dead_letter_queue(),
+                        metrics: parts.metrics.clone(),
                     };
                     let task = tasks.spawn(job.run(delivery));
                     acks.started(task.id(), tag);
@@ -118,6 +119,7 @@ struct Job {
     outbox_signal: Arc<tokio::sync::Notify>,
     dead_letters: Arc<Channel>,
     dead_letter_queue: String,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How often finished deliveries are acked, and acks held back for a
@@ -252,6 +254,7 @@ impl Job {
             Disposition::Ack => return Settle::Ack(delivery.acker),
             Disposition::DeadLetter { reason, event } => match self.dead_letter(&delivery, &reason).await {
                 Ok(()) => {
+                    self.metrics.dead_letter();
                     if let Err(e) = self.store.record_event(&event).await {
                         error!(error = %e, "dead-lettered a message but could not store its rejected event");
                     }

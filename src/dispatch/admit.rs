@@ -290,7 +290,10 @@ impl Dispatcher {
     ) -> Result<Admitted, StoreError> {
         let correlation = &incoming.correlation;
         let refused = match begun {
-            Begin::New => return Ok(Admitted::Deliver(Vec::new())),
+            Begin::New => {
+                self.metrics.received();
+                return Ok(Admitted::Deliver(Vec::new()));
+            }
             Begin::Resume { attempts } => {
                 if self.take_over(&invoice.key, incoming.redelivered || ours).await? {
                     info!(

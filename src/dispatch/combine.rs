@@ -83,6 +83,7 @@ impl Dispatcher {
         match (begun, place) {
             (Begin::New, Some(place)) => {
                 info!(until = %crate::events::rfc3339_ms(place.due_ms), "waiting to be combined with the customer's other invoices");
+                self.metrics.received();
                 self.metrics.invoice("combining");
                 Ok(None)
             }

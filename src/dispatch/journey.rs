@@ -30,7 +30,7 @@ use crate::domain::ChannelName;
 use crate::domain::Status;
 use crate::events::{Event, EventName};
 use crate::router;
-use crate::store::{AttemptState, DueStep, StepRecord, StepStatus, StoreError, StoredInvoice};
+use crate::store::{AttemptState, DueStep, HeldStep, StepRecord, StepStatus, StoreError, StoredInvoice};
 
 /// How long a step waits when its invoice is being handled right now (its
 /// first request, or another step, in this process).
@@ -214,7 +214,10 @@ impl Dispatcher {
             if self.store.messages_to_customer(&customer, today).await? >= cap.get() {
                 let why = format!("the customer had {cap} messages today, the daily cap: waits for tomorrow");
                 self.metrics.step("capped");
-                self.put_back(due, tomorrow, &why).await?;
+                let until = tomorrow.max(due.due_ms);
+                self.store
+                    .hold_step(&due.key, due.seq, until, HeldStep::Cap, &why)
+                    .await?;
                 return Ok(None);
             }
         }
@@ -281,7 +284,10 @@ impl Dispatcher {
             Walk::Held(until) => {
                 info!(until = %crate::events::rfc3339_ms(until), "quiet hours: step held until the window opens");
                 let why = format!("quiet hours: held until {}", crate::events::rfc3339_ms(until));
-                return self.store.reschedule_step(key, due.seq, until, &why).await;
+                return self
+                    .store
+                    .hold_step(key, due.seq, until, HeldStep::QuietHours, &why)
+                    .await;
             }
             Walk::Retry(at) => {
                 let why = format!(

@@ -28,7 +28,7 @@ use super::Dispatcher;
 use crate::config::Strategy;
 use crate::domain::InvoiceKey;
 use crate::events::Event;
-use crate::store::{AttemptState, CustomerDay, DueStep, StepStatus, StoreError};
+use crate::store::{AttemptState, CustomerDay, DueStep, HeldStep, StepStatus, StoreError};
 
 impl Dispatcher {
     /// Whether a claimed step is a reminder of a biller that combines (the
@@ -247,7 +247,9 @@ impl Dispatcher {
             }
             if let Some(until) = held_until {
                 let why = format!("quiet hours: held until {}", crate::events::rfc3339_ms(until));
-                self.store.reschedule_step(key, r.due.seq, until, &why).await?;
+                self.store
+                    .hold_step(key, r.due.seq, until, HeldStep::QuietHours, &why)
+                    .await?;
                 continue;
             }
             let mut events = Vec::new();

@@ -26,7 +26,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -110,7 +110,14 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
 /// cannot answer `SELECT 1` within this bound cannot serve a pay page either.
 const READY_STORE_TIMEOUT: Duration = Duration::from_secs(1);
 
-async fn readyz(State(state): State<AppState>) -> Response {
+/// What `/readyz` found: whether the broker connection is up, and how the
+/// store answered (`ok`, or why not).
+struct Readiness {
+    broker: bool,
+    store: &'static str,
+}
+
+async fn readiness(state: &AppState) -> Readiness {
     let broker = state.broker_ready.load(Ordering::SeqCst);
     let store = match tokio::time::timeout(READY_STORE_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => "ok",
@@ -122,6 +129,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         store
     };
+    Readiness { broker, store }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let Readiness { broker, store } = readiness(&state).await;
     let store_ok = store == "ok";
     let body = format!(
         "broker: {}\nstore: {store}\n",
@@ -135,7 +147,34 @@ async fn readyz(State(state): State<AppState>) -> Response {
     (code, body).into_response()
 }
 
+/// How long the store's counts read for one scrape serve the next ones:
+/// two Prometheus servers scraping every 15 s cost one read.
+const STORE_GAUGES_FOR: Duration = Duration::from_secs(10);
+/// How long a scrape waits for those counts before it answers with the
+/// last ones read.
+const STORE_GAUGES_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The metrics, with readiness checked now and the store's counts read
+/// unless a scrape read them less than [`STORE_GAUGES_FOR`] ago.
 async fn metrics(State(state): State<AppState>) -> Response {
+    let counts = async {
+        if state.metrics.store_gauges_fresh(STORE_GAUGES_FOR) {
+            return;
+        }
+        match tokio::time::timeout(STORE_GAUGES_TIMEOUT, state.store.gauges()).await {
+            Ok(Ok(gauges)) => state.metrics.set_store_gauges(&gauges),
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not count the store's backlog and holds; /metrics shows the last counts")
+            }
+            Err(_) => warn!(
+                timeout_ms = STORE_GAUGES_TIMEOUT.as_millis() as u64,
+                "the store did not count its backlog and holds in time; /metrics shows the last counts"
+            ),
+        }
+    };
+    let (ready, ()) = tokio::join!(readiness(&state), counts);
+    state.metrics.set_ready("broker", ready.broker);
+    state.metrics.set_ready("store", ready.store == "ok");
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         state.metrics.render(),

@@ -39,6 +39,7 @@ use crate::domain::Status;
 use crate::events::{Correlation, Event, EventName};
 use crate::invoice::Invoice;
 pub use crate::journey::PlannedStep;
+pub use crate::metrics::StoreGauges;
 pub use debtors::{hashed_contacts, Owner, SuppressionChange};
 pub use erase::Erasure;
 
@@ -114,6 +115,38 @@ pub struct DueStep {
     pub journey: String,
     pub name: String,
     pub due_ms: i64,
+}
+
+/// Why a planned step waits past its time ([`Store::hold_step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldStep {
+    /// The customer's quiet hours.
+    QuietHours,
+    /// The customer had the day's cap of messages
+    /// (`[routing] max_messages_per_customer_per_day`).
+    Cap,
+}
+
+impl HeldStep {
+    /// As stored in `steps.held`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeldStep::QuietHours => "quiet_hours",
+            HeldStep::Cap => "cap",
+        }
+    }
+}
+
+/// [`StoreGauges`] from the row of `sql::GAUGES`.
+fn store_gauges(counts: [i64; 7]) -> StoreGauges {
+    let [outbox, held_invoices, held_groups, combining, steps_quiet, steps_cap, planned] = counts;
+    StoreGauges {
+        outbox_backlog: outbox,
+        held_quiet_hours: held_invoices + held_groups + steps_quiet,
+        held_combining: combining,
+        held_cap: steps_cap,
+        steps_planned: planned,
+    }
 }
 
 /// Where a journey step stands.
@@ -610,6 +643,11 @@ pub trait Store: Send + Sync {
     /// Whether the store answers, for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// What operators watch, for `/metrics`: the outbox backlog (every
+    /// instance's), invoices held by reason, planned steps. Each a COUNT
+    /// over a partial index, so it stays cheap as the tables grow.
+    async fn gauges(&self) -> Result<StoreGauges, StoreError>;
+
     /// Called once the service has stopped: hands this instance's events
     /// that are still unpublished (its publisher could not reach the broker
     /// at the end) to the other instances now, instead of when its lease
@@ -689,6 +727,18 @@ pub trait Store: Send + Sync {
     /// Puts a claimed step back, due at `due_ms` (quiet hours, the daily
     /// cap, a previous message sent later than planned), with why.
     async fn reschedule_step(&self, key: &InvoiceKey, seq: u32, due_ms: i64, detail: &str) -> Result<(), StoreError>;
+
+    /// Puts a claimed step back until `until_ms` because of `held` (quiet
+    /// hours, the daily cap), with why: as [`Store::reschedule_step`], and
+    /// counted as held by [`Store::gauges`] until it is rescheduled or done.
+    async fn hold_step(
+        &self,
+        key: &InvoiceKey,
+        seq: u32,
+        until_ms: i64,
+        held: HeldStep,
+        detail: &str,
+    ) -> Result<(), StoreError>;
 
     /// Ends a planned step (sent, failed, skipped or cancelled) with its
     /// events, once: false if it was no longer planned.

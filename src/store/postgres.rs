@@ -64,10 +64,10 @@ use tracing::{info, warn};
 use super::debtors::{self, Owner, SuppressionChange};
 use super::{
     build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_listed, parse_state,
-    sql, step_record, waiting_event, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart, Begin,
-    ClickRow, CombineJoin, CombinedLinkRecord, CustomerDay, DueGroup, DueStep, Erasure, GroupPlace, History,
-    LinkedInvoice, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus,
-    Store, StoreError, StoredInvoice, REPLACED,
+    sql, step_record, store_gauges, waiting_event, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart,
+    Begin, ClickRow, CombineJoin, CombinedLinkRecord, CustomerDay, DueGroup, DueStep, Erasure, GroupPlace, HeldStep,
+    History, LinkedInvoice, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord,
+    StepStatus, Store, StoreError, StoreGauges, StoredInvoice, REPLACED,
 };
 use crate::domain::clock::Clock;
 use crate::domain::debtor::{join_channels, remembers_address, split_channels, suppression_scope, Profile, Reply};
@@ -903,6 +903,12 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn gauges(&self) -> Result<StoreGauges, StoreError> {
+        let row: (i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(sql::GAUGES).fetch_one(&self.pool).await?;
+        let (a, b, c, d, e, f, g) = row;
+        Ok(store_gauges([a, b, c, d, e, f, g]))
+    }
+
     /// Ends this instance's lease now, so the next round of another
     /// instance takes its events over. Should this handle publish again, its
     /// next round takes a new lease (`renew_lease` no longer skips).
@@ -1134,6 +1140,27 @@ impl Store for PostgresStore {
     async fn reschedule_step(&self, key: &InvoiceKey, seq: u32, due_ms: i64, detail: &str) -> Result<(), StoreError> {
         sqlx::query(sql::RESCHEDULE_STEP)
             .bind(due_ms)
+            .bind(detail)
+            .bind(&key.biller_id)
+            .bind(&key.invoice_id)
+            .bind(key.revision)
+            .bind(i64::from(seq))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn hold_step(
+        &self,
+        key: &InvoiceKey,
+        seq: u32,
+        until_ms: i64,
+        held: HeldStep,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sql::HOLD_STEP)
+            .bind(until_ms)
+            .bind(held.as_str())
             .bind(detail)
             .bind(&key.biller_id)
             .bind(&key.invoice_id)

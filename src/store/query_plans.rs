@@ -4,6 +4,11 @@
 //! partial index `steps_due`, not by reading the table. The tests print the
 //! plans (`cargo test --lib query_plans -- --nocapture`); bench/README.md
 //! shows them for 100,000 steps (`PAYRELAY_PLAN_STEPS=100000`).
+//!
+//! Likewise the counts `/metrics` shows (`GAUGES`): every table that keeps
+//! its history (invoices, steps, combine groups) is read through a partial
+//! index; only the outbox, which holds just what is unpublished, is read
+//! whole.
 
 use std::time::Duration;
 
@@ -11,7 +16,7 @@ use rusqlite::{params, Connection};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection as _, Row as _};
 
-use super::sql::CLAIM_DUE_STEPS;
+use super::sql::{CLAIM_DUE_STEPS, GAUGES};
 
 /// The scheduler's "now" in the plans.
 const NOW_MS: i64 = 1_800_000_000_000;
@@ -213,6 +218,121 @@ async fn postgres_claims_due_steps_through_the_steps_due_index() {
             "the due steps are found through steps_due ({which}): {plan:#?}"
         );
     }
+    let _ = conn.close().await;
+    drop(schema);
+}
+
+/// Rows for the gauges' plans over a series `i` of `n`: invoices mostly
+/// sent (a fiftieth accepted, of which some held), combine groups mostly
+/// done, steps mostly sent (the planned ones a few held).
+fn gauge_rows(n: i64, series: &str) -> [String; 3] {
+    [
+        format!(
+            "INSERT INTO invoices (biller_id, invoice_id, revision, status, invoice_json, received_ms, updated_ms,
+                                   held_until_ms, combine_group)
+             SELECT 'acme', 'INV-' || i, 1, CASE WHEN i % 50 = 0 THEN 'accepted' ELSE 'sent' END, '{{}}', 0, 0,
+                    CASE WHEN i % 100 = 0 THEN {NOW_MS} END, 'g-' || (i / 3) FROM {series}"
+        ),
+        format!(
+            "INSERT INTO combine_groups (id, biller_id, customer, currency, status, due_ms, created_ms)
+             SELECT 'g-' || i, 'acme', 'c-' || i, 'MXN',
+                    CASE WHEN i % 200 = 0 THEN 'open' WHEN i % 201 = 0 THEN 'held' ELSE 'done' END, 0, 0
+             FROM {series} WHERE i < {n} / 3"
+        ),
+        format!(
+            "INSERT INTO steps ({STEP_COLUMNS}, held) SELECT {},
+                    CASE WHEN i >= {n} / 2 AND i % 97 = 0 THEN 'cap'
+                         WHEN i >= {n} / 2 AND i % 89 = 0 THEN 'quiet_hours' END
+             FROM {series}",
+            step_rows(n)
+        ),
+    ]
+}
+
+#[test]
+fn sqlite_counts_the_gauges_through_partial_indexes() {
+    let n = step_count();
+    let conn = Connection::open_in_memory().unwrap();
+    for step in super::sqlite::MIGRATIONS {
+        conn.execute_batch(step).unwrap();
+    }
+    let series =
+        format!("(WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < {n} - 1) SELECT i FROM c)");
+    for insert in gauge_rows(n, &series) {
+        conn.execute_batch(&insert).unwrap();
+    }
+    for analyzed in [false, true] {
+        if analyzed {
+            conn.execute_batch("ANALYZE").unwrap();
+        }
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {GAUGES}")).unwrap();
+        let plan: Vec<String> = stmt
+            .query_map([], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        eprintln!(
+            "SQLite gauges, {n} rows each{}:\n{}\n",
+            if analyzed { ", after ANALYZE" } else { "" },
+            plan.join("\n")
+        );
+        for index in [
+            "invoices_held",
+            "combine_groups_waiting",
+            "invoices_by_group",
+            "steps_held",
+            "steps_due",
+        ] {
+            assert!(plan.iter().any(|l| l.contains(index)), "{index} is used: {plan:#?}");
+        }
+        let whole: Vec<&String> = plan
+            .iter()
+            .filter(|l| l.starts_with("SCAN ") && !l.contains(" USING ") && *l != "SCAN CONSTANT ROW")
+            .collect();
+        assert_eq!(whole, ["SCAN outbox"], "only the outbox is read whole: {plan:#?}");
+    }
+}
+
+#[tokio::test]
+async fn postgres_counts_the_gauges_through_partial_indexes() {
+    let n = step_count();
+    let url = std::env::var("PAYRELAY_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let admin: PgConnectOptions = url.parse().unwrap();
+    let schema = PgSchema {
+        admin: admin.clone(),
+        name: format!("payrelay_plan_{:016x}", rand::random::<u64>()),
+    };
+    let mut conn = tokio::time::timeout(Duration::from_secs(10), admin.connect())
+        .await
+        .unwrap_or_else(|_| panic!("PostgreSQL does not answer at {url}"))
+        .unwrap_or_else(|e| panic!("PostgreSQL does not answer at {url}: {e}"));
+    for setup in [
+        format!("CREATE SCHEMA \"{}\"", schema.name),
+        format!("SET search_path = \"{}\"", schema.name),
+    ] {
+        sqlx::query(&setup).execute(&mut conn).await.unwrap();
+    }
+    sqlx::migrate!("src/store/migrations/postgres")
+        .run(&mut conn)
+        .await
+        .unwrap();
+    let series = format!("generate_series(0::bigint, {n} - 1) AS i");
+    for insert in gauge_rows(n, &series) {
+        sqlx::query(&insert).execute(&mut conn).await.unwrap();
+    }
+    sqlx::query("ANALYZE").execute(&mut conn).await.unwrap();
+    let plan = pg_plan(&mut conn, sqlx::query(&format!("EXPLAIN {GAUGES}"))).await;
+    eprintln!("PostgreSQL gauges, {n} rows each, ANALYZE:\n{}\n", plan.join("\n"));
+    for index in ["invoices_held", "invoices_by_group", "steps_held", "steps_due"] {
+        assert!(plan.iter().any(|l| l.contains(index)), "{index} is used: {plan:#?}");
+    }
+    let whole: Vec<&str> = plan
+        .iter()
+        .filter_map(|l| l.split("Seq Scan on ").nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap_or_default())
+        .collect();
+    assert_eq!(whole, ["outbox"], "only the outbox is read whole: {plan:#?}");
     let _ = conn.close().await;
     drop(schema);
 }

@@ -180,11 +180,16 @@ statements! {
                              ORDER BY due_ms LIMIT $3)
                        RETURNING biller_id, invoice_id, revision, seq, journey, name, due_ms";
 
-    /// A claimed step that must wait (quiet hours, the daily cap, its
-    /// previous message): due again later, and free for any instance then.
-    RESCHEDULE_STEP = "UPDATE steps SET due_ms = $1, detail = $2, claimed_ms = NULL
+    /// A claimed step that must wait (its previous message, a channel
+    /// failing for now): due again later, and free for any instance then.
+    RESCHEDULE_STEP = "UPDATE steps SET due_ms = $1, detail = $2, claimed_ms = NULL, held = NULL
                        WHERE biller_id = $3 AND invoice_id = $4 AND revision = $5 AND seq = $6
                          AND status = 'planned'";
+
+    /// `RESCHEDULE_STEP` for quiet hours or the daily cap: `held` says which.
+    HOLD_STEP = "UPDATE steps SET due_ms = $1, held = $2, detail = $3, claimed_ms = NULL
+                 WHERE biller_id = $4 AND invoice_id = $5 AND revision = $6 AND seq = $7
+                   AND status = 'planned'";
 
     /// Keeps a claim alive while its sends take long (retries, pauses).
     TOUCH_STEP = "UPDATE steps SET claimed_ms = $1
@@ -287,6 +292,22 @@ statements! {
                             RETURNING biller_id, invoice_id, revision, seq, journey, name, due_ms";
 
     PING = "SELECT 1";
+
+    /// `Store::gauges` in one round trip, each count over a partial index:
+    /// the outbox (small unless the broker is away), held invoices
+    /// (`invoices_held`), held combine groups' and waiting groups' invoices
+    /// (`combine_groups_waiting`, then `invoices_by_group`; `<> 'done'` is
+    /// the index's own condition, spelt out so SQLite sees it applies), held steps
+    /// (`steps_held`), planned steps (`steps_due`). See `store_gauges`.
+    GAUGES = "SELECT (SELECT COUNT(*) FROM outbox),
+                     (SELECT COUNT(*) FROM invoices WHERE held_until_ms IS NOT NULL AND status = 'accepted'),
+                     (SELECT COUNT(*) FROM combine_groups g JOIN invoices i ON i.combine_group = g.id
+                      WHERE g.status <> 'done' AND g.status = 'held' AND i.status = 'accepted'),
+                     (SELECT COUNT(*) FROM combine_groups g JOIN invoices i ON i.combine_group = g.id
+                      WHERE g.status <> 'done' AND g.status IN ('open', 'sending') AND i.status = 'accepted'),
+                     (SELECT COUNT(*) FROM steps WHERE status = 'planned' AND held = 'quiet_hours'),
+                     (SELECT COUNT(*) FROM steps WHERE status = 'planned' AND held = 'cap'),
+                     (SELECT COUNT(*) FROM steps WHERE status = 'planned')";
 }
 
 #[cfg(test)]

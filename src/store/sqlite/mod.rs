@@ -22,10 +22,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::debtors::{self, Owner, SuppressionChange};
 use super::{
     build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_listed, parse_state,
-    sql, step_record, waiting_event, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart, Begin,
-    ClickRow, CombineJoin, CombinedLinkRecord, CustomerDay, DueGroup, DueStep, Erasure, GroupPlace, History,
-    LinkedInvoice, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus,
-    Store, StoreError, StoredInvoice, REPLACED,
+    sql, step_record, store_gauges, waiting_event, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart,
+    Begin, ClickRow, CombineJoin, CombinedLinkRecord, CustomerDay, DueGroup, DueStep, Erasure, GroupPlace, HeldStep,
+    History, LinkedInvoice, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord,
+    StepStatus, Store, StoreError, StoreGauges, StoredInvoice, REPLACED,
 };
 use crate::domain::clock::Clock;
 use crate::domain::debtor::{join_channels, remembers_address, split_channels, Profile, Reply};
@@ -46,6 +46,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0007_debtors.sql"),
     include_str!("../migrations/sqlite/0008_erasure.sql"),
     include_str!("../migrations/sqlite/0009_combine.sql"),
+    include_str!("../migrations/sqlite/0010_gauges.sql"),
 ];
 
 /// How long a call waits for another process's write lock on the file.
@@ -951,6 +952,25 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn gauges(&self) -> Result<StoreGauges, StoreError> {
+        self.writer
+            .call(|conn| {
+                let counts = conn.prepare_cached(sql::GAUGES)?.query_row([], |r| {
+                    Ok([
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ])
+                })?;
+                Ok(store_gauges(counts))
+            })
+            .await
+    }
+
     async fn invoice(&self, key: &InvoiceKey) -> Result<Option<StoredInvoice>, StoreError> {
         let key = key.clone();
         self.writer
@@ -1200,6 +1220,31 @@ impl Store for SqliteStore {
             .call(move |conn| {
                 conn.prepare_cached(sql::RESCHEDULE_STEP)?.execute(params![
                     due_ms,
+                    detail,
+                    key.biller_id,
+                    key.invoice_id,
+                    key.revision,
+                    seq
+                ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn hold_step(
+        &self,
+        key: &InvoiceKey,
+        seq: u32,
+        until_ms: i64,
+        held: HeldStep,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let (key, detail) = (key.clone(), detail.to_owned());
+        self.writer
+            .call(move |conn| {
+                conn.prepare_cached(sql::HOLD_STEP)?.execute(params![
+                    until_ms,
+                    held.as_str(),
                     detail,
                     key.biller_id,
                     key.invoice_id,
