@@ -91,6 +91,18 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         step: Option<String>,
     },
+    /// Ask a running payrelay whether it is ready (GET /readyz): exit 0
+    /// when it answers 200, 1 otherwise, with what it answered. For
+    /// container health checks, where there is no curl.
+    Health {
+        /// What to ask [default: /readyz at the config's `[http] listen`,
+        /// on the loopback address when it listens on every address].
+        #[arg(long, value_name = "URL")]
+        url: Option<url::Url>,
+        /// How long to wait for the answer.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Publish invoices to the queue with publisher confirms. Every message
     /// is checked first: a bad one stops the run before anything is sent.
     Publish {
@@ -171,7 +183,42 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             preview(&source, &file, channel, &message)
         }
         Command::Publish { file, raw } => publish(&source, &file, raw).await,
+        Command::Health { url, timeout } => health(&source, url, timeout).await,
     }
+}
+
+/// `payrelay health`: `/readyz`'s answer, and whether it was 200.
+async fn health(source: &Source, url: Option<url::Url>, timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
+    let url = match url {
+        Some(url) => url,
+        None => readiness_url(Config::load_from(source)?.http.listen)?,
+    };
+    let client = reqwest::Client::builder().timeout(timeout).build()?;
+    let response = client
+        .get(url.clone())
+        .send()
+        .await
+        .with_context(|| format!("no answer from {url}"))?;
+    let status = response.status();
+    print!("{}", response.text().await.unwrap_or_default());
+    if status.is_success() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{url} answered {status}: not ready");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// `/readyz` of a server listening on `listen`, reached from the same host.
+fn readiness_url(listen: std::net::SocketAddr) -> anyhow::Result<url::Url> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let addr = std::net::SocketAddr::new(ip, listen.port());
+    Ok(url::Url::parse(&format!("http://{addr}/readyz"))?)
 }
 
 /// `payrelay check`: every problem, or "ok".
@@ -390,6 +437,10 @@ both configs are skipped and listed with their line number and reason.
 Nothing is sent or stored.";
 
 /// `--today YYYY-MM-DD`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (say 5s, 500ms)"))
+}
+
 fn parse_day(text: &str) -> Result<time::Date, String> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
     time::Date::parse(text, format).map_err(|_| format!("\"{text}\" is not a date in the form YYYY-MM-DD"))
