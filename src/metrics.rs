@@ -94,7 +94,7 @@ pub struct StoreGauges {
 }
 
 /// The reasons [`StoreGauges`] holds invoices for, as `reason` labels.
-pub const HELD_REASONS: [&str; 3] = ["quiet_hours", "combining", "cap"];
+const HELD_REASONS: [&str; 3] = ["quiet_hours", "combining", "cap"];
 
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -301,8 +301,9 @@ impl Metrics {
     }
 
     /// Whether the store gauges were read less than `within` ago; if not,
-    /// the caller is to read them now (and the next callers within
-    /// `within` are told they are fresh).
+    /// the caller is to read them now, and the next callers within
+    /// `within` are told they are fresh (also when that read fails: a
+    /// failing store is not asked again at every scrape).
     pub fn store_gauges_fresh(&self, within: Duration) -> bool {
         let mut read = self.store_gauges_read.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
@@ -555,5 +556,42 @@ mod tests {
         }
         assert_eq!(text.matches("# EOF").count(), 1);
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn scrapes_close_together_share_one_read_of_the_store() {
+        let metrics = Metrics::new();
+        let window = Duration::from_secs(60);
+        assert!(!metrics.store_gauges_fresh(window), "the first scrape reads");
+        assert!(
+            metrics.store_gauges_fresh(window),
+            "the next one within the window does not"
+        );
+        assert!(
+            !metrics.store_gauges_fresh(Duration::ZERO),
+            "once the window is over, one reads again"
+        );
+    }
+
+    #[test]
+    fn the_store_counts_show_by_reason() {
+        let metrics = Metrics::new();
+        metrics.set_store_gauges(&StoreGauges {
+            outbox_backlog: 7,
+            held_quiet_hours: 3,
+            held_combining: 2,
+            held_cap: 1,
+            steps_planned: 40,
+        });
+        let text = metrics.render();
+        for line in [
+            "payrelay_outbox_backlog 7",
+            "payrelay_invoices_held{reason=\"quiet_hours\"} 3",
+            "payrelay_invoices_held{reason=\"combining\"} 2",
+            "payrelay_invoices_held{reason=\"cap\"} 1",
+            "payrelay_journey_steps_planned 40",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
+        }
     }
 }

@@ -724,8 +724,9 @@ pub trait Store: Send + Sync {
     /// died) is taken again.
     async fn claim_due_steps(&self, now_ms: i64, idle_ms: i64, limit: u32) -> Result<Vec<DueStep>, StoreError>;
 
-    /// Puts a claimed step back, due at `due_ms` (quiet hours, the daily
-    /// cap, a previous message sent later than planned), with why.
+    /// Puts a claimed step back, due at `due_ms` (a previous message sent
+    /// later than planned, a channel failing for now), with why; no longer
+    /// held (quiet hours and the daily cap hold it: [`Store::hold_step`]).
     async fn reschedule_step(&self, key: &InvoiceKey, seq: u32, due_ms: i64, detail: &str) -> Result<(), StoreError>;
 
     /// Puts a claimed step back until `until_ms` because of `held` (quiet
