@@ -623,9 +623,13 @@ fn check_billers(
                 brand_color: raw
                     .brand_color
                     .and_then(|color| brand_color(&format!("{prefix}.brand_color"), &color, problems)),
-                logo: raw
-                    .logo
-                    .and_then(|file| logo(&format!("{prefix}.logo"), &resolve(base_dir, Path::new(&file)), problems)),
+                logo: raw.logo.and_then(|file| {
+                    logo(
+                        &format!("{prefix}.logo"),
+                        &resolve(base_dir, Path::new(&file)),
+                        problems,
+                    )
+                }),
             },
         );
     }
@@ -639,7 +643,10 @@ fn brand_color(key: &str, text: &str, problems: &mut Problems) -> Option<String>
     if digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         Some(text.to_ascii_lowercase())
     } else {
-        problems.push(key, format!("\"{text}\" is not a colour like \"#0b6bcb\" (# and six hex digits)"));
+        problems.push(
+            key,
+            format!("\"{text}\" is not a colour like \"#0b6bcb\" (# and six hex digits)"),
+        );
         None
     }
 }
@@ -671,10 +678,7 @@ fn logo(key: &str, path: &Path, problems: &mut Problems) -> Option<crate::settin
         return None;
     }
     let Some(content_type) = image_type(&bytes) else {
-        problems.push(
-            key,
-            format!("{} is not a PNG, JPEG or SVG image", path.display()),
-        );
+        problems.push(key, format!("{} is not a PNG, JPEG or SVG image", path.display()));
         return None;
     };
     use sha2::Digest;

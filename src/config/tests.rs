@@ -1070,7 +1070,11 @@ fn a_biller_may_name_the_amqp_user_it_publishes_as() {
 fn a_billers_brand_colour_is_six_hex_digits_and_its_logo_a_small_image_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("logo.png"), b"\x89PNG\r\n\x1a\n rest of the file").unwrap();
-    std::fs::write(dir.path().join("logo.svg"), b"<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\"/>").unwrap();
+    std::fs::write(
+        dir.path().join("logo.svg"),
+        b"<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\"/>",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("notes.txt"), b"not an image").unwrap();
     std::fs::write(dir.path().join("huge.png"), vec![0x89; raw::LARGEST_LOGO + 1]).unwrap();
     let billers = |acme: &str, globex: &str| {
@@ -1080,17 +1084,17 @@ fn a_billers_brand_colour_is_six_hex_digits_and_its_logo_a_small_image_file() {
              [channels.email]\ntransport = \"file\"\n"
         )
     };
-    let text = billers(
-        "brand_color = \"#0B6BCB\"\nlogo = \"logo.png\"",
-        "logo = \"logo.svg\"",
-    );
+    let text = billers("brand_color = \"#0B6BCB\"\nlogo = \"logo.png\"", "logo = \"logo.svg\"");
     let c = Config::from_toml(&text, dir.path(), &no_env).unwrap();
     let acme = &c.billers["acme"];
     assert_eq!(acme.brand_color.as_deref(), Some("#0b6bcb"));
     let logo = acme.logo.as_ref().expect("acme's logo");
     assert_eq!((logo.content_type, logo.bytes.len()), ("image/png", 25));
     assert_eq!(logo.version.len(), 12);
-    assert_eq!(c.billers["globex"].logo.as_ref().map(|l| l.content_type), Some("image/svg+xml"));
+    assert_eq!(
+        c.billers["globex"].logo.as_ref().map(|l| l.content_type),
+        Some("image/svg+xml")
+    );
     assert_eq!(c.billers["globex"].brand_color, None);
 
     let text = billers(

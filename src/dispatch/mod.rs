@@ -47,8 +47,8 @@ use crate::store::Store;
 use retry::RetryPolicy;
 
 pub use combine::prepare_combined;
-pub use send::{pay_url, prepare, Outgoing};
 pub(crate) use send::local_today;
+pub use send::{pay_url, prepare, Outgoing};
 
 /// How long an unfinished invoice must sit untouched before another handler
 /// may take it over (sends bump its clock, and the longest wait between two

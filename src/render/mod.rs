@@ -194,7 +194,14 @@ macro_rules! built_in_pages {
 const PAGES_BUILT_IN: [BuiltIn; 12] = built_in_pages!("en", "es", "pt", "de");
 const COMBINED: [BuiltIn; 20] = built_in_message!("combined": "en", "es", "pt", "de");
 /// Every built-in template.
-const BUILT_IN_SETS: [&[BuiltIn]; 6] = [&BUILT_IN, &REMINDER, &OVERDUE, &FINAL_NOTICE, &COMBINED, &PAGES_BUILT_IN];
+const BUILT_IN_SETS: [&[BuiltIn]; 6] = [
+    &BUILT_IN,
+    &REMINDER,
+    &OVERDUE,
+    &FINAL_NOTICE,
+    &COMBINED,
+    &PAGES_BUILT_IN,
+];
 
 /// The name `part` of message `template` is registered and overridden
 /// under: the part itself for `payment_request` (`email/subject`, as

@@ -914,22 +914,47 @@ fn page_data(locale: &str, today: &str) -> serde_json::Value {
 fn the_pay_page_names_the_checkouts_host_and_marks_a_passed_due_date_overdue_in_each_language() {
     let t = Templates::load(None).unwrap();
     let cases = [
-        ("en", "Overdue", "The button takes you to <strong>checkout.acme.example</strong>"),
-        ("es-ES", "Vencida", "El botón lo lleva a <strong>checkout.acme.example</strong>"),
-        ("pt-BR", "Vencida", "O botão leva você a <strong>checkout.acme.example</strong>"),
-        ("de-DE", "Überfällig", "Die Schaltfläche führt Sie zu <strong>checkout.acme.example</strong>"),
+        (
+            "en",
+            "Overdue",
+            "The button takes you to <strong>checkout.acme.example</strong>",
+        ),
+        (
+            "es-ES",
+            "Vencida",
+            "El botón lo lleva a <strong>checkout.acme.example</strong>",
+        ),
+        (
+            "pt-BR",
+            "Vencida",
+            "O botão leva você a <strong>checkout.acme.example</strong>",
+        ),
+        (
+            "de-DE",
+            "Überfällig",
+            "Die Schaltfläche führt Sie zu <strong>checkout.acme.example</strong>",
+        ),
     ];
     for (locale, overdue, leads) in cases {
         let late = t.render("paypage.html", &page_data(locale, "2026-12-02")).unwrap();
-        assert!(late.contains(&format!("<span class=\"overdue\">{overdue}</span>")), "{locale}: {late}");
+        assert!(
+            late.contains(&format!("<span class=\"overdue\">{overdue}</span>")),
+            "{locale}: {late}"
+        );
         assert!(late.contains(leads), "{locale}: {late}");
         assert!(late.contains("+52 55 1234 5678"), "the support line: {late}");
         let on_time = t.render("paypage.html", &page_data(locale, "2026-12-01")).unwrap();
-        assert!(!on_time.contains("class=\"overdue\""), "{locale} on its due date: {on_time}");
+        assert!(
+            !on_time.contains("class=\"overdue\""),
+            "{locale} on its due date: {on_time}"
+        );
         let mut paid = page_data(locale, "2026-12-09");
         paid["status"] = json!("paid");
         let paid = t.render("paypage.html", &paid).unwrap();
-        assert!(!paid.contains("class=\"overdue\""), "{locale}: a paid invoice is not overdue: {paid}");
+        assert!(
+            !paid.contains("class=\"overdue\""),
+            "{locale}: a paid invoice is not overdue: {paid}"
+        );
     }
 }
 
@@ -937,7 +962,10 @@ fn the_pay_page_names_the_checkouts_host_and_marks_a_passed_due_date_overdue_in_
 fn pages_show_the_billers_logo_and_colour_with_text_that_reads_on_it() {
     let t = Templates::load(None).unwrap();
     let page = t.render("paypage.html", &page_data("en", "2026-11-20")).unwrap();
-    assert!(page.contains("<img src=\"/brand/acme/logo?v&#x3D;abc123\" alt=\"\">"), "{page}");
+    assert!(
+        page.contains("<img src=\"/brand/acme/logo?v&#x3D;abc123\" alt=\"\">"),
+        "{page}"
+    );
     assert!(
         page.contains("background: #ffd60a; color: #1f2933;"),
         "a yellow button has dark text: {page}"
@@ -952,12 +980,37 @@ fn pages_show_the_billers_logo_and_colour_with_text_that_reads_on_it() {
 fn the_gone_page_says_why_and_what_to_do_in_the_customers_language_naming_the_biller() {
     let t = Templates::load(None).unwrap();
     let cases = [
-        ("es-MX", "expired", "Este enlace de pago venció.", "pida un enlace nuevo"),
-        ("es-MX", "cancelled", "ACME Energy canceló esta solicitud de pago.", "No hay nada que pagar"),
-        ("es-MX", "replaced", "fue reemplazada por una más reciente", "Use el mensaje más reciente"),
+        (
+            "es-MX",
+            "expired",
+            "Este enlace de pago venció.",
+            "pida un enlace nuevo",
+        ),
+        (
+            "es-MX",
+            "cancelled",
+            "ACME Energy canceló esta solicitud de pago.",
+            "No hay nada que pagar",
+        ),
+        (
+            "es-MX",
+            "replaced",
+            "fue reemplazada por una más reciente",
+            "Use el mensaje más reciente",
+        ),
         ("en", "expired", "This payment link has expired.", "ask for a new link"),
-        ("pt-BR", "cancelled", "ACME Energy cancelou esta solicitação", "Não há nada a pagar"),
-        ("de-DE", "replaced", "durch eine neuere ersetzt", "Verwenden Sie die neueste Nachricht"),
+        (
+            "pt-BR",
+            "cancelled",
+            "ACME Energy cancelou esta solicitação",
+            "Não há nada a pagar",
+        ),
+        (
+            "de-DE",
+            "replaced",
+            "durch eine neuere ersetzt",
+            "Verwenden Sie die neueste Nachricht",
+        ),
     ];
     for (locale, reason, why, next) in cases {
         let mut data = page_data(locale, "2026-11-20");
@@ -966,7 +1019,10 @@ fn the_gone_page_says_why_and_what_to_do_in_the_customers_language_naming_the_bi
         let lang = locale.split('-').next().unwrap();
         assert!(page.contains(&format!("<html lang=\"{lang}\">")), "{page}");
         assert!(page.contains(why) && page.contains(next), "{locale} {reason}: {page}");
-        assert!(page.contains("<h1>ACME Energy</h1>") && page.contains("+52 55 1234 5678"), "{page}");
+        assert!(
+            page.contains("<h1>ACME Energy</h1>") && page.contains("+52 55 1234 5678"),
+            "{page}"
+        );
     }
 }
 
@@ -982,7 +1038,10 @@ fn a_notice_without_an_invoice_is_neutral_and_in_the_language_asked_for() {
         let page = t.render("notice.html", &data).unwrap();
         assert!(page.contains(&format!("<html lang=\"{lang}\">")), "{page}");
         assert!(page.contains(&format!("<h2>{title}</h2>")), "{page}");
-        assert!(!page.contains("class=\"brand\"") && !page.contains("class=\"support\""), "{page}");
+        assert!(
+            !page.contains("class=\"brand\"") && !page.contains("class=\"support\""),
+            "{page}"
+        );
     }
     for notice in NOTICES {
         let data = json!({"notice": notice, "biller": null, "locale_chain": ["pt"]});
@@ -994,13 +1053,53 @@ fn a_notice_without_an_invoice_is_neutral_and_in_the_language_asked_for() {
 #[test]
 fn pages_are_overridden_file_by_file_in_the_templates_dir() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "es/gone.html.hbs", "<html lang=\"{{lang}}\">propio {{reason}}</html>");
+    write(
+        dir.path(),
+        "es/gone.html.hbs",
+        "<html lang=\"{{lang}}\">propio {{reason}}</html>",
+    );
     let t = Templates::load(Some(dir.path())).unwrap();
     let mut data = page_data("es-MX", "2026-11-20");
     data["reason"] = json!("expired");
-    assert_eq!(t.render("gone.html", &data).unwrap(), "<html lang=\"es\">propio expired</html>");
+    assert_eq!(
+        t.render("gone.html", &data).unwrap(),
+        "<html lang=\"es\">propio expired</html>"
+    );
     let mut english = page_data("en", "2026-11-20");
     english["reason"] = json!("expired");
-    assert!(t.render("gone.html", &english).unwrap().contains("This payment link has expired."));
+    assert!(t
+        .render("gone.html", &english)
+        .unwrap()
+        .contains("This payment link has expired."));
     assert!(t.check_with_sample().is_empty(), "{:?}", t.check_with_sample());
+}
+
+#[test]
+fn every_built_in_email_has_a_button_outlook_draws_and_a_link_that_wraps() {
+    let t = Templates::load(None).unwrap();
+    let mut data = page_data("en", "2026-11-20");
+    let second = invoice_for("en", None);
+    add_list(&mut data, &[&invoice_for("en", None), &second], "en").unwrap();
+    for locale in BUILT_IN_LOCALES {
+        data["locale_chain"] = json!([locale]);
+        for message in BUILT_IN_MESSAGES {
+            data["template"] = json!(message);
+            data["days_to_due"] = json!(3);
+            data["days_overdue"] = json!(0);
+            let name = part_name(message, "email/body.html");
+            let html = t.render(&name, &data).unwrap();
+            assert!(
+                html.contains("<table role=\"presentation\"")
+                    && html.contains("<td bgcolor=\"#ffd60a\"")
+                    && html.contains(
+                        "><a href=\"https://pay.example/p/T\" style=\"display: inline-block; color: #1f2933;"
+                    ),
+                "{locale} {message}: the Pay button is a table cell of the brand colour: {html}"
+            );
+            assert!(
+                html.contains("word-break: break-all; overflow-wrap: anywhere;\">https://pay.example/p/T</a>"),
+                "{locale} {message}: the written-out link wraps: {html}"
+            );
+        }
+    }
 }

@@ -221,11 +221,13 @@ async fn unsubscribe_answer(state: &AppState, token: &str, act: bool) -> Result<
     }
     let Some(biller) = state.config.billers.get(&record.key.biller_id) else {
         if act {
-            return Ok(Notice::in_locale("unsubscribed", invoice.customer.locale.as_deref()).answer(
-                StatusCode::OK,
-                "Unsubscribe",
-                "You will receive no more emails from this sender.",
-            ));
+            return Ok(
+                Notice::in_locale("unsubscribed", invoice.customer.locale.as_deref()).answer(
+                    StatusCode::OK,
+                    "Unsubscribe",
+                    "You will receive no more emails from this sender.",
+                ),
+            );
         }
         return Ok(not_handled(invoice));
     };

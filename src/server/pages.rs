@@ -126,7 +126,12 @@ pub(super) fn browser_locales(headers: &HeaderMap) -> Vec<String> {
             let tag = parts.next()?.trim();
             let quality = parts
                 .find_map(|p| p.trim().strip_prefix("q="))
-                .map_or(Some(1000), |q| q.trim().parse::<f32>().ok().map(|q| (q.clamp(0.0, 1.0) * 1000.0) as u16))?;
+                .map_or(Some(1000), |q| {
+                    q.trim()
+                        .parse::<f32>()
+                        .ok()
+                        .map(|q| (q.clamp(0.0, 1.0) * 1000.0) as u16)
+                })?;
             (quality > 0 && tag != "*").then(|| (quality, tag.to_owned()))
         })
         .collect();
@@ -175,11 +180,7 @@ pub(super) fn security_headers(mut response: Response) -> Response {
 /// (the pages link it with its version).
 pub(super) async fn logo(State(state): State<AppState>, Path(biller_id): Path<String>) -> Response {
     let Some(logo) = state.config.billers.get(&biller_id).and_then(|b| b.logo.as_ref()) else {
-        return Notice::new("not_found").answer(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "There is nothing here.",
-        );
+        return Notice::new("not_found").answer(StatusCode::NOT_FOUND, "Not found", "There is nothing here.");
     };
     (
         [
