@@ -136,7 +136,7 @@ pub(super) fn browser_locales(headers: &HeaderMap) -> Vec<String> {
         })
         .collect();
     // Stable: equal weights keep the browser's order.
-    wanted.sort_by(|a, b| b.0.cmp(&a.0));
+    wanted.sort_by_key(|(quality, _)| std::cmp::Reverse(*quality));
     let mut chain: Vec<String> = Vec::new();
     for (_, tag) in wanted {
         for t in locale::lookup(&tag) {
