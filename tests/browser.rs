@@ -80,14 +80,22 @@ fn invoice(id: &str, email: &str, locale: &str, due: &str, description: &str) ->
     })
 }
 
-/// Receives events until one is `name` for `invoice_id`.
-async fn wait_for(events: &mut UnboundedReceiver<Value>, seen: &mut Vec<Value>, name: &str, invoice_id: &str) {
-    let found = |seen: &[Value]| seen.iter().any(|e| e["event"] == name && e["invoice_id"] == invoice_id);
+/// Receives events until one is `name` for revision `revision` of `invoice_id`.
+async fn wait_for(
+    events: &mut UnboundedReceiver<Value>,
+    seen: &mut Vec<Value>,
+    name: &str,
+    (invoice_id, revision): (&str, i64),
+) {
+    let found = |seen: &[Value]| {
+        seen.iter()
+            .any(|e| e["event"] == name && e["invoice_id"] == invoice_id && e["revision"] == revision)
+    };
     let deadline = tokio::time::Instant::now() + common::WAIT;
     while !found(seen) {
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Some(event)) => seen.push(event),
-            _ => panic!("timed out waiting for {name} of {invoice_id}; events: {seen:#?}"),
+            _ => panic!("timed out waiting for {name} of {invoice_id} revision {revision}; events: {seen:#?}"),
         }
     }
 }
@@ -203,27 +211,53 @@ async fn a_customers_pages_read_in_spanish_on_a_phone_and_name_the_biller() {
                     "2027-01-15",
                     "Luz, enero 2027",
                 ),
+                invoice(
+                    "FAC-2026-001500",
+                    "updated@example.com",
+                    "es-MX",
+                    "2027-01-15",
+                    "Luz, enero 2027",
+                ),
             ],
         )
         .await;
     let mut seen = Vec::new();
-    for id in ["FAC-2025-000981", "FAC-2026-001204", "FAC-2026-001377"] {
-        wait_for(&mut events, &mut seen, "invoice.sent", id).await;
+    for id in [
+        "FAC-2025-000981",
+        "FAC-2026-001204",
+        "FAC-2026-001377",
+        "FAC-2026-001500",
+    ] {
+        wait_for(&mut events, &mut seen, "invoice.sent", (id, 1)).await;
     }
+    // A corrected revision, to another address: the first email's link now
+    // shows it, with a notice.
+    let mut corrected = invoice(
+        "FAC-2026-001500",
+        "updated-2@example.com",
+        "es-MX",
+        "2027-01-20",
+        "Luz, enero 2027",
+    );
+    corrected["revision"] = json!(2);
+    corrected["amount"] = json!("17990.00");
+    broker.publish(&config, &[corrected]).await;
+    wait_for(&mut events, &mut seen, "invoice.sent", ("FAC-2026-001500", 2)).await;
     let emails = outbox(&dir.path().join("outbox"));
     let (overdue, unsubscribe) = links(&emails, "overdue@example.com", &base_url);
     let (paid, _) = links(&emails, "paid@example.com", &base_url);
     let (cancelled, _) = links(&emails, "cancelled@example.com", &base_url);
+    let (updated, _) = links(&emails, "updated@example.com", &base_url);
 
     pay(&base_url, "FAC-2026-001204").await;
-    wait_for(&mut events, &mut seen, "invoice.paid", "FAC-2026-001204").await;
+    wait_for(&mut events, &mut seen, "invoice.paid", ("FAC-2026-001204", 1)).await;
     broker
         .publish(
             &config,
             &[json!({"kind": "invoice_cancelled", "biller_id": "acme", "invoice_id": "FAC-2026-001377"})],
         )
         .await;
-    wait_for(&mut events, &mut seen, "invoice.cancelled", "FAC-2026-001377").await;
+    wait_for(&mut events, &mut seen, "invoice.cancelled", ("FAC-2026-001377", 1)).await;
 
     let browser = Browser::start(PHONE.0, PHONE.1, "es-ES,es").await;
     // The check can fail: a page wider than a phone, and one without a
@@ -266,6 +300,14 @@ async fn a_customers_pages_read_in_spanish_on_a_phone_and_name_the_biller() {
     assert!(
         button[1].as_f64().unwrap_or(0.0) >= 44.0,
         "a button a thumb can press: {button}"
+    );
+
+    let page = look_at(&browser, &updated, "updated-page-es").await;
+    assert!(
+        page.contains("Esta solicitud de pago se actualizó")
+            && page.contains("$17,990.00")
+            && page.contains("20 de enero de 2027"),
+        "the older link shows the newest revision, with a notice: {page}"
     );
 
     let page = look_at(&browser, &paid, "paid-page-es").await;

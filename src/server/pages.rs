@@ -187,7 +187,8 @@ pub(super) async fn logo(State(state): State<AppState>, Path(biller_id): Path<St
             (header::CONTENT_TYPE, logo.content_type),
             (header::CACHE_CONTROL, LOGO_CACHE),
         ],
-        logo.bytes.to_vec(),
+        // Shares the bytes read at start rather than copying them.
+        axum::body::Bytes::from_owner(logo.bytes.clone()),
     )
         .into_response()
 }
