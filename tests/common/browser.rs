@@ -6,14 +6,16 @@
 //! that shows pages as a phone of the size asked for does (Chrome's mobile
 //! emulation: a phone is 360 CSS px wide; a headless window cannot be
 //! narrower than 500), asking for pages in the languages given
-//! (`Accept-Language`); dropping the
-//! [`Browser`] kills chromedriver, and with it the browser, also when the
-//! test fails. Without chromedriver the test fails, saying how to install
+//! (`Accept-Language`). chromedriver runs in a process group of its own,
+//! with the browser it starts: [`Browser::close`] ends the session, and
+//! dropping the [`Browser`] (a failed test) kills the whole group, so no
+//! browser outlives its test. Without chromedriver the test fails, saying how to install
 //! it: a page test that skips itself tests nothing.
 //!
 //! Screenshots go to `screenshots/` in the target folder
 //! (`target/screenshots/<name>.png`), to be looked at.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -60,6 +62,7 @@ impl Browser {
         let port = super::process::free_port();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -197,19 +200,28 @@ impl Browser {
             .unwrap_or_else(|e| panic!("CDP {cmd} failed: {e}"))
     }
 
-    /// Ends the session and chromedriver.
-    pub async fn close(mut self) {
+    /// Ends the session (the browser quits), then chromedriver.
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        kill_group(&mut self.driver);
     }
+}
+
+/// Kills chromedriver and every process of its group (the browser it
+/// started, which would outlive a killed chromedriver), then reaps it.
+fn kill_group(driver: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-s", "KILL", "--"])
+        .arg(format!("-{}", driver.id()))
+        .stderr(Stdio::null())
+        .status();
+    let _ = driver.kill();
+    let _ = driver.wait();
 }
 
 /// A DevTools command, through chromedriver.
@@ -236,8 +248,7 @@ struct DriverGuard(Option<Child>);
 impl Drop for DriverGuard {
     fn drop(&mut self) {
         if let Some(mut driver) = self.0.take() {
-            let _ = driver.kill();
-            let _ = driver.wait();
+            kill_group(&mut driver);
         }
     }
 }
