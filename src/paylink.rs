@@ -101,9 +101,37 @@ pub fn checkout_url(
     out
 }
 
+/// The host the Pay button leads to, which the pay page names so the
+/// customer knows where they will pay: the checkout URL's host, with its
+/// placeholders filled (the biller's id, a host never holds the others).
+/// `None` if it has no host (`payrelay check` refuses such a URL).
+pub fn checkout_host(template: &str, biller_id: &str) -> Option<String> {
+    let key = InvoiceKey {
+        biller_id: biller_id.into(),
+        invoice_id: "i".into(),
+        revision: 1,
+    };
+    let url = checkout_url(template, &key, "0", 0, "XXX", "t");
+    let parsed = url::Url::parse(&url).ok()?;
+    parsed.host_str().map(str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_checkout_host_is_the_urls_host_with_its_placeholders_filled() {
+        assert_eq!(
+            checkout_host("https://pay.acme.example:8443/c?inv={invoice_id}&t={token}", "acme").as_deref(),
+            Some("pay.acme.example")
+        );
+        assert_eq!(
+            checkout_host("https://{biller_id}.checkout.example/{token}", "acme").as_deref(),
+            Some("acme.checkout.example")
+        );
+        assert_eq!(checkout_host("not a url", "acme"), None);
+    }
 
     #[test]
     fn tokens_are_long_random_and_url_safe() {

@@ -414,7 +414,7 @@ async fn one_click_unsubscribe_stops_email_and_a_get_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(done.status(), 200);
-    assert!(done.text().await.unwrap().contains("Te diste de baja"));
+    assert!(done.text().await.unwrap().contains("Se dio de baja"));
     let told = env.wait_for("customer.suppressed", 1).await;
     assert_eq!(
         (told[0]["channel"].as_str(), told[0]["customer_id"].as_str()),
@@ -521,7 +521,7 @@ async fn channel_choice(store_url: Option<String>) {
     let back = saved.headers()["location"].to_str().unwrap().to_owned();
     assert!(back.ends_with("?saved=1"), "{back}");
     let page = env.get(&back).await.text().await.unwrap();
-    assert!(page.contains("Guardamos tu elección"), "{page}");
+    assert!(page.contains("Guardamos su elección"), "{page}");
     let changed = env.wait_for("customer.preferences_changed", 1).await;
     assert_eq!(changed[0]["customer_id"], "C-9981");
     assert!(
@@ -613,14 +613,15 @@ async fn the_pages_a_customer_lands_on_name_the_biller_s_support() {
     let link = pay_link(&text, &env.base_url);
     let page = env.get(&link).await.text().await.unwrap();
     assert!(
-        page.contains("<html lang=\"de\"") && page.contains("Fragen? +52 55 1234 5678 or ayuda@globex.example"),
+        page.contains("<html lang=\"de\"")
+            && page.contains("Fragen? Wenden Sie sich an Globex: +52 55 1234 5678 or ayuda@globex.example"),
         "{page}"
     );
     assert!(page.contains("Erinnern Sie mich per"), "{page}");
     let token = link.rsplit('/').next().unwrap();
     let unsubscribe = env.get(&format!("/u/{token}")).await.text().await.unwrap();
     assert!(
-        unsubscribe.contains("Fragen? +52 55 1234 5678") && unsubscribe.contains("Globex"),
+        unsubscribe.contains("Fragen? Wenden Sie sich an Globex: +52 55 1234 5678"),
         "{unsubscribe}"
     );
     env.finish().await;

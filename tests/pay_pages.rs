@@ -438,7 +438,14 @@ async fn an_older_link_is_gone_when_the_newest_is_cancelled_and_when_its_own_tim
     clock.set_ms(NOW_MS + 3_600_000);
     let expired = get_as(&env, &old, BROWSER).await;
     assert_eq!(expired.status(), 410, "the clicked link's own expiry decides");
-    assert!(expired.text().await.unwrap().contains("expired"));
+    let page = expired.text().await.unwrap();
+    assert!(
+        page.contains("<html lang=\"es\">")
+            && page.contains("<h1>ACME Energy</h1>")
+            && page.contains("Este enlace de pago venció.")
+            && page.contains("comuníquese con ACME Energy y pida un enlace nuevo"),
+        "in the customer's language, naming the biller and what to do: {page}"
+    );
     assert_eq!(get_as(&env, &format!("{old}/pay"), BROWSER).await.status(), 410);
     assert_eq!(
         get_as(&env, &new, BROWSER).await.status(),
@@ -467,6 +474,114 @@ async fn an_older_link_is_gone_when_the_newest_is_cancelled_and_when_its_own_tim
     clock.set_ms(NOW_MS + 1_800_000);
     let cancelled = get_as(&env, &old, BROWSER).await;
     assert_eq!(cancelled.status(), 410);
-    assert!(cancelled.text().await.unwrap().contains("cancelled"));
+    let page = cancelled.text().await.unwrap();
+    assert!(
+        page.contains("ACME Energy canceló esta solicitud de pago.") && page.contains("Factura INV-OLD"),
+        "{page}"
+    );
+    env.finish().await;
+}
+
+/// GET with an `Accept-Language`.
+async fn get_in(env: &TestEnv, url: &str, languages: &str) -> reqwest::Response {
+    env.http
+        .get(format!("{}{url}", env.base_url))
+        .header("accept-language", languages)
+        .send()
+        .await
+        .expect("http request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_we_do_not_know_answers_in_the_browsers_language_and_names_no_one() {
+    let env = TestEnv::start_with(Options {
+        http: "unknown_links_per_minute = 4".into(),
+        ..Options::default()
+    })
+    .await;
+    let cases = [
+        ("de-DE,de;q=0.9,en;q=0.8", "de", "Link nicht gefunden"),
+        ("fr-FR, pt-BR;q=0.7, es;q=0.5", "pt", "Link não encontrado"),
+        ("es-ES,es;q=0.9", "es", "Enlace no encontrado"),
+        ("ja", "en", "Link not found"),
+    ];
+    for (i, (languages, lang, title)) in cases.into_iter().enumerate() {
+        let page = get_in(&env, &guess(i), languages).await;
+        assert_eq!(page.status(), 404);
+        assert_page_headers(&page, languages);
+        let html = page.text().await.unwrap();
+        assert!(html.contains(&format!("<html lang=\"{lang}\">")), "{languages}: {html}");
+        assert!(html.contains(&format!("<h2>{title}</h2>")), "{languages}: {html}");
+        assert!(
+            !html.contains("ACME") && !html.contains("class=\"brand\""),
+            "no biller: {html}"
+        );
+    }
+    let refused = get_in(&env, &guess(9), "es-MX").await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_page_headers(&refused, "the 429 page");
+    let html = refused.text().await.unwrap();
+    assert!(
+        html.contains("<html lang=\"es\">") && html.contains("Demasiadas solicitudes"),
+        "{html}"
+    );
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_billers_logo_is_served_by_payrelay_with_its_type_a_long_cache_and_the_page_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let logo = dir.path().join("globex.svg");
+    let svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"80\" height=\"24\"><rect width=\"80\" height=\"24\" fill=\"#7b2cbf\"/></svg>";
+    std::fs::write(&logo, svg).unwrap();
+    let env = TestEnv::start_with(Options {
+        billers: format!(
+            "[billers.globex]\nname = \"Globex\"\ncheckout_url = \"https://checkout.globex.example/{{token}}\"\n\
+             brand_color = \"#7B2CBF\"\nlogo = \"{}\"\nsupport = \"help@globex.example\"\n",
+            logo.display()
+        ),
+        ..Options::default()
+    })
+    .await;
+    let mut message = invoice("INV-GLOBEX", "logo@example.com");
+    message["biller_id"] = json!("globex");
+    env.publish(&[message]).await;
+    let emails = env.smtp.wait_for(1, WAIT).await;
+    let (_, text, html) = common::parts(&emails[0].data);
+    assert!(
+        html.contains("bgcolor=\"#7b2cbf\""),
+        "the email's Pay button is a cell of the brand colour: {html}"
+    );
+    let link = common::pay_link(&text, &env.base_url);
+    let page = get_as(&env, &link, BROWSER).await.text().await.unwrap();
+    let src = page
+        .split("<img src=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page shows the logo")
+        .replace("&#x3D;", "=");
+    assert!(src.starts_with("/brand/globex/logo?v="), "{src}");
+    assert!(
+        page.contains("checkout.globex.example") && page.contains("help@globex.example"),
+        "the checkout's host and the support line: {page}"
+    );
+
+    let served = env.get(&src).await;
+    assert_eq!(served.status(), 200);
+    let header = |name: &str| served.headers()[name].to_str().unwrap().to_owned();
+    assert_eq!(header("content-type"), "image/svg+xml");
+    assert!(
+        header("cache-control").contains("max-age=31536000"),
+        "{}",
+        header("cache-control")
+    );
+    assert!(header("content-security-policy").contains("default-src 'none'"));
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert_eq!(header("referrer-policy"), "no-referrer");
+    assert_eq!(served.text().await.unwrap(), svg);
+    let none = env.get("/brand/acme/logo").await;
+    assert_eq!(none.status(), 404, "acme has no logo");
+    assert_page_headers(&none, "a biller without a logo");
     env.finish().await;
 }

@@ -227,7 +227,12 @@ fn a_file_in_the_templates_dir_replaces_one_languages_template() {
     assert!(t.missing_for_locale("de-CH").is_empty());
     let missing = t.missing_for_locale("it");
     assert_eq!(missing[..7], render::NAMES);
-    assert_eq!(missing.len(), 7 + 4 * render::MESSAGE_PARTS.len(), "{missing:?}");
+    assert_eq!(missing[7..10], render::PAGES);
+    assert_eq!(
+        missing.len(),
+        7 + render::PAGES.len() + 4 * render::MESSAGE_PARTS.len(),
+        "{missing:?}"
+    );
 }
 
 #[test]
@@ -254,7 +259,11 @@ fn markup_and_template_syntax_in_the_customer_name_render_as_text_everywhere() {
         let v = view(Some(locale), None, name, ("1234.50", "MXN"));
         let html = render(&built_in, "email/body.html", &v);
         assert!(html.contains(escaped) && !html.contains("<b>"), "{html}");
-        assert_eq!(html.matches(PAY_URL).count(), 2, "only the link and its text: {html}");
+        assert_eq!(
+            html.matches(PAY_URL).count(),
+            3,
+            "only the button's link, the written-out link and its text: {html}"
+        );
         let text = render(&built_in, "email/body.txt", &v);
         assert!(text.contains(name), "{text}");
         let sms = render(&with_name, "sms/body", &v);

@@ -107,6 +107,8 @@ struct RawBiller {
     journey: Option<String>,
     support: Option<String>,
     combine: Option<String>,
+    brand_color: Option<String>,
+    logo: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -233,7 +235,7 @@ pub(crate) fn check(
         .and_then(Value::as_object)
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
-    let billers = check_billers(take(&mut root, "billers"), &journey_names, env, problems);
+    let billers = check_billers(take(&mut root, "billers"), &base_dir, &journey_names, env, problems);
     let (channels, declared) = check_channels(take(&mut root, "channels"), &base_dir, env, problems);
     let templates_raw: RawTemplates = read(take(&mut root, "templates"), "templates", problems).unwrap_or_default();
     let templates = TemplatesConfig {
@@ -511,6 +513,7 @@ pub const CHECKOUT_PLACEHOLDERS: [&str; 6] = ["invoice_id", "biller_id", "amount
 
 fn check_billers(
     value: Value,
+    base_dir: &Path,
     journeys: &[String],
     env: EnvLookup<'_>,
     problems: &mut Problems,
@@ -617,10 +620,87 @@ fn check_billers(
                     }
                 }),
                 support: raw.support.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()),
+                brand_color: raw
+                    .brand_color
+                    .and_then(|color| brand_color(&format!("{prefix}.brand_color"), &color, problems)),
+                logo: raw.logo.and_then(|file| {
+                    logo(
+                        &format!("{prefix}.logo"),
+                        &resolve(base_dir, Path::new(&file)),
+                        problems,
+                    )
+                }),
             },
         );
     }
     billers
+}
+
+/// `[billers.<id>] brand_color`: `#rrggbb`, kept in lowercase.
+fn brand_color(key: &str, text: &str, problems: &mut Problems) -> Option<String> {
+    let text = text.trim();
+    let digits = text.strip_prefix('#').unwrap_or_default();
+    if digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Some(text.to_ascii_lowercase())
+    } else {
+        problems.push(
+            key,
+            format!("\"{text}\" is not a colour like \"#0b6bcb\" (# and six hex digits)"),
+        );
+        None
+    }
+}
+
+/// The largest `[billers.<id>] logo`: a logo is shown small, and every
+/// page a customer opens may fetch it.
+pub(crate) const LARGEST_LOGO: usize = 256 * 1024;
+
+/// `[billers.<id>] logo`: a PNG, JPEG or SVG file of at most
+/// [`LARGEST_LOGO`] bytes, read now and served by payrelay.
+fn logo(key: &str, path: &Path, problems: &mut Problems) -> Option<crate::settings::Logo> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            problems.push(key, format!("cannot read {}: {e}", path.display()));
+            return None;
+        }
+    };
+    if bytes.len() > LARGEST_LOGO {
+        problems.push(
+            key,
+            format!(
+                "{} is {} KiB; a logo may be at most {} KiB: export it smaller",
+                path.display(),
+                bytes.len().div_ceil(1024),
+                LARGEST_LOGO / 1024
+            ),
+        );
+        return None;
+    }
+    let Some(content_type) = image_type(&bytes) else {
+        problems.push(key, format!("{} is not a PNG, JPEG or SVG image", path.display()));
+        return None;
+    };
+    use sha2::Digest;
+    let version = hex::encode(&sha2::Sha256::digest(&bytes)[..6]);
+    Some(crate::settings::Logo {
+        bytes: bytes.into(),
+        content_type,
+        version,
+    })
+}
+
+/// An image's type by its contents (not its file name, which may lie):
+/// PNG and JPEG by their signatures, SVG by an `<svg` element in its start.
+fn image_type(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Some("image/png");
+    }
+    if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+        return Some("image/jpeg");
+    }
+    let start = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).to_ascii_lowercase();
+    start.contains("<svg").then_some("image/svg+xml")
 }
 
 /// A biller's `api_token` sees only that biller's data, so it must differ

@@ -1066,6 +1066,57 @@ fn a_biller_may_name_the_amqp_user_it_publishes_as() {
     assert_eq!(keys(&problems), set_of(&["billers.globex.amqp_user"]));
 }
 
+#[test]
+fn a_billers_brand_colour_is_six_hex_digits_and_its_logo_a_small_image_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("logo.png"), b"\x89PNG\r\n\x1a\n rest of the file").unwrap();
+    std::fs::write(
+        dir.path().join("logo.svg"),
+        b"<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\"/>",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"not an image").unwrap();
+    std::fs::write(dir.path().join("huge.png"), vec![0x89; raw::LARGEST_LOGO + 1]).unwrap();
+    let billers = |acme: &str, globex: &str| {
+        format!(
+            "[billers.acme]\ncheckout_url = \"https://pay.example/\"\n{acme}\n\
+             [billers.globex]\ncheckout_url = \"https://pay.example/\"\n{globex}\n\
+             [channels.email]\ntransport = \"file\"\n"
+        )
+    };
+    let text = billers("brand_color = \"#0B6BCB\"\nlogo = \"logo.png\"", "logo = \"logo.svg\"");
+    let c = Config::from_toml(&text, dir.path(), &no_env).unwrap();
+    let acme = &c.billers["acme"];
+    assert_eq!(acme.brand_color.as_deref(), Some("#0b6bcb"));
+    let logo = acme.logo.as_ref().expect("acme's logo");
+    assert_eq!((logo.content_type, logo.bytes.len()), ("image/png", 25));
+    assert_eq!(logo.version.len(), 12);
+    assert_eq!(
+        c.billers["globex"].logo.as_ref().map(|l| l.content_type),
+        Some("image/svg+xml")
+    );
+    assert_eq!(c.billers["globex"].brand_color, None);
+
+    let text = billers(
+        "brand_color = \"blue\"\nlogo = \"missing.png\"",
+        "brand_color = \"#12345\"\nlogo = \"notes.txt\"",
+    );
+    let found = Config::from_toml(&text, dir.path(), &no_env).unwrap_err();
+    assert_eq!(
+        keys(&found),
+        set_of(&[
+            "billers.acme.brand_color",
+            "billers.acme.logo",
+            "billers.globex.brand_color",
+            "billers.globex.logo"
+        ]),
+        "{found:#?}"
+    );
+    let text = billers("logo = \"huge.png\"", "");
+    let found = Config::from_toml(&text, dir.path(), &no_env).unwrap_err();
+    assert!(found[0].message.contains("at most 256 KiB"), "{found:#?}");
+}
+
 // --- journeys ------------------------------------------------------------
 
 /// MINIMAL with SMS, so steps can name a second channel.

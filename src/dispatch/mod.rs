@@ -47,6 +47,7 @@ use crate::store::Store;
 use retry::RetryPolicy;
 
 pub use combine::prepare_combined;
+pub(crate) use send::local_today;
 pub use send::{pay_url, prepare, Outgoing};
 
 /// How long an unfinished invoice must sit untouched before another handler

@@ -172,17 +172,36 @@ const BUILT_IN: [BuiltIn; 28] = built_in!("en", "es", "pt", "de");
 const REMINDER: [BuiltIn; 20] = built_in_message!("reminder": "en", "es", "pt", "de");
 const OVERDUE: [BuiltIn; 20] = built_in_message!("overdue": "en", "es", "pt", "de");
 const FINAL_NOTICE: [BuiltIn; 20] = built_in_message!("final_notice": "en", "es", "pt", "de");
-/// The page an erased customer's pay link answers (410): names the biller,
-/// nothing of the invoice.
-const ERASED_PAGE: [BuiltIn; 4] = [
-    ("en", "erased.html", include_str!("../../templates/en/erased.html.hbs")),
-    ("es", "erased.html", include_str!("../../templates/es/erased.html.hbs")),
-    ("pt", "erased.html", include_str!("../../templates/pt/erased.html.hbs")),
-    ("de", "erased.html", include_str!("../../templates/de/erased.html.hbs")),
-];
+/// The pages a consumer lands on besides the pay page and the unsubscribe
+/// page (in [`NAMES`]): an erased customer's link (410, names the biller,
+/// nothing of the invoice); a link that expired, was cancelled or replaced
+/// (410, `reason`: `expired`, `cancelled`, `replaced`); and a notice that
+/// may name no invoice (`notice`: `not_found`, `throttled`, `unavailable`,
+/// `forbidden`, `bad_form`, `not_handled`, `unsubscribed`; `biller` null
+/// when no invoice is known, in the browser's language).
+pub const PAGES: [&str; 3] = ["erased.html", "gone.html", "notice.html"];
+
+macro_rules! built_in_pages {
+    ($($locale:literal),*) => {
+        [$(
+            ($locale, "erased.html", include_str!(concat!("../../templates/", $locale, "/erased.html.hbs"))),
+            ($locale, "gone.html", include_str!(concat!("../../templates/", $locale, "/gone.html.hbs"))),
+            ($locale, "notice.html", include_str!(concat!("../../templates/", $locale, "/notice.html.hbs"))),
+        )*]
+    };
+}
+
+const PAGES_BUILT_IN: [BuiltIn; 12] = built_in_pages!("en", "es", "pt", "de");
 const COMBINED: [BuiltIn; 20] = built_in_message!("combined": "en", "es", "pt", "de");
 /// Every built-in template.
-const BUILT_IN_SETS: [&[BuiltIn]; 6] = [&BUILT_IN, &REMINDER, &OVERDUE, &FINAL_NOTICE, &COMBINED, &ERASED_PAGE];
+const BUILT_IN_SETS: [&[BuiltIn]; 6] = [
+    &BUILT_IN,
+    &REMINDER,
+    &OVERDUE,
+    &FINAL_NOTICE,
+    &COMBINED,
+    &PAGES_BUILT_IN,
+];
 
 /// The name `part` of message `template` is registered and overridden
 /// under: the part itself for `payment_request` (`email/subject`, as
@@ -431,13 +450,15 @@ impl Templates {
 
     /// The templates that a customer or biller with `locale` would get in
     /// another language, because neither the locale nor its shorter forms
-    /// (`es` for `es-MX`) have them: [`NAMES`], then the parts of the other
-    /// [`BUILT_IN_MESSAGES`]. All of them for a tag that is not a locale.
+    /// (`es` for `es-MX`) have them: [`NAMES`], [`PAGES`], then the parts
+    /// of the other [`BUILT_IN_MESSAGES`]. All of them for a tag that is
+    /// not a locale.
     pub fn missing_for_locale(&self, locale: &str) -> Vec<String> {
         let own = locale::lookup(locale);
         let messages = BUILT_IN_MESSAGES.iter().filter(|m| **m != FIRST_TEMPLATE);
         NAMES
             .iter()
+            .chain(PAGES.iter())
             .map(|name| (*name).to_owned())
             .chain(messages.flat_map(|m| MESSAGE_PARTS.iter().map(move |part| part_name(m, part))))
             .filter(|name| !own.iter().any(|l| self.has(l, name)))
@@ -491,8 +512,12 @@ impl Templates {
         self.variants
             .iter()
             .filter_map(|(locale, name)| {
-                let template = message_of(name).unwrap_or(FIRST_TEMPLATE);
-                sample_steps(&sample, template)
+                let samples = match name.as_str() {
+                    "gone.html" => sample_answers(&sample, "reason", &GONE_REASONS, false),
+                    "notice.html" => sample_answers(&sample, "notice", &NOTICES, true),
+                    _ => sample_steps(&sample, message_of(name).unwrap_or(FIRST_TEMPLATE)),
+                };
+                samples
                     .iter()
                     .find_map(|data| self.render_variant(locale, name, data).err())
             })
@@ -629,7 +654,7 @@ fn read_overrides(dir: &Path, sources: &mut BTreeMap<(String, String), Source>, 
     // (locale, registered name, file), in the order they are read.
     let mut files: Vec<(String, String, PathBuf)> = Vec::new();
     for (tag, folder) in &found {
-        for name in NAMES {
+        for name in NAMES.into_iter().chain(PAGES) {
             files.push((tag.clone(), name.to_owned(), folder.join(format!("{name}.hbs"))));
         }
         for (template, template_dir) in message_folders(folder, problems) {
@@ -765,6 +790,10 @@ pub fn sample_view() -> serde_json::Value {
             });
             data["unsubscribed"] = json!(false);
             data["unsubscribe_path"] = json!("/u/SAMPLE-TOKEN");
+            // The gone page's and the notice's (see `PAGES`).
+            data["reason"] = json!("expired");
+            data["notice"] = json!("bad_form");
+            data["back_path"] = json!("/p/SAMPLE-TOKEN");
             // Two invoices listed, for the combined message (the others
             // ignore them).
             let mut second = (*invoice).clone();
@@ -778,6 +807,37 @@ pub fn sample_view() -> serde_json::Value {
         // every template report its fields missing, which says as much.
         _ => json!({}),
     }
+}
+
+/// Why a link answers 410 on the gone page: its `reason`.
+pub const GONE_REASONS: [&str; 3] = ["expired", "cancelled", "replaced"];
+
+/// The notice page's `notice`s.
+pub const NOTICES: [&str; 7] = [
+    "not_found",
+    "throttled",
+    "unavailable",
+    "forbidden",
+    "bad_form",
+    "not_handled",
+    "unsubscribed",
+];
+
+/// The sample with `field` set to each of `values`; with `unknown`, each
+/// also as a page that knows no invoice: `biller` null, like a 404's.
+fn sample_answers(sample: &serde_json::Value, field: &str, values: &[&str], unknown: bool) -> Vec<serde_json::Value> {
+    let mut samples = Vec::new();
+    for value in values {
+        let mut data = sample.clone();
+        data[field] = json!(value);
+        if unknown {
+            let mut bare = json!({"notice": value, "biller": null, "locale": "en", "locale_chain": ["en"]});
+            bare[field] = json!(value);
+            samples.push(bare);
+        }
+        samples.push(data);
+    }
+    samples
 }
 
 /// The sample as message `template` at the first request and at journey
@@ -946,7 +1006,8 @@ fn data(invoice: &Invoice, biller_id: &str, biller: &BillerConfig, pay_url: &str
     let biller_locale = biller.default_locale.as_deref();
     json!({
         "customer": {"name": invoice.customer.name, "id": invoice.customer.id},
-        "biller": {"id": biller_id, "name": biller.name, "support": biller.support},
+        "biller": biller_data(biller_id, biller),
+        "checkout_host": crate::paylink::checkout_host(&biller.checkout_url, biller_id),
         "invoice": {
             "id": invoice.key.invoice_id,
             "revision": invoice.key.revision,
@@ -965,6 +1026,57 @@ fn data(invoice: &Invoice, biller_id: &str, biller: &BillerConfig, pay_url: &str
         "locale": locale,
         "locale_chain": locale::chain(&[customer_locale, biller_locale]),
     })
+}
+
+/// The accent of a biller without `brand_color`.
+pub const DEFAULT_COLOR: &str = "#0b6bcb";
+
+/// What templates know of the biller: `id`, `name`, `support`, `color`
+/// (`brand_color`, else [`DEFAULT_COLOR`]), `color_text` (white or near
+/// black, whichever reads better on `color`), and `logo` (the path payrelay
+/// serves it at, or null).
+fn biller_data(biller_id: &str, biller: &BillerConfig) -> serde_json::Value {
+    let color = biller.brand_color.as_deref().unwrap_or(DEFAULT_COLOR);
+    let logo = biller
+        .logo
+        .as_ref()
+        .map(|logo| format!("/brand/{biller_id}/logo?v={}", logo.version));
+    json!({
+        "id": biller_id,
+        "name": biller.name,
+        "support": biller.support,
+        "color": color,
+        "color_text": text_color_on(color),
+        "logo": logo,
+    })
+}
+
+/// White or near black (`#1f2933`, the pages' text), whichever has the
+/// higher WCAG contrast on `background` (`#rrggbb`): a light brand colour
+/// gets dark text on its button, a dark one white.
+pub fn text_color_on(background: &str) -> &'static str {
+    let channel = |i: usize| {
+        let value = background
+            .get(1 + 2 * i..3 + 2 * i)
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .unwrap_or(0);
+        let c = f64::from(value) / 255.0;
+        if c <= 0.04045 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let luminance = |r: f64, g: f64, b: f64| 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    let background = luminance(channel(0), channel(1), channel(2));
+    let contrast = |a: f64, b: f64| (a.max(b) + 0.05) / (a.min(b) + 0.05);
+    // #1f2933's relative luminance.
+    let dark = luminance(0.0137, 0.0222, 0.0331);
+    if contrast(1.0, background) >= contrast(background, dark) {
+        "#ffffff"
+    } else {
+        "#1f2933"
+    }
 }
 
 #[cfg(test)]

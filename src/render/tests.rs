@@ -260,6 +260,7 @@ fn missing_for_locale_lists_what_would_fall_back_to_another_language() {
     }
     let everything: Vec<String> = NAMES
         .iter()
+        .chain(PAGES.iter())
         .map(|n| (*n).to_owned())
         .chain(
             ["reminder", "overdue", "final_notice", "combined"]
@@ -267,7 +268,7 @@ fn missing_for_locale_lists_what_would_fall_back_to_another_language() {
                 .flat_map(|m| MESSAGE_PARTS.map(|p| format!("{m}/{p}"))),
         )
         .collect();
-    assert_eq!(everything.len(), 27);
+    assert_eq!(everything.len(), 30);
     assert_eq!(t.missing_for_locale("fr-FR"), everything);
     assert_eq!(t.missing_for_locale("not a locale"), everything);
 
@@ -299,7 +300,7 @@ fn missing_for_locale_lists_what_would_fall_back_to_another_language() {
             "unsubscribe.html"
         ]
     );
-    assert_eq!(missing.len(), 5 + 19, "{missing:?}");
+    assert_eq!(missing.len(), 5 + 3 + 19, "{missing:?}");
     assert!(!missing.contains(&"reminder/sms/body".to_owned()), "{missing:?}");
     assert!(missing.contains(&"final_notice/sms/body".to_owned()), "{missing:?}");
     assert_eq!(t.locales(), ["de", "en", "es", "fr", "pt"]);
@@ -883,4 +884,222 @@ fn invoices_of_two_currencies_have_no_total() {
     assert!(total_of(&[&a, &b]).unwrap_err().contains("cannot be added up"));
     let total = total_of(&[&a, &a]).unwrap();
     assert_eq!((total.minor, total.text.as_str()), (2 * a.amount.minor, "2469.00"));
+}
+
+/// A page's data for an invoice due 2026-12-01 of a customer in `locale`,
+/// as of `today`, from a biller with a support line, a brand colour and
+/// a logo.
+fn page_data(locale: &str, today: &str) -> serde_json::Value {
+    let invoice = invoice_for(locale, None);
+    let biller = BillerConfig {
+        name: "ACME Energy".into(),
+        checkout_url: "https://checkout.acme.example/c?t={token}".into(),
+        support: Some("+52 55 1234 5678".into()),
+        brand_color: Some("#ffd60a".into()),
+        logo: Some(crate::settings::Logo {
+            bytes: b"<svg/>".to_vec().into(),
+            content_type: "image/svg+xml",
+            version: "abc123".into(),
+        }),
+        ..BillerConfig::default()
+    };
+    let first = Message::first_request();
+    let mut data = View::new(&invoice, "acme", &biller, "https://pay.example/p/T", &first, day(today)).data;
+    data["status"] = json!("open");
+    data["checkout_path"] = json!("/p/T/pay");
+    data
+}
+
+#[test]
+fn the_pay_page_names_the_checkouts_host_and_marks_a_passed_due_date_overdue_in_each_language() {
+    let t = Templates::load(None).unwrap();
+    let cases = [
+        (
+            "en",
+            "Overdue",
+            "The button takes you to <strong>checkout.acme.example</strong>",
+        ),
+        (
+            "es-ES",
+            "Vencida",
+            "El botón lo lleva a <strong>checkout.acme.example</strong>",
+        ),
+        (
+            "pt-BR",
+            "Vencida",
+            "O botão leva você a <strong>checkout.acme.example</strong>",
+        ),
+        (
+            "de-DE",
+            "Überfällig",
+            "Die Schaltfläche führt Sie zu <strong>checkout.acme.example</strong>",
+        ),
+    ];
+    for (locale, overdue, leads) in cases {
+        let late = t.render("paypage.html", &page_data(locale, "2026-12-02")).unwrap();
+        assert!(
+            late.contains(&format!("<span class=\"overdue\">{overdue}</span>")),
+            "{locale}: {late}"
+        );
+        assert!(late.contains(leads), "{locale}: {late}");
+        assert!(late.contains("+52 55 1234 5678"), "the support line: {late}");
+        let on_time = t.render("paypage.html", &page_data(locale, "2026-12-01")).unwrap();
+        assert!(
+            !on_time.contains("class=\"overdue\""),
+            "{locale} on its due date: {on_time}"
+        );
+        let mut paid = page_data(locale, "2026-12-09");
+        paid["status"] = json!("paid");
+        let paid = t.render("paypage.html", &paid).unwrap();
+        assert!(
+            !paid.contains("class=\"overdue\""),
+            "{locale}: a paid invoice is not overdue: {paid}"
+        );
+    }
+}
+
+#[test]
+fn pages_show_the_billers_logo_and_colour_with_text_that_reads_on_it() {
+    let t = Templates::load(None).unwrap();
+    let page = t.render("paypage.html", &page_data("en", "2026-11-20")).unwrap();
+    assert!(
+        page.contains("<img src=\"/brand/acme/logo?v&#x3D;abc123\" alt=\"\">"),
+        "{page}"
+    );
+    assert!(
+        page.contains("background: #ffd60a; color: #1f2933;"),
+        "a yellow button has dark text: {page}"
+    );
+    assert_eq!(text_color_on("#0b6bcb"), "#ffffff");
+    assert_eq!(text_color_on("#ffd60a"), "#1f2933");
+    assert_eq!(text_color_on("#000000"), "#ffffff");
+    assert_eq!(text_color_on("#ffffff"), "#1f2933");
+}
+
+#[test]
+fn the_gone_page_says_why_and_what_to_do_in_the_customers_language_naming_the_biller() {
+    let t = Templates::load(None).unwrap();
+    let cases = [
+        (
+            "es-MX",
+            "expired",
+            "Este enlace de pago venció.",
+            "pida un enlace nuevo",
+        ),
+        (
+            "es-MX",
+            "cancelled",
+            "ACME Energy canceló esta solicitud de pago.",
+            "No hay nada que pagar",
+        ),
+        (
+            "es-MX",
+            "replaced",
+            "fue reemplazada por una más reciente",
+            "Use el mensaje más reciente",
+        ),
+        ("en", "expired", "This payment link has expired.", "ask for a new link"),
+        (
+            "pt-BR",
+            "cancelled",
+            "ACME Energy cancelou esta solicitação",
+            "Não há nada a pagar",
+        ),
+        (
+            "de-DE",
+            "replaced",
+            "durch eine neuere ersetzt",
+            "Verwenden Sie die neueste Nachricht",
+        ),
+    ];
+    for (locale, reason, why, next) in cases {
+        let mut data = page_data(locale, "2026-11-20");
+        data["reason"] = json!(reason);
+        let page = t.render("gone.html", &data).unwrap();
+        let lang = locale.split('-').next().unwrap();
+        assert!(page.contains(&format!("<html lang=\"{lang}\">")), "{page}");
+        assert!(page.contains(why) && page.contains(next), "{locale} {reason}: {page}");
+        assert!(
+            page.contains("<h1>ACME Energy</h1>") && page.contains("+52 55 1234 5678"),
+            "{page}"
+        );
+    }
+}
+
+#[test]
+fn a_notice_without_an_invoice_is_neutral_and_in_the_language_asked_for() {
+    let t = Templates::load(None).unwrap();
+    for (chain, lang, title) in [
+        (json!(["de-DE", "de"]), "de", "Link nicht gefunden"),
+        (json!(["fr", "es"]), "es", "Enlace no encontrado"),
+        (json!(["fr"]), "en", "Link not found"),
+    ] {
+        let data = json!({"notice": "not_found", "biller": null, "locale": "en", "locale_chain": chain});
+        let page = t.render("notice.html", &data).unwrap();
+        assert!(page.contains(&format!("<html lang=\"{lang}\">")), "{page}");
+        assert!(page.contains(&format!("<h2>{title}</h2>")), "{page}");
+        assert!(
+            !page.contains("class=\"brand\"") && !page.contains("class=\"support\""),
+            "{page}"
+        );
+    }
+    for notice in NOTICES {
+        let data = json!({"notice": notice, "biller": null, "locale_chain": ["pt"]});
+        let page = t.render("notice.html", &data).unwrap();
+        assert_eq!(page.matches("<h2>").count(), 1, "{notice}: exactly one notice: {page}");
+    }
+}
+
+#[test]
+fn pages_are_overridden_file_by_file_in_the_templates_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "es/gone.html.hbs",
+        "<html lang=\"{{lang}}\">propio {{reason}}</html>",
+    );
+    let t = Templates::load(Some(dir.path())).unwrap();
+    let mut data = page_data("es-MX", "2026-11-20");
+    data["reason"] = json!("expired");
+    assert_eq!(
+        t.render("gone.html", &data).unwrap(),
+        "<html lang=\"es\">propio expired</html>"
+    );
+    let mut english = page_data("en", "2026-11-20");
+    english["reason"] = json!("expired");
+    assert!(t
+        .render("gone.html", &english)
+        .unwrap()
+        .contains("This payment link has expired."));
+    assert!(t.check_with_sample().is_empty(), "{:?}", t.check_with_sample());
+}
+
+#[test]
+fn every_built_in_email_has_a_button_outlook_draws_and_a_link_that_wraps() {
+    let t = Templates::load(None).unwrap();
+    let mut data = page_data("en", "2026-11-20");
+    let second = invoice_for("en", None);
+    add_list(&mut data, &[&invoice_for("en", None), &second], "en").unwrap();
+    for locale in BUILT_IN_LOCALES {
+        data["locale_chain"] = json!([locale]);
+        for message in BUILT_IN_MESSAGES {
+            data["template"] = json!(message);
+            data["days_to_due"] = json!(3);
+            data["days_overdue"] = json!(0);
+            let name = part_name(message, "email/body.html");
+            let html = t.render(&name, &data).unwrap();
+            assert!(
+                html.contains("<table role=\"presentation\"")
+                    && html.contains("<td bgcolor=\"#ffd60a\"")
+                    && html.contains(
+                        "><a href=\"https://pay.example/p/T\" style=\"display: inline-block; color: #1f2933;"
+                    ),
+                "{locale} {message}: the Pay button is a table cell of the brand colour: {html}"
+            );
+            assert!(
+                html.contains("word-break: break-all; overflow-wrap: anywhere;\">https://pay.example/p/T</a>"),
+                "{locale} {message}: the written-out link wraps: {html}"
+            );
+        }
+    }
 }

@@ -18,14 +18,14 @@ use axum::response::{Html, IntoResponse, Response};
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::paypage::{erased, gone, lookup, not_found, see_other, shown, LinkState};
-use super::{message_page, AppError, AppState};
+use super::pages::{notice_about, Notice};
+use super::paypage::{erased, gone, lookup, not_found, not_handled, page_view, see_other, shown, LinkState};
+use super::{AppError, AppState};
 use crate::domain::debtor::{Profile, Reply};
 use crate::domain::ChannelName;
 use crate::events::{Event, EventName};
 use crate::invoice::Invoice;
 use crate::paylink;
-use crate::render;
 use crate::router;
 
 /// The channels the pay page offers a customer: those the invoice has a
@@ -127,7 +127,7 @@ pub(super) async fn preferences(
 ) -> Result<Response, AppError> {
     if cross_site(&state, &headers) {
         info!("preferences posted from another site; refused");
-        return Ok(message_page(
+        return Ok(Notice::new("forbidden").answer(
             StatusCode::FORBIDDEN,
             "Not allowed",
             "This form can only be sent from its own page.",
@@ -135,21 +135,19 @@ pub(super) async fn preferences(
     }
     let record = match lookup(&state, &token).await? {
         LinkState::Unknown => return Ok(not_found()),
-        LinkState::Gone(text) => return Ok(gone(text)),
+        LinkState::Gone(r, ended) => return gone(&state, shown(&r), ended),
         LinkState::Erased(r) => return erased(&state, &r),
         LinkState::Open(r) | LinkState::Paid(r) => r,
     };
-    let (chosen, stops) = match read_form(&body) {
-        Ok(form) => form,
-        Err(_) => {
-            return Ok(message_page(
-                StatusCode::BAD_REQUEST,
-                "Not a channel",
-                "The form named a channel we do not know. Please go back to the payment page and try again.",
-            ))
-        }
-    };
     let invoice = shown(&record);
+    let Ok((chosen, stops)) = read_form(&body) else {
+        let Some(biller) = state.config.billers.get(&invoice.key.biller_id) else {
+            return Ok(not_handled(invoice));
+        };
+        let mut view = page_view(&state, invoice, biller, "");
+        view["back_path"] = format!("/p/{token}").into();
+        return notice_about(&state, view, "bad_form", StatusCode::BAD_REQUEST);
+    };
     let key = &invoice.key;
     let customer = invoice.customer_key();
     let profile = state
@@ -222,19 +220,23 @@ async fn unsubscribe_answer(state: &AppState, token: &str, act: bool) -> Result<
         info!(key = %record.key, changed, "email unsubscribe");
     }
     let Some(biller) = state.config.billers.get(&record.key.biller_id) else {
-        let text = if act {
-            "You will receive no more emails from this sender."
-        } else {
-            "This sender is no longer handled here."
-        };
-        return Ok(message_page(StatusCode::OK, "Unsubscribe", text));
+        if act {
+            return Ok(
+                Notice::in_locale("unsubscribed", invoice.customer.locale.as_deref()).answer(
+                    StatusCode::OK,
+                    "Unsubscribe",
+                    "You will receive no more emails from this sender.",
+                ),
+            );
+        }
+        return Ok(not_handled(invoice));
     };
     let pay_url = crate::dispatch::pay_url(&state.config, token);
-    let mut view = render::view(invoice, &record.key.biller_id, biller, &pay_url);
+    let mut view = page_view(state, invoice, biller, &pay_url);
     view["unsubscribed"] = act.into();
     view["unsubscribe_path"] = format!("/u/{token}").into();
     let html = state.templates.render("unsubscribe.html", &view)?;
-    Ok(([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response())
+    Ok(Html(html).into_response())
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! The HTTP side: the pay page consumers land on, the payments and admin
-//! API, provider status webhooks, health, readiness and metrics.
+//! The HTTP side: the pages consumers land on (the pay page, its answers,
+//! the unsubscribe page, the biller's logo: see [`pages`]), the payments
+//! and admin API, provider status webhooks, health, readiness and metrics.
 //!
 //! Errors are opaque to callers and logged in full for operators; a pay
 //! link's answer never reveals anything personal about another invoice.
@@ -8,6 +9,7 @@ pub(crate) mod api;
 pub mod auth;
 mod debtors;
 mod listen;
+mod pages;
 mod paypage;
 mod people;
 pub mod throttle;
@@ -57,7 +59,7 @@ pub fn router(state: AppState) -> Router {
     let webhooks = Router::new()
         .route("/webhooks/{path}", get(webhooks::handshake).post(webhooks::receive))
         .with_state(webhooks::Hooks::new(state.clone()));
-    let pages = Router::new()
+    let links = Router::new()
         .route("/p/{token}", get(paypage::show))
         .route("/p/{token}/pay", get(paypage::pay))
         .route("/p/{token}/preferences", post(debtors::preferences))
@@ -65,8 +67,12 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             throttle::unknown_links,
-        ))
-        .layer(axum::middleware::map_response(paypage::security_headers));
+        ));
+    // The logo is no link: a 404 there counts as no guess.
+    let pages = Router::new()
+        .route("/brand/{biller_id}/logo", get(pages::logo))
+        .merge(links)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), pages::layer));
     Router::new()
         .route("/v1/payments", post(api::payment))
         .route("/v1/invoices/{biller_id}/{invoice_id}", get(api::invoice))
@@ -199,9 +205,10 @@ impl From<crate::render::RenderError> for AppError {
 }
 
 impl IntoResponse for AppError {
+    /// On a page route, the page is shown in the browser's language.
     fn into_response(self) -> Response {
         error!(error = %self.0, "request failed");
-        message_page(
+        pages::Notice::new("unavailable").answer(
             StatusCode::SERVICE_UNAVAILABLE,
             "Temporarily unavailable",
             "We could not load this page right now. Please try again in a minute.",
@@ -209,12 +216,14 @@ impl IntoResponse for AppError {
     }
 }
 
-/// A small page for answers that carry no invoice data (404, 410, 503).
+/// A small English page for answers that carry no invoice data, outside
+/// the page routes (408), and under a page's [`pages::Notice`] until it is
+/// rendered in the browser's language.
 pub fn message_page(code: StatusCode, title: &str, text: &str) -> Response {
     let body = format!(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\">\
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title></head>\
-         <body style=\"font-family: Arial, sans-serif; max-width: 420px; margin: 48px auto; color: #1f2933;\">\
+         <body style=\"font-family: Arial, sans-serif; max-width: 420px; margin: 48px auto; padding: 0 16px; color: #1f2933;\">\
          <h1 style=\"font-size: 20px;\">{title}</h1><p>{text}</p></body></html>"
     );
     (code, Html(body)).into_response()

@@ -8,12 +8,15 @@
 //! Whether a request is a person's click or a preview is [`people`]'s call.
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
+use serde_json::Value;
 use tracing::info;
 
+use super::pages::Notice;
 use super::people::{self, Visitor};
-use super::{message_page, AppError, AppState};
+use super::{AppError, AppState};
+use crate::config::BillerConfig;
 use crate::domain::Status;
 use crate::events::Event;
 use crate::invoice::Invoice;
@@ -28,9 +31,30 @@ pub(super) enum LinkState {
     /// 410: the customer's personal data was erased; the page names the
     /// biller, in the customer's language, and nothing of the invoice.
     Erased(Box<PaylinkRecord>),
-    /// 410, with the words to show.
-    Gone(&'static str),
+    /// 410: the link may no longer be used, and why; the page names the
+    /// biller and what to do, in the customer's language.
+    Gone(Box<PaylinkRecord>, Ended),
     Unknown,
+}
+
+/// Why a link of a known invoice answers 410 (the gone page's `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ended {
+    Expired,
+    Cancelled,
+    /// The invoice was superseded without a newer revision for this link
+    /// to show.
+    Replaced,
+}
+
+impl Ended {
+    fn as_str(self) -> &'static str {
+        match self {
+            Ended::Expired => "expired",
+            Ended::Cancelled => "cancelled",
+            Ended::Replaced => "replaced",
+        }
+    }
 }
 
 pub(super) async fn lookup(state: &AppState, token: &str) -> Result<LinkState, AppError> {
@@ -47,12 +71,13 @@ pub(super) async fn lookup(state: &AppState, token: &str) -> Result<LinkState, A
         return Ok(LinkState::Erased(Box::new(record)));
     }
     let status = record.newest.as_ref().map_or(record.status, |newest| newest.status);
+    let record = Box::new(record);
     Ok(match status {
-        Status::Cancelled => LinkState::Gone("This payment request was cancelled by the sender."),
-        Status::Superseded => LinkState::Gone("This payment request was replaced by a newer request."),
-        _ if record.expires_at_ms <= state.clock.now_ms() => LinkState::Gone("This payment link has expired."),
-        Status::Paid => LinkState::Paid(Box::new(record)),
-        Status::Accepted | Status::Sent | Status::Exhausted => LinkState::Open(Box::new(record)),
+        Status::Cancelled => LinkState::Gone(record, Ended::Cancelled),
+        Status::Superseded => LinkState::Gone(record, Ended::Replaced),
+        _ if record.expires_at_ms <= state.clock.now_ms() => LinkState::Gone(record, Ended::Expired),
+        Status::Paid => LinkState::Paid(record),
+        Status::Accepted | Status::Sent | Status::Exhausted => LinkState::Open(record),
     })
 }
 
@@ -87,16 +112,44 @@ async fn count(state: &AppState, token: &str, record: &PaylinkRecord, visitor: V
     Ok(())
 }
 
+/// The template data of a page about `invoice`, as of the customer's
+/// date (in their time zone), so the due date is marked overdue on theirs.
+pub(super) fn page_view(state: &AppState, invoice: &Invoice, biller: &BillerConfig, pay_url: &str) -> Value {
+    let today = crate::dispatch::local_today(state.clock.as_ref(), invoice, biller);
+    let first = render::Message::first_request();
+    render::View::new(invoice, &invoice.key.biller_id, biller, pay_url, &first, today).data
+}
+
+/// 404: no invoice has this link; in the browser's language.
 pub(super) fn not_found() -> Response {
-    message_page(
+    Notice::new("not_found").answer(
         StatusCode::NOT_FOUND,
         "Link not found",
         "This payment link does not exist. Please check that you copied it completely.",
     )
 }
 
-pub(super) fn gone(text: &str) -> Response {
-    message_page(StatusCode::GONE, "This link is no longer valid", text)
+/// 410 for a link whose biller is no longer configured here: nothing to
+/// name, so a notice in the customer's language.
+pub(super) fn not_handled(invoice: &Invoice) -> Response {
+    Notice::in_locale("not_handled", invoice.customer.locale.as_deref()).answer(
+        StatusCode::GONE,
+        "This link is no longer valid",
+        "This payment request is no longer handled here. Please contact the sender.",
+    )
+}
+
+/// The 410 of a known invoice's link (expired, cancelled, replaced): the
+/// gone page, in the customer's language, naming the biller, its support
+/// line and what to do next. No click is counted.
+pub(super) fn gone(state: &AppState, invoice: &Invoice, ended: Ended) -> Result<Response, AppError> {
+    let Some(biller) = state.config.billers.get(&invoice.key.biller_id) else {
+        return Ok(not_handled(invoice));
+    };
+    let mut view = page_view(state, invoice, biller, "");
+    view["reason"] = ended.as_str().into();
+    let html = state.templates.render("gone.html", &view)?;
+    Ok((StatusCode::GONE, Html(html)).into_response())
 }
 
 /// The 410 of an erased customer's link, in their language (the locale
@@ -104,11 +157,11 @@ pub(super) fn gone(text: &str) -> Response {
 /// counted and nothing of the invoice is shown.
 pub(super) fn erased(state: &AppState, record: &PaylinkRecord) -> Result<Response, AppError> {
     let Some(biller) = state.config.billers.get(&record.key.biller_id) else {
-        return Ok(gone("This payment link is no longer available."));
+        return Ok(not_handled(&record.invoice));
     };
-    let view = render::view(&record.invoice, &record.key.biller_id, biller, "");
+    let view = page_view(state, &record.invoice, biller, "");
     let html = state.templates.render("erased.html", &view)?;
-    Ok((StatusCode::GONE, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response())
+    Ok((StatusCode::GONE, Html(html)).into_response())
 }
 
 /// The page. `HEAD` (which axum answers with this handler, without the
@@ -122,7 +175,7 @@ pub(super) async fn show(
 ) -> Result<Response, AppError> {
     let (record, status) = match lookup(&state, &token).await? {
         LinkState::Unknown => return show_combined(&state, &token, &method, &headers).await,
-        LinkState::Gone(text) => return Ok(gone(text)),
+        LinkState::Gone(r, ended) => return gone(&state, shown(&r), ended),
         LinkState::Erased(r) => return erased(&state, &r),
         LinkState::Open(r) => (r, "open"),
         LinkState::Paid(r) => (r, "paid"),
@@ -130,10 +183,10 @@ pub(super) async fn show(
     count(&state, &token, &record, people::visitor(&method, &headers)).await?;
 
     let Some(biller) = state.config.billers.get(&record.key.biller_id) else {
-        return Ok(gone("This payment request is no longer handled here."));
+        return Ok(not_handled(shown(&record)));
     };
     let pay_url = crate::dispatch::pay_url(&state.config, &token);
-    let mut view = render::view(shown(&record), &record.key.biller_id, biller, &pay_url);
+    let mut view = page_view(&state, shown(&record), biller, &pay_url);
     view["status"] = status.into();
     view["updated"] = record.newest.is_some().into();
     view["checkout_path"] = format!("/p/{token}/pay").into();
@@ -150,7 +203,7 @@ pub(super) async fn show(
     view["preferences"] = super::debtors::form_view(&token, &offered, &profile.stopped);
     view["saved"] = query.is_some_and(|q| q.split('&').any(|pair| pair == "saved=1")).into();
     let html = state.templates.render("paypage.html", &view)?;
-    Ok(([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response())
+    Ok(Html(html).into_response())
 }
 
 /// The pay button: to the biller's checkout for the newest revision, with
@@ -164,7 +217,7 @@ pub(super) async fn pay(
 ) -> Result<Response, AppError> {
     let record = match lookup(&state, &token).await? {
         LinkState::Unknown => return pay_combined(&state, &token, &method).await,
-        LinkState::Gone(text) => return Ok(gone(text)),
+        LinkState::Gone(r, ended) => return gone(&state, shown(&r), ended),
         LinkState::Erased(r) => return erased(&state, &r),
         // Never send a consumer to checkout for a closed invoice; the page
         // it goes back to counts the open by its own rules.
@@ -178,7 +231,7 @@ pub(super) async fn pay(
     };
     count(&state, &token, &record, visitor).await?;
     let Some(biller) = state.config.billers.get(&record.key.biller_id) else {
-        return Ok(gone("This payment request is no longer handled here."));
+        return Ok(not_handled(shown(&record)));
     };
     let invoice = shown(&record);
     let amount = &invoice.amount;
@@ -199,7 +252,8 @@ pub(super) async fn pay(
 enum CombinedState {
     Open(CombinedLinkRecord),
     Paid(CombinedLinkRecord),
-    Gone(&'static str),
+    /// 410, on the page of the first invoice listed.
+    Gone(CombinedLinkRecord, Ended),
     Unknown,
 }
 
@@ -215,13 +269,11 @@ async fn lookup_combined(state: &AppState, token: &str) -> Result<CombinedState,
     let any_paid = record.invoices.iter().any(|i| i.status == Status::Paid);
     if !any_open && !any_paid {
         let replaced = record.invoices.iter().all(|i| i.status == Status::Superseded);
-        return Ok(CombinedState::Gone(match replaced {
-            true => "This payment request was replaced by a newer request.",
-            false => "This payment request was cancelled by the sender.",
-        }));
+        let ended = if replaced { Ended::Replaced } else { Ended::Cancelled };
+        return Ok(CombinedState::Gone(record, ended));
     }
     if record.expires_at_ms <= state.clock.now_ms() {
-        return Ok(CombinedState::Gone("This payment link has expired."));
+        return Ok(CombinedState::Gone(record, Ended::Expired));
     }
     // An invoice paid, cancelled or replaced since leaves the list.
     let keep = if any_open { open } else { |s: Status| s == Status::Paid };
@@ -272,20 +324,20 @@ async fn show_combined(
 ) -> Result<Response, AppError> {
     let (record, status) = match lookup_combined(state, token).await? {
         CombinedState::Unknown => return Ok(not_found()),
-        CombinedState::Gone(text) => return Ok(gone(text)),
+        CombinedState::Gone(r, ended) => return gone_combined(state, &r, ended),
         CombinedState::Open(r) => (r, "open"),
         CombinedState::Paid(r) => (r, "paid"),
     };
     count_combined(state, token, &record, people::visitor(method, headers)).await?;
     let invoices: Vec<&Invoice> = record.invoices.iter().map(|i| &i.invoice).collect();
-    let Some((first, biller)) = invoices
-        .first()
-        .and_then(|first| Some((*first, state.config.billers.get(&first.key.biller_id)?)))
-    else {
-        return Ok(gone("This payment request is no longer handled here."));
+    let Some(first) = invoices.first().copied() else {
+        return Ok(not_found());
+    };
+    let Some(biller) = state.config.billers.get(&first.key.biller_id) else {
+        return Ok(not_handled(first));
     };
     let pay_url = crate::dispatch::pay_url(&state.config, token);
-    let mut view = render::view(first, &first.key.biller_id, biller, &pay_url);
+    let mut view = page_view(state, first, biller, &pay_url);
     let locale = view["locale"].as_str().unwrap_or(render::locale::FALLBACK).to_owned();
     if let Err(e) = render::add_combined(&mut view, &invoices, &locale) {
         return Err(AppError(format!(
@@ -296,7 +348,16 @@ async fn show_combined(
     view["status"] = status.into();
     view["checkout_path"] = format!("/p/{token}/pay").into();
     let html = state.templates.render("paypage.html", &view)?;
-    Ok(([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response())
+    Ok(Html(html).into_response())
+}
+
+/// The 410 of a combined message's link, in its first invoice's customer's
+/// language.
+fn gone_combined(state: &AppState, record: &CombinedLinkRecord, ended: Ended) -> Result<Response, AppError> {
+    match record.invoices.first() {
+        Some(first) => gone(state, &first.invoice, ended),
+        None => Ok(not_found()),
+    }
 }
 
 /// `GET /p/{token}/pay` of a combined message: checkout for the open
@@ -305,7 +366,7 @@ async fn show_combined(
 async fn pay_combined(state: &AppState, token: &str, method: &Method) -> Result<Response, AppError> {
     let record = match lookup_combined(state, token).await? {
         CombinedState::Unknown => return Ok(not_found()),
-        CombinedState::Gone(text) => return Ok(gone(text)),
+        CombinedState::Gone(r, ended) => return gone_combined(state, &r, ended),
         CombinedState::Paid(_) => return Ok(see_other(&format!("/p/{token}"))),
         CombinedState::Open(r) => r,
     };
@@ -316,11 +377,11 @@ async fn pay_combined(state: &AppState, token: &str, method: &Method) -> Result<
     };
     count_combined(state, token, &record, visitor).await?;
     let invoices: Vec<&Invoice> = record.invoices.iter().map(|i| &i.invoice).collect();
-    let Some(biller) = invoices
-        .first()
-        .and_then(|first| state.config.billers.get(&first.key.biller_id))
-    else {
-        return Ok(gone("This payment request is no longer handled here."));
+    let Some(first) = invoices.first().copied() else {
+        return Ok(not_found());
+    };
+    let Some(biller) = state.config.billers.get(&first.key.biller_id) else {
+        return Ok(not_handled(first));
     };
     let total = match render::total_of(&invoices) {
         Ok(total) => total,
@@ -332,9 +393,9 @@ async fn pay_combined(state: &AppState, token: &str, method: &Method) -> Result<
     };
     let ids: Vec<&str> = invoices.iter().map(|i| i.key.invoice_id.as_str()).collect();
     let key = crate::domain::InvoiceKey {
-        biller_id: invoices[0].key.biller_id.clone(),
+        biller_id: first.key.biller_id.clone(),
         invoice_id: ids.join(","),
-        revision: invoices[0].key.revision,
+        revision: first.key.revision,
     };
     let url = paylink::checkout_url(
         &biller.checkout_url,
@@ -353,27 +414,6 @@ pub(super) fn see_other(location: &str) -> Response {
         [(header::LOCATION, location), (header::CACHE_CONTROL, "no-store")],
     )
         .into_response()
-}
-
-/// Pay pages show invoice data and carry a live token in their URL: no site
-/// may frame them, they load nothing from elsewhere (styles are inline), and
-/// the redirect to checkout leaks no `Referer` with the token.
-const CONTENT_SECURITY_POLICY: &str =
-    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
-
-/// Every answer under `/p/`, the 404, 410 and 503 pages included.
-pub(super) async fn security_headers(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers
-        .entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
-    response
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@ use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::{message_page, AppState};
+use super::pages::Notice;
+use super::AppState;
 use crate::config::HttpConfig;
 
 /// Every this many refusals and passes, addresses whose quota is full again
@@ -68,7 +69,7 @@ pub(super) async fn unknown_links(State(state): State<AppState>, request: Reques
     let Some(wait) = client.and_then(|c| state.unknown_links.refuse(c)) else {
         return response;
     };
-    let mut refused = message_page(
+    let mut refused = Notice::new("throttled").answer(
         StatusCode::TOO_MANY_REQUESTS,
         "Too many requests",
         "Too many links that do not exist were opened from your connection. Please wait a minute.",

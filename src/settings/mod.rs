@@ -90,6 +90,33 @@ pub struct BillerConfig {
     /// same customer and currency, so they go out as one message. `None`:
     /// every invoice is sent on its own, at once.
     pub combine: Option<Duration>,
+    /// `brand_color`, `#rrggbb` in lowercase: the Pay button's and the
+    /// pages' accent, so customers recognise the biller. `None`: payrelay's blue.
+    pub brand_color: Option<String>,
+    /// `logo`, read once at start: payrelay serves it itself, so the pages
+    /// load nothing from another origin.
+    pub logo: Option<Logo>,
+}
+
+/// A biller's logo file, in memory.
+#[derive(Clone)]
+pub struct Logo {
+    pub bytes: std::sync::Arc<[u8]>,
+    /// `image/png`, `image/jpeg` or `image/svg+xml`, from the file's contents.
+    pub content_type: &'static str,
+    /// A short hash of the bytes: the pages link `?v=<version>`, so the
+    /// logo can be cached for long and a new file is fetched at once.
+    pub version: String,
+}
+
+impl fmt::Debug for Logo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Logo")
+            .field("content_type", &self.content_type)
+            .field("bytes", &self.bytes.len())
+            .field("version", &self.version)
+            .finish()
+    }
 }
 
 /// A journey named by a rule, a biller or `[routing] journey`.

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod pg;
 pub mod process;
 pub mod schemas;
