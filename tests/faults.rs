@@ -23,8 +23,8 @@ use payrelay::events::{Correlation, Event};
 use payrelay::invoice::Invoice;
 use payrelay::store::{
     AttemptOutcome, AttemptRef, AttemptStart, Begin, CombineJoin, CombinedLinkRecord, CustomerDay, DueGroup, DueStep,
-    Erasure, GroupPlace, History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, StepRecord, StepStatus,
-    Store, StoreError, StoredInvoice, SuppressionChange,
+    Erasure, FoundInvoice, GroupPlace, History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached,
+    StepRecord, StepStatus, Store, StoreError, StoredInvoice, SuppressionChange,
 };
 
 /// The real store, with a crash for one invoice, an on/off outage, and
@@ -164,6 +164,20 @@ impl Store for Faulty {
     async fn history(&self, b: &str, i: &str) -> Result<Option<History>, StoreError> {
         self.check()?;
         self.inner.history(b, i).await
+    }
+    async fn find_invoices(&self, b: &str, i: &str, c: &str, limit: u32) -> Result<Vec<FoundInvoice>, StoreError> {
+        self.check()?;
+        self.inner.find_invoices(b, i, c, limit).await
+    }
+    async fn invoices_received(
+        &self,
+        b: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<payrelay::invoice::Invoice>, StoreError> {
+        self.check()?;
+        self.inner.invoices_received(b, from_ms, to_ms, limit).await
     }
     async fn hold(&self, key: &InvoiceKey, until_ms: i64) -> Result<(), StoreError> {
         self.check()?;

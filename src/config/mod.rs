@@ -13,6 +13,7 @@
 
 pub mod journey;
 pub(crate) mod raw;
+mod routing;
 
 pub use crate::channels::ratelimit::RateLimitConfig;
 pub use crate::channels::ChannelsConfig;

@@ -779,7 +779,7 @@ fn channel_list(key: &str, names: &[String], declared: &[ChannelName], problems:
     out
 }
 
-fn check_routing(
+pub(super) fn check_routing(
     value: Value,
     channels: &[ChannelName],
     billers: &BTreeMap<String, BillerConfig>,
@@ -917,7 +917,7 @@ fn journey_choice(key: &str, name: String, journeys: &[String], problems: &mut P
 }
 
 /// The journey name that means "no reminders", so no section may take it.
-const NO_JOURNEY: &str = "none";
+pub(super) const NO_JOURNEY: &str = "none";
 
 /// How far from the due date a step may be placed, either way: ten years
 /// is past any collection process, so more is a typo, and dates computed

@@ -268,6 +268,16 @@ pub struct TimelineEntry {
     pub detail: Option<String>,
 }
 
+/// An invoice the console's search found: its newest revision.
+#[derive(Debug, Clone)]
+pub struct FoundInvoice {
+    pub invoice: Invoice,
+    pub status: Status,
+    pub received_ms: i64,
+    /// Its customer's personal data was erased: the invoice holds none.
+    pub erased: bool,
+}
+
 /// A pay link with what the pay page needs.
 #[derive(Debug, Clone)]
 pub struct PaylinkRecord {
@@ -650,6 +660,30 @@ pub trait Store: Send + Sync {
 
     /// The latest revision's status and the whole timeline of an invoice.
     async fn history(&self, biller_id: &str, invoice_id: &str) -> Result<Option<History>, StoreError>;
+
+    /// The console's invoice search: `biller_id`'s invoices whose id is
+    /// `invoice_id` or whose customer is `customer` (an
+    /// [`Invoice::customer_key`]), each by its newest revision, most
+    /// recently received first, at most `limit`.
+    async fn find_invoices(
+        &self,
+        biller_id: &str,
+        invoice_id: &str,
+        customer: &str,
+        limit: u32,
+    ) -> Result<Vec<FoundInvoice>, StoreError>;
+
+    /// The payment requests received from `from_ms` until before `to_ms`,
+    /// of one biller or (`None`) all, every revision, oldest first, at most
+    /// `limit`: what the console's rules dry run routes again. Erased ones
+    /// are left out: without their contacts they would route nowhere.
+    async fn invoices_received(
+        &self,
+        biller_id: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Invoice>, StoreError>;
 
     /// Holds an invoice until `until_ms` (quiet hours). The hold is durable:
     /// [`Store::due_holds`] finds it again after a restart.

@@ -65,9 +65,9 @@ use super::debtors::{self, Owner, SuppressionChange};
 use super::{
     build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_listed, parse_state,
     sql, step_record, waiting_event, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart, Begin,
-    ClickRow, CombineJoin, CombinedLinkRecord, CustomerDay, DueGroup, DueStep, Erasure, GroupPlace, History,
-    LinkedInvoice, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus,
-    Store, StoreError, StoredInvoice, REPLACED,
+    ClickRow, CombineJoin, CombinedLinkRecord, CustomerDay, DueGroup, DueStep, Erasure, FoundInvoice, GroupPlace,
+    History, LinkedInvoice, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord,
+    StepStatus, Store, StoreError, StoredInvoice, REPLACED,
 };
 use crate::domain::clock::Clock;
 use crate::domain::debtor::{join_channels, remembers_address, split_channels, suppression_scope, Profile, Reply};
@@ -1079,6 +1079,49 @@ impl Store for PostgresStore {
             closure.as_ref().map(|(status, at)| (status.as_str(), *at)),
             now,
         )
+    }
+
+    async fn find_invoices(
+        &self,
+        biller_id: &str,
+        invoice_id: &str,
+        customer: &str,
+        limit: u32,
+    ) -> Result<Vec<FoundInvoice>, StoreError> {
+        let rows = sqlx::query(sql::FIND_INVOICES)
+            .bind(biller_id)
+            .bind(invoice_id)
+            .bind(customer)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(FoundInvoice {
+                    status: Status::parse(row.try_get(2)?)?,
+                    received_ms: row.try_get(3)?,
+                    invoice: parse_invoice(row.try_get(4)?)?,
+                    erased: row.try_get::<Option<i64>, _>(5)?.is_some(),
+                })
+            })
+            .collect()
+    }
+
+    async fn invoices_received(
+        &self,
+        biller_id: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Invoice>, StoreError> {
+        let rows = sqlx::query(sql::INVOICES_RECEIVED)
+            .bind(from_ms)
+            .bind(to_ms)
+            .bind(biller_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| parse_invoice(row.try_get(0)?)).collect()
     }
 
     async fn hold(&self, key: &InvoiceKey, until_ms: i64) -> Result<(), StoreError> {

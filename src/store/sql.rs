@@ -199,6 +199,20 @@ statements! {
 
     NEXT_STEP = "SELECT MIN(due_ms) FROM steps WHERE status = 'planned'";
 
+    /// The console's search: the newest revision of each of a biller's
+    /// invoices with that id or of that customer.
+    FIND_INVOICES = "SELECT invoice_id, revision, status, received_ms, invoice_json, erased_ms FROM invoices i
+                     WHERE biller_id = $1 AND (invoice_id = $2 OR customer = $3)
+                       AND revision = (SELECT MAX(revision) FROM invoices j
+                                       WHERE j.biller_id = i.biller_id AND j.invoice_id = i.invoice_id)
+                     ORDER BY received_ms DESC, invoice_id LIMIT $4";
+
+    /// The rules dry run's invoices: `$3` is one biller, or NULL for all.
+    INVOICES_RECEIVED = "SELECT invoice_json FROM invoices
+                         WHERE received_ms >= $1 AND received_ms < $2 AND biller_id = COALESCE($3, biller_id)
+                           AND erased_ms IS NULL
+                         ORDER BY received_ms, biller_id, invoice_id, revision LIMIT $4";
+
     /// Messages started for one customer since `$2`, sent or being sent,
     /// across all their invoices (the daily cap).
     /// One combined message (the same provider message on one channel)

@@ -23,9 +23,9 @@ use super::debtors::{self, Owner, SuppressionChange};
 use super::{
     build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_listed, parse_state,
     sql, step_record, waiting_event, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart, Begin,
-    ClickRow, CombineJoin, CombinedLinkRecord, CustomerDay, DueGroup, DueStep, Erasure, GroupPlace, History,
-    LinkedInvoice, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord, StepStatus,
-    Store, StoreError, StoredInvoice, REPLACED,
+    ClickRow, CombineJoin, CombinedLinkRecord, CustomerDay, DueGroup, DueStep, Erasure, FoundInvoice, GroupPlace,
+    History, LinkedInvoice, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord,
+    StepStatus, Store, StoreError, StoredInvoice, REPLACED,
 };
 use crate::domain::clock::Clock;
 use crate::domain::debtor::{join_channels, remembers_address, split_channels, Profile, Reply};
@@ -1087,6 +1087,60 @@ impl Store for SqliteStore {
         let (biller_id, invoice_id, now) = (biller_id.to_owned(), invoice_id.to_owned(), self.clock.now_ms());
         self.writer
             .call(move |conn| history(conn, &biller_id, &invoice_id, now))
+            .await
+    }
+
+    async fn find_invoices(
+        &self,
+        biller_id: &str,
+        invoice_id: &str,
+        customer: &str,
+        limit: u32,
+    ) -> Result<Vec<FoundInvoice>, StoreError> {
+        let (biller_id, invoice_id, customer) = (biller_id.to_owned(), invoice_id.to_owned(), customer.to_owned());
+        self.writer
+            .call(move |conn| {
+                let rows = conn
+                    .prepare_cached(sql::FIND_INVOICES)?
+                    .query_map(params![biller_id, invoice_id, customer, limit], |row| {
+                        Ok((
+                            row.get::<_, String>(2)?,
+                            row.get::<_, i64>(3)?,
+                            row.get::<_, String>(4)?,
+                            row.get::<_, Option<i64>>(5)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows.into_iter()
+                    .map(|(status, received_ms, json, erased_ms)| {
+                        Ok(FoundInvoice {
+                            status: Status::parse(&status)?,
+                            received_ms,
+                            invoice: parse_invoice(&json)?,
+                            erased: erased_ms.is_some(),
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn invoices_received(
+        &self,
+        biller_id: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Invoice>, StoreError> {
+        let biller_id = biller_id.map(str::to_owned);
+        self.writer
+            .call(move |conn| {
+                let rows = conn
+                    .prepare_cached(sql::INVOICES_RECEIVED)?
+                    .query_map(params![from_ms, to_ms, biller_id, limit], |row| row.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows.iter().map(|json| parse_invoice(json)).collect()
+            })
             .await
     }
 
