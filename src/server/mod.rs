@@ -6,6 +6,7 @@
 
 pub(crate) mod api;
 pub mod auth;
+mod console;
 mod debtors;
 mod listen;
 mod paypage;
@@ -75,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(pages)
+        .merge(console::routes())
         .with_state(state)
         .merge(webhooks)
         .layer(DefaultBodyLimit::max(max_body))
