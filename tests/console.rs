@@ -123,7 +123,10 @@ async fn the_admin_and_a_biller_sign_in_and_a_wrong_token_is_refused() {
     assert_eq!(headers["cache-control"], "no-store");
     let page = text(sign_in_page).await;
     assert!(page.contains("name=\"token\""), "{page}");
-    assert!(!page.contains("src=") && !page.contains("://"), "no asset from elsewhere: {page}");
+    assert!(
+        !page.contains("src=") && !page.contains("://"),
+        "no asset from elsewhere: {page}"
+    );
 
     let answer = post(
         &env,
