@@ -182,6 +182,7 @@ store_suite!(
     a_provider_id_shared_by_a_combined_message_finds_every_attempt,
     a_customers_reminders_of_one_day_are_claimed_once_by_one_of_two_stores_asking_together,
     a_combined_message_counts_once_toward_the_daily_cap,
+    the_console_finds_invoices_by_id_or_customer_and_lists_those_received_in_a_period,
 );
 
 #[tokio::test]
@@ -3001,4 +3002,48 @@ async fn a_combined_message_counts_once_toward_the_daily_cap(db: &TestDb) {
     // A message on its own counts on its own.
     sent(store, &keys[0], ChannelName::Sms, "tok-alone", "SM-alone").await;
     assert_eq!(store.messages_to_customer(&customer, now).await.unwrap(), 3);
+}
+
+async fn the_console_finds_invoices_by_id_or_customer_and_lists_those_received_in_a_period(db: &TestDb) {
+    let store = db.store.as_ref();
+    accepted(store, "INV-1", 1).await;
+    accepted(store, "INV-1", 2).await;
+    accepted(store, "INV-2", 1).await;
+    let customer = payrelay::invoice::customer_key_of_id(ACME, "C-9981");
+
+    let by_id = store.find_invoices(ACME, "INV-1", "acme/id/nobody", 10).await.unwrap();
+    assert_eq!(by_id.len(), 1, "one invoice, by its newest revision");
+    assert_eq!(by_id[0].invoice.key, key_of("INV-1", 2));
+    assert!(!by_id[0].erased);
+    let by_customer = store.find_invoices(ACME, "", &customer, 10).await.unwrap();
+    let mut found: Vec<String> = by_customer.iter().map(|f| f.invoice.key.to_string()).collect();
+    found.sort();
+    assert_eq!(found, ["acme/INV-1#2", "acme/INV-2#1"]);
+    assert_eq!(store.find_invoices(ACME, "", &customer, 1).await.unwrap().len(), 1);
+    assert!(store
+        .find_invoices("globex", "INV-1", &customer, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let now = db.clock.now_ms();
+    let all = store.invoices_received(None, 0, now + 60_000, 10).await.unwrap();
+    let keys: Vec<String> = all.iter().map(|i| i.key.to_string()).collect();
+    assert_eq!(
+        keys,
+        ["acme/INV-1#1", "acme/INV-1#2", "acme/INV-2#1"],
+        "every revision, oldest first"
+    );
+    let first_two = store.invoices_received(Some(ACME), 0, now + 60_000, 2).await.unwrap();
+    assert_eq!(first_two.len(), 2);
+    assert!(store
+        .invoices_received(Some("globex"), 0, now + 60_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .invoices_received(None, now + 60_000, now + 120_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }

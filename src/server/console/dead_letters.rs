@@ -131,7 +131,7 @@ async fn act(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, AppError> {
-    if let Err(refused) = session.check_form(state, headers, body) {
+    if let Some(refused) = session.refuse_form(state, headers, body) {
         return Ok(refused);
     }
     let acted = dead_letters::act(&state.config.broker, id, action, LIMIT, |l| visible(session, l))

@@ -47,7 +47,7 @@ pub(super) async fn search(
             }
         }
     }
-    found.sort_by(|a, b| b.1.received_ms.cmp(&a.1.received_ms));
+    found.sort_by_key(|(_, f)| std::cmp::Reverse(f.received_ms));
     found.truncate(SEARCH_LIMIT as usize);
     let rows: Vec<Value> = found
         .iter()

@@ -164,7 +164,7 @@ pub(super) async fn dry_run(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    if let Err(refused) = session.check_form(&state, &headers, &body) {
+    if let Some(refused) = session.refuse_form(&state, &headers, &body) {
         return Ok(refused);
     }
     let today = state.clock.today();

@@ -69,16 +69,16 @@ impl Session {
         })
     }
 
-    /// Refuses a POST that is cross-site or lacks this session's CSRF
-    /// token (field `csrf` of the form `body`): `Err` is the 403 to answer.
-    pub fn check_form(&self, state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), Response> {
+    /// The 403 for a POST that is cross-site or lacks this session's CSRF
+    /// token (field `csrf` of the form `body`); `None` lets it through.
+    pub fn refuse_form(&self, state: &AppState, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
         let offered = form_field(body, "csrf").unwrap_or_default();
         let token_ok = bool::from(offered.as_bytes().ct_eq(self.csrf.as_bytes()));
         if cross_site(state, headers) || !token_ok {
             info!("console form refused: cross-site or without its CSRF token");
-            return Err(forbidden());
+            return Some(forbidden());
         }
-        Ok(())
+        None
     }
 }
 
@@ -239,7 +239,7 @@ pub async fn sign_out(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    if let Err(refused) = session.check_form(&state, &headers, &body) {
+    if let Some(refused) = session.refuse_form(&state, &headers, &body) {
         return Ok(refused);
     }
     Ok(see_other_with_cookie(HOME, &set_cookie(&state.config, "", 0)))
