@@ -304,6 +304,7 @@ async fn a_dead_letter_is_listed_without_loss_sent_back_after_the_fix_and_anothe
             "{page}"
         );
         assert!(page.contains("1 in all"), "{page}");
+        assert!(!page.contains(">unknown<"), "payrelay recorded when: {page}");
         assert!(!page.contains("maria@example.com"), "contacts masked: {page}");
     }
     assert_eq!(messages_in_queue(&dead).await, 1, "browsing leaves the message there");
