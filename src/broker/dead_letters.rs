@@ -3,9 +3,9 @@
 //! queue or discarding it.
 //!
 //! A quorum queue cannot be browsed, so each look opens its own connection
-//! and channel, takes messages with `basic.get` *without acking*, and
-//! closes the channel: the broker puts every unacked message back, in its
-//! place. Acting on one message is the same walk until the message with
+//! and channel, takes messages with `basic.get` *without acking*, then puts
+//! them all back with one `basic.nack` (`multiple`, `requeue`) and closes
+//! the channel (which would put back whatever the nack did not). Acting on one message is the same walk until the message with
 //! the chosen [`DeadLetter::id`] comes by; it is acked only after what
 //! replaces it is done (for a send back, the broker confirmed the copy in
 //! the input queue), so a failure at any point leaves it where it was.
@@ -14,7 +14,7 @@
 //! may have been handled already.
 
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use sha2::{Digest, Sha256};
@@ -98,6 +98,7 @@ async fn browse_on(connection: &Connection, config: &BrokerConfig, limit: usize)
     declare_topology(&channel, config).await?;
     let queue = config.dead_letter_queue();
     let mut letters = Vec::new();
+    let mut last = None;
     let mut total = 0;
     while letters.len() < limit {
         let Some(got) = timed(channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })).await?
@@ -107,10 +108,25 @@ async fn browse_on(connection: &Connection, config: &BrokerConfig, limit: usize)
         // The count after this one, plus the ones taken so far.
         total = got.message_count + letters.len() as u32 + 1;
         letters.push(read(&got.delivery));
+        last = Some(got.delivery);
     }
-    // Closing the channel puts every message taken back.
+    put_back(last.as_ref()).await;
     let _ = channel.close(200, "browsed".into()).await;
     Ok(Browse { letters, total })
+}
+
+/// Puts every message taken on a channel, up to `last`, back in the queue:
+/// a `basic.nack` with `requeue`, which recent brokers do not count as a
+/// failed delivery (closing the channel would put them back too, and
+/// does if this fails).
+async fn put_back(last: Option<&Delivery>) {
+    if let Some(last) = last {
+        let all = BasicNackOptions {
+            multiple: true,
+            requeue: true,
+        };
+        let _ = timed(last.acker.nack(all)).await;
+    }
 }
 
 /// Finds the message `id` among the first `limit` of the queue and, if
@@ -140,33 +156,46 @@ async fn act_on(
     declare_topology(&channel, config).await?;
     let queue = config.dead_letter_queue();
     let mut found = None;
+    let mut last_other = None;
     for _ in 0..limit {
         let Some(got) = timed(channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })).await?
         else {
             break;
         };
         let letter = read(&got.delivery);
-        if letter.id == id {
-            found = allowed(&letter).then_some(got.delivery);
+        if letter.id == id && allowed(&letter) {
+            found = Some(got.delivery);
             break;
         }
+        last_other = Some(got.delivery);
     }
     let acted = match found {
-        None => Acted::NotFound,
-        Some(delivery) => {
-            if action == Action::SendBack {
-                send_back(connection, config, &delivery).await?;
-            }
-            timed(delivery.acker.ack(BasicAckOptions::default())).await?;
-            match action {
-                Action::SendBack => Acted::SentBack,
-                Action::Discard => Acted::Discarded,
-            }
-        }
+        None => Ok(Acted::NotFound),
+        Some(delivery) => settle(connection, config, &delivery, action).await,
     };
-    // Every other message taken goes back.
+    // Every other message taken goes back (the one acted on is acked, or
+    // goes back with the channel when the action failed).
+    put_back(last_other.as_ref()).await;
     let _ = channel.close(200, "dead letter handled".into()).await;
-    Ok(acted)
+    acted
+}
+
+/// Does `action` to the message found: for a send back, the copy is
+/// confirmed in the input queue before the message is acked.
+async fn settle(
+    connection: &Connection,
+    config: &BrokerConfig,
+    delivery: &Delivery,
+    action: Action,
+) -> Result<Acted, BrokerError> {
+    if action == Action::SendBack {
+        send_back(connection, config, delivery).await?;
+    }
+    timed(delivery.acker.ack(BasicAckOptions::default())).await?;
+    Ok(match action {
+        Action::SendBack => Acted::SentBack,
+        Action::Discard => Acted::Discarded,
+    })
 }
 
 /// Publishes the message, persistent and without its dead-letter headers,
