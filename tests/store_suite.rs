@@ -257,6 +257,7 @@ async fn accepted(store: &dyn Store, invoice_id: &str, revision: i64) -> Invoice
             &correlation(invoice_id),
             &event(EventName::Accepted, &key),
             &[],
+            "default",
         )
         .await
         .unwrap();
@@ -273,6 +274,7 @@ async fn begin(store: &dyn Store, invoice_id: &str, revision: i64) -> Begin {
             &correlation(invoice_id),
             &event(EventName::Accepted, &key),
             &[],
+            "default",
         )
         .await
         .unwrap();
@@ -767,6 +769,7 @@ async fn a_new_invoice_is_stored_with_its_first_attempt_and_nothing_else_is(db: 
             &correlation("INV-1"),
             &accepted,
             &[],
+            "default",
             ChannelName::Sms,
             &paylink("a"),
         )
@@ -800,6 +803,7 @@ async fn a_new_invoice_is_stored_with_its_first_attempt_and_nothing_else_is(db: 
             &correlation("INV-1"),
             &accepted,
             &[],
+            "default",
             ChannelName::Sms,
             &paylink("b"),
         )
@@ -824,6 +828,7 @@ async fn a_new_invoice_is_stored_with_its_first_attempt_and_nothing_else_is(db: 
             &correlation("INV-1"),
             &accepted,
             &[],
+            "default",
             ChannelName::Sms,
             &paylink("c"),
         )
@@ -1425,6 +1430,7 @@ async fn with_steps(store: &dyn Store, invoice_id: &str, revision: i64, steps: &
             &correlation(invoice_id),
             &event(EventName::Accepted, &key),
             steps,
+            "default",
         )
         .await
         .unwrap();
@@ -1683,7 +1689,13 @@ async fn concurrent_begins_of_one_key_make_exactly_one_new(db: &TestDb) {
             async move {
                 let accepted = event(EventName::Accepted, &invoice.key);
                 store
-                    .begin(&invoice, &correlation(&invoice.key.invoice_id), &accepted, &[])
+                    .begin(
+                        &invoice,
+                        &correlation(&invoice.key.invoice_id),
+                        &accepted,
+                        &[],
+                        "default",
+                    )
                     .await
                     .unwrap()
             }
@@ -1710,7 +1722,7 @@ async fn concurrent_revisions_leave_only_the_highest_accepted(db: &TestDb) {
         async move {
             let accepted = event(EventName::Accepted, &invoice.key);
             let answer = store
-                .begin(&invoice, &correlation("INV-1"), &accepted, &[])
+                .begin(&invoice, &correlation("INV-1"), &accepted, &[], "default")
                 .await
                 .unwrap();
             (invoice.key.revision, answer)
@@ -2619,6 +2631,7 @@ async fn no_attempt_is_recorded_to_a_suppressed_address(db: &TestDb) {
             &correlation("INV-2"),
             &event(EventName::Accepted, &next.key),
             &[],
+            "default",
             ChannelName::Sms,
             &to(ChannelName::Sms, PHONE, "n"),
         )
@@ -2637,6 +2650,7 @@ async fn no_attempt_is_recorded_to_a_suppressed_address(db: &TestDb) {
             &correlation("INV-3"),
             &event(EventName::Accepted, &third.key),
             &[],
+            "default",
             ChannelName::Sms,
             &to(ChannelName::Sms, PHONE, "t"),
         )
@@ -2671,6 +2685,7 @@ async fn combined(store: &dyn Store, invoice: &Invoice, window_ms: i64) -> Group
             &correlation(&key.invoice_id),
             &event(EventName::Accepted, &key),
             &[],
+            "default",
             &join(window_ms),
         )
         .await
@@ -2718,6 +2733,7 @@ async fn invoices_of_one_customer_and_currency_wait_in_one_group_from_the_first(
             &correlation("INV-2"),
             &event(EventName::Accepted, &invoice.key),
             &[],
+            "default",
             &join(60_000),
         )
         .await
