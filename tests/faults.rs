@@ -21,6 +21,7 @@ use payrelay::domain::InvoiceKey;
 use payrelay::domain::Status;
 use payrelay::events::{Correlation, Event};
 use payrelay::invoice::Invoice;
+use payrelay::store::stats::{Stats, StatsQuery};
 use payrelay::store::{
     AttemptOutcome, AttemptRef, AttemptStart, Begin, CombineJoin, CombinedLinkRecord, CustomerDay, DueGroup, DueStep,
     Erasure, FoundInvoice, GroupPlace, History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached,
@@ -72,12 +73,13 @@ impl Store for Faulty {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
     ) -> Result<Begin, StoreError> {
         if invoice.key.invoice_id == self.crash_on {
             panic!("injected crash while storing {}", self.crash_on);
         }
         self.check()?;
-        self.inner.begin(invoice, correlation, accepted, steps).await
+        self.inner.begin(invoice, correlation, accepted, steps, routed_by).await
     }
     async fn start_attempt(
         &self,
@@ -278,11 +280,12 @@ impl Store for Faulty {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
         join: &CombineJoin,
     ) -> Result<(Begin, Option<GroupPlace>), StoreError> {
         self.check()?;
         self.inner
-            .begin_combined(invoice, correlation, accepted, steps, join)
+            .begin_combined(invoice, correlation, accepted, steps, routed_by, join)
             .await
     }
     async fn claim_due_groups(&self, now_ms: i64, idle_ms: i64, limit: u32) -> Result<Vec<DueGroup>, StoreError> {
@@ -323,6 +326,10 @@ impl Store for Faulty {
     ) -> Result<Vec<DueStep>, StoreError> {
         self.check()?;
         self.inner.claim_customer_steps(day, now_ms, idle_ms).await
+    }
+    async fn stats(&self, query: &StatsQuery) -> Result<Stats, StoreError> {
+        self.check()?;
+        self.inner.stats(query).await
     }
     async fn add_reminder_group(&self, group_id: &str, day: &CustomerDay) -> Result<(), StoreError> {
         self.check()?;

@@ -258,6 +258,7 @@ async fn accepted(store: &dyn Store, invoice_id: &str, revision: i64) -> Invoice
             &correlation(invoice_id),
             &event(EventName::Accepted, &key),
             &[],
+            "default",
         )
         .await
         .unwrap();
@@ -274,6 +275,7 @@ async fn begin(store: &dyn Store, invoice_id: &str, revision: i64) -> Begin {
             &correlation(invoice_id),
             &event(EventName::Accepted, &key),
             &[],
+            "default",
         )
         .await
         .unwrap();
@@ -768,6 +770,7 @@ async fn a_new_invoice_is_stored_with_its_first_attempt_and_nothing_else_is(db: 
             &correlation("INV-1"),
             &accepted,
             &[],
+            "default",
             ChannelName::Sms,
             &paylink("a"),
         )
@@ -801,6 +804,7 @@ async fn a_new_invoice_is_stored_with_its_first_attempt_and_nothing_else_is(db: 
             &correlation("INV-1"),
             &accepted,
             &[],
+            "default",
             ChannelName::Sms,
             &paylink("b"),
         )
@@ -825,6 +829,7 @@ async fn a_new_invoice_is_stored_with_its_first_attempt_and_nothing_else_is(db: 
             &correlation("INV-1"),
             &accepted,
             &[],
+            "default",
             ChannelName::Sms,
             &paylink("c"),
         )
@@ -1426,6 +1431,7 @@ async fn with_steps(store: &dyn Store, invoice_id: &str, revision: i64, steps: &
             &correlation(invoice_id),
             &event(EventName::Accepted, &key),
             steps,
+            "default",
         )
         .await
         .unwrap();
@@ -1684,7 +1690,13 @@ async fn concurrent_begins_of_one_key_make_exactly_one_new(db: &TestDb) {
             async move {
                 let accepted = event(EventName::Accepted, &invoice.key);
                 store
-                    .begin(&invoice, &correlation(&invoice.key.invoice_id), &accepted, &[])
+                    .begin(
+                        &invoice,
+                        &correlation(&invoice.key.invoice_id),
+                        &accepted,
+                        &[],
+                        "default",
+                    )
                     .await
                     .unwrap()
             }
@@ -1711,7 +1723,7 @@ async fn concurrent_revisions_leave_only_the_highest_accepted(db: &TestDb) {
         async move {
             let accepted = event(EventName::Accepted, &invoice.key);
             let answer = store
-                .begin(&invoice, &correlation("INV-1"), &accepted, &[])
+                .begin(&invoice, &correlation("INV-1"), &accepted, &[], "default")
                 .await
                 .unwrap();
             (invoice.key.revision, answer)
@@ -2620,6 +2632,7 @@ async fn no_attempt_is_recorded_to_a_suppressed_address(db: &TestDb) {
             &correlation("INV-2"),
             &event(EventName::Accepted, &next.key),
             &[],
+            "default",
             ChannelName::Sms,
             &to(ChannelName::Sms, PHONE, "n"),
         )
@@ -2638,6 +2651,7 @@ async fn no_attempt_is_recorded_to_a_suppressed_address(db: &TestDb) {
             &correlation("INV-3"),
             &event(EventName::Accepted, &third.key),
             &[],
+            "default",
             ChannelName::Sms,
             &to(ChannelName::Sms, PHONE, "t"),
         )
@@ -2672,6 +2686,7 @@ async fn combined(store: &dyn Store, invoice: &Invoice, window_ms: i64) -> Group
             &correlation(&key.invoice_id),
             &event(EventName::Accepted, &key),
             &[],
+            "default",
             &join(window_ms),
         )
         .await
@@ -2719,6 +2734,7 @@ async fn invoices_of_one_customer_and_currency_wait_in_one_group_from_the_first(
             &correlation("INV-2"),
             &event(EventName::Accepted, &invoice.key),
             &[],
+            "default",
             &join(60_000),
         )
         .await

@@ -26,6 +26,7 @@ pub mod postgres;
 mod query_plans;
 mod sql;
 pub mod sqlite;
+pub mod stats;
 
 use std::sync::Arc;
 
@@ -502,13 +503,15 @@ fn parse_listed(json: &str) -> Result<Vec<(String, i64)>, StoreError> {
 pub trait Store: Send + Sync {
     /// Checks the key and, when new, stores the invoice, `accepted` and its
     /// journey's `steps` in one transaction (a newer revision cancels the
-    /// older ones' planned steps).
+    /// older ones' planned steps). `routed_by` ([`stats::routed_by`]) is
+    /// kept with it for the funnel's split by rule.
     async fn begin(
         &self,
         invoice: &Invoice,
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
     ) -> Result<Begin, StoreError>;
 
     /// Records that a send is starting, with the pay link the message
@@ -542,10 +545,11 @@ pub trait Store: Send + Sync {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
         channel: ChannelName,
         paylink: &NewPaylink,
     ) -> Result<(Begin, Option<i64>), StoreError> {
-        let begun = self.begin(invoice, correlation, accepted, steps).await?;
+        let begun = self.begin(invoice, correlation, accepted, steps, routed_by).await?;
         if begun != Begin::New {
             return Ok((begun, None));
         }
@@ -804,6 +808,7 @@ pub trait Store: Send + Sync {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
         join: &CombineJoin,
     ) -> Result<(Begin, Option<GroupPlace>), StoreError>;
 
@@ -851,6 +856,11 @@ pub trait Store: Send + Sync {
     /// Stores the group a combined reminder's pay link belongs to (done
     /// from the start: there is nothing for a scheduler to claim).
     async fn add_reminder_group(&self, group_id: &str, day: &CustomerDay) -> Result<(), StoreError>;
+
+    /// The funnel figures of one biller's invoices received in a period
+    /// (`GET /v1/stats`; the definitions are [`stats`]'s). A read only:
+    /// it never holds up the writes of invoices being sent.
+    async fn stats(&self, query: &stats::StatsQuery) -> Result<stats::Stats, StoreError>;
 }
 
 fn parse_channel(s: &str) -> Result<ChannelName, StoreError> {

@@ -50,6 +50,8 @@
 
 #[path = "postgres_erase.rs"]
 mod erase;
+#[path = "postgres_stats.rs"]
+mod stats;
 
 use crate::domain::Status;
 use std::str::FromStr;
@@ -62,6 +64,7 @@ use sqlx::{Executor, PgPool, Postgres, Row, Transaction};
 use tracing::{info, warn};
 
 use super::debtors::{self, Owner, SuppressionChange};
+use super::stats::{Stats, StatsQuery};
 use super::{
     build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_listed, parse_state,
     sql, step_record, waiting_event, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart, Begin,
@@ -450,6 +453,7 @@ impl PostgresStore {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
         join: Option<&CombineJoin>,
     ) -> Result<(Begin, Option<GroupPlace>), StoreError> {
         let key = &invoice.key;
@@ -529,6 +533,9 @@ impl PostgresStore {
             .bind(&correlation.message_id)
             .bind(now)
             .bind(invoice.customer_key())
+            .bind(routed_by)
+            .bind(&invoice.amount.currency)
+            .bind(invoice.amount.minor)
             .execute(&mut *tx)
             .await?;
         let place = match join {
@@ -664,8 +671,12 @@ impl Store for PostgresStore {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
     ) -> Result<Begin, StoreError> {
-        Ok(self.begin_in(invoice, correlation, accepted, steps, None).await?.0)
+        Ok(self
+            .begin_in(invoice, correlation, accepted, steps, routed_by, None)
+            .await?
+            .0)
     }
 
     async fn start_attempt(
@@ -687,10 +698,11 @@ impl Store for PostgresStore {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
         channel: ChannelName,
         paylink: &NewPaylink,
     ) -> Result<(Begin, Option<i64>), StoreError> {
-        let begun = self.begin(invoice, correlation, accepted, steps).await?;
+        let begun = self.begin(invoice, correlation, accepted, steps, routed_by).await?;
         if begun != Begin::New {
             return Ok((begun, None));
         }
@@ -1294,9 +1306,11 @@ impl Store for PostgresStore {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
         join: &CombineJoin,
     ) -> Result<(Begin, Option<GroupPlace>), StoreError> {
-        self.begin_in(invoice, correlation, accepted, steps, Some(join)).await
+        self.begin_in(invoice, correlation, accepted, steps, routed_by, Some(join))
+            .await
     }
 
     async fn claim_due_groups(&self, now_ms: i64, idle_ms: i64, limit: u32) -> Result<Vec<DueGroup>, StoreError> {
@@ -1402,6 +1416,10 @@ impl Store for PostgresStore {
             .collect::<Result<Vec<_>, StoreError>>()?;
         steps.sort_by(|a, b| (a.due_ms, &a.key.invoice_id, a.seq).cmp(&(b.due_ms, &b.key.invoice_id, b.seq)));
         Ok(steps)
+    }
+
+    async fn stats(&self, query: &StatsQuery) -> Result<Stats, StoreError> {
+        self.read_stats(query).await
     }
 
     async fn add_reminder_group(&self, group_id: &str, day: &CustomerDay) -> Result<(), StoreError> {

@@ -9,6 +9,7 @@
 
 mod checkpoint;
 mod erase;
+mod stats;
 mod writer;
 
 use crate::domain::Status;
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::debtors::{self, Owner, SuppressionChange};
+use super::stats::{Stats, StatsQuery};
 use super::{
     build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_listed, parse_state,
     sql, step_record, waiting_event, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart, Begin,
@@ -46,6 +48,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0007_debtors.sql"),
     include_str!("../migrations/sqlite/0008_erasure.sql"),
     include_str!("../migrations/sqlite/0009_combine.sql"),
+    include_str!("../migrations/sqlite/0010_stats.sql"),
 ];
 
 /// How long a call waits for another process's write lock on the file.
@@ -53,6 +56,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct SqliteStore {
     writer: Writer,
+    /// The database file, which [`Store::stats`] reads on a connection of its own.
+    path: String,
     _checkpoints: checkpoint::Checkpointer,
     /// Stamps every row; read by the caller, so a job that runs twice (see
     /// [`writer`]) writes the same time both times.
@@ -70,6 +75,7 @@ impl SqliteStore {
 
     /// [`SqliteStore::open`] on a file path, checkpointing every `interval`.
     async fn open_path(path: String, interval: Duration, clock: Arc<dyn Clock>) -> Result<SqliteStore, StoreError> {
+        let file = path.clone();
         let opened = tokio::task::spawn_blocking(move || {
             let conn = open_connection(&path)?;
             let checkpoints = checkpoint::Checkpointer::start(&path, BUSY_TIMEOUT, interval)?;
@@ -80,6 +86,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("opening the SQLite file failed: {e}")))??;
         Ok(SqliteStore {
             writer: Writer::start(conn)?,
+            path: file,
             _checkpoints: checkpoints,
             clock,
         })
@@ -237,6 +244,9 @@ struct NewInvoice {
     correlation: Correlation,
     accepted: String,
     steps: Vec<PlannedStep>,
+    routed_by: String,
+    currency: String,
+    amount_minor: i64,
 }
 
 impl NewInvoice {
@@ -245,6 +255,7 @@ impl NewInvoice {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
     ) -> Result<NewInvoice, StoreError> {
         Ok(NewInvoice {
             key: invoice.key.clone(),
@@ -253,6 +264,9 @@ impl NewInvoice {
             correlation: correlation.clone(),
             accepted: event_json(accepted)?,
             steps: steps.to_vec(),
+            routed_by: routed_by.to_owned(),
+            currency: invoice.amount.currency.clone(),
+            amount_minor: invoice.amount.minor,
         })
     }
 }
@@ -395,7 +409,10 @@ fn begin_unannounced(conn: &Connection, invoice: &NewInvoice, now: i64) -> Resul
         correlation.correlation_id,
         correlation.message_id,
         now,
-        invoice.customer
+        invoice.customer,
+        invoice.routed_by,
+        invoice.currency,
+        invoice.amount_minor
     ])?;
     insert_steps(conn, key, &invoice.steps, now)?;
     Ok(Begin::New)
@@ -704,9 +721,10 @@ impl Store for SqliteStore {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
     ) -> Result<Begin, StoreError> {
         let (invoice, now) = (
-            NewInvoice::new(invoice, correlation, accepted, steps)?,
+            NewInvoice::new(invoice, correlation, accepted, steps, routed_by)?,
             self.clock.now_ms(),
         );
         self.writer.call(move |conn| begin(conn, &invoice, now)).await
@@ -733,10 +751,12 @@ impl Store for SqliteStore {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
         channel: ChannelName,
         paylink: &NewPaylink,
     ) -> Result<(Begin, Option<i64>), StoreError> {
-        let (invoice, paylink) = (NewInvoice::new(invoice, correlation, accepted, steps)?, paylink.clone());
+        let invoice = NewInvoice::new(invoice, correlation, accepted, steps, routed_by)?;
+        let paylink = paylink.clone();
         let now = self.clock.now_ms();
         self.writer
             .call(move |conn| {
@@ -1370,9 +1390,10 @@ impl Store for SqliteStore {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
         join: &CombineJoin,
     ) -> Result<(Begin, Option<GroupPlace>), StoreError> {
-        let new = NewInvoice::new(invoice, correlation, accepted, steps)?;
+        let new = NewInvoice::new(invoice, correlation, accepted, steps, routed_by)?;
         let (currency, accepted, join) = (invoice.amount.currency.clone(), accepted.clone(), join.clone());
         let now = self.clock.now_ms();
         self.writer
@@ -1508,6 +1529,13 @@ impl Store for SqliteStore {
                 Ok(steps)
             })
             .await
+    }
+
+    async fn stats(&self, query: &StatsQuery) -> Result<Stats, StoreError> {
+        let (path, query) = (self.path.clone(), query.clone());
+        tokio::task::spawn_blocking(move || stats::stats(&path, &query))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("the figures' reader stopped: {e}")))?
     }
 
     async fn add_reminder_group(&self, group_id: &str, day: &CustomerDay) -> Result<(), StoreError> {
