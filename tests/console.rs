@@ -435,3 +435,55 @@ async fn the_rules_dry_run_shows_the_replay_report_of_an_edited_section() {
     assert!(!page.contains("invoices compared"), "{page}");
     env.finish().await;
 }
+
+#[tokio::test]
+async fn the_funnel_shows_a_billers_figures_with_a_daily_chart_and_not_another_billers() {
+    let env = start().await;
+    env.publish(&[
+        invoice("INV-F1", "one@example.com"),
+        invoice("INV-F2", "two@example.com"),
+    ])
+    .await;
+    env.wait_for("invoice.sent", 2).await;
+    env.publish(&[json!({"kind": "invoice_paid", "biller_id": "acme", "invoice_id": "INV-F1"})])
+        .await;
+    env.wait_for("invoice.paid", 1).await;
+
+    let admin = sign_in(&env, ADMIN_TOKEN).await;
+    let start = admin.get(&env, "/console").await;
+    assert_eq!(
+        start.headers()[LOCATION],
+        "/console/funnel",
+        "signed in, the console opens on the funnel"
+    );
+    let answer = admin
+        .get(&env, "/console/funnel?biller=acme&period=today&by=channel")
+        .await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let page = text(answer).await;
+    for shown in [
+        "Received<strong>2</strong>",
+        "Sent<strong>2</strong>",
+        "Paid<strong>1</strong>",
+        "50.0 % of received",
+        "<td>MXN</td><td>2469.00</td><td>1234.50</td>",
+        "<svg",
+        ": 2 received</title>",
+        ": 1 paid</title>",
+        "<td>email</td><td>2</td>",
+    ] {
+        assert!(page.contains(shown), "{shown:?} in {page}");
+    }
+    assert!(!page.contains("<script"), "no script: {page}");
+
+    // A biller sees its own funnel, and another biller's is not found.
+    let beta = sign_in(&env, BETA_TOKEN).await;
+    let own = text(beta.get(&env, "/console/funnel?period=7d").await).await;
+    assert!(
+        own.contains("Funnel <span class=\"muted\">beta,") && own.contains("Received<strong>0</strong>"),
+        "{own}"
+    );
+    let other = beta.get(&env, "/console/funnel?biller=acme").await;
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+    env.finish().await;
+}

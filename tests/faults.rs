@@ -173,11 +173,11 @@ impl Store for Faulty {
     }
     async fn invoices_received(
         &self,
-        b: Option<&str>,
+        b: &str,
         from_ms: i64,
         to_ms: i64,
         limit: u32,
-    ) -> Result<Vec<payrelay::invoice::Invoice>, StoreError> {
+    ) -> Result<Vec<FoundInvoice>, StoreError> {
         self.check()?;
         self.inner.invoices_received(b, from_ms, to_ms, limit).await
     }

@@ -3043,22 +3043,25 @@ async fn the_console_finds_invoices_by_id_or_customer_and_lists_those_received_i
         .is_empty());
 
     let now = db.clock.now_ms();
-    let all = store.invoices_received(None, 0, now + 60_000, 10).await.unwrap();
-    let keys: Vec<String> = all.iter().map(|i| i.key.to_string()).collect();
+    let all = store.invoices_received(ACME, 0, now + 60_000, 10).await.unwrap();
+    let keys: Vec<String> = all.iter().map(|f| f.invoice.key.to_string()).collect();
     assert_eq!(
         keys,
         ["acme/INV-1#1", "acme/INV-1#2", "acme/INV-2#1"],
         "every revision, oldest first"
     );
-    let first_two = store.invoices_received(Some(ACME), 0, now + 60_000, 2).await.unwrap();
-    assert_eq!(first_two.len(), 2);
+    assert!(all.windows(2).all(|w| w[0].received_ms <= w[1].received_ms));
+    assert_eq!(
+        store.invoices_received(ACME, 0, now + 60_000, 2).await.unwrap().len(),
+        2
+    );
     assert!(store
-        .invoices_received(Some("globex"), 0, now + 60_000, 10)
+        .invoices_received("globex", 0, now + 60_000, 10)
         .await
         .unwrap()
         .is_empty());
     assert!(store
-        .invoices_received(None, now + 60_000, now + 120_000, 10)
+        .invoices_received(ACME, now + 60_000, now + 120_000, 10)
         .await
         .unwrap()
         .is_empty());

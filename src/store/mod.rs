@@ -269,7 +269,8 @@ pub struct TimelineEntry {
     pub detail: Option<String>,
 }
 
-/// An invoice the console's search found: its newest revision.
+/// An invoice revision the console found (its search lists the newest
+/// revision of each invoice).
 #[derive(Debug, Clone)]
 pub struct FoundInvoice {
     pub invoice: Invoice,
@@ -677,17 +678,17 @@ pub trait Store: Send + Sync {
         limit: u32,
     ) -> Result<Vec<FoundInvoice>, StoreError>;
 
-    /// The payment requests received from `from_ms` until before `to_ms`,
-    /// of one biller or (`None`) all, every revision, oldest first, at most
-    /// `limit`: what the console's rules dry run routes again. Erased ones
-    /// are left out: without their contacts they would route nowhere.
+    /// `biller_id`'s payment requests received from `from_ms` until before
+    /// `to_ms`, every revision, oldest first, at most `limit`: what the
+    /// console's rules dry run routes again. Erased ones are left out:
+    /// without their contacts they would route nowhere.
     async fn invoices_received(
         &self,
-        biller_id: Option<&str>,
+        biller_id: &str,
         from_ms: i64,
         to_ms: i64,
         limit: u32,
-    ) -> Result<Vec<Invoice>, StoreError>;
+    ) -> Result<Vec<FoundInvoice>, StoreError>;
 
     /// Holds an invoice until `until_ms` (quiet hours). The hold is durable:
     /// [`Store::due_holds`] finds it again after a restart.

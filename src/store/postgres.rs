@@ -587,6 +587,16 @@ fn attempt_number(n: i64) -> Result<u32, StoreError> {
     u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("attempt number {n} is out of range")))
 }
 
+/// A row of `FIND_INVOICES` or `INVOICES_RECEIVED`.
+fn found_invoice(row: &PgRow) -> Result<FoundInvoice, StoreError> {
+    Ok(FoundInvoice {
+        status: Status::parse(row.try_get(2)?)?,
+        received_ms: row.try_get(3)?,
+        invoice: parse_invoice(row.try_get(4)?)?,
+        erased: row.try_get::<Option<i64>, _>(5)?.is_some(),
+    })
+}
+
 async fn attempts_of<'e, E: sqlx::Executor<'e, Database = Postgres>>(
     executor: E,
     key: &InvoiceKey,
@@ -1107,33 +1117,24 @@ impl Store for PostgresStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(FoundInvoice {
-                    status: Status::parse(row.try_get(2)?)?,
-                    received_ms: row.try_get(3)?,
-                    invoice: parse_invoice(row.try_get(4)?)?,
-                    erased: row.try_get::<Option<i64>, _>(5)?.is_some(),
-                })
-            })
-            .collect()
+        rows.iter().map(found_invoice).collect()
     }
 
     async fn invoices_received(
         &self,
-        biller_id: Option<&str>,
+        biller_id: &str,
         from_ms: i64,
         to_ms: i64,
         limit: u32,
-    ) -> Result<Vec<Invoice>, StoreError> {
+    ) -> Result<Vec<FoundInvoice>, StoreError> {
         let rows = sqlx::query(sql::INVOICES_RECEIVED)
+            .bind(biller_id)
             .bind(from_ms)
             .bind(to_ms)
-            .bind(biller_id)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|row| parse_invoice(row.try_get(0)?)).collect()
+        rows.iter().map(found_invoice).collect()
     }
 
     async fn hold(&self, key: &InvoiceKey, until_ms: i64) -> Result<(), StoreError> {

@@ -210,11 +210,10 @@ statements! {
                                        WHERE j.biller_id = i.biller_id AND j.invoice_id = i.invoice_id)
                      ORDER BY received_ms DESC, invoice_id LIMIT $4";
 
-    /// The rules dry run's invoices: `$3` is one biller, or NULL for all.
-    INVOICES_RECEIVED = "SELECT invoice_json FROM invoices
-                         WHERE received_ms >= $1 AND received_ms < $2 AND biller_id = COALESCE($3, biller_id)
-                           AND erased_ms IS NULL
-                         ORDER BY received_ms, biller_id, invoice_id, revision LIMIT $4";
+    /// The rules dry run's invoices, through `invoices_by_received`.
+    INVOICES_RECEIVED = "SELECT invoice_id, revision, status, received_ms, invoice_json, erased_ms FROM invoices
+                         WHERE biller_id = $1 AND received_ms >= $2 AND received_ms < $3 AND erased_ms IS NULL
+                         ORDER BY received_ms, invoice_id, revision LIMIT $4";
 
     /// Messages started for one customer since `$2`, sent or being sent,
     /// across all their invoices (the daily cap).

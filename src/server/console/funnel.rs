@@ -17,7 +17,12 @@ use crate::server::{AppError, AppState};
 use crate::store::stats::{DayStats, Funnel, GroupBy, Stats, StatsQuery};
 
 /// The periods offered, by their `period` value.
-const PERIODS: [(&str, &str); 4] = [("today", "Today"), ("7d", "7 days"), ("30d", "30 days"), ("dates", "Dates")];
+const PERIODS: [(&str, &str); 4] = [
+    ("today", "Today"),
+    ("7d", "7 days"),
+    ("30d", "30 days"),
+    ("dates", "Dates"),
+];
 /// The splits offered, by their `by` value.
 const SPLITS: [(&str, &str); 3] = [("channel", "Channel"), ("rule", "Rule"), ("step", "Journey step")];
 /// The longest period a page covers.
@@ -44,7 +49,9 @@ fn period(ask: &Ask, today: Date) -> (&'static str, Date, Date) {
         Some("30d") => ("30d", today - Duration::days(29), today),
         Some("dates") => {
             let to = parse_date(ask.to.as_deref()).unwrap_or(today);
-            let from = parse_date(ask.from.as_deref()).unwrap_or(to - Duration::days(6)).min(to);
+            let from = parse_date(ask.from.as_deref())
+                .unwrap_or(to - Duration::days(6))
+                .min(to);
             ("dates", from.max(to - Duration::days(MAX_DAYS - 1)), to)
         }
         _ => ("7d", today - Duration::days(6), today),
@@ -82,9 +89,14 @@ pub(super) async fn show(
         .map_or("channel", |(value, _)| value);
     let link = |period: &str, by: &str| {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
-        query.append_pair("biller", &biller).append_pair("period", period).append_pair("by", by);
+        query
+            .append_pair("biller", &biller)
+            .append_pair("period", period)
+            .append_pair("by", by);
         if period == "dates" {
-            query.append_pair("from", &from.to_string()).append_pair("to", &to.to_string());
+            query
+                .append_pair("from", &from.to_string())
+                .append_pair("to", &to.to_string());
         }
         format!("/console/funnel?{}", query.finish())
     };
@@ -175,7 +187,12 @@ fn chart(stats: &Stats) -> String {
         "sent" => d.sent,
         _ => d.paid,
     };
-    let top = days.iter().map(|d| d.received.max(d.sent).max(d.paid)).max().unwrap_or(0).max(1);
+    let top = days
+        .iter()
+        .map(|d| d.received.max(d.sent).max(d.paid))
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let plot = height - bottom - 10.0;
     let slot = (width - left) / days.len().max(1) as f64;
     let bar = (slot / (SERIES.len() as f64 + 1.0)).max(1.0);
@@ -245,8 +262,14 @@ mod tests {
         assert_eq!(svg.matches("<rect").count(), 6);
         assert!(svg.contains("<title>2026-11-01: 10 received</title>"), "{svg}");
         // The busiest day's bar is the full plot height (220 - 24 - 10).
-        assert!(svg.contains("height=\"186.0\" fill=\"#9fb3c8\"><title>2026-11-01"), "{svg}");
-        assert!(svg.contains("height=\"0.0\" fill=\"#27ab83\"><title>2026-11-02: 0 paid"), "{svg}");
+        assert!(
+            svg.contains("height=\"186.0\" fill=\"#9fb3c8\"><title>2026-11-01"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("height=\"0.0\" fill=\"#27ab83\"><title>2026-11-02: 0 paid"),
+            "{svg}"
+        );
     }
 
     #[test]
@@ -259,9 +282,15 @@ mod tests {
             ..Ask::default()
         };
         assert_eq!(period(&ask("today", None, None), today), ("today", today, today));
-        assert_eq!(period(&ask("30d", None, None), today).1, time::macros::date!(2026 - 10 - 22));
+        assert_eq!(
+            period(&ask("30d", None, None), today).1,
+            time::macros::date!(2026 - 10 - 22)
+        );
         let dates = period(&ask("dates", Some("2026-11-15"), Some("2026-11-01")), today);
-        assert_eq!((dates.1, dates.2), (time::macros::date!(2026 - 11 - 01), time::macros::date!(2026 - 11 - 01)));
+        assert_eq!(
+            (dates.1, dates.2),
+            (time::macros::date!(2026 - 11 - 01), time::macros::date!(2026 - 11 - 01))
+        );
         assert_eq!(period(&Ask::default(), today).1, time::macros::date!(2026 - 11 - 14));
     }
 

@@ -11,6 +11,7 @@
 //! out with the pay pages' security headers.
 
 mod dead_letters;
+mod funnel;
 mod invoices;
 mod mask;
 mod rules;
@@ -31,7 +32,7 @@ use session::Session;
 /// Where a visitor signs in, and where signing in and out lead.
 pub const HOME: &str = "/console";
 /// The page a signed-in visitor starts on.
-const START: &str = "/console/invoices";
+const START: &str = "/console/funnel";
 
 /// The console's routes, under the pay pages' security headers.
 pub fn routes() -> Router<AppState> {
@@ -39,6 +40,7 @@ pub fn routes() -> Router<AppState> {
         .route(HOME, get(home))
         .route("/console/sign-in", post(session::sign_in))
         .route("/console/sign-out", post(session::sign_out))
+        .route("/console/funnel", get(funnel::show))
         .route("/console/invoices", get(invoices::search))
         .route("/console/invoices/{biller_id}/{invoice_id}", get(invoices::show))
         .route("/console/dead-letters", get(dead_letters::list))
@@ -67,6 +69,7 @@ static TEMPLATES: LazyLock<Result<Handlebars<'static>, String>> = LazyLock::new(
     for (name, text) in [
         ("layout", include_str!("../../../templates/console/layout.html.hbs")),
         ("sign_in", include_str!("../../../templates/console/sign_in.html.hbs")),
+        ("funnel", include_str!("../../../templates/console/funnel.html.hbs")),
         ("invoices", include_str!("../../../templates/console/invoices.html.hbs")),
         ("invoice", include_str!("../../../templates/console/invoice.html.hbs")),
         (

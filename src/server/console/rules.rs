@@ -16,9 +16,10 @@ use serde_json::{json, Value};
 use time::{Date, Duration};
 
 use super::session::{form_field, Session};
-use super::signed_in_page;
+use super::{signed_in_page, visible_billers};
 use crate::config::{Config, JourneyChoice, RoutingConfig, StepTime};
 use crate::domain::ChannelName;
+use crate::invoice::Invoice;
 use crate::server::{AppError, AppState};
 
 /// The most invoices one dry run routes (a period holding more routes
@@ -190,10 +191,20 @@ pub(super) async fn dry_run(
     };
     let start_ms = from.midnight().assume_utc().unix_timestamp() * 1000;
     let end_ms = (to + Duration::days(1)).midnight().assume_utc().unix_timestamp() * 1000;
-    let invoices = state
-        .store
-        .invoices_received(session.biller(), start_ms, end_ms, MAX_INVOICES)
-        .await?;
+    // Each biller's through the index on (biller, arrival), then the
+    // oldest of them all.
+    let mut found = Vec::new();
+    for biller in visible_billers(&state, &session) {
+        found.extend(
+            state
+                .store
+                .invoices_received(&biller, start_ms, end_ms, MAX_INVOICES)
+                .await?,
+        );
+    }
+    found.sort_by_key(|f| f.received_ms);
+    found.truncate(MAX_INVOICES as usize);
+    let invoices: Vec<Invoice> = found.into_iter().map(|f| f.invoice).collect();
     let replay = crate::router::replay_stored(&invoices, &state.config, &new, today);
     data["report"] = json!({
         "text": replay.report(REPORT_LIMIT),

@@ -192,6 +192,35 @@ fn insert_event(conn: &Connection, event_json: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The rows of `FIND_INVOICES` or `INVOICES_RECEIVED`.
+fn found_invoices(
+    conn: &Connection,
+    statement: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<FoundInvoice>, StoreError> {
+    let rows = conn
+        .prepare_cached(statement)?
+        .query_map(params, |row| {
+            Ok((
+                row.get::<_, String>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, String>(4)?,
+                row.get::<_, Option<i64>>(5)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(status, received_ms, json, erased_ms)| {
+            Ok(FoundInvoice {
+                status: Status::parse(&status)?,
+                received_ms,
+                invoice: parse_invoice(&json)?,
+                erased: erased_ms.is_some(),
+            })
+        })
+        .collect()
+}
+
 fn attempts_of(conn: &Connection, key: &InvoiceKey) -> Result<Vec<AttemptRecord>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT channel, attempt, state, step, finished_ms, clicks > 0 FROM attempts
@@ -1120,47 +1149,25 @@ impl Store for SqliteStore {
         let (biller_id, invoice_id, customer) = (biller_id.to_owned(), invoice_id.to_owned(), customer.to_owned());
         self.writer
             .call(move |conn| {
-                let rows = conn
-                    .prepare_cached(sql::FIND_INVOICES)?
-                    .query_map(params![biller_id, invoice_id, customer, limit], |row| {
-                        Ok((
-                            row.get::<_, String>(2)?,
-                            row.get::<_, i64>(3)?,
-                            row.get::<_, String>(4)?,
-                            row.get::<_, Option<i64>>(5)?,
-                        ))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                rows.into_iter()
-                    .map(|(status, received_ms, json, erased_ms)| {
-                        Ok(FoundInvoice {
-                            status: Status::parse(&status)?,
-                            received_ms,
-                            invoice: parse_invoice(&json)?,
-                            erased: erased_ms.is_some(),
-                        })
-                    })
-                    .collect()
+                found_invoices(
+                    conn,
+                    sql::FIND_INVOICES,
+                    params![biller_id, invoice_id, customer, limit],
+                )
             })
             .await
     }
 
     async fn invoices_received(
         &self,
-        biller_id: Option<&str>,
+        biller_id: &str,
         from_ms: i64,
         to_ms: i64,
         limit: u32,
-    ) -> Result<Vec<Invoice>, StoreError> {
-        let biller_id = biller_id.map(str::to_owned);
+    ) -> Result<Vec<FoundInvoice>, StoreError> {
+        let biller_id = biller_id.to_owned();
         self.writer
-            .call(move |conn| {
-                let rows = conn
-                    .prepare_cached(sql::INVOICES_RECEIVED)?
-                    .query_map(params![from_ms, to_ms, biller_id, limit], |row| row.get::<_, String>(0))?
-                    .collect::<Result<Vec<_>, _>>()?;
-                rows.iter().map(|json| parse_invoice(json)).collect()
-            })
+            .call(move |conn| found_invoices(conn, sql::INVOICES_RECEIVED, params![biller_id, from_ms, to_ms, limit]))
             .await
     }
 
