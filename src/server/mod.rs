@@ -1,5 +1,6 @@
 //! The HTTP side: the pay page consumers land on, the payments and admin
-//! API, provider status webhooks, health, readiness and metrics.
+//! API, the console for operators and billers, provider status webhooks,
+//! health, readiness and metrics.
 //!
 //! Errors are opaque to callers and logged in full for operators; a pay
 //! link's answer never reveals anything personal about another invoice.
