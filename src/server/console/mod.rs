@@ -2,7 +2,8 @@
 //! the funnel, invoices with their timelines, the dead letters, and the
 //! rules in force with a dry run of an edited `[routing]` section.
 //!
-//! One file per page; [`session`] signs visitors in and guards the forms.
+//! One file per page; [`session`] signs visitors in and guards the forms,
+//! [`mask`] hides customers' contacts.
 //! The admin token sees every biller; a biller's token sees only its own,
 //! and another biller's invoice or dead letter answers as if it did not
 //! exist. Pages are HTML rendered on the server from the templates in
@@ -19,7 +20,8 @@ pub mod session;
 
 use std::sync::LazyLock;
 
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -52,10 +54,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `GET /console`: the sign-in form, or the first page when signed in.
-async fn home(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    headers: axum::http::HeaderMap,
-) -> Result<Response, AppError> {
+async fn home(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
     match session::current(&state, &headers) {
         Some(_) => Ok(Redirect::to(START).into_response()),
         None => session::sign_in_page(StatusCode::OK, None),
