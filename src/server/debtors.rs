@@ -79,9 +79,8 @@ pub(super) fn form_view(token: &str, offered: &[ChannelName], stopped: &[Channel
 
 /// A browser's cross-site POST, refused: its `Origin` is not the one of
 /// `public_base_url`, or it says `Sec-Fetch-Site: cross-site`. A POST with
-/// neither header (not from a browser) is let through. The console's
-/// forms are held to it too.
-pub(super) fn cross_site(state: &AppState, headers: &HeaderMap) -> bool {
+/// neither header (not from a browser) is let through.
+fn cross_site(state: &AppState, headers: &HeaderMap) -> bool {
     let value = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     if value(header::HeaderName::from_static("sec-fetch-site")) == Some("cross-site") {
         return true;

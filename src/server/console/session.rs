@@ -12,7 +12,7 @@
 //! CSRF: the cookie is `SameSite=Strict`, every POST form carries a token
 //! derived from the session's MAC (checked in constant time), and a
 //! browser's cross-site POST is refused on its `Origin` /
-//! `Sec-Fetch-Site` as the pay page's form is.
+//! `Sec-Fetch-Site` (see [`cross_site`]).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, State};
@@ -28,7 +28,6 @@ use tracing::info;
 use super::{page, HOME};
 use crate::config::Config;
 use crate::server::auth::{token_caller, Caller};
-use crate::server::debtors::cross_site;
 use crate::server::{AppError, AppState};
 
 /// The session cookie's name.
@@ -74,12 +73,32 @@ impl Session {
     pub fn refuse_form(&self, state: &AppState, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
         let offered = form_field(body, "csrf").unwrap_or_default();
         let token_ok = bool::from(offered.as_bytes().ct_eq(self.csrf.as_bytes()));
-        if cross_site(state, headers) || !token_ok {
+        if cross_site(&state.config.http.public_base_url, headers) || !token_ok {
             info!("console form refused: cross-site or without its CSRF token");
             return Some(forbidden());
         }
         None
     }
+}
+
+/// A browser's POST from another site: `Sec-Fetch-Site` other than
+/// `same-origin`, or an `Origin` that is neither `public_base_url`'s nor
+/// the one the request was sent to (its `Host`: the console may be served
+/// on `[http] admin_listen`, whose address is not the public one). A POST
+/// with neither header (not from a browser) is let through.
+fn cross_site(public_base_url: &url::Url, headers: &HeaderMap) -> bool {
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if value("sec-fetch-site").is_some_and(|site| site != "same-origin") {
+        return true;
+    }
+    let Some(origin) = value("origin").map(|o| o.trim_end_matches('/')) else {
+        return false;
+    };
+    let public = public_base_url.origin().ascii_serialization();
+    let own = origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| value("host").is_some_and(|host| authority.eq_ignore_ascii_case(host)));
+    !(origin.eq_ignore_ascii_case(&public) || own)
 }
 
 /// A form's first field `name`, decoded.
@@ -209,7 +228,7 @@ pub fn sign_in_page(code: StatusCode, problem: Option<&str>) -> Result<Response,
 /// `POST /console/sign-in`: a token that belongs to the admin or a biller
 /// starts a session; any other answers the sign-in page again with 401.
 pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, AppError> {
-    if cross_site(&state, &headers) {
+    if cross_site(&state.config.http.public_base_url, &headers) {
         info!("console sign-in posted from another site; refused");
         return Ok(forbidden());
     }
@@ -323,6 +342,35 @@ mod tests {
         .unwrap();
         assert_eq!(one.csrf.len(), 64);
         assert_ne!(one.csrf, two.csrf);
+    }
+
+    #[test]
+    fn a_post_is_cross_site_unless_from_the_public_origin_or_the_one_it_was_sent_to() {
+        let public = url::Url::parse("https://pay.example/").unwrap();
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, HeaderValue::from_str(value).unwrap());
+            }
+            map
+        };
+        let same = [
+            vec![],
+            vec![("origin", "https://pay.example"), ("sec-fetch-site", "same-origin")],
+            vec![("origin", "http://10.0.0.5:9090"), ("host", "10.0.0.5:9090")],
+        ];
+        for pairs in same {
+            assert!(!cross_site(&public, &headers(&pairs)), "{pairs:?}");
+        }
+        let cross = [
+            vec![("sec-fetch-site", "cross-site")],
+            vec![("sec-fetch-site", "same-site")],
+            vec![("origin", "https://evil.example"), ("host", "pay.example")],
+            vec![("origin", "null")],
+        ];
+        for pairs in cross {
+            assert!(cross_site(&public, &headers(&pairs)), "{pairs:?}");
+        }
     }
 
     #[test]
