@@ -487,3 +487,69 @@ async fn the_funnel_shows_a_billers_figures_with_a_daily_chart_and_not_another_b
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
     env.finish().await;
 }
+
+#[tokio::test]
+async fn on_the_operators_address_the_console_signs_in_and_its_forms_work() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let env = TestEnv::start_with(Options {
+        http: format!("admin_listen = \"127.0.0.1:{port}\""),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(
+        env.get("/console").await.status(),
+        StatusCode::NOT_FOUND,
+        "not on the public address"
+    );
+
+    // The browser's Origin is the operators' address, not public_base_url.
+    let admin_base = format!("http://127.0.0.1:{port}");
+    let send = |path: &str, cookie: Option<&str>, body: String| {
+        let mut request = env
+            .http
+            .post(format!("{admin_base}{path}"))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ORIGIN, &admin_base)
+            .header("sec-fetch-site", "same-origin")
+            .body(body);
+        if let Some(cookie) = cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        request.send()
+    };
+    let signed_in = send("/console/sign-in", None, form(&[("token", ADMIN_TOKEN)]))
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    let cookie = signed_in.headers()[SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = env
+        .http
+        .get(format!("{admin_base}/console/rules"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    let page = text(page).await;
+    let at = page.find("name=\"csrf\" value=\"").expect("a form") + 19;
+    let csrf = page[at..at + 64].to_owned();
+    let routing = "[routing]\ndefault = [\"email\"]\n";
+    let dry_run = send(
+        "/console/rules/dry-run",
+        Some(&cookie),
+        form(&[("routing", routing), ("csrf", &csrf)]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(dry_run.status(), StatusCode::OK);
+    assert!(text(dry_run).await.contains("invoices compared: 0"));
+    env.finish().await;
+}
