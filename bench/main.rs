@@ -49,6 +49,8 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
+mod stats;
+
 use payrelay::config::Config;
 use payrelay::domain::ChannelName;
 use payrelay::domain::InvoiceKey;
@@ -88,14 +90,14 @@ const BENCH_JOURNEY_STEPS: usize = 3;
 #[command(
     name = "bench",
     about = "payrelay end to end against the broker's ceiling for the same AMQP work",
-    after_help = "Phases: ceiling, file, journey, http, latency, wave (all by default). See bench/README.md."
+    after_help = "Phases: ceiling, file, journey, http, latency, wave (all by default), and stats (only when named). See bench/README.md."
 )]
 struct Args {
     /// Backlog size for the ceiling, file, journey and http phases, and the
     /// wave phase's number of reminders falling due together.
     #[arg(long, default_value_t = 20_000)]
     invoices: usize,
-    /// Which phases to run, comma-separated: ceiling,file,journey,http,latency,wave.
+    /// Which phases to run, comma-separated: ceiling,file,journey,http,latency,wave,stats.
     #[arg(
         long,
         value_delimiter = ',',
@@ -174,6 +176,16 @@ struct Args {
     /// so the report has the same service's latency without it.
     #[arg(long, default_value_t = 5)]
     wave_baseline_secs: u64,
+    /// Invoices the stats phase fills each store with.
+    #[arg(long, default_value_t = 1_000_000)]
+    stats_invoices: usize,
+    /// The PostgreSQL database the stats phase makes its schema in.
+    #[arg(
+        long,
+        default_value = "postgres://postgres@127.0.0.1:5432/test",
+        env = "PAYRELAY_TEST_POSTGRES_URL"
+    )]
+    stats_postgres_url: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -186,6 +198,8 @@ enum Phase {
     Latency,
     /// Reminders falling due together while new invoices arrive.
     Wave,
+    /// `GET /v1/stats` over a store filled with `--stats-invoices` invoices.
+    Stats,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -265,7 +279,7 @@ async fn main() -> Result<()> {
     let names = Names {
         run: format!("{}-{}", std::process::id(), unix_ns() % 1_000_000_000),
     };
-    let needs_service = args.phases.iter().any(|p| *p != Phase::Ceiling);
+    let needs_service = args.phases.iter().any(|p| !matches!(p, Phase::Ceiling | Phase::Stats));
     let bin = if needs_service {
         Some(payrelay_binary(&args)?)
     } else {
@@ -298,6 +312,11 @@ async fn main() -> Result<()> {
         outboxes: outbox_dir,
     };
     let result = run_phases(&args, &names, bin.as_deref(), &dirs, &cleanup, &mut rows).await;
+    // The stats phase needs neither the broker nor the service.
+    let figures = match (&result, args.phases.contains(&Phase::Stats)) {
+        (Ok(()), true) => Some(stats::run(args.stats_invoices, temp.path(), &args.stats_postgres_url).await),
+        _ => None,
+    };
     let cleaned = clean_up(&args.amqp_url, &cleanup).await;
     if args.keep_temp {
         let kept = temp.keep();
@@ -315,6 +334,15 @@ async fn main() -> Result<()> {
         println!("\n{report}");
         if let Some(path) = &args.report {
             std::fs::write(path, &report).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    if let Some(figures) = figures {
+        let figures = figures?;
+        println!("\n{figures}");
+        if let Some(path) = &args.report {
+            let mut report = std::fs::read_to_string(path).unwrap_or_default();
+            report.push_str(&figures);
+            std::fs::write(path, report).with_context(|| format!("cannot write {}", path.display()))?;
         }
     }
     result

@@ -219,12 +219,15 @@ pub fn check(source: &Source) -> Result<(Config, Templates), String> {
 pub struct Running {
     /// Where the HTTP server listens (useful when the config asked for port 0).
     pub addr: SocketAddr,
+    /// Where the operators' routes are served, with `[http] admin_listen`.
+    pub admin_addr: Option<SocketAddr>,
     pub state: AppState,
     shutdown: CancellationToken,
     broker: JoinHandle<()>,
     scheduler: JoinHandle<()>,
     retention: JoinHandle<()>,
     http: JoinHandle<std::io::Result<()>>,
+    admin_http: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl Running {
@@ -236,6 +239,9 @@ impl Running {
         let _ = self.scheduler.await;
         let _ = self.retention.await;
         let _ = self.http.await;
+        if let Some(admin_http) = self.admin_http {
+            let _ = admin_http.await;
+        }
         if let Err(e) = self.state.store.release_outbox().await {
             warn!(error = %e, "could not hand unpublished events to other instances; they take them after this instance's lease");
         }
@@ -283,6 +289,18 @@ pub async fn start_with_store(
     clock: Arc<dyn Clock>,
     store: Arc<dyn Store>,
 ) -> Result<Running, StartError> {
+    // With `[http] admin_listen` the operators' routes have a listener of
+    // their own, bound before anything starts, so a taken port fails the
+    // start; both listeners stop on the same shutdown.
+    let admin = match config.http.admin_listen {
+        None => None,
+        Some(addr) => {
+            let bind_error = |source| StartError::Bind { addr, source };
+            let admin = TcpListener::bind(addr).await.map_err(bind_error)?;
+            let bound = admin.local_addr().map_err(bind_error)?;
+            Some((admin, bound))
+        }
+    };
     let config = Arc::new(config);
     let templates = Arc::new(Templates::load(config.templates.dir.as_deref()).map_err(StartError::Templates)?);
     let context = BuildContext {
@@ -335,7 +353,24 @@ pub async fn start_with_store(
         addr: config.http.listen,
         source,
     })?;
-    let http = tokio::spawn(server::serve(listener, state.clone(), shutdown.clone()));
+    let (http, admin_http, admin_addr) = match admin {
+        None => (
+            tokio::spawn(server::serve(listener, state.clone(), shutdown.clone())),
+            None,
+            None,
+        ),
+        Some((admin, admin_addr)) => {
+            let http = tokio::spawn({
+                let (router, state, shutdown) = (server::public_router(state.clone()), state.clone(), shutdown.clone());
+                async move { server::serve_router(listener, router, &state, shutdown).await }
+            });
+            let admin_http = tokio::spawn({
+                let (router, state, shutdown) = (server::admin_router(state.clone()), state.clone(), shutdown.clone());
+                async move { server::serve_router(admin, router, &state, shutdown).await }
+            });
+            (http, Some(admin_http), Some(admin_addr))
+        }
+    };
     let broker = tokio::spawn(broker::run(
         BrokerParts {
             config: config.broker.clone(),
@@ -347,14 +382,16 @@ pub async fn start_with_store(
         },
         shutdown.clone(),
     ));
-    info!(%addr, "payrelay listening");
+    info!(%addr, admin = ?admin_addr, "payrelay listening");
     Ok(Running {
         addr,
+        admin_addr,
         state,
         shutdown,
         broker,
         scheduler,
         retention,
         http,
+        admin_http,
     })
 }

@@ -15,8 +15,8 @@
 //! - [`channels`] (top-level `channels/` folder): one folder per channel
 //!   adapter behind the one `Channel` trait, each rate-limited.
 //! - [`store`]: the durable state and the event outbox (SQLite or PostgreSQL).
-//! - [`server`]: the axum server: pay pages, payments and admin API,
-//!   provider webhooks, health, readiness, metrics.
+//! - [`server`]: the axum server: pay pages, payments and admin API, the
+//!   console, provider webhooks, health, readiness, metrics.
 //! - [`config`]: `config.toml`, layered with the environment and checked
 //!   completely before anything starts.
 //! - [`app`]: wiring it all together for `payrelay serve` and the tests.

@@ -187,7 +187,10 @@ fn invoice(invoice_id: &str, customer_id: Option<&str>, email: &str) -> Invoice 
 async fn accepted(store: &dyn Store, invoice: &Invoice, steps: &[PlannedStep]) -> InvoiceKey {
     let key = invoice.key.clone();
     let accepted = Event::about(EventName::Accepted, &key, &correlation());
-    let begun = store.begin(invoice, &correlation(), &accepted, steps).await.unwrap();
+    let begun = store
+        .begin(invoice, &correlation(), &accepted, steps, "default")
+        .await
+        .unwrap();
     assert_eq!(begun, Begin::New);
     key
 }

@@ -21,10 +21,11 @@ use payrelay::domain::InvoiceKey;
 use payrelay::domain::Status;
 use payrelay::events::{Correlation, Event};
 use payrelay::invoice::Invoice;
+use payrelay::store::stats::{Stats, StatsQuery};
 use payrelay::store::{
     AttemptOutcome, AttemptRef, AttemptStart, Begin, CombineJoin, CombinedLinkRecord, CustomerDay, DueGroup, DueStep,
-    Erasure, GroupPlace, HeldStep, History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, StepRecord,
-    StepStatus, Store, StoreError, StoreGauges, StoredInvoice, SuppressionChange,
+    Erasure, FoundInvoice, GroupPlace, HeldStep, History, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached,
+    StepRecord, StepStatus, Store, StoreError, StoreGauges, StoredInvoice, SuppressionChange,
 };
 
 /// The real store, with a crash for one invoice, an on/off outage, and
@@ -72,12 +73,13 @@ impl Store for Faulty {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
     ) -> Result<Begin, StoreError> {
         if invoice.key.invoice_id == self.crash_on {
             panic!("injected crash while storing {}", self.crash_on);
         }
         self.check()?;
-        self.inner.begin(invoice, correlation, accepted, steps).await
+        self.inner.begin(invoice, correlation, accepted, steps, routed_by).await
     }
     async fn start_attempt(
         &self,
@@ -168,6 +170,20 @@ impl Store for Faulty {
     async fn history(&self, b: &str, i: &str) -> Result<Option<History>, StoreError> {
         self.check()?;
         self.inner.history(b, i).await
+    }
+    async fn find_invoices(&self, b: &str, i: &str, c: &str, limit: u32) -> Result<Vec<FoundInvoice>, StoreError> {
+        self.check()?;
+        self.inner.find_invoices(b, i, c, limit).await
+    }
+    async fn invoices_received(
+        &self,
+        b: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<FoundInvoice>, StoreError> {
+        self.check()?;
+        self.inner.invoices_received(b, from_ms, to_ms, limit).await
     }
     async fn hold(&self, key: &InvoiceKey, until_ms: i64) -> Result<(), StoreError> {
         self.check()?;
@@ -279,11 +295,12 @@ impl Store for Faulty {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
         join: &CombineJoin,
     ) -> Result<(Begin, Option<GroupPlace>), StoreError> {
         self.check()?;
         self.inner
-            .begin_combined(invoice, correlation, accepted, steps, join)
+            .begin_combined(invoice, correlation, accepted, steps, routed_by, join)
             .await
     }
     async fn claim_due_groups(&self, now_ms: i64, idle_ms: i64, limit: u32) -> Result<Vec<DueGroup>, StoreError> {
@@ -324,6 +341,10 @@ impl Store for Faulty {
     ) -> Result<Vec<DueStep>, StoreError> {
         self.check()?;
         self.inner.claim_customer_steps(day, now_ms, idle_ms).await
+    }
+    async fn stats(&self, query: &StatsQuery) -> Result<Stats, StoreError> {
+        self.check()?;
+        self.inner.stats(query).await
     }
     async fn add_reminder_group(&self, group_id: &str, day: &CustomerDay) -> Result<(), StoreError> {
         self.check()?;

@@ -158,3 +158,57 @@ fn a_body_over_the_limit_is_refused_413() {
     let (_, answer) = closed_by_server(&mut s);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
 }
+
+/// The answer to `GET path` on `port`, with a bearer `token` if any.
+fn get(port: u16, path: &str, token: Option<&str>) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn with_an_admin_address_the_operators_routes_answer_only_there() {
+    let admin = free_port();
+    let edge = start(&format!(
+        "admin_listen = \"127.0.0.1:{admin}\"\nadmin_token = \"root-token\""
+    ));
+    let stats = "/v1/stats?biller_id=acme&from=2026-03-01&to=2026-03-02&by=channel";
+    for path in ["/metrics", stats] {
+        let answer = get(admin, path, Some("root-token"));
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path} on the admin port: {answer}");
+        let answer = get(edge.port, path, Some("root-token"));
+        assert!(
+            answer.starts_with("HTTP/1.1 404"),
+            "{path} on the public port: {answer}"
+        );
+    }
+    let figures = get(admin, stats, Some("root-token"));
+    assert!(
+        figures.contains(r#""biller_id":"acme""#) && figures.contains(r#""by":"channel""#),
+        "{figures}"
+    );
+    assert!(
+        get(admin, stats, None).starts_with("HTTP/1.1 401"),
+        "the admin port still wants the token"
+    );
+    assert!(get(admin, "/v1/stats?biller_id=acme&from=yesterday", Some("root-token")).starts_with("HTTP/1.1 400"));
+    assert!(get(edge.port, "/healthz", None).starts_with("HTTP/1.1 200"));
+    assert!(
+        get(admin, "/p/nothing-here", None).starts_with("HTTP/1.1 404"),
+        "no pay pages on the admin port"
+    );
+}
+
+#[test]
+fn without_an_admin_address_one_listener_serves_everything() {
+    let edge = start("admin_token = \"root-token\"");
+    assert!(get(edge.port, "/metrics", None).starts_with("HTTP/1.1 200"));
+    let answer = get(edge.port, "/v1/stats?biller_id=acme", Some("root-token"));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

@@ -184,6 +184,8 @@ store_suite!(
     a_customers_reminders_of_one_day_are_claimed_once_by_one_of_two_stores_asking_together,
     a_combined_message_counts_once_toward_the_daily_cap,
     the_gauges_count_the_outbox_backlog_held_invoices_and_planned_steps,
+    the_console_finds_invoices_by_id_or_customer_and_lists_those_received_in_a_period,
+    the_funnel_counts_each_invoice_once_per_stage_and_attributes_payments,
 );
 
 #[tokio::test]
@@ -259,6 +261,7 @@ async fn accepted(store: &dyn Store, invoice_id: &str, revision: i64) -> Invoice
             &correlation(invoice_id),
             &event(EventName::Accepted, &key),
             &[],
+            "default",
         )
         .await
         .unwrap();
@@ -275,6 +278,7 @@ async fn begin(store: &dyn Store, invoice_id: &str, revision: i64) -> Begin {
             &correlation(invoice_id),
             &event(EventName::Accepted, &key),
             &[],
+            "default",
         )
         .await
         .unwrap();
@@ -769,6 +773,7 @@ async fn a_new_invoice_is_stored_with_its_first_attempt_and_nothing_else_is(db: 
             &correlation("INV-1"),
             &accepted,
             &[],
+            "default",
             ChannelName::Sms,
             &paylink("a"),
         )
@@ -802,6 +807,7 @@ async fn a_new_invoice_is_stored_with_its_first_attempt_and_nothing_else_is(db: 
             &correlation("INV-1"),
             &accepted,
             &[],
+            "default",
             ChannelName::Sms,
             &paylink("b"),
         )
@@ -826,6 +832,7 @@ async fn a_new_invoice_is_stored_with_its_first_attempt_and_nothing_else_is(db: 
             &correlation("INV-1"),
             &accepted,
             &[],
+            "default",
             ChannelName::Sms,
             &paylink("c"),
         )
@@ -1427,6 +1434,7 @@ async fn with_steps(store: &dyn Store, invoice_id: &str, revision: i64, steps: &
             &correlation(invoice_id),
             &event(EventName::Accepted, &key),
             steps,
+            "default",
         )
         .await
         .unwrap();
@@ -1685,7 +1693,13 @@ async fn concurrent_begins_of_one_key_make_exactly_one_new(db: &TestDb) {
             async move {
                 let accepted = event(EventName::Accepted, &invoice.key);
                 store
-                    .begin(&invoice, &correlation(&invoice.key.invoice_id), &accepted, &[])
+                    .begin(
+                        &invoice,
+                        &correlation(&invoice.key.invoice_id),
+                        &accepted,
+                        &[],
+                        "default",
+                    )
                     .await
                     .unwrap()
             }
@@ -1712,7 +1726,7 @@ async fn concurrent_revisions_leave_only_the_highest_accepted(db: &TestDb) {
         async move {
             let accepted = event(EventName::Accepted, &invoice.key);
             let answer = store
-                .begin(&invoice, &correlation("INV-1"), &accepted, &[])
+                .begin(&invoice, &correlation("INV-1"), &accepted, &[], "default")
                 .await
                 .unwrap();
             (invoice.key.revision, answer)
@@ -2621,6 +2635,7 @@ async fn no_attempt_is_recorded_to_a_suppressed_address(db: &TestDb) {
             &correlation("INV-2"),
             &event(EventName::Accepted, &next.key),
             &[],
+            "default",
             ChannelName::Sms,
             &to(ChannelName::Sms, PHONE, "n"),
         )
@@ -2639,6 +2654,7 @@ async fn no_attempt_is_recorded_to_a_suppressed_address(db: &TestDb) {
             &correlation("INV-3"),
             &event(EventName::Accepted, &third.key),
             &[],
+            "default",
             ChannelName::Sms,
             &to(ChannelName::Sms, PHONE, "t"),
         )
@@ -2673,6 +2689,7 @@ async fn combined(store: &dyn Store, invoice: &Invoice, window_ms: i64) -> Group
             &correlation(&key.invoice_id),
             &event(EventName::Accepted, &key),
             &[],
+            "default",
             &join(window_ms),
         )
         .await
@@ -2720,6 +2737,7 @@ async fn invoices_of_one_customer_and_currency_wait_in_one_group_from_the_first(
             &correlation("INV-2"),
             &event(EventName::Accepted, &invoice.key),
             &[],
+            "default",
             &join(60_000),
         )
         .await
@@ -3080,4 +3098,296 @@ async fn the_gauges_count_the_outbox_backlog_held_invoices_and_planned_steps(db:
             ..StoreGauges::default()
         }
     );
+}
+
+async fn the_console_finds_invoices_by_id_or_customer_and_lists_those_received_in_a_period(db: &TestDb) {
+    let store = db.store.as_ref();
+    accepted(store, "INV-1", 1).await;
+    accepted(store, "INV-1", 2).await;
+    accepted(store, "INV-2", 1).await;
+    let customer = payrelay::invoice::customer_key_of_id(ACME, "C-9981");
+
+    let by_id = store.find_invoices(ACME, "INV-1", "acme/id/nobody", 10).await.unwrap();
+    assert_eq!(by_id.len(), 1, "one invoice, by its newest revision");
+    assert_eq!(by_id[0].invoice.key, key_of("INV-1", 2));
+    assert!(!by_id[0].erased);
+    let by_customer = store.find_invoices(ACME, "", &customer, 10).await.unwrap();
+    let mut found: Vec<String> = by_customer.iter().map(|f| f.invoice.key.to_string()).collect();
+    found.sort();
+    assert_eq!(found, ["acme/INV-1#2", "acme/INV-2#1"]);
+    assert_eq!(store.find_invoices(ACME, "", &customer, 1).await.unwrap().len(), 1);
+    assert!(store
+        .find_invoices("globex", "INV-1", &customer, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let now = db.clock.now_ms();
+    let all = store.invoices_received(ACME, 0, now + 60_000, 10).await.unwrap();
+    let keys: Vec<String> = all.iter().map(|f| f.invoice.key.to_string()).collect();
+    assert_eq!(
+        keys,
+        ["acme/INV-1#1", "acme/INV-1#2", "acme/INV-2#1"],
+        "every revision, oldest first"
+    );
+    assert!(all.windows(2).all(|w| w[0].received_ms <= w[1].received_ms));
+    assert_eq!(
+        store.invoices_received(ACME, 0, now + 60_000, 2).await.unwrap().len(),
+        2
+    );
+    assert!(store
+        .invoices_received("globex", 0, now + 60_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .invoices_received(ACME, now + 60_000, now + 120_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// The funnel figures (docs/stats.md)
+
+/// 2026-03-01T00:00:00Z.
+const MARCH_1: i64 = 1_772_323_200_000;
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+
+/// Stores `invoice_id` at `revision` for `biller`, asking `amount`, as
+/// routed by `routed_by`, at the store's clock.
+async fn received(
+    store: &dyn Store,
+    biller: &str,
+    invoice_id: &str,
+    revision: i64,
+    (amount, currency): (&str, &str),
+    routed_by: &str,
+) -> InvoiceKey {
+    let mut invoice = invoice(invoice_id, revision);
+    invoice.key.biller_id = biller.to_owned();
+    invoice.amount = payrelay::domain::Amount::parse(amount, currency).unwrap();
+    let key = invoice.key.clone();
+    let begun = store
+        .begin(
+            &invoice,
+            &correlation(invoice_id),
+            &event(EventName::Accepted, &key),
+            &[],
+            routed_by,
+        )
+        .await
+        .unwrap();
+    assert_eq!(begun, Begin::New, "{key}");
+    key
+}
+
+/// An attempt a provider accepted at the store's clock, for `step`.
+async fn sent_for(store: &dyn Store, key: &InvoiceKey, channel: ChannelName, token: &str, step: Option<&str>) -> i64 {
+    let id = store
+        .start_attempt(key, channel, 1, &paylink(token), step)
+        .await
+        .unwrap()
+        .id()
+        .expect("the invoice is open");
+    let outcome = AttemptOutcome::Sent {
+        provider_message_id: Some(format!("p-{token}")),
+    };
+    store
+        .finish_attempt(id, &outcome, &event(EventName::Sent, key))
+        .await
+        .unwrap();
+    id
+}
+
+fn query(by: Option<payrelay::store::stats::GroupBy>) -> payrelay::store::stats::StatsQuery {
+    payrelay::store::stats::StatsQuery {
+        biller_id: ACME.to_owned(),
+        from: time::macros::date!(2026 - 03 - 01),
+        to: time::macros::date!(2026 - 03 - 02),
+        by,
+    }
+}
+
+/// A small known month: four invoices of acme received on 1 and 2 March,
+/// one of them in two revisions, in two currencies, paid with and
+/// without a click; one before the period, one after it, and one of
+/// another biller, which do not count. (Link previews never reach the
+/// store: the pay page counts them apart, see tests/stats_api.rs.)
+async fn the_funnel_counts_each_invoice_once_per_stage_and_attributes_payments(db: &TestDb) {
+    use payrelay::store::stats::GroupBy;
+
+    let (clock, store) = on_manual_clock(db, MARCH_1 - DAY).await;
+    let store = store.as_ref();
+    // Before the period, and another biller's: neither counts.
+    received(store, ACME, "OLD", 1, ("9.00", "MXN"), "default").await;
+    clock.set_ms(MARCH_1 + 8 * HOUR);
+    received(store, "beta", "INV-1", 1, ("9.00", "MXN"), "default").await;
+
+    // INV-1: email sent at 09:01, delivered, opened by a person at 10:00,
+    // paid at 12:01: three hours after its first message.
+    clock.set_ms(MARCH_1 + 9 * HOUR);
+    let one = received(store, ACME, "INV-1", 1, ("1234.50", "MXN"), "rule:mexican mobiles").await;
+    clock.set_ms(MARCH_1 + 9 * HOUR + 60_000);
+    let email = sent_for(store, &one, ChannelName::Email, "1e", None).await;
+    store
+        .record_reached(email, Reached::Delivered, &event(EventName::Delivered, &one))
+        .await
+        .unwrap();
+    clock.set_ms(MARCH_1 + 10 * HOUR);
+    store
+        .record_click("hash-1e", &event(EventName::Clicked, &one))
+        .await
+        .unwrap();
+    store
+        .record_click("hash-1e", &event(EventName::Clicked, &one))
+        .await
+        .unwrap();
+
+    // INV-2: revision 1 (100.00) by email at 10:01, revision 2 (200.00) by
+    // SMS at 11:01; paid at 14:01 with no link opened: four hours after
+    // its first message, attributed to the last one sent.
+    clock.set_ms(MARCH_1 + 10 * HOUR);
+    let two = received(store, ACME, "INV-2", 1, ("100.00", "MXN"), "default").await;
+    clock.set_ms(MARCH_1 + 10 * HOUR + 60_000);
+    sent_for(store, &two, ChannelName::Email, "2e", None).await;
+    clock.set_ms(MARCH_1 + 11 * HOUR);
+    let two_again = received(store, ACME, "INV-2", 2, ("200.00", "MXN"), "default").await;
+    clock.set_ms(MARCH_1 + 11 * HOUR + 60_000);
+    sent_for(store, &two_again, ChannelName::Sms, "2s", None).await;
+
+    clock.set_ms(MARCH_1 + 12 * HOUR + 60_000);
+    assert!(store
+        .close(ACME, "INV-1", Status::Paid, &event(EventName::Paid, &one))
+        .await
+        .unwrap());
+    clock.set_ms(MARCH_1 + 14 * HOUR + 60_000);
+    assert!(store
+        .close(ACME, "INV-2", Status::Paid, &event(EventName::Paid, &two_again))
+        .await
+        .unwrap());
+
+    // INV-3 (2 March): the request by email, the "overdue" reminder by
+    // SMS, whose link a person opened; not paid.
+    clock.set_ms(MARCH_1 + DAY + 9 * HOUR);
+    let three = received(store, ACME, "INV-3", 1, ("50.00", "EUR"), "rule:mexican mobiles").await;
+    sent_for(store, &three, ChannelName::Email, "3e", None).await;
+    clock.set_ms(MARCH_1 + DAY + 12 * HOUR);
+    sent_for(store, &three, ChannelName::Sms, "3s", Some("overdue")).await;
+    store
+        .record_click("hash-3s", &event(EventName::Clicked, &three))
+        .await
+        .unwrap();
+
+    // INV-4 (2 March): its only send failed.
+    clock.set_ms(MARCH_1 + DAY + 10 * HOUR);
+    let four = received(store, ACME, "INV-4", 1, ("70.00", "EUR"), "invoice_channels").await;
+    let failed = started(store, &four, ChannelName::Email, 1, "4e").await;
+    let outcome = AttemptOutcome::Failed {
+        detail: "smtp 550".into(),
+    };
+    store
+        .finish_attempt(failed, &outcome, &event(EventName::ChannelFailed, &four))
+        .await
+        .unwrap();
+
+    // After the period: does not count.
+    clock.set_ms(MARCH_1 + 2 * DAY);
+    received(store, ACME, "LATE", 1, ("9.00", "MXN"), "default").await;
+
+    let stats = store.stats(&query(None)).await.unwrap();
+    let f = &stats.funnel;
+    assert_eq!(
+        (f.received, f.sent, f.delivered, f.opened, f.paid),
+        (4, 3, 2, 2, 2),
+        "received, sent, delivered, opened, paid"
+    );
+    assert_eq!(f.rates.sent_of_received, Some(0.75));
+    assert_eq!(f.rates.delivered_of_sent, Some(2.0 / 3.0));
+    assert_eq!(f.rates.opened_of_delivered, Some(1.0));
+    assert_eq!(f.rates.paid_of_opened, Some(1.0));
+    assert_eq!(f.rates.paid_of_received, Some(0.5));
+    let amounts: Vec<_> = f
+        .amounts
+        .iter()
+        .map(|a| {
+            (
+                a.currency.as_str(),
+                a.requested.as_str(),
+                a.paid.as_str(),
+                a.requested_minor,
+                a.paid_minor,
+            )
+        })
+        .collect();
+    assert_eq!(
+        amounts,
+        [
+            ("EUR", "120.00", "0.00", 12_000, 0),
+            ("MXN", "1434.50", "1434.50", 143_450, 143_450)
+        ],
+        "the latest revision's amount, once per invoice"
+    );
+    assert_eq!(f.median_ms_to_payment, Some(3 * HOUR + HOUR / 2), "between 3 h and 4 h");
+    assert_eq!(stats.by, None);
+    assert!(stats.groups.is_empty());
+    let daily: Vec<_> = stats
+        .daily
+        .iter()
+        .map(|d| (d.day.as_str(), d.received, d.sent, d.delivered, d.opened, d.paid))
+        .collect();
+    assert_eq!(daily, [("2026-03-01", 2, 2, 1, 1, 2), ("2026-03-02", 2, 1, 1, 1, 0)]);
+
+    let split = |stats: payrelay::store::stats::Stats| -> Vec<(String, u64, u64, u64, u64)> {
+        stats
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    g.key.clone(),
+                    g.funnel.received,
+                    g.funnel.sent,
+                    g.funnel.opened,
+                    g.funnel.paid,
+                )
+            })
+            .collect()
+    };
+    let by_channel = store.stats(&query(Some(GroupBy::Channel))).await.unwrap();
+    assert_eq!(by_channel.funnel, stats.funnel, "a split changes no total");
+    assert_eq!(
+        split(by_channel),
+        [("email".into(), 2, 1, 1, 1), ("sms".into(), 2, 2, 1, 1)],
+        "INV-1 to the email opened before payment, INV-2 to the last SMS sent, INV-3 to its opened SMS, INV-4 to its failed email"
+    );
+    assert_eq!(
+        split(store.stats(&query(Some(GroupBy::Rule))).await.unwrap()),
+        [
+            ("rule:mexican mobiles".into(), 2, 2, 2, 1),
+            ("default".into(), 1, 1, 0, 1),
+            ("invoice_channels".into(), 1, 0, 0, 0)
+        ]
+    );
+    assert_eq!(
+        split(store.stats(&query(Some(GroupBy::Step))).await.unwrap()),
+        [("request".into(), 3, 2, 1, 2), ("overdue".into(), 1, 1, 1, 0)]
+    );
+
+    // Another biller's figures are its own; an empty period is all zeros.
+    let beta = payrelay::store::stats::StatsQuery {
+        biller_id: "beta".into(),
+        ..query(None)
+    };
+    assert_eq!(store.stats(&beta).await.unwrap().funnel.received, 1);
+    let empty = payrelay::store::stats::StatsQuery {
+        from: time::macros::date!(2026 - 04 - 01),
+        to: time::macros::date!(2026 - 04 - 01),
+        ..query(Some(GroupBy::Channel))
+    };
+    let empty = store.stats(&empty).await.unwrap();
+    assert_eq!(empty.funnel.received, 0);
+    assert_eq!(empty.funnel.rates.sent_of_received, None);
+    assert_eq!(empty.funnel.median_ms_to_payment, None);
+    assert_eq!(empty.daily.len(), 1);
 }

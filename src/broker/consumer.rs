@@ -12,7 +12,7 @@ use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::Acker;
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use tokio::task::JoinSet;
@@ -325,12 +325,12 @@ impl Job {
         }
     }
 
-    /// Copies the message, with its properties and the reason, to `<queue>.dead`.
+    /// Copies the message, with its properties, the reason and the time, to `<queue>.dead`.
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), BrokerError> {
-        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-        headers.insert(
-            ShortString::from("x-payrelay-reason"),
-            AMQPValue::LongString(LongString::from(reason)),
+        let headers = super::dead_letters::dead_letter_headers(
+            delivery.properties.headers().as_ref(),
+            reason,
+            crate::domain::clock::now_ms(),
         );
         let properties: BasicProperties = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
         let confirm = timed(self.dead_letters.basic_publish(

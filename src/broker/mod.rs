@@ -1,5 +1,5 @@
-//! RabbitMQ: the topology, the invoice consumer, the event publisher and the
-//! `publish` command.
+//! RabbitMQ: the topology, the invoice consumer, the event publisher, the
+//! `publish` command and the console's look at the dead letters.
 //!
 //! [`run`] is a supervisor: it connects, declares the topology, runs the
 //! consumer and the event publisher on one connection, and when anything
@@ -8,6 +8,7 @@
 //! connection dies, and the store makes their second handling harmless.
 
 mod consumer;
+pub mod dead_letters;
 pub mod publish;
 mod publisher;
 

@@ -13,6 +13,7 @@
 
 pub mod journey;
 pub(crate) mod raw;
+mod routing;
 
 pub use crate::channels::ratelimit::RateLimitConfig;
 pub use crate::channels::ChannelsConfig;
@@ -193,6 +194,10 @@ pub struct StoreConfig {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Where the operators' routes are served (`/metrics`, `/v1/invoices`,
+    /// `/v1/stats`, `/v1/customers`, `/console`), apart from `listen`,
+    /// which then answers 404 for them; `None`: `listen` serves them too.
+    pub admin_listen: Option<SocketAddr>,
     pub public_base_url: Url,
     pub admin_token: Option<Secret>,
     /// How long a client may take to send a request's headers, and how long

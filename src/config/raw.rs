@@ -2,6 +2,7 @@
 
 use crate::settings::{duration, read, secret, EnvLookup};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -75,6 +76,7 @@ struct RawStore {
 #[serde(default)]
 struct RawHttp {
     listen: Option<String>,
+    admin_listen: Option<String>,
     public_base_url: Option<String>,
     admin_token: Option<String>,
     header_timeout: Option<String>,
@@ -430,6 +432,13 @@ fn check_rate_limit(raw: RawRateLimit, env: EnvLookup<'_>, problems: &mut Proble
     })
 }
 
+/// Whether two listeners would take the same socket: the same port (other
+/// than 0, which picks a free one) on the same address, or on any address
+/// when either listens on all of them.
+fn same_socket(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 /// Far above any open-file limit a host grants one process.
 const MAX_CONNECTIONS: usize = 65_536;
 
@@ -444,6 +453,28 @@ fn check_http(raw: RawHttp, env: EnvLookup<'_>, problems: &mut Problems) -> Opti
             )
         })
         .ok();
+    let admin_listen = match raw.admin_listen {
+        None => Some(None),
+        Some(text) => {
+            match text.parse::<SocketAddr>() {
+                Err(_) => {
+                    problems.push(
+                        "http.admin_listen",
+                        format!("\"{text}\" is not an address like 127.0.0.1:9090"),
+                    );
+                    None
+                }
+                Ok(admin) if listen.is_some_and(|listen| same_socket(listen, admin)) => {
+                    problems.push(
+                    "http.admin_listen",
+                    format!("\"{text}\" is [http] listen's address too: the operators' routes need an address of their own"),
+                );
+                    None
+                }
+                Ok(admin) => Some(Some(admin)),
+            }
+        }
+    };
     let base_text = raw.public_base_url.unwrap_or_else(|| format!("http://{listen_text}"));
     let public_base_url = match Url::parse(&base_text) {
         Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && !u.cannot_be_a_base() => Some(u),
@@ -492,6 +523,7 @@ fn check_http(raw: RawHttp, env: EnvLookup<'_>, problems: &mut Problems) -> Opti
     };
     Some(HttpConfig {
         listen: listen?,
+        admin_listen: admin_listen?,
         public_base_url: public_base_url?,
         admin_token,
         header_timeout: header_timeout?,
@@ -859,7 +891,7 @@ fn channel_list(key: &str, names: &[String], declared: &[ChannelName], problems:
     out
 }
 
-fn check_routing(
+pub(super) fn check_routing(
     value: Value,
     channels: &[ChannelName],
     billers: &BTreeMap<String, BillerConfig>,
@@ -997,7 +1029,7 @@ fn journey_choice(key: &str, name: String, journeys: &[String], problems: &mut P
 }
 
 /// The journey name that means "no reminders", so no section may take it.
-const NO_JOURNEY: &str = "none";
+pub(super) const NO_JOURNEY: &str = "none";
 
 /// How far from the due date a step may be placed, either way: ten years
 /// is past any collection process, so more is a typo, and dates computed

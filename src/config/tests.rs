@@ -1773,3 +1773,40 @@ fn combine_is_a_window_of_at_most_a_day_and_off_when_absent() {
         assert!(found[0].message.contains(says), "{value}: {}", found[0].message);
     }
 }
+
+#[test]
+fn the_operators_routes_may_have_an_address_of_their_own() {
+    assert_eq!(
+        load(MINIMAL).http.admin_listen,
+        None,
+        "unset: [http] listen serves everything"
+    );
+    let c = load(&minimal_and(
+        "[http]\nlisten = \"0.0.0.0:8080\"\nadmin_listen = \"127.0.0.1:9090\"",
+    ));
+    assert_eq!(c.http.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+    let c = load(&minimal_and(
+        "[http]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"",
+    ));
+    assert_eq!(
+        c.http.admin_listen,
+        Some("127.0.0.1:0".parse().unwrap()),
+        "port 0 picks a free port each"
+    );
+}
+
+#[test]
+fn an_admin_address_that_is_not_one_or_is_listen_s_own_is_refused() {
+    for admin_listen in ["127.0.0.1:8080", "0.0.0.0:8080", "[::]:8080", "localhost:9090", "9090"] {
+        let text = minimal_and(&format!(
+            "[http]\nlisten = \"127.0.0.1:8080\"\nadmin_listen = \"{admin_listen}\""
+        ));
+        let found = problems(&text);
+        assert_eq!(
+            keys(&found),
+            set_of(&["http.admin_listen"]),
+            "{admin_listen}: {found:?}"
+        );
+        assert!(found[0].message.contains(admin_listen), "{found:?}");
+    }
+}

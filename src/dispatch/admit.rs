@@ -15,6 +15,7 @@ use crate::domain::Status;
 use crate::events::{Correlation, Event};
 use crate::invoice::{Invoice, Message, Rejected};
 use crate::router::{self, Plan};
+use crate::store::stats;
 use crate::store::{AttemptRecord, Begin, StoreError};
 
 /// Marks an invoice this process owns as interrupted unless its handling
@@ -226,18 +227,31 @@ impl Dispatcher {
         correlation: &Correlation,
     ) -> Result<(Begin, Option<Started>), StoreError> {
         let (accepted, steps) = self.accepted_with_steps(invoice, plan, correlation);
+        let routed = stats::routed_by(&plan.decision);
         let first = plan.channels[0];
         let slot = match self.quiet_until(invoice, first) {
             None => self.channels.try_pace(first).await,
             Some(_) => None,
         };
         let Some(slot) = slot else {
-            return Ok((self.store.begin(invoice, correlation, &accepted, &steps).await?, None));
+            let begun = self
+                .store
+                .begin(invoice, correlation, &accepted, &steps, &routed)
+                .await?;
+            return Ok((begun, None));
         };
         let outgoing = self.prepare_send(invoice, first, None);
         let (begun, attempt) = self
             .store
-            .begin_with_attempt(invoice, correlation, &accepted, &steps, first, &outgoing.paylink)
+            .begin_with_attempt(
+                invoice,
+                correlation,
+                &accepted,
+                &steps,
+                &routed,
+                first,
+                &outgoing.paylink,
+            )
             .await?;
         let started = attempt.map(|attempt_id| Started {
             attempt_id,

@@ -30,6 +30,7 @@ use crate::invoice::Invoice;
 use crate::paylink;
 use crate::render::{self, Templates};
 use crate::router::Plan;
+use crate::store::stats::routed_by;
 use crate::store::{AttemptStart, AttemptState, Begin, CombineJoin, DueGroup, NewPaylink, StoreError, StoredInvoice};
 
 /// One invoice a combined message lists, with the journey step its
@@ -78,7 +79,14 @@ impl Dispatcher {
         };
         let (begun, place) = self
             .store
-            .begin_combined(invoice, correlation, &accepted, &steps, &join)
+            .begin_combined(
+                invoice,
+                correlation,
+                &accepted,
+                &steps,
+                &routed_by(&plan.decision),
+                &join,
+            )
             .await?;
         match (begun, place) {
             (Begin::New, Some(place)) => {

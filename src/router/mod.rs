@@ -16,7 +16,7 @@ pub mod replay;
 mod unreachable;
 
 pub use explain::{explain, explain_for, facts, Facts};
-pub use replay::{replay, Replay};
+pub use replay::{replay, replay_stored, Replay};
 pub use unreachable::unreachable_rules;
 
 use std::fmt;

@@ -21,7 +21,7 @@ use super::{route, unreachable_rules, Decision};
 use crate::config::{Config, Strategy};
 use crate::domain::ChannelName;
 use crate::domain::InvoiceKey;
-use crate::invoice::{self, Message, Rejected};
+use crate::invoice::{self, Invoice, Message, Rejected};
 
 /// How one config treats one invoice.
 #[derive(Debug, Clone, PartialEq)]
@@ -303,17 +303,7 @@ fn compare(text: &str, current: &Config, new: &Config, today: Date) -> Result<(I
         }
     }
     let outcome = |parsed: Result<Message, Rejected>, config: &Config| match parsed {
-        Ok(Message::PaymentRequest(invoice)) => {
-            let plan = route(&invoice, config, today);
-            (
-                Some(invoice.key),
-                Outcome::Routed {
-                    decision: plan.decision,
-                    strategy: plan.strategy,
-                    channels: plan.channels,
-                },
-            )
-        }
+        Ok(Message::PaymentRequest(invoice)) => (Some(invoice.key.clone()), routed(&invoice, config, today)),
         Ok(_) => (None, Outcome::Invalid("not a payment request".to_owned())),
         Err(rejected) => (None, Outcome::Invalid(rejected.to_string())),
     };
@@ -323,6 +313,56 @@ fn compare(text: &str, current: &Config, new: &Config, today: Date) -> Result<(I
         (Some(key), _) => Ok((key, before, after)),
         (None, Outcome::Invalid(why)) => Err(format!("invalid under both configs: {why}")),
         (None, Outcome::Routed { .. }) => Err("invalid under both configs".to_owned()),
+    }
+}
+
+/// How `config` routes a valid invoice.
+fn routed(invoice: &Invoice, config: &Config, today: Date) -> Outcome {
+    let plan = route(invoice, config, today);
+    Outcome::Routed {
+        decision: plan.decision,
+        strategy: plan.strategy,
+        channels: plan.channels,
+    }
+}
+
+/// Routes invoices the store kept (validated when they arrived) under
+/// `current` and `new` as of `today`, and compares: the console's dry run
+/// over a period. Each one's "line" is its 1-based place in `invoices`.
+/// An invoice whose biller neither config knows any more is skipped, as
+/// the CLI skips a line invalid under both.
+pub fn replay_stored(invoices: &[Invoice], current: &Config, new: &Config, today: Date) -> Replay {
+    let mut compared = Vec::new();
+    let mut skipped = Vec::new();
+    let outcome = |invoice: &Invoice, config: &Config| {
+        let biller = &invoice.key.biller_id;
+        if config.billers.contains_key(biller) {
+            routed(invoice, config, today)
+        } else {
+            Outcome::Invalid(format!(
+                "biller_id \"{biller}\" is not a biller in payrelay's configuration"
+            ))
+        }
+    };
+    for (i, invoice) in invoices.iter().enumerate() {
+        let (before, after) = (outcome(invoice, current), outcome(invoice, new));
+        match (&before, &after) {
+            (Outcome::Invalid(why), Outcome::Invalid(_)) => skipped.push(Skipped {
+                line: i + 1,
+                reason: format!("{}: invalid under both configs: {why}", invoice.key),
+            }),
+            _ => compared.push(Compared {
+                line: i + 1,
+                key: invoice.key.clone(),
+                current: before,
+                new: after,
+            }),
+        }
+    }
+    Replay {
+        compared,
+        skipped,
+        new_unreachable: unreachable_rules(&new.routing),
     }
 }
 
@@ -524,6 +564,36 @@ mod tests {
 
     fn input(lines: &[String]) -> String {
         lines.join("\n") + "\n"
+    }
+
+    #[test]
+    fn stored_invoices_give_the_report_their_messages_give() {
+        let current = config(OVERDUE_WHATSAPP, true);
+        let new = config("default = [\"sms\"]", true);
+        let lines = [
+            line("1", "acme", "credit", "2026-11-01", ""),
+            line("2", "acme", "erp", "2026-11-01", ""),
+            line("3", "globex", "credit", "2026-12-01", ""),
+        ];
+        let stored: Vec<Invoice> = lines
+            .iter()
+            .map(|l| match invoice::parse(l.as_bytes(), |_| true) {
+                Ok(Message::PaymentRequest(invoice)) => *invoice,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let from_messages = replay(&input(&lines), &current, &new, TODAY);
+        let from_store = replay_stored(&stored, &current, &new, TODAY);
+        assert_eq!(from_store.totals().changed, 3);
+        assert_eq!(from_store.report(10), from_messages.report(10));
+        // A biller neither config knows is skipped with the invoice's key.
+        let without_globex = config("default = [\"sms\"]", false);
+        let skipped = replay_stored(&stored, &without_globex, &without_globex, TODAY).skipped;
+        assert_eq!(skipped.len(), 1);
+        assert!(
+            skipped[0].reason.starts_with("globex/3#1: invalid under both configs"),
+            "{skipped:?}"
+        );
     }
 
     #[test]

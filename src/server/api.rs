@@ -316,7 +316,7 @@ struct StepView {
 }
 
 impl InvoiceView {
-    fn new(history: &History, steps: &[StepRecord]) -> InvoiceView {
+    pub(crate) fn new(history: &History, steps: &[StepRecord]) -> InvoiceView {
         let happened = history.timeline.iter().map(|e| {
             let view = TimelineView {
                 at: rfc3339_ms(e.at_ms),

@@ -40,8 +40,14 @@ pub fn caller(config: &Config, headers: &HeaderMap) -> Option<Caller> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .as_bytes();
+        .unwrap_or_default();
+    token_caller(config, offered)
+}
+
+/// The caller a token belongs to, if any (the console's sign-in form
+/// offers one without the header).
+pub fn token_caller(config: &Config, offered: &str) -> Option<Caller> {
+    let offered = offered.as_bytes();
     if offered.is_empty() {
         return None;
     }

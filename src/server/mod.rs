@@ -1,17 +1,25 @@
 //! The HTTP side: the pages consumers land on (the pay page, its answers,
 //! the unsubscribe page, the biller's logo: see [`pages`]), the payments
-//! and admin API, provider status webhooks, health, readiness and metrics.
+//! and admin API, the console for operators and billers, provider status
+//! webhooks, health, readiness and metrics.
+//!
+//! Two routers: the public one (pay pages, payments, webhooks, health) and
+//! the operators' (metrics, invoices, figures, erasure, the console). With `[http]
+//! admin_listen` each has its own listener; without it one listener serves
+//! both ([`router`]).
 //!
 //! Errors are opaque to callers and logged in full for operators; a pay
 //! link's answer never reveals anything personal about another invoice.
 
 pub(crate) mod api;
 pub mod auth;
+mod console;
 mod debtors;
 mod listen;
 mod pages;
 mod paypage;
 mod people;
+mod stats;
 pub mod throttle;
 mod webhooks;
 
@@ -52,9 +60,42 @@ pub struct AppState {
     pub unknown_links: Arc<throttle::UnknownLinks>,
 }
 
+/// Every route on one listener: what serves when `[http] admin_listen` is
+/// not set.
 pub fn router(state: AppState) -> Router {
-    let http = &state.config.http;
-    let (request_timeout, max_body) = (http.request_timeout, http.max_body_bytes);
+    limited(
+        public_routes(&state).merge(admin_routes().with_state(state.clone())),
+        &state,
+    )
+}
+
+/// What `[http] listen` serves when `[http] admin_listen` is set: pay
+/// pages, payment confirmations, provider webhooks, health and readiness.
+/// The operators' routes answer 404 here.
+pub fn public_router(state: AppState) -> Router {
+    limited(public_routes(&state), &state)
+}
+
+/// What `[http] admin_listen` serves: the operators' routes, and health.
+pub fn admin_router(state: AppState) -> Router {
+    let admin = admin_routes()
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state.clone());
+    limited(admin, &state)
+}
+
+/// The operators' routes: metrics, the invoice status, figures and
+/// erasure API, and the console.
+fn admin_routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/invoices/{biller_id}/{invoice_id}", get(api::invoice))
+        .route("/v1/customers/{biller_id}/{customer_id}", delete(api::erase_customer))
+        .route("/v1/stats", get(stats::stats))
+        .route("/metrics", get(metrics))
+        .merge(console::routes())
+}
+
+fn public_routes(state: &AppState) -> Router {
     // Every channel's provider callbacks, under the path its adapter declares.
     let webhooks = Router::new()
         .route("/webhooks/{path}", get(webhooks::handshake).post(webhooks::receive))
@@ -75,16 +116,20 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), pages::layer));
     Router::new()
         .route("/v1/payments", post(api::payment))
-        .route("/v1/invoices/{biller_id}/{invoice_id}", get(api::invoice))
-        .route("/v1/customers/{biller_id}/{customer_id}", delete(api::erase_customer))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .merge(pages)
-        .with_state(state)
+        .with_state(state.clone())
         .merge(webhooks)
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn_with_state(request_timeout, bounded))
+}
+
+/// The limits every listener applies: `[http] max_body_bytes` and
+/// `[http] request_timeout`.
+fn limited(router: Router, state: &AppState) -> Router {
+    let http = &state.config.http;
+    router
+        .layer(DefaultBodyLimit::max(http.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(http.request_timeout, bounded))
 }
 
 /// Answers 408 to a request that takes longer than `[http] request_timeout`,
@@ -102,11 +147,22 @@ async fn bounded(State(limit): State<Duration>, request: Request, next: Next) ->
 
 /// Serves until `shutdown` is cancelled, then finishes open requests.
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+    serve_router(listener, router(state.clone()), &state, shutdown).await
+}
+
+/// [`serve`] with one of the routers above (each listener caps its own
+/// connections).
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    state: &AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let limits = listen::Limits {
         header_timeout: state.config.http.header_timeout,
         max_connections: state.config.http.max_connections,
     };
-    listen::serve(listener, router(state), limits, shutdown).await
+    listen::serve(listener, router, limits, shutdown).await
 }
 
 /// How long `/readyz` waits for the store to answer a ping. A store that

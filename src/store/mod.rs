@@ -26,6 +26,7 @@ pub mod postgres;
 mod query_plans;
 mod sql;
 pub mod sqlite;
+pub mod stats;
 
 use std::sync::Arc;
 
@@ -301,6 +302,17 @@ pub struct TimelineEntry {
     pub detail: Option<String>,
 }
 
+/// An invoice revision the console found (its search lists the newest
+/// revision of each invoice).
+#[derive(Debug, Clone)]
+pub struct FoundInvoice {
+    pub invoice: Invoice,
+    pub status: Status,
+    pub received_ms: i64,
+    /// Its customer's personal data was erased: the invoice holds none.
+    pub erased: bool,
+}
+
 /// A pay link with what the pay page needs.
 #[derive(Debug, Clone)]
 pub struct PaylinkRecord {
@@ -525,13 +537,15 @@ fn parse_listed(json: &str) -> Result<Vec<(String, i64)>, StoreError> {
 pub trait Store: Send + Sync {
     /// Checks the key and, when new, stores the invoice, `accepted` and its
     /// journey's `steps` in one transaction (a newer revision cancels the
-    /// older ones' planned steps).
+    /// older ones' planned steps). `routed_by` ([`stats::routed_by`]) is
+    /// kept with it for the funnel's split by rule.
     async fn begin(
         &self,
         invoice: &Invoice,
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
     ) -> Result<Begin, StoreError>;
 
     /// Records that a send is starting, with the pay link the message
@@ -565,10 +579,11 @@ pub trait Store: Send + Sync {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
         channel: ChannelName,
         paylink: &NewPaylink,
     ) -> Result<(Begin, Option<i64>), StoreError> {
-        let begun = self.begin(invoice, correlation, accepted, steps).await?;
+        let begun = self.begin(invoice, correlation, accepted, steps, routed_by).await?;
         if begun != Begin::New {
             return Ok((begun, None));
         }
@@ -688,6 +703,30 @@ pub trait Store: Send + Sync {
 
     /// The latest revision's status and the whole timeline of an invoice.
     async fn history(&self, biller_id: &str, invoice_id: &str) -> Result<Option<History>, StoreError>;
+
+    /// The console's invoice search: `biller_id`'s invoices whose id is
+    /// `invoice_id` or whose customer is `customer` (an
+    /// [`Invoice::customer_key`]), each by its newest revision, most
+    /// recently received first, at most `limit`.
+    async fn find_invoices(
+        &self,
+        biller_id: &str,
+        invoice_id: &str,
+        customer: &str,
+        limit: u32,
+    ) -> Result<Vec<FoundInvoice>, StoreError>;
+
+    /// `biller_id`'s payment requests received from `from_ms` until before
+    /// `to_ms`, every revision, oldest first, at most `limit`: what the
+    /// console's rules dry run routes again. Erased ones are left out:
+    /// without their contacts they would route nowhere.
+    async fn invoices_received(
+        &self,
+        biller_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<FoundInvoice>, StoreError>;
 
     /// Holds an invoice until `until_ms` (quiet hours). The hold is durable:
     /// [`Store::due_holds`] finds it again after a restart.
@@ -821,6 +860,7 @@ pub trait Store: Send + Sync {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
         join: &CombineJoin,
     ) -> Result<(Begin, Option<GroupPlace>), StoreError>;
 
@@ -868,6 +908,11 @@ pub trait Store: Send + Sync {
     /// Stores the group a combined reminder's pay link belongs to (done
     /// from the start: there is nothing for a scheduler to claim).
     async fn add_reminder_group(&self, group_id: &str, day: &CustomerDay) -> Result<(), StoreError>;
+
+    /// The funnel figures of one biller's invoices received in a period
+    /// (`GET /v1/stats`; the definitions are [`stats`]'s). A read only:
+    /// it never holds up the writes of invoices being sent.
+    async fn stats(&self, query: &stats::StatsQuery) -> Result<stats::Stats, StoreError>;
 }
 
 fn parse_channel(s: &str) -> Result<ChannelName, StoreError> {

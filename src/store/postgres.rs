@@ -50,6 +50,8 @@
 
 #[path = "postgres_erase.rs"]
 mod erase;
+#[path = "postgres_stats.rs"]
+mod stats;
 
 use crate::domain::Status;
 use std::str::FromStr;
@@ -62,12 +64,13 @@ use sqlx::{Executor, PgPool, Postgres, Row, Transaction};
 use tracing::{info, warn};
 
 use super::debtors::{self, Owner, SuppressionChange};
+use super::stats::{Stats, StatsQuery};
 use super::{
     build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_listed, parse_state,
     sql, step_record, store_gauges, waiting_event, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart,
-    Begin, ClickRow, CombineJoin, CombinedLinkRecord, CustomerDay, DueGroup, DueStep, Erasure, GroupPlace, HeldStep,
-    History, LinkedInvoice, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord,
-    StepStatus, Store, StoreError, StoreGauges, StoredInvoice, REPLACED,
+    Begin, ClickRow, CombineJoin, CombinedLinkRecord, CustomerDay, DueGroup, DueStep, Erasure, FoundInvoice,
+    GroupPlace, HeldStep, History, LinkedInvoice, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached,
+    RevisionRow, StepRecord, StepStatus, Store, StoreError, StoreGauges, StoredInvoice, REPLACED,
 };
 use crate::domain::clock::Clock;
 use crate::domain::debtor::{join_channels, remembers_address, split_channels, suppression_scope, Profile, Reply};
@@ -450,6 +453,7 @@ impl PostgresStore {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
         join: Option<&CombineJoin>,
     ) -> Result<(Begin, Option<GroupPlace>), StoreError> {
         let key = &invoice.key;
@@ -529,6 +533,9 @@ impl PostgresStore {
             .bind(&correlation.message_id)
             .bind(now)
             .bind(invoice.customer_key())
+            .bind(routed_by)
+            .bind(&invoice.amount.currency)
+            .bind(invoice.amount.minor)
             .execute(&mut *tx)
             .await?;
         let place = match join {
@@ -578,6 +585,16 @@ fn key_of(row: &PgRow, first: usize) -> Result<InvoiceKey, StoreError> {
 
 fn attempt_number(n: i64) -> Result<u32, StoreError> {
     u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("attempt number {n} is out of range")))
+}
+
+/// A row of `FIND_INVOICES` or `INVOICES_RECEIVED`.
+fn found_invoice(row: &PgRow) -> Result<FoundInvoice, StoreError> {
+    Ok(FoundInvoice {
+        status: Status::parse(row.try_get(2)?)?,
+        received_ms: row.try_get(3)?,
+        invoice: parse_invoice(row.try_get(4)?)?,
+        erased: row.try_get::<Option<i64>, _>(5)?.is_some(),
+    })
 }
 
 async fn attempts_of<'e, E: sqlx::Executor<'e, Database = Postgres>>(
@@ -664,8 +681,12 @@ impl Store for PostgresStore {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
     ) -> Result<Begin, StoreError> {
-        Ok(self.begin_in(invoice, correlation, accepted, steps, None).await?.0)
+        Ok(self
+            .begin_in(invoice, correlation, accepted, steps, routed_by, None)
+            .await?
+            .0)
     }
 
     async fn start_attempt(
@@ -687,10 +708,11 @@ impl Store for PostgresStore {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
         channel: ChannelName,
         paylink: &NewPaylink,
     ) -> Result<(Begin, Option<i64>), StoreError> {
-        let begun = self.begin(invoice, correlation, accepted, steps).await?;
+        let begun = self.begin(invoice, correlation, accepted, steps, routed_by).await?;
         if begun != Begin::New {
             return Ok((begun, None));
         }
@@ -1087,6 +1109,40 @@ impl Store for PostgresStore {
         )
     }
 
+    async fn find_invoices(
+        &self,
+        biller_id: &str,
+        invoice_id: &str,
+        customer: &str,
+        limit: u32,
+    ) -> Result<Vec<FoundInvoice>, StoreError> {
+        let rows = sqlx::query(sql::FIND_INVOICES)
+            .bind(biller_id)
+            .bind(invoice_id)
+            .bind(customer)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(found_invoice).collect()
+    }
+
+    async fn invoices_received(
+        &self,
+        biller_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<FoundInvoice>, StoreError> {
+        let rows = sqlx::query(sql::INVOICES_RECEIVED)
+            .bind(biller_id)
+            .bind(from_ms)
+            .bind(to_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(found_invoice).collect()
+    }
+
     async fn hold(&self, key: &InvoiceKey, until_ms: i64) -> Result<(), StoreError> {
         sqlx::query(sql::HOLD)
             .bind(until_ms)
@@ -1278,9 +1334,11 @@ impl Store for PostgresStore {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
         join: &CombineJoin,
     ) -> Result<(Begin, Option<GroupPlace>), StoreError> {
-        self.begin_in(invoice, correlation, accepted, steps, Some(join)).await
+        self.begin_in(invoice, correlation, accepted, steps, routed_by, Some(join))
+            .await
     }
 
     async fn claim_due_groups(&self, now_ms: i64, idle_ms: i64, limit: u32) -> Result<Vec<DueGroup>, StoreError> {
@@ -1386,6 +1444,10 @@ impl Store for PostgresStore {
             .collect::<Result<Vec<_>, StoreError>>()?;
         steps.sort_by(|a, b| (a.due_ms, &a.key.invoice_id, a.seq).cmp(&(b.due_ms, &b.key.invoice_id, b.seq)));
         Ok(steps)
+    }
+
+    async fn stats(&self, query: &StatsQuery) -> Result<Stats, StoreError> {
+        self.read_stats(query).await
     }
 
     async fn add_reminder_group(&self, group_id: &str, day: &CustomerDay) -> Result<(), StoreError> {

@@ -32,10 +32,13 @@ statements! {
     SUPERSEDE_OLDER = "UPDATE invoices SET status = 'superseded', updated_ms = $1
                        WHERE biller_id = $2 AND invoice_id = $3 AND revision < $4";
 
-    /// `received_ms` and `updated_ms` are both `$7`.
+    /// `received_ms` and `updated_ms` are both `$7`. The routing decision
+    /// and the amount are kept in columns of their own for the funnel
+    /// figures (`stats`), which would otherwise parse every invoice's JSON.
     INSERT_INVOICE = "INSERT INTO invoices (biller_id, invoice_id, revision, status, invoice_json, correlation_id,
-                                            message_id, received_ms, updated_ms, customer)
-                      VALUES ($1, $2, $3, 'accepted', $4, $5, $6, $7, $7, $8)";
+                                            message_id, received_ms, updated_ms, customer, routed_by, currency,
+                                            amount_minor)
+                      VALUES ($1, $2, $3, 'accepted', $4, $5, $6, $7, $7, $8, $9, $10, $11)";
 
     /// The check right before a send, and a heartbeat (see `claim`): matches
     /// nothing once the invoice is paid, cancelled or superseded, or its
@@ -204,6 +207,19 @@ statements! {
 
     NEXT_STEP = "SELECT MIN(due_ms) FROM steps WHERE status = 'planned'";
 
+    /// The console's search: the newest revision of each of a biller's
+    /// invoices with that id or of that customer.
+    FIND_INVOICES = "SELECT invoice_id, revision, status, received_ms, invoice_json, erased_ms FROM invoices i
+                     WHERE biller_id = $1 AND (invoice_id = $2 OR customer = $3)
+                       AND revision = (SELECT MAX(revision) FROM invoices j
+                                       WHERE j.biller_id = i.biller_id AND j.invoice_id = i.invoice_id)
+                     ORDER BY received_ms DESC, invoice_id LIMIT $4";
+
+    /// The rules dry run's invoices, through `invoices_by_received`.
+    INVOICES_RECEIVED = "SELECT invoice_id, revision, status, received_ms, invoice_json, erased_ms FROM invoices
+                         WHERE biller_id = $1 AND received_ms >= $2 AND received_ms < $3 AND erased_ms IS NULL
+                         ORDER BY received_ms, invoice_id, revision LIMIT $4";
+
     /// Messages started for one customer since `$2`, sent or being sent,
     /// across all their invoices (the daily cap).
     /// One combined message (the same provider message on one channel)
@@ -290,6 +306,21 @@ statements! {
                                     AND s.status = 'planned' AND s.seq > 0 AND s.due_ms >= $6 AND s.due_ms < $7
                                     AND (s.claimed_ms IS NULL OR s.claimed_ms <= $2))
                             RETURNING biller_id, invoice_id, revision, seq, journey, name, due_ms";
+
+    /// The invoices of a period for the funnel figures (`stats`): one row
+    /// per invoice, its first revision received in [`$2`, `$3`) (revisions
+    /// arrive in order, so the first is the lowest stored), with its
+    /// latest revision's amount and when it was paid.
+    STATS_INVOICES = "SELECT i.invoice_id, i.received_ms, i.routed_by, l.currency, l.amount_minor,
+                             CASE WHEN c.status = 'paid' THEN c.closed_ms END
+                      FROM invoices i
+                      JOIN invoices l ON l.biller_id = i.biller_id AND l.invoice_id = i.invoice_id
+                           AND l.revision = (SELECT MAX(m.revision) FROM invoices m
+                                             WHERE m.biller_id = i.biller_id AND m.invoice_id = i.invoice_id)
+                      LEFT JOIN closures c ON c.biller_id = i.biller_id AND c.invoice_id = i.invoice_id
+                      WHERE i.biller_id = $1 AND i.received_ms >= $2 AND i.received_ms < $3
+                        AND NOT EXISTS (SELECT 1 FROM invoices o WHERE o.biller_id = i.biller_id
+                                        AND o.invoice_id = i.invoice_id AND o.revision < i.revision)";
 
     PING = "SELECT 1";
 

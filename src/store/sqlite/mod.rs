@@ -9,6 +9,7 @@
 
 mod checkpoint;
 mod erase;
+mod stats;
 mod writer;
 
 use crate::domain::Status;
@@ -20,12 +21,13 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::debtors::{self, Owner, SuppressionChange};
+use super::stats::{Stats, StatsQuery};
 use super::{
     build_history, closing_event, event_json, newest_revision, parse_channel, parse_invoice, parse_listed, parse_state,
     sql, step_record, store_gauges, waiting_event, AttemptOutcome, AttemptRecord, AttemptRef, AttemptRow, AttemptStart,
-    Begin, ClickRow, CombineJoin, CombinedLinkRecord, CustomerDay, DueGroup, DueStep, Erasure, GroupPlace, HeldStep,
-    History, LinkedInvoice, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached, RevisionRow, StepRecord,
-    StepStatus, Store, StoreError, StoreGauges, StoredInvoice, REPLACED,
+    Begin, ClickRow, CombineJoin, CombinedLinkRecord, CustomerDay, DueGroup, DueStep, Erasure, FoundInvoice,
+    GroupPlace, HeldStep, History, LinkedInvoice, NewPaylink, OutboxEntry, PaylinkRecord, PlannedStep, Reached,
+    RevisionRow, StepRecord, StepStatus, Store, StoreError, StoreGauges, StoredInvoice, REPLACED,
 };
 use crate::domain::clock::Clock;
 use crate::domain::debtor::{join_channels, remembers_address, split_channels, Profile, Reply};
@@ -47,6 +49,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0008_erasure.sql"),
     include_str!("../migrations/sqlite/0009_combine.sql"),
     include_str!("../migrations/sqlite/0010_gauges.sql"),
+    include_str!("../migrations/sqlite/0011_stats.sql"),
 ];
 
 /// How long a call waits for another process's write lock on the file.
@@ -54,6 +57,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct SqliteStore {
     writer: Writer,
+    /// The database file, which [`Store::stats`] reads on a connection of its own.
+    path: String,
     _checkpoints: checkpoint::Checkpointer,
     /// Stamps every row; read by the caller, so a job that runs twice (see
     /// [`writer`]) writes the same time both times.
@@ -71,6 +76,7 @@ impl SqliteStore {
 
     /// [`SqliteStore::open`] on a file path, checkpointing every `interval`.
     async fn open_path(path: String, interval: Duration, clock: Arc<dyn Clock>) -> Result<SqliteStore, StoreError> {
+        let file = path.clone();
         let opened = tokio::task::spawn_blocking(move || {
             let conn = open_connection(&path)?;
             let checkpoints = checkpoint::Checkpointer::start(&path, BUSY_TIMEOUT, interval)?;
@@ -81,6 +87,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("opening the SQLite file failed: {e}")))??;
         Ok(SqliteStore {
             writer: Writer::start(conn)?,
+            path: file,
             _checkpoints: checkpoints,
             clock,
         })
@@ -186,6 +193,35 @@ fn insert_event(conn: &Connection, event_json: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The rows of `FIND_INVOICES` or `INVOICES_RECEIVED`.
+fn found_invoices(
+    conn: &Connection,
+    statement: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<FoundInvoice>, StoreError> {
+    let rows = conn
+        .prepare_cached(statement)?
+        .query_map(params, |row| {
+            Ok((
+                row.get::<_, String>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, String>(4)?,
+                row.get::<_, Option<i64>>(5)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(status, received_ms, json, erased_ms)| {
+            Ok(FoundInvoice {
+                status: Status::parse(&status)?,
+                received_ms,
+                invoice: parse_invoice(&json)?,
+                erased: erased_ms.is_some(),
+            })
+        })
+        .collect()
+}
+
 fn attempts_of(conn: &Connection, key: &InvoiceKey) -> Result<Vec<AttemptRecord>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT channel, attempt, state, step, finished_ms, clicks > 0 FROM attempts
@@ -238,6 +274,9 @@ struct NewInvoice {
     correlation: Correlation,
     accepted: String,
     steps: Vec<PlannedStep>,
+    routed_by: String,
+    currency: String,
+    amount_minor: i64,
 }
 
 impl NewInvoice {
@@ -246,6 +285,7 @@ impl NewInvoice {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
     ) -> Result<NewInvoice, StoreError> {
         Ok(NewInvoice {
             key: invoice.key.clone(),
@@ -254,6 +294,9 @@ impl NewInvoice {
             correlation: correlation.clone(),
             accepted: event_json(accepted)?,
             steps: steps.to_vec(),
+            routed_by: routed_by.to_owned(),
+            currency: invoice.amount.currency.clone(),
+            amount_minor: invoice.amount.minor,
         })
     }
 }
@@ -396,7 +439,10 @@ fn begin_unannounced(conn: &Connection, invoice: &NewInvoice, now: i64) -> Resul
         correlation.correlation_id,
         correlation.message_id,
         now,
-        invoice.customer
+        invoice.customer,
+        invoice.routed_by,
+        invoice.currency,
+        invoice.amount_minor
     ])?;
     insert_steps(conn, key, &invoice.steps, now)?;
     Ok(Begin::New)
@@ -705,9 +751,10 @@ impl Store for SqliteStore {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
     ) -> Result<Begin, StoreError> {
         let (invoice, now) = (
-            NewInvoice::new(invoice, correlation, accepted, steps)?,
+            NewInvoice::new(invoice, correlation, accepted, steps, routed_by)?,
             self.clock.now_ms(),
         );
         self.writer.call(move |conn| begin(conn, &invoice, now)).await
@@ -734,10 +781,12 @@ impl Store for SqliteStore {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
         channel: ChannelName,
         paylink: &NewPaylink,
     ) -> Result<(Begin, Option<i64>), StoreError> {
-        let (invoice, paylink) = (NewInvoice::new(invoice, correlation, accepted, steps)?, paylink.clone());
+        let invoice = NewInvoice::new(invoice, correlation, accepted, steps, routed_by)?;
+        let paylink = paylink.clone();
         let now = self.clock.now_ms();
         self.writer
             .call(move |conn| {
@@ -1110,6 +1159,38 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn find_invoices(
+        &self,
+        biller_id: &str,
+        invoice_id: &str,
+        customer: &str,
+        limit: u32,
+    ) -> Result<Vec<FoundInvoice>, StoreError> {
+        let (biller_id, invoice_id, customer) = (biller_id.to_owned(), invoice_id.to_owned(), customer.to_owned());
+        self.writer
+            .call(move |conn| {
+                found_invoices(
+                    conn,
+                    sql::FIND_INVOICES,
+                    params![biller_id, invoice_id, customer, limit],
+                )
+            })
+            .await
+    }
+
+    async fn invoices_received(
+        &self,
+        biller_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<FoundInvoice>, StoreError> {
+        let biller_id = biller_id.to_owned();
+        self.writer
+            .call(move |conn| found_invoices(conn, sql::INVOICES_RECEIVED, params![biller_id, from_ms, to_ms, limit]))
+            .await
+    }
+
     async fn hold(&self, key: &InvoiceKey, until_ms: i64) -> Result<(), StoreError> {
         let (key, now) = (key.clone(), self.clock.now_ms());
         self.writer
@@ -1361,9 +1442,10 @@ impl Store for SqliteStore {
         correlation: &Correlation,
         accepted: &Event,
         steps: &[PlannedStep],
+        routed_by: &str,
         join: &CombineJoin,
     ) -> Result<(Begin, Option<GroupPlace>), StoreError> {
-        let new = NewInvoice::new(invoice, correlation, accepted, steps)?;
+        let new = NewInvoice::new(invoice, correlation, accepted, steps, routed_by)?;
         let (currency, accepted, join) = (invoice.amount.currency.clone(), accepted.clone(), join.clone());
         let now = self.clock.now_ms();
         self.writer
@@ -1499,6 +1581,13 @@ impl Store for SqliteStore {
                 Ok(steps)
             })
             .await
+    }
+
+    async fn stats(&self, query: &StatsQuery) -> Result<Stats, StoreError> {
+        let (path, query) = (self.path.clone(), query.clone());
+        tokio::task::spawn_blocking(move || stats::stats(&path, &query))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("the figures' reader stopped: {e}")))?
     }
 
     async fn add_reminder_group(&self, group_id: &str, day: &CustomerDay) -> Result<(), StoreError> {
