@@ -1,6 +1,6 @@
 //! What both stores keep of debtors (docs/debtors.md): which hashed
-//! addresses belong to which customer of which biller (`debtor_contacts`,
-//! written with each send by SMS or WhatsApp), the channels a customer chose or stopped
+//! addresses belong to which customer of which biller (the number each
+//! SMS or WhatsApp message went to, hashed, on its attempt), the channels a customer chose or stopped
 //! (`preferences`), and the addresses that asked to stop (`suppressions`).
 //!
 //! The statements follow `sql`'s rule: `$1`, `$2`, ... introduced in order.
@@ -97,19 +97,6 @@ impl SuppressionChange {
     }
 }
 
-/// A send by SMS or WhatsApp remembers whose the address is, with the
-/// invoice it went for (`$1` channel, `$2` address hash, `$3` now, then the
-/// invoice's key). The customer id is read back from the invoice's
-/// customer key, `{biller}/id/{customer id}` ([`crate::invoice::customer_key_of_id`]).
-pub(super) const REMEMBER_CONTACT: &str =
-    "INSERT INTO debtor_contacts (channel, address_hash, biller_id, customer_key, customer_id, invoice_id, seen_ms)
-     SELECT $1, $2, biller_id, customer,
-            CASE WHEN substr(customer, length(biller_id) + 2, 3) = 'id/' THEN substr(customer, length(biller_id) + 5) END,
-            invoice_id, $3
-     FROM invoices WHERE biller_id = $4 AND invoice_id = $5 AND revision = $6 AND customer IS NOT NULL
-     ON CONFLICT (channel, address_hash, biller_id, customer_key)
-     DO UPDATE SET customer_id = excluded.customer_id, invoice_id = excluded.invoice_id, seen_ms = excluded.seen_ms";
-
 /// Whether the first send as routed without the store may not be the
 /// right one: the customer chose channels, or that address asked to stop.
 pub(super) const ROUTES_OTHERWISE: &str =
@@ -135,11 +122,24 @@ pub(super) const INSERT_SUPPRESSION: &str =
 pub(super) const DELETE_SUPPRESSION: &str =
     "DELETE FROM suppressions WHERE scope = $1 AND channel = $2 AND address_hash = $3";
 
-/// The customers an address belongs to, within a scope (`*`: every
-/// biller): who is told of a stop.
-pub(super) const OWNERS: &str = "SELECT biller_id, customer_key, customer_id, invoice_id FROM debtor_contacts
+/// The customers an address belongs to within a scope (`*`: every biller),
+/// the latest written to first: who is told of a stop. Each message sent by
+/// SMS or WhatsApp keeps the hash of its number (`attempts.address_hash`);
+/// `debtor_contacts` holds what earlier versions remembered of every
+/// invoice. The customer id is read back from the customer key,
+/// `{biller}/id/{customer id}` ([`crate::invoice::customer_key_of_id`]).
+pub(super) const OWNERS: &str =
+    "SELECT i.biller_id, i.customer,
+            CASE WHEN substr(i.customer, length(i.biller_id) + 2, 3) = 'id/' THEN substr(i.customer, length(i.biller_id) + 5) END,
+            i.invoice_id, a.id
+     FROM attempts a
+     JOIN invoices i ON i.biller_id = a.biller_id AND i.invoice_id = a.invoice_id AND i.revision = a.revision
+     WHERE a.channel = $1 AND a.address_hash = $2 AND ($3 = '*' OR a.biller_id = $3)
+       AND i.customer IS NOT NULL AND i.erased_ms IS NULL
+     UNION ALL
+     SELECT biller_id, customer_key, customer_id, invoice_id, -1 FROM debtor_contacts
      WHERE channel = $1 AND address_hash = $2 AND ($3 = '*' OR biller_id = $3)
-     ORDER BY biller_id, customer_key";
+     ORDER BY 5 DESC";
 
 #[cfg(test)]
 mod tests {
@@ -181,7 +181,6 @@ mod tests {
     #[test]
     fn parameters_are_introduced_in_order() {
         for statement in [
-            REMEMBER_CONTACT,
             ROUTES_OTHERWISE,
             IS_SUPPRESSED,
             PREFERENCE,

@@ -55,6 +55,11 @@ pub(super) const ATTEMPTS_OF_REVISION: &str = "SELECT id, channel, provider_mess
 
 pub(super) const SET_ATTEMPT_DETAIL: &str = "UPDATE attempts SET detail = $1 WHERE id = $2";
 
+/// `attempts`: the hashes of the numbers messages went to, by which an
+/// inbound STOP finds its customers: an erased customer is found no more.
+pub(super) const FORGET_ADDRESSES_OF_REVISION: &str = "UPDATE attempts SET address_hash = NULL
+     WHERE biller_id = $1 AND invoice_id = $2 AND revision = $3 AND address_hash IS NOT NULL";
+
 /// `steps`: planned steps of the revision end, unsent.
 pub(super) const CANCEL_STEPS_OF_REVISION: &str =
     "UPDATE steps SET status = 'cancelled', done_ms = $1, detail = $2, claimed_ms = NULL

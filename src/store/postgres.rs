@@ -313,9 +313,13 @@ impl PostgresStore {
                 return Ok(Some(AttemptStart::Suppressed));
             }
         }
+        // The number an SMS or WhatsApp message goes to is kept, hashed:
+        // an inbound STOP names only the number (see `debtors::OWNERS`).
+        let address_hash = paylink.address_hash.as_deref().filter(|_| remembers_address(channel));
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms, step)
-             VALUES ($1, $2, $3, $4, $5, 'sending', $6, $7) RETURNING id",
+            "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms, step,
+                                   address_hash)
+             VALUES ($1, $2, $3, $4, $5, 'sending', $6, $7, $8) RETURNING id",
         )
         .bind(&key.biller_id)
         .bind(&key.invoice_id)
@@ -324,6 +328,7 @@ impl PostgresStore {
         .bind(i64::from(attempt))
         .bind(now)
         .bind(step)
+        .bind(address_hash)
         .fetch_one(&mut *tx)
         .await?;
         sqlx::query(
@@ -340,17 +345,6 @@ impl PostgresStore {
         .bind(paylink.expires_at_ms)
         .execute(&mut *tx)
         .await?;
-        if let Some(hash) = paylink.address_hash.as_deref().filter(|_| remembers_address(channel)) {
-            sqlx::query(debtors::REMEMBER_CONTACT)
-                .bind(channel.as_str())
-                .bind(hash)
-                .bind(now)
-                .bind(&key.biller_id)
-                .bind(&key.invoice_id)
-                .bind(key.revision)
-                .execute(&mut *tx)
-                .await?;
-        }
         tx.commit().await?;
         Ok(Some(AttemptStart::Started(id)))
     }
@@ -1608,7 +1602,7 @@ impl Store for PostgresStore {
             tx.rollback().await?;
             return Ok(false);
         }
-        let remembered: Vec<(String, String, Option<String>, String)> = sqlx::query_as(debtors::OWNERS)
+        let remembered: Vec<(String, String, Option<String>, String, i64)> = sqlx::query_as(debtors::OWNERS)
             .bind(change.channel.as_str())
             .bind(&change.address_hash)
             .bind(scope)
@@ -1616,7 +1610,7 @@ impl Store for PostgresStore {
             .await?;
         let remembered = remembered
             .into_iter()
-            .map(|(biller_id, customer_key, customer_id, invoice_id)| Owner {
+            .map(|(biller_id, customer_key, customer_id, invoice_id, _)| Owner {
                 biller_id,
                 customer_key,
                 customer_id,

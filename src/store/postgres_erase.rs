@@ -71,6 +71,12 @@ async fn erase_revisions(
                 }
             }
         }
+        sqlx::query(erase::FORGET_ADDRESSES_OF_REVISION)
+            .bind(&r.biller_id)
+            .bind(&r.invoice_id)
+            .bind(r.revision)
+            .execute(&mut **tx)
+            .await?;
         // steps
         sqlx::query(erase::CANCEL_STEPS_OF_REVISION)
             .bind(now)

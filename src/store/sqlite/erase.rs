@@ -68,6 +68,7 @@ fn erase_revisions(
                 }
             }
         }
+        conn.prepare_cached(erase::FORGET_ADDRESSES_OF_REVISION)?.execute(ids)?;
         // steps
         conn.prepare_cached(erase::CANCEL_STEPS_OF_REVISION)?.execute(params![
             now,

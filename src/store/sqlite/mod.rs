@@ -50,6 +50,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0009_combine.sql"),
     include_str!("../migrations/sqlite/0010_gauges.sql"),
     include_str!("../migrations/sqlite/0011_stats.sql"),
+    include_str!("../migrations/sqlite/0012_attempt_addresses.sql"),
 ];
 
 /// How long a call waits for another process's write lock on the file.
@@ -579,12 +580,15 @@ fn insert_attempt(
     step: Option<&str>,
     now: i64,
 ) -> Result<i64, StoreError> {
+    // The number an SMS or WhatsApp message goes to is kept, hashed: an
+    // inbound STOP names only the number (see `debtors::OWNERS`).
+    let address_hash = paylink.address_hash.as_deref().filter(|_| remembers_address(channel));
     // The new row's id from the connection rather than `RETURNING`, which
     // makes SQLite collect the inserted row into a result set first.
     conn.prepare_cached(
         "INSERT INTO attempts (biller_id, invoice_id, revision, channel, attempt, state, started_ms,
-                               token_hash, expires_ms, step)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'sending', ?6, ?7, ?8, ?9)",
+                               token_hash, expires_ms, step, address_hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'sending', ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         key.biller_id,
@@ -595,20 +599,10 @@ fn insert_attempt(
         now,
         paylink.token_hash,
         paylink.expires_at_ms,
-        step
+        step,
+        address_hash
     ])?;
-    let id = conn.last_insert_rowid();
-    if let Some(hash) = paylink.address_hash.as_deref().filter(|_| remembers_address(channel)) {
-        conn.prepare_cached(debtors::REMEMBER_CONTACT)?.execute(params![
-            channel.as_str(),
-            hash,
-            now,
-            key.biller_id,
-            key.invoice_id,
-            key.revision
-        ])?;
-    }
-    Ok(id)
+    Ok(conn.last_insert_rowid())
 }
 
 fn finish_attempt(
