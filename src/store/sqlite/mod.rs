@@ -745,6 +745,7 @@ impl Store for SqliteStore {
             .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn begin_with_attempt(
         &self,
         invoice: &Invoice,
