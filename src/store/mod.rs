@@ -573,6 +573,7 @@ pub trait Store: Send + Sync {
     /// is resumed like any other). No attempt either when the customer has
     /// a stored preference or the channel's address asked to stop: the
     /// caller then routes again with [`Store::debtor`].
+    #[allow(clippy::too_many_arguments)]
     async fn begin_with_attempt(
         &self,
         invoice: &Invoice,

@@ -696,6 +696,7 @@ impl Store for PostgresStore {
         Ok(started.unwrap_or(AttemptStart::Closed))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn begin_with_attempt(
         &self,
         invoice: &Invoice,

@@ -15,7 +15,7 @@
 //! reached by any of its revisions' messages at any time up to now (a
 //! cohort). Amounts are its latest revision's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use time::{Date, Duration, OffsetDateTime, Time};
@@ -257,6 +257,75 @@ impl InvoiceFacts {
             },
             GroupBy::Rule => self.routed_by.clone().unwrap_or_else(|| UNKNOWN_RULE.to_owned()),
         }
+    }
+}
+
+/// One revision as `STATS_INVOICES` reads it.
+#[derive(Debug, Clone)]
+pub struct Revision {
+    pub invoice_id: String,
+    pub revision: i64,
+    /// When the invoice's first revision was received.
+    pub first_received_ms: i64,
+    pub routed_by: Option<String>,
+    /// `None` only for a revision whose amount could not be copied.
+    pub currency: Option<String>,
+    pub amount_minor: Option<i64>,
+    /// When the invoice was paid.
+    pub paid_ms: Option<i64>,
+}
+
+/// The revisions of a period's invoices gathered into one
+/// [`InvoiceFacts`] each: what routed the first revision, the latest
+/// revision's amount; attempts join them by invoice id.
+#[derive(Default)]
+pub struct Revisions {
+    invoices: Vec<InvoiceFacts>,
+    /// Per invoice, the lowest and highest revision seen.
+    revisions: Vec<(i64, i64)>,
+    by_id: HashMap<String, usize>,
+}
+
+impl Revisions {
+    pub fn add(&mut self, row: Revision) {
+        let amount = (row.currency.unwrap_or_default(), row.amount_minor.unwrap_or_default());
+        match self.by_id.get(&row.invoice_id) {
+            Some(&at) => {
+                let (lowest, highest) = &mut self.revisions[at];
+                let invoice = &mut self.invoices[at];
+                if row.revision < *lowest {
+                    *lowest = row.revision;
+                    invoice.routed_by = row.routed_by;
+                }
+                if row.revision > *highest {
+                    *highest = row.revision;
+                    (invoice.currency, invoice.amount_minor) = amount;
+                }
+            }
+            None => {
+                self.by_id.insert(row.invoice_id.clone(), self.invoices.len());
+                self.revisions.push((row.revision, row.revision));
+                self.invoices.push(InvoiceFacts {
+                    invoice_id: row.invoice_id,
+                    received_ms: row.first_received_ms,
+                    routed_by: row.routed_by,
+                    currency: amount.0,
+                    amount_minor: amount.1,
+                    paid_ms: row.paid_ms,
+                    attempts: Vec::new(),
+                });
+            }
+        }
+    }
+
+    /// The invoice an attempt belongs to, if it is one of the period's.
+    pub fn get_mut(&mut self, invoice_id: &str) -> Option<&mut InvoiceFacts> {
+        let at = *self.by_id.get(invoice_id)?;
+        self.invoices.get_mut(at)
+    }
+
+    pub fn into_facts(self) -> Vec<InvoiceFacts> {
+        self.invoices
     }
 }
 

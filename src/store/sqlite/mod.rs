@@ -769,6 +769,7 @@ impl Store for SqliteStore {
             .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn begin_with_attempt(
         &self,
         invoice: &Invoice,
