@@ -302,6 +302,15 @@ async fn a_customers_pages_read_in_spanish_on_a_phone_and_name_the_biller() {
         "a button a thumb can press: {button}"
     );
 
+    // The "remind me by" form, sent as a person sends it: the browser posts
+    // it from the page (with `Origin: null`, the page's referrer policy
+    // being no-referrer) and lands back on the page with the choice saved.
+    let saved = browser
+        .click_and_wait_for("form.prefs button[type=submit]", "Guardamos su elección.")
+        .await;
+    assert!(saved.contains(BILLER), "{saved}");
+    browser.screenshot("preferences-saved-es").await;
+
     let page = look_at(&browser, &updated, "updated-page-es").await;
     assert!(
         page.contains("Esta solicitud de pago se actualizó")
@@ -335,6 +344,11 @@ async fn a_customers_pages_read_in_spanish_on_a_phone_and_name_the_biller() {
 
     let page = look_at(&browser, &unsubscribe, "unsubscribe-page-es").await;
     assert!(page.contains(BILLER) && page.contains("Darme de baja"), "{page}");
+    let done = browser
+        .click_and_wait_for("form button[type=submit]", "Se dio de baja")
+        .await;
+    assert!(done.contains(BILLER), "{done}");
+    browser.screenshot("unsubscribed-es").await;
 
     // The email itself, as a phone's mail app shows it: the long link wraps
     // and the Pay button is a table cell of the brand colour.

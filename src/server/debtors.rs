@@ -13,7 +13,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{json, Value};
 use tracing::info;
@@ -77,21 +77,11 @@ pub(super) fn form_view(token: &str, offered: &[ChannelName], stopped: &[Channel
     })
 }
 
-/// A browser's cross-site POST, refused: its `Origin` is not the one of
-/// `public_base_url`, or it says `Sec-Fetch-Site: cross-site`. A POST with
-/// neither header (not from a browser) is let through.
+/// A browser's POST from another site ([`super::pages::from_another_site`]):
+/// our pages are served at `public_base_url`.
 fn cross_site(state: &AppState, headers: &HeaderMap) -> bool {
-    let value = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    if value(header::HeaderName::from_static("sec-fetch-site")) == Some("cross-site") {
-        return true;
-    }
-    match value(header::ORIGIN) {
-        None => false,
-        Some(origin) => {
-            let ours = state.config.http.public_base_url.origin().ascii_serialization();
-            !origin.trim_end_matches('/').eq_ignore_ascii_case(&ours)
-        }
-    }
+    let ours = state.config.http.public_base_url.origin().ascii_serialization();
+    super::pages::from_another_site(headers, &[&ours])
 }
 
 /// The form's fields: `channels` in order, `stop` (repeated). `Err` names

@@ -161,6 +161,29 @@ pub(super) fn notice_about(
     Ok((code, Html(html)).into_response())
 }
 
+/// Whether a browser sent a form from another site: refused. Browsers say
+/// where a form came from in `Sec-Fetch-Site`, which decides alone when
+/// present (only `same-origin` passes). Without it, `Origin` must be one of
+/// `ours`. Our pages' `Referrer-Policy: no-referrer` makes browsers send
+/// `Origin: null` with a form they post to themselves, so an `Origin`
+/// alone cannot tell such a post from a cross-site one; `Sec-Fetch-Site`
+/// can. A POST with neither header (no browser: a mail client's one-click
+/// unsubscribe, a script) is let through: what it may do needs the token
+/// in its URL or a session.
+pub(super) fn from_another_site(headers: &HeaderMap, ours: &[&str]) -> bool {
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = value("sec-fetch-site") {
+        return site != "same-origin";
+    }
+    match value("origin") {
+        None => false,
+        Some(origin) => {
+            let origin = origin.trim_end_matches('/');
+            !ours.iter().any(|o| origin.eq_ignore_ascii_case(o))
+        }
+    }
+}
+
 /// Every page's headers. A `Cache-Control` the handler set (the logo's) stays.
 pub(super) fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();

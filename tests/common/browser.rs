@@ -116,6 +116,27 @@ impl Browser {
             .unwrap_or_else(|e| panic!("script failed: {script}: {e}"))
     }
 
+    /// Clicks the first element `css` names, as a person would (a form's
+    /// button posts the form), and waits until the page shows `expected`.
+    pub async fn click_and_wait_for(&self, css: &str, expected: &str) -> String {
+        self.client
+            .find(fantoccini::Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("nothing on the page matches {css}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("cannot click {css}: {e}"));
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = self.text().await;
+            if text.contains(expected) {
+                return text;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("after clicking {css}, the page never showed {expected:?}: {text}");
+    }
+
     /// The page's `<html lang>`.
     pub async fn lang(&self) -> String {
         self.run("return document.documentElement.lang;")

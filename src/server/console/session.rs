@@ -81,24 +81,21 @@ impl Session {
     }
 }
 
-/// A browser's POST from another site: `Sec-Fetch-Site` other than
-/// `same-origin`, or an `Origin` that is neither `public_base_url`'s nor
-/// the one the request was sent to (its `Host`: the console may be served
-/// on `[http] admin_listen`, whose address is not the public one). A POST
-/// with neither header (not from a browser) is let through.
+/// A browser's POST from another site ([`crate::server::pages::from_another_site`]):
+/// the console is ours at `public_base_url`'s origin and at the one the
+/// request was sent to (its `Host`: the console may be served on `[http]
+/// admin_listen`, whose address is not the public one).
 fn cross_site(public_base_url: &url::Url, headers: &HeaderMap) -> bool {
-    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if value("sec-fetch-site").is_some_and(|site| site != "same-origin") {
-        return true;
-    }
-    let Some(origin) = value("origin").map(|o| o.trim_end_matches('/')) else {
-        return false;
-    };
     let public = public_base_url.origin().ascii_serialization();
-    let own = origin
-        .split_once("://")
-        .is_some_and(|(_, authority)| value("host").is_some_and(|host| authority.eq_ignore_ascii_case(host)));
-    !(origin.eq_ignore_ascii_case(&public) || own)
+    // The admin address is often plain HTTP while the public one is not.
+    let own: Vec<String> = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .map(|host| vec![format!("http://{host}"), format!("https://{host}")])
+        .unwrap_or_default();
+    let mut ours = vec![public.as_str()];
+    ours.extend(own.iter().map(String::as_str));
+    crate::server::pages::from_another_site(headers, &ours)
 }
 
 /// A form's first field `name`, decoded.
@@ -358,6 +355,8 @@ mod tests {
             vec![],
             vec![("origin", "https://pay.example"), ("sec-fetch-site", "same-origin")],
             vec![("origin", "http://10.0.0.5:9090"), ("host", "10.0.0.5:9090")],
+            // A browser posting a page to itself under `no-referrer`.
+            vec![("origin", "null"), ("sec-fetch-site", "same-origin")],
         ];
         for pairs in same {
             assert!(!cross_site(&public, &headers(&pairs)), "{pairs:?}");
@@ -367,6 +366,7 @@ mod tests {
             vec![("sec-fetch-site", "same-site")],
             vec![("origin", "https://evil.example"), ("host", "pay.example")],
             vec![("origin", "null")],
+            vec![("origin", "https://pay.example"), ("sec-fetch-site", "cross-site")],
         ];
         for pairs in cross {
             assert!(cross_site(&public, &headers(&pairs)), "{pairs:?}");
