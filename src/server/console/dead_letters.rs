@@ -30,6 +30,24 @@ pub(super) struct Done {
     done: Option<String>,
 }
 
+/// A dead letter's body as the console shows it: JSON pretty-printed (its
+/// text as written, not `\u` escapes), the customer's name down to its
+/// initials, and every email address and phone number masked.
+fn shown_body(body: &[u8]) -> String {
+    let text = match serde_json::from_slice::<Value>(body) {
+        Ok(mut json) => {
+            if let Some(name) = json.pointer_mut("/customer/name") {
+                if let Some(masked) = name.as_str().map(super::mask::name) {
+                    *name = Value::String(masked);
+                }
+            }
+            serde_json::to_string_pretty(&json).unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned())
+        }
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    };
+    crate::redact::text(&text)
+}
+
 /// The biller a dead letter's body names, if it is JSON with a `biller_id`.
 fn biller_of(letter: &DeadLetter) -> Option<String> {
     let body: Value = serde_json::from_slice(&letter.body).ok()?;
@@ -66,8 +84,8 @@ pub(super) async fn list(
         .iter()
         .filter(|l| visible(&session, l))
         .map(|l| {
-            let body = String::from_utf8_lossy(&l.body);
-            let shown: String = crate::redact::text(&body).chars().take(BODY_SHOWN).collect();
+            let body = shown_body(&l.body);
+            let shown: String = body.chars().take(BODY_SHOWN).collect();
             json!({
                 "id": l.id,
                 "message_id": l.message_id,
@@ -144,4 +162,22 @@ async fn act(
     };
     info!(id, ?action, ?acted, who = ?session.caller, "console: dead letter");
     Ok(Redirect::to(&format!("/console/dead-letters?done={done}")).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_dead_letter_shows_no_name_email_or_number_in_clear() {
+        let body = "{\"biller_id\":\"zeta\",\"customer\":{\"name\":\"Mar\\u00eda L\\u00f3pez\",\
+                    \"email\":\"maria@example.com\",\"phone\":\"+5215512345678\"}}";
+        let shown = super::shown_body(body.as_bytes());
+        assert!(shown.contains("\"M••• L•••\""), "{shown}");
+        for personal in ["María", "López", "maria@example.com", "5512345678"] {
+            assert!(!shown.contains(personal), "{personal} in {shown}");
+        }
+        assert!(shown.contains("\"zeta\""), "{shown}");
+        // Not JSON: emails and numbers are masked all the same.
+        let shown = super::shown_body(b"not json maria@example.com +5215512345678");
+        assert_eq!(shown, "not json m***m +***8");
+    }
 }
