@@ -6,7 +6,9 @@
 //! link nobody sent (404) and the unsubscribe page. Each is in Spanish
 //! (`<html lang="es">`), names the biller, fits the width without
 //! sideways scrolling, and is saved as `target/screenshots/<name>.png` to
-//! be looked at (see tests/common/browser.rs).
+//! be looked at (see tests/common/browser.rs). The console, at a desktop's
+//! width: the funnel read off the page against what the test did, a
+//! biller kept to its own invoices, and a dead letter sent back.
 
 mod common;
 
@@ -32,6 +34,11 @@ const PHONE: (u32, u32) = (360, 800);
 const LOGO: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" width="96" height="32" viewBox="0 0 96 32"><rect width="32" height="32" rx="6" fill="#0f766e"/><path d="M16 6l-6 12h5l-2 8 9-13h-5l3-7z" fill="#fde68a"/><text x="40" y="22" font-family="Arial" font-size="14" font-weight="bold" fill="#0f766e">LdV</text></svg>"##;
 
 fn write_config(dir: &Path, broker: &Broker, port: u16) -> PathBuf {
+    write_config_with(dir, broker, port, "")
+}
+
+/// [`write_config`] with more TOML (tokens, another biller) at the end.
+fn write_config_with(dir: &Path, broker: &Broker, port: u16, more: &str) -> PathBuf {
     std::fs::write(dir.join("logo.svg"), LOGO).expect("the logo file");
     let path = dir.join("payrelay.toml");
     let (queue, exchange) = (&broker.queue, &broker.exchange);
@@ -62,6 +69,7 @@ outbox_dir = "outbox"
 from = "Luz del Valle <facturas@luzdelvalle.example>"
 [routing]
 default = ["email"]
+{more}
 "##
         ),
     )
@@ -363,6 +371,175 @@ async fn a_customers_pages_read_in_spanish_on_a_phone_and_name_the_biller() {
         .run("const td = document.querySelector('table[role=presentation] td'); return [td.getAttribute('bgcolor'), td.innerText];")
         .await;
     assert_eq!(cell, json!(["#0f766e", "Pagar 18.450,75 MX$"]));
+
+    browser.close().await;
+}
+
+const ADMIN_TOKEN: &str = "console-admin-token-0123456789abcdef";
+const ACME_TOKEN: &str = "console-acme-token-0123456789abcdef";
+/// A desktop browser's width and height, for the operators' console.
+const DESKTOP: (u32, u32) = (1280, 900);
+
+/// The funnel's figures as the console page shows them: (label, number).
+async fn funnel_figures(browser: &Browser) -> Vec<(String, String)> {
+    let figures = browser
+        .run("return [...document.querySelectorAll('.figure')].map(f => [f.firstChild.textContent.trim(), f.querySelector('strong').textContent.trim()]);")
+        .await;
+    serde_json::from_value(figures).expect("label and number pairs")
+}
+
+/// Signs in to the console at `base_url` with `token`.
+async fn sign_in(browser: &Browser, base_url: &str, token: &str) -> String {
+    browser.open(&format!("{base_url}/console")).await;
+    browser.fill("input[name=token]", token).await;
+    browser.click_and_wait_for("button[type=submit]", "Sign out").await
+}
+
+/// An operator in a real browser: the console's funnel shows what the
+/// test did (invoices sent, opened by a person and by a link previewer,
+/// paid), a biller's sign-in does not see another biller's invoice, and
+/// a dead letter (an invoice for a biller not yet configured) is sent
+/// back from the console after the config is fixed, and then delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_reads_the_funnel_and_sends_a_dead_letter_back_in_the_console() {
+    let broker = Broker::new("console-browser").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let base_url = format!("http://127.0.0.1:{port}");
+    let config = write_config(dir.path(), &broker, port);
+    // The tokens go into the sections `write_config` writes.
+    let text = std::fs::read_to_string(&config).expect("the config");
+    let text = text
+        .replace(
+            &format!("public_base_url = \"{base_url}\"\n"),
+            &format!("public_base_url = \"{base_url}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n"),
+        )
+        .replace(
+            &format!("webhook_secret = \"{WEBHOOK_SECRET}\"\n"),
+            &format!("webhook_secret = \"{WEBHOOK_SECRET}\"\napi_token = \"{ACME_TOKEN}\"\n"),
+        );
+    std::fs::write(&config, &text).expect("the config with tokens");
+    let mut events = broker.observe(&config).await;
+    let mut service = Service::spawn(&config);
+
+    let ids = ["FAC-C-1", "FAC-C-2", "FAC-C-3", "FAC-C-4", "FAC-C-5"];
+    let invoices: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            invoice(
+                id,
+                &format!("{}@example.com", id.to_lowercase()),
+                "es-MX",
+                "2027-01-15",
+                "Luz",
+            )
+        })
+        .collect();
+    broker.publish(&config, &invoices).await;
+    // An invoice of a biller payrelay does not know yet: dead-lettered.
+    let mut beta = invoice("FAC-B-1", "beta@example.com", "es-MX", "2027-01-15", "Agua");
+    beta["biller_id"] = json!("beta");
+    broker.publish(&config, &[beta]).await;
+    let mut seen = Vec::new();
+    for id in ids {
+        wait_for(&mut events, &mut seen, "invoice.sent", (id, 1)).await;
+    }
+    wait_for(&mut events, &mut seen, "invoice.rejected", ("FAC-B-1", 1)).await;
+
+    // Two links opened by a person (the browser), one fetched by a link
+    // previewer (it must not count), one invoice paid.
+    let emails = outbox(&dir.path().join("outbox"));
+    let browser = Browser::start(DESKTOP.0, DESKTOP.1, "en").await;
+    for id in ["FAC-C-1", "FAC-C-2"] {
+        let (link, _) = links(&emails, &format!("{}@example.com", id.to_lowercase()), &base_url);
+        browser.open(&link).await;
+    }
+    let (previewed, _) = links(&emails, "fac-c-3@example.com", &base_url);
+    let preview = reqwest::Client::new()
+        .get(&previewed)
+        .header(
+            "user-agent",
+            "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+        )
+        .send()
+        .await
+        .expect("the previewer's fetch");
+    assert_eq!(preview.status(), 200);
+    pay(&base_url, "FAC-C-1").await;
+    wait_for(&mut events, &mut seen, "invoice.paid", ("FAC-C-1", 1)).await;
+
+    // The operator signs in and reads the funnel of today off the page.
+    sign_in(&browser, &base_url, ADMIN_TOKEN).await;
+    browser
+        .open(&format!("{base_url}/console/funnel?biller=acme&period=today"))
+        .await;
+    browser.screenshot("console-funnel").await;
+    let figures = funnel_figures(&browser).await;
+    let figure = |label: &str| {
+        figures
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, n)| n.clone())
+            .unwrap_or_else(|| panic!("no {label} on the funnel page: {figures:?}"))
+    };
+    assert_eq!(
+        (figure("Received"), figure("Sent"), figure("Opened"), figure("Paid")),
+        ("5".into(), "5".into(), "2".into(), "1".into()),
+        "{figures:?}"
+    );
+
+    // The dead letter is listed with its reason.
+    browser.open(&format!("{base_url}/console/dead-letters")).await;
+    let page = browser.text().await;
+    assert!(page.contains("FAC-B-1") && page.contains("beta"), "{page}");
+    browser.screenshot("console-dead-letters").await;
+
+    // The config is fixed (beta added) and the service restarted; the
+    // session outlives the restart, and the letter goes back and is sent.
+    service.terminate(std::time::Duration::from_secs(20));
+    let fixed = std::fs::read_to_string(&config).expect("the config").replace(
+        "[channels.email]",
+        "[billers.beta]\nname = \"Agua del Valle\"\ncheckout_url = \"https://pagos.agua.example/{invoice_id}\"\n\n[channels.email]",
+    );
+    std::fs::write(&config, fixed).expect("the fixed config");
+    let _service = Service::spawn(&config);
+    let mut page = String::new();
+    for _ in 0..100 {
+        if reqwest::get(format!("{base_url}/healthz")).await.is_ok() {
+            browser.open(&format!("{base_url}/console/dead-letters")).await;
+            page = browser.text().await;
+            if page.contains("FAC-B-1") {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        page.contains("FAC-B-1"),
+        "the letter is listed after the restart: {page}"
+    );
+    browser
+        .click_and_wait_for("form[action$='/send-back'] button", "No dead letters")
+        .await;
+    wait_for(&mut events, &mut seen, "invoice.sent", ("FAC-B-1", 1)).await;
+
+    // A biller's sign-in sees its own invoices, and another biller's
+    // invoice answers as if it did not exist.
+    browser
+        .click_and_wait_for("form[action='/console/sign-out'] button", "Token")
+        .await;
+    sign_in(&browser, &base_url, ACME_TOKEN).await;
+    browser.open(&format!("{base_url}/console/invoices/acme/FAC-C-1")).await;
+    let own = browser.text().await;
+    assert!(own.contains("FAC-C-1") && own.contains("paid"), "{own}");
+    browser.screenshot("console-invoice").await;
+    browser.open(&format!("{base_url}/console/invoices/beta/FAC-B-1")).await;
+    let other = browser.text().await;
+    assert!(!other.contains("Agua") && !other.contains("beta@"), "{other}");
+    assert!(
+        other.to_lowercase().contains("not found") || other.contains("404"),
+        "{other}"
+    );
 
     browser.close().await;
 }

@@ -116,6 +116,17 @@ impl Browser {
             .unwrap_or_else(|e| panic!("script failed: {script}: {e}"))
     }
 
+    /// Types `text` into the first field `css` names.
+    pub async fn fill(&self, css: &str, text: &str) {
+        self.client
+            .find(fantoccini::Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("nothing on the page matches {css}: {e}"))
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("cannot type into {css}: {e}"));
+    }
+
     /// Clicks the first element `css` names, as a person would (a form's
     /// button posts the form), and waits until the page shows `expected`.
     pub async fn click_and_wait_for(&self, css: &str, expected: &str) -> String {
