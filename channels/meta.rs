@@ -517,7 +517,9 @@ pub fn parse_webhook(body: &[u8]) -> Result<MetaWebhook, String> {
         }
         // Messenger: entry[].messaging[].delivery.mids[]
         for event in list(entry, "messaging") {
-            let Some(delivery) = event.get("delivery").cloned() else {
+            // An object, as Meta sends it: serde would also read a struct
+            // from an array, by position.
+            let Some(delivery) = event.get("delivery").filter(|d| d.is_object()).cloned() else {
                 continue;
             };
             let Ok(delivery) = serde_json::from_value::<MessengerDelivery>(delivery) else {
@@ -941,6 +943,10 @@ mod tests {
         // A wrong type inside an entry is skipped, not an error.
         let hook = parse_webhook(b"{\"object\": \"page\", \"entry\": [{\"changes\": 5, \"messaging\": [1]}]}").unwrap();
         assert!(hook.reports.is_empty());
+        // A delivery that is no object names no message, even one serde
+        // would read by position (found by tests/fuzz_parsers.rs).
+        let body = br#"{"object": "page", "entry": [{"messaging": [{"delivery": [["m_1"]]}]}]}"#;
+        assert!(parse_webhook(body).unwrap().reports.is_empty());
         let hook = parse_webhook(b"{\"object\": \"instagram\"}").unwrap();
         assert_eq!(channel_of(b"{\"object\": \"instagram\"}"), None);
         assert_eq!(channel_of(b"not json"), None);
